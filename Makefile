@@ -40,7 +40,6 @@ TEST_LIBS   = $(eval TEST_LIBS := $(shell pkg-config --libs cmocka))$(TEST_LIBS)
 
 WARN        := -Wall -Wextra -Werror
 CFLAGS      := -std=c11 $(WARN) -O2 -g -D_GNU_SOURCE $(SANFLAGS)
-CPPFLAGS    := -Icommon -MMD -MP
 LDFLAGS     := $(SANFLAGS)
 
 COMMON_SRC  := $(wildcard common/*.c)
@@ -49,8 +48,10 @@ LIBAMI      := $(OUT)/libami.a
 
 ROLES       := $(notdir $(patsubst %/,%,$(wildcard services/*/)))
 TOOLS       := $(notdir $(patsubst %/,%,$(wildcard tools/*/)))
+# Tests and tools include role headers (each is named ami_<role>*.h).
+CPPFLAGS    := -Icommon $(ROLES:%=-Iservices/%) -MMD -MP
 ROLE_LIBS   := $(foreach r,$(ROLES),$(if $(filter-out services/$(r)/main.c,$(wildcard services/$(r)/*.c)),$(OUT)/libami-$(r).a))
-SERVICE_BINS := $(ROLES:%=$(BINDIR)/ami-%)
+SERVICE_BINS := $(patsubst services/%/main.c,$(BINDIR)/ami-%,$(wildcard services/*/main.c))
 TOOL_BINS   := $(TOOLS:%=$(BINDIR)/%)
 PROGRAMS    := $(SERVICE_BINS) $(TOOL_BINS)
 
