@@ -1,0 +1,110 @@
+/*  ami_log.c - level filter and identity on top of zsys logging.
+
+    zsys does the formatting and the output; this file only adds what CZMQ
+    4.2 lacks: a level below which messages are dropped, and an identity
+    string built from the service name and node id. The level is a C11
+    atomic because actors log from their own threads; relaxed ordering is
+    enough, a level change only has to become visible eventually.
+*/
+#include "ami_log.h"
+#include "ami_config.h"
+#include "ami_err.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <strings.h>
+
+//  Process-wide by nature (see the header): the level every macro checks,
+//  and the identity handed to zsys.
+static atomic_int s_level = AMI_LOG_INFO;
+static char s_ident [128];
+
+static const char *s_names [] = { "error", "warn", "info", "debug" };
+
+void
+ami_log_init (const char *service, const char *node_id, int level)
+{
+    assert (service);
+    if (node_id && *node_id)
+        snprintf (s_ident, sizeof s_ident, "%s[%s]", service, node_id);
+    else
+        snprintf (s_ident, sizeof s_ident, "%s", service);
+    zsys_set_logident (s_ident);
+    zsys_set_logstream (stderr);
+    ami_log_set_level (level);
+}
+
+void
+ami_log_set_level (int level)
+{
+    if (level < AMI_LOG_ERROR)
+        level = AMI_LOG_ERROR;
+    if (level > AMI_LOG_DEBUG)
+        level = AMI_LOG_DEBUG;
+    atomic_store_explicit (&s_level, level, memory_order_relaxed);
+}
+
+int
+ami_log_level (void)
+{
+    return atomic_load_explicit (&s_level, memory_order_relaxed);
+}
+
+bool
+ami_log_enabled (int level)
+{
+    return level <= atomic_load_explicit (&s_level, memory_order_relaxed);
+}
+
+const char *
+ami_log_ident (void)
+{
+    return s_ident;
+}
+
+int
+ami_log_level_parse (const char *name, int *level)
+{
+    assert (level);
+    if (!name)
+        return AMI_E_CONFIG;
+    for (int i = AMI_LOG_ERROR; i <= AMI_LOG_DEBUG; i++)
+        if (strcasecmp (name, s_names [i]) == 0) {
+            *level = i;
+            return AMI_OK;
+        }
+    if (strcasecmp (name, "warning") == 0) {
+        *level = AMI_LOG_WARN;
+        return AMI_OK;
+    }
+    return AMI_E_CONFIG;
+}
+
+const char *
+ami_log_level_name (int level)
+{
+    if (level < AMI_LOG_ERROR || level > AMI_LOG_DEBUG)
+        return "?";
+    return s_names [level];
+}
+
+int
+ami_log_level_from_config (ami_config_t *config, bool verbose, int *level)
+{
+    assert (level);
+    const char *name = "info";
+    if (config) {
+        int rc = ami_config_str (config, "log/level", "info", &name);
+        if (rc)
+            return rc;
+    }
+    int parsed;
+    if (ami_log_level_parse (name, &parsed)) {
+        ami_log_error ("config %s: log/level = '%.64s': not a level "
+                       "(error, warn, info, debug)",
+                       config ? ami_config_origin (config) : "-", name);
+        return AMI_E_CONFIG;
+    }
+    *level = verbose ? AMI_LOG_DEBUG : parsed;
+    return AMI_OK;
+}

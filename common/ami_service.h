@@ -1,0 +1,121 @@
+/*  ami_service.h - the start-up and run loop shared by every service main.
+
+    Each services/<role>/main.c is a thin wrapper:
+
+        static const char *const known [] = { "mdms/api", "mdms/db", ..., NULL };
+        static const ami_service_info_t info = {
+            .program = "ami-mdms", .role = "mdms", .summary = "...",
+            .known = known, .config_help = "...", .server = true
+        };
+        int main (int argc, char **argv) {
+            int rc;
+            ami_service_t *svc = ami_service_start (&info, argc, argv, &rc);
+            if (!svc) return rc;                 // --help (0), usage (2), startup error (1)
+            ... build the actor's arguments from ami_service_config (svc) ...
+            zactor_t *actor = zactor_new (ami_mdms_actor, &args);
+            if (args.status) { ...; rc = 1; }    // actor could not start: it said why
+            else rc = ami_service_run (svc, actor);
+            zactor_destroy (&actor);
+            ami_service_destroy (&svc);
+            return rc;
+        }
+
+    ami_service_start does, in this order, and stops at the first failure
+    with a log line that names the file or key at fault:
+      1. parse the common options: -c FILE (required), -o path=value
+         (repeatable), -v (debug), -h/--help;
+      2. load the ZPL config, apply the -o overrides, refuse unknown keys
+         (the common keys below plus info->known);
+      3. set up logging as "PROGRAM[node/id]" at log/level (or debug);
+      4. load this node's certificate from node/cert (secret file mode is
+         checked by ami_cert_load: SEC-KEY-1) and check its role metadata
+         equals info->role and its node-id equals node/id;
+      5. for servers, start the ZAP handler on node/allow BEFORE the actor
+         binds anything (libzmq accepts every client when no ZAP handler
+         runs).
+
+    Common configuration keys (every service):
+        node/id        this node's id (must match the certificate)
+        node/cert      path of this node's certificate (public path; the
+                       secret is read from PATH_secret)
+        node/allow     allow-list directory (servers only, required)
+        log/level      error | warn | info | debug (default info)
+        heartbeat      HEALTH interval (default 1s)
+
+    Actor convention used by every ami-bus actor: the actor's argument
+    struct has an `int status` field that the actor sets (AMI_OK or an
+    ami_err_t) BEFORE its first zsock_signal on the pipe; on failure it
+    signals and returns at once. zactor_new waits for that signal, so the
+    caller reads status right after zactor_new returns.
+*/
+#ifndef AMI_SERVICE_H_INCLUDED
+#define AMI_SERVICE_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ami_auth.h"
+#include "ami_cert.h"
+#include "ami_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    const char *program;            /* "ami-mdms": log identity and --help */
+    const char *role;               /* certificate role required: "mdms" */
+    const char *summary;            /* one line for --help */
+    const char *const *known;       /* role-specific config keys, NULL-terminated */
+    const char *config_help;        /* role-specific keys and defaults for --help */
+    bool server;                    /* binds sockets: node/allow is required */
+} ami_service_info_t;
+
+typedef struct ami_service_t ami_service_t;
+
+/*  Start a service as described above. On success returns the service.
+    Otherwise returns NULL and sets *exit_code: 0 after --help (printed to
+    stdout), 2 for a usage error (message and usage on stderr), 1 for a
+    start-up failure (logged, naming the file or key). */
+ami_service_t *
+    ami_service_start (const ami_service_info_t *info, int argc, char **argv,
+                       int *exit_code);
+
+/*  Stop the ZAP handler and free everything. Idempotent; nulls *self_p. */
+void
+    ami_service_destroy (ami_service_t **self_p);
+
+/*  Borrowed accessors: valid until ami_service_destroy. */
+ami_config_t *
+    ami_service_config (ami_service_t *self);
+ami_cert_t *
+    ami_service_cert (ami_service_t *self);
+ami_auth_t *
+    ami_service_auth (ami_service_t *self);      /* NULL for clients */
+const char *
+    ami_service_node_id (ami_service_t *self);
+int64_t
+    ami_service_heartbeat_ms (ami_service_t *self);
+bool
+    ami_service_verbose (ami_service_t *self);
+
+/*  Wait until SIGINT/SIGTERM or until the actor ends on its own (it sends
+    anything on its pipe, or the pipe closes). Returns the process exit
+    code: 0 after a signal, 1 if the actor ended by itself. Logs why. The
+    caller then destroys the actor ($TERM). */
+int
+    ami_service_run (ami_service_t *self, zactor_t *actor);
+
+/*  Load a peer's public certificate named by config key `key` (e.g.
+    "mdms/broker-cert") and copy its Z85 public key into out. Returns
+    AMI_OK or AMI_E_CONFIG / AMI_E_KEY (logged, naming key and file). */
+int
+    ami_service_peer_key (ami_service_t *self, const char *key,
+                          char out [AMI_CERT_KEY_TXT_LEN + 1]);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
