@@ -25,6 +25,7 @@
 #include "ami_log.h"
 
 #include <errno.h>
+#include <sodium.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
@@ -272,6 +273,65 @@ ami_cert_new (const char *role, const char *node_id, int *err)
     return self;
 }
 
+static bool
+    s_pair_ok (const char *key_type, const uint8_t public_key [32], const uint8_t secret_key [32],
+               const char *secret_txt, char derived [AMI_CERT_KEY_TXT_LEN + 1]);
+static bool
+    s_all_zero (const uint8_t *bytes, size_t size);
+
+ami_cert_t *
+ami_cert_new_from_keys (const char *role, const char *node_id, const char *key_type,
+                        const uint8_t public_key [32], const uint8_t secret_key [32], int *err)
+{
+    assert (role && node_id && key_type && public_key && secret_key);
+    const char *problem = s_entry_problem (AMI_CERT_META_ROLE, role);
+    if (!problem)
+        problem = s_entry_problem (AMI_CERT_META_NODE_ID, node_id);
+    char secret_txt [AMI_CERT_KEY_TXT_LEN + 1];
+    char derived [AMI_CERT_KEY_TXT_LEN + 1];
+    zmq_z85_encode (secret_txt, secret_key, 32);
+    if (!problem && (s_all_zero (secret_key, 32)
+                 ||  !s_pair_ok (key_type, public_key, secret_key, secret_txt, derived)))
+        problem = "keys do not belong together, are all zero, or the key type is unknown";
+    explicit_bzero (secret_txt, sizeof secret_txt);
+    if (problem) {
+        ami_log_error ("ami_cert_new_from_keys: %s", problem);
+        s_set_err (err, AMI_E_RANGE);
+        return NULL;
+    }
+    zcert_t *zcert = zcert_new_from (public_key, secret_key);
+    if (!zcert) {
+        s_set_err (err, AMI_E_NOMEM);
+        return NULL;
+    }
+    zcert_set_meta (zcert, AMI_CERT_META_ROLE, "%s", role);
+    zcert_set_meta (zcert, AMI_CERT_META_NODE_ID, "%s", node_id);
+    zcert_set_meta (zcert, AMI_CERT_META_KEY_TYPE, "%s", key_type);
+    ami_cert_t *self = s_wrap (zcert, true);
+    if (!self) {
+        s_zcert_wipe_destroy (&zcert);
+        s_set_err (err, AMI_E_NOMEM);
+        return NULL;
+    }
+    s_set_err (err, AMI_OK);
+    return self;
+}
+
+const uint8_t *
+ami_cert_secret_key (ami_cert_t *self)
+{
+    assert (self);
+    return self->has_secret ? zcert_secret_key (self->zcert) : NULL;
+}
+
+const char *
+ami_cert_key_type (ami_cert_t *self)
+{
+    assert (self);
+    const char *type = zcert_meta (self->zcert, AMI_CERT_META_KEY_TYPE);
+    return type ? type : AMI_CERT_KEY_CURVE;
+}
+
 void
 ami_cert_destroy (ami_cert_t **self_p)
 {
@@ -395,6 +455,36 @@ s_all_zero (const uint8_t *bytes, size_t size)
     return acc == 0;
 }
 
+//  Check that a secret key produces its public key, by key type: CURVE
+//  (X25519 scalar mult, via libzmq), Ed25519 (the secret is the 32-byte
+//  seed), or a KDF secret (the public field is its BLAKE2b-256 fingerprint).
+//  An unknown key type never matches.
+static bool
+s_pair_ok (const char *key_type, const uint8_t public_key [32], const uint8_t secret_key [32],
+           const char *secret_txt, char derived [AMI_CERT_KEY_TXT_LEN + 1])
+{
+    uint8_t expect [32];
+    bool ok = false;
+    if (streq (key_type, AMI_CERT_KEY_CURVE)) {
+        char public_txt [AMI_CERT_KEY_TXT_LEN + 1];
+        ok = zmq_curve_public (derived, secret_txt) == 0
+          && zmq_z85_encode (public_txt, public_key, 32)
+          && strcmp (derived, public_txt) == 0;
+    }
+    else
+    if (streq (key_type, AMI_CERT_KEY_ED25519)) {
+        uint8_t sk [crypto_sign_SECRETKEYBYTES];
+        ok = crypto_sign_seed_keypair (expect, sk, secret_key) == 0
+          && sodium_memcmp (expect, public_key, 32) == 0;
+        sodium_memzero (sk, sizeof sk);
+    }
+    else
+    if (streq (key_type, AMI_CERT_KEY_KDF))
+        ok = crypto_generichash (expect, 32, secret_key, 32, NULL, 0) == 0
+          && sodium_memcmp (expect, public_key, 32) == 0;
+    return ok;
+}
+
 //  Parse a certificate's text and build the ami_cert. want_secret: this is
 //  our own secret file (secret required and checked against the public).
 static ami_cert_t *
@@ -428,8 +518,8 @@ s_parse (const char *text, const char *path, bool want_secret, int *err)
     if (want_secret && s_all_zero (secret_key, sizeof secret_key))
         ami_log_error ("certificate %s: secret key is all zeros (made without CURVE?)", path);
     else
-    if (want_secret && (zmq_curve_public (derived, secret_txt) != 0
-                    ||  strcmp (derived, public_txt) != 0))
+    if (want_secret && !s_pair_ok (zconfig_get (root, "metadata/" AMI_CERT_META_KEY_TYPE, AMI_CERT_KEY_CURVE),
+                                   public_key, secret_key, secret_txt, derived))
         ami_log_error ("certificate %s: public and secret keys do not belong together", path);
     else {
         if (!want_secret && secret_txt && *secret_txt)

@@ -42,6 +42,8 @@
 #define AMI_CERT_H_INCLUDED
 
 #include <czmq.h>
+
+#include "ami_err.h"
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -53,6 +55,18 @@ typedef struct ami_cert_t ami_cert_t;
 
 #define AMI_CERT_META_ROLE      "role"
 #define AMI_CERT_META_NODE_ID   "node-id"
+/*  What the two 32-byte keys are (metadata "key-type"; absent = curve):
+    curve    an X25519 keypair: CurveZMQ transport keys, crypto_box keys;
+    ed25519  an Ed25519 public key and its 32-byte seed as the secret;
+    kdf      a secret for crypto_kdf, with BLAKE2b-256 of it as the public
+             field (a fingerprint, so the file pair still checks out).
+    ami_cert_load checks that the secret produces the public key by the
+    rule of its type. Only curve certs belong in allow-lists and on
+    sockets; the others carry ami_e2e application keys. */
+#define AMI_CERT_META_KEY_TYPE  "key-type"
+#define AMI_CERT_KEY_CURVE      "curve"
+#define AMI_CERT_KEY_ED25519    "ed25519"
+#define AMI_CERT_KEY_KDF        "kdf"
 
 /*  Budget for all metadata, as zauth encodes it (see above): 512 would
     just fit zauth's buffer; keep a margin below it. */
@@ -69,6 +83,26 @@ typedef struct ami_cert_t ami_cert_t;
       AMI_E_NOMEM   out of memory. */
 ami_cert_t *
     ami_cert_new (const char *role, const char *node_id, int *err);
+
+/*  Wrap existing 32-byte keys of the given key type (see
+    AMI_CERT_META_KEY_TYPE) with role and node-id, e.g. an Ed25519 signing
+    key made with libsodium. The keys are checked to belong together.
+    Returns NULL with *err = AMI_E_RANGE (bad role/node-id/type, all-zero
+    or mismatched keys; logged) or AMI_E_NOMEM. The caller wipes its own
+    copy of secret_key. */
+ami_cert_t *
+    ami_cert_new_from_keys (const char *role, const char *node_id, const char *key_type,
+                            const uint8_t public_key [32], const uint8_t secret_key [32],
+                            int *err);
+
+/*  Return the secret key as 32 bytes, or NULL for a public-only cert.
+    Belongs to the cert (wiped when it is destroyed). */
+const uint8_t *
+    ami_cert_secret_key (ami_cert_t *self);
+
+/*  Return the key type ("curve" when the metadata is absent). */
+const char *
+    ami_cert_key_type (ami_cert_t *self);
 
 /*  Load this node's own certificate with its secret key. path is the
     public file name; the secret is read from path + "_secret" (a path

@@ -297,3 +297,41 @@ ami_service_peer_key (ami_service_t *self, const char *key, char out [AMI_CERT_K
     }
     return ami_auth_server_key_from_file (path, out);
 }
+
+/* The one message an actor sends after its handshake signal. */
+#define ACTOR_READY  "READY"
+#define ACTOR_FAILED "FAILED"
+
+zactor_t *
+ami_actor_new (zactor_fn *actor, void *args)
+{
+    assert (actor);
+    zactor_t *self = zactor_new (actor, args);
+    if (!self)
+        return NULL;
+    char *status = zstr_recv (self);
+    bool ok = status && streq (status, ACTOR_READY);
+    zstr_free (&status);
+    if (!ok)
+        zactor_destroy (&self);
+    return self;
+}
+
+void
+ami_actor_ready (zsock_t *pipe)
+{
+    zstr_send (pipe, ACTOR_READY);
+}
+
+void
+ami_actor_failed (zsock_t *pipe)
+{
+    zstr_send (pipe, ACTOR_FAILED);
+    while (true) {
+        char *command = zstr_recv (pipe);
+        bool term = !command || streq (command, "$TERM");
+        zstr_free (&command);
+        if (term)
+            break;
+    }
+}

@@ -42,11 +42,23 @@
         log/level      error | warn | info | debug (default info)
         heartbeat      HEALTH interval (default 1s)
 
-    Actor convention used by every ami-bus actor: the actor's argument
-    struct has an `int status` field that the actor sets (AMI_OK or an
-    ami_err_t) BEFORE its first zsock_signal on the pipe; on failure it
-    signals and returns at once. zactor_new waits for that signal, so the
-    caller reads status right after zactor_new returns.
+    Actor convention used by every ami-bus actor (CZMQ 4.2's zactor_new
+    discards the handshake status, so start-up success travels as one
+    string message after it):
+
+        void ami_x_actor (zsock_t *pipe, void *args) {
+            zsock_signal (pipe, 0);                  // CZMQ: signal first
+            self = s_self_new (args);                // binds, opens, loads
+            if (!self) { ami_actor_failed (pipe); return; }   // logged why
+            ami_actor_ready (pipe);
+            ... serve until "$TERM" ...
+        }
+        zactor_t *ami_x_new (const ami_x_config_t *config) {
+            return ami_actor_new (ami_x_actor, (void *) config);
+        }
+
+    ami_actor_new returns NULL when the actor failed, and then nothing of
+    it is left running.
 */
 #ifndef AMI_SERVICE_H_INCLUDED
 #define AMI_SERVICE_H_INCLUDED
@@ -106,6 +118,22 @@ bool
     caller then destroys the actor ($TERM). */
 int
     ami_service_run (ami_service_t *self, zactor_t *actor);
+
+/*  Start an actor that follows the convention above. Returns the actor
+    once it has called ami_actor_ready, or NULL (the actor is destroyed)
+    if it called ami_actor_failed. args must stay valid until this returns
+    (actors copy what they keep). */
+zactor_t *
+    ami_actor_new (zactor_fn *actor, void *args);
+
+/*  Actor side: report that start-up succeeded. */
+void
+    ami_actor_ready (zsock_t *pipe);
+
+/*  Actor side: report that start-up failed (already logged), then wait for
+    "$TERM" so zactor_destroy never hangs. The actor returns after this. */
+void
+    ami_actor_failed (zsock_t *pipe);
 
 /*  Load a peer's public certificate named by config key `key` (e.g.
     "mdms/broker-cert") and copy its Z85 public key into out. Returns

@@ -1,0 +1,219 @@
+/*  ami_e2e.c - MDMS <-> meter signatures, sealing and command checks.
+
+    Everything here is a thin, checked use of one libsodium primitive; the
+    protocol choices are explained in ami_e2e.h and proto/PROTOCOL.md.
+*/
+#include "ami_e2e.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ami_cert.h"
+#include "ami_log.h"
+
+/* crypto_kdf context: exactly 8 bytes, names what the subkeys are for. */
+static const char s_meter_kdf_ctx [crypto_kdf_CONTEXTBYTES] = { 'A', 'M', 'I', 'm', 'e', 't', 'e', 'r' };
+
+static int
+s_path (char *out, size_t cap, const char *dir, const char *name)
+{
+    int n = snprintf (out, cap, "%s/%s", dir, name);
+    return (n < 0 || (size_t) n >= cap) ? AMI_E_IO : AMI_OK;
+}
+
+static int
+s_save_pair (const char *path, const char *role, const char *node_id, const char *type,
+             const uint8_t pk [32], const uint8_t secret [32])
+{
+    int err = 0;
+    ami_cert_t *cert = ami_cert_new_from_keys (role, node_id, type, pk, secret, &err);
+    if (!cert)
+        return err;
+    int rc = ami_cert_save (cert, path);
+    ami_cert_destroy (&cert);
+    return rc;
+}
+
+int
+ami_e2e_mdms_generate (const char *dir, const char *node_id)
+{
+    if (sodium_init () < 0)
+        return AMI_E_INTERNAL;
+    char path [4096];
+    uint8_t pk [32], seed [32], sk [crypto_sign_SECRETKEYBYTES];
+    randombytes_buf (seed, sizeof seed);
+    crypto_sign_seed_keypair (pk, sk, seed);
+    int rc = s_path (path, sizeof path, dir, "mdms-sign.cert");
+    if (rc == AMI_OK)
+        rc = s_save_pair (path, "mdms", node_id, AMI_CERT_KEY_ED25519, pk, seed);
+    if (rc == AMI_OK) {
+        uint8_t box_sk [32];
+        crypto_box_keypair (pk, box_sk);
+        rc = s_path (path, sizeof path, dir, "mdms-box.cert");
+        if (rc == AMI_OK)
+            rc = s_save_pair (path, "mdms", node_id, AMI_CERT_KEY_CURVE, pk, box_sk);
+        sodium_memzero (box_sk, sizeof box_sk);
+    }
+    sodium_memzero (seed, sizeof seed);
+    sodium_memzero (sk, sizeof sk);
+    return rc;
+}
+
+/*  Load one key file, checking its key type. Copies the public key and,
+    when secret, the 32-byte secret. */
+static int
+s_load_key (const char *path, const char *type, bool secret, uint8_t pk [32], uint8_t sk32 [32])
+{
+    int err = 0;
+    ami_cert_t *cert = secret ? ami_cert_load (path, &err) : ami_cert_load_public (path, &err);
+    if (!cert)
+        return err;
+    int rc = AMI_OK;
+    if (strcmp (ami_cert_key_type (cert), type) != 0) {
+        ami_log_error ("%s: key-type is '%s', expected '%s'", path, ami_cert_key_type (cert), type);
+        rc = AMI_E_KEY;
+    }
+    else {
+        memcpy (pk, ami_cert_public_key (cert), 32);
+        if (secret)
+            memcpy (sk32, ami_cert_secret_key (cert), 32);
+    }
+    ami_cert_destroy (&cert);
+    return rc;
+}
+
+int
+ami_e2e_mdms_load (ami_e2e_mdms_t *keys, const char *dir, bool secret)
+{
+    assert (keys && dir);
+    if (sodium_init () < 0)
+        return AMI_E_INTERNAL;
+    memset (keys, 0, sizeof *keys);
+    char path [4096];
+    uint8_t seed [32];
+    int rc = s_path (path, sizeof path, dir, "mdms-sign.cert");
+    if (rc == AMI_OK)
+        rc = s_load_key (path, AMI_CERT_KEY_ED25519, secret, keys->sign_pk, seed);
+    if (rc == AMI_OK && secret) {
+        uint8_t pk [32];
+        crypto_sign_seed_keypair (pk, keys->sign_sk, seed);
+    }
+    sodium_memzero (seed, sizeof seed);
+    if (rc == AMI_OK)
+        rc = s_path (path, sizeof path, dir, "mdms-box.cert");
+    if (rc == AMI_OK)
+        rc = s_load_key (path, AMI_CERT_KEY_CURVE, secret, keys->box_pk, keys->box_sk);
+    if (rc == AMI_OK)
+        keys->has_secret = secret;
+    else
+        ami_e2e_mdms_wipe (keys);
+    return rc;
+}
+
+void
+ami_e2e_mdms_wipe (ami_e2e_mdms_t *keys)
+{
+    if (keys) {
+        sodium_memzero (keys->sign_sk, sizeof keys->sign_sk);
+        sodium_memzero (keys->box_sk, sizeof keys->box_sk);
+        keys->has_secret = false;
+    }
+}
+
+int
+ami_e2e_fleet_generate (const char *path, const char *fleet_id)
+{
+    if (sodium_init () < 0)
+        return AMI_E_INTERNAL;
+    uint8_t seed [AMI_E2E_SEED_SIZE], fingerprint [32];
+    crypto_kdf_keygen (seed);
+    crypto_generichash (fingerprint, sizeof fingerprint, seed, sizeof seed, NULL, 0);
+    int rc = s_save_pair (path, "meter", fleet_id, AMI_CERT_KEY_KDF, fingerprint, seed);
+    sodium_memzero (seed, sizeof seed);
+    return rc;
+}
+
+int
+ami_e2e_fleet_load (const char *path, uint8_t seed [AMI_E2E_SEED_SIZE])
+{
+    if (sodium_init () < 0)
+        return AMI_E_INTERNAL;
+    uint8_t fingerprint [32];
+    return s_load_key (path, AMI_CERT_KEY_KDF, true, fingerprint, seed);
+}
+
+void
+ami_e2e_meter_keypair (const uint8_t seed [AMI_E2E_SEED_SIZE], uint32_t index,
+                       uint8_t pk [AMI_E2E_SIGN_PK_SIZE], uint8_t sk [AMI_E2E_SIGN_SK_SIZE])
+{
+    uint8_t meter_seed [crypto_sign_SEEDBYTES];
+    uint8_t scratch [crypto_sign_SECRETKEYBYTES];
+    crypto_kdf_derive_from_key (meter_seed, sizeof meter_seed, index, s_meter_kdf_ctx, seed);
+    crypto_sign_seed_keypair (pk, sk ? sk : scratch, meter_seed);
+    sodium_memzero (meter_seed, sizeof meter_seed);
+    sodium_memzero (scratch, sizeof scratch);
+}
+
+int
+ami_e2e_sign (uint8_t *frame, size_t size, const uint8_t sk [AMI_E2E_SIGN_SK_SIZE])
+{
+    size_t signed_len = 0;
+    const uint8_t *slot = ami_msg_signature_slot (frame, size, &signed_len);
+    if (!slot)
+        return AMI_E_RANGE;
+    /* the slot points into frame, which we own and may write */
+    crypto_sign_detached ((uint8_t *) slot, NULL, frame, signed_len, sk);
+    return AMI_OK;
+}
+
+int
+ami_e2e_verify (const uint8_t *frame, size_t size, const uint8_t pk [AMI_E2E_SIGN_PK_SIZE])
+{
+    size_t signed_len = 0;
+    const uint8_t *slot = ami_msg_signature_slot (frame, size, &signed_len);
+    if (!slot || crypto_sign_verify_detached (slot, frame, signed_len, pk) != 0)
+        return AMI_E_BAD_SIGNATURE;
+    return AMI_OK;
+}
+
+int
+ami_e2e_seal (const uint8_t *plain, size_t len, const uint8_t box_pk [AMI_E2E_BOX_KEY_SIZE],
+              uint8_t *out, size_t cap, size_t *out_len)
+{
+    if (cap < AMI_E2E_SEAL_OVERHEAD || len > cap - AMI_E2E_SEAL_OVERHEAD)
+        return AMI_E_BUFSIZE;
+    if (crypto_box_seal (out, plain, len, box_pk) != 0)
+        return AMI_E_INTERNAL;
+    *out_len = len + AMI_E2E_SEAL_OVERHEAD;
+    return AMI_OK;
+}
+
+int
+ami_e2e_open (const uint8_t *sealed, size_t len, const ami_e2e_mdms_t *keys,
+              uint8_t *out, size_t cap, size_t *out_len)
+{
+    assert (keys);
+    if (!keys->has_secret || len < AMI_E2E_SEAL_OVERHEAD)
+        return AMI_E_DECRYPT;
+    if (len - AMI_E2E_SEAL_OVERHEAD > cap)
+        return AMI_E_BUFSIZE;
+    if (crypto_box_seal_open (out, sealed, len, keys->box_pk, keys->box_sk) != 0)
+        return AMI_E_DECRYPT;
+    *out_len = len - AMI_E2E_SEAL_OVERHEAD;
+    return AMI_OK;
+}
+
+int
+ami_e2e_check_command (const ami_read_req_t *req, const char *meter_id,
+                       uint64_t last_counter, uint64_t now_ms)
+{
+    assert (req && meter_id);
+    if (strcmp (req->meter_id, meter_id) != 0)
+        return AMI_E_WRONG_TARGET;
+    if (req->counter <= last_counter)
+        return AMI_E_REPLAY;
+    if (now_ms > req->expires_ms || now_ms + AMI_E2E_SKEW_MS < req->issued_ms)
+        return AMI_E_EXPIRED;
+    return AMI_OK;
+}

@@ -1,0 +1,138 @@
+/*  ami_e2e.h - end-to-end application security between the MDMS and meters.
+
+    The transport (CurveZMQ, every hop) authenticates neighbours; this layer
+    authenticates the two ends across relays that are not trusted with
+    application data (the pole-top aggregator, the head ends). DESIGN.md §5,
+    requirements SEC-AUTHZ-2, SEC-INT-1..3, SEC-CONF-1, SEC-NR-1.
+
+    Primitives (libsodium only, nothing home-made):
+      - commands (READ_REQ) are signed by the MDMS with Ed25519
+        (crypto_sign_detached) over the frame's signed part;
+      - readings travel as crypto_box_seal(READING, MDMS X25519 key): the
+        relays see ciphertext only; the READ_RESP frame (meter id, request
+        id, status, ciphertext) is signed by the meter's own Ed25519 key,
+        which is the proof of origin the MDMS stores with the reading;
+      - each meter's signing key derives from its fleet secret with
+        crypto_kdf (BLAKE2b) and its meter number, so every meter has its
+        own key and one captured meter reveals no other.
+    Cost (DESIGN.md §8): one signature and one verification per command,
+    one seal/open and one signature/verification per reading: tens of
+    microseconds, small against a loopback round trip.
+
+    Key files are ordinary ami_cert files whose metadata "key-type" says
+    what the 32-byte keys are: "curve" (X25519, default), "ed25519" (public
+    key + 32-byte seed as the secret), "kdf" (a fleet secret; the public key
+    field is a BLAKE2b fingerprint of it). So every secret is loaded by
+    ami_cert_load, with its file-permission check (SEC-KEY-1).
+*/
+#ifndef AMI_E2E_H_INCLUDED
+#define AMI_E2E_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ami_msg.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AMI_E2E_SIGN_PK_SIZE   32
+#define AMI_E2E_SIGN_SK_SIZE   64
+#define AMI_E2E_BOX_KEY_SIZE   32
+#define AMI_E2E_SEED_SIZE      32
+/* crypto_box_seal adds an ephemeral public key and a MAC: 32 + 16 bytes. */
+#define AMI_E2E_SEAL_OVERHEAD  48
+/* Clock skew a meter tolerates on a command's issue time: meters' clocks
+   drift, and a command issued "in the future" by less than this is fine. */
+#define AMI_E2E_SKEW_MS        30000
+
+#define AMI_E2E_KEY_TYPE       "key-type"
+
+/*  The MDMS's application keys. A meter fleet holds only the public half
+    (has_secret false). */
+typedef struct {
+    uint8_t sign_pk [AMI_E2E_SIGN_PK_SIZE];
+    uint8_t sign_sk [AMI_E2E_SIGN_SK_SIZE];
+    uint8_t box_pk [AMI_E2E_BOX_KEY_SIZE];
+    uint8_t box_sk [AMI_E2E_BOX_KEY_SIZE];
+    bool    has_secret;
+} ami_e2e_mdms_t;
+
+/*  Generate fresh MDMS application keys and write them as two certificates
+    (ami_cert format): DIR/mdms-sign.cert (+_secret, key-type ed25519) and
+    DIR/mdms-box.cert (+_secret, key-type curve). Returns AMI_OK, AMI_E_IO,
+    AMI_E_KEY or AMI_E_NOMEM (logged). */
+int
+    ami_e2e_mdms_generate (const char *dir, const char *node_id);
+
+/*  Load the MDMS keys from DIR (see above). With secret true the secret
+    files are read (permission-checked); otherwise only the public ones.
+    Returns AMI_OK, AMI_E_KEY or AMI_E_KEY_PERMS (logged, naming the file).
+    Wipes keys->sign_sk/box_sk on failure. */
+int
+    ami_e2e_mdms_load (ami_e2e_mdms_t *keys, const char *dir, bool secret);
+
+/*  Wipe secret keys from memory (sodium_memzero). */
+void
+    ami_e2e_mdms_wipe (ami_e2e_mdms_t *keys);
+
+/*  Generate a fleet secret and write it at PATH (+_secret, key-type kdf,
+    role meter, node-id fleet_id). Returns as ami_e2e_mdms_generate. */
+int
+    ami_e2e_fleet_generate (const char *path, const char *fleet_id);
+
+/*  Load a fleet secret from PATH (+_secret). Returns AMI_OK, AMI_E_KEY,
+    AMI_E_KEY_PERMS (logged). */
+int
+    ami_e2e_fleet_load (const char *path, uint8_t seed [AMI_E2E_SEED_SIZE]);
+
+/*  Derive meter number `index`'s Ed25519 keypair from its fleet secret.
+    Deterministic; distinct for every index. sk may be NULL when only the
+    public key is wanted (ami-keygen writing the MDMS registry). */
+void
+    ami_e2e_meter_keypair (const uint8_t seed [AMI_E2E_SEED_SIZE], uint32_t index,
+                           uint8_t pk [AMI_E2E_SIGN_PK_SIZE],
+                           uint8_t sk [AMI_E2E_SIGN_SK_SIZE]);
+
+/*  Sign an encoded READ_REQ or READ_RESP in place: frame was encoded with
+    any signature bytes; they are replaced by the Ed25519 signature of the
+    signed part (ami_msg_signature_slot). Returns AMI_OK or AMI_E_RANGE if
+    the frame has no signature slot. */
+int
+    ami_e2e_sign (uint8_t *frame, size_t size, const uint8_t sk [AMI_E2E_SIGN_SK_SIZE]);
+
+/*  Verify the signature of a signed frame with public key pk. Returns
+    AMI_OK or AMI_E_BAD_SIGNATURE (also for a frame with no slot). */
+int
+    ami_e2e_verify (const uint8_t *frame, size_t size, const uint8_t pk [AMI_E2E_SIGN_PK_SIZE]);
+
+/*  Seal plain[0..len) to the MDMS box key. out must hold len +
+    AMI_E2E_SEAL_OVERHEAD bytes (cap). Returns AMI_OK or AMI_E_BUFSIZE. */
+int
+    ami_e2e_seal (const uint8_t *plain, size_t len, const uint8_t box_pk [AMI_E2E_BOX_KEY_SIZE],
+                  uint8_t *out, size_t cap, size_t *out_len);
+
+/*  Open a sealed box with the MDMS keys (must have the secret). Returns
+    AMI_OK with *out_len set, AMI_E_DECRYPT if it does not open (altered,
+    truncated, or sealed to another key), AMI_E_BUFSIZE if cap is short. */
+int
+    ami_e2e_open (const uint8_t *sealed, size_t len, const ami_e2e_mdms_t *keys,
+                  uint8_t *out, size_t cap, size_t *out_len);
+
+/*  A meter's checks on a command whose signature has verified: addressed
+    to meter_id (AMI_E_WRONG_TARGET), counter above last_counter
+    (AMI_E_REPLAY), now_ms within [issued_ms - AMI_E2E_SKEW_MS, expires_ms]
+    (AMI_E_EXPIRED). Returns AMI_OK when the command may be acted on; the
+    caller then persists req->counter as the new last counter BEFORE
+    answering. */
+int
+    ami_e2e_check_command (const ami_read_req_t *req, const char *meter_id,
+                           uint64_t last_counter, uint64_t now_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

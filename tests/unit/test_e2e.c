@@ -1,0 +1,223 @@
+/*  test_e2e.c - MDMS <-> meter application security: key files, signatures
+    over frames, sealed readings and a meter's command checks
+    (SEC-AUTHZ-2, SEC-INT-1, SEC-INT-2, SEC-INT-3, SEC-CONF-1, SEC-KEY-1). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ami_e2e.h"
+#include "ami_msg.h"
+#include "ami_test.h"
+
+typedef struct {
+    char *dir;
+    ami_msg_t *msg;
+    ami_e2e_mdms_t mdms;
+} fixture_t;
+
+static int
+s_setup (void **state)
+{
+    fixture_t *f = calloc (1, sizeof *f);
+    f->dir = ami_test_tmpdir ("e2e");
+    f->msg = ami_msg_new ();
+    if (!f->dir || !f->msg || ami_e2e_mdms_generate (f->dir, "mdms")
+    ||  ami_e2e_mdms_load (&f->mdms, f->dir, true))
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int
+s_teardown (void **state)
+{
+    fixture_t *f = *state;
+    ami_e2e_mdms_wipe (&f->mdms);
+    ami_msg_destroy (&f->msg);
+    ami_test_rmtree (f->dir);
+    free (f->dir);
+    free (f);
+    return 0;
+}
+
+/* Encode and sign a READ_REQ for meter_id with the MDMS key. */
+static size_t
+s_command (fixture_t *f, const char *meter_id, uint64_t counter, uint64_t issued,
+           uint64_t expires, uint8_t *buf, size_t cap)
+{
+    ami_msg_reset (f->msg, AMI_MSG_READ_REQ);
+    ami_read_req_t *req = &f->msg->read_req;
+    strcpy (req->meter_id, meter_id);
+    randombytes_buf (req->request_id, sizeof req->request_id);
+    req->counter = counter;
+    req->issued_ms = issued;
+    req->expires_ms = expires;
+    size_t len = 0;
+    assert_int_equal (ami_msg_encode (f->msg, buf, cap, &len), AMI_OK);
+    assert_int_equal (ami_e2e_sign (buf, len, f->mdms.sign_sk), AMI_OK);
+    return len;
+}
+
+static void
+test_command_signature (void **state)
+{
+    fixture_t *f = *state;
+    uint8_t frame [512];
+    size_t len = s_command (f, "MTR-000001", 5, 1000, 4000, frame, sizeof frame);
+
+    /* a fleet holds only the public half, and that verifies */
+    ami_e2e_mdms_t pub;
+    assert_int_equal (ami_e2e_mdms_load (&pub, f->dir, false), AMI_OK);
+    assert_false (pub.has_secret);
+    assert_int_equal (ami_e2e_verify (frame, len, pub.sign_pk), AMI_OK);
+
+    /* any single altered byte in the frame breaks it (forged or altered) */
+    for (size_t i = 0; i < len; i++) {
+        frame [i] ^= 0x01;
+        assert_int_equal (ami_e2e_verify (frame, len, pub.sign_pk), AMI_E_BAD_SIGNATURE);
+        frame [i] ^= 0x01;
+    }
+    /* a key that is not the MDMS's (a forged MDMS) does not verify */
+    uint8_t other_pk [32], other_sk [64];
+    crypto_sign_keypair (other_pk, other_sk);
+    assert_int_equal (ami_e2e_verify (frame, len, other_pk), AMI_E_BAD_SIGNATURE);
+    assert_int_equal (ami_e2e_sign (frame, len, other_sk), AMI_OK);
+    assert_int_equal (ami_e2e_verify (frame, len, pub.sign_pk), AMI_E_BAD_SIGNATURE);
+    /* truncated frames have no signature slot */
+    assert_int_equal (ami_e2e_verify (frame, len - 1, pub.sign_pk), AMI_E_BAD_SIGNATURE);
+    assert_int_equal (ami_e2e_verify (frame, 10, pub.sign_pk), AMI_E_BAD_SIGNATURE);
+}
+
+static void
+test_command_checks (void **state)
+{
+    fixture_t *f = *state;
+    uint8_t frame [512];
+    size_t len = s_command (f, "MTR-000007", 10, 100000, 103000, frame, sizeof frame);
+    assert_int_equal (ami_msg_decode (f->msg, frame, len), AMI_OK);
+    const ami_read_req_t *req = &f->msg->read_req;
+    assert_int_equal (ami_e2e_check_command (req, "MTR-000007", 9, 101000), AMI_OK);
+    assert_int_equal (ami_e2e_check_command (req, "MTR-000008", 9, 101000), AMI_E_WRONG_TARGET);
+    assert_int_equal (ami_e2e_check_command (req, "MTR-000007", 10, 101000), AMI_E_REPLAY);
+    assert_int_equal (ami_e2e_check_command (req, "MTR-000007", 11, 101000), AMI_E_REPLAY);
+    assert_int_equal (ami_e2e_check_command (req, "MTR-000007", 9, 103001), AMI_E_EXPIRED);
+    /* issued in the future by more than the tolerated skew */
+    assert_int_equal (ami_e2e_check_command (req, "MTR-000007", 9, 100000 - AMI_E2E_SKEW_MS - 1),
+                      AMI_E_EXPIRED);
+    assert_int_equal (ami_e2e_check_command (req, "MTR-000007", 9, 100000 - AMI_E2E_SKEW_MS), AMI_OK);
+}
+
+static void
+test_sealed_reading (void **state)
+{
+    fixture_t *f = *state;
+    const char plain [] = "a reading the aggregator must not see";
+    uint8_t sealed [256], opened [256];
+    size_t sealed_len = 0, opened_len = 0;
+    ami_e2e_mdms_t pub;
+    assert_int_equal (ami_e2e_mdms_load (&pub, f->dir, false), AMI_OK);
+    assert_int_equal (ami_e2e_seal ((const uint8_t *) plain, sizeof plain, pub.box_pk,
+                                    sealed, sizeof sealed, &sealed_len), AMI_OK);
+    assert_int_equal (sealed_len, sizeof plain + AMI_E2E_SEAL_OVERHEAD);
+    /* the plaintext does not appear in what the relays carry */
+    assert_null (memmem (sealed, sealed_len, "aggregator", 10));
+    assert_int_equal (ami_e2e_open (sealed, sealed_len, &f->mdms, opened, sizeof opened, &opened_len), AMI_OK);
+    assert_int_equal (opened_len, sizeof plain);
+    assert_memory_equal (opened, plain, sizeof plain);
+    /* altered, truncated, or opened without the secret: refused */
+    sealed [sealed_len / 2] ^= 0x80;
+    assert_int_equal (ami_e2e_open (sealed, sealed_len, &f->mdms, opened, sizeof opened, &opened_len), AMI_E_DECRYPT);
+    sealed [sealed_len / 2] ^= 0x80;
+    assert_int_equal (ami_e2e_open (sealed, sealed_len - 1, &f->mdms, opened, sizeof opened, &opened_len), AMI_E_DECRYPT);
+    assert_int_equal (ami_e2e_open (sealed, 10, &f->mdms, opened, sizeof opened, &opened_len), AMI_E_DECRYPT);
+    assert_int_equal (ami_e2e_open (sealed, sealed_len, &pub, opened, sizeof opened, &opened_len), AMI_E_DECRYPT);
+    /* output buffers that are too small */
+    assert_int_equal (ami_e2e_seal ((const uint8_t *) plain, sizeof plain, pub.box_pk,
+                                    sealed, sizeof plain + 47, &sealed_len), AMI_E_BUFSIZE);
+    assert_int_equal (ami_e2e_open (sealed, sizeof plain + AMI_E2E_SEAL_OVERHEAD, &f->mdms,
+                                    opened, 3, &opened_len), AMI_E_BUFSIZE);
+}
+
+static void
+test_meter_keys (void **state)
+{
+    fixture_t *f = *state;
+    char *path = ami_test_path (f->dir, "fleet-1.cert");
+    assert_int_equal (ami_e2e_fleet_generate (path, "fleet-1"), AMI_OK);
+    uint8_t seed [32], seed2 [32];
+    assert_int_equal (ami_e2e_fleet_load (path, seed), AMI_OK);
+    assert_int_equal (ami_e2e_fleet_load (path, seed2), AMI_OK);
+    assert_memory_equal (seed, seed2, 32);
+
+    /* every meter has its own key, the same every time it is derived */
+    uint8_t pk1 [32], sk1 [64], pk2 [32], sk2 [64], pk1b [32];
+    ami_e2e_meter_keypair (seed, 1, pk1, sk1);
+    ami_e2e_meter_keypair (seed, 2, pk2, sk2);
+    ami_e2e_meter_keypair (seed, 1, pk1b, NULL);
+    assert_memory_equal (pk1, pk1b, 32);
+    assert_memory_not_equal (pk1, pk2, 32);
+
+    /* a meter's signature verifies with its own key only */
+    ami_msg_reset (f->msg, AMI_MSG_READ_RESP);
+    strcpy (f->msg->read_resp.meter_id, "MTR-000001");
+    static const uint8_t ciphertext [60] = { 1, 2, 3 };
+    f->msg->read_resp.sealed = ciphertext;
+    f->msg->read_resp.sealed_size = sizeof ciphertext;
+    uint8_t frame [512];
+    size_t len = 0;
+    assert_int_equal (ami_msg_encode (f->msg, frame, sizeof frame, &len), AMI_OK);
+    assert_int_equal (ami_e2e_sign (frame, len, sk1), AMI_OK);
+    assert_int_equal (ami_e2e_verify (frame, len, pk1), AMI_OK);
+    assert_int_equal (ami_e2e_verify (frame, len, pk2), AMI_E_BAD_SIGNATURE);
+
+    /* a fleet secret readable by others is refused (SEC-KEY-1) */
+    char *secret = ami_test_path (f->dir, "fleet-1.cert_secret");
+    assert_int_equal (chmod (secret, 0644), 0);
+    assert_int_equal (ami_e2e_fleet_load (path, seed2), AMI_E_KEY_PERMS);
+    /* a key of the wrong type is refused: the MDMS box key is not a fleet secret */
+    char *box = ami_test_path (f->dir, "mdms-box.cert");
+    assert_int_equal (ami_e2e_fleet_load (box, seed2), AMI_E_KEY);
+    free (box);
+    free (secret);
+    free (path);
+}
+
+static void
+test_mdms_key_perms (void **state)
+{
+    fixture_t *f = *state;
+    char *secret = ami_test_path (f->dir, "mdms-sign.cert_secret");
+    assert_int_equal (chmod (secret, 0640), 0);
+    ami_e2e_mdms_t keys;
+    assert_int_equal (ami_e2e_mdms_load (&keys, f->dir, true), AMI_E_KEY_PERMS);
+    assert_false (keys.has_secret);
+    /* the public halves are still fine for a fleet */
+    assert_int_equal (ami_e2e_mdms_load (&keys, f->dir, false), AMI_OK);
+    assert_int_equal (chmod (secret, 0600), 0);
+    free (secret);
+    /* a directory with no keys */
+    char *empty = ami_test_tmpdir ("e2e-empty");
+    assert_int_equal (ami_e2e_mdms_load (&keys, empty, true), AMI_E_KEY);
+    ami_test_rmtree (empty);
+    free (empty);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test_setup_teardown (test_command_signature, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_command_checks, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sealed_reading, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_meter_keys, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_mdms_key_perms, s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests_name ("e2e", tests, NULL, NULL);
+}
