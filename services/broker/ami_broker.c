@@ -1,0 +1,992 @@
+/*  ami_broker.c - Majordomo broker (MDP/0.1, ZeroMQ RFC 7; MMI, RFC 8).
+
+    Design. One CZMQ actor owns one ROUTER that clients and workers share.
+    Every message is read into a zmsg with bounded frame count and size,
+    then dispatched on its protocol header ("MDPC01" client, "MDPW01"
+    worker); anything else is dropped with a (rate-limited) warning.
+
+    State, all owned by the actor thread:
+    - services: zhashx name -> service_t. A service holds a FIFO zlistx of
+      queued requests and a zlistx of its idle workers in least-recently-
+      used order (head = idle longest = next to get work). Invariant: at
+      most one of the two lists is non-empty. A service with no worker and
+      no queued request is deleted at once, so the table only holds what
+      is live (and is bounded by max_services besides).
+    - workers: zhashx identity (hex) -> worker_t. A worker exists only
+      after a valid READY, so it always has a service. It remembers the
+      client address of the request it is processing (NULL when idle), so
+      a REPLY can only go to that client.
+    - by_expiry: zlistx of all workers, each moved to the tail whenever it
+      is heard from; since every refresh sets expiry = now + the same
+      interval, the list stays sorted by expiry and expiring workers is a
+      walk from the head that stops at the first live one.
+    Every list handle is kept in the item, so removals are O(1).
+
+    Timing. A tick every heartbeat_ms expires silent workers, expires
+    queued requests older than request_ttl_ms, and sends HEARTBEAT to every
+    worker. Clock: zclock_mono (milliseconds, never jumps).
+*/
+#include "ami_broker.h"
+#include "ami_service.h"
+#include "ami_auth.h"
+#include "ami_err.h"
+#include "ami_log.h"
+#include "ami_msg.h"        /* AMI_MAX_FRAME: the bus-wide frame limit */
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+/*  RFC 7 protocol headers and worker command bytes. */
+#define MDP_CLIENT          "MDPC01"
+#define MDP_WORKER          "MDPW01"
+#define MDPW_READY          0x01
+#define MDPW_REQUEST        0x02
+#define MDPW_REPLY          0x03
+#define MDPW_HEARTBEAT      0x04
+#define MDPW_DISCONNECT     0x05
+
+/*  RFC 8: every service in this namespace is the broker's own. */
+#define MMI_PREFIX          "mmi."
+#define MMI_SERVICE         "mmi.service"
+
+/*  libzmq routing ids are 1..255 bytes (ZMTP identity property). */
+#define S_MAX_IDENTITY      255
+/*  A key is the identity in hex, plus NUL. */
+#define S_KEY_SIZE          (2 * S_MAX_IDENTITY + 1)
+/*  A whole message may exceed one frame's limit by its envelope: identity,
+    protocol header, command, client address, service name are all short
+    (<= 255 bytes each). 4 KiB covers them with room to spare. */
+#define S_MAX_MESSAGE       ((size_t) AMI_MAX_FRAME + 4096)
+/*  Window of the warning rate limit (AMI_BROKER_LOG_BURST per window). */
+#define S_LOG_WINDOW_MS     1000
+/*  Messages handled per poll wake-up: 64 amortises the poll call under
+    load (DESIGN.md section 8: per-message cost matters) and still returns
+    to the pipe and the heartbeat tick within a fraction of a millisecond. */
+#define S_BATCH             64
+
+typedef struct _service_t service_t;
+
+typedef struct {
+    zmsg_t *msg;                /* [client address, "", body...] */
+    size_t size;                /* zmsg_content_size, counted in queued_bytes */
+    int64_t expires;            /* zclock_mono time of expiry */
+} request_t;
+
+typedef struct {
+    char key [S_KEY_SIZE];      /* identity in hex: the workers table key */
+    zframe_t *address;          /* routing id, to address it on the ROUTER */
+    service_t *service;         /* the service it registered; never NULL */
+    void *idle_handle;          /* handle in service->idle, NULL when busy */
+    void *expiry_handle;        /* handle in broker by_expiry */
+    zframe_t *client;           /* client of the request in hand, or NULL */
+    int64_t expiry;             /* expired when zclock_mono passes this */
+} worker_t;
+
+struct _service_t {
+    char *name;
+    zlistx_t *requests;         /* request_t *, FIFO, owned */
+    zlistx_t *idle;             /* worker_t *, LRU order, borrowed */
+    size_t workers;             /* registered workers, idle or busy */
+};
+
+typedef struct {
+    zsock_t *pipe;              /* actor pipe, borrowed */
+    zsock_t *router;            /* the one socket for clients and workers */
+    char *endpoint;             /* as bound, with the real port */
+    zhashx_t *services;         /* name -> service_t, owned */
+    zhashx_t *workers;          /* hex identity -> worker_t, owned */
+    zlistx_t *by_expiry;        /* worker_t *, sorted by expiry, borrowed */
+    int heartbeat_ms;
+    int liveness;
+    int request_ttl_ms;
+    size_t max_queue;
+    size_t max_queue_bytes;
+    size_t max_services;
+    size_t max_workers;
+    size_t queued;              /* requests in all queues */
+    size_t queued_bytes;        /* their content bytes */
+    bool verbose;
+    bool terminated;
+    int64_t log_window;         /* start of the current warning window */
+    unsigned log_count;         /* warnings logged in it */
+    unsigned long log_suppressed;   /* warnings not logged since */
+} broker_t;
+
+
+/* ---------------------------------------------------------------------- */
+/*  Logging                                                                 */
+
+/*  Warn about bad input, at most AMI_BROKER_LOG_BURST lines per second. */
+static void
+s_warn (broker_t *self, const char *format, ...) CHECK_PRINTF (2);
+
+static void
+s_warn (broker_t *self, const char *format, ...)
+{
+    if (!ami_log_enabled (AMI_LOG_WARN))
+        return;
+    int64_t now = zclock_mono ();
+    if (now - self->log_window >= S_LOG_WINDOW_MS) {
+        if (self->log_suppressed)
+            zsys_warning ("broker: %lu more warnings suppressed",
+                          self->log_suppressed);
+        self->log_window = now;
+        self->log_count = 0;
+        self->log_suppressed = 0;
+    }
+    if (self->log_count >= AMI_BROKER_LOG_BURST) {
+        self->log_suppressed++;
+        return;
+    }
+    self->log_count++;
+    char line [512];
+    va_list args;
+    va_start (args, format);
+    vsnprintf (line, sizeof line, format, args);
+    va_end (args);
+    zsys_warning ("broker: %s", line);
+}
+
+static bool
+s_debug_on (broker_t *self)
+{
+    return self->verbose || ami_log_enabled (AMI_LOG_DEBUG);
+}
+
+/*  Identity frame as hex into key (S_KEY_SIZE bytes). Returns false for an
+    identity libzmq would never produce (empty or > 255 bytes). */
+static bool
+s_identity_key (zframe_t *identity, char *key)
+{
+    static const char hex [] = "0123456789abcdef";
+    size_t size = zframe_size (identity);
+    if (size == 0 || size > S_MAX_IDENTITY)
+        return false;
+    const byte *data = zframe_data (identity);
+    for (size_t i = 0; i < size; i++) {
+        key [2 * i] = hex [data [i] >> 4];
+        key [2 * i + 1] = hex [data [i] & 15];
+    }
+    key [2 * size] = 0;
+    return true;
+}
+
+/*  Service names: 1..AMI_BROKER_MAX_NAME printable ASCII bytes. Copies
+    the name, NUL-terminated, into name (AMI_BROKER_MAX_NAME + 1 bytes). */
+static bool
+s_service_name (zframe_t *frame, char *name)
+{
+    size_t size = zframe_size (frame);
+    if (size == 0 || size > AMI_BROKER_MAX_NAME)
+        return false;
+    const byte *data = zframe_data (frame);
+    for (size_t i = 0; i < size; i++)
+        if (data [i] < 0x20 || data [i] > 0x7e)
+            return false;
+    memcpy (name, data, size);
+    name [size] = 0;
+    return true;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Requests, services, workers                                            */
+
+static void
+s_request_destroy (request_t **self_p)
+{
+    if (*self_p) {
+        zmsg_destroy (&(*self_p)->msg);
+        free (*self_p);
+        *self_p = NULL;
+    }
+}
+
+static void
+s_request_destructor (void **item)
+{
+    s_request_destroy ((request_t **) item);
+}
+
+static void
+s_service_destructor (void **item)
+{
+    service_t *self = (service_t *) *item;
+    if (self) {
+        zlistx_destroy (&self->requests);
+        zlistx_destroy (&self->idle);
+        free (self->name);
+        free (self);
+        *item = NULL;
+    }
+}
+
+static void
+s_worker_destructor (void **item)
+{
+    worker_t *self = (worker_t *) *item;
+    if (self) {
+        zframe_destroy (&self->address);
+        zframe_destroy (&self->client);
+        free (self);
+        *item = NULL;
+    }
+}
+
+/*  Find the service, creating it if the table has room. NULL if full or
+    out of memory (logged). */
+static service_t *
+s_service_require (broker_t *self, const char *name)
+{
+    service_t *service = (service_t *) zhashx_lookup (self->services, name);
+    if (service)
+        return service;
+    if (zhashx_size (self->services) >= self->max_services) {
+        s_warn (self, "service table full (%zu): refused new service '%s'",
+                self->max_services, name);
+        return NULL;
+    }
+    service = (service_t *) calloc (1, sizeof *service);
+    if (!service)
+        return NULL;
+    service->name = strdup (name);
+    service->requests = zlistx_new ();
+    service->idle = zlistx_new ();
+    if (!service->name || !service->requests || !service->idle) {
+        s_service_destructor ((void **) &service);
+        return NULL;
+    }
+    zlistx_set_destructor (service->requests, s_request_destructor);
+    if (zhashx_insert (self->services, name, service)) {
+        s_service_destructor ((void **) &service);
+        return NULL;
+    }
+    if (s_debug_on (self))
+        zsys_debug ("broker: new service '%s'", name);
+    return service;
+}
+
+/*  Delete the service if it has neither workers nor queued requests. */
+static void
+s_service_collect (broker_t *self, service_t *service)
+{
+    if (service->workers == 0 && zlistx_size (service->requests) == 0) {
+        char name [AMI_BROKER_MAX_NAME + 1];
+        snprintf (name, sizeof name, "%s", service->name);
+        if (s_debug_on (self))
+            zsys_debug ("broker: service '%s' has gone", name);
+        zhashx_delete (self->services, name);
+    }
+}
+
+/*  Send a message to a peer, consuming msg. A ROUTER drops messages for
+    peers that have gone or reached their high-water mark; that is the
+    MDP contract (the client retries), so a failed send is only logged. */
+static void
+s_send (broker_t *self, zmsg_t **msg_p)
+{
+    if (zmsg_send (msg_p, self->router) != 0) {
+        s_warn (self, "send failed: %s", zmq_strerror (zmq_errno ()));
+        zmsg_destroy (msg_p);
+    }
+}
+
+/*  Send a worker command to address; body may be NULL, is consumed. */
+static void
+s_send_worker (broker_t *self, zframe_t *address, byte command, zmsg_t *body)
+{
+    zmsg_t *msg = body ? body : zmsg_new ();
+    if (!msg)
+        return;
+    zframe_t *addr = zframe_dup (address);
+    if (!addr
+    ||  zmsg_pushmem (msg, &command, 1)
+    ||  zmsg_pushstr (msg, MDP_WORKER)
+    ||  zmsg_pushmem (msg, "", 0)
+    ||  zmsg_prepend (msg, &addr)) {
+        zframe_destroy (&addr);
+        zmsg_destroy (&msg);
+        return;
+    }
+    s_send (self, &msg);
+}
+
+/*  Remove a registered worker, optionally sending it DISCONNECT first.
+    A request it was processing is lost: the client retries (RFC 7). */
+static void
+s_worker_remove (broker_t *self, worker_t *worker, bool disconnect,
+                 const char *why)
+{
+    service_t *service = worker->service;
+    if (disconnect)
+        s_send_worker (self, worker->address, MDPW_DISCONNECT, NULL);
+    if (worker->client)
+        s_warn (self, "worker %.20s (%s) removed with a request in hand: %s",
+                worker->key, service->name, why);
+    else
+    if (s_debug_on (self))
+        zsys_debug ("broker: worker %.20s (%s) removed: %s",
+                    worker->key, service->name, why);
+    //  Never pass zlistx_delete a NULL handle: it would delete the head
+    if (worker->idle_handle)
+        zlistx_delete (service->idle, worker->idle_handle);
+    zlistx_delete (self->by_expiry, worker->expiry_handle);
+    service->workers--;
+    char key [S_KEY_SIZE];
+    memcpy (key, worker->key, sizeof key);
+    zhashx_delete (self->workers, key);        //  frees worker
+    s_service_collect (self, service);
+}
+
+/*  Give queued requests to idle workers of the service, oldest request to
+    the longest-idle worker, until one list is empty. */
+static void
+s_service_dispatch (broker_t *self, service_t *service)
+{
+    while (zlistx_size (service->idle) && zlistx_size (service->requests)) {
+        worker_t *worker = (worker_t *) zlistx_detach (service->idle, NULL);
+        worker->idle_handle = NULL;
+        request_t *request = (request_t *) zlistx_detach (service->requests, NULL);
+        self->queued--;
+        self->queued_bytes -= request->size;
+        zmsg_t *msg = request->msg;
+        request->msg = NULL;
+        s_request_destroy (&request);
+        //  msg is [client, "", body...], exactly REQUEST's tail
+        worker->client = zframe_dup (zmsg_first (msg));
+        if (s_debug_on (self))
+            zsys_debug ("broker: request for '%s' to worker %.20s",
+                        service->name, worker->key);
+        s_send_worker (self, worker->address, MDPW_REQUEST, msg);
+    }
+}
+
+/*  The worker is ready for work: serve a queued request or wait. */
+static void
+s_worker_ready (broker_t *self, worker_t *worker)
+{
+    zframe_destroy (&worker->client);
+    worker->idle_handle = zlistx_add_end (worker->service->idle, worker);
+    s_service_dispatch (self, worker->service);
+}
+
+static void
+s_worker_refresh (broker_t *self, worker_t *worker)
+{
+    worker->expiry = zclock_mono ()
+                   + (int64_t) self->heartbeat_ms * self->liveness;
+    zlistx_move_end (self->by_expiry, worker->expiry_handle);
+}
+
+/*  Register a new worker for a service after a valid READY. */
+static void
+s_worker_register (broker_t *self, zframe_t *sender, const char *key,
+                   const char *name)
+{
+    if (zhashx_size (self->workers) >= self->max_workers) {
+        s_warn (self, "worker table full (%zu): refused READY for '%s'",
+                self->max_workers, name);
+        s_send_worker (self, sender, MDPW_DISCONNECT, NULL);
+        return;
+    }
+    service_t *service = s_service_require (self, name);
+    if (!service) {
+        s_send_worker (self, sender, MDPW_DISCONNECT, NULL);
+        return;
+    }
+    worker_t *worker = (worker_t *) calloc (1, sizeof *worker);
+    if (worker) {
+        snprintf (worker->key, sizeof worker->key, "%s", key);
+        worker->address = zframe_dup (sender);
+        worker->service = service;
+    }
+    if (!worker || !worker->address
+    ||  zhashx_insert (self->workers, key, worker)) {
+        s_worker_destructor ((void **) &worker);
+        s_send_worker (self, sender, MDPW_DISCONNECT, NULL);
+        s_service_collect (self, service);
+        return;
+    }
+    worker->expiry_handle = zlistx_add_end (self->by_expiry, worker);
+    if (!worker->expiry_handle) {               //  out of memory
+        zhashx_delete (self->workers, key);     //  frees worker
+        s_send_worker (self, sender, MDPW_DISCONNECT, NULL);
+        s_service_collect (self, service);
+        return;
+    }
+    service->workers++;
+    s_worker_refresh (self, worker);
+    if (s_debug_on (self))
+        zsys_debug ("broker: worker %.20s ready for '%s'", key, name);
+    s_worker_ready (self, worker);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Client side                                                             */
+
+/*  Reply to a client: [client, "", "MDPC01", service, body...]. */
+static void
+s_client_reply (broker_t *self, zframe_t **client_p, const char *service,
+                zmsg_t *body)
+{
+    if (zmsg_pushstr (body, service)
+    ||  zmsg_pushstr (body, MDP_CLIENT)
+    ||  zmsg_pushmem (body, "", 0)
+    ||  zmsg_prepend (body, client_p)) {
+        zframe_destroy (client_p);
+        zmsg_destroy (&body);
+        return;
+    }
+    s_send (self, &body);
+}
+
+/*  RFC 8. msg is the request body (at least one frame); consumed. */
+static void
+s_mmi_request (broker_t *self, zframe_t **client_p, const char *service,
+               zmsg_t *msg)
+{
+    const char *code = "501";
+    if (streq (service, MMI_SERVICE)) {
+        char name [AMI_BROKER_MAX_NAME + 1];
+        service_t *target = NULL;
+        if (s_service_name (zmsg_first (msg), name))
+            target = (service_t *) zhashx_lookup (self->services, name);
+        code = target && target->workers > 0 ? "200" : "404";
+    }
+    zmsg_destroy (&msg);
+    zmsg_t *reply = zmsg_new ();
+    if (!reply || zmsg_pushstr (reply, code)) {
+        zmsg_destroy (&reply);
+        zframe_destroy (client_p);
+        return;
+    }
+    s_client_reply (self, client_p, service, reply);
+}
+
+/*  A client REQUEST; msg is [service, body...] and is consumed. */
+static void
+s_client_message (broker_t *self, zframe_t **sender_p, const char *key,
+                  zmsg_t *msg)
+{
+    char name [AMI_BROKER_MAX_NAME + 1];
+    if (zmsg_size (msg) < 2) {
+        s_warn (self, "client %.20s: request without %s, dropped", key,
+                zmsg_size (msg) ? "body" : "service name");
+        goto drop;
+    }
+    zframe_t *service_frame = zmsg_pop (msg);
+    bool valid = s_service_name (service_frame, name);
+    zframe_destroy (&service_frame);
+    if (!valid) {
+        s_warn (self, "client %.20s: invalid service name, dropped", key);
+        goto drop;
+    }
+    if (strncmp (name, MMI_PREFIX, strlen (MMI_PREFIX)) == 0) {
+        s_mmi_request (self, sender_p, name, msg);
+        return;
+    }
+    service_t *service = s_service_require (self, name);
+    if (!service)
+        goto drop;              //  table full, logged
+    size_t size = zmsg_content_size (msg);
+    if (zlistx_size (service->requests) >= self->max_queue) {
+        s_warn (self, "service '%s' queue full (%zu): request dropped",
+                name, self->max_queue);
+        goto drop;
+    }
+    if (self->queued_bytes + size > self->max_queue_bytes) {
+        s_warn (self, "queues hold %zu bytes (max %zu): request for '%s' "
+                "dropped", self->queued_bytes, self->max_queue_bytes, name);
+        s_service_collect (self, service);
+        goto drop;
+    }
+    request_t *request = (request_t *) calloc (1, sizeof *request);
+    if (!request || zmsg_pushmem (msg, "", 0) || zmsg_prepend (msg, sender_p)) {
+        free (request);
+        s_service_collect (self, service);
+        goto drop;
+    }
+    request->msg = msg;
+    request->size = size;
+    request->expires = zclock_mono () + self->request_ttl_ms;
+    if (!zlistx_add_end (service->requests, request)) {
+        request->msg = NULL;
+        s_request_destroy (&request);
+        s_service_collect (self, service);
+        goto drop;
+    }
+    self->queued++;
+    self->queued_bytes += size;
+    if (s_debug_on (self))
+        zsys_debug ("broker: client %.20s request for '%s' (%zu bytes)",
+                    key, name, size);
+    s_service_dispatch (self, service);
+    return;
+drop:
+    zmsg_destroy (&msg);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Worker side                                                             */
+
+/*  Refuse a worker message: log why, DISCONNECT the peer (RFC 7: valid but
+    unexpected -> DISCONNECT; invalid -> drop and treat the peer as
+    invalid), forget it if registered. */
+static void
+s_worker_reject (broker_t *self, zframe_t *sender, const char *key,
+                 worker_t *worker, const char *why)
+{
+    s_warn (self, "worker %.20s: %s: DISCONNECT", key, why);
+    if (worker)
+        s_worker_remove (self, worker, true, why);
+    else
+        s_send_worker (self, sender, MDPW_DISCONNECT, NULL);
+}
+
+/*  A worker message; msg is [command, ...] and is consumed. */
+static void
+s_worker_message (broker_t *self, zframe_t *sender, const char *key,
+                  zmsg_t *msg)
+{
+    worker_t *worker = (worker_t *) zhashx_lookup (self->workers, key);
+    zframe_t *command_frame = zmsg_pop (msg);
+    size_t rest = zmsg_size (msg);
+    if (!command_frame || zframe_size (command_frame) != 1) {
+        zframe_destroy (&command_frame);
+        s_worker_reject (self, sender, key, worker, "invalid command frame");
+        goto done;
+    }
+    byte command = *zframe_data (command_frame);
+    zframe_destroy (&command_frame);
+
+    switch (command) {
+    case MDPW_READY: {
+        char name [AMI_BROKER_MAX_NAME + 1];
+        if (worker)
+            s_worker_reject (self, sender, key, worker, "second READY");
+        else
+        if (rest != 1 || !s_service_name (zmsg_first (msg), name))
+            s_worker_reject (self, sender, key, NULL,
+                             "READY without a valid service name");
+        else
+        if (strncmp (name, MMI_PREFIX, strlen (MMI_PREFIX)) == 0)
+            s_worker_reject (self, sender, key, NULL,
+                             "READY for the broker's mmi. namespace");
+        else
+            s_worker_register (self, sender, key, name);
+        break;
+    }
+    case MDPW_REPLY: {
+        if (!worker) {
+            s_worker_reject (self, sender, key, NULL, "REPLY before READY");
+            break;
+        }
+        zframe_t *client = zmsg_pop (msg);
+        zframe_t *empty = zmsg_pop (msg);
+        bool valid = rest >= 3
+                  && zframe_size (client) > 0
+                  && zframe_size (client) <= S_MAX_IDENTITY
+                  && zframe_size (empty) == 0;
+        zframe_destroy (&empty);
+        if (!valid) {
+            zframe_destroy (&client);
+            s_worker_reject (self, sender, key, worker, "malformed REPLY");
+            break;
+        }
+        if (!worker->client || !zframe_eq (client, worker->client)) {
+            zframe_destroy (&client);
+            s_worker_reject (self, sender, key, worker,
+                             "REPLY for a request it was not given");
+            break;
+        }
+        s_worker_refresh (self, worker);
+        if (s_debug_on (self))
+            zsys_debug ("broker: reply from worker %.20s for '%s'",
+                        key, worker->service->name);
+        s_client_reply (self, &client, worker->service->name, msg);
+        msg = NULL;
+        s_worker_ready (self, worker);
+        break;
+    }
+    case MDPW_HEARTBEAT:
+        if (!worker)
+            s_worker_reject (self, sender, key, NULL, "HEARTBEAT before READY");
+        else
+        if (rest != 0)
+            s_worker_reject (self, sender, key, worker, "malformed HEARTBEAT");
+        else
+            s_worker_refresh (self, worker);
+        break;
+    case MDPW_DISCONNECT:
+        if (rest != 0)
+            s_worker_reject (self, sender, key, worker, "malformed DISCONNECT");
+        else
+        if (worker)
+            s_worker_remove (self, worker, false, "it sent DISCONNECT");
+        //  else: RFC 7 lets a worker DISCONNECT at any time; nothing to do
+        break;
+    case MDPW_REQUEST:
+        s_worker_reject (self, sender, key, worker, "REQUEST from a worker");
+        break;
+    default:
+        s_worker_reject (self, sender, key, worker, "unknown command");
+        break;
+    }
+done:
+    zmsg_destroy (&msg);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  The socket                                                              */
+
+/*  Receive one message, frame by frame, keeping at most
+    AMI_BROKER_MAX_FRAMES frames and S_MAX_MESSAGE bytes: the rest of an
+    oversized message is read and discarded. Returns NULL for an oversized
+    or unreadable message (logged). */
+static zmsg_t *
+s_recv (broker_t *self)
+{
+    zmsg_t *msg = zmsg_new ();
+    size_t frames = 0, bytes = 0;
+    bool oversized = false, more = true;
+    while (more) {
+        zframe_t *frame = zframe_recv (self->router);
+        if (!frame) {
+            zmsg_destroy (&msg);
+            return NULL;        //  interrupted; nothing useful to log
+        }
+        more = zframe_more (frame);
+        frames++;
+        bytes += zframe_size (frame);
+        if (!oversized && msg
+        && frames <= AMI_BROKER_MAX_FRAMES && bytes <= S_MAX_MESSAGE)
+            zmsg_append (msg, &frame);
+        else {
+            oversized = true;
+            zframe_destroy (&frame);
+        }
+    }
+    if (oversized || !msg) {
+        char key [S_KEY_SIZE] = "?";
+        if (msg && zmsg_first (msg))
+            s_identity_key (zmsg_first (msg), key);
+        s_warn (self, "peer %.20s: message of %zu frames, %zu bytes is over "
+                "the limit (%d frames, %zu bytes), dropped", key, frames, bytes,
+                AMI_BROKER_MAX_FRAMES, S_MAX_MESSAGE);
+        zmsg_destroy (&msg);
+    }
+    return msg;
+}
+
+static void
+s_handle_router (broker_t *self)
+{
+    zmsg_t *msg = s_recv (self);
+    if (!msg)
+        return;
+    zframe_t *sender = zmsg_pop (msg);
+    char key [S_KEY_SIZE];
+    if (!sender || !s_identity_key (sender, key)) {
+        s_warn (self, "message without a usable identity, dropped");
+        goto done;
+    }
+    if (zmsg_size (msg) < 2) {
+        s_warn (self, "peer %.20s: %zu frame(s) is too few for MDP, dropped",
+                key, zmsg_size (msg));
+        goto done;
+    }
+    zframe_t *empty = zmsg_pop (msg);
+    zframe_t *header = zmsg_pop (msg);
+    bool empty_ok = zframe_size (empty) == 0;
+    bool client = zframe_streq (header, MDP_CLIENT);
+    bool worker = zframe_streq (header, MDP_WORKER);
+    zframe_destroy (&empty);
+    zframe_destroy (&header);
+    if (!empty_ok)
+        s_warn (self, "peer %.20s: first frame is not empty, dropped", key);
+    else
+    if (client) {
+        s_client_message (self, &sender, key, msg);
+        msg = NULL;
+    }
+    else
+    if (worker) {
+        s_worker_message (self, sender, key, msg);
+        msg = NULL;
+    }
+    else
+        s_warn (self, "peer %.20s: unknown protocol header, dropped", key);
+done:
+    zframe_destroy (&sender);
+    zmsg_destroy (&msg);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Timer                                                                   */
+
+static void
+s_tick (broker_t *self)
+{
+    int64_t now = zclock_mono ();
+
+    //  Expire silent workers: by_expiry is sorted, stop at the first live
+    worker_t *worker = (worker_t *) zlistx_first (self->by_expiry);
+    while (worker && worker->expiry <= now) {
+        s_warn (self, "worker %.20s (%s) silent for %d ms: expired",
+                worker->key, worker->service->name,
+                self->heartbeat_ms * self->liveness);
+        s_worker_remove (self, worker, true, "expired");
+        worker = (worker_t *) zlistx_first (self->by_expiry);
+    }
+
+    //  Expire old requests; collect emptied services after the walk, as
+    //  deleting from a zhashx while iterating it is not allowed
+    zlistx_t *emptied = NULL;
+    service_t *service = (service_t *) zhashx_first (self->services);
+    while (service) {
+        size_t expired = 0;
+        request_t *request = (request_t *) zlistx_first (service->requests);
+        while (request && request->expires <= now) {
+            self->queued--;
+            self->queued_bytes -= request->size;
+            zlistx_delete (service->requests, zlistx_cursor (service->requests));
+            expired++;
+            request = (request_t *) zlistx_first (service->requests);
+        }
+        if (expired) {
+            s_warn (self, "service '%s': %zu request(s) waited %d ms for a "
+                    "worker, dropped", service->name, expired,
+                    self->request_ttl_ms);
+            if (service->workers == 0 && zlistx_size (service->requests) == 0) {
+                if (!emptied)
+                    emptied = zlistx_new ();
+                if (emptied)
+                    zlistx_add_end (emptied, service);
+            }
+        }
+        service = (service_t *) zhashx_next (self->services);
+    }
+    if (emptied) {
+        service = (service_t *) zlistx_first (emptied);
+        while (service) {
+            s_service_collect (self, service);
+            service = (service_t *) zlistx_next (emptied);
+        }
+        zlistx_destroy (&emptied);
+    }
+
+    //  Heartbeat every worker (RFC 7: both peers MUST heartbeat)
+    worker = (worker_t *) zlistx_first (self->by_expiry);
+    while (worker) {
+        s_send_worker (self, worker->address, MDPW_HEARTBEAT, NULL);
+        worker = (worker_t *) zlistx_next (self->by_expiry);
+    }
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Pipe                                                                    */
+
+static int
+s_compare_str (const void *a, const void *b)
+{
+    return strcmp ((const char *) a, (const char *) b);
+}
+
+static void
+s_send_status (broker_t *self)
+{
+    zmsg_t *reply = zmsg_new ();
+    zmsg_addstrf (reply, "%zu", zhashx_size (self->services));
+    zmsg_addstrf (reply, "%zu", zhashx_size (self->workers));
+    zmsg_addstrf (reply, "%zu", self->queued);
+    zlistx_t *names = zhashx_keys (self->services);
+    if (names) {
+        zlistx_set_comparator (names, s_compare_str);
+        zlistx_sort (names);
+        const char *name = (const char *) zlistx_first (names);
+        while (name) {
+            service_t *service = (service_t *) zhashx_lookup (self->services, name);
+            zmsg_addstrf (reply, "%s %zu %zu", name, service->workers,
+                          zlistx_size (service->requests));
+            name = (const char *) zlistx_next (names);
+        }
+        zlistx_destroy (&names);
+    }
+    zmsg_send (&reply, self->pipe);
+    zmsg_destroy (&reply);
+}
+
+static void
+s_handle_pipe (broker_t *self)
+{
+    zmsg_t *msg = zmsg_recv (self->pipe);
+    if (!msg) {
+        self->terminated = true;        //  interrupted
+        return;
+    }
+    char *command = zmsg_popstr (msg);
+    if (!command)
+        zsys_error ("broker: empty pipe command");
+    else
+    if (streq (command, "$TERM"))
+        self->terminated = true;
+    else
+    if (streq (command, "ENDPOINT"))
+        zstr_send (self->pipe, self->endpoint);
+    else
+    if (streq (command, "STATUS"))
+        s_send_status (self);
+    else
+    if (streq (command, "VERBOSE"))
+        self->verbose = true;
+    else
+        zsys_error ("broker: unknown pipe command '%s'", command);
+    zstr_free (&command);
+    zmsg_destroy (&msg);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Set-up and the actor                                                    */
+
+/*  Apply defaults; false for an invalid config (logged). */
+static bool
+s_configure (broker_t *self, const ami_broker_config_t *config)
+{
+    if (!config || !config->endpoint || !*config->endpoint) {
+        zsys_error ("broker: no endpoint configured");
+        return false;
+    }
+    if (config->heartbeat_ms < 0 || config->liveness < 0
+    ||  config->request_ttl_ms < 0) {
+        zsys_error ("broker: negative heartbeat, liveness or request TTL");
+        return false;
+    }
+    self->heartbeat_ms = config->heartbeat_ms ? config->heartbeat_ms
+                                              : AMI_BROKER_HEARTBEAT_MS;
+    self->liveness = config->liveness ? config->liveness : AMI_BROKER_LIVENESS;
+    self->request_ttl_ms = config->request_ttl_ms ? config->request_ttl_ms
+                                                  : AMI_BROKER_REQUEST_TTL_MS;
+    self->max_queue = config->max_queue ? config->max_queue
+                                        : AMI_BROKER_MAX_QUEUE;
+    self->max_queue_bytes = config->max_queue_bytes ? config->max_queue_bytes
+                                                    : AMI_BROKER_MAX_QUEUE_BYTES;
+    self->max_services = config->max_services ? config->max_services
+                                              : AMI_BROKER_MAX_SERVICES;
+    self->max_workers = config->max_workers ? config->max_workers
+                                            : AMI_BROKER_MAX_WORKERS;
+    //  heartbeat * liveness must not overflow an int of milliseconds
+    if ((int64_t) self->heartbeat_ms * self->liveness > INT32_MAX) {
+        zsys_error ("broker: heartbeat_ms * liveness is too large");
+        return false;
+    }
+    return true;
+}
+
+static bool
+s_bind (broker_t *self, const ami_broker_config_t *config)
+{
+    self->router = zsock_new (ZMQ_ROUTER);
+    if (!self->router) {
+        zsys_error ("broker: cannot create ROUTER socket");
+        return false;
+    }
+    zsock_set_linger (self->router, 0);         //  never block shutdown
+    zsock_set_maxmsgsize (self->router, AMI_MAX_FRAME);
+    //  CURVE server + ZAP domain; refuses when no ZAP handler runs
+    if (config->server_cert
+    &&  ami_auth_server (self->router, config->server_cert) != AMI_OK) {
+        zsys_error ("broker: cannot make %s a CURVE server (is ami_auth "
+                    "running? does the certificate hold its secret key?)",
+                    config->endpoint);
+        return false;
+    }
+    if (zsock_bind (self->router, "%s", config->endpoint) == -1) {
+        zsys_error ("broker: cannot bind %s: %s", config->endpoint,
+                    zmq_strerror (zmq_errno ()));
+        return false;
+    }
+    self->endpoint = zsock_last_endpoint (self->router);
+    if (!self->endpoint)
+        self->endpoint = strdup (config->endpoint);
+    return self->endpoint != NULL;
+}
+
+static void
+s_broker_destroy (broker_t *self)
+{
+    //  Workers first: they point at services
+    zlistx_destroy (&self->by_expiry);
+    zhashx_destroy (&self->workers);
+    zhashx_destroy (&self->services);
+    zsock_destroy (&self->router);
+    zstr_free (&self->endpoint);
+}
+
+void
+ami_broker_actor (zsock_t *pipe, void *args)
+{
+    const ami_broker_config_t *config = (const ami_broker_config_t *) args;
+    zsock_signal (pipe, 0);             //  CZMQ: signal first (ami_service.h)
+    broker_t self_data;
+    broker_t *self = &self_data;
+    memset (self, 0, sizeof *self);
+    self->pipe = pipe;
+    self->services = zhashx_new ();
+    self->workers = zhashx_new ();
+    self->by_expiry = zlistx_new ();
+    bool ok = self->services && self->workers && self->by_expiry
+           && s_configure (self, config) && s_bind (self, config);
+    if (!ok) {
+        s_broker_destroy (self);
+        ami_actor_failed (pipe);
+        return;
+    }
+    zhashx_set_destructor (self->services, s_service_destructor);
+    zhashx_set_destructor (self->workers, s_worker_destructor);
+    ami_actor_ready (pipe);
+    if (s_debug_on (self))
+        zsys_debug ("broker: bound to %s%s", self->endpoint,
+                    config->server_cert ? " (CURVE)" : " (no CURVE)");
+
+    zpoller_t *poller = zpoller_new (pipe, self->router, NULL);
+    int64_t next_tick = zclock_mono () + self->heartbeat_ms;
+    while (poller && !self->terminated) {
+        int64_t now = zclock_mono ();
+        int timeout = next_tick > now ? (int) (next_tick - now) : 0;
+        void *which = zpoller_wait (poller, timeout);
+        if (which == pipe)
+            s_handle_pipe (self);
+        else
+        if (which == self->router) {
+            //  Drain a bounded batch per wake-up: fewer poll calls under
+            //  load, while the pipe and the tick still get their turn
+            int batch = S_BATCH;
+            do
+                s_handle_router (self);
+            while (--batch > 0 && (zsock_events (self->router) & ZMQ_POLLIN));
+        }
+        else
+        if (zpoller_terminated (poller))
+            break;
+        if (zclock_mono () >= next_tick) {
+            s_tick (self);
+            next_tick = zclock_mono () + self->heartbeat_ms;
+        }
+    }
+    zpoller_destroy (&poller);
+    s_broker_destroy (self);
+}
+
+zactor_t *
+ami_broker_new (const ami_broker_config_t *config)
+{
+    return config ? ami_actor_new (ami_broker_actor, (void *) config) : NULL;
+}

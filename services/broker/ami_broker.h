@@ -1,0 +1,201 @@
+/*  ami_broker.h - the ami-bus Majordomo broker (MDP/0.1 + MMI), a CZMQ actor.
+
+    This header is the manual.
+
+    Pattern. Majordomo, as published in ZeroMQ RFC 7 (MDP/0.1,
+    rfc.zeromq.org/spec:7) with the Majordomo Management Interface of RFC 8
+    (MMI, rfc.zeromq.org/spec:8). In ami-bus the MDMS is the MDP client and
+    the head ends are the MDP workers: a head end registers one service per
+    aggregator it currently reaches, so a read for a meter lands on a live
+    head end that can reach that meter's aggregator (DESIGN.md section 4).
+    Any conforming MDP/0.1 client or worker interoperates: the broker speaks
+    the RFC's frames and nothing else.
+
+    Sockets. One ROUTER, bound to config->endpoint, serves clients and
+    workers alike (RFC 7 allows a single socket). With a server certificate
+    it is a CURVE server set up by ami_auth_server (ZAP domain
+    AMI_AUTH_ZAP_DOMAIN): create the process's ami_auth (the zauth ZAP
+    handler with the broker's allow-list: the MDMS and the head ends) BEFORE
+    starting the broker and destroy it after - libzmq admits every CURVE
+    client when no ZAP handler is running (DESIGN.md section 5), so the
+    broker refuses to start (bind fails) when no ami_auth is running.
+    ZMQ_MAXMSGSIZE is AMI_MAX_FRAME (1 MiB): libzmq
+    drops the connection of a peer that sends a larger frame, before the
+    broker sees a byte of it.
+
+    Wire (frames after the ROUTER's identity frame; RFC 7):
+
+        client -> broker  REQUEST  "", "MDPC01", service, body...   (>= 1 body)
+        broker -> client  REPLY    "", "MDPC01", service, body...
+        worker -> broker  READY      "", "MDPW01", 0x01, service
+                          REPLY      "", "MDPW01", 0x03, client, "", body...
+                          HEARTBEAT  "", "MDPW01", 0x04
+                          DISCONNECT "", "MDPW01", 0x05
+        broker -> worker  REQUEST    "", "MDPW01", 0x02, client, "", body...
+                          HEARTBEAT, DISCONNECT as above
+
+    Behaviour.
+    - Dispatch: a request goes to the service's worker that has been idle
+      longest (least recently used); while no worker of the service is idle,
+      requests wait in the service's FIFO queue.
+    - Requests for a service nobody offers yet create the service entry and
+      wait (RFC 7: the broker SHOULD queue them) for at most
+      request_ttl_ms, then are dropped (RFC 7: SHOULD expire them).
+    - Bounds (refuse, don't queue without bound: SEC-AVAIL-2). A request is
+      DROPPED AND LOGGED, with no reply, when its service already has
+      max_queue requests waiting, when all queues together hold
+      max_queue_bytes, or when it names a new service while max_services
+      services exist. MDP/0.1 has no error reply (any reply body would be
+      taken for the worker's answer), so the client's own deadline and
+      retry (Lazy Pirate) are how it learns; the MDMS reports AMI_E_TIMEOUT.
+    - Heartbeats: every heartbeat_ms the broker sends HEARTBEAT to every
+      registered worker, idle or busy. Any command from a worker except
+      DISCONNECT counts as its heartbeat; a worker silent for
+      liveness * heartbeat_ms is expired: removed, sent DISCONNECT, and its
+      service forgets it. A worker must therefore keep heartbeating while it
+      processes a slow request (e.g. a meter read over RF taking seconds).
+      If a busy worker expires, its request is lost, not re-sent: the client
+      retries (requests are idempotent, RFC 7) and the MDMS de-duplicates.
+    - DISCONNECT is sent (RFC 7: "valid but unexpected command") to a peer
+      that sends HEARTBEAT or REPLY before READY, READY a second time, READY
+      for an "mmi." service (RFC 8), a REPLY for a client it was not given,
+      REQUEST, or a worker message that is invalid (unknown command byte,
+      wrong number of frames, bad service name). A registered worker that
+      does so is removed. A worker's DISCONNECT removes it silently.
+    - Any other malformed input (too few frames, frame 1 not empty, unknown
+      protocol header, client request without service or body, more than
+      AMI_BROKER_MAX_FRAMES frames or AMI_MAX_FRAME + 4 KiB bytes in one
+      message) is dropped and logged with zsys_warning (at most
+      AMI_BROKER_LOG_BURST warnings per second; the rest are counted and the
+      count is logged). The broker never asserts on network input.
+    - MMI (RFC 8): "mmi.service" with body = a service name answers "200" if
+      that service has at least one registered worker, "404" otherwise;
+      every other "mmi.*" service answers "501". Replies carry the service
+      frame of the request ("mmi.service", "mmi.foo"). MMI requests never
+      create a service entry.
+    - A REPLY is forwarded only to the client whose request that worker was
+      given: a worker cannot answer (or spoof an answer to) another client.
+
+    Pipe commands (zstr strings; send with zstr_send or zstr_sendx):
+
+        "$TERM"     exit (zactor_destroy sends it)
+        "ENDPOINT"  reply one string: the bound endpoint with the real port,
+                    e.g. "tcp://127.0.0.1:45123" ("" if the bind failed)
+        "STATUS"    reply one zmsg, every frame a decimal or text string:
+                    frame 0 number of services, frame 1 number of workers,
+                    frame 2 number of queued requests, then one frame per
+                    service, sorted by name: "<name> <workers> <queued>"
+                    (a name may contain spaces: parse the two numbers from
+                    the right)
+        "VERBOSE"   log every message handled (zsys_debug)
+
+    Threads. The actor owns its socket and all its state; talk to it only
+    through its pipe. Several brokers may run in one process.
+*/
+#ifndef AMI_BROKER_H_INCLUDED
+#define AMI_BROKER_H_INCLUDED
+
+#include <czmq.h>
+#include <stddef.h>
+
+#include "ami_cert.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*  Defaults, used for every config field left at 0. */
+
+/*  1 s: the RFC's customary interval. A dead head end is noticed within
+    liveness * heartbeat (3 s), well inside an operator's patience for an
+    on-demand read, while heartbeats cost one tiny message per worker per
+    second. Workers must use the same interval (RFC 7 "Known Weaknesses"). */
+#define AMI_BROKER_HEARTBEAT_MS     1000
+/*  3 missed heartbeats: RFC 7 suggests 3-5. One lost or late heartbeat
+    (a GC pause, a busy core on this 2-core VM) must not expire a worker;
+    three in a row means it is gone. */
+#define AMI_BROKER_LIVENESS         3
+/*  1000 queued requests per service: one service is one aggregator, and
+    the MDMS rate-limits on-demand reads per operator and per meter, so a
+    legitimate backlog is a few dozen; 1000 absorbs a burst (a head end
+    reconnecting) without letting one aggregator's outage hold unbounded
+    memory. Over the bound the NEW request is dropped and logged. */
+#define AMI_BROKER_MAX_QUEUE        1000
+/*  10000 services: a service is an aggregator reachable through some head
+    end; a large utility has thousands of aggregators, not tens of
+    thousands. Requests to unknown names create entries, so without a bound
+    a client could grow the table without limit (SEC-AVAIL-2). */
+#define AMI_BROKER_MAX_SERVICES     10000
+/*  10000 workers: ami-bus runs a handful of head ends, each registering one
+    worker per aggregator it reaches; the bound stops a peer that reconnects
+    in a loop from growing the table. */
+#define AMI_BROKER_MAX_WORKERS      10000
+/*  64 MiB over all queues: 64 maximal (1 MiB) frames, or about 300 000
+    typical read requests of ~200 bytes - far beyond any honest backlog,
+    small for the broker's host. */
+#define AMI_BROKER_MAX_QUEUE_BYTES  (64u * 1024 * 1024)
+/*  10 s: longer than a head end needs to reconnect and re-register after a
+    failover (liveness * heartbeat = 3 s to notice, plus reconnect), and
+    about the MDMS's read deadline, so a request is not delivered long
+    after its client has given up and retried. */
+#define AMI_BROKER_REQUEST_TTL_MS   10000
+
+/*  Largest service name accepted (bytes): fits a ZMTP short frame and
+    bounds the memory of a table key; ami service names are "agg." plus an
+    id of at most AMI_MAX_ID (32) bytes. Names are printable ASCII
+    (0x20..0x7e), non-empty. */
+#define AMI_BROKER_MAX_NAME         255
+/*  Most frames in one received message: a worker REPLY has 5 protocol
+    frames plus the identity; 16 body frames is more than any ami message
+    uses (ami bodies are one frame). */
+#define AMI_BROKER_MAX_FRAMES       (6 + 16)
+/*  At most this many warnings about bad input per second; more are counted
+    and summarised, so a hostile peer cannot flood the log. */
+#define AMI_BROKER_LOG_BURST        20
+
+/*  The broker's configuration. Zero-initialise it, then set endpoint and
+    (in production) server_cert; every numeric field left at 0 takes the
+    default above. Negative values are invalid. The actor copies what it
+    keeps during its start-up, so the struct, the strings and the
+    certificate it points to need only stay valid until zactor_new (or
+    ami_broker_new) has returned. */
+typedef struct {
+    /*  Endpoint to bind, e.g. "tcp://0.0.0.0:5555" or "tcp://127.0.0.1:*" (an
+        ephemeral port; ask "ENDPOINT" for the real one). Required. */
+    const char *endpoint;
+    /*  This broker's certificate (with its secret key), borrowed.
+        Non-NULL: the ROUTER is a CURVE server (ami_auth_server), and an
+        ami_auth must be running or the start fails. NULL: plain TCP, no
+        authentication - for tests only; the ami-broker service always
+        passes one. */
+    ami_cert_t *server_cert;
+    int heartbeat_ms;           /* 0 = AMI_BROKER_HEARTBEAT_MS */
+    int liveness;               /* 0 = AMI_BROKER_LIVENESS */
+    int request_ttl_ms;         /* 0 = AMI_BROKER_REQUEST_TTL_MS */
+    size_t max_queue;           /* 0 = AMI_BROKER_MAX_QUEUE, per service */
+    size_t max_queue_bytes;     /* 0 = AMI_BROKER_MAX_QUEUE_BYTES, total */
+    size_t max_services;        /* 0 = AMI_BROKER_MAX_SERVICES */
+    size_t max_workers;         /* 0 = AMI_BROKER_MAX_WORKERS */
+} ami_broker_config_t;
+
+/*  The broker actor, following the ami-bus actor convention
+    (ami_service.h): it signals the pipe, validates the config, creates and
+    binds the ROUTER, then reports READY - or, if the config is invalid,
+    CURVE cannot be set up (no ami_auth running, no secret key) or the bind
+    fails, logs why and reports FAILED and waits for "$TERM". Start it with
+    ami_broker_new (or ami_actor_new). The actor also exits when the
+    process is interrupted (zsys_interrupted). */
+void
+    ami_broker_actor (zsock_t *pipe, void *args);
+
+/*  Start the broker. Returns the actor, or NULL (after logging why) if
+    config is invalid or the bind failed; then nothing is left running.
+    Destroy with zactor_destroy(). */
+zactor_t *
+    ami_broker_new (const ami_broker_config_t *config);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
