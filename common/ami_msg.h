@@ -36,7 +36,7 @@
     Signed messages (READ_REQ, READ_RESP) end with a 64-byte signature field,
     always encoded as msgpack bin8 (0xc4 0x40 + 64 bytes, 66 bytes). The
     signed part of such a frame is therefore exactly its first (size - 66)
-    bytes; ami_msg_signed_part() returns it. Relays forward the frame's
+    bytes; ami_msg_signature_slot() returns it. Relays forward the frame's
     bytes unchanged, so no canonical re-encoding is ever needed.
 */
 #ifndef AMI_MSG_H_INCLUDED
