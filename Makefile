@@ -66,6 +66,8 @@ FUZZ_FLAGS  := -std=c11 -O1 -g -D_GNU_SOURCE -Icommon -fsanitize=fuzzer,address,
 
 .PHONY: all deps test check fuzz fuzz-build demo stop bench install clean distclean security-report
 .DEFAULT_GOAL := all
+# Keep intermediate objects (test and tool .o files) so a rebuild is incremental.
+.SECONDARY:
 
 all: $(PROGRAMS) $(TEST_BINS)
 

@@ -20,7 +20,6 @@
    (3 missed heartbeats) slower than any operator would accept. */
 #define HEARTBEAT_MIN_MS 10
 #define HEARTBEAT_MAX_MS 60000
-#define HEARTBEAT_DEFAULT_MS 1000
 
 struct ami_service_t {
     const ami_service_info_t *info;
@@ -203,7 +202,7 @@ ami_service_start (const ami_service_info_t *info, int argc, char **argv, int *e
         goto failed;
     ami_log_init (info->program, node_id, level);
 
-    if (ami_config_duration_ms (self->config, "heartbeat", HEARTBEAT_DEFAULT_MS, &self->heartbeat_ms))
+    if (ami_config_duration_ms (self->config, "heartbeat", AMI_HEARTBEAT_MS, &self->heartbeat_ms))
         goto failed;
     if (self->heartbeat_ms < HEARTBEAT_MIN_MS || self->heartbeat_ms > HEARTBEAT_MAX_MS) {
         ami_log_error ("%s: heartbeat must be between %dms and %ds",

@@ -75,6 +75,16 @@
 extern "C" {
 #endif
 
+/* Transport constants shared by every role (proto/PROTOCOL.md §8.1).
+   HEALTH goes upward every heartbeat; a peer silent for LIVENESS heartbeats
+   is gone: 3 tolerates one lost or late heartbeat without flapping, and
+   still detects a dead head end within about 3 s (SEC-AVAIL-1). */
+#define AMI_HEARTBEAT_MS        1000
+#define AMI_HEARTBEAT_LIVENESS  3
+/* Linger on close: long enough to flush a final reply on loopback, short
+   enough that a stopping service never hangs on a dead peer. */
+#define AMI_LINGER_MS           100
+
 typedef struct {
     const char *program;            /* "ami-mdms": log identity and --help */
     const char *role;               /* certificate role required: "mdms" */
