@@ -1,0 +1,236 @@
+/*  ami_headend.h - the ami-bus head end (utility data centre), a CZMQ actor.
+
+    This header is the manual.
+
+    Role. The head end is the trusted router between the field and the
+    data centre (DESIGN.md sections 2 and 4). Aggregators connect to it;
+    it offers each live aggregator to the MDMS as a Majordomo service
+    through the broker, relays on-demand read commands down and their
+    answers up, and forwards health upward to the MDMS ingest. It holds no
+    application keys: it never opens a reading nor checks a signature, it
+    forwards frames' bytes unchanged (SEC-CONF-1).
+
+    Patterns (zguide).
+    - Aggregators: a ROUTER (bind, CURVE server) addressed by routing id;
+      children introduce themselves with HELLO and heartbeat with HEALTH
+      (the ami-bus liveness rule: silent for 3 heartbeats = gone).
+    - Broker: Majordomo workers, MDP/0.1 as in ZeroMQ RFC 7 (the zguide's
+      mdwrkapi): one DEALER per worker, READY for service
+      "agg.<aggregator node id>", HEARTBEAT every broker heartbeat, a fresh
+      socket and READY again on DISCONNECT or when the broker has been
+      silent for liveness * heartbeat, REPLY with the client envelope.
+      Every worker heartbeats on the broker's interval whether idle or
+      busy (the broker expires silent busy workers). A worker whose REPLY
+      could not be queued starts afresh (DISCONNECT, new socket, READY):
+      the broker would otherwise keep it busy for ever. Requests a worker
+      held when it reconnects are forgotten (the broker dropped them too;
+      the MDMS retries).
+    - MDMS ingest: a DEALER uplink (CURVE client), non-blocking sends: a
+      full queue drops the frame and counts it (HEALTH is re-sent every
+      heartbeat anyway).
+
+    Sockets (every one: ZMQ_MAXMSGSIZE = AMI_MAX_FRAME, CURVE with
+    config->cert, non-blocking sends):
+        aggregators   ROUTER  bind config->endpoint      CURVE server
+                              (ROUTER_MANDATORY: a gone aggregator is an
+                              immediate error, not a silent drop)
+        broker        DEALER  connect config->broker      CURVE client,
+                              K per live aggregator (see below)
+        MDMS ingest   DEALER  connect config->mdms        CURVE client
+    The CURVE server needs the process's ami_auth (ZAP handler, allow-list
+    = the aggregators' public certificates) running BEFORE the actor
+    starts; without one the start fails (libzmq would admit any client).
+
+    Aggregators. An aggregator becomes LIVE with a valid HELLO whose role
+    is "aggregator" and whose node id equals the node-id of the CURVE
+    certificate it connected with (ZAP metadata from the allow-list: an
+    aggregator cannot claim another's service). It stays live while the
+    head end hears anything from it within 3 * heartbeat_ms; then it
+    EXPIRES. A HELLO from a new routing id for a live node id moves the
+    aggregator to that connection (it reconnected). A message other than
+    HELLO from a routing id the head end does not know (e.g. after the
+    head end restarted) is dropped and answered with the head end's own
+    HELLO(role "headend", node_id, meters []), at most once per heartbeat
+    per routing id, so the aggregator re-introduces itself.
+
+    Workers and concurrency. An MDP/0.1 worker holds ONE request at a time:
+    the broker gives it the next only after its REPLY. The head end opens
+    K = workers_per_aggregator workers per live aggregator (default
+    AMI_HEADEND_WORKERS, 4), so up to K reads per aggregator are in flight
+    through one head end (and K per head end when several head ends reach
+    the same aggregator). K = 1 is valid and simply serialises that
+    aggregator's reads. Each worker is one socket and one TCP connection:
+    a head end needs 3 + K * aggregators sockets, and CZMQ's default
+    process limit is 1024 sockets (zsys_set_max_sockets before any socket
+    exists raises it); a worker that cannot be opened is logged and the
+    aggregator is served by the others. When an aggregator expires, every
+    request in flight to it is answered with ERROR AMI_E_NO_ROUTE, then
+    each of its workers sends DISCONNECT and is closed (the broker answers
+    mmi.service "404" once no other head end offers it).
+
+    On-demand reads. An MDP REQUEST to worker "agg.X":
+    - body must be exactly one frame that decodes as READ_REQ, else the
+      worker replies ERROR(request id if one was readable,
+      AMI_E_BAD_REQUEST, origin = this head end);
+    - a command already past expires_ms + request_margin_ms (head end
+      wall clock) is answered ERROR AMI_E_EXPIRED without being forwarded;
+    - otherwise the frame's bytes go unchanged to aggregator X, and the
+      head end remembers request id -> (worker, client address, X) until
+      expires_ms + request_margin_ms (at most AMI_HEADEND_MAX_PENDING_MS
+      from now). If the aggregator's queue is full or it has gone: ERROR
+      AMI_E_BUSY / AMI_E_NO_ROUTE at once. If max_requests are already
+      remembered: ERROR AMI_E_BUSY (see AMI_HEADEND_MAX_REQUESTS).
+    - a READ_RESP or ERROR from X with that request id is sent back as the
+      REPLY body, bytes unchanged, through the worker that got the
+      request. If several commands with that request id are in flight
+      here (the MDMS retried with a new counter), each is answered with
+      that same frame: the aggregator keeps one path per request id, so
+      one answer is all that comes, and each worker is freed at once (the
+      MDMS must drop replies for request ids it has completed). An answer
+      with an unknown or expired request id, or from an aggregator the
+      request was not sent to, is dropped and logged (debug).
+    - a request nobody answered by its expiry is answered ERROR
+      AMI_E_TIMEOUT (the worker must REPLY to get more work); the MDMS
+      has given up on that attempt by then.
+    - ERROR frames made by the head end: [request_id or bin(0), code,
+      origin = config->node_id, text].
+
+    MDMS uplink. After connecting, and whenever the MDMS sends HELLO, the
+    head end sends HELLO(role "headend", node_id, meters []). Every
+    heartbeat_ms it sends HEALTH(role "headend", node_id, state, uptime,
+    stats), and it forwards every valid HEALTH frame from a live aggregator
+    (the aggregator's own and its fleets') unchanged. State is READY, or
+    DEGRADED while it has workers but none has heard from the broker for
+    liveness * broker heartbeat. Stats (names as sent):
+        aggregators   live aggregators
+        workers       MDP worker sockets open
+        in-flight     requests awaiting an aggregator's answer
+        requests      commands forwarded to aggregators (total)
+        responses     answers relayed to the broker (total)
+        errors        ERROR replies made by the head end (total)
+        health-fwd    HEALTH frames forwarded (total)
+        dropped       frames dropped at the MDMS queue (total)
+        bad-frames    malformed or unexpected frames dropped (total)
+        reconnects    worker reconnections to the broker (total)
+    BATCH (interval data) from aggregators is not forwarded yet: dropped
+    and logged. From the MDMS, HELLO is answered, anything else dropped.
+
+    Malformed input from any peer (aggregator, broker, MDMS): wrong frame
+    count, undecodable frame, unexpected type or MDP command - is dropped
+    and logged (at most AMI_HEADEND_LOG_BURST warnings a second, the rest
+    counted) and the head end keeps serving. Nothing is asserted on
+    network input.
+
+    Pipe commands (zstr strings):
+        "$TERM"     stop: requests in flight are answered ERROR
+                    AMI_E_NO_ROUTE ("head end stopping"), every worker
+                    sends DISCONNECT, sockets close
+        "ENDPOINT"  reply one string: the bound aggregator endpoint with
+                    the real port, e.g. "tcp://127.0.0.1:45123"
+        "STATUS"    reply one zmsg of decimal/text strings: frame 0 live
+                    aggregators, frame 1 worker sockets, frame 2 requests
+                    in flight, then one frame per live aggregator sorted by
+                    node id: "<node id> <workers> <in flight>"
+
+    Threads. The actor owns its sockets and state; talk to it only through
+    its pipe. Several head ends may run in one process (tests) - they share
+    the process's one ami_auth.
+*/
+#ifndef AMI_HEADEND_H_INCLUDED
+#define AMI_HEADEND_H_INCLUDED
+
+#include <czmq.h>
+#include <stddef.h>
+
+#include "ami_cert.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*  Defaults, used for every numeric config field left at 0. */
+
+/*  1 s: the bus-wide HEALTH interval (SERVICES.md `heartbeat`); an
+    aggregator silent for 3 of them (3 s) has gone. */
+#define AMI_HEADEND_HEARTBEAT_MS        1000
+/*  The MDP heartbeat and liveness MUST equal the broker's (RFC 7 "Known
+    Weaknesses": both sides use one interval); these are the broker's
+    defaults (AMI_BROKER_HEARTBEAT_MS, AMI_BROKER_LIVENESS). */
+#define AMI_HEADEND_BROKER_HEARTBEAT_MS 1000
+#define AMI_HEADEND_BROKER_LIVENESS     3
+/*  4 workers per aggregator: an MDP worker carries one request at a time,
+    and a pole-top aggregator's RF mesh serves a few meters at once; 4
+    keeps a handful of operators' reads behind one aggregator from queuing
+    behind a slow meter, at 4 sockets per aggregator. 1 serialises. */
+#define AMI_HEADEND_WORKERS             4
+#define AMI_HEADEND_MAX_WORKERS         64      /* per aggregator */
+/*  1000 aggregators per head end: a large utility runs thousands in all,
+    spread over its head ends; bounds the tables against a peer that
+    churns node ids (each costs K sockets too). */
+#define AMI_HEADEND_MAX_AGGREGATORS     1000
+/*  10000 remembered requests: an honest broker gives each worker one
+    request at a time, so the honest peak is aggregators * K (4000 by
+    default); the bound only stops a misbehaving broker or client (every
+    entry lives until its command expires) from growing memory without
+    limit. Over it the request is answered ERROR AMI_E_BUSY. */
+#define AMI_HEADEND_MAX_REQUESTS        10000
+/*  2 s after a command's expires_ms the head end forgets it: data-centre
+    clocks (MDMS, head end) agree to well under a second under NTP, and a
+    meter's refusal issued right at expiry (AMI_E_EXPIRED) still has time
+    to travel back through the aggregator. */
+#define AMI_HEADEND_REQUEST_MARGIN_MS   2000
+/*  No request is remembered longer than 60 s, whatever its expires_ms
+    says: the MDMS's own read deadline is seconds (mdms/read-timeout 3 s x
+    retries), and a command valid for longer would pin a worker. */
+#define AMI_HEADEND_MAX_PENDING_MS      60000
+/*  Warnings about bad input per second; the rest are counted. */
+#define AMI_HEADEND_LOG_BURST           20
+
+/*  Configuration. Zero-initialise, then set the strings and cert; numeric
+    fields left at 0 take the defaults above (negative is invalid). The
+    actor copies what it keeps during start-up: the struct, its strings
+    and the certificate need only stay valid until ami_headend_new has
+    returned. */
+typedef struct {
+    const char *node_id;            /* this head end's id, e.g. "headend-1";
+                                       must equal the cert's node-id. Required */
+    ami_cert_t *cert;               /* own certificate with secret key, borrowed.
+                                       Required */
+    const char *endpoint;           /* aggregator-facing ROUTER bind, e.g.
+                                       "tcp://127.0.0.1:7201" or ":*". Required */
+    const char *broker;             /* broker endpoint. Required */
+    const char *broker_key;         /* broker's CURVE public key, Z85 (40). Required */
+    const char *mdms;               /* MDMS ingest endpoint; NULL or "" = no
+                                       uplink (tests of other roles only) */
+    const char *mdms_key;           /* MDMS's CURVE public key, Z85; required
+                                       when mdms is set */
+    int heartbeat_ms;               /* HEALTH interval; aggregators expire
+                                       after 3 of them. 0 = 1000 */
+    int broker_heartbeat_ms;        /* MDP heartbeat, = the broker's. 0 = 1000 */
+    int broker_liveness;            /* MDP liveness, = the broker's. 0 = 3 */
+    int workers_per_aggregator;     /* K, 1..AMI_HEADEND_MAX_WORKERS. 0 = 4 */
+    size_t max_aggregators;         /* 0 = AMI_HEADEND_MAX_AGGREGATORS */
+    size_t max_requests;            /* 0 = AMI_HEADEND_MAX_REQUESTS */
+    int request_margin_ms;          /* 0 = AMI_HEADEND_REQUEST_MARGIN_MS; tests
+                                       shorten it to see AMI_E_TIMEOUT quickly */
+} ami_headend_config_t;
+
+/*  The head end actor, following the ami-bus actor convention
+    (ami_service.h): it signals the pipe, validates the config, binds the
+    ROUTER (CURVE server) and connects the MDMS uplink, then reports READY;
+    on an invalid config (logged, naming the field), no ami_auth running,
+    a certificate without its secret key or a failed bind it reports
+    FAILED and waits for "$TERM". */
+void
+    ami_headend_actor (zsock_t *pipe, void *args);
+
+/*  Start a head end. Returns the actor, or NULL (after logging why); then
+    nothing is left running. Destroy with zactor_destroy (). */
+zactor_t *
+    ami_headend_new (const ami_headend_config_t *config);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
