@@ -1,0 +1,1869 @@
+/*  ami_mdms.c - the MDMS actor: operator API, on-demand reads, ingest of
+    health, event feed. Contracts in ami_mdms.h; schema in ami_mdms_db.h.
+
+    Design. One CZMQ actor thread owns four sockets and all state, and
+    polls them with a timeout that is the earlier of the next heartbeat
+    tick and the next read deadline. Patterns (zguide):
+    - the broker link is a Majordomo client (RFC 7) over a DEALER used the
+      Lazy Pirate way (chapter 4): every read has a deadline, each try a
+      shorter timeout, and a timed-out try is resent after asking the
+      broker (MMI, RFC 8) whether anyone serves the aggregator at all.
+      Unlike the zguide's REQ-based Lazy Pirate, the DEALER never has to be
+      reopened and many reads are in flight: a reply is matched by the
+      request_id inside its body, so late or duplicate replies to earlier
+      tries are recognised (same request_id) and accepted, or dropped when
+      the read has ended.
+    - MMI replies carry only a status code; the MDMS keeps its MMI
+      questions in a FIFO ring and pairs each reply with the oldest
+      question (one connection to one broker is ordered; MMI is answered
+      at once). Questions older than 3 heartbeats mean the broker lost
+      them (restart): the ring is cleared, the next poll starts afresh.
+    - the api ROUTER is a REQ-compatible server (chapter 3 envelopes); the
+      events PUB is loss-tolerant and sequence-numbered (chapter 5 "getting
+      an out-of-band snapshot" style gap detection by seq).
+
+    State:
+    - routes: aggregator id -> route_t (from the registry, fixed after
+      start), with the last MMI answer and the reads waiting for one;
+    - pending: request id (hex) -> pending_t, bounded by max_pending; the
+      earliest deadline of all is kept in pending_due so the table is
+      walked only when something is due;
+    - services: "role/node_id" -> service_t, from HEALTH on ingest;
+    - peers: ingest routing id (hex) -> peer_t, to know who has said HELLO.
+    Clocks: zclock_mono for every timer, zclock_time (Unix ms) only for
+    the timestamps that go on the wire or into the database.
+*/
+#include "ami_mdms.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ami_auth.h"
+#include "ami_err.h"
+#include "ami_log.h"
+#include "ami_mdms_acl.h"
+#include "ami_mdms_db.h"
+#include "ami_msg.h"
+#include "ami_service.h"
+
+/*  RFC 7 / RFC 8 */
+#define MDP_CLIENT          "MDPC01"
+#define MMI_SERVICE         "mmi.service"
+/*  Service name of an aggregator: PROTOCOL.md 8.4 */
+#define S_AGG_PREFIX        "agg."
+/*  Asked by the MMI poll when the registry has no aggregator at all, so
+    the broker's liveness is still known; no worker will ever offer it. */
+#define S_PING_SERVICE      "mdms.ping"
+
+/*  Linger 100 ms (PROTOCOL.md 8.1, AMI_LINGER_MS): flush a last reply on
+    clean shutdown, never hang on a dead peer. */
+#define S_LINGER_MS         100
+/*  Missed heartbeats before a peer, the broker or a route is stale. */
+#define S_LIVENESS          3
+/*  Reconnect 100 ms, backing off to 5 s (PROTOCOL.md 8.1). */
+#define S_RECONNECT_IVL_MS  100
+#define S_RECONNECT_MAX_MS  5000
+/*  Frames kept of one received message: an API request through a REQ is
+    3 (identity, delimiter, body); proxies add an identity each. More is
+    junk; it is read and discarded. */
+#define S_MAX_FRAMES        16
+/*  A message may exceed one frame's limit by its envelope frames. */
+#define S_MAX_MESSAGE       ((size_t) AMI_MAX_FRAME + 4096)
+/*  libzmq routing ids are 1..255 bytes. */
+#define S_MAX_IDENTITY      255
+#define S_KEY_SIZE          (2 * S_MAX_IDENTITY + 1)
+/*  MMI questions in flight: one per aggregator per heartbeat for up to 3
+    heartbeats, plus one per timed-out try. 65 536 covers 20 000
+    aggregators (a very large utility) in 1 MiB of ring. */
+#define S_MMI_RING          65536
+/*  MMI questions unanswered this long (or 3 heartbeats, if longer) are
+    taken as lost: far above a loopback round trip (~0.4 ms), below the
+    time an operator waits for a read. */
+#define S_MMI_STALE_MS      1000
+/*  Ingest peers (head ends) remembered: a deployment has a handful; the
+    bound stops reconnect loops from growing the table. */
+#define S_MAX_PEERS         1024
+/*  Messages handled per socket per wake-up: amortises the poll under
+    load, still returns to the pipe and the timers quickly. */
+#define S_BATCH             64
+/*  HISTORY rows when the request says 0. */
+#define S_HISTORY_DEFAULT   10
+/*  Warning rate-limit window. */
+#define S_LOG_WINDOW_MS     1000
+/*  An encoded READ_REQ: ids, 3 u64, 16 + 66 bytes of binaries < 200. */
+#define S_READ_REQ_MAX      256
+/*  An encoded EVENT: 3 u64, two ids, 256 bytes of text < 400. */
+#define S_EVENT_MAX         512
+
+#define S_ROLE_OPERATOR     "operator"
+#define S_ROLE_HEADEND      "headend"
+
+enum { ROUTE_UNKNOWN = 0, ROUTE_YES, ROUTE_NO };
+
+typedef struct {
+    ami_id_t id;                        /* aggregator id */
+    char service [sizeof S_AGG_PREFIX + AMI_MAX_ID];   /* "agg.<id>" */
+    int state;                          /* ROUTE_*, as last answered */
+    int64_t answered;                   /* mono time of that answer, 0 = never */
+    zlistx_t *checking;                 /* pending_t * waiting for an answer, borrowed */
+} route_t;
+
+typedef struct {
+    char key [2 * AMI_REQUEST_ID_SIZE + 1];     /* request id in hex */
+    uint8_t request_id [AMI_REQUEST_ID_SIZE];
+    ami_id_t meter_id;
+    uint8_t sign_pk [AMI_E2E_SIGN_PK_SIZE];     /* the meter's, from the registry */
+    route_t *route;
+    zmsg_t *envelope;                   /* operator's routing frames + delimiter */
+    ami_id_t operator_id;
+    char role [AMI_MAX_ROLE + 1];
+    uint64_t requested_ms;              /* Unix ms of the first try */
+    uint64_t expires_ms;                /* Unix ms deadline (READ_REQ.expires_ms) */
+    int64_t started;                    /* mono */
+    int64_t deadline;                   /* mono */
+    int64_t try_deadline;               /* mono */
+    int64_t try_ms;                     /* per-try timeout */
+    int tries;
+    uint64_t counter;                   /* of the last try */
+    bool checking;                      /* waiting for an MMI answer */
+    void *check_handle;                 /* in route->checking */
+} pending_t;
+
+typedef struct {
+    char role [AMI_MAX_ROLE + 1];
+    ami_id_t node_id;
+    uint8_t state;                      /* as last reported */
+    uint64_t uptime_ms;                 /* as last reported */
+    int64_t heard;                      /* mono */
+    bool down;                          /* DOWN reported (event sent) */
+} service_t;
+
+typedef struct {
+    ami_id_t node_id;                   /* from its HELLO */
+    bool introduced;                    /* HELLO received */
+    int64_t heard;                      /* mono */
+    int64_t hello_sent;                 /* mono, 0 = never */
+} peer_t;
+
+typedef struct {
+    route_t *route;                     /* NULL for the ping question */
+    int64_t sent;
+} mmi_query_t;
+
+typedef struct {
+    zsock_t *pipe;
+    zsock_t *api;
+    zsock_t *ingest;
+    zsock_t *events;
+    zsock_t *broker;
+    char *api_endpoint;
+    char *ingest_endpoint;
+    char *events_endpoint;
+    ami_mdms_db_t *db;
+    ami_e2e_mdms_t keys;
+    ami_id_t node_id;
+    ami_id_t broker_id;
+    int read_timeout_ms;
+    int retries;
+    int heartbeat_ms;
+    size_t max_pending;
+
+    ami_msg_t *rx;                      /* decoded input */
+    ami_msg_t *tx;                      /* replies and commands being built */
+    ami_msg_t *scratch;                 /* READINGs opened or read back */
+    ami_msg_t *ev;                      /* events */
+    uint8_t *buf;                       /* AMI_MAX_FRAME encode buffer */
+    uint8_t plain [AMI_MAX_SEALED];     /* opened READING */
+    ami_mdms_meter_t page [AMI_MAX_API_METERS];
+
+    zhashx_t *routes;
+    zhashx_t *pending;
+    int64_t pending_due;                /* mono: walk pending when reached */
+    zhashx_t *services;
+    zhashx_t *peers;
+    mmi_query_t *mmi;
+    size_t mmi_head;
+    size_t mmi_count;
+
+    int64_t started;                    /* mono */
+    int64_t broker_heard;               /* mono of the last MDP reply, 0 = never */
+    int64_t broker_up_since;            /* mono, valid while broker_ready */
+    bool broker_ready;
+    uint64_t event_seq;
+
+    uint64_t malformed;
+    uint64_t denied;
+    uint64_t reads_ok;
+    uint64_t reads_failed;
+    uint64_t bad_responses;
+
+    bool terminated;
+    int64_t log_window;
+    unsigned log_count;
+    unsigned long log_suppressed;
+} mdms_t;
+
+static const char *const s_event_topics [AMI_EV_MAX + 1] = {
+    NULL, "event.read_done", "event.read_failed", "event.meter_alarm",
+    "event.meter_offline", "event.service_down", "event.service_up", "event.security"
+};
+
+
+/* ---------------------------------------------------------------------- */
+/*  Logging and small helpers                                               */
+
+static void
+s_warn (mdms_t *self, const char *format, ...) CHECK_PRINTF (2);
+
+/*  Warn about bad input, at most AMI_MDMS_LOG_BURST lines a second. */
+static void
+s_warn (mdms_t *self, const char *format, ...)
+{
+    if (!ami_log_enabled (AMI_LOG_WARN))
+        return;
+    int64_t now = zclock_mono ();
+    if (now - self->log_window >= S_LOG_WINDOW_MS) {
+        if (self->log_suppressed)
+            zsys_warning ("mdms: %lu more warnings suppressed", self->log_suppressed);
+        self->log_window = now;
+        self->log_count = 0;
+        self->log_suppressed = 0;
+    }
+    if (self->log_count >= AMI_MDMS_LOG_BURST) {
+        self->log_suppressed++;
+        return;
+    }
+    self->log_count++;
+    char line [512];
+    va_list args;
+    va_start (args, format);
+    vsnprintf (line, sizeof line, format, args);
+    va_end (args);
+    zsys_warning ("mdms: %s", line);
+}
+
+static void
+s_hex (const uint8_t *data, size_t size, char *out)
+{
+    static const char digits [] = "0123456789abcdef";
+    for (size_t i = 0; i < size; i++) {
+        out [2 * i] = digits [data [i] >> 4];
+        out [2 * i + 1] = digits [data [i] & 15];
+    }
+    out [2 * size] = 0;
+}
+
+/*  Routing id as hex (S_KEY_SIZE); false for one libzmq never makes. */
+static bool
+s_identity_key (zframe_t *identity, char *key)
+{
+    size_t size = zframe_size (identity);
+    if (size == 0 || size > S_MAX_IDENTITY)
+        return false;
+    s_hex (zframe_data (identity), size, key);
+    return true;
+}
+
+/*  Copy text from a peer for our own text fields and logs: printable
+    ASCII only (a peer's UTF-8 cut in the middle would make our frame
+    invalid; control characters do not belong in logs). */
+static void
+s_sanitize (char *dst, size_t cap, const char *src)
+{
+    size_t n = 0;
+    for (; src && *src && n + 1 < cap; src++)
+        dst [n++] = (*src >= 0x20 && *src < 0x7f) ? *src : '?';
+    dst [n] = 0;
+}
+
+static const char *
+s_meta_or (zframe_t *frame, const char *name, const char *fallback)
+{
+    const char *value = frame ? ami_auth_peer_meta (frame, name) : NULL;
+    return value ? value : fallback;
+}
+
+static bool
+s_fresh (mdms_t *self, int64_t heard, int64_t now)
+{
+    return heard && now - heard <= (int64_t) S_LIVENESS * self->heartbeat_ms;
+}
+
+/*  A route's state if its answer is fresh, else unknown. */
+static int
+s_route_state (mdms_t *self, route_t *route, int64_t now)
+{
+    return s_fresh (self, route->answered, now) ? route->state : ROUTE_UNKNOWN;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Sending                                                                 */
+
+/*  Send msg on sock without blocking; destroys msg either way. */
+static bool
+s_send (mdms_t *self, zsock_t *sock, zmsg_t **msg_p, const char *what)
+{
+    if (zmsg_send (msg_p, sock) == 0)
+        return true;
+    s_warn (self, "%s: send failed: %s (dropped)", what, zmq_strerror (zmq_errno ()));
+    zmsg_destroy (msg_p);
+    return false;
+}
+
+/*  Publish one event: [topic][EVENT]. Loss-tolerant by design. */
+static void
+s_publish (mdms_t *self, int kind, const char *meter_id, const char *format, ...)
+    CHECK_PRINTF (4);
+
+static void
+s_publish (mdms_t *self, int kind, const char *meter_id, const char *format, ...)
+{
+    assert (kind >= 1 && kind <= AMI_EV_MAX);
+    ami_msg_t *ev = self->ev;
+    ami_msg_reset (ev, AMI_MSG_EVENT);
+    ev->event.seq = ++self->event_seq;
+    ev->event.time_ms = (uint64_t) zclock_time ();
+    ev->event.kind = (uint16_t) kind;
+    snprintf (ev->event.meter_id, sizeof ev->event.meter_id, "%s", meter_id ? meter_id : "");
+    snprintf (ev->event.origin, sizeof ev->event.origin, "%s", self->node_id);
+    va_list args;
+    va_start (args, format);
+    vsnprintf (ev->event.text, sizeof ev->event.text, format, args);
+    va_end (args);
+    uint8_t frame [S_EVENT_MAX];
+    size_t len = 0;
+    int rc = ami_msg_encode (ev, frame, sizeof frame, &len);
+    if (rc) {
+        ami_log_error ("mdms: cannot encode event: %s", ami_strerror (rc));
+        return;
+    }
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, s_event_topics [kind]);
+    zmsg_addmem (msg, frame, len);
+    s_send (self, self->events, &msg, "events");
+}
+
+/*  Encode self->tx and send it to the operator behind envelope (borrowed). */
+static void
+s_api_send (mdms_t *self, zmsg_t *envelope)
+{
+    size_t len = 0;
+    int rc = ami_msg_encode (self->tx, self->buf, AMI_MAX_FRAME, &len);
+    if (rc) {
+        //  Every reply is built from checked data: this is a bug
+        ami_log_error ("mdms: cannot encode %s reply: %s", ami_msg_type_name (self->tx->type),
+                       ami_strerror (rc));
+        ami_msg_reset (self->tx, AMI_MSG_ERROR);
+        self->tx->error.code = AMI_E_INTERNAL;
+        snprintf (self->tx->error.origin, sizeof self->tx->error.origin, "%s", self->node_id);
+        snprintf (self->tx->error.text, sizeof self->tx->error.text, "reply could not be encoded");
+        if (ami_msg_encode (self->tx, self->buf, AMI_MAX_FRAME, &len))
+            return;
+    }
+    zmsg_t *msg = zmsg_dup (envelope);
+    if (!msg || zmsg_addmem (msg, self->buf, len)) {
+        zmsg_destroy (&msg);
+        return;
+    }
+    s_send (self, self->api, &msg, "api reply");
+}
+
+static void
+s_api_error (mdms_t *self, zmsg_t *envelope, const uint8_t *corr, int code,
+             const char *format, ...) CHECK_PRINTF (5);
+
+/*  Reply ERROR(corr, code, origin = this MDMS, text). corr may be NULL. */
+static void
+s_api_error (mdms_t *self, zmsg_t *envelope, const uint8_t *corr, int code,
+             const char *format, ...)
+{
+    ami_msg_t *tx = self->tx;
+    ami_msg_reset (tx, AMI_MSG_ERROR);
+    tx->error.has_request_id = corr != NULL;
+    if (corr)
+        memcpy (tx->error.request_id, corr, AMI_REQUEST_ID_SIZE);
+    tx->error.code = (uint16_t) code;
+    snprintf (tx->error.origin, sizeof tx->error.origin, "%s", self->node_id);
+    va_list args;
+    va_start (args, format);
+    vsnprintf (tx->error.text, sizeof tx->error.text, format, args);
+    va_end (args);
+    s_api_send (self, envelope);
+}
+
+/*  MDP client request: "", "MDPC01", service, body. */
+static bool
+s_mdp_send (mdms_t *self, const char *service, const void *body, size_t size, bool quiet)
+{
+    zmsg_t *msg = zmsg_new ();
+    if (!msg)
+        return false;
+    zmsg_addmem (msg, "", 0);
+    zmsg_addstr (msg, MDP_CLIENT);
+    zmsg_addstr (msg, service);
+    zmsg_addmem (msg, body, size);
+    if (zmsg_send (&msg, self->broker) == 0)
+        return true;
+    //  IMMEDIATE: not connected to the broker (yet, or any more)
+    if (!quiet)
+        s_warn (self, "broker: cannot send to '%s': %s", service, zmq_strerror (zmq_errno ()));
+    zmsg_destroy (&msg);
+    return false;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Pending reads                                                           */
+
+static void
+s_pending_destructor (void **item)
+{
+    pending_t *p = (pending_t *) *item;
+    if (p) {
+        zmsg_destroy (&p->envelope);
+        free (p);
+        *item = NULL;
+    }
+}
+
+static void
+s_route_destructor (void **item)
+{
+    route_t *route = (route_t *) *item;
+    if (route) {
+        zlistx_destroy (&route->checking);
+        free (route);
+        *item = NULL;
+    }
+}
+
+static void
+s_pending_uncheck (pending_t *p)
+{
+    if (p->check_handle) {
+        zlistx_delete (p->route->checking, p->check_handle);
+        p->check_handle = NULL;
+    }
+    p->checking = false;
+}
+
+static void
+s_pending_remove (mdms_t *self, pending_t *p)
+{
+    s_pending_uncheck (p);
+    char key [sizeof p->key];
+    memcpy (key, p->key, sizeof key);
+    zhashx_delete (self->pending, key);         //  frees p
+}
+
+static void
+s_due (mdms_t *self, int64_t when)
+{
+    if (when < self->pending_due)
+        self->pending_due = when;
+}
+
+/*  A read failed: ERROR to the operator, EVENT read_failed, log. envelope
+    borrowed; corr and meter_id identify the read. */
+static void
+s_read_failed (mdms_t *self, zmsg_t *envelope, const uint8_t *corr, const char *meter_id,
+               const char *operator_id, int code, const char *text)
+{
+    char corr_hex [2 * AMI_REQUEST_ID_SIZE + 1];
+    ami_request_id_format (corr, corr_hex);
+    self->reads_failed++;
+    ami_log_info ("read %s corr=%s operator=%s failed: %s (%s)", meter_id, corr_hex,
+                  operator_id, ami_errname (code), text);
+    s_api_error (self, envelope, corr, code, "%s", text);
+    s_publish (self, AMI_EV_READ_FAILED, ami_id_valid (meter_id) ? meter_id : "",
+               "%s: %s", ami_errname (code), text);
+}
+
+static void
+s_pending_fail (mdms_t *self, pending_t *p, int code, const char *format, ...)
+    CHECK_PRINTF (4);
+
+static void
+s_pending_fail (mdms_t *self, pending_t *p, int code, const char *format, ...)
+{
+    char text [AMI_MAX_TEXT + 1];
+    va_list args;
+    va_start (args, format);
+    vsnprintf (text, sizeof text, format, args);
+    va_end (args);
+    s_read_failed (self, p->envelope, p->request_id, p->meter_id, p->operator_id, code, text);
+    s_pending_remove (self, p);
+}
+
+/*  Send (or resend) the read's command: new counter, new signature.
+    Returns AMI_OK or why it could not be sent at all. */
+static int
+s_read_send (mdms_t *self, pending_t *p)
+{
+    uint64_t now_ms = (uint64_t) zclock_time ();
+    if (now_ms >= p->expires_ms)
+        return AMI_E_TIMEOUT;
+    uint64_t counter = 0;
+    int rc = ami_mdms_db_counter_next (self->db, &counter);
+    if (rc)
+        return rc;                      //  never send an unpersisted counter
+    ami_msg_t *tx = self->tx;
+    ami_msg_reset (tx, AMI_MSG_READ_REQ);
+    snprintf (tx->read_req.meter_id, sizeof tx->read_req.meter_id, "%s", p->meter_id);
+    memcpy (tx->read_req.request_id, p->request_id, AMI_REQUEST_ID_SIZE);
+    tx->read_req.counter = counter;
+    tx->read_req.issued_ms = now_ms;
+    tx->read_req.expires_ms = p->expires_ms;
+    //  signature left zero: signed in place after encoding
+    uint8_t frame [S_READ_REQ_MAX];
+    size_t len = 0;
+    rc = ami_msg_encode (tx, frame, sizeof frame, &len);
+    if (rc == AMI_OK)
+        rc = ami_e2e_sign (frame, len, self->keys.sign_sk);
+    if (rc) {
+        ami_log_error ("mdms: cannot build READ_REQ for %s: %s", p->meter_id, ami_strerror (rc));
+        return AMI_E_INTERNAL;
+    }
+    p->tries++;
+    p->counter = counter;
+    int64_t now = zclock_mono ();
+    p->try_deadline = now + p->try_ms < p->deadline ? now + p->try_ms : p->deadline;
+    s_due (self, p->try_deadline);
+    ami_log_debug ("read %s corr=%s try %d counter %llu via %s", p->meter_id, p->key,
+                   p->tries, (unsigned long long) counter, p->route->service);
+    //  A send that fails (broker unreachable) is a lost try: the try
+    //  timeout and the MMI question handle it like any other loss
+    s_mdp_send (self, p->route->service, frame, len, false);
+    return AMI_OK;
+}
+
+/*  Ask the broker (MMI) about service; route NULL asks the ping service.
+    Returns true if the question went out. */
+static bool
+s_mmi_ask (mdms_t *self, route_t *route)
+{
+    if (self->mmi_count == S_MMI_RING) {
+        s_warn (self, "broker: %d MMI questions unanswered, not asking more", S_MMI_RING);
+        return false;
+    }
+    const char *service = route ? route->service : S_PING_SERVICE;
+    //  quiet while the broker is not known to be up: at start-up the
+    //  connection may not be there yet
+    if (!s_mdp_send (self, MMI_SERVICE, service, strlen (service), !self->broker_ready))
+        return false;
+    size_t slot = (self->mmi_head + self->mmi_count) % S_MMI_RING;
+    self->mmi [slot].route = route;
+    self->mmi [slot].sent = zclock_mono ();
+    self->mmi_count++;
+    return true;
+}
+
+/*  A try timed out: wait for the broker's word on the route. */
+static void
+s_pending_check (mdms_t *self, pending_t *p)
+{
+    p->checking = true;
+    p->check_handle = zlistx_add_end (p->route->checking, p);
+    //  If the question cannot go out, the read waits for the next periodic
+    //  poll's answer, or its deadline
+    s_mmi_ask (self, p->route);
+    s_due (self, p->deadline);
+}
+
+/*  Walk the pending table when something is due: end reads past their
+    deadline, question the route of reads whose try timed out. */
+static void
+s_pending_timers (mdms_t *self)
+{
+    int64_t now = zclock_mono ();
+    if (now < self->pending_due)
+        return;
+    int64_t due = INT64_MAX;
+    zlistx_t *expired = zlistx_new ();
+    zlistx_t *timed_out = zlistx_new ();
+    assert (expired && timed_out);
+    for (pending_t *p = (pending_t *) zhashx_first (self->pending); p;
+         p = (pending_t *) zhashx_next (self->pending)) {
+        if (now >= p->deadline)
+            zlistx_add_end (expired, p);
+        else
+        if (!p->checking && now >= p->try_deadline)
+            zlistx_add_end (timed_out, p);
+        else {
+            int64_t when = p->checking ? p->deadline : p->try_deadline;
+            if (when < due)
+                due = when;
+        }
+    }
+    self->pending_due = due;
+    for (pending_t *p = (pending_t *) zlistx_first (expired); p;
+         p = (pending_t *) zlistx_next (expired))
+        s_pending_fail (self, p, AMI_E_TIMEOUT, "no valid answer from meter %s within %lld ms "
+                        "(%d tries)", p->meter_id, (long long) (now - p->started), p->tries);
+    for (pending_t *p = (pending_t *) zlistx_first (timed_out); p;
+         p = (pending_t *) zlistx_next (timed_out))
+        s_pending_check (self, p);
+    zlistx_destroy (&expired);
+    zlistx_destroy (&timed_out);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Broker link: MMI answers and read replies                               */
+
+static void
+s_broker_heard (mdms_t *self)
+{
+    int64_t now = zclock_mono ();
+    self->broker_heard = now;
+    if (!self->broker_ready) {
+        self->broker_ready = true;
+        self->broker_up_since = now;
+        ami_log_info ("broker %s is answering", self->broker_id);
+        s_publish (self, AMI_EV_SERVICE_UP, "", "broker %s is answering", self->broker_id);
+    }
+}
+
+static void
+s_mmi_reply (mdms_t *self, zframe_t *body)
+{
+    if (self->mmi_count == 0) {
+        s_warn (self, "broker: MMI answer to no question, dropped");
+        return;
+    }
+    mmi_query_t query = self->mmi [self->mmi_head];
+    self->mmi_head = (self->mmi_head + 1) % S_MMI_RING;
+    self->mmi_count--;
+    int state = ROUTE_UNKNOWN;
+    if (zframe_streq (body, "200"))
+        state = ROUTE_YES;
+    else
+    if (zframe_streq (body, "404"))
+        state = ROUTE_NO;
+    else
+        s_warn (self, "broker: MMI answer of %zu bytes is neither 200 nor 404",
+                zframe_size (body));
+    route_t *route = query.route;
+    if (!route)
+        return;                         //  the ping: liveness only
+    int64_t now = zclock_mono ();
+    if (state != ROUTE_UNKNOWN) {
+        if (state != route->state || !route->answered)
+            ami_log_debug ("route to aggregator %s: %s", route->id,
+                           state == ROUTE_YES ? "a head end offers it" : "no head end");
+        route->state = state;
+        route->answered = now;
+    }
+    //  Reads whose try timed out were waiting for this answer
+    while (zlistx_size (route->checking)) {
+        pending_t *p = (pending_t *) zlistx_detach (route->checking, NULL);
+        p->check_handle = NULL;
+        p->checking = false;
+        if (state == ROUTE_NO)
+            s_pending_fail (self, p, AMI_E_NO_ROUTE, "no head end reaches aggregator %s "
+                            "of meter %s", route->id, p->meter_id);
+        else
+        if (state == ROUTE_YES && p->tries <= self->retries) {
+            int rc = s_read_send (self, p);
+            if (rc)
+                s_pending_fail (self, p, rc, "cannot resend the read of meter %s: %s",
+                                p->meter_id, ami_strerror (rc));
+        }
+        else {
+            //  no tries left (or no clear answer): wait for the deadline
+            p->try_deadline = p->deadline;
+            s_due (self, p->deadline);
+        }
+    }
+}
+
+/*  Look up the read a reply answers; NULL (logged) if none. */
+static pending_t *
+s_reply_pending (mdms_t *self, const uint8_t *request_id, const char *service, const char *what)
+{
+    char key [2 * AMI_REQUEST_ID_SIZE + 1];
+    ami_request_id_format (request_id, key);
+    pending_t *p = (pending_t *) zhashx_lookup (self->pending, key);
+    if (!p) {
+        //  Normal for a late answer to a read that has ended
+        ami_log_debug ("%s for request %s on %s: no such read in flight, dropped",
+                       what, key, service);
+        return NULL;
+    }
+    if (strcmp (service, p->route->service) != 0) {
+        s_warn (self, "%s for request %s came through %s, the read went to %s: dropped",
+                what, key, service, p->route->service);
+        self->bad_responses++;
+        return NULL;
+    }
+    return p;
+}
+
+/*  A READ_RESP failed a check: drop it, count it, tell the security feed.
+    The read keeps waiting (a genuine answer may still come). */
+static void
+s_bad_response (mdms_t *self, pending_t *p, int code, const char *why)
+{
+    self->bad_responses++;
+    s_warn (self, "READ_RESP for meter %s request %s rejected: %s (%s); not stored",
+            p->meter_id, p->key, why, ami_errname (code));
+    s_publish (self, AMI_EV_SECURITY, p->meter_id, "READ_RESP rejected: %s (%s)",
+               why, ami_errname (code));
+}
+
+static void
+s_read_resp (mdms_t *self, const uint8_t *data, size_t size, const char *service)
+{
+    ami_read_resp_t *resp = &self->rx->read_resp;
+    pending_t *p = s_reply_pending (self, resp->request_id, service, "READ_RESP");
+    if (!p)
+        return;
+    if (strcmp (resp->meter_id, p->meter_id) != 0) {
+        s_bad_response (self, p, AMI_E_WRONG_TARGET, "answered by another meter id");
+        return;
+    }
+    if (ami_e2e_verify (data, size, p->sign_pk) != AMI_OK) {
+        s_bad_response (self, p, AMI_E_BAD_SIGNATURE, "meter signature does not verify");
+        return;
+    }
+    if (resp->status != AMI_OK) {
+        //  The meter's own, signed refusal
+        s_pending_fail (self, p, resp->status, "meter %s refused the command: %s",
+                        p->meter_id, ami_strerror (resp->status));
+        return;
+    }
+    size_t plain_len = 0;
+    int rc = ami_e2e_open (resp->sealed, resp->sealed_size, &self->keys, self->plain,
+                           sizeof self->plain, &plain_len);
+    if (rc) {
+        s_bad_response (self, p, rc, "sealed reading does not open");
+        return;
+    }
+    ami_msg_t *reading_msg = self->scratch;
+    rc = ami_msg_decode (reading_msg, self->plain, plain_len);
+    if (rc == AMI_OK && reading_msg->type != AMI_MSG_READING)
+        rc = AMI_E_MSGTYPE;
+    if (rc) {
+        s_bad_response (self, p, rc, "sealed content is not a READING");
+        return;
+    }
+    ami_reading_t *reading = &reading_msg->reading;
+    if (strcmp (reading->meter_id, p->meter_id) != 0
+    ||  memcmp (reading->request_id, p->request_id, AMI_REQUEST_ID_SIZE) != 0) {
+        //  SEC-INT-3: an old reading must not answer a new request
+        s_bad_response (self, p, AMI_E_REPLAY, "READING inside is for another meter or request");
+        return;
+    }
+    uint64_t stored_ms = (uint64_t) zclock_time ();
+    rc = ami_mdms_db_reading_put (self->db, p->meter_id, reading->read_ms, p->request_id,
+                                  p->requested_ms, stored_ms, self->plain, plain_len,
+                                  data, size);
+    if (rc == AMI_E_EXISTS)
+        rc = AMI_OK;                    //  this very reading is already stored
+    if (rc) {
+        s_pending_fail (self, p, rc, "reading of meter %s could not be stored: %s",
+                        p->meter_id, ami_strerror (rc));
+        return;
+    }
+    int64_t took = zclock_mono () - p->started;
+    ami_msg_t *tx = self->tx;
+    ami_msg_reset (tx, AMI_MSG_API_READINGS);
+    memcpy (tx->api_readings.corr, p->request_id, AMI_REQUEST_ID_SIZE);
+    tx->api_readings.more = false;
+    tx->api_readings.count = 1;
+    tx->api_readings.readings [0].reading = *reading;
+    tx->api_readings.readings [0].requested_ms = p->requested_ms;
+    tx->api_readings.readings [0].stored_ms = stored_ms;
+    s_api_send (self, p->envelope);
+    self->reads_ok++;
+    ami_log_info ("read %s corr=%s operator=%s: %u registers stored in %lld ms (%d tries)",
+                  p->meter_id, p->key, p->operator_id, reading->register_count,
+                  (long long) took, p->tries);
+    s_publish (self, AMI_EV_READ_DONE, p->meter_id, "read ok in %lld ms", (long long) took);
+    s_pending_remove (self, p);
+}
+
+static void
+s_read_error (mdms_t *self, const char *service)
+{
+    ami_error_t *error = &self->rx->error;
+    char origin [AMI_MAX_ID + 1], text [AMI_MAX_TEXT + 1];
+    s_sanitize (origin, sizeof origin, error->origin);
+    s_sanitize (text, sizeof text, error->text);
+    if (!error->has_request_id) {
+        s_warn (self, "ERROR %s from %s on %s without request id: dropped",
+                ami_errname (error->code), origin, service);
+        return;
+    }
+    pending_t *p = s_reply_pending (self, error->request_id, service, "ERROR");
+    if (!p)
+        return;
+    s_pending_fail (self, p, error->code, "%s reports: %s (%s)", origin,
+                    ami_strerror (error->code), text);
+}
+
+static void
+s_handle_broker_msg (mdms_t *self, zmsg_t *msg)
+{
+    if (zmsg_size (msg) != 4) {
+        self->malformed++;
+        s_warn (self, "broker: %zu frames is not an MDP reply, dropped", zmsg_size (msg));
+        return;
+    }
+    zframe_t *empty = zmsg_first (msg);
+    zframe_t *header = zmsg_next (msg);
+    zframe_t *service_frame = zmsg_next (msg);
+    zframe_t *body = zmsg_next (msg);
+    size_t service_len = zframe_size (service_frame);
+    if (zframe_size (empty) != 0 || !zframe_streq (header, MDP_CLIENT)
+    ||  service_len == 0 || service_len > 255) {
+        self->malformed++;
+        s_warn (self, "broker: not an MDP/0.1 client reply, dropped");
+        return;
+    }
+    char service [256];
+    memcpy (service, zframe_data (service_frame), service_len);
+    service [service_len] = 0;
+    for (size_t i = 0; i < service_len; i++)
+        if (service [i] < 0x20 || service [i] > 0x7e) {
+            self->malformed++;
+            s_warn (self, "broker: reply with a non-printable service name, dropped");
+            return;
+        }
+    s_broker_heard (self);
+    if (streq (service, MMI_SERVICE)) {
+        s_mmi_reply (self, body);
+        return;
+    }
+    if (strncmp (service, S_AGG_PREFIX, strlen (S_AGG_PREFIX)) != 0) {
+        s_warn (self, "broker: reply from unexpected service '%s', dropped", service);
+        return;
+    }
+    const uint8_t *data = zframe_data (body);
+    size_t size = zframe_size (body);
+    int rc = ami_msg_decode (self->rx, data, size);
+    if (rc) {
+        self->malformed++;
+        s_warn (self, "broker: malformed reply on %s: %s, dropped", service, ami_strerror (rc));
+        return;
+    }
+    if (self->rx->type == AMI_MSG_READ_RESP)
+        s_read_resp (self, data, size, service);
+    else
+    if (self->rx->type == AMI_MSG_ERROR)
+        s_read_error (self, service);
+    else {
+        self->malformed++;
+        s_warn (self, "broker: unexpected %s on %s, dropped",
+                ami_msg_type_name (self->rx->type), service);
+    }
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Operator API                                                            */
+
+typedef struct {
+    zmsg_t *envelope;                   /* owned by the handler */
+    const ami_api_req_t *req;
+    const char *operator_id;
+    const char *role;
+    char corr_hex [2 * AMI_REQUEST_ID_SIZE + 1];
+} api_call_t;
+
+static void
+s_api_read (mdms_t *self, api_call_t *call)
+{
+    const ami_api_req_t *req = call->req;
+    if (!*req->meter_id) {
+        s_read_failed (self, call->envelope, req->corr, "", call->operator_id,
+                       AMI_E_BAD_REQUEST, "read needs a meter id");
+        return;
+    }
+    ami_mdms_meter_t meter;
+    int rc = ami_mdms_db_meter_get (self->db, req->meter_id, &meter);
+    if (rc) {
+        char text [AMI_MAX_TEXT + 1];
+        if (rc == AMI_E_NOTFOUND) {
+            rc = AMI_E_UNKNOWN_METER;
+            snprintf (text, sizeof text, "meter %s is not in the registry", req->meter_id);
+        }
+        else
+            snprintf (text, sizeof text, "registry lookup failed: %s", ami_strerror (rc));
+        s_read_failed (self, call->envelope, req->corr, req->meter_id, call->operator_id, rc, text);
+        return;
+    }
+    if (zhashx_lookup (self->pending, call->corr_hex)) {
+        s_read_failed (self, call->envelope, req->corr, req->meter_id, call->operator_id,
+                       AMI_E_BAD_REQUEST, "correlation id already in flight");
+        return;
+    }
+    if (zhashx_size (self->pending) >= self->max_pending) {
+        s_read_failed (self, call->envelope, req->corr, req->meter_id, call->operator_id,
+                       AMI_E_BUSY, "too many reads in flight; retry later");
+        return;
+    }
+    route_t *route = (route_t *) zhashx_lookup (self->routes, meter.aggregator_id);
+    int64_t now = zclock_mono ();
+    if (!route || s_route_state (self, route, now) == ROUTE_NO) {
+        char text [AMI_MAX_TEXT + 1];
+        snprintf (text, sizeof text, "no head end reaches aggregator %s of meter %s",
+                  meter.aggregator_id, req->meter_id);
+        s_read_failed (self, call->envelope, req->corr, req->meter_id, call->operator_id,
+                       AMI_E_NO_ROUTE, text);
+        return;
+    }
+    pending_t *p = (pending_t *) calloc (1, sizeof *p);
+    if (!p) {
+        s_read_failed (self, call->envelope, req->corr, req->meter_id, call->operator_id,
+                       AMI_E_NOMEM, "out of memory");
+        return;
+    }
+    int64_t timeout = req->timeout_ms ? (int64_t) req->timeout_ms : (int64_t) self->read_timeout_ms;
+    if (timeout > AMI_MDMS_MAX_READ_TIMEOUT_MS)
+        timeout = AMI_MDMS_MAX_READ_TIMEOUT_MS;
+    memcpy (p->key, call->corr_hex, sizeof p->key);
+    memcpy (p->request_id, req->corr, AMI_REQUEST_ID_SIZE);
+    snprintf (p->meter_id, sizeof p->meter_id, "%s", req->meter_id);
+    memcpy (p->sign_pk, meter.sign_pk, sizeof p->sign_pk);
+    p->route = route;
+    p->envelope = call->envelope;
+    call->envelope = NULL;
+    snprintf (p->operator_id, sizeof p->operator_id, "%s", call->operator_id);
+    snprintf (p->role, sizeof p->role, "%s", call->role);
+    p->requested_ms = (uint64_t) zclock_time ();
+    p->expires_ms = p->requested_ms + (uint64_t) timeout;
+    p->started = now;
+    p->deadline = now + timeout;
+    p->try_ms = timeout / (self->retries + 1);
+    if (p->try_ms < 1)
+        p->try_ms = 1;
+    if (zhashx_insert (self->pending, p->key, p)) {
+        s_read_failed (self, p->envelope, req->corr, req->meter_id, call->operator_id,
+                       AMI_E_NOMEM, "out of memory");
+        s_pending_destructor ((void **) &p);
+        return;
+    }
+    ami_log_debug ("read %s corr=%s operator=%s: via %s, timeout %lld ms", p->meter_id,
+                   p->key, p->operator_id, route->service, (long long) timeout);
+    rc = s_read_send (self, p);
+    if (rc)
+        s_pending_fail (self, p, rc, "cannot send the read of meter %s: %s", p->meter_id,
+                        ami_strerror (rc));
+}
+
+typedef struct {
+    mdms_t *self;
+    const char *meter_id;
+    int rc;
+} history_t;
+
+static int
+s_history_row (const ami_mdms_reading_t *row, void *arg)
+{
+    history_t *ctx = (history_t *) arg;
+    mdms_t *self = ctx->self;
+    ami_msg_t *m = self->scratch;
+    int rc = ami_msg_decode (m, row->reading, row->reading_size);
+    if (rc == AMI_OK && (m->type != AMI_MSG_READING
+                      || strcmp (m->reading.meter_id, ctx->meter_id) != 0
+                      || m->reading.read_ms != row->read_ms))
+        rc = AMI_E_RANGE;
+    if (rc) {
+        ami_log_error ("mdms db: stored reading of %s at %llu does not decode: %s",
+                       ctx->meter_id, (unsigned long long) row->read_ms, ami_strerror (rc));
+        ctx->rc = AMI_E_STORAGE;
+        return 1;
+    }
+    ami_api_readings_t *out = &self->tx->api_readings;
+    ami_stored_reading_t *dst = &out->readings [out->count++];
+    dst->reading = m->reading;
+    dst->requested_ms = row->requested_ms;
+    dst->stored_ms = row->stored_ms;
+    return 0;
+}
+
+static void
+s_api_history (mdms_t *self, api_call_t *call)
+{
+    const ami_api_req_t *req = call->req;
+    if (!*req->meter_id) {
+        s_api_error (self, call->envelope, req->corr, AMI_E_BAD_REQUEST,
+                     "history needs a meter id");
+        return;
+    }
+    if (req->to_ms && req->from_ms > req->to_ms) {
+        s_api_error (self, call->envelope, req->corr, AMI_E_BAD_REQUEST,
+                     "from_ms is after to_ms");
+        return;
+    }
+    ami_mdms_meter_t meter;
+    int rc = ami_mdms_db_meter_get (self->db, req->meter_id, &meter);
+    if (rc) {
+        if (rc == AMI_E_NOTFOUND)
+            s_api_error (self, call->envelope, req->corr, AMI_E_UNKNOWN_METER,
+                         "meter %s is not in the registry", req->meter_id);
+        else
+            s_api_error (self, call->envelope, req->corr, rc, "registry lookup failed: %s",
+                         ami_strerror (rc));
+        return;
+    }
+    size_t limit = req->limit ? req->limit : S_HISTORY_DEFAULT;
+    if (limit > AMI_MAX_API_READINGS)
+        limit = AMI_MAX_API_READINGS;
+    ami_msg_reset (self->tx, AMI_MSG_API_READINGS);
+    memcpy (self->tx->api_readings.corr, req->corr, AMI_REQUEST_ID_SIZE);
+    history_t ctx = { self, req->meter_id, AMI_OK };
+    bool more = false;
+    rc = ami_mdms_db_history (self->db, req->meter_id, req->from_ms, req->to_ms, limit,
+                              s_history_row, &ctx, &more);
+    if (rc == AMI_OK)
+        rc = ctx.rc;
+    if (rc) {
+        s_api_error (self, call->envelope, req->corr, rc, "history of %s could not be read: %s",
+                     req->meter_id, ami_strerror (rc));
+        return;
+    }
+    self->tx->api_readings.more = more;
+    s_api_send (self, call->envelope);
+}
+
+static void
+s_api_meters (mdms_t *self, api_call_t *call)
+{
+    const ami_api_req_t *req = call->req;
+    size_t limit = req->limit ? req->limit : AMI_MAX_API_METERS;
+    if (limit > AMI_MAX_API_METERS)
+        limit = AMI_MAX_API_METERS;
+    size_t count = 0;
+    bool more = false;
+    int rc = ami_mdms_db_meters_page (self->db, req->meter_id, limit, self->page, &count, &more);
+    ami_msg_t *tx = self->tx;
+    ami_msg_reset (tx, AMI_MSG_API_METERS);
+    memcpy (tx->api_meters.corr, req->corr, AMI_REQUEST_ID_SIZE);
+    int64_t now = zclock_mono ();
+    for (size_t i = 0; rc == AMI_OK && i < count; i++) {
+        ami_meter_row_t *row = &tx->api_meters.meters [i];
+        snprintf (row->meter_id, sizeof row->meter_id, "%s", self->page [i].meter_id);
+        snprintf (row->aggregator_id, sizeof row->aggregator_id, "%s",
+                  self->page [i].aggregator_id);
+        rc = ami_mdms_db_last_read (self->db, row->meter_id, &row->last_read_ms);
+        route_t *route = (route_t *) zhashx_lookup (self->routes, row->aggregator_id);
+        row->state = route && s_route_state (self, route, now) == ROUTE_YES
+                   ? AMI_STATE_READY : AMI_STATE_DOWN;
+    }
+    if (rc) {
+        s_api_error (self, call->envelope, req->corr, rc, "registry could not be read: %s",
+                     ami_strerror (rc));
+        return;
+    }
+    tx->api_meters.count = (uint32_t) count;
+    tx->api_meters.more = more;
+    s_api_send (self, call->envelope);
+}
+
+static int
+s_compare_str (const void *a, const void *b)
+{
+    return strcmp ((const char *) a, (const char *) b);
+}
+
+static void
+s_status_row (ami_api_status_t *status, const char *role, const char *node_id,
+              uint8_t state, uint64_t uptime_ms, uint64_t age_ms)
+{
+    ami_service_row_t *row = &status->services [status->count++];
+    snprintf (row->role, sizeof row->role, "%s", role);
+    snprintf (row->node_id, sizeof row->node_id, "%s", node_id);
+    row->state = state;
+    row->uptime_ms = uptime_ms;
+    row->age_ms = age_ms;
+}
+
+static void
+s_api_status (mdms_t *self, api_call_t *call)
+{
+    int64_t now = zclock_mono ();
+    ami_msg_t *tx = self->tx;
+    ami_msg_reset (tx, AMI_MSG_API_STATUS);
+    ami_api_status_t *status = &tx->api_status;
+    memcpy (status->corr, call->req->corr, AMI_REQUEST_ID_SIZE);
+    s_status_row (status, "mdms", self->node_id, AMI_STATE_READY,
+                  (uint64_t) (now - self->started), 0);
+    bool broker_up = self->broker_ready && s_fresh (self, self->broker_heard, now);
+    s_status_row (status, "broker", self->broker_id,
+                  broker_up ? AMI_STATE_READY : AMI_STATE_DOWN,
+                  broker_up ? (uint64_t) (now - self->broker_up_since) : 0,
+                  (uint64_t) (now - (self->broker_heard ? self->broker_heard : self->started)));
+    //  Keys are "role/node_id": sorting them sorts by role, then node id
+    zlistx_t *keys = zhashx_keys (self->services);
+    if (keys) {
+        zlistx_set_comparator (keys, s_compare_str);
+        zlistx_sort (keys);
+        size_t left_out = 0;
+        for (const char *key = (const char *) zlistx_first (keys); key;
+             key = (const char *) zlistx_next (keys)) {
+            service_t *s = (service_t *) zhashx_lookup (self->services, key);
+            if (status->count == AMI_MAX_API_SERVICES) {
+                left_out++;
+                continue;
+            }
+            bool alive = s_fresh (self, s->heard, now);
+            s_status_row (status, s->role, s->node_id, alive ? s->state : AMI_STATE_DOWN,
+                          s->uptime_ms, (uint64_t) (now - s->heard));
+        }
+        if (left_out)
+            s_warn (self, "status: %zu services left out (at most %d rows)", left_out,
+                    AMI_MAX_API_SERVICES);
+        zlistx_destroy (&keys);
+    }
+    s_api_send (self, call->envelope);
+}
+
+/*  Reply ERROR to an API message refused before or at decoding; tries to
+    recover the corr (only to label the reply). */
+static const uint8_t *
+s_try_corr (mdms_t *self, zframe_t *body)
+{
+    if (body && ami_msg_decode (self->rx, zframe_data (body), zframe_size (body)) == AMI_OK
+    &&  self->rx->type == AMI_MSG_API_REQ)
+        return self->rx->api_req.corr;
+    return NULL;
+}
+
+static void
+s_handle_api_msg (mdms_t *self, zmsg_t *msg)
+{
+    //  Envelope: every frame up to and including the first empty one
+    size_t frames = zmsg_size (msg), delimiter = 0;
+    bool found = false;
+    for (zframe_t *f = zmsg_first (msg); f; f = zmsg_next (msg), delimiter++)
+        if (zframe_size (f) == 0) {
+            found = true;
+            break;
+        }
+    if (!found || delimiter == 0) {
+        self->malformed++;
+        s_warn (self, "api: message of %zu frames has no envelope delimiter, dropped", frames);
+        return;
+    }
+    api_call_t call;
+    memset (&call, 0, sizeof call);
+    call.envelope = zmsg_new ();
+    zframe_t *last = NULL;
+    for (size_t i = 0; i <= delimiter; i++) {
+        last = zmsg_pop (msg);
+        zmsg_append (call.envelope, &last);
+    }
+    last = zmsg_last (call.envelope);           //  the delimiter, as received
+    zframe_t *body = zmsg_first (msg);          //  NULL when there is none
+    zframe_t *content = body ? body : last;
+
+    //  Only operators on this socket (the ZAP allow-list is process-wide)
+    const char *peer_role = s_meta_or (content, AMI_CERT_META_ROLE, "");
+    const char *peer_node = s_meta_or (content, AMI_CERT_META_NODE_ID, "?");
+    if (strcmp (peer_role, S_ROLE_OPERATOR) != 0) {
+        self->denied++;
+        char who [AMI_MAX_ID + 1], role [AMI_MAX_ROLE + 1];
+        s_sanitize (who, sizeof who, peer_node);
+        s_sanitize (role, sizeof role, peer_role);
+        s_warn (self, "api: peer %s with role '%s' is not an operator: refused", who, role);
+        s_publish (self, AMI_EV_SECURITY, "", "api: peer %s (role %s) refused", who, role);
+        s_api_error (self, call.envelope, s_try_corr (self, body), AMI_E_DENIED,
+                     "only operators may use this API");
+        goto done;
+    }
+    if (zmsg_size (msg) != 1) {
+        self->malformed++;
+        s_warn (self, "api: %zu frames after the delimiter, expected 1", zmsg_size (msg));
+        s_api_error (self, call.envelope, NULL, AMI_E_BAD_REQUEST,
+                     "malformed request: expected exactly one message frame");
+        goto done;
+    }
+    int rc = ami_msg_decode (self->rx, zframe_data (body), zframe_size (body));
+    if (rc) {
+        self->malformed++;
+        s_warn (self, "api: malformed request from %s: %s", peer_node, ami_strerror (rc));
+        s_api_error (self, call.envelope, NULL, AMI_E_BAD_REQUEST, "malformed request: %s",
+                     ami_strerror (rc));
+        goto done;
+    }
+    if (self->rx->type != AMI_MSG_API_REQ) {
+        self->malformed++;
+        s_warn (self, "api: %s from %s is not an API_REQ", ami_msg_type_name (self->rx->type),
+                peer_node);
+        s_api_error (self, call.envelope, NULL, AMI_E_BAD_REQUEST,
+                     "malformed request: expected API_REQ, got %s",
+                     ami_msg_type_name (self->rx->type));
+        goto done;
+    }
+    ami_api_req_t req = self->rx->api_req;
+    call.req = &req;
+    call.operator_id = peer_node;
+    call.role = s_meta_or (content, AMI_MDMS_META_AMI_ROLE, "");
+    ami_request_id_format (req.corr, call.corr_hex);
+    const char *action = ami_action_name (req.action);
+    const char *why = NULL;
+    rc = ami_mdms_acl_check (call.role, req.action, &why);
+    if (rc) {
+        char role [AMI_MAX_ROLE + 1];
+        s_sanitize (role, sizeof role, call.role);
+        if (rc == AMI_E_DENIED) {
+            self->denied++;
+            //  rate-limited like all input-driven warnings; the audit log
+            //  (security work) is the complete record
+            s_warn (self, "api: DENIED operator=%s role=%s action=%s meter=%s corr=%s: %s",
+                    call.operator_id, role, action ? action : "?", req.meter_id,
+                    call.corr_hex, why);
+            s_publish (self, AMI_EV_SECURITY, req.meter_id, "operator %s (%s) denied %s",
+                       call.operator_id, role, action ? action : "?");
+        }
+        else
+            ami_log_info ("api: operator=%s role=%s action=%s meter=%s corr=%s: %s",
+                          call.operator_id, role, action ? action : "?", req.meter_id,
+                          call.corr_hex, why);
+        if (req.action == AMI_ACT_READ)
+            s_read_failed (self, call.envelope, req.corr, req.meter_id, call.operator_id,
+                           rc, why);
+        else
+            s_api_error (self, call.envelope, req.corr, rc, "%s: %s", action ? action : "?", why);
+        goto done;
+    }
+    ami_log_debug ("api: operator=%s role=%s action=%s meter=%s corr=%s", call.operator_id,
+                   call.role, action, req.meter_id, call.corr_hex);
+    switch (req.action) {
+        case AMI_ACT_READ:    s_api_read (self, &call); break;
+        case AMI_ACT_HISTORY: s_api_history (self, &call); break;
+        case AMI_ACT_METERS:  s_api_meters (self, &call); break;
+        case AMI_ACT_STATUS:  s_api_status (self, &call); break;
+        default:
+            //  the ACL table grants only implemented actions
+            s_api_error (self, call.envelope, req.corr, AMI_E_INTERNAL, "action not wired");
+            break;
+    }
+done:
+    zmsg_destroy (&call.envelope);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Ingest: head ends' HELLO and HEALTH                                     */
+
+static void
+s_service_destructor (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+static void
+s_service_heard (mdms_t *self, const ami_health_t *health)
+{
+    char key [AMI_MAX_ROLE + 1 + AMI_MAX_ID + 1];
+    snprintf (key, sizeof key, "%s/%s", health->role, health->node_id);
+    int64_t now = zclock_mono ();
+    service_t *s = (service_t *) zhashx_lookup (self->services, key);
+    if (!s) {
+        if (zhashx_size (self->services) >= AMI_MDMS_MAX_SERVICES) {
+            //  Make room: forget the longest-silent service
+            const char *oldest_key = NULL;
+            int64_t oldest = INT64_MAX;
+            for (service_t *o = (service_t *) zhashx_first (self->services); o;
+                 o = (service_t *) zhashx_next (self->services))
+                if (o->heard < oldest) {
+                    oldest = o->heard;
+                    oldest_key = (const char *) zhashx_cursor (self->services);
+                }
+            if (oldest_key) {
+                char victim [sizeof key];
+                snprintf (victim, sizeof victim, "%s", oldest_key);
+                s_warn (self, "ingest: service table full, forgetting %s", victim);
+                zhashx_delete (self->services, victim);
+            }
+        }
+        s = (service_t *) calloc (1, sizeof *s);
+        if (!s || zhashx_insert (self->services, key, s)) {
+            free (s);
+            return;
+        }
+        snprintf (s->role, sizeof s->role, "%s", health->role);
+        snprintf (s->node_id, sizeof s->node_id, "%s", health->node_id);
+        ami_log_info ("service %s %s heard (state %u)", s->role, s->node_id, health->state);
+    }
+    else
+    if (s->down) {
+        ami_log_info ("service %s %s is back", s->role, s->node_id);
+        s_publish (self, AMI_EV_SERVICE_UP, "", "%s %s is back", s->role, s->node_id);
+    }
+    s->down = false;
+    s->state = health->state;
+    s->uptime_ms = health->uptime_ms;
+    s->heard = now;
+}
+
+static void
+s_send_hello (mdms_t *self, zframe_t *routing)
+{
+    ami_msg_t *tx = self->tx;
+    ami_msg_reset (tx, AMI_MSG_HELLO);
+    snprintf (tx->hello.role, sizeof tx->hello.role, "mdms");
+    snprintf (tx->hello.node_id, sizeof tx->hello.node_id, "%s", self->node_id);
+    tx->hello.meter_count = 0;
+    uint8_t frame [128];                //  role, id, empty list: < 60 bytes
+    size_t len = 0;
+    if (ami_msg_encode (tx, frame, sizeof frame, &len))
+        return;
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addmem (msg, zframe_data (routing), zframe_size (routing));
+    zmsg_addmem (msg, frame, len);
+    s_send (self, self->ingest, &msg, "ingest HELLO");
+}
+
+/*  Any message from a head end: remember it; if it has not introduced
+    itself (e.g. the MDMS restarted), say HELLO so it does. */
+static void
+s_peer_touch (mdms_t *self, zframe_t *routing, const char *key, const char *node)
+{
+    int64_t now = zclock_mono ();
+    peer_t *peer = (peer_t *) zhashx_lookup (self->peers, key);
+    if (!peer) {
+        if (zhashx_size (self->peers) >= S_MAX_PEERS) {
+            s_warn (self, "ingest: peer table full (%d), %s not remembered", S_MAX_PEERS, node);
+            return;
+        }
+        peer = (peer_t *) calloc (1, sizeof *peer);
+        if (!peer || zhashx_insert (self->peers, key, peer)) {
+            free (peer);
+            return;
+        }
+    }
+    peer->heard = now;
+    if (!peer->introduced
+    &&  (!peer->hello_sent || now - peer->hello_sent >= self->heartbeat_ms)) {
+        ami_log_debug ("ingest: %s has not said HELLO: introducing ourselves", node);
+        peer->hello_sent = now;
+        s_send_hello (self, routing);
+    }
+}
+
+static void
+s_handle_ingest_msg (mdms_t *self, zmsg_t *msg)
+{
+    if (zmsg_size (msg) != 2) {
+        self->malformed++;
+        s_warn (self, "ingest: message of %zu frames, expected 2: dropped", zmsg_size (msg));
+        return;
+    }
+    zframe_t *routing = zmsg_first (msg);
+    zframe_t *body = zmsg_next (msg);
+    char key [S_KEY_SIZE];
+    if (!s_identity_key (routing, key)) {
+        self->malformed++;
+        return;
+    }
+    const char *peer_role = s_meta_or (body, AMI_CERT_META_ROLE, "");
+    const char *peer_node = s_meta_or (body, AMI_CERT_META_NODE_ID, "?");
+    if (strcmp (peer_role, S_ROLE_HEADEND) != 0) {
+        self->denied++;
+        char who [AMI_MAX_ID + 1], role [AMI_MAX_ROLE + 1];
+        s_sanitize (who, sizeof who, peer_node);
+        s_sanitize (role, sizeof role, peer_role);
+        s_warn (self, "ingest: peer %s with role '%s' is not a head end: dropped", who, role);
+        return;
+    }
+    int rc = ami_msg_decode (self->rx, zframe_data (body), zframe_size (body));
+    if (rc) {
+        self->malformed++;
+        s_warn (self, "ingest: malformed message from %s: %s, dropped", peer_node,
+                ami_strerror (rc));
+        return;
+    }
+    switch (self->rx->type) {
+        case AMI_MSG_HELLO: {
+            ami_hello_t *hello = &self->rx->hello;
+            if (strcmp (hello->node_id, peer_node) != 0 || strcmp (hello->role, S_ROLE_HEADEND)) {
+                s_warn (self, "ingest: HELLO as %s %s from head end %s: dropped",
+                        hello->role, hello->node_id, peer_node);
+                break;
+            }
+            peer_t *peer = (peer_t *) zhashx_lookup (self->peers, key);
+            if (!peer) {
+                s_peer_touch (self, routing, key, peer_node);   //  creates it
+                peer = (peer_t *) zhashx_lookup (self->peers, key);
+            }
+            if (peer) {
+                if (!peer->introduced)
+                    ami_log_info ("head end %s introduced itself", hello->node_id);
+                peer->introduced = true;
+                peer->heard = zclock_mono ();
+                snprintf (peer->node_id, sizeof peer->node_id, "%s", hello->node_id);
+            }
+            break;
+        }
+        case AMI_MSG_HEALTH:
+            s_peer_touch (self, routing, key, peer_node);
+            s_service_heard (self, &self->rx->health);
+            break;
+        case AMI_MSG_BATCH:
+            s_peer_touch (self, routing, key, peer_node);
+            s_warn (self, "ingest: BATCH %llu from %s: interval data is not handled yet, dropped",
+                    (unsigned long long) self->rx->batch.batch_id, peer_node);
+            break;
+        default:
+            s_peer_touch (self, routing, key, peer_node);
+            self->malformed++;
+            s_warn (self, "ingest: unexpected %s from %s, dropped",
+                    ami_msg_type_name (self->rx->type), peer_node);
+            break;
+    }
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Sockets                                                                 */
+
+/*  Receive one message, keeping at most S_MAX_FRAMES frames and
+    S_MAX_MESSAGE bytes (the rest is read and discarded). NULL for an
+    oversized or unreadable message (logged). */
+static zmsg_t *
+s_recv (mdms_t *self, zsock_t *sock, const char *name)
+{
+    zmsg_t *msg = zmsg_new ();
+    size_t frames = 0, bytes = 0;
+    bool oversized = false, more = true;
+    while (more) {
+        zframe_t *frame = zframe_recv (sock);
+        if (!frame) {
+            zmsg_destroy (&msg);
+            return NULL;
+        }
+        more = zframe_more (frame);
+        frames++;
+        bytes += zframe_size (frame);
+        if (!oversized && msg && frames <= S_MAX_FRAMES && bytes <= S_MAX_MESSAGE)
+            zmsg_append (msg, &frame);
+        else {
+            oversized = true;
+            zframe_destroy (&frame);
+        }
+    }
+    if (oversized || !msg) {
+        self->malformed++;
+        s_warn (self, "%s: message of %zu frames, %zu bytes is over the limit, dropped",
+                name, frames, bytes);
+        zmsg_destroy (&msg);
+    }
+    return msg;
+}
+
+static void
+s_options (mdms_t *self, zsock_t *sock, int type)
+{
+    zsock_set_maxmsgsize (sock, AMI_MAX_FRAME);
+    zsock_set_linger (sock, S_LINGER_MS);
+    zsock_set_sndtimeo (sock, 0);               //  the actor never blocks on a send
+    zsock_set_heartbeat_ivl (sock, self->heartbeat_ms);
+    zsock_set_heartbeat_timeout (sock, S_LIVENESS * self->heartbeat_ms);
+    if (type == ZMQ_ROUTER)
+        zsock_set_router_mandatory (sock, 1);
+    if (type == ZMQ_DEALER) {
+        zsock_set_immediate (sock, 1);
+        zsock_set_heartbeat_ttl (sock, S_LIVENESS * self->heartbeat_ms);
+        zsock_set_reconnect_ivl (sock, S_RECONNECT_IVL_MS);
+        zsock_set_reconnect_ivl_max (sock, S_RECONNECT_MAX_MS);
+    }
+}
+
+static zsock_t *
+s_server (mdms_t *self, int type, const char *endpoint, ami_cert_t *cert, char **bound,
+          const char *name)
+{
+    zsock_t *sock = zsock_new (type);
+    if (!sock) {
+        ami_log_error ("mdms: cannot create the %s socket", name);
+        return NULL;
+    }
+    s_options (self, sock, type);
+    if (ami_auth_server (sock, cert) != AMI_OK) {
+        ami_log_error ("mdms: cannot make the %s socket a CURVE server (is ami_auth running? "
+                       "does the certificate hold its secret key?)", name);
+        zsock_destroy (&sock);
+        return NULL;
+    }
+    if (zsock_bind (sock, "%s", endpoint) == -1) {
+        ami_log_error ("mdms: cannot bind %s to %s: %s", name, endpoint,
+                       zmq_strerror (zmq_errno ()));
+        zsock_destroy (&sock);
+        return NULL;
+    }
+    *bound = zsock_last_endpoint (sock);
+    if (!*bound)
+        *bound = strdup (endpoint);
+    return sock;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Heartbeat tick                                                          */
+
+static void
+s_tick (mdms_t *self)
+{
+    int64_t now = zclock_mono ();
+    int64_t stale = (int64_t) S_LIVENESS * self->heartbeat_ms;
+
+    if (self->broker_ready && !s_fresh (self, self->broker_heard, now)) {
+        self->broker_ready = false;
+        ami_log_warn ("broker %s silent for %lld ms: DOWN", self->broker_id, (long long) stale);
+        s_publish (self, AMI_EV_SERVICE_DOWN, "", "broker %s is not answering", self->broker_id);
+    }
+    for (service_t *s = (service_t *) zhashx_first (self->services); s;
+         s = (service_t *) zhashx_next (self->services))
+        if (!s->down && !s_fresh (self, s->heard, now)) {
+            s->down = true;
+            ami_log_warn ("service %s %s silent for %lld ms: DOWN", s->role, s->node_id,
+                          (long long) stale);
+            s_publish (self, AMI_EV_SERVICE_DOWN, "", "%s %s is silent", s->role, s->node_id);
+        }
+    //  Forget head-end connections that went quiet (they HELLO again)
+    zlistx_t *gone = NULL;
+    for (peer_t *p = (peer_t *) zhashx_first (self->peers); p;
+         p = (peer_t *) zhashx_next (self->peers))
+        if (!s_fresh (self, p->heard, now)) {
+            if (!gone) {
+                gone = zlistx_new ();
+                zlistx_set_duplicator (gone, (zlistx_duplicator_fn *) strdup);
+                zlistx_set_destructor (gone, (zlistx_destructor_fn *) zstr_free);
+            }
+            zlistx_add_end (gone, (void *) zhashx_cursor (self->peers));
+        }
+    if (gone) {
+        for (const char *key = (const char *) zlistx_first (gone); key;
+             key = (const char *) zlistx_next (gone))
+            zhashx_delete (self->peers, key);
+        zlistx_destroy (&gone);
+    }
+    //  MMI questions the broker never answered: it lost them (it restarted,
+    //  or the connection dropped). Until they are forgotten, answers pair
+    //  with older questions; forgetting too early would do the same with
+    //  the late answers of a merely slow broker, hence at least 1 s.
+    int64_t mmi_stale = stale > S_MMI_STALE_MS ? stale : S_MMI_STALE_MS;
+    if (self->mmi_count && now - self->mmi [self->mmi_head].sent > mmi_stale) {
+        s_warn (self, "broker: %zu MMI questions unanswered for %lld ms, forgotten",
+                self->mmi_count, (long long) mmi_stale);
+        self->mmi_count = 0;
+    }
+    //  Poll the route of every aggregator (also the broker's liveness)
+    if (zhashx_size (self->routes) == 0)
+        s_mmi_ask (self, NULL);
+    for (route_t *r = (route_t *) zhashx_first (self->routes); r;
+         r = (route_t *) zhashx_next (self->routes))
+        if (!s_mmi_ask (self, r))
+            break;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Pipe                                                                    */
+
+static void
+s_handle_pipe (mdms_t *self)
+{
+    zmsg_t *msg = zmsg_recv (self->pipe);
+    if (!msg) {
+        self->terminated = true;
+        return;
+    }
+    char *command = zmsg_popstr (msg);
+    if (!command)
+        ami_log_error ("mdms: empty pipe command");
+    else
+    if (streq (command, "$TERM"))
+        self->terminated = true;
+    else
+    if (streq (command, "ENDPOINT"))
+        zstr_sendx (self->pipe, self->api_endpoint, self->ingest_endpoint,
+                    self->events_endpoint, NULL);
+    else
+    if (streq (command, "STATUS")) {
+        zmsg_t *reply = zmsg_new ();
+        bool broker_up = self->broker_ready && s_fresh (self, self->broker_heard, zclock_mono ());
+        zmsg_addstrf (reply, "pending=%zu", zhashx_size (self->pending));
+        zmsg_addstrf (reply, "services=%zu", zhashx_size (self->services));
+        zmsg_addstrf (reply, "routes=%zu", zhashx_size (self->routes));
+        zmsg_addstrf (reply, "broker=%s", broker_up ? "READY" : "DOWN");
+        zmsg_addstrf (reply, "counter_reserved=%llu",
+                      (unsigned long long) ami_mdms_db_counter_reserved (self->db));
+        zmsg_addstrf (reply, "events=%llu", (unsigned long long) self->event_seq);
+        zmsg_addstrf (reply, "readings=%zu", ami_mdms_db_reading_count (self->db));
+        zmsg_addstrf (reply, "meters=%zu", ami_mdms_db_meter_count (self->db));
+        zmsg_addstrf (reply, "malformed=%llu", (unsigned long long) self->malformed);
+        zmsg_addstrf (reply, "denied=%llu", (unsigned long long) self->denied);
+        zmsg_addstrf (reply, "reads_ok=%llu", (unsigned long long) self->reads_ok);
+        zmsg_addstrf (reply, "reads_failed=%llu", (unsigned long long) self->reads_failed);
+        zmsg_addstrf (reply, "bad_responses=%llu", (unsigned long long) self->bad_responses);
+        zmsg_send (&reply, self->pipe);
+        zmsg_destroy (&reply);
+    }
+    else
+        ami_log_error ("mdms: unknown pipe command '%s'", command);
+    zstr_free (&command);
+    zmsg_destroy (&msg);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Set-up and the actor                                                    */
+
+static bool
+s_configure (mdms_t *self, const ami_mdms_config_t *config)
+{
+    const char *missing = !config ? "config"
+        : !config->node_id ? "node_id"
+        : !config->cert ? "cert"
+        : !config->api_endpoint || !*config->api_endpoint ? "api_endpoint"
+        : !config->ingest_endpoint || !*config->ingest_endpoint ? "ingest_endpoint"
+        : !config->events_endpoint || !*config->events_endpoint ? "events_endpoint"
+        : !config->broker_endpoint || !*config->broker_endpoint ? "broker_endpoint"
+        : !config->broker_key ? "broker_key"
+        : !config->db_dir || !*config->db_dir ? "db_dir"
+        : !config->keys ? "keys"
+        : !config->registry_path || !*config->registry_path ? "registry_path"
+        : NULL;
+    if (missing) {
+        ami_log_error ("mdms: %s is required", missing);
+        return false;
+    }
+    if (!ami_id_valid (config->node_id)) {
+        ami_log_error ("mdms: node id '%s' is not a valid id", config->node_id);
+        return false;
+    }
+    if (config->broker_id && !ami_id_valid (config->broker_id)) {
+        ami_log_error ("mdms: broker id '%s' is not a valid id", config->broker_id);
+        return false;
+    }
+    if (strlen (config->broker_key) != AMI_CERT_KEY_TXT_LEN) {
+        ami_log_error ("mdms: broker key must be %d characters of Z85", AMI_CERT_KEY_TXT_LEN);
+        return false;
+    }
+    if (!config->keys->has_secret) {
+        //  SEC-KEY-1: without the secrets the MDMS can neither sign nor open
+        ami_log_error ("mdms: the MDMS application keys lack their secret halves");
+        return false;
+    }
+    if (config->read_timeout_ms < 0 || config->read_timeout_ms > AMI_MDMS_MAX_READ_TIMEOUT_MS
+    ||  config->retries < AMI_MDMS_NO_RETRIES || config->retries > 100
+    ||  config->heartbeat_ms < 0 || config->heartbeat_ms > 60000) {
+        ami_log_error ("mdms: read timeout (0..%d ms), retries (-1..100) or heartbeat "
+                       "(0..60000 ms) out of range", AMI_MDMS_MAX_READ_TIMEOUT_MS);
+        return false;
+    }
+    snprintf (self->node_id, sizeof self->node_id, "%s", config->node_id);
+    snprintf (self->broker_id, sizeof self->broker_id, "%s",
+              config->broker_id ? config->broker_id : "broker");
+    self->keys = *config->keys;
+    self->read_timeout_ms = config->read_timeout_ms ? config->read_timeout_ms
+                                                    : AMI_MDMS_READ_TIMEOUT_MS;
+    self->retries = config->retries == AMI_MDMS_NO_RETRIES ? 0
+                  : config->retries ? config->retries : AMI_MDMS_RETRIES;
+    self->heartbeat_ms = config->heartbeat_ms ? config->heartbeat_ms : AMI_MDMS_HEARTBEAT_MS;
+    self->max_pending = config->max_pending ? config->max_pending : AMI_MDMS_MAX_PENDING;
+    return true;
+}
+
+static bool
+s_load_registry (mdms_t *self, const ami_mdms_config_t *config)
+{
+    int err = 0;
+    self->db = ami_mdms_db_new (config->db_dir, config->map_size, 0, &err);
+    if (!self->db)
+        return false;
+    zlistx_t *aggregators = NULL;
+    size_t meters = 0;
+    if (ami_mdms_db_registry_import (self->db, config->registry_path, &aggregators, &meters)) {
+        ami_log_error ("mdms: registry %s not imported", config->registry_path);
+        return false;
+    }
+    bool ok = true;
+    for (const char *id = (const char *) zlistx_first (aggregators); id && ok;
+         id = (const char *) zlistx_next (aggregators)) {
+        route_t *route = (route_t *) calloc (1, sizeof *route);
+        ok = route != NULL;
+        if (ok) {
+            snprintf (route->id, sizeof route->id, "%s", id);
+            snprintf (route->service, sizeof route->service, S_AGG_PREFIX "%s", id);
+            route->checking = zlistx_new ();
+            ok = route->checking && zhashx_insert (self->routes, id, route) == 0;
+        }
+        if (!ok)
+            s_route_destructor ((void **) &route);
+    }
+    ami_log_info ("registry %s: %zu meters under %zu aggregators", config->registry_path,
+                  meters, zlistx_size (aggregators));
+    zlistx_destroy (&aggregators);
+    return ok;
+}
+
+static bool
+s_connect (mdms_t *self, const ami_mdms_config_t *config)
+{
+    self->api = s_server (self, ZMQ_ROUTER, config->api_endpoint, config->cert,
+                          &self->api_endpoint, "api");
+    if (!self->api)
+        return false;
+    self->ingest = s_server (self, ZMQ_ROUTER, config->ingest_endpoint, config->cert,
+                             &self->ingest_endpoint, "ingest");
+    if (!self->ingest)
+        return false;
+    self->events = s_server (self, ZMQ_PUB, config->events_endpoint, config->cert,
+                             &self->events_endpoint, "events");
+    if (!self->events)
+        return false;
+    self->broker = zsock_new (ZMQ_DEALER);
+    if (!self->broker)
+        return false;
+    s_options (self, self->broker, ZMQ_DEALER);
+    if (ami_auth_client (self->broker, config->cert, config->broker_key) != AMI_OK)
+        return false;
+    if (zsock_connect (self->broker, "%s", config->broker_endpoint) == -1) {
+        ami_log_error ("mdms: cannot connect to the broker at %s: %s", config->broker_endpoint,
+                       zmq_strerror (zmq_errno ()));
+        return false;
+    }
+    return true;
+}
+
+static void
+s_mdms_destroy (mdms_t *self)
+{
+    //  Pending reads reference routes: drop them first
+    zhashx_destroy (&self->pending);
+    zhashx_destroy (&self->routes);
+    zhashx_destroy (&self->services);
+    zhashx_destroy (&self->peers);
+    zsock_destroy (&self->api);
+    zsock_destroy (&self->ingest);
+    zsock_destroy (&self->events);
+    zsock_destroy (&self->broker);
+    zstr_free (&self->api_endpoint);
+    zstr_free (&self->ingest_endpoint);
+    zstr_free (&self->events_endpoint);
+    ami_mdms_db_destroy (&self->db);
+    ami_msg_destroy (&self->rx);
+    ami_msg_destroy (&self->tx);
+    ami_msg_destroy (&self->scratch);
+    ami_msg_destroy (&self->ev);
+    free (self->buf);
+    free (self->mmi);
+    ami_e2e_mdms_wipe (&self->keys);
+}
+
+void
+ami_mdms_actor (zsock_t *pipe, void *args)
+{
+    const ami_mdms_config_t *config = (const ami_mdms_config_t *) args;
+    zsock_signal (pipe, 0);                     //  CZMQ: signal first
+    mdms_t *self = (mdms_t *) calloc (1, sizeof (mdms_t));
+    if (!self) {
+        ami_actor_failed (pipe);
+        return;
+    }
+    self->pipe = pipe;
+    self->started = zclock_mono ();
+    self->pending_due = INT64_MAX;
+    self->rx = ami_msg_new ();
+    self->tx = ami_msg_new ();
+    self->scratch = ami_msg_new ();
+    self->ev = ami_msg_new ();
+    self->buf = (uint8_t *) malloc (AMI_MAX_FRAME);
+    self->mmi = (mmi_query_t *) calloc (S_MMI_RING, sizeof (mmi_query_t));
+    self->routes = zhashx_new ();
+    self->pending = zhashx_new ();
+    self->services = zhashx_new ();
+    self->peers = zhashx_new ();
+    bool ok = self->rx && self->tx && self->scratch && self->ev && self->buf && self->mmi
+           && self->routes && self->pending && self->services && self->peers;
+    if (ok) {
+        zhashx_set_destructor (self->routes, s_route_destructor);
+        zhashx_set_destructor (self->pending, s_pending_destructor);
+        zhashx_set_destructor (self->services, s_service_destructor);
+        zhashx_set_destructor (self->peers, s_service_destructor);
+    }
+    ok = ok && s_configure (self, config) && s_load_registry (self, config)
+            && s_connect (self, config);
+    if (!ok) {
+        ami_log_error ("mdms: not started");
+        s_mdms_destroy (self);
+        free (self);
+        ami_actor_failed (pipe);
+        return;
+    }
+    ami_actor_ready (pipe);
+    ami_log_info ("mdms %s: api %s, ingest %s, events %s, broker %s", self->node_id,
+                  self->api_endpoint, self->ingest_endpoint, self->events_endpoint,
+                  config->broker_endpoint);
+    //  config is the caller's: not touched from here on
+
+    zpoller_t *poller = zpoller_new (pipe, self->api, self->ingest, self->broker, NULL);
+    int64_t next_tick = zclock_mono ();          //  first MMI poll at once
+    while (poller && !self->terminated) {
+        int64_t now = zclock_mono ();
+        if (now >= next_tick) {
+            s_tick (self);
+            next_tick = now + self->heartbeat_ms;
+        }
+        s_pending_timers (self);
+        now = zclock_mono ();
+        int64_t wake = next_tick < self->pending_due ? next_tick : self->pending_due;
+        int timeout = wake > now ? (int) (wake - now) : 0;
+        void *which = zpoller_wait (poller, timeout);
+        if (which == pipe)
+            s_handle_pipe (self);
+        else
+        if (which) {
+            zsock_t *sock = (zsock_t *) which;
+            int batch = S_BATCH;
+            do {
+                zmsg_t *msg = s_recv (self, sock, sock == self->api ? "api"
+                                      : sock == self->ingest ? "ingest" : "broker");
+                if (msg) {
+                    if (sock == self->api)
+                        s_handle_api_msg (self, msg);
+                    else
+                    if (sock == self->ingest)
+                        s_handle_ingest_msg (self, msg);
+                    else
+                        s_handle_broker_msg (self, msg);
+                    zmsg_destroy (&msg);
+                }
+            } while (--batch > 0 && (zsock_events (sock) & ZMQ_POLLIN));
+        }
+        else
+        if (zpoller_terminated (poller))
+            break;
+    }
+    //  Reads still in flight get an answer rather than silence
+    //  (by key: zhashx_values would hand the list our destructor)
+    zlistx_t *left = zhashx_keys (self->pending);
+    if (left) {
+        for (const char *key = (const char *) zlistx_first (left); key;
+             key = (const char *) zlistx_next (left)) {
+            pending_t *p = (pending_t *) zhashx_lookup (self->pending, key);
+            if (p)
+                s_pending_fail (self, p, AMI_E_BUSY, "MDMS stopping; retry");
+        }
+        zlistx_destroy (&left);
+    }
+    zpoller_destroy (&poller);
+    s_mdms_destroy (self);
+    free (self);
+}
+
+zactor_t *
+ami_mdms_new (const ami_mdms_config_t *config)
+{
+    return config ? ami_actor_new (ami_mdms_actor, (void *) config) : NULL;
+}

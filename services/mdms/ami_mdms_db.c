@@ -1,0 +1,822 @@
+/*  ami_mdms_db.c - the MDMS database schema on top of ami_store (LMDB).
+
+    Design. Three named databases (meta, meters, readings; layouts in
+    ami_mdms_db.h). Keys are built so that the queries the MDMS serves are
+    single cursor walks: a meter's history is one reverse range scan, a
+    registry page one forward scan. Every value carries a layout version
+    byte and explicit lengths, and every read re-checks them: the database
+    file is input too (a disk error, a tool writing the wrong thing), so a
+    value that does not add up is reported, never trusted (SEC-VAL-1).
+
+    The registry import streams the file into one ami_store batch (one
+    transaction: atomic, one fsync), remembering only the meter ids seen
+    (to refuse duplicates) and the distinct aggregators. ami_store has no
+    batched delete, so "replacing" the registry works by generation: every
+    entry carries the generation of the import that wrote it, the new
+    generation is committed in the same transaction, readers ignore entries
+    of older generations, and those are deleted one by one afterwards (a
+    meter leaving the registry is rare, so a durable delete each is fine).
+*/
+#include "ami_mdms_db.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ami_err.h"
+#include "ami_log.h"
+#include "ami_store.h"
+
+/*  Named databases: ami_store's default slot count (16) is plenty. */
+#define S_DB_META       "meta"
+#define S_DB_METERS     "meters"
+#define S_DB_READINGS   "readings"
+
+#define S_KEY_SCHEMA    "schema"
+#define S_KEY_COUNTER   "counter"
+#define S_KEY_GEN       "registry.gen"
+
+/*  Registry value: version, generation, two length-prefixed ids, key. */
+#define S_METER_VALUE_MAX   (1 + 8 + 1 + AMI_MAX_ID + 1 + AMI_MAX_ID + AMI_E2E_SIGN_PK_SIZE)
+#define S_METER_VALUE_MIN   (1 + 8 + 1 + 1 + 1 + 1 + AMI_E2E_SIGN_PK_SIZE)
+
+struct _ami_mdms_db_t {
+    ami_store_t *store;
+    unsigned meta;
+    unsigned meters;
+    unsigned readings;
+    uint64_t gen;               /* current registry generation */
+    uint64_t reserved;          /* counter values <= this may be in use */
+    uint64_t next;              /* next counter to hand out */
+    size_t meter_count;         /* meters in the current registry */
+};
+
+
+/* ---------------------------------------------------------------------- */
+/*  Big-endian helpers                                                      */
+
+static void
+s_put_be64 (uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p [i] = (uint8_t) (v & 0xff);
+        v >>= 8;
+    }
+}
+
+static uint64_t
+s_get_be64 (const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p [i];
+    return v;
+}
+
+static void
+s_put_be32 (uint8_t *p, uint32_t v)
+{
+    p [0] = (uint8_t) (v >> 24);
+    p [1] = (uint8_t) (v >> 16);
+    p [2] = (uint8_t) (v >> 8);
+    p [3] = (uint8_t) v;
+}
+
+static uint32_t
+s_get_be32 (const uint8_t *p)
+{
+    return ((uint32_t) p [0] << 24) | ((uint32_t) p [1] << 16)
+         | ((uint32_t) p [2] << 8) | (uint32_t) p [3];
+}
+
+/*  Read a be64 under key in meta: AMI_OK, AMI_E_NOTFOUND, AMI_E_STORAGE. */
+static int
+s_meta_get (ami_mdms_db_t *self, const char *key, uint64_t *value)
+{
+    uint8_t buf [8];
+    size_t len = 0;
+    int rc = ami_store_get (self->store, self->meta, key, strlen (key), buf, sizeof buf, &len);
+    if (rc == AMI_E_NOTFOUND)
+        return rc;
+    if (rc == AMI_E_LIMIT || (rc == AMI_OK && len != 8)) {
+        ami_log_error ("mdms db: meta '%s' has %zu bytes, expected 8: database corrupt", key, len);
+        return AMI_E_STORAGE;
+    }
+    if (rc)
+        return rc;
+    *value = s_get_be64 (buf);
+    return AMI_OK;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Registry values                                                         */
+
+static size_t
+s_meter_encode (const ami_mdms_meter_t *m, uint64_t gen, uint8_t *out)
+{
+    size_t fl = strlen (m->fleet_id), al = strlen (m->aggregator_id);
+    size_t n = 0;
+    out [n++] = AMI_MDMS_METER_LAYOUT;
+    s_put_be64 (out + n, gen);
+    n += 8;
+    out [n++] = (uint8_t) fl;
+    memcpy (out + n, m->fleet_id, fl);
+    n += fl;
+    out [n++] = (uint8_t) al;
+    memcpy (out + n, m->aggregator_id, al);
+    n += al;
+    memcpy (out + n, m->sign_pk, AMI_E2E_SIGN_PK_SIZE);
+    n += AMI_E2E_SIGN_PK_SIZE;
+    return n;
+}
+
+/*  Copy a length-prefixed id; false if it does not fit or is not an id. */
+static bool
+s_take_id (const uint8_t *v, size_t vlen, size_t *pos, char *out)
+{
+    if (*pos >= vlen)
+        return false;
+    size_t len = v [(*pos)++];
+    if (len < 1 || len > AMI_MAX_ID || *pos + len > vlen)
+        return false;
+    memcpy (out, v + *pos, len);
+    out [len] = 0;
+    *pos += len;
+    return ami_id_valid (out);
+}
+
+/*  Parse a registry key and value. AMI_OK, AMI_E_STORAGE (corrupt; logged)
+    or AMI_E_NOTFOUND (a stale generation). */
+static int
+s_meter_parse (ami_mdms_db_t *self, const void *key, size_t klen,
+               const void *val, size_t vlen, ami_mdms_meter_t *out)
+{
+    const uint8_t *v = (const uint8_t *) val;
+    bool ok = klen >= 1 && klen <= AMI_MAX_ID
+           && vlen >= S_METER_VALUE_MIN && vlen <= S_METER_VALUE_MAX
+           && v [0] == AMI_MDMS_METER_LAYOUT;
+    if (ok) {
+        memcpy (out->meter_id, key, klen);
+        out->meter_id [klen] = 0;
+        ok = ami_id_valid (out->meter_id);
+    }
+    if (ok && s_get_be64 (v + 1) != self->gen)
+        return AMI_E_NOTFOUND;
+    size_t pos = 9;
+    ok = ok && s_take_id (v, vlen, &pos, out->fleet_id)
+            && s_take_id (v, vlen, &pos, out->aggregator_id)
+            && pos + AMI_E2E_SIGN_PK_SIZE == vlen;
+    if (!ok) {
+        ami_log_error ("mdms db: registry entry (%zu-byte key, %zu-byte value) is corrupt",
+                       klen, vlen);
+        return AMI_E_STORAGE;
+    }
+    memcpy (out->sign_pk, v + pos, AMI_E2E_SIGN_PK_SIZE);
+    return AMI_OK;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Open / close                                                            */
+
+ami_mdms_db_t *
+ami_mdms_db_new (const char *dir, size_t map_size, int store_flags, int *err)
+{
+    assert (dir);
+    int rc = AMI_OK;
+    ami_mdms_db_t *self = (ami_mdms_db_t *) calloc (1, sizeof *self);
+    if (!self) {
+        rc = AMI_E_NOMEM;
+        goto failed;
+    }
+    self->store = ami_store_new (dir, map_size, 0, store_flags, &rc);
+    if (!self->store)
+        goto failed;
+    if ((rc = ami_store_db (self->store, S_DB_META, &self->meta))
+    ||  (rc = ami_store_db (self->store, S_DB_METERS, &self->meters))
+    ||  (rc = ami_store_db (self->store, S_DB_READINGS, &self->readings)))
+        goto failed;
+
+    uint64_t schema = 0;
+    rc = s_meta_get (self, S_KEY_SCHEMA, &schema);
+    if (rc == AMI_E_NOTFOUND) {
+        uint8_t buf [8];
+        s_put_be64 (buf, AMI_MDMS_DB_SCHEMA);
+        rc = ami_store_put (self->store, self->meta, S_KEY_SCHEMA, strlen (S_KEY_SCHEMA),
+                            buf, sizeof buf, 0);
+    }
+    else
+    if (rc == AMI_OK && schema != AMI_MDMS_DB_SCHEMA) {
+        ami_log_error ("mdms db %s: schema version %llu, this MDMS reads version %d",
+                       dir, (unsigned long long) schema, AMI_MDMS_DB_SCHEMA);
+        rc = AMI_E_CONFIG;
+    }
+    if (rc)
+        goto failed;
+    rc = s_meta_get (self, S_KEY_GEN, &self->gen);
+    if (rc == AMI_E_NOTFOUND) {
+        self->gen = 0;
+        rc = AMI_OK;
+    }
+    if (rc)
+        goto failed;
+    rc = s_meta_get (self, S_KEY_COUNTER, &self->reserved);
+    if (rc == AMI_E_NOTFOUND) {
+        self->reserved = 0;
+        rc = AMI_OK;
+    }
+    if (rc)
+        goto failed;
+    //  Continue above the mark: values up to it may have been used before
+    self->next = self->reserved + 1;
+    return self;
+
+failed:
+    if (err)
+        *err = rc ? rc : AMI_E_STORAGE;
+    ami_log_error ("mdms db %s: cannot open: %s", dir, ami_strerror (rc));
+    ami_mdms_db_destroy (&self);
+    return NULL;
+}
+
+void
+ami_mdms_db_destroy (ami_mdms_db_t **self_p)
+{
+    assert (self_p);
+    ami_mdms_db_t *self = *self_p;
+    if (self) {
+        ami_store_destroy (&self->store);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Registry import                                                         */
+
+static int
+s_hex_nibble (char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/*  Parse one registry line (comment and line end already removed) into m.
+    Returns NULL, or the complaint. */
+static const char *
+s_registry_line (char *line, ami_mdms_meter_t *m)
+{
+    char *fields [5];
+    size_t count = 0;
+    char *p = line;
+    while (count < 5) {
+        fields [count++] = p;
+        char *tab = strchr (p, '\t');
+        if (!tab)
+            break;
+        *tab = 0;
+        p = tab + 1;
+    }
+    if (count != 4)
+        return "expected 4 TAB-separated fields: meter_id, fleet_id, aggregator_id, sign_pk_hex";
+    if (!ami_id_valid (fields [0]))
+        return "meter_id is not a valid id (1..32 of [A-Za-z0-9._:-])";
+    if (!ami_id_valid (fields [1]))
+        return "fleet_id is not a valid id (1..32 of [A-Za-z0-9._:-])";
+    if (!ami_id_valid (fields [2]))
+        return "aggregator_id is not a valid id (1..32 of [A-Za-z0-9._:-])";
+    if (strlen (fields [3]) != 2 * AMI_E2E_SIGN_PK_SIZE)
+        return "sign_pk_hex must be exactly 64 hex digits";
+    for (size_t i = 0; i < AMI_E2E_SIGN_PK_SIZE; i++) {
+        int hi = s_hex_nibble (fields [3][2 * i]);
+        int lo = s_hex_nibble (fields [3][2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return "sign_pk_hex must be exactly 64 hex digits";
+        m->sign_pk [i] = (uint8_t) (hi << 4 | lo);
+    }
+    //  Refuse small-order and non-canonical points: such a "key" would let
+    //  anyone forge that meter's signatures
+    if (!crypto_core_ed25519_is_valid_point (m->sign_pk))
+        return "sign_pk_hex is not a valid Ed25519 public key";
+    snprintf (m->meter_id, sizeof m->meter_id, "%s", fields [0]);
+    snprintf (m->fleet_id, sizeof m->fleet_id, "%s", fields [1]);
+    snprintf (m->aggregator_id, sizeof m->aggregator_id, "%s", fields [2]);
+    return NULL;
+}
+
+typedef struct {
+    ami_mdms_db_t *self;
+    zlistx_t *stale;            /* keys (strings) of entries to delete */
+    int rc;
+} s_stale_t;
+
+static int
+s_collect_stale (const void *key, size_t klen, const void *val, size_t vlen, void *arg)
+{
+    s_stale_t *ctx = (s_stale_t *) arg;
+    ami_mdms_meter_t m;
+    int rc = s_meter_parse (ctx->self, key, klen, val, vlen, &m);
+    if (rc == AMI_E_NOTFOUND || rc == AMI_E_STORAGE) {
+        //  Stale (or corrupt: the import just rewrote every valid entry,
+        //  so a corrupt one is not in the registry either)
+        char id [AMI_MAX_ID + 1];
+        if (klen >= 1 && klen <= AMI_MAX_ID) {
+            memcpy (id, key, klen);
+            id [klen] = 0;
+            if (!zlistx_add_end (ctx->stale, id)) {
+                ctx->rc = AMI_E_NOMEM;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+int
+ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
+                             zlistx_t **aggregators_p, size_t *count)
+{
+    assert (self && path);
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        ami_log_error ("registry %s: cannot open: %s", path, strerror (errno));
+        return AMI_E_IO;
+    }
+    int rc = AMI_OK;
+    size_t meters = 0, lineno = 0;
+    uint64_t gen = self->gen + 1;
+    char *line = NULL;
+    size_t cap = 0;
+    zhashx_t *seen = zhashx_new ();
+    zhashx_t *aggregators = zhashx_new ();
+    ami_store_batch_t *batch = NULL;
+    if (!seen || !aggregators) {
+        rc = AMI_E_NOMEM;
+        goto done;
+    }
+    batch = ami_store_batch_begin (self->store, &rc);
+    if (!batch)
+        goto done;
+
+    ssize_t len;
+    while ((len = getline (&line, &cap, file)) != -1) {
+        lineno++;
+        if ((size_t) len > AMI_MDMS_REGISTRY_LINE_MAX) {
+            ami_log_error ("registry %s:%zu: line longer than %d bytes", path, lineno,
+                           AMI_MDMS_REGISTRY_LINE_MAX);
+            rc = AMI_E_CONFIG;
+            goto done;
+        }
+        if (memchr (line, 0, (size_t) len)) {
+            ami_log_error ("registry %s:%zu: NUL byte in line", path, lineno);
+            rc = AMI_E_CONFIG;
+            goto done;
+        }
+        char *hash = strchr (line, '#');
+        if (hash)
+            *hash = 0;
+        size_t n = strlen (line);
+        while (n && (line [n - 1] == '\n' || line [n - 1] == '\r'
+                  || line [n - 1] == ' ' || line [n - 1] == '\t'))
+            line [--n] = 0;
+        if (n == 0)
+            continue;                   //  blank or comment
+        ami_mdms_meter_t m;
+        memset (&m, 0, sizeof m);
+        const char *why = s_registry_line (line, &m);
+        if (why) {
+            ami_log_error ("registry %s:%zu: %s", path, lineno, why);
+            rc = AMI_E_CONFIG;
+            goto done;
+        }
+        size_t first = (size_t) (uintptr_t) zhashx_lookup (seen, m.meter_id);
+        if (first) {
+            ami_log_error ("registry %s:%zu: meter %s is already listed at line %zu",
+                           path, lineno, m.meter_id, first);
+            rc = AMI_E_CONFIG;
+            goto done;
+        }
+        if (zhashx_insert (seen, m.meter_id, (void *) (uintptr_t) lineno)
+        ||  (!zhashx_lookup (aggregators, m.aggregator_id)
+          && zhashx_insert (aggregators, m.aggregator_id, (void *) (uintptr_t) 1))) {
+            rc = AMI_E_NOMEM;
+            goto done;
+        }
+        uint8_t value [S_METER_VALUE_MAX];
+        size_t vlen = s_meter_encode (&m, gen, value);
+        rc = ami_store_batch_put (batch, self->meters, m.meter_id, strlen (m.meter_id),
+                                  value, vlen, 0);
+        if (rc) {
+            ami_log_error ("registry %s:%zu: cannot store meter %s: %s", path, lineno,
+                           m.meter_id, ami_strerror (rc));
+            goto done;
+        }
+        meters++;
+    }
+    if (ferror (file)) {
+        ami_log_error ("registry %s: read error: %s", path, strerror (errno));
+        rc = AMI_E_IO;
+        goto done;
+    }
+    uint8_t genbuf [8];
+    s_put_be64 (genbuf, gen);
+    rc = ami_store_batch_put (batch, self->meta, S_KEY_GEN, strlen (S_KEY_GEN),
+                              genbuf, sizeof genbuf, 0);
+    if (rc == AMI_OK)
+        rc = ami_store_batch_commit (&batch);
+    if (rc) {
+        ami_log_error ("registry %s: cannot commit the import: %s", path, ami_strerror (rc));
+        goto done;
+    }
+    self->gen = gen;
+    self->meter_count = meters;
+
+    //  Delete what the new registry no longer lists (readers skip it now)
+    s_stale_t ctx = { self, zlistx_new (), AMI_OK };
+    if (!ctx.stale) {
+        rc = AMI_E_NOMEM;
+        goto done;
+    }
+    zlistx_set_duplicator (ctx.stale, (zlistx_duplicator_fn *) strdup);
+    zlistx_set_destructor (ctx.stale, (zlistx_destructor_fn *) zstr_free);
+    rc = ami_store_scan (self->store, self->meters, NULL, 0, NULL, 0, false,
+                         s_collect_stale, &ctx);
+    if (rc == AMI_OK)
+        rc = ctx.rc;
+    for (const char *id = (const char *) zlistx_first (ctx.stale); id && rc == AMI_OK;
+         id = (const char *) zlistx_next (ctx.stale)) {
+        int drc = ami_store_del (self->store, self->meters, id, strlen (id));
+        if (drc && drc != AMI_E_NOTFOUND)
+            rc = drc;
+    }
+    if (zlistx_size (ctx.stale))
+        ami_log_info ("registry %s: %zu meter(s) no longer listed, removed", path,
+                      zlistx_size (ctx.stale));
+    zlistx_destroy (&ctx.stale);
+    if (rc)
+        goto done;
+
+    if (aggregators_p) {
+        zlistx_t *list = zhashx_keys (aggregators);
+        if (!list) {
+            rc = AMI_E_NOMEM;
+            goto done;
+        }
+        zlistx_set_comparator (list, (zlistx_comparator_fn *) strcmp);
+        zlistx_sort (list);
+        *aggregators_p = list;
+    }
+    if (count)
+        *count = meters;
+
+done:
+    ami_store_batch_abort (&batch);
+    zhashx_destroy (&seen);
+    zhashx_destroy (&aggregators);
+    free (line);
+    fclose (file);
+    return rc;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Registry queries                                                        */
+
+int
+ami_mdms_db_meter_get (ami_mdms_db_t *self, const char *meter_id, ami_mdms_meter_t *out)
+{
+    assert (self && meter_id && out);
+    size_t klen = strlen (meter_id);
+    if (klen == 0 || klen > AMI_MAX_ID)
+        return AMI_E_NOTFOUND;
+    uint8_t value [S_METER_VALUE_MAX];
+    size_t vlen = 0;
+    int rc = ami_store_get (self->store, self->meters, meter_id, klen, value, sizeof value, &vlen);
+    if (rc == AMI_E_LIMIT) {
+        ami_log_error ("mdms db: registry entry of %s is %zu bytes: corrupt", meter_id, vlen);
+        return AMI_E_STORAGE;
+    }
+    if (rc)
+        return rc;
+    return s_meter_parse (self, meter_id, klen, value, vlen, out);
+}
+
+typedef struct {
+    ami_mdms_db_t *self;
+    ami_mdms_meter_t *rows;
+    size_t limit;
+    size_t count;
+    bool more;
+    int rc;
+} s_page_t;
+
+static int
+s_page_row (const void *key, size_t klen, const void *val, size_t vlen, void *arg)
+{
+    s_page_t *ctx = (s_page_t *) arg;
+    ami_mdms_meter_t m;
+    int rc = s_meter_parse (ctx->self, key, klen, val, vlen, &m);
+    if (rc == AMI_E_NOTFOUND)
+        return 0;                       //  stale entry: not in the registry
+    if (rc) {
+        ctx->rc = rc;
+        return 1;
+    }
+    if (ctx->count == ctx->limit) {
+        ctx->more = true;
+        return 1;
+    }
+    ctx->rows [ctx->count++] = m;
+    return 0;
+}
+
+int
+ami_mdms_db_meters_page (ami_mdms_db_t *self, const char *after, size_t limit,
+                         ami_mdms_meter_t *rows, size_t *count, bool *more)
+{
+    assert (self && rows && count && more);
+    s_page_t ctx = { self, rows, limit, 0, false, AMI_OK };
+    //  The smallest key above `after` is `after` followed by a 0x00 byte
+    uint8_t from [AMI_MAX_ID + 1];
+    size_t from_len = 0;
+    if (after && *after) {
+        from_len = strlen (after);
+        if (from_len > AMI_MAX_ID)
+            from_len = AMI_MAX_ID;
+        memcpy (from, after, from_len);
+        from [from_len++] = 0;
+    }
+    //  With limit 0 the first row only sets more: rows is never written
+    int rc = ami_store_scan (self->store, self->meters, from_len ? from : NULL, from_len,
+                             NULL, 0, false, s_page_row, &ctx);
+    if (rc == AMI_OK)
+        rc = ctx.rc;
+    *count = ctx.count;
+    *more = ctx.more;
+    return rc;
+}
+
+size_t
+ami_mdms_db_meter_count (ami_mdms_db_t *self)
+{
+    assert (self);
+    return self->meter_count;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Counter                                                                 */
+
+int
+ami_mdms_db_counter_next (ami_mdms_db_t *self, uint64_t *counter)
+{
+    assert (self && counter);
+    if (self->next > self->reserved) {
+        if (self->next > UINT64_MAX - AMI_MDMS_COUNTER_BLOCK) {
+            ami_log_error ("mdms db: command counter exhausted");
+            return AMI_E_STORAGE;
+        }
+        uint64_t mark = self->next - 1 + AMI_MDMS_COUNTER_BLOCK;
+        uint8_t buf [8];
+        s_put_be64 (buf, mark);
+        //  Durable BEFORE the first value of the block leaves the MDMS
+        int rc = ami_store_put (self->store, self->meta, S_KEY_COUNTER, strlen (S_KEY_COUNTER),
+                                buf, sizeof buf, 0);
+        if (rc) {
+            ami_log_error ("mdms db: cannot reserve command counters: %s", ami_strerror (rc));
+            return rc;
+        }
+        self->reserved = mark;
+    }
+    *counter = self->next++;
+    return AMI_OK;
+}
+
+uint64_t
+ami_mdms_db_counter_reserved (ami_mdms_db_t *self)
+{
+    assert (self);
+    return self->reserved;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Readings                                                                */
+
+size_t
+ami_mdms_db_reading_key (const char *meter_id, uint64_t read_ms,
+                         const uint8_t request_id [AMI_REQUEST_ID_SIZE], uint8_t *key)
+{
+    if (!meter_id || !ami_id_valid (meter_id))
+        return 0;
+    size_t n = strlen (meter_id);
+    memcpy (key, meter_id, n);
+    key [n++] = 0;
+    s_put_be64 (key + n, read_ms);
+    n += 8;
+    if (request_id)
+        memcpy (key + n, request_id, AMI_REQUEST_ID_SIZE);
+    else
+        memset (key + n, 0, AMI_REQUEST_ID_SIZE);
+    return n + AMI_REQUEST_ID_SIZE;
+}
+
+static int
+s_parse_key (const uint8_t *k, size_t klen, ami_mdms_reading_t *row)
+{
+    if (klen < 1 + 1 + 8 + AMI_REQUEST_ID_SIZE || klen > AMI_MDMS_READING_KEY_MAX)
+        return AMI_E_STORAGE;
+    size_t idlen = klen - (1 + 8 + AMI_REQUEST_ID_SIZE);
+    if (k [idlen] != 0)
+        return AMI_E_STORAGE;
+    memcpy (row->meter_id, k, idlen);
+    row->meter_id [idlen] = 0;
+    if (!ami_id_valid (row->meter_id))
+        return AMI_E_STORAGE;
+    row->read_ms = s_get_be64 (k + idlen + 1);
+    memcpy (row->request_id, k + idlen + 9, AMI_REQUEST_ID_SIZE);
+    return AMI_OK;
+}
+
+int
+ami_mdms_db_reading_parse (const void *key, size_t klen, const void *val, size_t vlen,
+                           ami_mdms_reading_t *row)
+{
+    assert (row);
+    const uint8_t *v = (const uint8_t *) val;
+    memset (row, 0, sizeof *row);
+    if (!key || !val || s_parse_key ((const uint8_t *) key, klen, row))
+        return AMI_E_STORAGE;
+    if (vlen < AMI_MDMS_READING_HEADER + 4 || v [0] != AMI_MDMS_READING_LAYOUT)
+        return AMI_E_STORAGE;
+    row->requested_ms = s_get_be64 (v + 1);
+    row->stored_ms = s_get_be64 (v + 9);
+    size_t rlen = s_get_be32 (v + 17);
+    size_t pos = AMI_MDMS_READING_HEADER;
+    //  Every length is checked against what is actually there
+    if (rlen < 1 || rlen > AMI_MAX_FRAME || rlen > vlen - pos || vlen - pos - rlen < 4)
+        return AMI_E_STORAGE;
+    row->reading = v + pos;
+    row->reading_size = rlen;
+    pos += rlen;
+    size_t plen = s_get_be32 (v + pos);
+    pos += 4;
+    if (plen < 1 || plen > AMI_MAX_FRAME || plen != vlen - pos)
+        return AMI_E_STORAGE;
+    row->proof = v + pos;
+    row->proof_size = plen;
+    return AMI_OK;
+}
+
+int
+ami_mdms_db_reading_put (ami_mdms_db_t *self, const char *meter_id, uint64_t read_ms,
+                         const uint8_t request_id [AMI_REQUEST_ID_SIZE],
+                         uint64_t requested_ms, uint64_t stored_ms,
+                         const uint8_t *reading, size_t reading_size,
+                         const uint8_t *proof, size_t proof_size)
+{
+    assert (self && meter_id && request_id && reading && proof);
+    if (reading_size < 1 || reading_size > AMI_MAX_FRAME
+    ||  proof_size < 1 || proof_size > AMI_MAX_FRAME)
+        return AMI_E_LIMIT;
+    uint8_t key [AMI_MDMS_READING_KEY_MAX];
+    size_t klen = ami_mdms_db_reading_key (meter_id, read_ms, request_id, key);
+    if (!klen)
+        return AMI_E_RANGE;
+    size_t vlen = AMI_MDMS_READING_HEADER + reading_size + 4 + proof_size;
+    uint8_t *value = (uint8_t *) malloc (vlen);
+    if (!value)
+        return AMI_E_NOMEM;
+    value [0] = AMI_MDMS_READING_LAYOUT;
+    s_put_be64 (value + 1, requested_ms);
+    s_put_be64 (value + 9, stored_ms);
+    s_put_be32 (value + 17, (uint32_t) reading_size);
+    memcpy (value + AMI_MDMS_READING_HEADER, reading, reading_size);
+    size_t pos = AMI_MDMS_READING_HEADER + reading_size;
+    s_put_be32 (value + pos, (uint32_t) proof_size);
+    memcpy (value + pos + 4, proof, proof_size);
+    int rc = ami_store_put (self->store, self->readings, key, klen, value, vlen,
+                            AMI_STORE_NOOVERWRITE);
+    free (value);
+    return rc;
+}
+
+typedef struct {
+    ami_mdms_history_fn *fn;
+    void *arg;
+    size_t limit;
+    size_t count;
+    bool more;
+    bool stopped;
+    int rc;
+} s_history_t;
+
+static int
+s_history_row (const void *key, size_t klen, const void *val, size_t vlen, void *arg)
+{
+    s_history_t *ctx = (s_history_t *) arg;
+    if (ctx->count == ctx->limit) {
+        ctx->more = true;
+        return 1;
+    }
+    ami_mdms_reading_t row;
+    if (ami_mdms_db_reading_parse (key, klen, val, vlen, &row)) {
+        ami_log_error ("mdms db: stored reading (%zu-byte key, %zu-byte value) is corrupt",
+                       klen, vlen);
+        ctx->rc = AMI_E_STORAGE;
+        return 1;
+    }
+    ctx->count++;
+    if (ctx->fn && ctx->fn (&row, ctx->arg)) {
+        ctx->stopped = true;
+        return 1;
+    }
+    return 0;
+}
+
+/*  Range of one meter's readings keys with from_ms <= read_ms <= to_ms. */
+static bool
+s_history_range (const char *meter_id, uint64_t from_ms, uint64_t to_ms,
+                 uint8_t *lo, size_t *lo_len, uint8_t *hi, size_t *hi_len)
+{
+    uint8_t ones [AMI_REQUEST_ID_SIZE];
+    memset (ones, 0xff, sizeof ones);
+    *lo_len = ami_mdms_db_reading_key (meter_id, from_ms, NULL, lo);
+    *hi_len = ami_mdms_db_reading_key (meter_id, to_ms ? to_ms : UINT64_MAX, ones, hi);
+    return *lo_len && *hi_len;
+}
+
+int
+ami_mdms_db_history (ami_mdms_db_t *self, const char *meter_id,
+                     uint64_t from_ms, uint64_t to_ms, size_t limit,
+                     ami_mdms_history_fn *fn, void *arg, bool *more)
+{
+    assert (self && meter_id);
+    s_history_t ctx = { fn, arg, limit, 0, false, false, AMI_OK };
+    uint8_t lo [AMI_MDMS_READING_KEY_MAX], hi [AMI_MDMS_READING_KEY_MAX];
+    size_t lo_len, hi_len;
+    if (more)
+        *more = false;
+    if (!s_history_range (meter_id, from_ms, to_ms, lo, &lo_len, hi, &hi_len))
+        return AMI_OK;                  //  not an id: it has no readings
+    int rc = ami_store_scan (self->store, self->readings, lo, lo_len, hi, hi_len, true,
+                             s_history_row, &ctx);
+    if (rc == AMI_OK)
+        rc = ctx.rc;
+    if (more)
+        *more = ctx.more;
+    return rc;
+}
+
+typedef struct {
+    uint64_t read_ms;
+    int rc;
+} s_last_t;
+
+static int
+s_last_row (const void *key, size_t klen, const void *val, size_t vlen, void *arg)
+{
+    (void) val;
+    (void) vlen;
+    s_last_t *ctx = (s_last_t *) arg;
+    ami_mdms_reading_t row;
+    if (s_parse_key ((const uint8_t *) key, klen, &row))
+        ctx->rc = AMI_E_STORAGE;
+    else
+        ctx->read_ms = row.read_ms;
+    return 1;
+}
+
+int
+ami_mdms_db_last_read (ami_mdms_db_t *self, const char *meter_id, uint64_t *read_ms)
+{
+    assert (self && meter_id && read_ms);
+    *read_ms = 0;
+    uint8_t lo [AMI_MDMS_READING_KEY_MAX], hi [AMI_MDMS_READING_KEY_MAX];
+    size_t lo_len, hi_len;
+    if (!s_history_range (meter_id, 0, 0, lo, &lo_len, hi, &hi_len))
+        return AMI_OK;
+    s_last_t ctx = { 0, AMI_OK };
+    int rc = ami_store_scan (self->store, self->readings, lo, lo_len, hi, hi_len, true,
+                             s_last_row, &ctx);
+    if (rc == AMI_OK)
+        rc = ctx.rc;
+    if (rc == AMI_OK)
+        *read_ms = ctx.read_ms;
+    return rc;
+}
+
+size_t
+ami_mdms_db_reading_count (ami_mdms_db_t *self)
+{
+    assert (self);
+    size_t n = 0;
+    if (ami_store_count (self->store, self->readings, &n))
+        return 0;
+    return n;
+}

@@ -1,0 +1,158 @@
+/*  ami-mdms - the system of record: operator API, on-demand reads through
+    the broker, readings in LMDB, health of every service, event feed.
+    A thin main around ami_mdms_actor; see ami_mdms.h. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ami_e2e.h"
+#include "ami_err.h"
+#include "ami_log.h"
+#include "ami_mdms.h"
+#include "ami_service.h"
+#include "ami_store.h"
+
+static const char *const s_known [] = {
+    "mdms/api", "mdms/ingest", "mdms/events", "mdms/broker", "mdms/broker-cert",
+    "mdms/db", "mdms/map-size", "mdms/keys", "mdms/registry", "mdms/read-timeout",
+    "mdms/retries", NULL
+};
+
+static const ami_service_info_t s_info = {
+    .program = "ami-mdms",
+    .role = "mdms",
+    .summary = "MDMS: meter registry, on-demand reads (MDP client), readings in LMDB, operator API.",
+    .known = s_known,
+    .config_help =
+        "  mdms/api              operator API ROUTER bind [tcp://127.0.0.1:7100]\n"
+        "  mdms/ingest           head-end uplink ROUTER bind [tcp://127.0.0.1:7101]\n"
+        "  mdms/events           event feed PUB bind [tcp://127.0.0.1:7102]\n"
+        "  mdms/broker           broker endpoint [tcp://127.0.0.1:7000]\n"
+        "  mdms/broker-cert      public certificate of the broker (required)\n"
+        "  mdms/db               LMDB directory (required)\n"
+        "  mdms/map-size         LMDB map size, bytes or with K/M/G/T suffix [1G]\n"
+        "  mdms/keys             directory of mdms-sign.cert(_secret), mdms-box.cert(_secret) (required)\n"
+        "  mdms/registry         meters.tsv, imported at start (required)\n"
+        "  mdms/read-timeout     default on-demand read deadline [3s]\n"
+        "  mdms/retries          resends per read after a try times out [3]\n",
+    .server = true
+};
+
+/*  "1073741824", "1024M", "1G": bytes, with an optional binary suffix.
+    Returns AMI_OK or AMI_E_CONFIG (logged). */
+static int
+s_size (ami_config_t *config, const char *key, size_t default_value, size_t *out)
+{
+    const char *text = NULL;
+    ami_config_str (config, key, NULL, &text);
+    if (!text || !*text) {
+        *out = default_value;
+        return AMI_OK;
+    }
+    errno = 0;
+    char *end = NULL;
+    unsigned long long value = strtoull (text, &end, 10);
+    unsigned shift = 0;
+    if (end && *end) {
+        switch (toupper ((unsigned char) *end)) {
+            case 'K': shift = 10; break;
+            case 'M': shift = 20; break;
+            case 'G': shift = 30; break;
+            case 'T': shift = 40; break;
+            default:  shift = 64; break;        //  junk
+        }
+        end++;
+    }
+    //  digits first, at most one suffix, no overflow, at least 1 MiB (LMDB
+    //  needs a few pages per database; less is a typo)
+    if (!isdigit ((unsigned char) *text) || errno || shift == 64 || (end && *end)
+    ||  value > (SIZE_MAX >> shift) || (value << shift) < (1u << 20)) {
+        ami_log_error ("%s: %s = '%s' is not a size of at least 1M (e.g. 1G, 512M)",
+                       ami_config_origin (config), key, text);
+        return AMI_E_CONFIG;
+    }
+    *out = (size_t) (value << shift);
+    return AMI_OK;
+}
+
+static int
+s_required (ami_config_t *config, const char *key, const char **out)
+{
+    ami_config_str (config, key, NULL, out);
+    if (!*out || !**out) {
+        ami_log_error ("%s: %s is required", ami_config_origin (config), key);
+        return AMI_E_CONFIG;
+    }
+    return AMI_OK;
+}
+
+int
+main (int argc, char **argv)
+{
+    int rc = 0;
+    ami_service_t *svc = ami_service_start (&s_info, argc, argv, &rc);
+    if (!svc)
+        return rc;
+    ami_config_t *config = ami_service_config (svc);
+    ami_mdms_config_t mdms = { 0 };
+    ami_e2e_mdms_t keys;
+    memset (&keys, 0, sizeof keys);
+    char broker_key [AMI_CERT_KEY_TXT_LEN + 1] = "";
+    char broker_id [AMI_MAX_ID + 1] = "broker";
+    const char *broker_cert = NULL, *keys_dir = NULL;
+    int64_t read_timeout = 0, retries = 0;
+    rc = 1;
+    if (ami_config_str (config, "mdms/api", "tcp://127.0.0.1:7100", &mdms.api_endpoint)
+    ||  ami_config_str (config, "mdms/ingest", "tcp://127.0.0.1:7101", &mdms.ingest_endpoint)
+    ||  ami_config_str (config, "mdms/events", "tcp://127.0.0.1:7102", &mdms.events_endpoint)
+    ||  ami_config_str (config, "mdms/broker", "tcp://127.0.0.1:7000", &mdms.broker_endpoint)
+    ||  s_required (config, "mdms/broker-cert", &broker_cert)
+    ||  s_required (config, "mdms/db", &mdms.db_dir)
+    ||  s_size (config, "mdms/map-size", AMI_STORE_DEFAULT_MAP_SIZE, &mdms.map_size)
+    ||  s_required (config, "mdms/keys", &keys_dir)
+    ||  s_required (config, "mdms/registry", &mdms.registry_path)
+    ||  ami_config_duration_ms (config, "mdms/read-timeout", AMI_MDMS_READ_TIMEOUT_MS,
+                                &read_timeout)
+    ||  ami_config_int (config, "mdms/retries", AMI_MDMS_RETRIES, 0, 100, &retries))
+        goto done;
+    if (read_timeout < 1 || read_timeout > AMI_MDMS_MAX_READ_TIMEOUT_MS) {
+        ami_log_error ("%s: mdms/read-timeout must be between 1ms and %ds",
+                       ami_config_origin (config), AMI_MDMS_MAX_READ_TIMEOUT_MS / 1000);
+        goto done;
+    }
+    //  The broker's certificate gives its key and the node id STATUS shows
+    int err = 0;
+    ami_cert_t *peer = ami_cert_load_public (broker_cert, &err);
+    if (!peer)
+        goto done;                      //  logged, naming the file
+    snprintf (broker_key, sizeof broker_key, "%s", ami_cert_public_txt (peer));
+    if (ami_id_valid (ami_cert_node_id (peer)))
+        snprintf (broker_id, sizeof broker_id, "%s", ami_cert_node_id (peer));
+    ami_cert_destroy (&peer);
+    //  SEC-KEY-1: the secret halves are required and permission-checked
+    if (ami_e2e_mdms_load (&keys, keys_dir, true)) {
+        ami_log_error ("%s: mdms/keys: cannot load the MDMS application keys from %s",
+                       ami_config_origin (config), keys_dir);
+        goto done;
+    }
+    mdms.node_id = ami_service_node_id (svc);
+    mdms.cert = ami_service_cert (svc);
+    mdms.broker_key = broker_key;
+    mdms.broker_id = broker_id;
+    mdms.keys = &keys;
+    mdms.read_timeout_ms = (int) read_timeout;
+    mdms.retries = retries ? (int) retries : AMI_MDMS_NO_RETRIES;
+    mdms.heartbeat_ms = (int) ami_service_heartbeat_ms (svc);
+
+    zactor_t *actor = ami_mdms_new (&mdms);
+    ami_e2e_mdms_wipe (&keys);          //  the actor keeps its own copy
+    if (actor) {
+        rc = ami_service_run (svc, actor);
+        zactor_destroy (&actor);
+    }
+done:
+    ami_e2e_mdms_wipe (&keys);
+    ami_service_destroy (&svc);
+    return rc;
+}
