@@ -1,0 +1,826 @@
+/*  test_keygen.c - the command-line tools' code: ami-keygen's provisioning
+    (SEC-KEY-1, SEC-AUTH-1, SEC-AUTH-2: no default keys, one key per node
+    and operator, allow-lists with exactly the peers each server needs,
+    secrets 0600) and amictl's JSON writer, renderings and MDMS client
+    (FUN-READ-2: correlation ids, distinct errors, timeouts, refusals).
+
+    The tools are programs (the sources in tools/NAME link into bin/NAME, not into
+    a library), so this test compiles their sources in directly; none of
+    them has main() except main.c / amictl.c, which are not included. The
+    process-level behaviour of both binaries is covered by
+    tests/integration/demo_test.sh.
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ami_auth.h"
+#include "ami_cert.h"
+#include "ami_e2e.h"
+#include "ami_err.h"
+#include "ami_log.h"
+#include "ami_msg.h"
+#include "ami_test.h"
+
+#include "../../tools/ami-keygen/keygen.c"
+#include "../../tools/amictl/amictl_json.c"
+#include "../../tools/amictl/amictl_print.c"
+#include "../../tools/amictl/amictl_client.c"
+
+/* ---------------------------------------------------------------------- */
+/*  Helpers                                                                */
+
+static char *
+h_path (const char *dir, const char *fmt, ...)
+{
+    char rel [512];
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (rel, sizeof rel, fmt, args);
+    va_end (args);
+    return ami_test_path (dir, rel);
+}
+
+static bool
+h_exists (const char *dir, const char *rel)
+{
+    char *p = ami_test_path (dir, rel);
+    struct stat st;
+    bool yes = stat (p, &st) == 0;
+    free (p);
+    return yes;
+}
+
+static mode_t
+h_mode (const char *dir, const char *rel)
+{
+    char *p = ami_test_path (dir, rel);
+    struct stat st;
+    mode_t mode = stat (p, &st) == 0 ? st.st_mode & 07777 : (mode_t) -1;
+    free (p);
+    return mode;
+}
+
+static size_t
+h_count_files (const char *dir, const char *rel)
+{
+    char *p = ami_test_path (dir, rel);
+    zdir_t *d = zdir_new (p, NULL);
+    size_t n = d ? zdir_count (d) : 0;
+    zdir_destroy (&d);
+    free (p);
+    return n;
+}
+
+/* The line of meters.tsv for meter number n (1-based), or "" */
+static void
+h_registry_line (const char *dir, uint32_t n, char *out, size_t cap)
+{
+    char *p = ami_test_path (dir, "app/meters.tsv");
+    FILE *f = fopen (p, "r");
+    out [0] = '\0';
+    for (uint32_t i = 1; f && fgets (out, (int) cap, f); i++)
+        if (i == n)
+            break;
+    if (f)
+        fclose (f);
+    free (p);
+}
+
+static void
+h_default_init (const char *dir)
+{
+    keygen_topology_t topo;
+    keygen_topology_default (&topo);
+    assert_int_equal (keygen_init (dir, &topo, false), KEYGEN_OK);
+}
+
+/* ---------------------------------------------------------------------- */
+/*  ami-keygen                                                             */
+
+static void
+test_init_layout (void **state)
+{
+    (void) state;
+    char *dir = ami_test_tmpdir ("keygen-layout");
+    assert_non_null (dir);
+    h_default_init (dir);
+
+    const char *nodes [] = { "mdms", "broker", "headend-1", "headend-2", "agg-1", "agg-2",
+                             "fleet-1", "fleet-2", NULL };
+    const char *roles [] = { "mdms", "broker", "headend", "headend", "aggregator", "aggregator",
+                             "meter", "meter", NULL };
+    for (int i = 0; nodes [i]; i++) {
+        char rel [64];
+        snprintf (rel, sizeof rel, "nodes/%s.cert_secret", nodes [i]);
+        assert_int_equal (h_mode (dir, rel), 0600);
+        snprintf (rel, sizeof rel, "nodes/%s.cert", nodes [i]);
+        assert_int_equal (h_mode (dir, rel), 0644);
+        char *p = ami_test_path (dir, rel);
+        int err = 0;
+        ami_cert_t *cert = ami_cert_load (p, &err);
+        assert_non_null (cert);
+        assert_string_equal (ami_cert_role (cert), roles [i]);
+        assert_string_equal (ami_cert_node_id (cert), nodes [i]);
+        ami_cert_destroy (&cert);
+        free (p);
+    }
+    //  operators carry their IEC 62351-8 role
+    char *p = ami_test_path (dir, "operators/viewer.cert");
+    int err = 0;
+    ami_cert_t *viewer = ami_cert_load (p, &err);
+    assert_non_null (viewer);
+    assert_string_equal (ami_cert_role (viewer), "operator");
+    assert_string_equal (ami_cert_meta (viewer, "ami-role"), "VIEWER");
+    ami_cert_destroy (&viewer);
+    free (p);
+    assert_int_equal (h_mode (dir, "operators/secadm.cert_secret"), 0600);
+
+    //  allow-lists: exactly the peers of docs/SERVICES.md, public files only
+    assert_int_equal (h_count_files (dir, "allow/broker"), 3);
+    assert_true (h_exists (dir, "allow/broker/mdms.cert"));
+    assert_true (h_exists (dir, "allow/broker/headend-2.cert"));
+    assert_int_equal (h_count_files (dir, "allow/headend-1"), 2);
+    assert_true (h_exists (dir, "allow/headend-1/agg-2.cert"));
+    assert_int_equal (h_count_files (dir, "allow/agg-1"), 1);
+    assert_true (h_exists (dir, "allow/agg-1/fleet-1.cert"));
+    assert_true (h_exists (dir, "allow/agg-2/fleet-2.cert"));
+    assert_int_equal (h_count_files (dir, "allow/mdms"), 6);
+    assert_true (h_exists (dir, "allow/mdms/operator.cert"));
+    assert_false (h_exists (dir, "allow/mdms/mdms.cert"));
+    assert_false (h_exists (dir, "allow/fleet-1"));
+
+    //  application keys; the fleets' copy of the MDMS keys is public only
+    assert_int_equal (h_mode (dir, "app/mdms-sign.cert_secret"), 0600);
+    assert_int_equal (h_mode (dir, "app/fleet-2.cert_secret"), 0600);
+    assert_int_equal (h_count_files (dir, "app/mdms-pub"), 2);
+    ami_e2e_mdms_t full, pub;
+    char *app = ami_test_path (dir, "app"), *pubdir = ami_test_path (dir, "app/mdms-pub");
+    assert_int_equal (ami_e2e_mdms_load (&full, app, true), AMI_OK);
+    assert_int_equal (ami_e2e_mdms_load (&pub, pubdir, false), AMI_OK);
+    assert_memory_equal (full.sign_pk, pub.sign_pk, sizeof full.sign_pk);
+    assert_memory_equal (full.box_pk, pub.box_pk, sizeof full.box_pk);
+    ami_e2e_mdms_wipe (&full);
+    free (app);
+    free (pubdir);
+
+    //  the registry: meter 150 is fleet-2's, behind agg-2, with the key its
+    //  fleet secret derives for number 150
+    char line [256], hex [65];
+    uint8_t seed [AMI_E2E_SEED_SIZE], pk [32];
+    h_registry_line (dir, 150, line, sizeof line);
+    char *fleet2 = ami_test_path (dir, "app/fleet-2.cert");
+    assert_int_equal (ami_e2e_fleet_load (fleet2, seed), AMI_OK);
+    ami_e2e_meter_keypair (seed, 150, pk, NULL);
+    sodium_bin2hex (hex, sizeof hex, pk, sizeof pk);
+    char expect [256];
+    snprintf (expect, sizeof expect, "MTR-000150\tfleet-2\tagg-2\t%s\n", hex);
+    assert_string_equal (line, expect);
+    h_registry_line (dir, 1, line, sizeof line);
+    assert_true (strncmp (line, "MTR-000001\tfleet-1\tagg-1\t", 25) == 0);
+    free (fleet2);
+
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+    ami_test_rmtree (dir);
+    free (dir);
+}
+
+static void
+test_init_refuses_and_force (void **state)
+{
+    (void) state;
+    char *dir = ami_test_tmpdir ("keygen-force");
+    h_default_init (dir);
+    char *p = ami_test_path (dir, "nodes/mdms.cert");
+    int err = 0;
+    ami_cert_t *before = ami_cert_load_public (p, &err);
+    assert_non_null (before);
+
+    keygen_topology_t topo;
+    keygen_topology_default (&topo);
+    assert_int_equal (keygen_init (dir, &topo, false), KEYGEN_EXISTS);
+    ami_cert_t *same = ami_cert_load_public (p, &err);
+    assert_memory_equal (ami_cert_public_key (before), ami_cert_public_key (same), 32);
+
+    //  --force: every key is new, and stale allow-list entries are gone
+    topo.fleets = 3;
+    topo.operators = "alice:OPERATOR";
+    assert_int_equal (keygen_init (dir, &topo, true), KEYGEN_OK);
+    ami_cert_t *after = ami_cert_load_public (p, &err);
+    assert_non_null (after);
+    assert_memory_not_equal (ami_cert_public_key (before), ami_cert_public_key (after), 32);
+    assert_false (h_exists (dir, "operators/viewer.cert"));
+    assert_int_equal (h_count_files (dir, "allow/mdms"), 3);       //  2 head ends + alice
+    assert_true (h_exists (dir, "allow/agg-1/fleet-3.cert"));       //  fleet 3 -> agg 1
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+    ami_cert_destroy (&before);
+    ami_cert_destroy (&same);
+    ami_cert_destroy (&after);
+    free (p);
+    ami_test_rmtree (dir);
+    free (dir);
+}
+
+static void
+test_topology_mapping (void **state)
+{
+    (void) state;
+    char *dir = ami_test_tmpdir ("keygen-topo");
+    keygen_topology_t topo;
+    keygen_topology_default (&topo);
+    topo.headends = 3;
+    topo.aggregators = 3;
+    topo.fleets = 5;
+    topo.meters_per_fleet = 7;
+    topo.operators = "";
+    assert_int_equal (keygen_init (dir, &topo, false), KEYGEN_OK);
+    //  fleet i -> aggregator ((i-1) mod 3)+1: agg-1 has fleets 1 and 4
+    assert_int_equal (h_count_files (dir, "allow/agg-1"), 2);
+    assert_true (h_exists (dir, "allow/agg-1/fleet-4.cert"));
+    assert_true (h_exists (dir, "allow/agg-2/fleet-5.cert"));
+    assert_int_equal (h_count_files (dir, "allow/agg-3"), 1);
+    assert_int_equal (h_count_files (dir, "allow/headend-3"), 3);
+    assert_int_equal (h_count_files (dir, "allow/mdms"), 3);        //  no operator
+    char line [256];
+    h_registry_line (dir, 29, line, sizeof line);                   //  fleet 5: 29..35
+    assert_true (strncmp (line, "MTR-000029\tfleet-5\tagg-2\t", 25) == 0);
+    h_registry_line (dir, 35, line, sizeof line);
+    assert_true (strncmp (line, "MTR-000035\tfleet-5\tagg-2\t", 25) == 0);
+    char *tsv = ami_test_path (dir, "app/meters.tsv");
+    FILE *f = fopen (tsv, "r");
+    size_t lines = 0;
+    for (int c = f ? fgetc (f) : EOF; c != EOF; c = fgetc (f))
+        lines += c == '\n';
+    if (f)
+        fclose (f);
+    assert_int_equal (lines, 35);                                   //  5 fleets x 7 meters
+    free (tsv);
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+    ami_test_rmtree (dir);
+    free (dir);
+}
+
+static void
+test_bad_arguments (void **state)
+{
+    (void) state;
+    char *dir = ami_test_tmpdir ("keygen-args");
+    char *sub = ami_test_path (dir, "keys");
+    keygen_topology_t topo;
+    keygen_topology_default (&topo);
+    topo.fleets = 1;                            //  fewer fleets than aggregators
+    assert_int_equal (keygen_init (sub, &topo, false), KEYGEN_USAGE);
+    keygen_topology_default (&topo);
+    topo.headends = 0;
+    assert_int_equal (keygen_init (sub, &topo, false), KEYGEN_USAGE);
+    keygen_topology_default (&topo);
+    topo.meters_per_fleet = KEYGEN_MAX_METERS_PER + 1;
+    assert_int_equal (keygen_init (sub, &topo, false), KEYGEN_USAGE);
+    const char *bad_ops [] = { "alice", "alice:ROOT", "alice:VIEWER,alice:OPERATOR",
+                               "-x:VIEWER", "fleet-1:VIEWER", "a/b:VIEWER",
+                               "abcdefghijabcdefghijabcdefghijabc:VIEWER", NULL };
+    for (int i = 0; bad_ops [i]; i++) {
+        keygen_topology_default (&topo);
+        topo.operators = bad_ops [i];
+        assert_int_equal (keygen_init (sub, &topo, false), KEYGEN_USAGE);
+    }
+    //  nothing was written by the refused attempts
+    assert_false (h_exists (dir, "keys/nodes"));
+    //  lower-case role names are accepted and stored upper-case
+    keygen_topology_default (&topo);
+    topo.operators = "bob:viewer";
+    assert_int_equal (keygen_init (sub, &topo, false), KEYGEN_OK);
+    assert_true (keygen_role_valid ("AUDITOR"));
+    assert_false (keygen_role_valid ("auditor"));
+    assert_int_equal (keygen_check (sub, true), KEYGEN_OK);
+    free (sub);
+    ami_test_rmtree (dir);
+    free (dir);
+}
+
+static void
+test_check_finds_damage (void **state)
+{
+    (void) state;
+    char *dir = ami_test_tmpdir ("keygen-check");
+    char *sub = ami_test_path (dir, "keys");
+    assert_int_equal (keygen_check (sub, true), KEYGEN_ABSENT);
+    assert_int_equal (keygen_operator (sub, "alice", "VIEWER", false), KEYGEN_ABSENT);
+    h_default_init (sub);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_OK);
+
+    //  a secret readable by others
+    char *secret = h_path (sub, "nodes/headend-1.cert_secret");
+    assert_int_equal (chmod (secret, 0640), 0);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_FAILED);
+    assert_int_equal (chmod (secret, 0600), 0);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_OK);
+
+    //  an allow-list missing a peer, then one with an intruder
+    char *allow = h_path (sub, "allow/broker/headend-2.cert");
+    char *saved = h_path (sub, "saved.cert");
+    assert_int_equal (rename (allow, saved), 0);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_FAILED);
+    assert_int_equal (rename (saved, allow), 0);
+    int err = 0;
+    ami_cert_t *intruder = ami_cert_new ("operator", "mallory", &err);
+    char *extra = h_path (sub, "allow/broker/mallory.cert");
+    assert_int_equal (ami_cert_save_public (intruder, extra), AMI_OK);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_FAILED);
+    assert_int_equal (unlink (extra), 0);
+    //  ... or a peer's entry swapped for another key
+    char *swapped = h_path (sub, "allow/headend-2/agg-1.cert");
+    assert_int_equal (ami_cert_save_public (intruder, swapped), AMI_OK);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_FAILED);
+    char *agg1 = h_path (sub, "nodes/agg-1.cert");
+    ami_cert_t *real = ami_cert_load_public (agg1, &err);
+    assert_int_equal (ami_cert_save_public (real, swapped), AMI_OK);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_OK);
+
+    //  a registry key that is not the one the fleet secret derives
+    char *tsv = h_path (sub, "app/meters.tsv");
+    FILE *f = fopen (tsv, "r+");
+    assert_non_null (f);
+    assert_int_equal (fseek (f, 30, SEEK_SET), 0);  //  inside line 1's key
+    int c = fgetc (f);
+    assert_int_equal (fseek (f, 30, SEEK_SET), 0);
+    fputc (c == 'a' ? 'b' : 'a', f);
+    fclose (f);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_FAILED);
+
+    //  an interrupted init: nodes/ but no topology.cfg
+    char *topology = h_path (sub, "topology.cfg");
+    assert_int_equal (unlink (topology), 0);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_FAILED);
+
+    ami_cert_destroy (&intruder);
+    ami_cert_destroy (&real);
+    free (secret); free (allow); free (saved); free (extra); free (swapped);
+    free (agg1); free (tsv); free (topology); free (sub);
+    ami_test_rmtree (dir);
+    free (dir);
+}
+
+static void
+test_add_operator (void **state)
+{
+    (void) state;
+    char *dir = ami_test_tmpdir ("keygen-operator");
+    h_default_init (dir);
+    assert_int_equal (keygen_operator (dir, "alice", "secadm", false), KEYGEN_OK);
+    assert_int_equal (h_mode (dir, "operators/alice.cert_secret"), 0600);
+    assert_true (h_exists (dir, "allow/mdms/alice.cert"));
+    assert_int_equal (h_count_files (dir, "allow/mdms"), 7);
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+
+    char *p = ami_test_path (dir, "allow/mdms/alice.cert");
+    int err = 0;
+    ami_cert_t *first = ami_cert_load_public (p, &err);
+    assert_string_equal (ami_cert_meta (first, "ami-role"), "SECADM");
+    assert_int_equal (keygen_operator (dir, "alice", "VIEWER", false), KEYGEN_EXISTS);
+    assert_int_equal (keygen_operator (dir, "viewer", "VIEWER", false), KEYGEN_EXISTS);
+    //  rotation: a new key, the same single allow-list entry
+    assert_int_equal (keygen_operator (dir, "alice", "VIEWER", true), KEYGEN_OK);
+    ami_cert_t *second = ami_cert_load_public (p, &err);
+    assert_memory_not_equal (ami_cert_public_key (first), ami_cert_public_key (second), 32);
+    assert_string_equal (ami_cert_meta (second, "ami-role"), "VIEWER");
+    assert_int_equal (h_count_files (dir, "allow/mdms"), 7);
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+
+    assert_int_equal (keygen_operator (dir, "bob", "ROOT", false), KEYGEN_USAGE);
+    assert_int_equal (keygen_operator (dir, "agg-1", "VIEWER", false), KEYGEN_USAGE);
+    assert_int_equal (keygen_operator (dir, "bad id", "VIEWER", false), KEYGEN_USAGE);
+    assert_int_equal (h_count_files (dir, "allow/mdms"), 7);
+
+    //  the MDMS's ZAP handler accepts the result
+    char *allow = ami_test_path (dir, "allow/mdms");
+    ami_auth_t *auth = ami_auth_new (allow, &err);
+    assert_non_null (auth);
+    assert_int_equal (ami_auth_count (auth), 7);
+    ami_auth_destroy (&auth);
+
+    ami_cert_destroy (&first);
+    ami_cert_destroy (&second);
+    free (allow);
+    free (p);
+    ami_test_rmtree (dir);
+    free (dir);
+}
+
+/* ---------------------------------------------------------------------- */
+/*  amictl: JSON                                                           */
+
+static void
+h_escape_is (const char *in, size_t len, const char *expect)
+{
+    char *out = amictl_json_escape (in, len);
+    assert_non_null (out);
+    assert_string_equal (out, expect);
+    free (out);
+}
+
+static void
+test_json_escape (void **state)
+{
+    (void) state;
+    h_escape_is ("", 0, "");
+    h_escape_is ("MTR-000150", 10, "MTR-000150");
+    h_escape_is ("say \"hi\"\\", 9, "say \\\"hi\\\"\\\\");
+    h_escape_is ("a\nb\tc\rd\be\ff", 11, "a\\nb\\tc\\rd\\be\\ff");
+    h_escape_is ("\x01\x1f\x7f", 3, "\\u0001\\u001f\x7f");
+    h_escape_is ("nul\0x", 5, "nul\\u0000x");           //  embedded NUL kept, escaped
+    h_escape_is ("/", 1, "/");
+    //  valid UTF-8 passes through: é, €, U+10FFFF
+    h_escape_is ("\xc3\xa9", 2, "\xc3\xa9");
+    h_escape_is ("\xe2\x82\xac", 3, "\xe2\x82\xac");
+    h_escape_is ("\xf4\x8f\xbf\xbf", 4, "\xf4\x8f\xbf\xbf");
+    //  invalid: stray continuation, 0xff, overlong '/', surrogate, > U+10FFFF,
+    //  truncated sequence at the end, truncated in the middle
+    h_escape_is ("\x80", 1, "\\ufffd");
+    h_escape_is ("a\xff", 2, "a\\ufffd");
+    h_escape_is ("\xc0\xaf", 2, "\\ufffd\\ufffd");
+    h_escape_is ("\xed\xa0\x80", 3, "\\ufffd\\ufffd\\ufffd");
+    h_escape_is ("\xf4\x90\x80\x80", 4, "\\ufffd\\ufffd\\ufffd\\ufffd");
+    h_escape_is ("\xe2\x82", 2, "\\ufffd\\ufffd");
+    h_escape_is ("\xe2\x82x", 3, "\\ufffd\\ufffdx");
+}
+
+static void
+test_json_writer (void **state)
+{
+    (void) state;
+    amictl_json_t *j = amictl_json_new ();
+    amictl_json_object (j, NULL);
+    amictl_json_str (j, "a", "x\"y");
+    amictl_json_array (j, "list");
+    amictl_json_int (j, NULL, -5);
+    amictl_json_uint (j, NULL, UINT64_MAX);
+    amictl_json_null (j, NULL);
+    amictl_json_object (j, NULL);
+    amictl_json_end (j);
+    amictl_json_array (j, NULL);
+    amictl_json_end (j);
+    amictl_json_end (j);
+    amictl_json_bool (j, "ok", true);
+    amictl_json_str (j, "none", NULL);
+    amictl_json_object (j, "k\n");
+    amictl_json_int (j, "min", INT64_MIN);
+    amictl_json_end (j);
+    amictl_json_end (j);
+    assert_string_equal (amictl_json_text (j),
+        "{\"a\":\"x\\\"y\",\"list\":[-5,18446744073709551615,null,{},[]],\"ok\":true,"
+        "\"none\":null,\"k\\n\":{\"min\":-9223372036854775808}}");
+    amictl_json_destroy (&j);
+    assert_null (j);
+    amictl_json_destroy (&j);               //  idempotent
+}
+
+/* ---------------------------------------------------------------------- */
+/*  amictl: formatting                                                     */
+
+static void
+h_scaled_is (int64_t value, int8_t scaler, const char *expect)
+{
+    char out [AMICTL_TEXT];
+    assert_string_equal (amictl_format_scaled (value, scaler, out), expect);
+}
+
+static void
+test_format (void **state)
+{
+    (void) state;
+    h_scaled_is (2301, -1, "230.1");
+    h_scaled_is (2300, -1, "230.0");
+    h_scaled_is (5, -3, "0.005");
+    h_scaled_is (-5, -3, "-0.005");
+    h_scaled_is (1234, -3, "1.234");
+    h_scaled_is (123, -3, "0.123");
+    h_scaled_is (0, -2, "0.00");
+    h_scaled_is (12, 2, "1200");
+    h_scaled_is (-12, 1, "-120");
+    h_scaled_is (0, 3, "0");
+    h_scaled_is (42, 0, "42");
+    h_scaled_is (INT64_MIN, 0, "-9223372036854775808");
+    h_scaled_is (INT64_MIN, -9, "-9223372036.854775808");
+    h_scaled_is (7, 100, "7e100");
+
+    char out [AMICTL_TEXT];
+    assert_string_equal (amictl_format_time (0, true, out), "1970-01-01T00:00:00.000Z");
+    assert_string_equal (amictl_format_time (1764141161123ULL, true, out),
+                         "2025-11-26T07:12:41.123Z");
+    assert_string_equal (amictl_format_time (1764141161123ULL, false, out),
+                         "2025-11-26T07:12:41Z");
+    assert_string_equal (amictl_format_duration (850, out), "850ms");
+    assert_string_equal (amictl_format_duration (12345, out), "12.3s");
+    assert_string_equal (amictl_format_duration (245000, out), "4m05s");
+    assert_string_equal (amictl_format_duration (7380000, out), "2h03m");
+    assert_string_equal (amictl_format_duration (273600000, out), "3d04h");
+
+    const uint8_t import [6] = { 1, 0, 1, 8, 0, 255 }, volts [6] = { 1, 0, 52, 7, 0, 255 },
+                  unknown [6] = { 1, 0, 99, 99, 0, 255 };
+    assert_string_equal (amictl_obis_name (import), "Active energy import (+A)");
+    assert_string_equal (amictl_obis_name (volts), "Voltage L2");
+    assert_null (amictl_obis_name (unknown));
+    assert_string_equal (amictl_unit_symbol (30), "Wh");
+    assert_string_equal (amictl_unit_symbol (29), "var");
+    assert_string_equal (amictl_unit_symbol (255), "none");
+    assert_null (amictl_unit_symbol (200));
+    assert_string_equal (amictl_state_name (AMI_STATE_DEGRADED), "DEGRADED");
+    assert_string_equal (amictl_state_name (99), "UNKNOWN");
+
+    const char *names [8];
+    assert_int_equal (amictl_quality_names (0, names, 8), 1);
+    assert_string_equal (names [0], "valid");
+    assert_int_equal (amictl_quality_names (AMI_Q_ESTIMATED | AMI_Q_TAMPER | 0x80, names, 8), 3);
+    assert_string_equal (names [0], "estimated");
+    assert_string_equal (names [1], "tamper");
+    assert_string_equal (names [2], "other");
+}
+
+static void
+test_json_meter_readings (void **state)
+{
+    (void) state;
+    ami_stored_reading_t *row = calloc (1, sizeof *row);
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    for (int i = 0; i < AMI_REQUEST_ID_SIZE; i++)
+        corr [i] = (uint8_t) (0xa0 + i);
+    strcpy (row->reading.meter_id, "MTR-000150");
+    memcpy (row->reading.request_id, corr, sizeof corr);
+    row->reading.read_ms = 1764141161123ULL;
+    row->requested_ms = 1764141161120ULL;
+    row->stored_ms = 1764141161125ULL;
+    row->reading.register_count = 2;
+    ami_register_t *r = row->reading.registers;
+    memcpy (r [0].obis, (uint8_t []) { 1, 0, 1, 8, 0, 255 }, 6);
+    r [0].value = 12345;
+    r [0].unit = 30;
+    memcpy (r [1].obis, (uint8_t []) { 1, 0, 32, 7, 0, 255 }, 6);
+    r [1].value = 2301;
+    r [1].scaler = -1;
+    r [1].unit = 35;
+    r [1].quality = AMI_Q_ESTIMATED;
+
+    amictl_json_t *j = amictl_json_new ();
+    amictl_json_meter_readings (j, corr, row, 1);
+    const char *text = amictl_json_text (j);
+    assert_non_null (text);
+    assert_non_null (strstr (text,
+        "{\"MeterReadings\":{\"correlationId\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\","
+        "\"MeterReading\":[{\"Meter\":{\"mRID\":\"MTR-000150\"},"
+        "\"correlationId\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\","
+        "\"requestedDateTime\":\"2025-11-26T07:12:41.120Z\","
+        "\"readDateTime\":\"2025-11-26T07:12:41.123Z\","
+        "\"storedDateTime\":\"2025-11-26T07:12:41.125Z\""));
+    assert_non_null (strstr (text,
+        "{\"ReadingType\":{\"obis\":\"1.0.1.8.0.255\",\"name\":\"Active energy import (+A)\","
+        "\"unit\":\"Wh\",\"unitCode\":30,\"powerOfTenMultiplier\":0},\"value\":12345,"
+        "\"timeStamp\":\"2025-11-26T07:12:41.123Z\",\"ReadingQualities\":[{\"ref\":\"valid\"}]}"));
+    assert_non_null (strstr (text, "\"powerOfTenMultiplier\":-1},\"value\":2301,"));
+    assert_non_null (strstr (text, "[{\"ref\":\"estimated\"}]"));
+    assert_string_equal (text + strlen (text) - 5, "]}]}}");
+    amictl_json_destroy (&j);
+
+    j = amictl_json_new ();
+    amictl_json_error (j, AMI_E_UNKNOWN_METER, "no \"such\" meter", NULL, corr);
+    assert_string_equal (amictl_json_text (j),
+        "{\"error\":{\"code\":20,\"name\":\"AMI_E_UNKNOWN_METER\",\"message\":\"no \\\"such\\\" "
+        "meter\",\"origin\":null,\"correlationId\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\"}}");
+    amictl_json_destroy (&j);
+    free (row);
+}
+
+/* ---------------------------------------------------------------------- */
+/*  amictl: the client against a stand-in MDMS API                         */
+
+/* A ROUTER that answers API_REQs according to the meter id asked for:
+     MTR-000001  API_READINGS (one reading) with the request's corr
+     STALE       an answer with another corr, an undecodable frame, then
+                 the real answer
+     ERR         ERROR AMI_E_UNREACHABLE with the corr, origin fleet-1
+     NOREQID     ERROR AMI_E_BAD_REQUEST without request id
+     SILENT      nothing */
+static void
+s_stand_in (zsock_t *pipe, void *args)
+{
+    const char *dir = (const char *) args;
+    char *path = ami_test_path (dir, "nodes/mdms.cert");
+    int err = 0;
+    ami_cert_t *cert = ami_cert_load (path, &err);
+    free (path);
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    assert (cert && router);
+    zsock_set_linger (router, 0);
+    assert (ami_auth_server (router, cert) == AMI_OK);
+    int port = zsock_bind (router, "tcp://127.0.0.1:*");
+    assert (port > 0);
+    zsock_signal (pipe, 0);
+    zstr_sendf (pipe, "tcp://127.0.0.1:%d", port);
+    ami_msg_t *in = ami_msg_new (), *out = ami_msg_new ();
+    uint8_t *buf = malloc (AMI_MAX_FRAME);
+    zpoller_t *poller = zpoller_new (pipe, router, NULL);
+    while (true) {
+        void *which = zpoller_wait (poller, -1);
+        if (which != router)
+            break;                          //  $TERM or interrupted
+        zmsg_t *msg = zmsg_recv (router);
+        zframe_t *id = zmsg_pop (msg), *empty = zmsg_pop (msg), *body = zmsg_pop (msg);
+        if (!body || ami_msg_decode (in, zframe_data (body), zframe_size (body))
+        ||  in->type != AMI_MSG_API_REQ) {
+            zframe_destroy (&id); zframe_destroy (&empty); zframe_destroy (&body);
+            zmsg_destroy (&msg);
+            continue;
+        }
+        ami_api_req_t req = in->api_req;
+        const char *m = req.meter_id;
+        size_t len = 0;
+        if (strcmp (m, "SILENT") == 0) {
+            zframe_destroy (&id); zframe_destroy (&empty); zframe_destroy (&body);
+            zmsg_destroy (&msg);
+            continue;
+        }
+        if (strcmp (m, "STALE") == 0) {
+            ami_msg_reset (out, AMI_MSG_API_READINGS);
+            memset (out->api_readings.corr, 0x5a, AMI_REQUEST_ID_SIZE);
+            ami_msg_encode (out, buf, AMI_MAX_FRAME, &len);
+            zmsg_t *late = zmsg_new ();
+            zmsg_addmem (late, zframe_data (id), zframe_size (id));
+            zmsg_addmem (late, NULL, 0);
+            zmsg_addmem (late, buf, len);
+            zmsg_send (&late, router);
+            zmsg_t *junk = zmsg_new ();
+            zmsg_addmem (junk, zframe_data (id), zframe_size (id));
+            zmsg_addmem (junk, NULL, 0);
+            zmsg_addstr (junk, "not msgpack");
+            zmsg_send (&junk, router);
+        }
+        if (strcmp (m, "ERR") == 0 || strcmp (m, "NOREQID") == 0) {
+            ami_msg_reset (out, AMI_MSG_ERROR);
+            out->error.has_request_id = strcmp (m, "ERR") == 0;
+            memcpy (out->error.request_id, req.corr, AMI_REQUEST_ID_SIZE);
+            out->error.code = strcmp (m, "ERR") == 0 ? AMI_E_UNREACHABLE : AMI_E_BAD_REQUEST;
+            strcpy (out->error.origin, "fleet-1");
+            strcpy (out->error.text, "meter offline");
+        }
+        else {
+            ami_msg_reset (out, AMI_MSG_API_READINGS);
+            memcpy (out->api_readings.corr, req.corr, AMI_REQUEST_ID_SIZE);
+            out->api_readings.count = 1;
+            ami_stored_reading_t *row = &out->api_readings.readings [0];
+            strcpy (row->reading.meter_id, "MTR-000001");
+            memcpy (row->reading.request_id, req.corr, AMI_REQUEST_ID_SIZE);
+            row->reading.read_ms = 1;
+            row->reading.register_count = 1;
+            memcpy (row->reading.registers [0].obis, (uint8_t []) { 1, 0, 1, 8, 0, 255 }, 6);
+            row->reading.registers [0].unit = 30;
+        }
+        int rc = ami_msg_encode (out, buf, AMI_MAX_FRAME, &len);
+        assert (rc == AMI_OK);
+        zmsg_t *reply = zmsg_new ();
+        zmsg_append (reply, &id);
+        zmsg_append (reply, &empty);
+        zmsg_addmem (reply, buf, len);
+        zmsg_send (&reply, router);
+        zframe_destroy (&body);
+        zmsg_destroy (&msg);
+    }
+    zpoller_destroy (&poller);
+    free (buf);
+    ami_msg_destroy (&in);
+    ami_msg_destroy (&out);
+    zsock_destroy (&router);
+    ami_cert_destroy (&cert);
+}
+
+static amictl_client_t *
+h_client (const char *dir, const char *endpoint, const char *cert_rel)
+{
+    char *cert_path = ami_test_path (dir, cert_rel), *mdms = ami_test_path (dir, "nodes/mdms.cert");
+    char key [AMI_CERT_KEY_TXT_LEN + 1];
+    int err = 0;
+    ami_cert_t *cert = ami_cert_load (cert_path, &err);
+    assert_non_null (cert);
+    assert_int_equal (ami_auth_server_key_from_file (mdms, key), AMI_OK);
+    amictl_client_t *client = amictl_client_new (endpoint, cert, key, &err);
+    assert_non_null (client);
+    assert_int_equal (err, AMI_OK);
+    ami_cert_destroy (&cert);       //  the socket keeps its own copy of the keys
+    free (cert_path);
+    free (mdms);
+    return client;
+}
+
+static int
+h_ask (amictl_client_t *client, const char *meter, int64_t wait_ms, ami_api_req_t *req,
+       ami_msg_t **reply)
+{
+    memset (req, 0, sizeof *req);
+    req->action = AMI_ACT_READ;
+    snprintf (req->meter_id, sizeof req->meter_id, "%s", meter);
+    *reply = NULL;
+    return amictl_client_request (client, req, zclock_mono () + wait_ms, reply);
+}
+
+static void
+test_client (void **state)
+{
+    (void) state;
+    char *dir = ami_test_tmpdir ("keygen-client");
+    h_default_init (dir);
+    char *allow = ami_test_path (dir, "allow/mdms");
+    int err = 0;
+    ami_auth_t *auth = ami_auth_new (allow, &err);          //  before any bind
+    assert_non_null (auth);
+    zactor_t *mdms = zactor_new (s_stand_in, dir);
+    char *endpoint = zstr_recv (mdms);
+    assert_non_null (endpoint);
+
+    amictl_client_t *client = h_client (dir, endpoint, "operators/operator.cert");
+    ami_api_req_t req;
+    ami_msg_t *reply = NULL;
+    uint8_t previous [AMI_REQUEST_ID_SIZE];
+
+    assert_int_equal (h_ask (client, "MTR-000001", 5000, &req, &reply), AMI_OK);
+    assert_int_equal (reply->type, AMI_MSG_API_READINGS);
+    assert_memory_equal (reply->api_readings.corr, req.corr, AMI_REQUEST_ID_SIZE);
+    memcpy (previous, req.corr, sizeof previous);
+
+    //  key rotation right away (within the second of provisioning): the
+    //  running ZAP handler must see the new key (SEC-KEY-2)
+    assert_int_equal (keygen_operator (dir, "operator", "OPERATOR", true), KEYGEN_OK);
+    amictl_client_destroy (&client);
+    client = h_client (dir, endpoint, "operators/operator.cert");
+    assert_int_equal (h_ask (client, "MTR-000001", 5000, &req, &reply), AMI_OK);
+
+    //  a fresh random correlation id per request; late and broken replies
+    //  are skipped, the matching one is taken
+    assert_int_equal (h_ask (client, "STALE", 5000, &req, &reply), AMI_OK);
+    assert_memory_not_equal (req.corr, previous, AMI_REQUEST_ID_SIZE);
+    assert_memory_equal (reply->api_readings.corr, req.corr, AMI_REQUEST_ID_SIZE);
+
+    assert_int_equal (h_ask (client, "ERR", 5000, &req, &reply), AMI_E_UNREACHABLE);
+    assert_int_equal (reply->type, AMI_MSG_ERROR);
+    assert_string_equal (reply->error.origin, "fleet-1");
+    assert_string_equal (reply->error.text, "meter offline");
+    assert_int_equal (h_ask (client, "NOREQID", 5000, &req, &reply), AMI_E_BAD_REQUEST);
+
+    int64_t start = zclock_mono ();
+    assert_int_equal (h_ask (client, "SILENT", 300, &req, &reply), AMI_E_TIMEOUT);
+    assert_true (zclock_mono () - start >= 300);
+    assert_non_null (strstr (amictl_client_why (client), "did not answer"));
+    //  ...and its late silence does not confuse the next request
+    assert_int_equal (h_ask (client, "MTR-000001", 5000, &req, &reply), AMI_OK);
+    amictl_client_destroy (&client);
+    assert_null (client);
+
+    //  a key not on the MDMS's allow-list: refused at the handshake, said at
+    //  once (not after the deadline)
+    client = h_client (dir, endpoint, "nodes/broker.cert");
+    start = zclock_mono ();
+    assert_int_equal (h_ask (client, "MTR-000001", 10000, &req, &reply), AMI_E_DENIED);
+    assert_true (zclock_mono () - start < 5000);
+    assert_non_null (strstr (amictl_client_why (client), "allow-list"));
+    amictl_client_destroy (&client);
+
+    //  nobody listening
+    client = h_client (dir, "tcp://127.0.0.1:1", "operators/operator.cert");
+    assert_int_equal (h_ask (client, "MTR-000001", 300, &req, &reply), AMI_E_TIMEOUT);
+    assert_non_null (strstr (amictl_client_why (client), "no connection"));
+    amictl_client_destroy (&client);
+
+    zstr_free (&endpoint);
+    zactor_destroy (&mdms);
+    ami_auth_destroy (&auth);
+    free (allow);
+    ami_test_rmtree (dir);
+    free (dir);
+}
+
+int
+main (void)
+{
+    //  library diagnostics (expected refusals) stay quiet unless they matter
+    ami_log_init ("test_keygen", NULL, AMI_LOG_ERROR);
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_init_layout),
+        cmocka_unit_test (test_init_refuses_and_force),
+        cmocka_unit_test (test_topology_mapping),
+        cmocka_unit_test (test_bad_arguments),
+        cmocka_unit_test (test_check_finds_damage),
+        cmocka_unit_test (test_add_operator),
+        cmocka_unit_test (test_json_escape),
+        cmocka_unit_test (test_json_writer),
+        cmocka_unit_test (test_format),
+        cmocka_unit_test (test_json_meter_readings),
+        cmocka_unit_test (test_client),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}

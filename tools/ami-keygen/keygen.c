@@ -1,0 +1,1147 @@
+/*  keygen.c - provisioning of an ami-bus deployment's keys (see keygen.h).
+
+    Design: one pass that generates every key in memory-then-file order
+    (nodes, operators, allow-lists from the in-memory certs, application
+    keys, registry, topology.cfg last), and one independent pass (check)
+    that trusts nothing init remembers: it re-reads topology.cfg and every
+    file, so it also catches a deployment someone edited by hand. Files are
+    written by ami_cert_save / ami_cert_save_public (atomic, exact modes) or
+    by s_atomic_* below for the two text files.
+*/
+#include "keygen.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <ftw.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ami_auth.h"
+#include "ami_cert.h"
+#include "ami_config.h"
+#include "ami_e2e.h"
+#include "ami_err.h"
+#include "ami_log.h"
+#include "ami_msg.h"
+
+#define META_AMI_ROLE   "ami-role"
+#define TOPOLOGY_FILE   "topology.cfg"
+/* A problem list longer than this is noise: say how many more there were. */
+#define MAX_REPORTED    50
+
+static const char *const s_roles [] = { "VIEWER", "OPERATOR", "SECADM", "AUDITOR", NULL };
+
+typedef struct {
+    char id [AMI_MAX_ID + 1];
+    char role [16];
+} op_t;
+
+/* A topology as validated (from the command line or topology.cfg). */
+typedef struct {
+    int headends, aggregators, fleets;
+    uint32_t mpf;
+    int op_count;
+    op_t ops [KEYGEN_MAX_OPERATORS];
+} topo_t;
+
+/* One certificate holder: a node or an operator. */
+typedef struct {
+    char id [AMI_MAX_ID + 1];
+    const char *role;           /* certificate role metadata */
+    const char *ami_role;       /* operators only */
+    bool operator;
+    ami_cert_t *cert;           /* init: the generated cert */
+    uint8_t pk [32];            /* check: the public key as found */
+    bool pk_ok;
+} holder_t;
+
+typedef struct {
+    holder_t *items;
+    int count;
+} holders_t;
+
+/* ---------------------------------------------------------------------- */
+/*  Small helpers                                                          */
+
+static void
+s_err (const char *fmt, ...)
+{
+    va_list args;
+    va_start (args, fmt);
+    fputs ("ami-keygen: ", stderr);
+    vfprintf (stderr, fmt, args);
+    fputc ('\n', stderr);
+    va_end (args);
+}
+
+/* Heap-allocated printf; NULL only when out of memory. */
+static char *
+s_path (const char *fmt, ...)
+{
+    va_list args;
+    va_start (args, fmt);
+    char *out = NULL;
+    if (vasprintf (&out, fmt, args) < 0)
+        out = NULL;
+    va_end (args);
+    return out;
+}
+
+static bool
+s_exists (const char *path)
+{
+    struct stat st;
+    return lstat (path, &st) == 0;
+}
+
+/* mkdir that accepts an existing directory (not a file, not a link). */
+static int
+s_mkdir (const char *path, mode_t mode)
+{
+    if (mkdir (path, mode) == 0) {
+        //  mkdir honours the umask; the mode is the contract, so set it.
+        if (chmod (path, mode) != 0) {
+            s_err ("cannot set mode of %s: %s", path, strerror (errno));
+            return -1;
+        }
+        return 0;
+    }
+    struct stat st;
+    if (errno == EEXIST && lstat (path, &st) == 0 && S_ISDIR (st.st_mode))
+        return 0;
+    s_err ("cannot create directory %s: %s", path, strerror (errno));
+    return -1;
+}
+
+/* mkdir -p for DIR itself (its parents get mode 0755, DIR gets mode). */
+static int
+s_mkdir_p (const char *path, mode_t mode)
+{
+    char *copy = strdup (path);
+    if (!copy)
+        return -1;
+    int rc = 0;
+    for (char *p = copy + 1; *p && rc == 0; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (!s_exists (copy) && mkdir (copy, 0755) != 0 && errno != EEXIST) {
+                s_err ("cannot create directory %s: %s", copy, strerror (errno));
+                rc = -1;
+            }
+            *p = '/';
+        }
+    if (rc == 0)
+        rc = s_mkdir (path, mode);
+    free (copy);
+    return rc;
+}
+
+static int
+s_unlink_cb (const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void) st; (void) type; (void) ftw;
+    if (remove (path) != 0) {
+        s_err ("cannot remove %s: %s", path, strerror (errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* rm -r of path (no symlinks followed); a missing path is fine. */
+static int
+s_remove_tree (const char *path)
+{
+    if (!s_exists (path))
+        return 0;
+    //  64 open directories at most: the tree is at most 3 levels deep.
+    return nftw (path, s_unlink_cb, 64, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -1;
+}
+
+/* Create a hidden temporary file next to path; *tmp_out gets its name. */
+static FILE *
+s_atomic_open (const char *path, char **tmp_out)
+{
+    const char *slash = strrchr (path, '/');
+    int dirlen = slash ? (int) (slash - path + 1) : 0;
+    char *tmp = s_path ("%.*s.%s.tmp-XXXXXX", dirlen, path, slash ? slash + 1 : path);
+    if (!tmp)
+        return NULL;
+    int fd = mkostemp (tmp, O_CLOEXEC);
+    if (fd < 0) {
+        s_err ("cannot create a file next to %s: %s", path, strerror (errno));
+        free (tmp);
+        return NULL;
+    }
+    FILE *file = fdopen (fd, "w");
+    if (!file) {
+        close (fd);
+        unlink (tmp);
+        free (tmp);
+        return NULL;
+    }
+    *tmp_out = tmp;
+    return file;
+}
+
+/* Flush, set mode, fsync, close and rename over path. Frees tmp. */
+static int
+s_atomic_commit (FILE *file, char *tmp, const char *path, mode_t mode)
+{
+    int rc = 0;
+    if (fflush (file) != 0 || ferror (file) || fchmod (fileno (file), mode) != 0
+    ||  fsync (fileno (file)) != 0)
+        rc = -1;
+    if (fclose (file) != 0)
+        rc = -1;
+    if (rc == 0 && rename (tmp, path) != 0)
+        rc = -1;
+    if (rc != 0) {
+        s_err ("cannot write %s: %s", path, strerror (errno));
+        unlink (tmp);
+    }
+    free (tmp);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/*  Validation                                                             */
+
+bool
+keygen_role_valid (const char *role)
+{
+    for (int i = 0; role && s_roles [i]; i++)
+        if (strcmp (role, s_roles [i]) == 0)
+            return true;
+    return false;
+}
+
+bool
+keygen_operator_id_valid (const char *id)
+{
+    size_t len = id ? strlen (id) : 0;
+    if (len < 1 || len > AMI_MAX_ID)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = id [i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+            return false;
+    }
+    return true;
+}
+
+/* Is id one of the topology's node ids? (operators must not pose as one) */
+static bool
+s_is_node_id (const char *id)
+{
+    if (strcmp (id, "mdms") == 0 || strcmp (id, "broker") == 0)
+        return true;
+    const char *prefixes [] = { "headend-", "agg-", "fleet-", NULL };
+    for (int i = 0; prefixes [i]; i++) {
+        size_t n = strlen (prefixes [i]);
+        if (strncmp (id, prefixes [i], n) == 0 && id [n] >= '0' && id [n] <= '9')
+            return true;
+    }
+    return false;
+}
+
+static void
+s_upper (char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'a' && *s <= 'z')
+            *s = (char) (*s - 'a' + 'A');
+}
+
+/* Add one operator to t (id and role checked, role upper-cased). */
+static int
+s_topo_add_op (topo_t *t, const char *id, const char *role_in, bool replace)
+{
+    char role [16];
+    if (!keygen_operator_id_valid (id)) {
+        s_err ("operator id '%s' is not valid: 1..%d characters of [A-Za-z0-9._-], "
+               "starting with a letter or digit", id, AMI_MAX_ID);
+        return KEYGEN_USAGE;
+    }
+    if (s_is_node_id (id)) {
+        s_err ("operator id '%s' looks like a node id; choose another", id);
+        return KEYGEN_USAGE;
+    }
+    if (strlen (role_in) >= sizeof role) {
+        s_err ("operator role '%s' is not one of VIEWER, OPERATOR, SECADM, AUDITOR", role_in);
+        return KEYGEN_USAGE;
+    }
+    snprintf (role, sizeof role, "%s", role_in);
+    s_upper (role);
+    if (!keygen_role_valid (role)) {
+        s_err ("operator role '%s' is not one of VIEWER, OPERATOR, SECADM, AUDITOR", role_in);
+        return KEYGEN_USAGE;
+    }
+    for (int i = 0; i < t->op_count; i++)
+        if (strcmp (t->ops [i].id, id) == 0) {
+            if (!replace) {
+                s_err ("operator '%s' is listed twice", id);
+                return KEYGEN_USAGE;
+            }
+            snprintf (t->ops [i].role, sizeof t->ops [i].role, "%s", role);
+            return KEYGEN_OK;
+        }
+    if (t->op_count >= KEYGEN_MAX_OPERATORS) {
+        s_err ("too many operators (at most %d)", KEYGEN_MAX_OPERATORS);
+        return KEYGEN_USAGE;
+    }
+    op_t *op = &t->ops [t->op_count++];
+    snprintf (op->id, sizeof op->id, "%s", id);
+    snprintf (op->role, sizeof op->role, "%s", role);
+    return KEYGEN_OK;
+}
+
+/* Parse "id:ROLE,id:ROLE" into t. An empty list is allowed (no operator). */
+static int
+s_topo_parse_ops (topo_t *t, const char *list)
+{
+    char *copy = strdup (list);
+    if (!copy)
+        return KEYGEN_FAILED;
+    int rc = KEYGEN_OK;
+    char *save = NULL;
+    for (char *item = strtok_r (copy, ",", &save); item && rc == KEYGEN_OK;
+         item = strtok_r (NULL, ",", &save)) {
+        while (*item == ' ')
+            item++;
+        char *colon = strchr (item, ':');
+        if (!colon) {
+            s_err ("operator '%s' has no role: write id:ROLE, e.g. alice:OPERATOR", item);
+            rc = KEYGEN_USAGE;
+            break;
+        }
+        *colon = '\0';
+        char *role = colon + 1;
+        size_t n = strlen (role);
+        while (n > 0 && role [n - 1] == ' ')
+            role [--n] = '\0';
+        rc = s_topo_add_op (t, item, role, false);
+    }
+    free (copy);
+    return rc;
+}
+
+static int
+s_topo_validate (const topo_t *t)
+{
+    if (t->headends < 1 || t->headends > KEYGEN_MAX_HEADENDS) {
+        s_err ("--headends must be 1..%d", KEYGEN_MAX_HEADENDS);
+        return KEYGEN_USAGE;
+    }
+    if (t->aggregators < 1 || t->aggregators > KEYGEN_MAX_AGGREGATORS) {
+        s_err ("--aggregators must be 1..%d", KEYGEN_MAX_AGGREGATORS);
+        return KEYGEN_USAGE;
+    }
+    if (t->fleets < t->aggregators || t->fleets > KEYGEN_MAX_FLEETS) {
+        //  An aggregator without a fleet would have an empty allow-list,
+        //  which ami_auth refuses at start (it would refuse every client).
+        s_err ("--fleets must be %d..%d (at least one fleet per aggregator)",
+               t->aggregators, KEYGEN_MAX_FLEETS);
+        return KEYGEN_USAGE;
+    }
+    if (t->mpf < 1 || t->mpf > KEYGEN_MAX_METERS_PER
+    ||  (uint64_t) t->mpf * (uint64_t) t->fleets > KEYGEN_MAX_METERS) {
+        s_err ("--meters-per-fleet must be 1..%d, and at most %d meters in all",
+               KEYGEN_MAX_METERS_PER, KEYGEN_MAX_METERS);
+        return KEYGEN_USAGE;
+    }
+    return KEYGEN_OK;
+}
+
+void
+keygen_topology_default (keygen_topology_t *topo)
+{
+    topo->headends = 2;
+    topo->aggregators = 2;
+    topo->fleets = 2;
+    topo->meters_per_fleet = 100;
+    topo->operators = KEYGEN_DEFAULT_OPERATORS;
+}
+
+/* ---------------------------------------------------------------------- */
+/*  The topology's certificate holders and allow-lists                     */
+
+static int
+s_fleet_aggregator (const topo_t *t, int fleet)
+{
+    return ((fleet - 1) % t->aggregators) + 1;
+}
+
+static void
+s_holders_destroy (holders_t *h)
+{
+    for (int i = 0; i < h->count; i++)
+        ami_cert_destroy (&h->items [i].cert);
+    free (h->items);
+    h->items = NULL;
+    h->count = 0;
+}
+
+/* Every node, then every operator. */
+static int
+s_holders_build (const topo_t *t, holders_t *h)
+{
+    int total = 2 + t->headends + t->aggregators + t->fleets + t->op_count;
+    h->items = calloc ((size_t) total, sizeof *h->items);
+    h->count = 0;
+    if (!h->items)
+        return KEYGEN_FAILED;
+#define ADD(role_, ...) do { holder_t *x = &h->items [h->count++]; x->role = role_; \
+        snprintf (x->id, sizeof x->id, __VA_ARGS__); } while (0)
+    ADD ("mdms", "mdms");
+    ADD ("broker", "broker");
+    for (int i = 1; i <= t->headends; i++)
+        ADD ("headend", "headend-%d", i);
+    for (int i = 1; i <= t->aggregators; i++)
+        ADD ("aggregator", "agg-%d", i);
+    for (int i = 1; i <= t->fleets; i++)
+        ADD ("meter", "fleet-%d", i);
+    for (int i = 0; i < t->op_count; i++) {
+        ADD ("operator", "%s", t->ops [i].id);
+        h->items [h->count - 1].operator = true;
+        h->items [h->count - 1].ami_role = t->ops [i].role;
+    }
+#undef ADD
+    return KEYGEN_OK;
+}
+
+/* Does server's allow-list hold this holder? (the table in keygen.h) */
+static bool
+s_allowed (const topo_t *t, const char *server, const holder_t *peer)
+{
+    if (strcmp (server, "broker") == 0)
+        return !peer->operator && (strcmp (peer->role, "mdms") == 0 || strcmp (peer->role, "headend") == 0);
+    if (strcmp (server, "mdms") == 0)
+        return peer->operator || strcmp (peer->role, "headend") == 0;
+    if (strncmp (server, "headend-", 8) == 0)
+        return !peer->operator && strcmp (peer->role, "aggregator") == 0;
+    if (strncmp (server, "agg-", 4) == 0) {
+        if (peer->operator || strcmp (peer->role, "meter") != 0)
+            return false;
+        int fleet = atoi (peer->id + 6);        //  "fleet-N"
+        return s_fleet_aggregator (t, fleet) == atoi (server + 4);
+    }
+    return false;
+}
+
+static bool
+s_is_server (const holder_t *x)
+{
+    return !x->operator && strcmp (x->role, "meter") != 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/*  topology.cfg                                                           */
+
+static int
+s_topo_write (const char *dir, const topo_t *t)
+{
+    char *path = s_path ("%s/%s", dir, TOPOLOGY_FILE), *tmp = NULL;
+    if (!path)
+        return KEYGEN_FAILED;
+    FILE *file = s_atomic_open (path, &tmp);
+    if (!file) {
+        free (path);
+        return KEYGEN_FAILED;
+    }
+    fprintf (file,
+             "#   ami-keygen: what this key directory was provisioned for. Written by\n"
+             "#   `ami-keygen init` and `ami-keygen operator`, read by `ami-keygen check`.\n"
+             "#   Do not edit: re-run ami-keygen instead.\n"
+             "topology\n"
+             "    headends = %d\n"
+             "    aggregators = %d\n"
+             "    fleets = %d\n"
+             "    meters-per-fleet = %u\n"
+             "operators\n",
+             t->headends, t->aggregators, t->fleets, t->mpf);
+    for (int i = 0; i < t->op_count; i++)
+        fprintf (file, "    %s = %s\n", t->ops [i].id, t->ops [i].role);
+    int rc = s_atomic_commit (file, tmp, path, 0644) ? KEYGEN_FAILED : KEYGEN_OK;
+    free (path);
+    return rc;
+}
+
+static int
+s_topo_read (const char *dir, topo_t *t)
+{
+    memset (t, 0, sizeof *t);
+    char *path = s_path ("%s/%s", dir, TOPOLOGY_FILE);
+    if (!path)
+        return KEYGEN_FAILED;
+    int err = 0, rc = KEYGEN_FAILED;
+    ami_config_t *config = ami_config_load (path, &err);
+    int64_t h = 0, a = 0, f = 0, m = 0;
+    if (!config)
+        s_err ("cannot read %s (%s)", path, ami_strerror (err));
+    else
+    if (ami_config_int (config, "topology/headends", 0, 1, KEYGEN_MAX_HEADENDS, &h)
+    ||  ami_config_int (config, "topology/aggregators", 0, 1, KEYGEN_MAX_AGGREGATORS, &a)
+    ||  ami_config_int (config, "topology/fleets", 0, 1, KEYGEN_MAX_FLEETS, &f)
+    ||  ami_config_int (config, "topology/meters-per-fleet", 0, 1, KEYGEN_MAX_METERS_PER, &m))
+        s_err ("%s: bad topology value", path);
+    else {
+        t->headends = (int) h;
+        t->aggregators = (int) a;
+        t->fleets = (int) f;
+        t->mpf = (uint32_t) m;
+        rc = s_topo_validate (t) == KEYGEN_OK ? KEYGEN_OK : KEYGEN_FAILED;
+        zconfig_t *ops = zconfig_locate (ami_config_zconfig (config), "operators");
+        for (zconfig_t *c = ops ? zconfig_child (ops) : NULL; c && rc == KEYGEN_OK; c = zconfig_next (c)) {
+            const char *value = zconfig_value (c);
+            if (s_topo_add_op (t, zconfig_name (c), value ? value : "", false) != KEYGEN_OK)
+                rc = KEYGEN_FAILED;
+        }
+        if (rc != KEYGEN_OK)
+            s_err ("%s: invalid topology", path);
+    }
+    ami_config_destroy (&config);
+    free (path);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/*  init                                                                   */
+
+static int
+s_write_registry (const char *dir, const topo_t *t)
+{
+    char *path = s_path ("%s/app/meters.tsv", dir), *tmp = NULL;
+    if (!path)
+        return KEYGEN_FAILED;
+    FILE *file = s_atomic_open (path, &tmp);
+    if (!file) {
+        free (path);
+        return KEYGEN_FAILED;
+    }
+    int rc = KEYGEN_OK;
+    for (int fleet = 1; fleet <= t->fleets && rc == KEYGEN_OK; fleet++) {
+        uint8_t seed [AMI_E2E_SEED_SIZE];
+        char *fleet_path = s_path ("%s/app/fleet-%d.cert", dir, fleet);
+        //  Read the secret back from disk rather than keep it: what the
+        //  fleet will load is what the registry is derived from.
+        int err = fleet_path ? ami_e2e_fleet_load (fleet_path, seed) : AMI_E_NOMEM;
+        free (fleet_path);
+        if (err) {
+            s_err ("cannot load fleet-%d's secret (%s)", fleet, ami_strerror (err));
+            rc = KEYGEN_FAILED;
+            break;
+        }
+        int agg = s_fleet_aggregator (t, fleet);
+        for (uint32_t k = 1; k <= t->mpf; k++) {
+            uint32_t number = (uint32_t) (fleet - 1) * t->mpf + k;
+            uint8_t pk [AMI_E2E_SIGN_PK_SIZE];
+            char hex [2 * AMI_E2E_SIGN_PK_SIZE + 1];
+            ami_e2e_meter_keypair (seed, number, pk, NULL);
+            sodium_bin2hex (hex, sizeof hex, pk, sizeof pk);
+            fprintf (file, "MTR-%06u\tfleet-%d\tagg-%d\t%s\n", number, fleet, agg, hex);
+        }
+        sodium_memzero (seed, sizeof seed);
+    }
+    if (rc == KEYGEN_OK)
+        rc = s_atomic_commit (file, tmp, path, 0644) ? KEYGEN_FAILED : KEYGEN_OK;
+    else {
+        fclose (file);
+        unlink (tmp);
+        free (tmp);
+    }
+    free (path);
+    return rc;
+}
+
+/* Copy the MDMS application keys' public halves into app/mdms-pub. */
+static int
+s_copy_mdms_public (const char *dir)
+{
+    const char *names [] = { "mdms-sign.cert", "mdms-box.cert", NULL };
+    for (int i = 0; names [i]; i++) {
+        char *from = s_path ("%s/app/%s", dir, names [i]);
+        char *to = s_path ("%s/app/mdms-pub/%s", dir, names [i]);
+        int err = AMI_E_NOMEM;
+        ami_cert_t *cert = from ? ami_cert_load_public (from, &err) : NULL;
+        if (cert)
+            err = to ? ami_cert_save_public (cert, to) : AMI_E_NOMEM;
+        ami_cert_destroy (&cert);
+        free (from);
+        free (to);
+        if (err) {
+            s_err ("cannot install the MDMS public key %s (%s)", names [i], ami_strerror (err));
+            return KEYGEN_FAILED;
+        }
+    }
+    return KEYGEN_OK;
+}
+
+static int
+s_wipe (const char *dir)
+{
+    const char *parts [] = { "nodes", "operators", "allow", "app", TOPOLOGY_FILE, NULL };
+    for (int i = 0; parts [i]; i++) {
+        char *path = s_path ("%s/%s", dir, parts [i]);
+        int rc = path ? s_remove_tree (path) : -1;
+        free (path);
+        if (rc)
+            return KEYGEN_FAILED;
+    }
+    return KEYGEN_OK;
+}
+
+/* Check one allow-list directory the way ami_auth_new will. */
+static int
+s_check_allow_dir (const char *path, size_t expected)
+{
+    size_t count = 0;
+    int err = ami_auth_check_dir (path, &count);
+    if (err) {
+        s_err ("%s: not a valid allow-list (%s)", path, ami_strerror (err));
+        return KEYGEN_FAILED;
+    }
+    if (count != expected) {
+        s_err ("%s: holds %zu certificate(s), expected %zu", path, count, expected);
+        return KEYGEN_FAILED;
+    }
+    return KEYGEN_OK;
+}
+
+static int
+s_init_certs (const char *dir, const topo_t *t, holders_t *h)
+{
+    //  1. every node's and operator's transport keypair
+    for (int i = 0; i < h->count; i++) {
+        holder_t *x = &h->items [i];
+        int err = 0;
+        x->cert = ami_cert_new (x->role, x->id, &err);
+        if (x->cert && x->operator)
+            err = ami_cert_set_meta (x->cert, META_AMI_ROLE, x->ami_role);
+        char *path = s_path ("%s/%s/%s.cert", dir, x->operator ? "operators" : "nodes", x->id);
+        if (x->cert && !err)
+            err = path ? ami_cert_save (x->cert, path) : AMI_E_NOMEM;
+        free (path);
+        if (!x->cert || err) {
+            s_err ("cannot create the certificate of %s (%s)", x->id, ami_strerror (err));
+            return KEYGEN_FAILED;
+        }
+    }
+    //  2. every server's allow-list, from the certs just made
+    for (int i = 0; i < h->count; i++) {
+        holder_t *server = &h->items [i];
+        if (!s_is_server (server))
+            continue;
+        char *sdir = s_path ("%s/allow/%s", dir, server->id);
+        if (!sdir || s_mkdir (sdir, 0755)) {
+            free (sdir);
+            return KEYGEN_FAILED;
+        }
+        size_t expected = 0;
+        int rc = KEYGEN_OK;
+        for (int j = 0; j < h->count && rc == KEYGEN_OK; j++) {
+            holder_t *peer = &h->items [j];
+            if (!s_allowed (t, server->id, peer))
+                continue;
+            char *path = s_path ("%s/%s.cert", sdir, peer->id);
+            int err = path ? ami_cert_save_public (peer->cert, path) : AMI_E_NOMEM;
+            if (err) {
+                s_err ("cannot install %s into %s (%s)", peer->id, sdir, ami_strerror (err));
+                rc = KEYGEN_FAILED;
+            }
+            free (path);
+            expected++;
+        }
+        if (rc == KEYGEN_OK)
+            rc = s_check_allow_dir (sdir, expected);
+        free (sdir);
+        if (rc)
+            return rc;
+    }
+    return KEYGEN_OK;
+}
+
+int
+keygen_init (const char *dir, const keygen_topology_t *in, bool force)
+{
+    topo_t *t = calloc (1, sizeof *t);
+    if (!t)
+        return KEYGEN_FAILED;
+    t->headends = in->headends;
+    t->aggregators = in->aggregators;
+    t->fleets = in->fleets;
+    t->mpf = in->meters_per_fleet;
+    int rc = s_topo_validate (t);
+    if (rc == KEYGEN_OK)
+        rc = s_topo_parse_ops (t, in->operators ? in->operators : KEYGEN_DEFAULT_OPERATORS);
+    if (rc != KEYGEN_OK) {
+        free (t);
+        return rc;
+    }
+    if (sodium_init () < 0) {
+        free (t);
+        return KEYGEN_FAILED;
+    }
+    holders_t h = { 0 };
+    char *nodes = s_path ("%s/nodes", dir);
+    char *operators = s_path ("%s/operators", dir);
+    char *app = s_path ("%s/app", dir);
+    char *mdms_pub = s_path ("%s/app/mdms-pub", dir);
+    char *allow = s_path ("%s/allow", dir);
+    if (!nodes || !operators || !app || !mdms_pub || !allow)
+        rc = KEYGEN_FAILED;
+    else
+    if (s_mkdir_p (dir, 0700))
+        rc = KEYGEN_FAILED;
+    else
+    if (s_exists (nodes) && !force) {
+        s_err ("%s already exists: this directory is provisioned "
+               "(use --force to replace every key in it)", nodes);
+        rc = KEYGEN_EXISTS;
+    }
+    else
+    if (force && s_wipe (dir))
+        rc = KEYGEN_FAILED;
+    else
+    if (s_mkdir (nodes, 0700) || s_mkdir (operators, 0700) || s_mkdir (app, 0700)
+    ||  s_mkdir (mdms_pub, 0755) || s_mkdir (allow, 0755))
+        rc = KEYGEN_FAILED;
+    else
+        rc = s_holders_build (t, &h);
+
+    if (rc == KEYGEN_OK)
+        rc = s_init_certs (dir, t, &h);
+    if (rc == KEYGEN_OK) {
+        int err = ami_e2e_mdms_generate (app, "mdms");
+        if (err) {
+            s_err ("cannot create the MDMS application keys (%s)", ami_strerror (err));
+            rc = KEYGEN_FAILED;
+        }
+    }
+    if (rc == KEYGEN_OK)
+        rc = s_copy_mdms_public (dir);
+    for (int fleet = 1; fleet <= t->fleets && rc == KEYGEN_OK; fleet++) {
+        char *path = s_path ("%s/app/fleet-%d.cert", dir, fleet);
+        char id [AMI_MAX_ID + 1];
+        snprintf (id, sizeof id, "fleet-%d", fleet);
+        int err = path ? ami_e2e_fleet_generate (path, id) : AMI_E_NOMEM;
+        free (path);
+        if (err) {
+            s_err ("cannot create the secret of %s (%s)", id, ami_strerror (err));
+            rc = KEYGEN_FAILED;
+        }
+    }
+    if (rc == KEYGEN_OK)
+        rc = s_write_registry (dir, t);
+    //  Last: a directory with topology.cfg is a complete one.
+    if (rc == KEYGEN_OK)
+        rc = s_topo_write (dir, t);
+    if (rc == KEYGEN_OK)
+        printf ("ami-keygen: provisioned %s: %d nodes, %d operator(s), %u meters in %d fleets\n",
+                dir, 2 + t->headends + t->aggregators + t->fleets, t->op_count,
+                t->mpf * (uint32_t) t->fleets, t->fleets);
+    else
+    if (rc == KEYGEN_FAILED)
+        s_err ("provisioning %s failed; fix the cause and re-run with --force", dir);
+    s_holders_destroy (&h);
+    free (nodes);
+    free (operators);
+    free (app);
+    free (mdms_pub);
+    free (allow);
+    free (t);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/*  check                                                                  */
+
+typedef struct {
+    int problems;
+} report_t;
+
+static void
+s_problem (report_t *r, const char *fmt, ...)
+{
+    if (r->problems++ >= MAX_REPORTED)
+        return;
+    va_list args;
+    va_start (args, fmt);
+    fputs ("ami-keygen: check: ", stderr);
+    vfprintf (stderr, fmt, args);
+    fputc ('\n', stderr);
+    va_end (args);
+}
+
+/* A secret file: regular (not a link), mode exactly 0600. */
+static void
+s_check_secret_mode (report_t *r, const char *secret)
+{
+    struct stat st;
+    if (lstat (secret, &st) != 0)
+        s_problem (r, "%s: missing", secret);
+    else
+    if (!S_ISREG (st.st_mode))
+        s_problem (r, "%s: not a regular file", secret);
+    else
+    if ((st.st_mode & 07777) != 0600)
+        s_problem (r, "%s: mode %04o, expected 0600", secret, (unsigned) (st.st_mode & 07777));
+}
+
+/* A public file: present and not writable by group or others. */
+static void
+s_check_public_mode (report_t *r, const char *path)
+{
+    struct stat st;
+    if (lstat (path, &st) != 0)
+        s_problem (r, "%s: missing", path);
+    else
+    if (!S_ISREG (st.st_mode))
+        s_problem (r, "%s: not a regular file", path);
+    else
+    if (st.st_mode & 022)
+        s_problem (r, "%s: writable by group or others", path);
+}
+
+/* A transport cert pair of a node or operator: records its public key. */
+static void
+s_check_holder (report_t *r, const char *dir, holder_t *x)
+{
+    char *path = s_path ("%s/%s/%s.cert", dir, x->operator ? "operators" : "nodes", x->id);
+    char *secret = s_path ("%s_secret", path ? path : "");
+    if (!path || !secret) {
+        s_problem (r, "out of memory");
+        free (path);
+        free (secret);
+        return;
+    }
+    s_check_secret_mode (r, secret);
+    s_check_public_mode (r, path);
+    int err = 0;
+    ami_cert_t *cert = ami_cert_load (path, &err);
+    ami_cert_t *pub = cert ? ami_cert_load_public (path, &err) : NULL;
+    if (!cert || !pub)
+        s_problem (r, "%s: cannot be loaded (%s)", path, ami_strerror (err));
+    else {
+        const char *ami_role = ami_cert_meta (cert, META_AMI_ROLE);
+        if (strcmp (ami_cert_role (cert), x->role) != 0)
+            s_problem (r, "%s: role '%s', expected '%s'", path, ami_cert_role (cert), x->role);
+        if (strcmp (ami_cert_node_id (cert), x->id) != 0)
+            s_problem (r, "%s: node-id '%s', expected '%s'", path, ami_cert_node_id (cert), x->id);
+        if (strcmp (ami_cert_key_type (cert), AMI_CERT_KEY_CURVE) != 0)
+            s_problem (r, "%s: key-type '%s', expected curve", path, ami_cert_key_type (cert));
+        if (x->operator && (!ami_role || strcmp (ami_role, x->ami_role) != 0))
+            s_problem (r, "%s: ami-role '%s', expected '%s'", path, ami_role ? ami_role : "",
+                       x->ami_role);
+        if (memcmp (ami_cert_public_key (cert), ami_cert_public_key (pub), 32) != 0)
+            s_problem (r, "%s: public key does not match its secret file", path);
+        else {
+            memcpy (x->pk, ami_cert_public_key (pub), 32);
+            x->pk_ok = true;
+        }
+    }
+    ami_cert_destroy (&cert);
+    ami_cert_destroy (&pub);
+    free (path);
+    free (secret);
+}
+
+static void
+s_check_allow (report_t *r, const char *dir, const topo_t *t, holders_t *h, const holder_t *server)
+{
+    char *sdir = s_path ("%s/allow/%s", dir, server->id);
+    if (!sdir)
+        return;
+    size_t count = 0, expected = 0;
+    int dir_err = ami_auth_check_dir (sdir, &count), err = 0;
+    if (dir_err)
+        s_problem (r, "%s: not a valid allow-list (%s)", sdir, ami_strerror (dir_err));
+    for (int j = 0; j < h->count; j++) {
+        holder_t *peer = &h->items [j];
+        if (!s_allowed (t, server->id, peer))
+            continue;
+        expected++;
+        char *path = s_path ("%s/%s.cert", sdir, peer->id);
+        ami_cert_t *cert = path ? ami_cert_load_public (path, &err) : NULL;
+        if (!cert)
+            s_problem (r, "%s: missing or invalid", path ? path : sdir);
+        else
+        if (peer->pk_ok && memcmp (ami_cert_public_key (cert), peer->pk, 32) != 0)
+            s_problem (r, "%s: key differs from %s's own certificate", path, peer->id);
+        ami_cert_destroy (&cert);
+        free (path);
+    }
+    if (!dir_err && count != expected)
+        s_problem (r, "%s: holds %zu certificate(s), expected %zu", sdir, count, expected);
+    free (sdir);
+}
+
+static void
+s_check_app (report_t *r, const char *dir, const topo_t *t)
+{
+    char *app = s_path ("%s/app", dir);
+    char *pubdir = s_path ("%s/app/mdms-pub", dir);
+    if (!app || !pubdir) {
+        free (app);
+        free (pubdir);
+        return;
+    }
+    const char *names [] = { "mdms-sign.cert_secret", "mdms-box.cert_secret", NULL };
+    for (int i = 0; names [i]; i++) {
+        char *p = s_path ("%s/%s", app, names [i]);
+        if (p)
+            s_check_secret_mode (r, p);
+        free (p);
+    }
+    ami_e2e_mdms_t *keys = calloc (2, sizeof *keys);
+    if (keys) {
+        int err = ami_e2e_mdms_load (&keys [0], app, true);
+        int err2 = ami_e2e_mdms_load (&keys [1], pubdir, false);
+        if (err)
+            s_problem (r, "%s: MDMS application keys cannot be loaded (%s)", app, ami_strerror (err));
+        if (err2)
+            s_problem (r, "%s: MDMS public keys cannot be loaded (%s)", pubdir, ami_strerror (err2));
+        if (!err && !err2
+        &&  (memcmp (keys [0].sign_pk, keys [1].sign_pk, sizeof keys [0].sign_pk) != 0
+          || memcmp (keys [0].box_pk, keys [1].box_pk, sizeof keys [0].box_pk) != 0))
+            s_problem (r, "%s: public keys do not match the MDMS's secret keys", pubdir);
+        ami_e2e_mdms_wipe (&keys [0]);
+        free (keys);
+    }
+
+    //  Fleet secrets, then the registry derived from them.
+    uint8_t (*seeds) [AMI_E2E_SEED_SIZE] = calloc ((size_t) t->fleets, AMI_E2E_SEED_SIZE);
+    bool *seed_ok = calloc ((size_t) t->fleets, sizeof (bool));
+    for (int f = 1; seeds && seed_ok && f <= t->fleets; f++) {
+        char *path = s_path ("%s/fleet-%d.cert", app, f);
+        char *secret = s_path ("%s/fleet-%d.cert_secret", app, f);
+        if (path && secret) {
+            s_check_secret_mode (r, secret);
+            s_check_public_mode (r, path);
+            int err = ami_e2e_fleet_load (path, seeds [f - 1]);
+            if (err)
+                s_problem (r, "%s: fleet secret cannot be loaded (%s)", path, ami_strerror (err));
+            else {
+                int perr = 0;
+                uint8_t fingerprint [32];
+                ami_cert_t *pub = ami_cert_load_public (path, &perr);
+                crypto_generichash (fingerprint, sizeof fingerprint, seeds [f - 1],
+                                    AMI_E2E_SEED_SIZE, NULL, 0);
+                if (!pub || memcmp (ami_cert_public_key (pub), fingerprint, 32) != 0)
+                    s_problem (r, "%s: public file does not match the secret", path);
+                else
+                    seed_ok [f - 1] = true;
+                ami_cert_destroy (&pub);
+            }
+        }
+        free (path);
+        free (secret);
+    }
+    char *tsv = s_path ("%s/meters.tsv", app);
+    FILE *file = tsv ? fopen (tsv, "r") : NULL;
+    if (!file)
+        s_problem (r, "%s: cannot be read: %s", tsv ? tsv : "meters.tsv", strerror (errno));
+    else
+    if (seeds && seed_ok) {
+        char *line = NULL;
+        size_t cap = 0;
+        uint64_t total = (uint64_t) t->mpf * (uint64_t) t->fleets, row = 0;
+        int bad = 0;
+        while (getline (&line, &cap, file) >= 0) {
+            row++;
+            if (row > total) {
+                s_problem (r, "%s: more than the expected %" PRIu64 " lines", tsv, total);
+                break;
+            }
+            uint32_t number = (uint32_t) row;
+            int fleet = (int) ((number - 1) / t->mpf) + 1;
+            char expect [256], hex [2 * AMI_E2E_SIGN_PK_SIZE + 1] = "?";
+            if (seed_ok [fleet - 1]) {
+                uint8_t pk [AMI_E2E_SIGN_PK_SIZE];
+                ami_e2e_meter_keypair (seeds [fleet - 1], number, pk, NULL);
+                sodium_bin2hex (hex, sizeof hex, pk, sizeof pk);
+            }
+            snprintf (expect, sizeof expect, "MTR-%06u\tfleet-%d\tagg-%d\t%s\n",
+                      number, fleet, s_fleet_aggregator (t, fleet), hex);
+            if (seed_ok [fleet - 1] && strcmp (line, expect) != 0 && bad++ < 3)
+                s_problem (r, "%s line %" PRIu64 ": expected MTR-%06u of fleet-%d with the key "
+                           "its fleet secret derives", tsv, row, number, fleet);
+        }
+        if (bad > 3)
+            s_problem (r, "%s: %d lines in all do not match", tsv, bad);
+        if (row < total)
+            s_problem (r, "%s: %" PRIu64 " lines, expected %" PRIu64, tsv, row, total);
+        free (line);
+    }
+    if (file)
+        fclose (file);
+    if (seeds)
+        sodium_memzero (seeds, (size_t) t->fleets * AMI_E2E_SEED_SIZE);
+    free (seeds);
+    free (seed_ok);
+    free (tsv);
+    free (app);
+    free (pubdir);
+}
+
+int
+keygen_check (const char *dir, bool quiet)
+{
+    char *topology = s_path ("%s/%s", dir, TOPOLOGY_FILE);
+    char *nodes = s_path ("%s/nodes", dir);
+    if (!topology || !nodes) {
+        free (topology);
+        free (nodes);
+        return KEYGEN_FAILED;
+    }
+    bool have_topology = s_exists (topology), have_nodes = s_exists (nodes);
+    free (topology);
+    free (nodes);
+    if (!have_topology) {
+        if (have_nodes) {
+            s_err ("%s is incomplete (no %s: an interrupted init?); "
+                   "re-run ami-keygen init --force", dir, TOPOLOGY_FILE);
+            return KEYGEN_FAILED;
+        }
+        if (!quiet)
+            s_err ("%s is not provisioned: run ami-keygen init %s", dir, dir);
+        return KEYGEN_ABSENT;
+    }
+    if (sodium_init () < 0)
+        return KEYGEN_FAILED;
+    topo_t *t = calloc (1, sizeof *t);
+    if (!t)
+        return KEYGEN_FAILED;
+    if (s_topo_read (dir, t)) {
+        free (t);
+        return KEYGEN_FAILED;
+    }
+    holders_t h = { 0 };
+    report_t r = { 0 };
+    if (s_holders_build (t, &h)) {
+        free (t);
+        return KEYGEN_FAILED;
+    }
+    for (int i = 0; i < h.count; i++)
+        s_check_holder (&r, dir, &h.items [i]);
+    for (int i = 0; i < h.count; i++)
+        if (s_is_server (&h.items [i]))
+            s_check_allow (&r, dir, t, &h, &h.items [i]);
+    s_check_app (&r, dir, t);
+
+    if (r.problems > MAX_REPORTED)
+        s_err ("check: ... and %d more problem(s)", r.problems - MAX_REPORTED);
+    int rc = KEYGEN_OK;
+    if (r.problems) {
+        s_err ("%s: %d problem(s); re-provision with ami-keygen init --force", dir, r.problems);
+        rc = KEYGEN_FAILED;
+    }
+    else
+    if (!quiet)
+        printf ("ami-keygen: %s is complete: %d nodes, %d operator(s), %u meters\n", dir,
+                2 + t->headends + t->aggregators + t->fleets, t->op_count,
+                t->mpf * (uint32_t) t->fleets);
+    s_holders_destroy (&h);
+    free (t);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/*  operator                                                               */
+
+/*  A running MDMS's zauth re-reads its allow-list directory when the file
+    count, the total size or the newest mtime changed, the mtime in whole
+    seconds. Replacing a key (same count, same size) within the second of
+    the directory's newest change would go unnoticed and the old key would
+    stay valid. So, before replacing, wait until the clock has moved past
+    the newest mtime in the directory (at most about a second). */
+static void
+s_wait_for_new_second (const char *dir)
+{
+    char *path = s_path ("%s/allow/mdms", dir);
+    zdir_t *allow = path ? zdir_new (path, NULL) : NULL;
+    time_t newest = allow ? zdir_modified (allow) : 0;
+    zdir_destroy (&allow);
+    free (path);
+    //  bounded: 30 x 50 ms, in case the clock is odd
+    for (int i = 0; i < 30 && time (NULL) <= newest; i++)
+        zclock_sleep (50);
+}
+
+int
+keygen_operator (const char *dir, const char *id, const char *role, bool force)
+{
+    topo_t *t = calloc (1, sizeof *t);
+    if (!t)
+        return KEYGEN_FAILED;
+    char *topology = s_path ("%s/%s", dir, TOPOLOGY_FILE);
+    bool provisioned = topology && s_exists (topology);
+    free (topology);
+    if (!provisioned) {
+        s_err ("%s is not provisioned: run ami-keygen init %s first", dir, dir);
+        free (t);
+        return KEYGEN_ABSENT;
+    }
+    int rc = s_topo_read (dir, t);
+    bool exists = false;
+    for (int i = 0; rc == KEYGEN_OK && i < t->op_count; i++)
+        exists = exists || strcmp (t->ops [i].id, id) == 0;
+    char *path = s_path ("%s/operators/%s.cert", dir, id);
+    char *allow = s_path ("%s/allow/mdms/%s.cert", dir, id);
+    if (rc == KEYGEN_OK && (!path || !allow))
+        rc = KEYGEN_FAILED;
+    if (rc == KEYGEN_OK)
+        rc = s_topo_add_op (t, id, role, true);
+    if (rc == KEYGEN_OK && (exists || s_exists (path)) && !force) {
+        s_err ("operator %s exists (use --force to replace its key)", id);
+        rc = KEYGEN_EXISTS;
+    }
+    ami_cert_t *cert = NULL;
+    if (rc == KEYGEN_OK && sodium_init () < 0)
+        rc = KEYGEN_FAILED;
+    if (rc == KEYGEN_OK && s_exists (allow))
+        s_wait_for_new_second (dir);
+    if (rc == KEYGEN_OK) {
+        int err = 0;
+        const char *ami_role = NULL;
+        for (int i = 0; i < t->op_count; i++)
+            if (strcmp (t->ops [i].id, id) == 0)
+                ami_role = t->ops [i].role;
+        cert = ami_cert_new ("operator", id, &err);
+        if (cert)
+            err = ami_cert_set_meta (cert, META_AMI_ROLE, ami_role);
+        if (cert && !err)
+            err = ami_cert_save (cert, path);
+        if (cert && !err)
+            err = ami_cert_save_public (cert, allow);
+        if (!cert || err) {
+            s_err ("cannot create operator %s (%s)", id, ami_strerror (err));
+            rc = KEYGEN_FAILED;
+        }
+    }
+    if (rc == KEYGEN_OK)
+        rc = s_topo_write (dir, t);
+    if (rc == KEYGEN_OK) {
+        char *mdms_allow = s_path ("%s/allow/mdms", dir);
+        size_t count = 0;
+        int err = mdms_allow ? ami_auth_check_dir (mdms_allow, &count) : AMI_E_NOMEM;
+        if (err) {
+            s_err ("%s is not a valid allow-list any more (%s)", mdms_allow, ami_strerror (err));
+            rc = KEYGEN_FAILED;
+        }
+        free (mdms_allow);
+    }
+    if (rc == KEYGEN_OK)
+        printf ("ami-keygen: operator %s (%s): %s, public key installed as %s\n",
+                id, ami_cert_meta (cert, META_AMI_ROLE), path, allow);
+    ami_cert_destroy (&cert);
+    free (path);
+    free (allow);
+    free (t);
+    return rc;
+}

@@ -1,0 +1,126 @@
+/*  keygen.h - provisioning of an ami-bus deployment's keys (ami-keygen).
+
+    ami-bus has no default or compiled-in keys (SEC-KEY-1): every node,
+    operator and fleet key is generated here, on the machine that deploys,
+    into a directory outside the repository. The layout is the contract of
+    docs/SERVICES.md "Keys":
+
+        DIR/topology.cfg                 what init was asked for (ZPL); check
+                                         and operator read it back
+        DIR/nodes/<node>.cert(+_secret)  CURVE transport keys of mdms, broker,
+                                         headend-1..H, agg-1..A, fleet-1..F
+                                         (metadata role, node-id)
+        DIR/operators/<op>.cert(+_secret)  one per operator: role=operator,
+                                         node-id=<op>, ami-role=<ROLE>
+        DIR/allow/<server>/<peer>.cert   each server's allow-list (public
+                                         certs only):
+                                           broker    <- mdms, every head end
+                                           headend-N <- every aggregator
+                                           agg-N     <- its fleets
+                                           mdms      <- every head end, every
+                                                        operator
+        DIR/app/mdms-sign.cert(+_secret) MDMS Ed25519 command-signing key
+        DIR/app/mdms-box.cert(+_secret)  MDMS X25519 reading-sealing key
+        DIR/app/mdms-pub/mdms-{sign,box}.cert  their public halves only: the
+                                         directory a fleet's meter/mdms-pub
+                                         names, so fleets never see a secret
+        DIR/app/fleet-N.cert(+_secret)   fleet secret (key-type kdf) from which
+                                         each meter's Ed25519 key derives
+        DIR/app/meters.tsv               the MDMS registry, one line a meter,
+                                         no header:
+                                         meter_id TAB fleet_id TAB
+                                         aggregator_id TAB sign_pk_hex
+
+    Fleet i (1..F) reports to aggregator ((i-1) mod A)+1 and carries meters
+    (i-1)*M+1 .. i*M, named MTR-%06u; a meter's signing key is
+    ami_e2e_meter_keypair(fleet seed, meter number).
+
+    Modes: directories holding secrets (DIR, nodes, operators, app) are
+    created 0700, secret files are 0600 (ami_cert_save), public files and
+    allow-list directories 0644/0755. Every file is written to a hidden
+    temporary name and renamed into place, so a zauth directory watcher never
+    sees half a certificate.
+
+    Each function prints its own diagnostics on stderr (prefixed
+    "ami-keygen: ") and returns the process exit code below.
+*/
+#ifndef KEYGEN_H_INCLUDED
+#define KEYGEN_H_INCLUDED
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Exit codes of ami-keygen (also documented in its --help). */
+#define KEYGEN_OK            0   /* done / deployment valid */
+#define KEYGEN_FAILED        1   /* I/O or crypto failure; check: invalid or incomplete */
+#define KEYGEN_USAGE         2   /* bad command line or argument */
+#define KEYGEN_EXISTS        3   /* init: DIR/nodes exists; operator: it exists (use --force) */
+#define KEYGEN_ABSENT        4   /* check/operator: DIR is not provisioned at all */
+
+/* Bounds on the topology: generous for load tests, small enough that a
+   typo (an extra zero) is refused instead of filling the disk. Meter
+   numbers must stay below 2^32 (ami_e2e_meter_keypair's index). */
+#define KEYGEN_MAX_HEADENDS      16
+#define KEYGEN_MAX_AGGREGATORS   256
+#define KEYGEN_MAX_FLEETS        1024
+#define KEYGEN_MAX_METERS_PER    1000000
+#define KEYGEN_MAX_METERS        10000000
+#define KEYGEN_MAX_OPERATORS     64
+
+/* Default operators: one per IEC 62351-8 role used by ami-bus. */
+#define KEYGEN_DEFAULT_OPERATORS "operator:OPERATOR,viewer:VIEWER,secadm:SECADM,auditor:AUDITOR"
+
+typedef struct {
+    int headends;               /* 1..KEYGEN_MAX_HEADENDS [2] */
+    int aggregators;            /* 1..KEYGEN_MAX_AGGREGATORS [2] */
+    int fleets;                 /* aggregators..KEYGEN_MAX_FLEETS [2] */
+    uint32_t meters_per_fleet;  /* 1..KEYGEN_MAX_METERS_PER [100] */
+    const char *operators;      /* "id:ROLE,id:ROLE..." [KEYGEN_DEFAULT_OPERATORS] */
+} keygen_topology_t;
+
+/*  Fill *topo with the defaults above. */
+void
+    keygen_topology_default (keygen_topology_t *topo);
+
+/*  Provision DIR (created if missing). Refuses (KEYGEN_EXISTS) when
+    DIR/nodes exists unless force, in which case the previous nodes,
+    operators, allow and app directories and topology.cfg are removed first
+    (nothing else in DIR is touched). Ends by running ami_auth_check_dir on
+    every allow-list directory. Returns KEYGEN_OK, KEYGEN_USAGE (bad
+    topology or operator list), KEYGEN_EXISTS or KEYGEN_FAILED. */
+int
+    keygen_init (const char *dir, const keygen_topology_t *topo, bool force);
+
+/*  Verify DIR against its topology.cfg: every file present; every secret
+    a regular file of mode 0600 whose keys belong together and match the
+    public file; role/node-id/ami-role metadata as expected; every
+    allow-list directory passes ami_auth_check_dir and holds exactly the
+    expected peers' keys; meters.tsv lists exactly the expected meters with
+    the keys their fleet secrets derive. Prints every problem found (not
+    only the first) and, unless quiet, a one-line summary on stdout.
+    Returns KEYGEN_OK, KEYGEN_ABSENT (neither topology.cfg nor nodes/
+    exists: nothing was ever provisioned) or KEYGEN_FAILED. */
+int
+    keygen_check (const char *dir, bool quiet);
+
+/*  Add operator id with role (VIEWER | OPERATOR | SECADM | AUDITOR, any
+    case) to a provisioned DIR: writes DIR/operators/<id>.cert(+_secret),
+    installs the public cert as DIR/allow/mdms/<id>.cert (a running MDMS's
+    zauth picks it up at the next handshake) and records it in
+    topology.cfg. With force an existing operator's key is replaced (key
+    rotation; the old key is refused from its next connection on). Returns
+    KEYGEN_OK, KEYGEN_USAGE, KEYGEN_EXISTS, KEYGEN_ABSENT or
+    KEYGEN_FAILED. */
+int
+    keygen_operator (const char *dir, const char *id, const char *role, bool force);
+
+/*  Return true if role is one of the operator roles (exact, upper case). */
+bool
+    keygen_role_valid (const char *role);
+
+/*  Return true if id can name an operator: the intersection of a wire id
+    and a certificate node-id, [A-Za-z0-9][A-Za-z0-9._-]{0,31}. */
+bool
+    keygen_operator_id_valid (const char *id);
+
+#endif

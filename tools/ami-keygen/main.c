@@ -1,0 +1,182 @@
+/*  ami-keygen - provision the keys of an ami-bus deployment.
+    The command line around keygen.c; the layout it writes is in keygen.h
+    and docs/SERVICES.md "Keys". */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ami_log.h"
+#include "keygen.h"
+
+static void
+s_usage (FILE *out)
+{
+    fprintf (out,
+"usage: ami-keygen init DIR [--headends N] [--aggregators N] [--fleets N]\n"
+"                           [--meters-per-fleet N] [--operators LIST] [--force]\n"
+"       ami-keygen check DIR [-q]\n"
+"       ami-keygen operator DIR ID ROLE [--force]\n"
+"       ami-keygen --help\n"
+"\n"
+"Provision the keys of an ami-bus deployment into DIR (never into the\n"
+"repository: ami-bus has no default keys).\n"
+"\n"
+"  init      generate every key of the topology:\n"
+"              DIR/nodes/<node>.cert(+_secret)   mdms, broker, headend-1..N,\n"
+"                                                agg-1..N, fleet-1..N\n"
+"              DIR/operators/<op>.cert(+_secret) role=operator, ami-role=ROLE\n"
+"              DIR/allow/<server>/               each server's allow-list:\n"
+"                 broker <- mdms, head ends; headend-N <- aggregators;\n"
+"                 agg-N <- its fleets; mdms <- head ends, operators\n"
+"              DIR/app/mdms-{sign,box}.cert(+_secret), DIR/app/mdms-pub/,\n"
+"              DIR/app/fleet-N.cert(+_secret), DIR/app/meters.tsv\n"
+"                 (meter_id TAB fleet_id TAB aggregator_id TAB sign_pk_hex)\n"
+"              DIR/topology.cfg                  what was provisioned\n"
+"            fleet i reports to aggregator ((i-1) mod A)+1 and carries meters\n"
+"            (i-1)*M+1 .. i*M, named MTR-%%06u.\n"
+"    --headends N           head ends [2] (1..%d)\n"
+"    --aggregators N        aggregators [2] (1..%d)\n"
+"    --fleets N             meter fleets [2] (aggregators..%d)\n"
+"    --meters-per-fleet N   meters in each fleet [100] (1..%d)\n"
+"    --operators LIST       id:ROLE,... with ROLE one of VIEWER, OPERATOR,\n"
+"                           SECADM, AUDITOR\n"
+"                           [%s]\n"
+"    --force                replace an existing provisioning (every key changes)\n"
+"  check     verify DIR: every file present, secrets mode 0600 and matching\n"
+"            their public files, allow-lists valid and complete, registry\n"
+"            derived from the fleet secrets. -q: no summary line on success.\n"
+"  operator  add operator ID with ROLE and install its public certificate\n"
+"            into DIR/allow/mdms (a running MDMS admits it at its next\n"
+"            handshake). --force replaces an existing operator's key.\n"
+"\n"
+"  -v, --verbose            debug logging\n"
+"\n"
+"exit status:\n"
+"  0  done; check: the deployment is complete and valid\n"
+"  1  failure (I/O, crypto); check: DIR is invalid or incomplete\n"
+"  2  usage error\n"
+"  3  init: DIR/nodes exists / operator: ID exists (use --force)\n"
+"  4  check, operator: DIR is not provisioned at all (run init)\n",
+             KEYGEN_MAX_HEADENDS, KEYGEN_MAX_AGGREGATORS, KEYGEN_MAX_FLEETS,
+             KEYGEN_MAX_METERS_PER, KEYGEN_DEFAULT_OPERATORS);
+}
+
+static int
+s_usage_error (const char *fmt, const char *arg)
+{
+    fputs ("ami-keygen: ", stderr);
+    fprintf (stderr, fmt, arg);
+    fputs ("\n(see ami-keygen --help)\n", stderr);
+    return KEYGEN_USAGE;
+}
+
+/* Strict decimal: digits only, no sign, no junk, within [0, max]. */
+static int
+s_number (const char *text, long max, long *out)
+{
+    if (!text || !*text)
+        return -1;
+    for (const char *p = text; *p; p++)
+        if (*p < '0' || *p > '9')
+            return -1;
+    errno = 0;
+    long value = strtol (text, NULL, 10);
+    if (errno || value > max)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+int
+main (int argc, char **argv)
+{
+    const char *positional [4] = { 0 };
+    int npos = 0;
+    bool force = false, quiet = false, verbose = false;
+    keygen_topology_t topo;
+    keygen_topology_default (&topo);
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv [i];
+        if (strcmp (arg, "-h") == 0 || strcmp (arg, "--help") == 0) {
+            s_usage (stdout);
+            return KEYGEN_OK;
+        }
+        else
+        if (strcmp (arg, "--force") == 0)
+            force = true;
+        else
+        if (strcmp (arg, "-q") == 0 || strcmp (arg, "--quiet") == 0)
+            quiet = true;
+        else
+        if (strcmp (arg, "-v") == 0 || strcmp (arg, "--verbose") == 0)
+            verbose = true;
+        else
+        if (strcmp (arg, "--headends") == 0 || strcmp (arg, "--aggregators") == 0
+        ||  strcmp (arg, "--fleets") == 0 || strcmp (arg, "--meters-per-fleet") == 0
+        ||  strcmp (arg, "--operators") == 0 || strcmp (arg, "--topology") == 0) {
+            if (i + 1 >= argc)
+                return s_usage_error ("%s needs a value", arg);
+            const char *value = argv [++i];
+            long n = 0;
+            if (strcmp (arg, "--operators") == 0)
+                topo.operators = value;
+            else
+            if (strcmp (arg, "--topology") == 0) {
+                //  docs/SERVICES.md spells it out; only one topology exists.
+                if (strcmp (value, "default") != 0)
+                    return s_usage_error ("unknown topology '%s' (only 'default')", value);
+            }
+            else
+            if (s_number (value, 100000000L, &n))
+                return s_usage_error ("not a number: %s", value);
+            else
+            if (strcmp (arg, "--headends") == 0)
+                topo.headends = (int) n;
+            else
+            if (strcmp (arg, "--aggregators") == 0)
+                topo.aggregators = (int) n;
+            else
+            if (strcmp (arg, "--fleets") == 0)
+                topo.fleets = (int) n;
+            else
+                topo.meters_per_fleet = (uint32_t) n;
+        }
+        else
+        if (arg [0] == '-' && arg [1] != '\0')
+            return s_usage_error ("unknown option %s", arg);
+        else
+        if (npos < 4)
+            positional [npos++] = arg;
+        else
+            return s_usage_error ("unexpected argument %s", arg);
+    }
+    if (npos == 0) {
+        s_usage (stderr);
+        return KEYGEN_USAGE;
+    }
+    //  Library diagnostics (ami_log) go to stderr; warnings and up unless -v.
+    ami_log_init ("ami-keygen", NULL, verbose ? AMI_LOG_DEBUG : AMI_LOG_WARN);
+
+    const char *command = positional [0];
+    if (strcmp (command, "init") == 0) {
+        if (npos != 2)
+            return s_usage_error ("%s: expects exactly one DIR", command);
+        return keygen_init (positional [1], &topo, force);
+    }
+    if (strcmp (command, "check") == 0) {
+        if (npos != 2)
+            return s_usage_error ("%s: expects exactly one DIR", command);
+        return keygen_check (positional [1], quiet);
+    }
+    if (strcmp (command, "operator") == 0) {
+        if (npos != 4)
+            return s_usage_error ("%s: expects DIR ID ROLE", command);
+        if (!keygen_operator_id_valid (positional [2]))
+            return s_usage_error ("operator id '%s' is not valid ([A-Za-z0-9][A-Za-z0-9._-], "
+                                  "at most 32 characters)", positional [2]);
+        return keygen_operator (positional [1], positional [2], positional [3], force);
+    }
+    return s_usage_error ("unknown command '%s'", command);
+}

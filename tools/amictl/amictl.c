@@ -1,0 +1,838 @@
+/*  amictl - the Utility User Interface of ami-bus: an operator's command
+    line to the MDMS API (DESIGN.md section 4, "UI <-> MDMS").
+
+    Command line, configuration and exit codes live here; the socket is
+    amictl_client.c, the renderings amictl_print.c and amictl_json.c.
+    The usage text below is the manual (also tools/amictl/README.md).
+*/
+#include <czmq.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ami_auth.h"
+#include "ami_cert.h"
+#include "ami_config.h"
+#include "ami_err.h"
+#include "ami_log.h"
+#include "ami_msg.h"
+#include "amictl_client.h"
+#include "amictl_json.h"
+#include "amictl_print.h"
+
+/* Exit codes (the contract with scripts: see s_usage). */
+#define EXIT_OK         0
+#define EXIT_FAILED     1   /* the request failed: unreachable, no route, meter refused, ... */
+#define EXIT_USAGE      2
+#define EXIT_TIMEOUT    3
+#define EXIT_DENIED     4   /* refused by policy: role (DENIED) or rate limit (RATE_LIMITED) */
+#define EXIT_UNKNOWN    5   /* no such meter in the MDMS registry */
+#define EXIT_SETUP      6   /* amictl's own configuration or keys are missing or unusable */
+
+/* The reply to a request may take the request's own timeout (the MDMS
+   answers TIMEOUT by then) plus this margin for the hops back to us. */
+#define REPLY_MARGIN_MS     2000
+/* Request timeout when neither --timeout nor amictl/timeout says: the
+   MDMS's own default (3 s) plus room for its retries to finish. */
+#define DEFAULT_TIMEOUT_MS  5000
+/* status --wait: each poll waits this long for an answer at most, then
+   asks again this often: a service that just became ready is seen within
+   a quarter of a second. */
+#define POLL_ANSWER_MS      2000
+#define POLL_INTERVAL_MS    250
+/* history --last default, and a bound so a typo cannot ask for millions. */
+#define DEFAULT_LAST        10
+#define MAX_LAST            100000
+/* Most node ids amictl/expect may list (the status reply holds 64). */
+#define MAX_EXPECT          AMI_MAX_API_SERVICES
+#define SYSTEM_CONFIG       "/etc/ami-bus/amictl.cfg"
+
+static const char *const s_known [] = {
+    "amictl/endpoint", "amictl/mdms-cert", "amictl/cert", "amictl/timeout", "amictl/expect",
+    "log/level", NULL
+};
+
+typedef struct {
+    //  command line
+    const char *config_path;
+    const char *endpoint;
+    const char *cert_path;
+    const char *mdms_cert_path;
+    bool verbose, json;
+    const char *command;
+    const char *meter;
+    int64_t timeout_ms;         /* -1 = not given */
+    int64_t last;               /* -1 = not given */
+    int64_t wait_s;             /* -1 = not given */
+    //  resolved
+    ami_config_t *config;
+    char *expect [MAX_EXPECT];
+    int expect_count;
+    amictl_client_t *client;
+    ami_cert_t *cert;
+} ctx_t;
+
+static void
+s_usage (FILE *out)
+{
+    fprintf (out,
+"usage: amictl [-c CONFIG] [-e ENDPOINT] [--cert FILE] [--mdms-cert FILE] [-v]\n"
+"              COMMAND [ARGS] [--json]\n"
+"\n"
+"The Utility User Interface of ami-bus: asks the MDMS, over CurveZMQ with\n"
+"your own operator certificate, and prints the answer.\n"
+"\n"
+"commands:\n"
+"  read METER [--timeout MS] [--json]\n"
+"        on-demand read of METER's registers through the whole chain (MDMS,\n"
+"        broker, head end, aggregator, meter); prints every register (OBIS\n"
+"        code, name, value, unit), the meter's time and the correlation id.\n"
+"        METER is an id (MTR-000150) or a meter number (150).\n"
+"  history METER [--last N] [--json]\n"
+"        the N [%d] most recent stored readings of METER, newest first\n"
+"  meters [--json]\n"
+"        the meter registry: id, aggregator, last read, state\n"
+"  status [--wait SECONDS] [--json]\n"
+"        every service the MDMS hears from: role, node, state, uptime, age\n"
+"        of the last report. --wait: ask until every service listed is READY\n"
+"        and every node of amictl/expect is present, or fail with exit 3.\n"
+"\n"
+"options:\n"
+"  -c, --config FILE     configuration (ZPL). Default: $AMICTL_CONFIG, else\n"
+"                        <amictl's dir>/../var/demo/etc/amictl.cfg, else\n"
+"                        " SYSTEM_CONFIG "\n"
+"  -e, --endpoint EP     MDMS API endpoint (amictl/endpoint)\n"
+"      --cert FILE       your operator certificate (amictl/cert); the secret\n"
+"                        is FILE_secret and must not be readable by others\n"
+"      --mdms-cert FILE  the MDMS's public certificate (amictl/mdms-cert)\n"
+"      --timeout MS      request timeout [amictl/timeout, %d]; amictl waits\n"
+"                        %d ms longer than that for the answer\n"
+"      --json            print exactly one JSON object on stdout (also for\n"
+"                        errors: {\"error\":{\"code\",\"name\",\"message\",\"origin\",\n"
+"                        \"correlationId\"}}); shapes in tools/amictl/README.md\n"
+"  -v, --verbose         debug logging on stderr\n"
+"  -h, --help            this text\n"
+"\n"
+"configuration keys:\n"
+"  amictl/endpoint       e.g. tcp://127.0.0.1:7100\n"
+"  amictl/mdms-cert      path of the MDMS's public certificate (its CURVE key)\n"
+"  amictl/cert           path of the operator's certificate\n"
+"  amictl/timeout        request timeout [5s]\n"
+"  amictl/expect         node ids status --wait requires, separated by spaces\n"
+"                        or commas (the key may also be repeated)\n"
+"  log/level             error | warn | info | debug [warn]\n"
+"\n"
+"exit status:\n"
+"  0  success\n"
+"  1  the request failed: meter unreachable (AMI_E_UNREACHABLE), no head end\n"
+"     reaches its aggregator (AMI_E_NO_ROUTE), the meter refused the command\n"
+"     (AMI_E_BAD_SIGNATURE, _REPLAY, _EXPIRED, _WRONG_TARGET), or any other\n"
+"     error the MDMS reported\n"
+"  2  usage error\n"
+"  3  timeout: the MDMS said AMI_E_TIMEOUT, or no answer came in time\n"
+"     (status --wait: not everything was ready by the deadline)\n"
+"  4  refused by policy: your role may not do this (AMI_E_DENIED), your key\n"
+"     is not on the MDMS's allow-list, or a rate limit (AMI_E_RATE_LIMITED:\n"
+"     try again later)\n"
+"  5  unknown meter (AMI_E_UNKNOWN_METER)\n"
+"  6  amictl's own setup: configuration or key file missing, unreadable,\n"
+"     invalid, or a secret key readable by others\n",
+             DEFAULT_LAST, DEFAULT_TIMEOUT_MS, REPLY_MARGIN_MS);
+}
+
+static int
+s_exit_for (int code)
+{
+    switch (code) {
+        case AMI_OK:              return EXIT_OK;
+        case AMI_E_TIMEOUT:       return EXIT_TIMEOUT;
+        case AMI_E_DENIED:        return EXIT_DENIED;
+        case AMI_E_RATE_LIMITED:  return EXIT_DENIED;
+        case AMI_E_UNKNOWN_METER: return EXIT_UNKNOWN;
+        default:                  return EXIT_FAILED;
+    }
+}
+
+/* Print one JSON document on stdout (one line). */
+static void
+s_emit (amictl_json_t *j)
+{
+    const char *text = amictl_json_text (j);
+    if (text)
+        printf ("%s\n", text);
+    else
+        fprintf (stderr, "amictl: out of memory writing JSON\n");
+    fflush (stdout);
+}
+
+/* Report a failure (JSON on stdout or text on stderr); returns exit_code. */
+static int
+s_fail (ctx_t *ctx, int exit_code, int code, const char *origin, const uint8_t *corr,
+        const char *fmt, ...)
+{
+    char message [1024];
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (message, sizeof message, fmt, args);
+    va_end (args);
+    if (ctx->json) {
+        amictl_json_t *j = amictl_json_new ();
+        if (j) {
+            amictl_json_error (j, code, message, origin, corr);
+            s_emit (j);
+            amictl_json_destroy (&j);
+        }
+    }
+    else {
+        char hex [2 * AMI_REQUEST_ID_SIZE + 1] = "";
+        if (corr)
+            ami_request_id_format (corr, hex);
+        //  The message may quote a peer's free text: never let it drive the
+        //  terminal (escape sequences, fake lines).
+        for (char *p = message; *p; p++)
+            if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                *p = '?';
+        fprintf (stderr, "amictl: %s", message);
+        if (code)
+            fprintf (stderr, " [%s]", ami_errname (code));
+        if (origin && *origin)
+            fprintf (stderr, " (reported by %s)", origin);
+        if (corr)
+            fprintf (stderr, " correlation id %s", hex);
+        fputc ('\n', stderr);
+    }
+    return exit_code;
+}
+
+static int
+s_usage_error (ctx_t *ctx, const char *fmt, const char *arg)
+{
+    char message [512];
+    snprintf (message, sizeof message, fmt, arg);
+    if (ctx->json)
+        s_fail (ctx, EXIT_USAGE, AMI_E_BAD_REQUEST, NULL, NULL, "usage: %s", message);
+    else
+        fprintf (stderr, "amictl: %s\n(see amictl --help)\n", message);
+    return EXIT_USAGE;
+}
+
+/* The failure of a request that got an ERROR, a timeout or a refusal. */
+static int
+s_request_failed (ctx_t *ctx, const char *what, int rc, ami_msg_t *reply,
+                  const uint8_t corr [AMI_REQUEST_ID_SIZE])
+{
+    if (reply && reply->type == AMI_MSG_ERROR) {
+        const ami_error_t *e = &reply->error;
+        return s_fail (ctx, s_exit_for (rc), rc, e->origin, corr, "%s failed: %s%s%s", what,
+                       ami_strerror (rc), e->text [0] ? ": " : "", e->text);
+    }
+    //  No reply at all: the client knows why (no connection, refused key...)
+    return s_fail (ctx, s_exit_for (rc), rc, NULL, corr, "%s failed: %s", what,
+                   amictl_client_why (ctx->client));
+}
+
+/* ---------------------------------------------------------------------- */
+/*  Command line                                                           */
+
+/* Milliseconds: digits, optionally followed by ms or s. */
+static int
+s_parse_ms (const char *text, int64_t max, int64_t *out)
+{
+    char *end = NULL;
+    if (!text || *text < '0' || *text > '9')
+        return -1;
+    errno = 0;
+    long long value = strtoll (text, &end, 10);
+    if (errno)
+        return -1;
+    if (strcmp (end, "s") == 0) {
+        if (value > max / 1000)
+            return -1;
+        value *= 1000;
+    }
+    else
+    if (*end && strcmp (end, "ms") != 0)
+        return -1;
+    if (value > max)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+static int
+s_parse_count (const char *text, int64_t max, int64_t *out)
+{
+    char *end = NULL;
+    if (!text || *text < '0' || *text > '9')
+        return -1;
+    errno = 0;
+    long long value = strtoll (text, &end, 10);
+    if (errno || *end || value > max)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+/* Returns -1 to go on, or an exit code (0 after --help). */
+static int
+s_parse (ctx_t *ctx, int argc, char **argv)
+{
+    const char *positional [3] = { 0 };
+    int npos = 0;
+    //  --json anywhere decides how even a usage error is reported.
+    for (int i = 1; i < argc; i++)
+        if (strcmp (argv [i], "--json") == 0)
+            ctx->json = true;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv [i];
+        bool has_value = strcmp (arg, "-c") == 0 || strcmp (arg, "--config") == 0
+                      || strcmp (arg, "-e") == 0 || strcmp (arg, "--endpoint") == 0
+                      || strcmp (arg, "--cert") == 0 || strcmp (arg, "--mdms-cert") == 0
+                      || strcmp (arg, "--timeout") == 0 || strcmp (arg, "--last") == 0
+                      || strcmp (arg, "--wait") == 0;
+        const char *value = NULL;
+        if (has_value) {
+            if (i + 1 >= argc)
+                return s_usage_error (ctx, "%s needs a value", arg);
+            value = argv [++i];
+        }
+        if (strcmp (arg, "-h") == 0 || strcmp (arg, "--help") == 0 || strcmp (arg, "help") == 0) {
+            s_usage (stdout);
+            return EXIT_OK;
+        }
+        else
+        if (strcmp (arg, "--json") == 0)
+            ;
+        else
+        if (strcmp (arg, "-v") == 0 || strcmp (arg, "--verbose") == 0)
+            ctx->verbose = true;
+        else
+        if (strcmp (arg, "-c") == 0 || strcmp (arg, "--config") == 0)
+            ctx->config_path = value;
+        else
+        if (strcmp (arg, "-e") == 0 || strcmp (arg, "--endpoint") == 0)
+            ctx->endpoint = value;
+        else
+        if (strcmp (arg, "--cert") == 0)
+            ctx->cert_path = value;
+        else
+        if (strcmp (arg, "--mdms-cert") == 0)
+            ctx->mdms_cert_path = value;
+        else
+        if (strcmp (arg, "--timeout") == 0) {
+            //  The wire carries a u32 of milliseconds; a day is plenty.
+            if (s_parse_ms (value, 86400000, &ctx->timeout_ms) || ctx->timeout_ms == 0)
+                return s_usage_error (ctx, "--timeout wants milliseconds (1..86400000), not '%s'",
+                                      value);
+        }
+        else
+        if (strcmp (arg, "--last") == 0) {
+            if (s_parse_count (value, MAX_LAST, &ctx->last) || ctx->last == 0)
+                return s_usage_error (ctx, "--last wants a count of 1..100000, not '%s'", value);
+        }
+        else
+        if (strcmp (arg, "--wait") == 0) {
+            if (s_parse_count (value, 86400, &ctx->wait_s))
+                return s_usage_error (ctx, "--wait wants seconds (0..86400), not '%s'", value);
+        }
+        else
+        if (arg [0] == '-' && arg [1] != '\0')
+            return s_usage_error (ctx, "unknown option %s", arg);
+        else
+        if (npos < 3)
+            positional [npos++] = arg;
+        else
+            return s_usage_error (ctx, "unexpected argument %s", arg);
+    }
+    if (npos == 0) {
+        if (ctx->json)
+            return s_usage_error (ctx, "%s", "no command given");
+        s_usage (stderr);
+        return EXIT_USAGE;
+    }
+    ctx->command = positional [0];
+    bool needs_meter = strcmp (ctx->command, "read") == 0 || strcmp (ctx->command, "history") == 0;
+    bool known = needs_meter || strcmp (ctx->command, "meters") == 0
+              || strcmp (ctx->command, "status") == 0;
+    if (!known)
+        return s_usage_error (ctx, "unknown command '%s'", ctx->command);
+    if (needs_meter && npos != 2)
+        return s_usage_error (ctx, "%s needs exactly one METER", ctx->command);
+    if (!needs_meter && npos != 1)
+        return s_usage_error (ctx, "%s takes no argument", ctx->command);
+    if (ctx->last >= 0 && strcmp (ctx->command, "history") != 0)
+        return s_usage_error (ctx, "--last is for history, not %s", ctx->command);
+    if (ctx->wait_s >= 0 && strcmp (ctx->command, "status") != 0)
+        return s_usage_error (ctx, "--wait is for status, not %s", ctx->command);
+    ctx->meter = needs_meter ? positional [1] : NULL;
+    return -1;
+}
+
+/* ---------------------------------------------------------------------- */
+/*  Configuration and keys                                                 */
+
+/* <dir of this executable>/../var/demo/etc/amictl.cfg, if it exists. */
+static char *
+s_demo_config (void)
+{
+    char exe [PATH_MAX];
+    ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return NULL;
+    exe [n] = '\0';
+    char *slash = strrchr (exe, '/');
+    if (!slash)
+        return NULL;
+    *slash = '\0';
+    char *path = zsys_sprintf ("%s/../var/demo/etc/amictl.cfg", exe);
+    if (path && access (path, F_OK) != 0)
+        zstr_free (&path);
+    return path;
+}
+
+static int
+s_add_expect (ctx_t *ctx, const char *list)
+{
+    char *copy = strdup (list);
+    if (!copy)
+        return -1;
+    char *save = NULL;
+    for (char *id = strtok_r (copy, " ,\t", &save); id; id = strtok_r (NULL, " ,\t", &save)) {
+        if (!ami_id_valid (id) || ctx->expect_count >= MAX_EXPECT) {
+            free (copy);
+            return -1;
+        }
+        ctx->expect [ctx->expect_count] = strdup (id);
+        if (!ctx->expect [ctx->expect_count]) {
+            free (copy);
+            return -1;
+        }
+        ctx->expect_count++;
+    }
+    free (copy);
+    return 0;
+}
+
+static int
+s_setup (ctx_t *ctx)
+{
+    //  1. which configuration
+    char *found = NULL;
+    const char *path = ctx->config_path;
+    const char *env = getenv ("AMICTL_CONFIG");
+    if (!path && env && *env)
+        path = env;
+    if (!path) {
+        found = s_demo_config ();
+        if (!found && access (SYSTEM_CONFIG, F_OK) == 0)
+            found = strdup (SYSTEM_CONFIG);
+        path = found;
+    }
+    int err = 0;
+    if (path) {
+        ctx->config = ami_config_load (path, &err);
+        if (!ctx->config) {
+            int rc = s_fail (ctx, EXIT_SETUP, err, NULL, NULL, "cannot load configuration %s: %s",
+                             path, ami_strerror (err));
+            free (found);
+            return rc;
+        }
+    }
+    else
+    if (ctx->endpoint && ctx->cert_path && ctx->mdms_cert_path)
+        ctx->config = ami_config_new_empty ();
+    else {
+        return s_fail (ctx, EXIT_SETUP, AMI_E_CONFIG, NULL, NULL,
+                       "no configuration: give -c FILE or set AMICTL_CONFIG (no "
+                       "var/demo/etc/amictl.cfg next to amictl, no " SYSTEM_CONFIG ")");
+    }
+    free (found);
+    ami_config_t *config = ctx->config;
+    if (!config || ami_config_check_known (config, s_known))
+        return s_fail (ctx, EXIT_SETUP, AMI_E_CONFIG, NULL, NULL,
+                       "configuration %s has an unknown key (see the log line above)",
+                       config ? ami_config_origin (config) : "?");
+
+    int level = AMI_LOG_WARN;
+    const char *level_name = NULL;
+    ami_config_str (config, "log/level", NULL, &level_name);
+    if (ctx->verbose)
+        level = AMI_LOG_DEBUG;
+    else
+    if (level_name && ami_log_level_parse (level_name, &level))
+        return s_fail (ctx, EXIT_SETUP, AMI_E_CONFIG, NULL, NULL, "%s: log/level '%s' is not "
+                       "error, warn, info or debug", ami_config_origin (config), level_name);
+    ami_log_set_level (level);
+
+    //  2. values: the command line wins over the file
+    const char *endpoint = ctx->endpoint, *cert_path = ctx->cert_path,
+               *mdms_cert = ctx->mdms_cert_path;
+    if (!endpoint)
+        ami_config_str (config, "amictl/endpoint", NULL, &endpoint);
+    if (!cert_path)
+        ami_config_str (config, "amictl/cert", NULL, &cert_path);
+    if (!mdms_cert)
+        ami_config_str (config, "amictl/mdms-cert", NULL, &mdms_cert);
+    const char *missing = !endpoint ? "amictl/endpoint (or -e)"
+                        : !cert_path ? "amictl/cert (or --cert)"
+                        : !mdms_cert ? "amictl/mdms-cert (or --mdms-cert)" : NULL;
+    if (missing)
+        return s_fail (ctx, EXIT_SETUP, AMI_E_CONFIG, NULL, NULL, "%s: %s is not set",
+                       ami_config_origin (config), missing);
+    if (ctx->timeout_ms < 0) {
+        int64_t timeout = 0;
+        if (ami_config_duration_ms (config, "amictl/timeout", DEFAULT_TIMEOUT_MS, &timeout)
+        ||  timeout <= 0 || timeout > 86400000)
+            return s_fail (ctx, EXIT_SETUP, AMI_E_CONFIG, NULL, NULL,
+                           "%s: amictl/timeout must be 1ms..24h", ami_config_origin (config));
+        ctx->timeout_ms = timeout;
+    }
+    zconfig_t *section = zconfig_locate (ami_config_zconfig (config), "amictl");
+    for (zconfig_t *c = section ? zconfig_child (section) : NULL; c; c = zconfig_next (c))
+        if (strcmp (zconfig_name (c), "expect") == 0 && zconfig_value (c)
+        &&  s_add_expect (ctx, zconfig_value (c)))
+            return s_fail (ctx, EXIT_SETUP, AMI_E_CONFIG, NULL, NULL,
+                           "%s: amictl/expect must list at most %d valid node ids",
+                           ami_config_origin (config), MAX_EXPECT);
+
+    //  3. keys: our own (secret permission-checked) and the MDMS's public one
+    ctx->cert = ami_cert_load (cert_path, &err);
+    if (!ctx->cert)
+        return s_fail (ctx, EXIT_SETUP, err, NULL, NULL, "cannot use the operator certificate "
+                       "%s: %s", cert_path, ami_strerror (err));
+    char server_key [AMI_CERT_KEY_TXT_LEN + 1];
+    err = ami_auth_server_key_from_file (mdms_cert, server_key);
+    if (err)
+        return s_fail (ctx, EXIT_SETUP, err, NULL, NULL, "cannot use the MDMS certificate %s: %s",
+                       mdms_cert, ami_strerror (err));
+    ctx->client = amictl_client_new (endpoint, ctx->cert, server_key, &err);
+    if (!ctx->client)
+        return s_fail (ctx, EXIT_SETUP, err, NULL, NULL, "cannot set up a connection to %s: %s",
+                       endpoint, ami_strerror (err));
+    ami_log_debug ("operator %s (%s), MDMS %s", ami_cert_node_id (ctx->cert),
+                   ami_cert_meta (ctx->cert, "ami-role") ? ami_cert_meta (ctx->cert, "ami-role")
+                                                         : "no ami-role", endpoint);
+    return -1;
+}
+
+static int64_t
+s_deadline (ctx_t *ctx)
+{
+    return zclock_mono () + ctx->timeout_ms + REPLY_MARGIN_MS;
+}
+
+/* Normalise METER: a bare number n means MTR-%06u. */
+static int
+s_meter_id (ctx_t *ctx, char out [AMI_MAX_ID + 1])
+{
+    const char *m = ctx->meter;
+    int64_t number = 0;
+    if (s_parse_count (m, UINT32_MAX, &number) == 0 && number > 0)
+        snprintf (out, AMI_MAX_ID + 1, "MTR-%06u", (unsigned) number);
+    else
+    if (ami_id_valid (m))
+        snprintf (out, AMI_MAX_ID + 1, "%s", m);
+    else
+        return s_usage_error (ctx, "'%s' is not a meter id (1..32 characters of "
+                              "[A-Za-z0-9._:-], e.g. MTR-000150)", m);
+    return -1;
+}
+
+/* ---------------------------------------------------------------------- */
+/*  Commands                                                               */
+
+static int
+s_cmd_read (ctx_t *ctx)
+{
+    ami_api_req_t req = { 0 };
+    int rc = s_meter_id (ctx, req.meter_id);
+    if (rc >= 0)
+        return rc;
+    req.action = AMI_ACT_READ;
+    req.timeout_ms = (uint32_t) ctx->timeout_ms;
+    ami_msg_t *reply = NULL;
+    char what [64];
+    snprintf (what, sizeof what, "read %s", req.meter_id);
+    rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+    if (rc)
+        return s_request_failed (ctx, what, rc, reply, req.corr);
+    if (reply->type != AMI_MSG_API_READINGS || reply->api_readings.count < 1)
+        return s_fail (ctx, EXIT_FAILED, AMI_E_INTERNAL, NULL, req.corr,
+                       "%s: the MDMS answered %s with no reading", what,
+                       ami_msg_type_name (reply->type));
+    const ami_stored_reading_t *row = &reply->api_readings.readings [0];
+    if (strcmp (row->reading.meter_id, req.meter_id) != 0)
+        return s_fail (ctx, EXIT_FAILED, AMI_E_INTERNAL, NULL, req.corr,
+                       "%s: the MDMS answered with a reading of %s", what,
+                       row->reading.meter_id);
+    if (ctx->json) {
+        amictl_json_t *j = amictl_json_new ();
+        if (!j)
+            return EXIT_FAILED;
+        amictl_json_meter_readings (j, req.corr, row, 1);
+        s_emit (j);
+        amictl_json_destroy (&j);
+    }
+    else
+        amictl_print_reading (stdout, row, req.corr);
+    return EXIT_OK;
+}
+
+static int
+s_cmd_history (ctx_t *ctx)
+{
+    ami_api_req_t req = { 0 };
+    int rc = s_meter_id (ctx, req.meter_id);
+    if (rc >= 0)
+        return rc;
+    size_t want = (size_t) (ctx->last > 0 ? ctx->last : DEFAULT_LAST), have = 0;
+    ami_stored_reading_t *rows = calloc (want, sizeof *rows);
+    if (!rows)
+        return s_fail (ctx, EXIT_FAILED, AMI_E_NOMEM, NULL, NULL, "out of memory");
+    uint8_t first_corr [AMI_REQUEST_ID_SIZE] = { 0 };
+    char what [64];
+    snprintf (what, sizeof what, "history of %s", req.meter_id);
+    uint64_t to_ms = 0;             //  0 = up to now; then below the oldest seen
+    while (have < want) {
+        ami_msg_t *reply = NULL;
+        req.action = AMI_ACT_HISTORY;
+        req.from_ms = 0;
+        req.to_ms = to_ms;
+        req.limit = (uint32_t) (want - have < AMI_MAX_API_READINGS ? want - have
+                                                                  : AMI_MAX_API_READINGS);
+        req.timeout_ms = (uint32_t) ctx->timeout_ms;
+        rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+        if (have == 0)
+            memcpy (first_corr, req.corr, sizeof first_corr);
+        if (rc) {
+            free (rows);
+            return s_request_failed (ctx, what, rc, reply, req.corr);
+        }
+        if (reply->type != AMI_MSG_API_READINGS) {
+            free (rows);
+            return s_fail (ctx, EXIT_FAILED, AMI_E_INTERNAL, NULL, req.corr,
+                           "%s: unexpected %s", what, ami_msg_type_name (reply->type));
+        }
+        const ami_api_readings_t *page = &reply->api_readings;
+        for (uint32_t i = 0; i < page->count && have < want; i++)
+            rows [have++] = page->readings [i];
+        //  Next page: strictly older than the oldest row so far.
+        if (!page->more || page->count == 0 || have == 0 || rows [have - 1].reading.read_ms <= 1)
+            break;
+        to_ms = rows [have - 1].reading.read_ms - 1;
+    }
+    if (ctx->json) {
+        amictl_json_t *j = amictl_json_new ();
+        if (j) {
+            amictl_json_meter_readings (j, first_corr, rows, have);
+            s_emit (j);
+            amictl_json_destroy (&j);
+        }
+    }
+    else
+        amictl_print_history (stdout, req.meter_id, rows, have);
+    free (rows);
+    return EXIT_OK;
+}
+
+static int
+s_cmd_meters (ctx_t *ctx)
+{
+    ami_meter_row_t *rows = NULL;
+    size_t have = 0, cap = 0;
+    uint8_t first_corr [AMI_REQUEST_ID_SIZE] = { 0 };
+    ami_api_req_t req = { 0 };
+    while (true) {
+        ami_msg_t *reply = NULL;
+        req.action = AMI_ACT_METERS;
+        req.limit = AMI_MAX_API_METERS;
+        req.timeout_ms = (uint32_t) ctx->timeout_ms;
+        //  req.meter_id: page after this id ("" = from the start)
+        int rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+        if (have == 0)
+            memcpy (first_corr, req.corr, sizeof first_corr);
+        if (rc) {
+            free (rows);
+            return s_request_failed (ctx, "meters", rc, reply, req.corr);
+        }
+        if (reply->type != AMI_MSG_API_METERS) {
+            free (rows);
+            return s_fail (ctx, EXIT_FAILED, AMI_E_INTERNAL, NULL, req.corr,
+                           "meters: unexpected %s", ami_msg_type_name (reply->type));
+        }
+        const ami_api_meters_t *page = &reply->api_meters;
+        if (have + page->count > cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            while (ncap < have + page->count)
+                ncap *= 2;
+            ami_meter_row_t *grown = realloc (rows, ncap * sizeof *rows);
+            if (!grown) {
+                free (rows);
+                return s_fail (ctx, EXIT_FAILED, AMI_E_NOMEM, NULL, NULL, "out of memory");
+            }
+            rows = grown;
+            cap = ncap;
+        }
+        memcpy (rows + have, page->meters, page->count * sizeof *rows);
+        have += page->count;
+        //  A server that says "more" but sends nothing would loop forever.
+        if (!page->more || page->count == 0)
+            break;
+        snprintf (req.meter_id, sizeof req.meter_id, "%s", rows [have - 1].meter_id);
+    }
+    if (ctx->json) {
+        amictl_json_t *j = amictl_json_new ();
+        if (j) {
+            amictl_json_meters (j, first_corr, rows, have);
+            s_emit (j);
+            amictl_json_destroy (&j);
+        }
+    }
+    else
+        amictl_print_meters (stdout, rows, have);
+    free (rows);
+    return EXIT_OK;
+}
+
+/* Is everything ready? Writes what is not into why. */
+static bool
+s_all_ready (ctx_t *ctx, const ami_api_status_t *status, char *why, size_t cap)
+{
+    why [0] = '\0';
+    size_t len = 0;
+    bool ready = status->count > 0;
+    if (status->count == 0)
+        snprintf (why, cap, "the MDMS lists no service yet");
+    for (uint32_t i = 0; i < status->count; i++)
+        if (status->services [i].state != AMI_STATE_READY) {
+            ready = false;
+            len = strlen (why);
+            snprintf (why + len, cap - len, "%s%s is %s", len ? ", " : "",
+                      status->services [i].node_id,
+                      amictl_state_name (status->services [i].state));
+        }
+    for (int e = 0; e < ctx->expect_count; e++) {
+        bool present = false;
+        for (uint32_t i = 0; i < status->count && !present; i++)
+            present = strcmp (status->services [i].node_id, ctx->expect [e]) == 0;
+        if (!present) {
+            ready = false;
+            len = strlen (why);
+            snprintf (why + len, cap - len, "%s%s is missing", len ? ", " : "", ctx->expect [e]);
+        }
+    }
+    return ready;
+}
+
+static void
+s_show_status (ctx_t *ctx, const ami_api_status_t *status)
+{
+    if (ctx->json) {
+        amictl_json_t *j = amictl_json_new ();
+        if (j) {
+            amictl_json_status (j, status->corr, status->services, status->count);
+            s_emit (j);
+            amictl_json_destroy (&j);
+        }
+    }
+    else
+        amictl_print_status (stdout, status->services, status->count);
+}
+
+static int
+s_cmd_status (ctx_t *ctx)
+{
+    ami_api_req_t req = { 0 };
+    req.action = AMI_ACT_STATUS;
+    req.timeout_ms = (uint32_t) ctx->timeout_ms;
+    if (ctx->wait_s < 0) {
+        ami_msg_t *reply = NULL;
+        int rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+        if (rc)
+            return s_request_failed (ctx, "status", rc, reply, req.corr);
+        if (reply->type != AMI_MSG_API_STATUS)
+            return s_fail (ctx, EXIT_FAILED, AMI_E_INTERNAL, NULL, req.corr,
+                           "status: unexpected %s", ami_msg_type_name (reply->type));
+        s_show_status (ctx, &reply->api_status);
+        return EXIT_OK;
+    }
+    //  --wait: ask again and again until ready or the deadline.
+    int64_t deadline = zclock_mono () + ctx->wait_s * 1000;
+    ami_api_status_t *last = calloc (1, sizeof *last);
+    char why [1024] = "no answer from the MDMS yet";
+    bool have_last = false;
+    if (!last)
+        return s_fail (ctx, EXIT_FAILED, AMI_E_NOMEM, NULL, NULL, "out of memory");
+    bool first = true;
+    while (!zsys_interrupted) {
+        int64_t now = zclock_mono ();
+        int64_t until = now + POLL_ANSWER_MS < deadline ? now + POLL_ANSWER_MS : deadline;
+        //  Ask at least once, with a fair chance of an answer (--wait 0).
+        if (first)
+            until = now + POLL_ANSWER_MS;
+        first = false;
+        ami_msg_t *reply = NULL;
+        int rc = amictl_client_request (ctx->client, &req, until, &reply);
+        if (rc == AMI_E_DENIED || rc == AMI_E_RATE_LIMITED) {
+            free (last);
+            return s_request_failed (ctx, "status", rc, reply, req.corr);
+        }
+        if (rc == AMI_OK && reply->type == AMI_MSG_API_STATUS) {
+            *last = reply->api_status;
+            have_last = true;
+            if (s_all_ready (ctx, last, why, sizeof why)) {
+                s_show_status (ctx, last);
+                free (last);
+                return EXIT_OK;
+            }
+        }
+        else
+        if (rc == AMI_E_TIMEOUT)
+            snprintf (why, sizeof why, "%s", amictl_client_why (ctx->client));
+        else
+            snprintf (why, sizeof why, "the MDMS answered %s", ami_errname (rc));
+        if (zclock_mono () + POLL_INTERVAL_MS >= deadline)
+            break;
+        zclock_sleep (POLL_INTERVAL_MS);
+    }
+    if (have_last && !ctx->json)
+        amictl_print_status (stdout, last->services, last->count);
+    int rc = s_fail (ctx, EXIT_TIMEOUT, AMI_E_TIMEOUT, NULL, NULL,
+                     "status: not ready after %" PRId64 " s: %s", ctx->wait_s, why);
+    free (last);
+    return rc;
+}
+
+int
+main (int argc, char **argv)
+{
+    ctx_t ctx = { .timeout_ms = -1, .last = -1, .wait_s = -1 };
+    int rc = s_parse (&ctx, argc, argv);
+    if (rc >= 0)
+        return rc;
+    //  Library logging goes to stderr (stdout is for the answer), quiet
+    //  unless something is wrong or -v.
+    ami_log_init ("amictl", NULL, ctx.verbose ? AMI_LOG_DEBUG : AMI_LOG_WARN);
+    rc = s_setup (&ctx);
+    if (rc < 0) {
+        if (strcmp (ctx.command, "read") == 0)
+            rc = s_cmd_read (&ctx);
+        else
+        if (strcmp (ctx.command, "history") == 0)
+            rc = s_cmd_history (&ctx);
+        else
+        if (strcmp (ctx.command, "meters") == 0)
+            rc = s_cmd_meters (&ctx);
+        else
+            rc = s_cmd_status (&ctx);
+    }
+    amictl_client_destroy (&ctx.client);
+    ami_cert_destroy (&ctx.cert);
+    ami_config_destroy (&ctx.config);
+    for (int i = 0; i < ctx.expect_count; i++)
+        free (ctx.expect [i]);
+    return rc;
+}

@@ -1,0 +1,270 @@
+/*  amictl_client.c - request/reply to the MDMS API (see amictl_client.h).
+
+    Pattern: the zguide's "Lazy Pirate" client side without the automatic
+    retry: a DEALER that speaks REQ's envelope ([empty][body]), a deadline
+    per request, and correlation-id matching so that giving up on a request
+    never confuses the next one. Retrying is the caller's decision (only
+    `status --wait` polls; a read is never repeated behind the operator's
+    back: the MDMS already retries towards the meter).
+*/
+#include "amictl_client.h"
+
+#include <sodium.h>
+#include <string.h>
+
+#include "ami_auth.h"
+#include "ami_err.h"
+#include "ami_log.h"
+
+struct amictl_client_t {
+    zsock_t *dealer;
+    zsock_t *monitor;           /* PAIR fed by zmq_socket_monitor */
+    zpoller_t *poller;
+    ami_msg_t *msg;             /* the last reply, decoded */
+    zframe_t *body;             /* its bytes (decoded fields may point here) */
+    char endpoint [256];
+    int handshakes;             /* CURVE handshakes that succeeded */
+    int failures;               /* handshakes that failed (protocol / no detail) */
+    int disconnects;
+    char why [512];
+};
+
+/* An API_REQ encodes to well under 200 bytes (16-byte corr, id <= 32). */
+#define REQ_MAX 512
+
+amictl_client_t *
+amictl_client_new (const char *endpoint, ami_cert_t *cert, const char *server_key, int *err)
+{
+    int dummy;
+    err = err ? err : &dummy;
+    *err = AMI_E_NOMEM;
+    if (sodium_init () < 0) {
+        *err = AMI_E_INTERNAL;
+        return NULL;
+    }
+    amictl_client_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    snprintf (self->endpoint, sizeof self->endpoint, "%s", endpoint);
+    self->msg = ami_msg_new ();
+    self->dealer = zsock_new (ZMQ_DEALER);
+    if (!self->msg || !self->dealer) {
+        amictl_client_destroy (&self);
+        return NULL;
+    }
+    zsock_set_linger (self->dealer, 0);
+    zsock_set_maxmsgsize (self->dealer, AMI_MAX_FRAME);
+    //  A restarted MDMS is reached again within 100 ms; no need to back off
+    //  further for a one-shot tool.
+    zsock_set_reconnect_ivl (self->dealer, 100);
+    if (ami_auth_client (self->dealer, cert, server_key) != AMI_OK) {
+        *err = AMI_E_KEY;
+        amictl_client_destroy (&self);
+        return NULL;
+    }
+    char monitor_ep [64];
+    snprintf (monitor_ep, sizeof monitor_ep, "inproc://amictl-monitor-%p", (void *) self);
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+               | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+               | ZMQ_EVENT_DISCONNECTED;
+    if (zmq_socket_monitor (zsock_resolve (self->dealer), monitor_ep, events) == 0) {
+        self->monitor = zsock_new (ZMQ_PAIR);
+        if (self->monitor) {
+            zsock_set_linger (self->monitor, 0);
+            if (zsock_connect (self->monitor, "%s", monitor_ep) != 0)
+                zsock_destroy (&self->monitor);
+        }
+    }
+    if (!self->monitor)
+        ami_log_debug ("no socket monitor: authentication refusals will look like timeouts");
+    if (zsock_connect (self->dealer, "%s", endpoint) != 0) {
+        ami_log_error ("cannot connect to '%s': %s", endpoint, zmq_strerror (zmq_errno ()));
+        *err = AMI_E_CONFIG;
+        amictl_client_destroy (&self);
+        return NULL;
+    }
+    self->poller = zpoller_new (self->dealer, self->monitor, NULL);
+    if (!self->poller) {
+        amictl_client_destroy (&self);
+        return NULL;
+    }
+    *err = AMI_OK;
+    return self;
+}
+
+void
+amictl_client_destroy (amictl_client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    amictl_client_t *self = *self_p;
+    zpoller_destroy (&self->poller);
+    if (self->dealer && self->monitor)
+        zmq_socket_monitor (zsock_resolve (self->dealer), NULL, 0);
+    zsock_destroy (&self->monitor);
+    zsock_destroy (&self->dealer);
+    zframe_destroy (&self->body);
+    ami_msg_destroy (&self->msg);
+    free (self);
+    *self_p = NULL;
+}
+
+const char *
+amictl_client_why (amictl_client_t *self)
+{
+    return self->why;
+}
+
+/* One monitor event. Returns the ZAP status when the MDMS refused our key,
+   else 0. */
+static int
+s_monitor_event (amictl_client_t *self)
+{
+    zmsg_t *event = zmsg_recv (self->monitor);
+    if (!event)
+        return 0;
+    zframe_t *head = zmsg_first (event);
+    int refused = 0;
+    //  libzmq's v1 monitor format: u16 event, u32 value, then the endpoint.
+    if (head && zframe_size (head) == 6) {
+        uint16_t id;
+        uint32_t value;
+        memcpy (&id, zframe_data (head), 2);
+        memcpy (&value, zframe_data (head) + 2, 4);
+        if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            self->handshakes++;
+        else
+        if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            refused = value ? (int) value : 400;
+        else
+        if (id == ZMQ_EVENT_DISCONNECTED)
+            self->disconnects++;
+        else
+            self->failures++;
+        ami_log_debug ("socket event 0x%04x value %u", id, value);
+    }
+    zmsg_destroy (&event);
+    return refused;
+}
+
+/* Does this decoded reply answer the request with corr? */
+static bool
+s_matches (ami_msg_t *msg, const uint8_t corr [AMI_REQUEST_ID_SIZE])
+{
+    const uint8_t *got = NULL;
+    switch (msg->type) {
+        case AMI_MSG_ERROR:
+            //  An ERROR without a request id answers a request the MDMS
+            //  could not decode: ours, since only one is outstanding.
+            if (!msg->error.has_request_id)
+                return true;
+            got = msg->error.request_id;
+            break;
+        case AMI_MSG_API_READINGS:  got = msg->api_readings.corr; break;
+        case AMI_MSG_API_METERS:    got = msg->api_meters.corr; break;
+        case AMI_MSG_API_STATUS:    got = msg->api_status.corr; break;
+        case AMI_MSG_API_INTERVALS: got = msg->api_intervals.corr; break;
+        case AMI_MSG_API_AUDIT:     got = msg->api_audit.corr; break;
+        default:
+            return false;
+    }
+    return memcmp (got, corr, AMI_REQUEST_ID_SIZE) == 0;
+}
+
+int
+amictl_client_request (amictl_client_t *self, ami_api_req_t *req, int64_t deadline,
+                       ami_msg_t **reply)
+{
+    char hex [2 * AMI_REQUEST_ID_SIZE + 1];
+    uint8_t buf [REQ_MAX];
+    size_t len = 0;
+    self->why [0] = '\0';
+    randombytes_buf (req->corr, sizeof req->corr);
+    ami_request_id_format (req->corr, hex);
+
+    ami_msg_reset (self->msg, AMI_MSG_API_REQ);
+    self->msg->api_req = *req;
+    int rc = ami_msg_encode (self->msg, buf, sizeof buf, &len);
+    if (rc) {
+        snprintf (self->why, sizeof self->why, "cannot encode the request: %s", ami_strerror (rc));
+        return AMI_E_INTERNAL;
+    }
+    zmsg_t *out = zmsg_new ();
+    if (!out || zmsg_addmem (out, NULL, 0) || zmsg_addmem (out, buf, len)
+    ||  zmsg_send (&out, self->dealer)) {
+        zmsg_destroy (&out);
+        snprintf (self->why, sizeof self->why, "cannot send the request to %s", self->endpoint);
+        return AMI_E_INTERNAL;
+    }
+    ami_log_debug ("sent %s request corr=%s meter=%s to %s",
+                   ami_action_name (req->action) ? ami_action_name (req->action) : "?",
+                   hex, req->meter_id, self->endpoint);
+
+    while (true) {
+        int64_t left = deadline - zclock_mono ();
+        if (left <= 0)
+            break;
+        void *which = zpoller_wait (self->poller, (int) (left > 1000000 ? 1000000 : left));
+        if (!which) {
+            if (zpoller_terminated (self->poller)) {
+                snprintf (self->why, sizeof self->why, "interrupted");
+                return AMI_E_TIMEOUT;
+            }
+            continue;
+        }
+        if (which == self->monitor) {
+            int status = s_monitor_event (self);
+            if (status) {
+                snprintf (self->why, sizeof self->why,
+                          "the MDMS at %s refused this operator's key (ZAP status %d): "
+                          "it is not on the MDMS's allow-list", self->endpoint, status);
+                return AMI_E_DENIED;
+            }
+            continue;
+        }
+        zmsg_t *in = zmsg_recv (self->dealer);
+        if (!in)
+            continue;
+        //  [empty][reply] as a REQ would get it; a bare [reply] is accepted.
+        zframe_t *first = zmsg_pop (in);
+        if (first && zframe_size (first) == 0 && zmsg_size (in) == 1) {
+            zframe_destroy (&first);
+            first = zmsg_pop (in);
+        }
+        bool lone = zmsg_size (in) == 0;
+        zmsg_destroy (&in);
+        if (!first || !lone) {
+            ami_log_debug ("dropped a reply with an unexpected envelope");
+            zframe_destroy (&first);
+            continue;
+        }
+        zframe_destroy (&self->body);
+        self->body = first;
+        int decode = ami_msg_decode (self->msg, zframe_data (first), zframe_size (first));
+        if (decode) {
+            ami_log_warn ("dropped a reply that does not decode: %s", ami_strerror (decode));
+            continue;
+        }
+        if (!s_matches (self->msg, req->corr)) {
+            ami_log_debug ("dropped a late %s that answers another request",
+                           ami_msg_type_name (self->msg->type));
+            continue;
+        }
+        *reply = self->msg;
+        if (self->msg->type == AMI_MSG_ERROR)
+            return self->msg->error.code ? self->msg->error.code : AMI_E_INTERNAL;
+        return AMI_OK;
+    }
+    if (self->handshakes > 0)
+        snprintf (self->why, sizeof self->why,
+                  "connected to the MDMS at %s, but it did not answer in time", self->endpoint);
+    else
+    if (self->failures > 0 || self->disconnects > 0)
+        snprintf (self->why, sizeof self->why,
+                  "reached %s, but the CURVE handshake never completed "
+                  "(is amictl/mdms-cert the MDMS's certificate?)", self->endpoint);
+    else
+        snprintf (self->why, sizeof self->why,
+                  "no connection to the MDMS at %s (is it running?)", self->endpoint);
+    return AMI_E_TIMEOUT;
+}
