@@ -64,7 +64,7 @@ FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS   := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_FLAGS  := -std=c11 -O1 -g -D_GNU_SOURCE -Icommon -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
-.PHONY: all deps test check fuzz fuzz-build demo stop bench install clean distclean security-report
+.PHONY: all deps test check fuzz fuzz-build memcheck demo stop bench install clean distclean security-report
 .DEFAULT_GOAL := all
 # Keep intermediate objects (test and tool .o files) so a rebuild is incremental.
 .SECONDARY:
@@ -129,6 +129,13 @@ test: all fuzz-build
 	@sh tests/run.sh --out $(OUT) --bin $(BINDIR)
 
 check: test
+
+# Every actor of every role, in one process, under valgrind: the whole-chain
+# test with 1 s heartbeats (valgrind runs code ~30x slower). Fails on any
+# memory error or definite/indirect leak.
+memcheck: $(OUT)/tests/test_chain
+	AMI_TEST_HEARTBEAT_MS=1000 valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	    --error-exitcode=9 $(OUT)/tests/test_chain
 
 demo: all
 	@sh deploy/demo.sh start

@@ -33,14 +33,19 @@
 #include "ami_msg.h"
 #include "ami_test.h"
 
-#define HEARTBEAT_MS   100
+/* Heartbeat of every service in the test: 100 ms makes failover visible in
+   well under a second. AMI_TEST_HEARTBEAT_MS raises it for slow runs
+   (valgrind: `make memcheck` uses 1000). */
+static int s_heartbeat_ms = 100;
+#define HEARTBEAT_MS   s_heartbeat_ms
 #define FLEETS         2
 #define HEADENDS       2
 #define AGGREGATORS    2
 #define METERS         5            /* per fleet */
-/* Longest any step may take before the test calls it failed: generous,
-   because a sanitizer build on a loaded 2-core machine is slow. */
-#define DEADLINE_MS    15000
+/* Longest any step may take before the test calls it failed: generous
+   (150 heartbeats, 15 s by default), because a sanitizer build on a loaded
+   2-core machine is slow. */
+#define DEADLINE_MS    (150 * s_heartbeat_ms)
 
 typedef struct {
     char *dir;
@@ -109,7 +114,7 @@ s_start_mdms (chain_t *c)
     config.db_dir = c->db;
     config.keys = &c->keys;
     config.registry_path = c->registry;
-    config.read_timeout_ms = 2000;
+    config.read_timeout_ms = 20 * HEARTBEAT_MS;
     config.heartbeat_ms = HEARTBEAT_MS;
     c->mdms = ami_mdms_new (&config);
     assert_non_null (c->mdms);
@@ -371,7 +376,7 @@ static int
 s_read (chain_t *c, zsock_t *sock, const char *meter)
 {
     uint8_t corr [AMI_REQUEST_ID_SIZE];
-    int rc = s_api (c, sock, AMI_ACT_READ, meter, 2000, 0, DEADLINE_MS, corr);
+    int rc = s_api (c, sock, AMI_ACT_READ, meter, (uint32_t) (20 * HEARTBEAT_MS), 0, DEADLINE_MS, corr);
     if (rc)
         return rc;
     if (c->msg->type == AMI_MSG_ERROR) {
@@ -560,6 +565,9 @@ main (void)
 {
     if (sodium_init () < 0)
         return 1;
+    const char *heartbeat = getenv ("AMI_TEST_HEARTBEAT_MS");
+    if (heartbeat && atoi (heartbeat) >= 10)
+        s_heartbeat_ms = atoi (heartbeat);
     zsys_init ();
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_setup_teardown (test_read_through_chain, s_setup, s_teardown),
