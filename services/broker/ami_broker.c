@@ -951,10 +951,11 @@ ami_broker_actor (zsock_t *pipe, void *args)
     }
     zhashx_set_destructor (self->services, s_service_destructor);
     zhashx_set_destructor (self->workers, s_worker_destructor);
-    ami_actor_ready (pipe);
     if (s_debug_on (self))
         zsys_debug ("broker: bound to %s%s", self->endpoint,
                     config->server_cert ? " (CURVE)" : " (no CURVE)");
+    //  config is the caller's and may be gone once we report READY
+    ami_actor_ready (pipe);
 
     zpoller_t *poller = zpoller_new (pipe, self->router, NULL);
     int64_t next_tick = zclock_mono () + self->heartbeat_ms;

@@ -1457,11 +1457,12 @@ ami_headend_actor (zsock_t *pipe, void *args)
         ami_actor_failed (pipe);
         return;
     }
-    ami_actor_ready (pipe);
     ami_log_info ("headend %s: aggregators on %s, broker %s, MDMS %s, %d "
                   "worker(s) per aggregator", self->node_id, self->endpoint,
                   self->broker, self->mdms ? config->mdms : "(none)",
                   self->workers_per_aggregator);
+    //  config is the caller's and may be gone once we report READY
+    ami_actor_ready (pipe);
 
     //  Expiry checks twice per shortest interval: aggregators and workers
     //  are noticed gone within half an interval of their deadline

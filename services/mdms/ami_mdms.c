@@ -1801,11 +1801,12 @@ ami_mdms_actor (zsock_t *pipe, void *args)
         ami_actor_failed (pipe);
         return;
     }
-    ami_actor_ready (pipe);
     ami_log_info ("mdms %s: api %s, ingest %s, events %s, broker %s", self->node_id,
                   self->api_endpoint, self->ingest_endpoint, self->events_endpoint,
                   config->broker_endpoint);
-    //  config is the caller's: not touched from here on
+    //  config is the caller's and may be gone once we report READY:
+    //  not touched from here on
+    ami_actor_ready (pipe);
 
     zpoller_t *poller = zpoller_new (pipe, self->api, self->ingest, self->broker, NULL);
     int64_t next_tick = zclock_mono ();          //  first MMI poll at once
