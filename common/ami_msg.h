@@ -86,6 +86,10 @@ extern "C" {
 #define AMI_MAX_API_SERVICES    64
 #define AMI_MAX_API_INTERVALS   2976    /* 31 days at 15 minutes */
 #define AMI_MAX_API_AUDIT       256
+/* Failures listed in one API_VERIFY (the total is always given). */
+#define AMI_MAX_API_FAILURES    256
+/* Customer name on the registry (SEC-CONF-2 data): UTF-8, no NUL. */
+#define AMI_MAX_CUSTOMER_NAME   64
 
 #define AMI_REQUEST_ID_SIZE     16      /* correlation / request id, random */
 #define AMI_SIGNATURE_SIZE      64      /* Ed25519 detached signature */
@@ -117,7 +121,9 @@ typedef enum {
     AMI_MSG_API_METERS     = 42, /* reply: meter registry page */
     AMI_MSG_API_STATUS     = 43, /* reply: health of every service */
     AMI_MSG_API_INTERVALS  = 44, /* reply: interval data for a range */
-    AMI_MSG_API_AUDIT      = 45  /* reply: audit log entries */
+    AMI_MSG_API_AUDIT      = 45, /* reply: audit log entries */
+    AMI_MSG_API_CUSTOMER   = 46, /* reply: a meter's customer record */
+    AMI_MSG_API_VERIFY     = 47  /* reply: result of re-verifying stored records */
 } ami_msg_type_t;
 
 /* Operator API actions (API_REQ.action) */
@@ -128,10 +134,12 @@ typedef enum {
     AMI_ACT_STATUS    = 4,  /* health of every service */
     AMI_ACT_INTERVALS = 5,  /* interval records of meter_id in [from_ms,to_ms] */
     AMI_ACT_AUDIT     = 6,  /* audit entries with time >= from_ms, limit */
-    AMI_ACT_VERIFY    = 7   /* re-verify stored readings of meter_id */
+    AMI_ACT_VERIFY    = 7,  /* re-verify stored readings of meter_id -> API_VERIFY */
+    AMI_ACT_CUSTOMER  = 8,  /* customer record of meter_id -> API_CUSTOMER */
+    AMI_ACT_AUDIT_VERIFY = 9  /* re-verify the whole audit chain -> API_VERIFY */
 } ami_action_t;
 
-#define AMI_ACT_MAX 7
+#define AMI_ACT_MAX 9
 
 /* Service states in HEALTH */
 typedef enum {
@@ -357,6 +365,27 @@ typedef struct {                    /* [1, 45, corr, more, [audit_row...]] */
     ami_audit_row_t entries [AMI_MAX_API_AUDIT];
 } ami_api_audit_t;
 
+typedef struct {                    /* [1, 46, corr, meter_id, name, address, account] */
+    uint8_t  corr [AMI_REQUEST_ID_SIZE];
+    ami_id_t meter_id;              /* str 1..32 */
+    char     name [AMI_MAX_CUSTOMER_NAME + 1];  /* str 1..64 UTF-8 */
+    char     address [AMI_MAX_TEXT + 1];        /* str 0..256 UTF-8: service address */
+    ami_id_t account;               /* str 1..32, id charset */
+} ami_api_customer_t;
+
+typedef struct {                    /* [ref, code] */
+    uint64_t ref;                   /* u64: read_ms of a reading, or seq of an audit entry */
+    uint16_t code;                  /* u16 ami_err_t, non-zero: why it failed */
+} ami_failure_t;
+
+typedef struct {                    /* [1, 47, corr, checked, failed, [failure...]] */
+    uint8_t  corr [AMI_REQUEST_ID_SIZE];
+    uint64_t checked;               /* u64: records examined */
+    uint64_t failed;                /* u64: records that failed (>= count) */
+    uint32_t count;                 /* array 0..AMI_MAX_API_FAILURES, the first failures in order */
+    ami_failure_t failures [AMI_MAX_API_FAILURES];
+} ami_api_verify_t;
+
 /*  A decoded (or to-be-encoded) message. Large (about 100 KiB: every array
     is inline at its maximum size), so allocate one with ami_msg_new and
     reuse it; never put one on the stack. */
@@ -379,6 +408,8 @@ typedef struct {
         ami_api_status_t    api_status;
         ami_api_intervals_t api_intervals;
         ami_api_audit_t     api_audit;
+        ami_api_customer_t  api_customer;
+        ami_api_verify_t    api_verify;
     };
     void *priv;                     /* codec scratch (msgpack zone); do not touch */
 } ami_msg_t;
