@@ -47,7 +47,8 @@ COMMON_OBJ  := $(COMMON_SRC:%.c=$(OUT)/%.o)
 LIBAMI      := $(OUT)/libami.a
 
 ROLES       := $(notdir $(patsubst %/,%,$(wildcard services/*/)))
-TOOLS       := $(notdir $(patsubst %/,%,$(wildcard tools/*/)))
+# a tool is a directory of C sources; script-only tools (security-report) are run in place
+TOOLS       := $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/*.c)))))
 # Tests and tools include role headers (each is named ami_<role>*.h).
 CPPFLAGS    := -Icommon $(ROLES:%=-Iservices/%) -MMD -MP
 ROLE_LIBS   := $(foreach r,$(ROLES),$(if $(filter-out services/$(r)/main.c,$(wildcard services/$(r)/*.c)),$(OUT)/libami-$(r).a))
@@ -129,6 +130,12 @@ test: all fuzz-build
 	@sh tests/run.sh --out $(OUT) --bin $(BINDIR)
 
 check: test
+
+# AMI-SEC traceability: each DESIGN.md §6 requirement with its tests and
+# PASS/FAIL from the last `make test` logs; fails if any requirement has no
+# passing test (docs/security/matrix.tsv is the mapping).
+security-report:
+	@sh tools/security-report/security-report.sh --matrix docs/security/matrix.tsv --logs $(OUT)/test-logs
 
 # Every actor of every role, in one process, under valgrind: the whole-chain
 # test with 1 s heartbeats (valgrind runs code ~30x slower). Fails on any
