@@ -113,6 +113,8 @@ static const s_type_info_t s_types [] = {
     { AMI_MSG_API_STATUS,    4, "API_STATUS" },
     { AMI_MSG_API_INTERVALS, 6, "API_INTERVALS" },
     { AMI_MSG_API_AUDIT,     5, "API_AUDIT" },
+    { AMI_MSG_API_CUSTOMER,  7, "API_CUSTOMER" },
+    { AMI_MSG_API_VERIFY,    6, "API_VERIFY" },
 };
 
 static const s_type_info_t *
@@ -125,7 +127,8 @@ s_type_info (uint64_t type)
 }
 
 static const char *const s_action_names [AMI_ACT_MAX + 1] = {
-    NULL, "read", "history", "meters", "status", "intervals", "audit", "verify"
+    NULL, "read", "history", "meters", "status", "intervals", "audit", "verify",
+    "customer", "audit-verify"
 };
 
 /* ---------------------------------------------------------------------- */
@@ -344,6 +347,24 @@ s_dec_text (const mobj_t *o, char *out)
         return AMI_E_TYPE;
     size_t n = o->via.str.size;
     if (n > AMI_MAX_TEXT)
+        return AMI_E_LIMIT;
+    if (!s_utf8_valid (o->via.str.ptr, n))
+        return AMI_E_RANGE;
+    if (n)
+        memcpy (out, o->via.str.ptr, n);
+    out [n] = 0;
+    return AMI_OK;
+}
+
+/*  UTF-8 text (no NUL) of min..max bytes into out[max+1]: the customer
+    name (1..AMI_MAX_CUSTOMER_NAME). */
+static int
+s_dec_utf8 (const mobj_t *o, char *out, size_t min, size_t max)
+{
+    if (o->type != MSGPACK_OBJECT_STR)
+        return AMI_E_TYPE;
+    size_t n = o->via.str.size;
+    if (n < min || n > max)
         return AMI_E_LIMIT;
     if (!s_utf8_valid (o->via.str.ptr, n))
         return AMI_E_RANGE;
@@ -756,6 +777,40 @@ s_dec_api_audit (ami_api_audit_t *m, const mobj_t *f)
 }
 
 static int
+s_dec_api_customer (ami_api_customer_t *m, const mobj_t *f)
+{
+    TRY (s_dec_fixbin (&f [2], m->corr, AMI_REQUEST_ID_SIZE));
+    TRY (s_dec_id (&f [3], m->meter_id, 1, AMI_MAX_ID));
+    TRY (s_dec_utf8 (&f [4], m->name, 1, AMI_MAX_CUSTOMER_NAME));
+    TRY (s_dec_text (&f [5], m->address));
+    TRY (s_dec_id (&f [6], m->account, 1, AMI_MAX_ID));
+    return AMI_OK;
+}
+
+static int
+s_dec_api_verify (ami_api_verify_t *m, const mobj_t *f)
+{
+    const mobj_t *items, *r;
+    uint32_t n;
+    TRY (s_dec_fixbin (&f [2], m->corr, AMI_REQUEST_ID_SIZE));
+    DEC_U (&f [3], UINT64_MAX, m->checked);
+    DEC_U (&f [4], UINT64_MAX, m->failed);
+    TRY (s_dec_list (&f [5], 0, AMI_MAX_API_FAILURES, &items, &n));
+    if (m->failed < n)
+        return AMI_E_RANGE;         /* the list holds the first `failed` */
+    for (uint32_t i = 0; i < n; i++) {
+        ami_failure_t *fl = &m->failures [i];
+        TRY (s_dec_tuple (&items [i], 2, &r));
+        DEC_U (&r [0], UINT64_MAX, fl->ref);
+        DEC_U (&r [1], UINT16_MAX, fl->code);
+        if (fl->code == AMI_OK)
+            return AMI_E_RANGE;     /* a failure always says why */
+    }
+    m->count = n;
+    return AMI_OK;
+}
+
+static int
 s_dec_root (ami_msg_t *self, const mobj_t *root, const uint8_t *data, size_t size)
 {
     if (root->type != MSGPACK_OBJECT_ARRAY)
@@ -795,6 +850,8 @@ s_dec_root (ami_msg_t *self, const mobj_t *root, const uint8_t *data, size_t siz
         case AMI_MSG_API_STATUS:    rc = s_dec_api_status (&self->api_status, f); break;
         case AMI_MSG_API_INTERVALS: rc = s_dec_api_intervals (&self->api_intervals, f); break;
         case AMI_MSG_API_AUDIT:     rc = s_dec_api_audit (&self->api_audit, f); break;
+        case AMI_MSG_API_CUSTOMER:  rc = s_dec_api_customer (&self->api_customer, f); break;
+        case AMI_MSG_API_VERIFY:    rc = s_dec_api_verify (&self->api_verify, f); break;
         default:                    rc = AMI_E_MSGTYPE; break;  /* not reached */
     }
     if (rc == AMI_OK)
@@ -896,6 +953,19 @@ s_enc_text (s_enc_t *e, const char *s)
 {
     size_t n = strnlen (s, AMI_MAX_TEXT + 1);
     if (n > AMI_MAX_TEXT)
+        return AMI_E_LIMIT;
+    if (!s_utf8_valid (s, n))
+        return AMI_E_RANGE;
+    s_enc_str (e, s, n);
+    return AMI_OK;
+}
+
+/*  UTF-8 text of min..max bytes held in char[max+1] (the customer name). */
+static int
+s_enc_utf8 (s_enc_t *e, const char *s, size_t min, size_t max)
+{
+    size_t n = strnlen (s, max + 1);
+    if (n < min || n > max)
         return AMI_E_LIMIT;
     if (!s_utf8_valid (s, n))
         return AMI_E_RANGE;
@@ -1208,6 +1278,37 @@ s_enc_api_audit (s_enc_t *e, const ami_api_audit_t *m)
 }
 
 static int
+s_enc_api_customer (s_enc_t *e, const ami_api_customer_t *m)
+{
+    s_enc_bin (e, m->corr, AMI_REQUEST_ID_SIZE);
+    TRY (s_enc_id (e, m->meter_id, 1, AMI_MAX_ID));
+    TRY (s_enc_utf8 (e, m->name, 1, AMI_MAX_CUSTOMER_NAME));
+    TRY (s_enc_text (e, m->address));
+    TRY (s_enc_id (e, m->account, 1, AMI_MAX_ID));
+    return AMI_OK;
+}
+
+static int
+s_enc_api_verify (s_enc_t *e, const ami_api_verify_t *m)
+{
+    s_enc_bin (e, m->corr, AMI_REQUEST_ID_SIZE);
+    s_enc_uint (e, m->checked);
+    s_enc_uint (e, m->failed);
+    TRY (s_enc_list (e, m->count, 0, AMI_MAX_API_FAILURES));
+    if (m->failed < m->count)
+        return AMI_E_RANGE;
+    for (uint32_t i = 0; i < m->count; i++) {
+        const ami_failure_t *fl = &m->failures [i];
+        s_enc_array (e, 2);
+        s_enc_uint (e, fl->ref);
+        if (fl->code == AMI_OK)
+            return AMI_E_RANGE;
+        s_enc_uint (e, fl->code);
+    }
+    return AMI_OK;
+}
+
+static int
 s_enc_body (s_enc_t *e, const ami_msg_t *self)
 {
     switch (self->type) {
@@ -1227,6 +1328,8 @@ s_enc_body (s_enc_t *e, const ami_msg_t *self)
         case AMI_MSG_API_STATUS:    return s_enc_api_status (e, &self->api_status);
         case AMI_MSG_API_INTERVALS: return s_enc_api_intervals (e, &self->api_intervals);
         case AMI_MSG_API_AUDIT:     return s_enc_api_audit (e, &self->api_audit);
+        case AMI_MSG_API_CUSTOMER:  return s_enc_api_customer (e, &self->api_customer);
+        case AMI_MSG_API_VERIFY:    return s_enc_api_verify (e, &self->api_verify);
         default:                    return AMI_E_MSGTYPE;
     }
 }
@@ -1305,6 +1408,15 @@ ami_msg_reset (ami_msg_t *self, ami_msg_type_t type)
             memset (self->api_audit.corr, 0, AMI_REQUEST_ID_SIZE);
             self->api_audit.more = false;
             self->api_audit.count = 0;
+            break;
+        case AMI_MSG_API_CUSTOMER:
+            memset (&self->api_customer, 0, sizeof self->api_customer);
+            break;
+        case AMI_MSG_API_VERIFY:
+            memset (self->api_verify.corr, 0, AMI_REQUEST_ID_SIZE);
+            self->api_verify.checked = 0;
+            self->api_verify.failed = 0;
+            self->api_verify.count = 0;
             break;
         default:
             break;      /* unknown type: encode will refuse it (MSGTYPE) */

@@ -21,6 +21,9 @@
 # Environment: AMI_BIN_DIR   directory of the ami-* binaries [<repo>/bin]
 #              AMI_LOG_LEVEL log/level of every service [info]
 #              AMI_HEARTBEAT heartbeat of every service [1s]
+#              AMI_RATE_OPERATOR, AMI_RATE_OPERATOR_BURST, AMI_RATE_METER,
+#              AMI_RATE_METER_BURST  the MDMS's on-demand read limits
+#                            [10/s, 20, 2/s, 4]; 0 = unlimited (benchmarks)
 # Re-rendering is idempotent: files are replaced atomically (rename).
 set -eu
 
@@ -49,6 +52,10 @@ mkdir -p "$bin" 2>/dev/null || true
 bin=$(cd "$bin" && pwd)
 log_level=${AMI_LOG_LEVEL:-info}
 heartbeat=${AMI_HEARTBEAT:-1s}
+rate_operator=${AMI_RATE_OPERATOR:-10/s}
+rate_operator_burst=${AMI_RATE_OPERATOR_BURST:-20}
+rate_meter=${AMI_RATE_METER:-2/s}
+rate_meter_burst=${AMI_RATE_METER_BURST:-4}
 
 # Paths go unquoted into supervisord command lines and into sed
 # replacements: allow only characters that mean nothing to either.
@@ -89,6 +96,10 @@ s|@VAR@|$var|g
 s|@KEYS@|$keys|g
 s|@LOG_LEVEL@|$log_level|g
 s|@HEARTBEAT@|$heartbeat|g
+s|@RATE_OPERATOR@|$rate_operator|g
+s|@RATE_OPERATOR_BURST@|$rate_operator_burst|g
+s|@RATE_METER@|$rate_meter|g
+s|@RATE_METER_BURST@|$rate_meter_burst|g
 s|@PORT_BROKER@|$port_broker|g
 s|@PORT_API@|$port_api|g
 s|@PORT_INGEST@|$port_ingest|g

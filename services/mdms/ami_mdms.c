@@ -21,6 +21,12 @@
     - the api ROUTER is a REQ-compatible server (chapter 3 envelopes); the
       events PUB is loss-tolerant and sequence-numbered (chapter 5 "getting
       an out-of-band snapshot" style gap detection by seq).
+    - every operator request passes one gate on the way out, s_api_finish
+      (or, for a stored reading, the transaction that stores it), which
+      appends it to the hash-chained audit log before the reply leaves:
+      nothing reaches an operator unaudited. On-demand reads are metered
+      by token buckets per operator and per meter before anything is sent
+      (refuse, never queue).
 
     State:
     - routes: aggregator id -> route_t (from the registry, fixed after
@@ -35,6 +41,7 @@
 */
 #include "ami_mdms.h"
 
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,7 +51,9 @@
 #include "ami_err.h"
 #include "ami_log.h"
 #include "ami_mdms_acl.h"
+#include "ami_mdms_audit.h"
 #include "ami_mdms_db.h"
+#include "ami_mdms_rate.h"
 #include "ami_msg.h"
 #include "ami_service.h"
 
@@ -97,8 +106,30 @@
 /*  An encoded EVENT: 3 u64, two ids, 256 bytes of text < 400. */
 #define S_EVENT_MAX         512
 
+/*  Sweep refilled rate buckets every 10 heartbeats (10 s by default):
+    frees memory of idle keys; the tables are bounded regardless. */
+#define S_RATE_SWEEP_TICKS  10
+/*  AUDIT rows when the request says 0. */
+#define S_AUDIT_DEFAULT     100
+/*  An encoded API_CUSTOMER: corr 18, meter 34, name 66, address 259,
+    account 34 and headers: under 420 bytes. */
+#define S_CUSTOMER_FRAME_MAX 512
+
 #define S_ROLE_OPERATOR     "operator"
 #define S_ROLE_HEADEND      "headend"
+/*  Audit names for a certificate without node-id / ami-role. */
+#define S_UNKNOWN_OPERATOR  "unknown"
+#define S_NO_ROLE           "NONE"
+
+/*  Who asked for what: everything an audit entry needs about a request,
+    in the wire id charset. */
+typedef struct {
+    ami_id_t operator_id;
+    char role [AMI_MAX_ROLE + 1];
+    uint8_t action;                     /* 0: the request did not decode */
+    ami_id_t meter_id;
+    uint8_t corr [AMI_REQUEST_ID_SIZE];  /* zero when unknown */
+} caller_t;
 
 enum { ROUTE_UNKNOWN = 0, ROUTE_YES, ROUTE_NO };
 
@@ -117,8 +148,7 @@ typedef struct {
     uint8_t sign_pk [AMI_E2E_SIGN_PK_SIZE];     /* the meter's, from the registry */
     route_t *route;
     zmsg_t *envelope;                   /* operator's routing frames + delimiter */
-    ami_id_t operator_id;
-    char role [AMI_MAX_ROLE + 1];
+    caller_t caller;                    /* for the log and the audit entry */
     uint64_t requested_ms;              /* Unix ms of the first try */
     uint64_t expires_ms;                /* Unix ms deadline (READ_REQ.expires_ms) */
     int64_t started;                    /* mono */
@@ -162,6 +192,9 @@ typedef struct {
     char *ingest_endpoint;
     char *events_endpoint;
     ami_mdms_db_t *db;
+    ami_mdms_audit_t *audit;
+    ami_mdms_rate_t *rate_operator;
+    ami_mdms_rate_t *rate_meter;
     ami_e2e_mdms_t keys;
     ami_id_t node_id;
     ami_id_t broker_id;
@@ -177,6 +210,7 @@ typedef struct {
     uint8_t *buf;                       /* AMI_MAX_FRAME encode buffer */
     uint8_t plain [AMI_MAX_SEALED];     /* opened READING */
     ami_mdms_meter_t page [AMI_MAX_API_METERS];
+    ami_audit_row_t audit_rows [AMI_MAX_API_AUDIT];
 
     zhashx_t *routes;
     zhashx_t *pending;
@@ -198,6 +232,10 @@ typedef struct {
     uint64_t reads_ok;
     uint64_t reads_failed;
     uint64_t bad_responses;
+    uint64_t rate_limited;
+    uint64_t audit_failures;
+    unsigned ticks;
+    bool audit_action0;                 /* the codec lets API_AUDIT carry action 0 */
 
     bool terminated;
     int64_t log_window;
@@ -371,14 +409,103 @@ s_api_send (mdms_t *self, zmsg_t *envelope)
     s_send (self, self->api, &msg, "api reply");
 }
 
+/*  Copy text from a certificate into an audit field: id characters kept,
+    anything else '_', cut at cap - 1; fallback if nothing is left. */
 static void
-s_api_error (mdms_t *self, zmsg_t *envelope, const uint8_t *corr, int code,
-             const char *format, ...) CHECK_PRINTF (5);
+s_audit_text (char *dst, size_t cap, const char *src, const char *fallback)
+{
+    size_t n = 0;
+    for (; src && *src && n + 1 < cap; src++) {
+        char c = *src;
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+               || c == '.' || c == '_' || c == ':' || c == '-';
+        dst [n++] = ok ? c : '_';
+    }
+    dst [n] = 0;
+    if (n == 0)
+        snprintf (dst, cap, "%s", fallback);
+}
 
-/*  Reply ERROR(corr, code, origin = this MDMS, text). corr may be NULL. */
+/*  Describe a request for the audit log. operator_id and role as the
+    certificate says (may be NULL); meter_id and corr may be NULL. */
 static void
-s_api_error (mdms_t *self, zmsg_t *envelope, const uint8_t *corr, int code,
-             const char *format, ...)
+s_caller_init (caller_t *caller, const char *operator_id, const char *role, int action,
+               const char *meter_id, const uint8_t *corr)
+{
+    memset (caller, 0, sizeof *caller);
+    s_audit_text (caller->operator_id, sizeof caller->operator_id, operator_id,
+                  S_UNKNOWN_OPERATOR);
+    s_audit_text (caller->role, sizeof caller->role, role, S_NO_ROLE);
+    caller->action = action >= 1 && action <= AMI_ACT_MAX ? (uint8_t) action : 0;
+    if (meter_id && ami_id_valid (meter_id))
+        snprintf (caller->meter_id, sizeof caller->meter_id, "%s", meter_id);
+    if (corr)
+        memcpy (caller->corr, corr, AMI_REQUEST_ID_SIZE);
+}
+
+static void
+s_audit_entry (const caller_t *caller, int result, ami_audit_row_t *entry)
+{
+    memset (entry, 0, sizeof *entry);
+    memcpy (entry->operator_id, caller->operator_id, sizeof entry->operator_id);
+    memcpy (entry->role, caller->role, sizeof entry->role);
+    entry->action = caller->action;
+    memcpy (entry->meter_id, caller->meter_id, sizeof entry->meter_id);
+    memcpy (entry->corr, caller->corr, AMI_REQUEST_ID_SIZE);
+    entry->result = (uint16_t) result;
+}
+
+/*  Append the outcome of caller's request to the audit log, durably.
+    Returns AMI_OK or why not (logged: an unaudited request is an
+    incident, never a silent loss). */
+static int
+s_audit (mdms_t *self, const caller_t *caller, int result)
+{
+    ami_audit_row_t entry;
+    s_audit_entry (caller, result, &entry);
+    int rc = ami_mdms_audit_append (self->audit, &entry, NULL);
+    if (rc) {
+        self->audit_failures++;
+        char corr_hex [2 * AMI_REQUEST_ID_SIZE + 1];
+        ami_request_id_format (caller->corr, corr_hex);
+        ami_log_error ("AUDIT LOG WRITE FAILED (%s): operator=%s role=%s action=%s meter=%s "
+                       "corr=%s result=%s", ami_strerror (rc), caller->operator_id,
+                       caller->role, ami_action_name (caller->action)
+                       ? ami_action_name (caller->action) : "none",
+                       caller->meter_id, corr_hex, ami_errname (result));
+    }
+    return rc;
+}
+
+/*  The one way an operator reply leaves: audit self->tx's outcome, then
+    send it. A reply with data whose audit entry could not be written is
+    replaced by ERROR AMI_E_STORAGE (disclose nothing unaudited). */
+static void
+s_api_finish (mdms_t *self, const caller_t *caller, zmsg_t *envelope)
+{
+    ami_msg_t *tx = self->tx;
+    int result = tx->type == AMI_MSG_ERROR ? tx->error.code : AMI_OK;
+    if (s_audit (self, caller, result) != AMI_OK && tx->type != AMI_MSG_ERROR) {
+        ami_msg_reset (tx, AMI_MSG_ERROR);
+        tx->error.has_request_id = true;
+        memcpy (tx->error.request_id, caller->corr, AMI_REQUEST_ID_SIZE);
+        tx->error.code = AMI_E_STORAGE;
+        snprintf (tx->error.origin, sizeof tx->error.origin, "%s", self->node_id);
+        snprintf (tx->error.text, sizeof tx->error.text,
+                  "the audit log cannot be written: reply withheld");
+    }
+    s_api_send (self, envelope);
+}
+
+static void
+s_api_error (mdms_t *self, const caller_t *caller, zmsg_t *envelope, const uint8_t *corr,
+             int code, const char *format, ...) CHECK_PRINTF (6);
+
+/*  Reply ERROR(corr, code, origin = this MDMS, text), audited. corr may be
+    NULL (no request id in the reply). */
+static void
+s_api_error (mdms_t *self, const caller_t *caller, zmsg_t *envelope, const uint8_t *corr,
+             int code, const char *format, ...)
 {
     ami_msg_t *tx = self->tx;
     ami_msg_reset (tx, AMI_MSG_ERROR);
@@ -391,7 +518,7 @@ s_api_error (mdms_t *self, zmsg_t *envelope, const uint8_t *corr, int code,
     va_start (args, format);
     vsnprintf (tx->error.text, sizeof tx->error.text, format, args);
     va_end (args);
-    s_api_send (self, envelope);
+    s_api_finish (self, caller, envelope);
 }
 
 /*  MDP client request: "", "MDPC01", service, body. */
@@ -466,20 +593,19 @@ s_due (mdms_t *self, int64_t when)
         self->pending_due = when;
 }
 
-/*  A read failed: ERROR to the operator, EVENT read_failed, log. envelope
-    borrowed; corr and meter_id identify the read. */
+/*  A read failed: ERROR to the operator (audited), EVENT read_failed,
+    log. envelope borrowed; caller identifies the read. */
 static void
-s_read_failed (mdms_t *self, zmsg_t *envelope, const uint8_t *corr, const char *meter_id,
-               const char *operator_id, int code, const char *text)
+s_read_failed (mdms_t *self, zmsg_t *envelope, const caller_t *caller, int code,
+               const char *text)
 {
     char corr_hex [2 * AMI_REQUEST_ID_SIZE + 1];
-    ami_request_id_format (corr, corr_hex);
+    ami_request_id_format (caller->corr, corr_hex);
     self->reads_failed++;
-    ami_log_info ("read %s corr=%s operator=%s failed: %s (%s)", meter_id, corr_hex,
-                  operator_id, ami_errname (code), text);
-    s_api_error (self, envelope, corr, code, "%s", text);
-    s_publish (self, AMI_EV_READ_FAILED, ami_id_valid (meter_id) ? meter_id : "",
-               "%s: %s", ami_errname (code), text);
+    ami_log_info ("read %s corr=%s operator=%s failed: %s (%s)", caller->meter_id, corr_hex,
+                  caller->operator_id, ami_errname (code), text);
+    s_api_error (self, caller, envelope, caller->corr, code, "%s", text);
+    s_publish (self, AMI_EV_READ_FAILED, caller->meter_id, "%s: %s", ami_errname (code), text);
 }
 
 static void
@@ -494,7 +620,7 @@ s_pending_fail (mdms_t *self, pending_t *p, int code, const char *format, ...)
     va_start (args, format);
     vsnprintf (text, sizeof text, format, args);
     va_end (args);
-    s_read_failed (self, p->envelope, p->request_id, p->meter_id, p->operator_id, code, text);
+    s_read_failed (self, p->envelope, &p->caller, code, text);
     s_pending_remove (self, p);
 }
 
@@ -714,6 +840,38 @@ s_bad_response (mdms_t *self, pending_t *p, int code, const char *why)
                why, ami_errname (code));
 }
 
+/*  Store a verified reading (self->plain, plain_len) with its proof and the
+    read's audit entry (result 0) in ONE durable transaction: the reading
+    is never stored unaudited, nor the success audited unstored. */
+static int
+s_store_reading (mdms_t *self, pending_t *p, uint64_t read_ms, uint64_t stored_ms,
+                 size_t plain_len, const uint8_t *proof, size_t proof_size)
+{
+    int rc = AMI_OK;
+    ami_store_batch_t *batch = ami_store_batch_begin (ami_mdms_db_store (self->db), &rc);
+    if (!batch)
+        return rc;
+    rc = ami_mdms_db_reading_stage (self->db, batch, p->meter_id, read_ms, p->request_id,
+                                    p->requested_ms, stored_ms, self->plain, plain_len,
+                                    proof, proof_size);
+    if (rc == AMI_E_EXISTS)
+        rc = AMI_OK;                    //  this very reading is already stored
+    if (rc) {
+        ami_store_batch_abort (&batch);
+        return rc;
+    }
+    ami_audit_row_t entry;
+    s_audit_entry (&p->caller, AMI_OK, &entry);
+    rc = ami_mdms_audit_stage (self->audit, batch, &entry, NULL);
+    if (rc) {
+        ami_store_batch_abort (&batch);
+        return rc;
+    }
+    rc = ami_store_batch_commit (&batch);
+    ami_mdms_audit_settle (self->audit, rc == AMI_OK);
+    return rc;
+}
+
 static void
 s_read_resp (mdms_t *self, const uint8_t *data, size_t size, const char *service)
 {
@@ -758,12 +916,10 @@ s_read_resp (mdms_t *self, const uint8_t *data, size_t size, const char *service
         return;
     }
     uint64_t stored_ms = (uint64_t) zclock_time ();
-    rc = ami_mdms_db_reading_put (self->db, p->meter_id, reading->read_ms, p->request_id,
-                                  p->requested_ms, stored_ms, self->plain, plain_len,
-                                  data, size);
-    if (rc == AMI_E_EXISTS)
-        rc = AMI_OK;                    //  this very reading is already stored
+    rc = s_store_reading (self, p, reading->read_ms, stored_ms, plain_len, data, size);
     if (rc) {
+        //  Neither the reading nor its audit entry is stored: the failure
+        //  is audited on its own
         s_pending_fail (self, p, rc, "reading of meter %s could not be stored: %s",
                         p->meter_id, ami_strerror (rc));
         return;
@@ -780,7 +936,7 @@ s_read_resp (mdms_t *self, const uint8_t *data, size_t size, const char *service
     s_api_send (self, p->envelope);
     self->reads_ok++;
     ami_log_info ("read %s corr=%s operator=%s: %u registers stored in %lld ms (%d tries)",
-                  p->meter_id, p->key, p->operator_id, reading->register_count,
+                  p->meter_id, p->key, p->caller.operator_id, reading->register_count,
                   (long long) took, p->tries);
     s_publish (self, AMI_EV_READ_DONE, p->meter_id, "read ok in %lld ms", (long long) took);
     s_pending_remove (self, p);
@@ -869,20 +1025,41 @@ s_handle_broker_msg (mdms_t *self, zmsg_t *msg)
 typedef struct {
     zmsg_t *envelope;                   /* owned by the handler */
     const ami_api_req_t *req;
-    const char *operator_id;
+    const char *operator_id;            /* raw certificate values, for logs */
     const char *role;
+    caller_t caller;                    /* the same, sanitised: the audit entry */
     char corr_hex [2 * AMI_REQUEST_ID_SIZE + 1];
 } api_call_t;
+
+/*  SEC-AVAIL-2: take a token from bucket key of table; on refusal answer
+    ERROR AMI_E_RATE_LIMITED at once (audited) and return false. */
+static bool
+s_rate_take (mdms_t *self, api_call_t *call, ami_mdms_rate_t *table, const char *key,
+             const char *what)
+{
+    if (ami_mdms_rate_take (table, key, zclock_mono ()))
+        return true;
+    self->rate_limited++;
+    self->reads_failed++;
+    s_warn (self, "api: RATE_LIMITED operator=%s read of meter %s corr=%s: %s limit",
+            call->caller.operator_id, call->caller.meter_id, call->corr_hex, what);
+    s_api_error (self, &call->caller, call->envelope, call->req->corr, AMI_E_RATE_LIMITED,
+                 "too many reads: %s limit reached; retry later", what);
+    return false;
+}
 
 static void
 s_api_read (mdms_t *self, api_call_t *call)
 {
     const ami_api_req_t *req = call->req;
     if (!*req->meter_id) {
-        s_read_failed (self, call->envelope, req->corr, "", call->operator_id,
-                       AMI_E_BAD_REQUEST, "read needs a meter id");
+        s_read_failed (self, call->envelope, &call->caller, AMI_E_BAD_REQUEST,
+                       "read needs a meter id");
         return;
     }
+    //  The operator's bucket first: a flood of unknown ids is limited too
+    if (!s_rate_take (self, call, self->rate_operator, call->caller.operator_id, "operator"))
+        return;
     ami_mdms_meter_t meter;
     int rc = ami_mdms_db_meter_get (self->db, req->meter_id, &meter);
     if (rc) {
@@ -893,17 +1070,20 @@ s_api_read (mdms_t *self, api_call_t *call)
         }
         else
             snprintf (text, sizeof text, "registry lookup failed: %s", ami_strerror (rc));
-        s_read_failed (self, call->envelope, req->corr, req->meter_id, call->operator_id, rc, text);
+        s_read_failed (self, call->envelope, &call->caller, rc, text);
         return;
     }
+    //  Then the meter's: only registered meters get a bucket
+    if (!s_rate_take (self, call, self->rate_meter, meter.meter_id, "meter"))
+        return;
     if (zhashx_lookup (self->pending, call->corr_hex)) {
-        s_read_failed (self, call->envelope, req->corr, req->meter_id, call->operator_id,
-                       AMI_E_BAD_REQUEST, "correlation id already in flight");
+        s_read_failed (self, call->envelope, &call->caller, AMI_E_BAD_REQUEST,
+                       "correlation id already in flight");
         return;
     }
     if (zhashx_size (self->pending) >= self->max_pending) {
-        s_read_failed (self, call->envelope, req->corr, req->meter_id, call->operator_id,
-                       AMI_E_BUSY, "too many reads in flight; retry later");
+        s_read_failed (self, call->envelope, &call->caller, AMI_E_BUSY,
+                       "too many reads in flight; retry later");
         return;
     }
     route_t *route = (route_t *) zhashx_lookup (self->routes, meter.aggregator_id);
@@ -912,14 +1092,12 @@ s_api_read (mdms_t *self, api_call_t *call)
         char text [AMI_MAX_TEXT + 1];
         snprintf (text, sizeof text, "no head end reaches aggregator %s of meter %s",
                   meter.aggregator_id, req->meter_id);
-        s_read_failed (self, call->envelope, req->corr, req->meter_id, call->operator_id,
-                       AMI_E_NO_ROUTE, text);
+        s_read_failed (self, call->envelope, &call->caller, AMI_E_NO_ROUTE, text);
         return;
     }
     pending_t *p = (pending_t *) calloc (1, sizeof *p);
     if (!p) {
-        s_read_failed (self, call->envelope, req->corr, req->meter_id, call->operator_id,
-                       AMI_E_NOMEM, "out of memory");
+        s_read_failed (self, call->envelope, &call->caller, AMI_E_NOMEM, "out of memory");
         return;
     }
     int64_t timeout = req->timeout_ms ? (int64_t) req->timeout_ms : (int64_t) self->read_timeout_ms;
@@ -932,8 +1110,7 @@ s_api_read (mdms_t *self, api_call_t *call)
     p->route = route;
     p->envelope = call->envelope;
     call->envelope = NULL;
-    snprintf (p->operator_id, sizeof p->operator_id, "%s", call->operator_id);
-    snprintf (p->role, sizeof p->role, "%s", call->role);
+    p->caller = call->caller;
     p->requested_ms = (uint64_t) zclock_time ();
     p->expires_ms = p->requested_ms + (uint64_t) timeout;
     p->started = now;
@@ -942,13 +1119,12 @@ s_api_read (mdms_t *self, api_call_t *call)
     if (p->try_ms < 1)
         p->try_ms = 1;
     if (zhashx_insert (self->pending, p->key, p)) {
-        s_read_failed (self, p->envelope, req->corr, req->meter_id, call->operator_id,
-                       AMI_E_NOMEM, "out of memory");
+        s_read_failed (self, p->envelope, &p->caller, AMI_E_NOMEM, "out of memory");
         s_pending_destructor ((void **) &p);
         return;
     }
     ami_log_debug ("read %s corr=%s operator=%s: via %s, timeout %lld ms", p->meter_id,
-                   p->key, p->operator_id, route->service, (long long) timeout);
+                   p->key, p->caller.operator_id, route->service, (long long) timeout);
     rc = s_read_send (self, p);
     if (rc)
         s_pending_fail (self, p, rc, "cannot send the read of meter %s: %s", p->meter_id,
@@ -986,31 +1162,42 @@ s_history_row (const ami_mdms_reading_t *row, void *arg)
     return 0;
 }
 
+/*  Checks shared by the per-meter actions: a meter id that is in the
+    registry (into *meter), and from <= to when both are given. Answers
+    the ERROR itself and returns false when not. */
+static bool
+s_meter_arg (mdms_t *self, api_call_t *call, bool range, ami_mdms_meter_t *meter)
+{
+    const ami_api_req_t *req = call->req;
+    const char *action = ami_action_name (req->action);
+    if (!*req->meter_id) {
+        s_api_error (self, &call->caller, call->envelope, req->corr, AMI_E_BAD_REQUEST,
+                     "%s needs a meter id", action);
+        return false;
+    }
+    if (range && req->to_ms && req->from_ms > req->to_ms) {
+        s_api_error (self, &call->caller, call->envelope, req->corr, AMI_E_BAD_REQUEST,
+                     "from_ms is after to_ms");
+        return false;
+    }
+    int rc = ami_mdms_db_meter_get (self->db, req->meter_id, meter);
+    if (rc == AMI_E_NOTFOUND)
+        s_api_error (self, &call->caller, call->envelope, req->corr, AMI_E_UNKNOWN_METER,
+                     "meter %s is not in the registry", req->meter_id);
+    else
+    if (rc)
+        s_api_error (self, &call->caller, call->envelope, req->corr, rc,
+                     "registry lookup failed: %s", ami_strerror (rc));
+    return rc == AMI_OK;
+}
+
 static void
 s_api_history (mdms_t *self, api_call_t *call)
 {
     const ami_api_req_t *req = call->req;
-    if (!*req->meter_id) {
-        s_api_error (self, call->envelope, req->corr, AMI_E_BAD_REQUEST,
-                     "history needs a meter id");
-        return;
-    }
-    if (req->to_ms && req->from_ms > req->to_ms) {
-        s_api_error (self, call->envelope, req->corr, AMI_E_BAD_REQUEST,
-                     "from_ms is after to_ms");
-        return;
-    }
     ami_mdms_meter_t meter;
-    int rc = ami_mdms_db_meter_get (self->db, req->meter_id, &meter);
-    if (rc) {
-        if (rc == AMI_E_NOTFOUND)
-            s_api_error (self, call->envelope, req->corr, AMI_E_UNKNOWN_METER,
-                         "meter %s is not in the registry", req->meter_id);
-        else
-            s_api_error (self, call->envelope, req->corr, rc, "registry lookup failed: %s",
-                         ami_strerror (rc));
+    if (!s_meter_arg (self, call, true, &meter))
         return;
-    }
     size_t limit = req->limit ? req->limit : S_HISTORY_DEFAULT;
     if (limit > AMI_MAX_API_READINGS)
         limit = AMI_MAX_API_READINGS;
@@ -1018,17 +1205,17 @@ s_api_history (mdms_t *self, api_call_t *call)
     memcpy (self->tx->api_readings.corr, req->corr, AMI_REQUEST_ID_SIZE);
     history_t ctx = { self, req->meter_id, AMI_OK };
     bool more = false;
-    rc = ami_mdms_db_history (self->db, req->meter_id, req->from_ms, req->to_ms, limit,
-                              s_history_row, &ctx, &more);
+    int rc = ami_mdms_db_history (self->db, req->meter_id, req->from_ms, req->to_ms, limit,
+                                  s_history_row, &ctx, &more);
     if (rc == AMI_OK)
         rc = ctx.rc;
     if (rc) {
-        s_api_error (self, call->envelope, req->corr, rc, "history of %s could not be read: %s",
-                     req->meter_id, ami_strerror (rc));
+        s_api_error (self, &call->caller, call->envelope, req->corr, rc,
+                     "history of %s could not be read: %s", req->meter_id, ami_strerror (rc));
         return;
     }
     self->tx->api_readings.more = more;
-    s_api_send (self, call->envelope);
+    s_api_finish (self, &call->caller, call->envelope);
 }
 
 static void
@@ -1056,13 +1243,13 @@ s_api_meters (mdms_t *self, api_call_t *call)
                    ? AMI_STATE_READY : AMI_STATE_DOWN;
     }
     if (rc) {
-        s_api_error (self, call->envelope, req->corr, rc, "registry could not be read: %s",
-                     ami_strerror (rc));
+        s_api_error (self, &call->caller, call->envelope, req->corr, rc,
+                     "registry could not be read: %s", ami_strerror (rc));
         return;
     }
     tx->api_meters.count = (uint32_t) count;
     tx->api_meters.more = more;
-    s_api_send (self, call->envelope);
+    s_api_finish (self, &call->caller, call->envelope);
 }
 
 static int
@@ -1120,7 +1307,204 @@ s_api_status (mdms_t *self, api_call_t *call)
                     AMI_MAX_API_SERVICES);
         zlistx_destroy (&keys);
     }
-    s_api_send (self, call->envelope);
+    s_api_finish (self, &call->caller, call->envelope);
+}
+
+/*  VERIFY: re-prove every stored reading of a meter in range. */
+typedef struct {
+    mdms_t *self;
+    const ami_mdms_meter_t *meter;
+    ami_api_verify_t *out;
+} verify_t;
+
+static void
+s_verify_failed (verify_t *ctx, uint64_t read_ms, int code)
+{
+    ami_api_verify_t *out = ctx->out;
+    if (out->count < AMI_MAX_API_FAILURES) {
+        out->failures [out->count].ref = read_ms;
+        out->failures [out->count].code = (uint16_t) code;
+        out->count++;
+    }
+    out->failed++;
+    s_warn (ctx->self, "verify: reading of meter %s at %llu FAILS: %s", ctx->meter->meter_id,
+            (unsigned long long) read_ms, ami_errname (code));
+}
+
+static int
+s_verify_reading (int rc, const ami_mdms_reading_t *row, void *arg)
+{
+    verify_t *ctx = (verify_t *) arg;
+    mdms_t *self = ctx->self;
+    ctx->out->checked++;
+    if (rc) {
+        s_verify_failed (ctx, row->read_ms, AMI_E_STORAGE);
+        return 0;
+    }
+    //  1. The proof: the meter's own signature over the READ_RESP frame
+    if (ami_e2e_verify (row->proof, row->proof_size, ctx->meter->sign_pk) != AMI_OK) {
+        s_verify_failed (ctx, row->read_ms, AMI_E_BAD_SIGNATURE);
+        return 0;
+    }
+    ami_msg_t *m = self->scratch;
+    if (ami_msg_decode (m, row->proof, row->proof_size) != AMI_OK
+    ||  m->type != AMI_MSG_READ_RESP || m->read_resp.status != AMI_OK) {
+        s_verify_failed (ctx, row->read_ms, AMI_E_BAD_SIGNATURE);
+        return 0;
+    }
+    //  2. It answers this very request of this meter (a genuine proof of
+    //     another reading does not prove this one)
+    if (strcmp (m->read_resp.meter_id, row->meter_id) != 0
+    ||  memcmp (m->read_resp.request_id, row->request_id, AMI_REQUEST_ID_SIZE) != 0) {
+        s_verify_failed (ctx, row->read_ms, AMI_E_RANGE);
+        return 0;
+    }
+    //  3. Its sealed READING opens with the MDMS box key...
+    size_t plain_len = 0;
+    if (ami_e2e_open (m->read_resp.sealed, m->read_resp.sealed_size, &self->keys,
+                      self->plain, sizeof self->plain, &plain_len) != AMI_OK) {
+        s_verify_failed (ctx, row->read_ms, AMI_E_DECRYPT);
+        return 0;
+    }
+    //  4. ... and is, byte for byte, the READING stored
+    if (plain_len != row->reading_size || memcmp (self->plain, row->reading, plain_len) != 0)
+        s_verify_failed (ctx, row->read_ms, AMI_E_RANGE);
+    return 0;
+}
+
+static void
+s_api_verify (mdms_t *self, api_call_t *call)
+{
+    const ami_api_req_t *req = call->req;
+    ami_mdms_meter_t meter;
+    if (!s_meter_arg (self, call, true, &meter))
+        return;
+    ami_msg_t *tx = self->tx;
+    ami_msg_reset (tx, AMI_MSG_API_VERIFY);
+    memcpy (tx->api_verify.corr, req->corr, AMI_REQUEST_ID_SIZE);
+    verify_t ctx = { self, &meter, &tx->api_verify };
+    int64_t started = zclock_mono ();
+    int rc = ami_mdms_db_readings_each (self->db, req->meter_id, req->from_ms, req->to_ms,
+                                        s_verify_reading, &ctx);
+    if (rc) {
+        s_api_error (self, &call->caller, call->envelope, req->corr, rc,
+                     "readings of %s could not be read: %s", req->meter_id, ami_strerror (rc));
+        return;
+    }
+    ami_log_info ("verify %s by %s: %llu readings checked, %llu failed (%lld ms)",
+                  req->meter_id, call->caller.operator_id,
+                  (unsigned long long) tx->api_verify.checked,
+                  (unsigned long long) tx->api_verify.failed,
+                  (long long) (zclock_mono () - started));
+    if (tx->api_verify.failed)
+        s_publish (self, AMI_EV_SECURITY, req->meter_id, "verify: %llu stored reading(s) "
+                   "fail re-verification", (unsigned long long) tx->api_verify.failed);
+    s_api_finish (self, &call->caller, call->envelope);
+}
+
+static void
+s_api_audit (mdms_t *self, api_call_t *call)
+{
+    const ami_api_req_t *req = call->req;
+    size_t limit = req->limit ? req->limit : S_AUDIT_DEFAULT;
+    if (limit > AMI_MAX_API_AUDIT)
+        limit = AMI_MAX_API_AUDIT;
+    size_t count = 0;
+    bool more = false;
+    //  Paging rule (ami_mdms.h): to_ms carries "start after this seq"
+    int rc = ami_mdms_audit_page (self->audit, req->from_ms, req->to_ms, limit,
+                                  self->audit_rows, &count, &more);
+    if (rc) {
+        s_api_error (self, &call->caller, call->envelope, req->corr, rc,
+                     "the audit log could not be read: %s", ami_strerror (rc));
+        return;
+    }
+    ami_msg_t *tx = self->tx;
+    ami_msg_reset (tx, AMI_MSG_API_AUDIT);
+    memcpy (tx->api_audit.corr, req->corr, AMI_REQUEST_ID_SIZE);
+    size_t shown = 0, hidden = 0;
+    for (size_t i = 0; i < count; i++) {
+        //  An entry of a request that did not decode names no action; a
+        //  codec that refuses action 0 on the wire cannot carry it
+        if (self->audit_rows [i].action == 0 && !self->audit_action0) {
+            hidden++;
+            continue;
+        }
+        tx->api_audit.entries [shown++] = self->audit_rows [i];
+    }
+    if (hidden)
+        s_warn (self, "audit: %zu entries of undecodable requests (action 0) left out of "
+                "the page: the wire codec refuses action 0", hidden);
+    tx->api_audit.count = (uint32_t) shown;
+    tx->api_audit.more = more;
+    s_api_finish (self, &call->caller, call->envelope);
+}
+
+static void
+s_api_audit_verify (mdms_t *self, api_call_t *call)
+{
+    const ami_api_req_t *req = call->req;
+    ami_msg_t *tx = self->tx;
+    ami_msg_reset (tx, AMI_MSG_API_VERIFY);
+    memcpy (tx->api_verify.corr, req->corr, AMI_REQUEST_ID_SIZE);
+    int64_t started = zclock_mono ();
+    int rc = ami_mdms_audit_verify (self->audit, &tx->api_verify);
+    if (rc) {
+        s_api_error (self, &call->caller, call->envelope, req->corr, rc,
+                     "the audit log could not be read: %s", ami_strerror (rc));
+        return;
+    }
+    ami_api_verify_t *v = &tx->api_verify;
+    if (v->failed) {
+        ami_log_error ("AUDIT LOG TAMPERED: verify by %s: %llu entries checked, %llu fail "
+                       "(first at seq %llu: %s)", call->caller.operator_id,
+                       (unsigned long long) v->checked, (unsigned long long) v->failed,
+                       (unsigned long long) (v->count ? v->failures [0].ref : 0),
+                       v->count ? ami_errname (v->failures [0].code) : "?");
+        s_publish (self, AMI_EV_SECURITY, "", "audit log: %llu entries fail verification",
+                   (unsigned long long) v->failed);
+    }
+    else
+        ami_log_info ("audit verify by %s: %llu entries, chain intact (%lld ms)",
+                      call->caller.operator_id, (unsigned long long) v->checked,
+                      (long long) (zclock_mono () - started));
+    s_api_finish (self, &call->caller, call->envelope);
+}
+
+static void
+s_api_customer (mdms_t *self, api_call_t *call)
+{
+    const ami_api_req_t *req = call->req;
+    ami_mdms_meter_t meter;
+    if (!s_meter_arg (self, call, false, &meter))
+        return;
+    ami_msg_t *tx = self->tx;
+    ami_msg_reset (tx, AMI_MSG_API_CUSTOMER);
+    memcpy (tx->api_customer.corr, req->corr, AMI_REQUEST_ID_SIZE);
+    snprintf (tx->api_customer.meter_id, sizeof tx->api_customer.meter_id, "%s", req->meter_id);
+    int rc = ami_mdms_db_customer_get (self->db, req->meter_id, &tx->api_customer);
+    if (rc)     //  a record that failed half-way leaves nothing behind
+        sodium_memzero (&tx->api_customer, sizeof tx->api_customer);
+    if (rc == AMI_E_NOTFOUND) {
+        s_api_error (self, &call->caller, call->envelope, req->corr, AMI_E_NOTFOUND,
+                     "meter %s has no customer record", req->meter_id);
+        return;
+    }
+    if (rc) {
+        if (rc == AMI_E_DECRYPT)
+            s_publish (self, AMI_EV_SECURITY, req->meter_id,
+                       "customer record does not decrypt");
+        s_api_error (self, &call->caller, call->envelope, req->corr, rc,
+                     "customer record of %s cannot be read: %s", req->meter_id,
+                     ami_strerror (rc));
+        return;
+    }
+    ami_log_info ("customer record of %s shown to %s (corr=%s)", req->meter_id,
+                  call->caller.operator_id, call->corr_hex);
+    s_api_finish (self, &call->caller, call->envelope);
+    //  Sent: wipe the plaintext from the message and the encode buffer
+    sodium_memzero (&tx->api_customer, sizeof tx->api_customer);
+    sodium_memzero (self->buf, S_CUSTOMER_FRAME_MAX);
 }
 
 /*  Reply ERROR to an API message refused before or at decoding; tries to
@@ -1165,6 +1549,9 @@ s_handle_api_msg (mdms_t *self, zmsg_t *msg)
     //  Only operators on this socket (the ZAP allow-list is process-wide)
     const char *peer_role = s_meta_or (content, AMI_CERT_META_ROLE, "");
     const char *peer_node = s_meta_or (content, AMI_CERT_META_NODE_ID, "?");
+    const char *ami_role = s_meta_or (content, AMI_MDMS_META_AMI_ROLE, "");
+    //  for the audit entry: no node-id at all is "unknown", not "?"
+    const char *node_meta = s_meta_or (content, AMI_CERT_META_NODE_ID, NULL);
     if (strcmp (peer_role, S_ROLE_OPERATOR) != 0) {
         self->denied++;
         char who [AMI_MAX_ID + 1], role [AMI_MAX_ROLE + 1];
@@ -1172,30 +1559,36 @@ s_handle_api_msg (mdms_t *self, zmsg_t *msg)
         s_sanitize (role, sizeof role, peer_role);
         s_warn (self, "api: peer %s with role '%s' is not an operator: refused", who, role);
         s_publish (self, AMI_EV_SECURITY, "", "api: peer %s (role %s) refused", who, role);
-        s_api_error (self, call.envelope, s_try_corr (self, body), AMI_E_DENIED,
+        const uint8_t *corr = s_try_corr (self, body);
+        s_caller_init (&call.caller, node_meta, ami_role, corr ? self->rx->api_req.action : 0,
+                       corr ? self->rx->api_req.meter_id : NULL, corr);
+        s_api_error (self, &call.caller, call.envelope, corr, AMI_E_DENIED,
                      "only operators may use this API");
         goto done;
     }
+    //  Until the body decodes, the request names no action (audited as 0)
+    s_caller_init (&call.caller, node_meta, ami_role, 0, NULL, NULL);
     if (zmsg_size (msg) != 1) {
         self->malformed++;
         s_warn (self, "api: %zu frames after the delimiter, expected 1", zmsg_size (msg));
-        s_api_error (self, call.envelope, NULL, AMI_E_BAD_REQUEST,
+        s_api_error (self, &call.caller, call.envelope, NULL, AMI_E_BAD_REQUEST,
                      "malformed request: expected exactly one message frame");
         goto done;
     }
     int rc = ami_msg_decode (self->rx, zframe_data (body), zframe_size (body));
     if (rc) {
         self->malformed++;
-        s_warn (self, "api: malformed request from %s: %s", peer_node, ami_strerror (rc));
-        s_api_error (self, call.envelope, NULL, AMI_E_BAD_REQUEST, "malformed request: %s",
-                     ami_strerror (rc));
+        s_warn (self, "api: malformed request from %s: %s", call.caller.operator_id,
+                ami_strerror (rc));
+        s_api_error (self, &call.caller, call.envelope, NULL, AMI_E_BAD_REQUEST,
+                     "malformed request: %s", ami_strerror (rc));
         goto done;
     }
     if (self->rx->type != AMI_MSG_API_REQ) {
         self->malformed++;
         s_warn (self, "api: %s from %s is not an API_REQ", ami_msg_type_name (self->rx->type),
-                peer_node);
-        s_api_error (self, call.envelope, NULL, AMI_E_BAD_REQUEST,
+                call.caller.operator_id);
+        s_api_error (self, &call.caller, call.envelope, NULL, AMI_E_BAD_REQUEST,
                      "malformed request: expected API_REQ, got %s",
                      ami_msg_type_name (self->rx->type));
         goto done;
@@ -1203,7 +1596,8 @@ s_handle_api_msg (mdms_t *self, zmsg_t *msg)
     ami_api_req_t req = self->rx->api_req;
     call.req = &req;
     call.operator_id = peer_node;
-    call.role = s_meta_or (content, AMI_MDMS_META_AMI_ROLE, "");
+    call.role = ami_role;
+    s_caller_init (&call.caller, node_meta, ami_role, req.action, req.meter_id, req.corr);
     ami_request_id_format (req.corr, call.corr_hex);
     const char *action = ami_action_name (req.action);
     const char *why = NULL;
@@ -1214,34 +1608,40 @@ s_handle_api_msg (mdms_t *self, zmsg_t *msg)
         if (rc == AMI_E_DENIED) {
             self->denied++;
             //  rate-limited like all input-driven warnings; the audit log
-            //  (security work) is the complete record
+            //  is the complete record
             s_warn (self, "api: DENIED operator=%s role=%s action=%s meter=%s corr=%s: %s",
-                    call.operator_id, role, action ? action : "?", req.meter_id,
+                    call.caller.operator_id, role, action ? action : "?", req.meter_id,
                     call.corr_hex, why);
             s_publish (self, AMI_EV_SECURITY, req.meter_id, "operator %s (%s) denied %s",
-                       call.operator_id, role, action ? action : "?");
+                       call.caller.operator_id, role, action ? action : "?");
         }
         else
             ami_log_info ("api: operator=%s role=%s action=%s meter=%s corr=%s: %s",
-                          call.operator_id, role, action ? action : "?", req.meter_id,
+                          call.caller.operator_id, role, action ? action : "?", req.meter_id,
                           call.corr_hex, why);
         if (req.action == AMI_ACT_READ)
-            s_read_failed (self, call.envelope, req.corr, req.meter_id, call.operator_id,
-                           rc, why);
+            s_read_failed (self, call.envelope, &call.caller, rc, why);
         else
-            s_api_error (self, call.envelope, req.corr, rc, "%s: %s", action ? action : "?", why);
+            s_api_error (self, &call.caller, call.envelope, req.corr, rc, "%s: %s",
+                         action ? action : "?", why);
         goto done;
     }
-    ami_log_debug ("api: operator=%s role=%s action=%s meter=%s corr=%s", call.operator_id,
-                   call.role, action, req.meter_id, call.corr_hex);
+    ami_log_debug ("api: operator=%s role=%s action=%s meter=%s corr=%s",
+                   call.caller.operator_id, call.caller.role, action, req.meter_id,
+                   call.corr_hex);
     switch (req.action) {
-        case AMI_ACT_READ:    s_api_read (self, &call); break;
-        case AMI_ACT_HISTORY: s_api_history (self, &call); break;
-        case AMI_ACT_METERS:  s_api_meters (self, &call); break;
-        case AMI_ACT_STATUS:  s_api_status (self, &call); break;
+        case AMI_ACT_READ:          s_api_read (self, &call); break;
+        case AMI_ACT_HISTORY:       s_api_history (self, &call); break;
+        case AMI_ACT_METERS:        s_api_meters (self, &call); break;
+        case AMI_ACT_STATUS:        s_api_status (self, &call); break;
+        case AMI_ACT_VERIFY:        s_api_verify (self, &call); break;
+        case AMI_ACT_AUDIT:         s_api_audit (self, &call); break;
+        case AMI_ACT_AUDIT_VERIFY:  s_api_audit_verify (self, &call); break;
+        case AMI_ACT_CUSTOMER:      s_api_customer (self, &call); break;
         default:
             //  the ACL table grants only implemented actions
-            s_api_error (self, call.envelope, req.corr, AMI_E_INTERNAL, "action not wired");
+            s_api_error (self, &call.caller, call.envelope, req.corr, AMI_E_INTERNAL,
+                         "action not wired");
             break;
     }
 done:
@@ -1556,6 +1956,11 @@ s_tick (mdms_t *self)
                 self->mmi_count, (long long) mmi_stale);
         self->mmi_count = 0;
     }
+    //  Give back the memory of rate buckets that have refilled
+    if (++self->ticks % S_RATE_SWEEP_TICKS == 0) {
+        ami_mdms_rate_sweep (self->rate_operator, now);
+        ami_mdms_rate_sweep (self->rate_meter, now);
+    }
     //  Poll the route of every aggregator (also the broker's liveness)
     if (zhashx_size (self->routes) == 0)
         s_mmi_ask (self, NULL);
@@ -1605,6 +2010,12 @@ s_handle_pipe (mdms_t *self)
         zmsg_addstrf (reply, "reads_ok=%llu", (unsigned long long) self->reads_ok);
         zmsg_addstrf (reply, "reads_failed=%llu", (unsigned long long) self->reads_failed);
         zmsg_addstrf (reply, "bad_responses=%llu", (unsigned long long) self->bad_responses);
+        zmsg_addstrf (reply, "rate_limited=%llu", (unsigned long long) self->rate_limited);
+        zmsg_addstrf (reply, "audit_seq=%llu",
+                      (unsigned long long) ami_mdms_audit_last (self->audit, NULL));
+        zmsg_addstrf (reply, "audit_tail=%s",
+                      ami_mdms_audit_tail_ok (self->audit) ? "ok" : "TAMPERED");
+        zmsg_addstrf (reply, "audit_failures=%llu", (unsigned long long) self->audit_failures);
         zmsg_send (&reply, self->pipe);
         zmsg_destroy (&reply);
     }
@@ -1632,6 +2043,7 @@ s_configure (mdms_t *self, const ami_mdms_config_t *config)
         : !config->db_dir || !*config->db_dir ? "db_dir"
         : !config->keys ? "keys"
         : !config->registry_path || !*config->registry_path ? "registry_path"
+        : !config->data_key_path || !*config->data_key_path ? "data_key_path"
         : NULL;
     if (missing) {
         ami_log_error ("mdms: %s is required", missing);
@@ -1661,6 +2073,15 @@ s_configure (mdms_t *self, const ami_mdms_config_t *config)
                        "(0..60000 ms) out of range", AMI_MDMS_MAX_READ_TIMEOUT_MS);
         return false;
     }
+    if (config->rate_operator > AMI_MDMS_RATE_MAX || config->rate_operator_burst > AMI_MDMS_RATE_MAX
+    ||  config->rate_meter > AMI_MDMS_RATE_MAX || config->rate_meter_burst > AMI_MDMS_RATE_MAX) {
+        ami_log_error ("mdms: rate limits and bursts must be 0..%d", AMI_MDMS_RATE_MAX);
+        return false;
+    }
+    self->rate_operator = ami_mdms_rate_new (config->rate_operator, config->rate_operator_burst, 0);
+    self->rate_meter = ami_mdms_rate_new (config->rate_meter, config->rate_meter_burst, 0);
+    if (!self->rate_operator || !self->rate_meter)
+        return false;
     snprintf (self->node_id, sizeof self->node_id, "%s", config->node_id);
     snprintf (self->broker_id, sizeof self->broker_id, "%s",
               config->broker_id ? config->broker_id : "broker");
@@ -1674,12 +2095,44 @@ s_configure (mdms_t *self, const ami_mdms_config_t *config)
     return true;
 }
 
+/*  Can an API_AUDIT row carry action 0 (a request that did not decode)?
+    Asked of the codec once, so the listing never fails on such a row. */
+static bool
+s_probe_action0 (mdms_t *self)
+{
+    ami_msg_t *tx = self->tx;
+    ami_msg_reset (tx, AMI_MSG_API_AUDIT);
+    tx->api_audit.count = 1;
+    ami_audit_row_t *row = &tx->api_audit.entries [0];
+    memset (row, 0, sizeof *row);
+    row->seq = 1;
+    snprintf (row->operator_id, sizeof row->operator_id, "probe");
+    snprintf (row->role, sizeof row->role, S_NO_ROLE);
+    size_t len = 0;
+    return ami_msg_encode (tx, self->buf, AMI_MAX_FRAME, &len) == AMI_OK;
+}
+
 static bool
 s_load_registry (mdms_t *self, const ami_mdms_config_t *config)
 {
-    int err = 0;
+    //  SEC-KEY-1 / SEC-CONF-2: the data key, from a permission-checked file
+    //  outside the database; only its derived keys are kept
+    uint8_t data_key [AMI_E2E_SEED_SIZE];
+    int err = ami_e2e_fleet_load (config->data_key_path, data_key);
+    if (err) {
+        ami_log_error ("mdms: data key %s cannot be loaded (%s): refusing to start",
+                       config->data_key_path, ami_strerror (err));
+        sodium_memzero (data_key, sizeof data_key);
+        return false;
+    }
     self->db = ami_mdms_db_new (config->db_dir, config->map_size, 0, &err);
-    if (!self->db)
+    if (self->db) {
+        ami_mdms_db_set_data_key (self->db, data_key);
+        //  Before any batch: it opens (creates) its database
+        self->audit = ami_mdms_audit_new (ami_mdms_db_store (self->db), data_key, &err);
+    }
+    sodium_memzero (data_key, sizeof data_key);
+    if (!self->db || !self->audit)
         return false;
     zlistx_t *aggregators = NULL;
     size_t meters = 0;
@@ -1751,7 +2204,10 @@ s_mdms_destroy (mdms_t *self)
     zstr_free (&self->api_endpoint);
     zstr_free (&self->ingest_endpoint);
     zstr_free (&self->events_endpoint);
+    ami_mdms_audit_destroy (&self->audit);
     ami_mdms_db_destroy (&self->db);
+    ami_mdms_rate_destroy (&self->rate_operator);
+    ami_mdms_rate_destroy (&self->rate_meter);
     ami_msg_destroy (&self->rx);
     ami_msg_destroy (&self->tx);
     ami_msg_destroy (&self->scratch);
@@ -1794,6 +2250,8 @@ ami_mdms_actor (zsock_t *pipe, void *args)
     }
     ok = ok && s_configure (self, config) && s_load_registry (self, config)
             && s_connect (self, config);
+    if (ok)
+        self->audit_action0 = s_probe_action0 (self);
     if (!ok) {
         ami_log_error ("mdms: not started");
         s_mdms_destroy (self);

@@ -2,9 +2,11 @@
 
     This header is the manual.
 
-    What it does. The MDMS holds the meter registry and every verified
-    reading (LMDB, ami_mdms_db.h), serves operators (amictl) on its API
-    socket, sends signed on-demand read commands to meters through the
+    What it does. The MDMS holds the meter registry, every verified
+    reading and the encrypted customer records (LMDB, ami_mdms_db.h) and
+    the operator audit log (ami_mdms_audit.h), serves operators (amictl)
+    on its API socket (role-limited, rate-limited, every request
+    audited), sends signed on-demand read commands to meters through the
     Majordomo broker and the head ends, verifies and stores the answers,
     watches the health of every service, and publishes an event feed.
 
@@ -58,11 +60,26 @@
         (request_id empty if undecodable; text = "malformed request: "
         + ami_strerror of the codec's code). A message with no empty
         delimiter has no intact envelope: dropped, no reply.
-      - action unknown or not implemented (intervals, audit, verify)
+      - action unknown or not implemented (intervals)
                                                  -> ERROR AMI_E_BAD_REQUEST
                                                     "not implemented yet"
       - role does not hold the action            -> ERROR AMI_E_DENIED
         (logged with operator, role, action, meter, corr; EVENT security)
+
+    Audit (SEC-AUD-1, ami_mdms_audit.h). EVERY request that gets a reply -
+    all of the refusals above included - is appended to the audit log once
+    its outcome is known: operator id and ami-role of the certificate
+    (outside the id charset: '_'; over 32 bytes: cut; missing: "unknown" /
+    "NONE"), action (0 when the request did not decode), meter id, corr
+    (zero when unknown), result = the ERROR code of the reply, or 0. The
+    entry of a successful READ is written in the same LMDB transaction as
+    the reading; every other entry is its own durable commit, written
+    BEFORE the reply is sent. If that write fails, a reply that would have
+    carried data is replaced by ERROR AMI_E_STORAGE (nothing is disclosed
+    unaudited) and the failure is logged; an ERROR goes out as it was.
+    A request with no intact envelope gets no reply and no entry (there is
+    no one to answer; it is counted in "malformed").
+
     Then:
       READ (meter_id, timeout_ms: 0 = config read timeout, capped at
       AMI_MDMS_MAX_READ_TIMEOUT_MS)
@@ -70,6 +87,16 @@
            requested_ms, read_ms, stored_ms) + EVENT read_done
         or ERROR with code, + EVENT read_failed:
            AMI_E_BAD_REQUEST   meter_id empty; corr already in flight
+           AMI_E_RATE_LIMITED  SEC-AVAIL-2: the operator's token bucket is
+                               empty (checked first, before the registry
+                               lookup, so floods of unknown ids are limited
+                               too), or the meter's (checked after the
+                               lookup: only registered meters get buckets).
+                               Answered at once, never queued, nothing is
+                               sent towards the meter; logged (rate-limited
+                               warnings), counted, audited; no event (a
+                               flood must not become an event flood).
+                               Limits: config rate_* (ami_mdms_rate.h).
            AMI_E_UNKNOWN_METER not in the registry
            AMI_E_BUSY          AMI_MDMS_MAX_PENDING reads in flight
            AMI_E_NO_ROUTE      the broker says no head end offers
@@ -105,6 +132,46 @@
            uptime, age since last heard, and state DOWN once silent for 3
            heartbeats (at most AMI_MAX_API_SERVICES rows in all; the rest
            are left out and logged).
+      VERIFY (SEC-NR-1, SEC-INT-1; meter_id, from_ms, to_ms: 0 = open) -
+      re-checks every stored reading of the meter with from_ms <= read_ms
+      <= to_ms: the stored proof (the signed READ_RESP frame) must verify
+      with the meter's registry signing key, decode, and name this meter
+      and this reading's request id; its sealed READING must open with the
+      MDMS box key; the opened bytes must equal the stored READING bytes.
+        -> API_VERIFY (checked = readings examined, failed, failures in
+           read_ms order, the first AMI_MAX_API_FAILURES):
+             {read_ms, AMI_E_BAD_SIGNATURE}  proof does not verify/decode
+             {read_ms, AMI_E_DECRYPT}        sealed READING does not open
+             {read_ms, AMI_E_RANGE}          content differs (stored READING
+                                             is not what the meter sealed,
+                                             or the proof is another read's)
+             {read_ms, AMI_E_STORAGE}        the row's layout is broken
+        or ERROR AMI_E_BAD_REQUEST (no meter id; from > to) /
+           AMI_E_UNKNOWN_METER. Cost: one Ed25519 verify and one box open
+           per reading (~0.1 ms): 10 000 readings take about a second, during
+           which the MDMS serves nothing else.
+      AUDIT (from_ms, to_ms, limit) - PAGING RULE: to_ms, when non-zero, is
+      "start after this seq" (it carries a seq, not a time); from_ms keeps
+      only entries with time_ms >= from_ms. Oldest first, limit 0 = 100,
+      capped at AMI_MAX_API_AUDIT.
+        -> API_AUDIT rows (seq, time_ms, operator, role, action, meter_id,
+           corr, result, the entry's stored chain hash), more=true if
+           further entries match: next page = same from_ms, to_ms = the
+           last row's seq. ERROR AMI_E_STORAGE if a stored entry does not
+           decode (run AUDIT_VERIFY). Entries of requests that did not
+           decode (action 0) are listed with action 0 if the wire codec
+           accepts it (checked once at start), else left out of the page
+           (logged): they stay in the log and in AUDIT_VERIFY.
+      AUDIT_VERIFY - walks the whole chain (rule in ami_mdms_audit.h)
+        -> API_VERIFY (checked = entries examined, failed, failures in seq
+           order: {seq, AMI_E_BAD_SIGNATURE} altered / forged / moved,
+           {seq, AMI_E_NOTFOUND} removed). About 1 s per million entries.
+      CUSTOMER (SEC-CONF-2; meter_id) - decrypts the meter's customer
+      record (ami_mdms_db.h "customers")
+        -> API_CUSTOMER (meter_id, name, address, account)
+        or ERROR AMI_E_BAD_REQUEST (no meter id) / AMI_E_UNKNOWN_METER /
+           AMI_E_NOTFOUND (no customer record) / AMI_E_DECRYPT (the record
+           does not open: logged, EVENT security).
 
     On-demand read (FUN-READ-1/2; Lazy Pirate, zguide chapter 4, over a
     DEALER so that many reads are in flight at once). The READ_REQ is
@@ -145,7 +212,10 @@
         "STATUS"    reply one zmsg of "name=value" frames: pending,
                     services, routes, broker (READY|DOWN), counter_reserved,
                     events (last seq), readings, meters, malformed, denied,
-                    reads_ok, reads_failed, bad_responses
+                    reads_ok, reads_failed, bad_responses, rate_limited,
+                    audit_seq (last audit entry), audit_tail (ok|TAMPERED,
+                    as checked at start), audit_failures (entries that
+                    could not be written)
 
     Threads. The actor owns its sockets, its database and all state; talk
     to it only through its pipe. One MDMS per database directory.
@@ -156,6 +226,8 @@
 #include <czmq.h>
 #include <stddef.h>
 
+#include <stdint.h>
+
 #include "ami_cert.h"
 #include "ami_e2e.h"
 
@@ -163,7 +235,8 @@
 extern "C" {
 #endif
 
-/*  Defaults, used for every numeric config field left at 0. */
+/*  Defaults, used for every numeric config field left at 0 (except the
+    rate limits: see AMI_MDMS_RATE_OPERATOR). */
 
 /*  3 s: real RF reads take seconds (DESIGN.md section 8), our loopback
     chain milliseconds; 3 s also matches the head end's own per-read
@@ -193,6 +266,20 @@ extern "C" {
 /*  At most this many warnings about bad input per second. */
 #define AMI_MDMS_LOG_BURST          20
 
+/*  On-demand read rate limits (SEC-AVAIL-2) that ami-mdms applies when its
+    configuration says nothing (mdms/rate/...). In ami_mdms_config_t a rate
+    of 0 means UNLIMITED (benchmarks), not "default".
+    10 reads/s per operator, bursts of 20: an operator clicking through
+    meters never notices; a script looping reads is held to a rate the
+    field network can take (real RF reads take seconds each). */
+#define AMI_MDMS_RATE_OPERATOR      10
+#define AMI_MDMS_RATE_OPERATOR_BURST 20
+/*  2 reads/s per meter, bursts of 4: a meter answers one read at a time
+    over a slow mesh; more is a mistake or an attack on that meter's
+    battery and radio, whoever sends it (several operators share it). */
+#define AMI_MDMS_RATE_METER         2
+#define AMI_MDMS_RATE_METER_BURST   4
+
 /*  The MDMS configuration. Zero-initialise, then set every "required"
     field. The actor copies what it keeps during start-up; the strings,
     cert and keys need only stay valid until ami_mdms_new returns, and the
@@ -214,6 +301,19 @@ typedef struct {
     int retries;                    /* 0 = AMI_MDMS_RETRIES; AMI_MDMS_NO_RETRIES = none */
     int heartbeat_ms;               /* 0 = AMI_MDMS_HEARTBEAT_MS */
     size_t max_pending;             /* 0 = AMI_MDMS_MAX_PENDING */
+    const char *data_key_path;      /* required: the MDMS data key, an ami_cert
+                                       file pair of key-type kdf kept OUTSIDE
+                                       the database directory's backups
+                                       (loaded with ami_e2e_fleet_load: the
+                                       secret file's permissions are checked;
+                                       missing or readable by others = the
+                                       MDMS does not start, SEC-KEY-1). It
+                                       derives the audit key and the customer
+                                       key; the actor keeps only those. */
+    uint32_t rate_operator;         /* reads/s per operator, 0 = unlimited */
+    uint32_t rate_operator_burst;   /* 0 = rate_operator */
+    uint32_t rate_meter;            /* reads/s per meter, 0 = unlimited */
+    uint32_t rate_meter_burst;      /* 0 = rate_meter */
 } ami_mdms_config_t;
 
 /*  The actor (ami-bus actor convention, ami_service.h): signals the pipe,

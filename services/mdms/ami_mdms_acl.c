@@ -1,6 +1,7 @@
 /*  ami_mdms_acl.c - the operator role table (see ami_mdms_acl.h). */
 #include "ami_mdms_acl.h"
 
+#include <assert.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -18,14 +19,16 @@ typedef struct {
 
 /*  THE table. Index = ami_action_t. */
 static const s_grant_t s_grants [AMI_ACT_MAX + 1] = {
-    { 0,                 0,                      false },
-    { AMI_ACT_READ,      AMI_MDMS_ROLE_OPERATOR, true  },
-    { AMI_ACT_HISTORY,   S_ALL,                  true  },
-    { AMI_ACT_METERS,    S_ALL,                  true  },
-    { AMI_ACT_STATUS,    S_ALL,                  true  },
-    { AMI_ACT_INTERVALS, 0,                      false },
-    { AMI_ACT_AUDIT,     0,                      false },
-    { AMI_ACT_VERIFY,    0,                      false },
+    { 0,                    0,                      false },
+    { AMI_ACT_READ,         AMI_MDMS_ROLE_OPERATOR, true  },
+    { AMI_ACT_HISTORY,      S_ALL,                  true  },
+    { AMI_ACT_METERS,       S_ALL,                  true  },
+    { AMI_ACT_STATUS,       S_ALL,                  true  },
+    { AMI_ACT_INTERVALS,    0,                      false },
+    { AMI_ACT_AUDIT,        AMI_MDMS_ROLE_AUDITOR,  true  },
+    { AMI_ACT_VERIFY,       AMI_MDMS_ROLE_OPERATOR | AMI_MDMS_ROLE_AUDITOR, true },
+    { AMI_ACT_CUSTOMER,     AMI_MDMS_ROLE_OPERATOR, true  },
+    { AMI_ACT_AUDIT_VERIFY, AMI_MDMS_ROLE_AUDITOR,  true  },
 };
 
 static const struct {
@@ -59,6 +62,8 @@ ami_mdms_acl_check (const char *role, int action, const char **why)
         *why = "unknown action";
         return AMI_E_BAD_REQUEST;
     }
+    //  a row out of place would grant one action's roles to another
+    assert (s_grants [action].action == action);
     if (!s_grants [action].implemented) {
         *why = "not implemented yet";
         return AMI_E_BAD_REQUEST;

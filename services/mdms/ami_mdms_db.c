@@ -16,10 +16,15 @@
     generation is committed in the same transaction, readers ignore entries
     of older generations, and those are deleted one by one afterwards (a
     meter leaving the registry is rare, so a durable delete each is fine).
+    Customer records ride in the same import transaction and generation,
+    encrypted on the way in (XChaCha20-Poly1305, a key derived from the
+    data key that lives outside the database), so their plaintext exists
+    only in the line buffer (wiped) and in an API reply.
 */
 #include "ami_mdms_db.h"
 
 #include <errno.h>
+#include <msgpack.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +37,7 @@
 #define S_DB_META       "meta"
 #define S_DB_METERS     "meters"
 #define S_DB_READINGS   "readings"
+#define S_DB_CUSTOMERS  "customers"
 
 #define S_KEY_SCHEMA    "schema"
 #define S_KEY_COUNTER   "counter"
@@ -41,11 +47,22 @@
 #define S_METER_VALUE_MAX   (1 + 8 + 1 + AMI_MAX_ID + 1 + AMI_MAX_ID + AMI_E2E_SIGN_PK_SIZE)
 #define S_METER_VALUE_MIN   (1 + 8 + 1 + 1 + 1 + 1 + AMI_E2E_SIGN_PK_SIZE)
 
+/*  Customer record: the msgpack plaintext [name, address, account] takes at
+    most 1 + (2 + 64) + (3 + 256) + (2 + 32) = 360 bytes. */
+#define S_CUSTOMER_PLAIN_MAX    384
+#define S_CUSTOMER_NONCE        crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define S_CUSTOMER_TAG          crypto_aead_xchacha20poly1305_ietf_ABYTES
+#define S_CUSTOMER_HEADER       (1 + 8 + S_CUSTOMER_NONCE)
+#define S_CUSTOMER_VALUE_MAX    (S_CUSTOMER_HEADER + S_CUSTOMER_PLAIN_MAX + S_CUSTOMER_TAG)
+
 struct _ami_mdms_db_t {
     ami_store_t *store;
     unsigned meta;
     unsigned meters;
     unsigned readings;
+    unsigned customers;
+    uint8_t customer_key [crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
+    bool has_key;
     uint64_t gen;               /* current registry generation */
     uint64_t reserved;          /* counter values <= this may be in use */
     uint64_t next;              /* next counter to hand out */
@@ -196,7 +213,8 @@ ami_mdms_db_new (const char *dir, size_t map_size, int store_flags, int *err)
         goto failed;
     if ((rc = ami_store_db (self->store, S_DB_META, &self->meta))
     ||  (rc = ami_store_db (self->store, S_DB_METERS, &self->meters))
-    ||  (rc = ami_store_db (self->store, S_DB_READINGS, &self->readings)))
+    ||  (rc = ami_store_db (self->store, S_DB_READINGS, &self->readings))
+    ||  (rc = ami_store_db (self->store, S_DB_CUSTOMERS, &self->customers)))
         goto failed;
 
     uint64_t schema = 0;
@@ -248,9 +266,218 @@ ami_mdms_db_destroy (ami_mdms_db_t **self_p)
     ami_mdms_db_t *self = *self_p;
     if (self) {
         ami_store_destroy (&self->store);
+        sodium_memzero (self->customer_key, sizeof self->customer_key);
         free (self);
         *self_p = NULL;
     }
+}
+
+
+void
+ami_mdms_db_set_data_key (ami_mdms_db_t *self, const uint8_t data_key [32])
+{
+    assert (self && data_key);
+    static_assert (sizeof AMI_MDMS_CUSTOMER_KDF_CTX - 1 == crypto_kdf_CONTEXTBYTES,
+                   "kdf context is 8 bytes");
+    static_assert (crypto_kdf_KEYBYTES == 32, "the data key is a 32-byte kdf key");
+    crypto_kdf_derive_from_key (self->customer_key, sizeof self->customer_key,
+                                AMI_MDMS_CUSTOMER_KDF_ID, AMI_MDMS_CUSTOMER_KDF_CTX, data_key);
+    self->has_key = true;
+}
+
+ami_store_t *
+ami_mdms_db_store (ami_mdms_db_t *self)
+{
+    assert (self);
+    return self->store;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Customer records                                                        */
+
+/*  Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above
+    U+10FFFF) without control characters (C0, DEL): text that is safe in an
+    API string, a log line and a terminal. */
+static bool
+s_text_valid (const char *s, size_t n)
+{
+    const uint8_t *p = (const uint8_t *) s;
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p [i];
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f)
+                return false;
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) { len = 2; cp = c & 0x1f; }
+        else
+        if (c >= 0xe0 && c <= 0xef) { len = 3; cp = c & 0x0f; }
+        else
+        if (c >= 0xf0 && c <= 0xf4) { len = 4; cp = c & 0x07; }
+        else
+            return false;
+        if (i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((p [i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p [i + k] & 0x3f);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff))
+        ||  (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+typedef struct {
+    uint8_t *buf;
+    size_t len;
+    bool full;
+} s_writer_t;
+
+static int
+s_write (void *data, const char *buf, size_t len)
+{
+    s_writer_t *w = (s_writer_t *) data;
+    if (w->full || len > S_CUSTOMER_PLAIN_MAX - w->len) {
+        w->full = true;
+        return -1;
+    }
+    memcpy (w->buf + w->len, buf, len);
+    w->len += len;
+    return 0;
+}
+
+/*  Encode [name, address, account]; 0 if it does not fit. */
+static size_t
+s_customer_encode (const char *name, const char *address, const char *account, uint8_t *out)
+{
+    s_writer_t w = { out, 0, false };
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &w, s_write);
+    const char *fields [3] = { name, address, account };
+    msgpack_pack_array (&pk, 3);
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen (fields [i]);
+        msgpack_pack_str (&pk, n);
+        if (n)
+            msgpack_pack_str_body (&pk, fields [i], n);
+    }
+    return w.full ? 0 : w.len;
+}
+
+/*  Read one msgpack str (fixstr, str8, str16) of min..max bytes at *pos. */
+static bool
+s_read_str (const uint8_t *p, size_t n, size_t *pos, char *out, size_t min, size_t max)
+{
+    if (*pos >= n)
+        return false;
+    uint8_t c = p [(*pos)++];
+    size_t len;
+    if ((c & 0xe0) == 0xa0)
+        len = c & 0x1f;
+    else
+    if (c == 0xd9 && *pos + 1 <= n)
+        len = p [(*pos)++];
+    else
+    if (c == 0xda && *pos + 2 <= n) {
+        len = ((size_t) p [*pos] << 8) | p [*pos + 1];
+        *pos += 2;
+    }
+    else
+        return false;
+    if (len < min || len > max || len > n - *pos)
+        return false;
+    memcpy (out, p + *pos, len);
+    out [len] = 0;
+    *pos += len;
+    return true;
+}
+
+static bool
+s_customer_decode (const uint8_t *p, size_t n, ami_api_customer_t *out)
+{
+    size_t pos = 1;
+    return n >= 1 && p [0] == 0x93
+        && s_read_str (p, n, &pos, out->name, 1, AMI_MAX_CUSTOMER_NAME)
+        && s_text_valid (out->name, strlen (out->name))
+        && s_read_str (p, n, &pos, out->address, 0, AMI_MDMS_CUSTOMER_ADDRESS_MAX)
+        && s_text_valid (out->address, strlen (out->address))
+        && s_read_str (p, n, &pos, out->account, 1, AMI_MAX_ID)
+        && ami_id_valid (out->account)
+        && pos == n;
+}
+
+/*  Encrypt a customer record for meter_id into value (S_CUSTOMER_VALUE_MAX
+    bytes). Returns its length, or 0 on failure. */
+static size_t
+s_customer_seal (ami_mdms_db_t *self, const char *meter_id, uint64_t gen,
+                 const char *name, const char *address, const char *account, uint8_t *value)
+{
+    uint8_t plain [S_CUSTOMER_PLAIN_MAX];
+    size_t plen = s_customer_encode (name, address, account, plain);
+    size_t vlen = 0;
+    if (plen) {
+        value [0] = AMI_MDMS_CUSTOMER_LAYOUT;
+        s_put_be64 (value + 1, gen);
+        uint8_t *nonce = value + 9;
+        randombytes_buf (nonce, S_CUSTOMER_NONCE);
+        unsigned long long clen = 0;
+        crypto_aead_xchacha20poly1305_ietf_encrypt (
+            value + S_CUSTOMER_HEADER, &clen, plain, plen,
+            (const uint8_t *) meter_id, strlen (meter_id), NULL, nonce, self->customer_key);
+        vlen = S_CUSTOMER_HEADER + (size_t) clen;
+    }
+    sodium_memzero (plain, sizeof plain);
+    return vlen;
+}
+
+int
+ami_mdms_db_customer_get (ami_mdms_db_t *self, const char *meter_id, ami_api_customer_t *out)
+{
+    assert (self && meter_id && out);
+    if (!self->has_key)
+        return AMI_E_CONFIG;
+    size_t klen = strlen (meter_id);
+    if (klen == 0 || klen > AMI_MAX_ID)
+        return AMI_E_NOTFOUND;
+    uint8_t value [S_CUSTOMER_VALUE_MAX];
+    size_t vlen = 0;
+    int rc = ami_store_get (self->store, self->customers, meter_id, klen, value,
+                            sizeof value, &vlen);
+    if (rc == AMI_E_LIMIT || (rc == AMI_OK && (vlen < S_CUSTOMER_HEADER + S_CUSTOMER_TAG + 1
+                                           || value [0] != AMI_MDMS_CUSTOMER_LAYOUT))) {
+        ami_log_error ("mdms db: customer record of %s (%zu bytes) is corrupt", meter_id, vlen);
+        return AMI_E_STORAGE;
+    }
+    if (rc)
+        return rc;
+    if (s_get_be64 (value + 1) != self->gen)
+        return AMI_E_NOTFOUND;          //  stale: no longer in the registry
+    uint8_t plain [S_CUSTOMER_PLAIN_MAX];
+    unsigned long long plen = 0;
+    if (vlen - S_CUSTOMER_HEADER - S_CUSTOMER_TAG > sizeof plain
+    ||  crypto_aead_xchacha20poly1305_ietf_decrypt (
+            plain, &plen, NULL, value + S_CUSTOMER_HEADER, vlen - S_CUSTOMER_HEADER,
+            (const uint8_t *) meter_id, klen, value + 9, self->customer_key) != 0) {
+        ami_log_error ("mdms db: customer record of %s does not open (altered, moved, or "
+                       "written under another data key)", meter_id);
+        return AMI_E_DECRYPT;
+    }
+    rc = AMI_OK;
+    if (!s_customer_decode (plain, (size_t) plen, out)) {
+        ami_log_error ("mdms db: customer record of %s opens but does not parse", meter_id);
+        rc = AMI_E_STORAGE;
+    }
+    sodium_memzero (plain, sizeof plain);
+    return rc;
 }
 
 
@@ -266,15 +493,23 @@ s_hex_nibble (char c)
     return -1;
 }
 
-/*  Parse one registry line (comment and line end already removed) into m.
-    Returns NULL, or the complaint. */
+/*  Customer fields of a registry line (pointers into the line). */
+typedef struct {
+    const char *name;
+    const char *address;
+    const char *account;
+} s_customer_t;
+
+/*  Parse one registry line (comment and line end already removed) into m
+    and, for a 7-column line, *customer (else customer->name is NULL).
+    Returns NULL, or the complaint (never quoting customer data). */
 static const char *
-s_registry_line (char *line, ami_mdms_meter_t *m)
+s_registry_line (char *line, ami_mdms_meter_t *m, s_customer_t *customer)
 {
-    char *fields [5];
+    char *fields [8];
     size_t count = 0;
     char *p = line;
-    while (count < 5) {
+    while (count < 8) {
         fields [count++] = p;
         char *tab = strchr (p, '\t');
         if (!tab)
@@ -282,8 +517,9 @@ s_registry_line (char *line, ami_mdms_meter_t *m)
         *tab = 0;
         p = tab + 1;
     }
-    if (count != 4)
-        return "expected 4 TAB-separated fields: meter_id, fleet_id, aggregator_id, sign_pk_hex";
+    if (count != 4 && count != 7)
+        return "expected 4 TAB-separated fields (meter_id, fleet_id, aggregator_id, "
+               "sign_pk_hex), or 7 (and customer_name, service_address, account)";
     if (!ami_id_valid (fields [0]))
         return "meter_id is not a valid id (1..32 of [A-Za-z0-9._:-])";
     if (!ami_id_valid (fields [1]))
@@ -303,9 +539,45 @@ s_registry_line (char *line, ami_mdms_meter_t *m)
     //  anyone forge that meter's signatures
     if (!crypto_core_ed25519_is_valid_point (m->sign_pk))
         return "sign_pk_hex is not a valid Ed25519 public key";
+    customer->name = customer->address = customer->account = NULL;
+    if (count == 7) {
+        size_t name = strlen (fields [4]), address = strlen (fields [5]);
+        if (name < 1 || name > AMI_MAX_CUSTOMER_NAME || !s_text_valid (fields [4], name))
+            return "customer_name must be 1..64 bytes of UTF-8 without control characters";
+        if (address > AMI_MDMS_CUSTOMER_ADDRESS_MAX || !s_text_valid (fields [5], address))
+            return "service_address must be 0..256 bytes of UTF-8 without control characters";
+        if (!ami_id_valid (fields [6]))
+            return "account is not a valid id (1..32 of [A-Za-z0-9._:-])";
+        customer->name = fields [4];
+        customer->address = fields [5];
+        customer->account = fields [6];
+    }
     snprintf (m->meter_id, sizeof m->meter_id, "%s", fields [0]);
     snprintf (m->fleet_id, sizeof m->fleet_id, "%s", fields [1]);
     snprintf (m->aggregator_id, sizeof m->aggregator_id, "%s", fields [2]);
+    return NULL;
+}
+
+/*  Where the comment of a registry line starts, or NULL: a '#' in the
+    first four fields, or the first non-blank of the fifth; in customer
+    text a '#' is text. */
+static char *
+s_comment (char *line)
+{
+    size_t tabs = 0;
+    bool blank = true;                  //  nothing but blanks so far in field 5
+    for (char *p = line; *p; p++) {
+        if (*p == '\t') {
+            tabs++;
+            continue;
+        }
+        if (*p == '#' && (tabs < 4 || (tabs == 4 && blank)))
+            return p;
+        if (tabs >= 4 && *p != ' ')
+            blank = false;
+        if (tabs > 4)
+            return NULL;
+    }
     return NULL;
 }
 
@@ -314,6 +586,31 @@ typedef struct {
     zlistx_t *stale;            /* keys (strings) of entries to delete */
     int rc;
 } s_stale_t;
+
+/*  Is a customers value stale (or corrupt)? Its generation is at 1..9. */
+static bool
+s_customer_stale (ami_mdms_db_t *self, const void *val, size_t vlen)
+{
+    const uint8_t *v = (const uint8_t *) val;
+    return vlen < S_CUSTOMER_HEADER || v [0] != AMI_MDMS_CUSTOMER_LAYOUT
+        || s_get_be64 (v + 1) != self->gen;
+}
+
+static int
+s_collect_stale_customer (const void *key, size_t klen, const void *val, size_t vlen, void *arg)
+{
+    s_stale_t *ctx = (s_stale_t *) arg;
+    if (s_customer_stale (ctx->self, val, vlen) && klen >= 1 && klen <= AMI_MAX_ID) {
+        char id [AMI_MAX_ID + 1];
+        memcpy (id, key, klen);
+        id [klen] = 0;
+        if (!zlistx_add_end (ctx->stale, id)) {
+            ctx->rc = AMI_E_NOMEM;
+            return 1;
+        }
+    }
+    return 0;
+}
 
 static int
 s_collect_stale (const void *key, size_t klen, const void *val, size_t vlen, void *arg)
@@ -348,7 +645,7 @@ ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
         return AMI_E_IO;
     }
     int rc = AMI_OK;
-    size_t meters = 0, lineno = 0;
+    size_t meters = 0, lineno = 0, customers = 0;
     uint64_t gen = self->gen + 1;
     char *line = NULL;
     size_t cap = 0;
@@ -377,7 +674,7 @@ ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
             rc = AMI_E_CONFIG;
             goto done;
         }
-        char *hash = strchr (line, '#');
+        char *hash = s_comment (line);
         if (hash)
             *hash = 0;
         size_t n = strlen (line);
@@ -388,9 +685,16 @@ ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
             continue;                   //  blank or comment
         ami_mdms_meter_t m;
         memset (&m, 0, sizeof m);
-        const char *why = s_registry_line (line, &m);
+        s_customer_t customer;
+        const char *why = s_registry_line (line, &m, &customer);
         if (why) {
             ami_log_error ("registry %s:%zu: %s", path, lineno, why);
+            rc = AMI_E_CONFIG;
+            goto done;
+        }
+        if (customer.name && !self->has_key) {
+            ami_log_error ("registry %s:%zu: customer data but no data key to encrypt it "
+                           "(mdms/data-key)", path, lineno);
             rc = AMI_E_CONFIG;
             goto done;
         }
@@ -411,6 +715,17 @@ ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
         size_t vlen = s_meter_encode (&m, gen, value);
         rc = ami_store_batch_put (batch, self->meters, m.meter_id, strlen (m.meter_id),
                                   value, vlen, 0);
+        if (rc == AMI_OK && customer.name) {
+            //  SEC-CONF-2: only ciphertext enters the transaction
+            uint8_t record [S_CUSTOMER_VALUE_MAX];
+            size_t rlen = s_customer_seal (self, m.meter_id, gen, customer.name,
+                                           customer.address, customer.account, record);
+            rc = rlen ? ami_store_batch_put (batch, self->customers, m.meter_id,
+                                             strlen (m.meter_id), record, rlen, 0)
+                      : AMI_E_INTERNAL;
+            customers++;
+        }
+        sodium_memzero (line, cap);     //  customer plaintext
         if (rc) {
             ami_log_error ("registry %s:%zu: cannot store meter %s: %s", path, lineno,
                            m.meter_id, ami_strerror (rc));
@@ -457,9 +772,26 @@ ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
     if (zlistx_size (ctx.stale))
         ami_log_info ("registry %s: %zu meter(s) no longer listed, removed", path,
                       zlistx_size (ctx.stale));
+    //  Customer records of meters gone, or listed without customer data
+    zlistx_purge (ctx.stale);
+    if (rc == AMI_OK)
+        rc = ami_store_scan (self->store, self->customers, NULL, 0, NULL, 0, false,
+                             s_collect_stale_customer, &ctx);
+    if (rc == AMI_OK)
+        rc = ctx.rc;
+    for (const char *id = (const char *) zlistx_first (ctx.stale); id && rc == AMI_OK;
+         id = (const char *) zlistx_next (ctx.stale)) {
+        int drc = ami_store_del (self->store, self->customers, id, strlen (id));
+        if (drc && drc != AMI_E_NOTFOUND)
+            rc = drc;
+    }
+    if (zlistx_size (ctx.stale))
+        ami_log_info ("registry %s: %zu customer record(s) no longer given, removed", path,
+                      zlistx_size (ctx.stale));
     zlistx_destroy (&ctx.stale);
     if (rc)
         goto done;
+    ami_log_info ("registry %s: %zu customer record(s), encrypted at rest", path, customers);
 
     if (aggregators_p) {
         zlistx_t *list = zhashx_keys (aggregators);
@@ -478,6 +810,8 @@ done:
     ami_store_batch_abort (&batch);
     zhashx_destroy (&seen);
     zhashx_destroy (&aggregators);
+    if (line)
+        sodium_memzero (line, cap);
     free (line);
     fclose (file);
     return rc;
@@ -673,20 +1007,20 @@ ami_mdms_db_reading_parse (const void *key, size_t klen, const void *val, size_t
     return AMI_OK;
 }
 
-int
-ami_mdms_db_reading_put (ami_mdms_db_t *self, const char *meter_id, uint64_t read_ms,
-                         const uint8_t request_id [AMI_REQUEST_ID_SIZE],
-                         uint64_t requested_ms, uint64_t stored_ms,
-                         const uint8_t *reading, size_t reading_size,
-                         const uint8_t *proof, size_t proof_size)
+/*  Build a readings key and value (value malloc'd, caller frees). */
+static int
+s_reading_build (const char *meter_id, uint64_t read_ms,
+                 const uint8_t request_id [AMI_REQUEST_ID_SIZE],
+                 uint64_t requested_ms, uint64_t stored_ms,
+                 const uint8_t *reading, size_t reading_size,
+                 const uint8_t *proof, size_t proof_size,
+                 uint8_t *key, size_t *klen, uint8_t **value_p, size_t *vlen_p)
 {
-    assert (self && meter_id && request_id && reading && proof);
     if (reading_size < 1 || reading_size > AMI_MAX_FRAME
     ||  proof_size < 1 || proof_size > AMI_MAX_FRAME)
         return AMI_E_LIMIT;
-    uint8_t key [AMI_MDMS_READING_KEY_MAX];
-    size_t klen = ami_mdms_db_reading_key (meter_id, read_ms, request_id, key);
-    if (!klen)
+    *klen = ami_mdms_db_reading_key (meter_id, read_ms, request_id, key);
+    if (!*klen)
         return AMI_E_RANGE;
     size_t vlen = AMI_MDMS_READING_HEADER + reading_size + 4 + proof_size;
     uint8_t *value = (uint8_t *) malloc (vlen);
@@ -700,8 +1034,52 @@ ami_mdms_db_reading_put (ami_mdms_db_t *self, const char *meter_id, uint64_t rea
     size_t pos = AMI_MDMS_READING_HEADER + reading_size;
     s_put_be32 (value + pos, (uint32_t) proof_size);
     memcpy (value + pos + 4, proof, proof_size);
-    int rc = ami_store_put (self->store, self->readings, key, klen, value, vlen,
-                            AMI_STORE_NOOVERWRITE);
+    *value_p = value;
+    *vlen_p = vlen;
+    return AMI_OK;
+}
+
+int
+ami_mdms_db_reading_put (ami_mdms_db_t *self, const char *meter_id, uint64_t read_ms,
+                         const uint8_t request_id [AMI_REQUEST_ID_SIZE],
+                         uint64_t requested_ms, uint64_t stored_ms,
+                         const uint8_t *reading, size_t reading_size,
+                         const uint8_t *proof, size_t proof_size)
+{
+    assert (self && meter_id && request_id && reading && proof);
+    uint8_t key [AMI_MDMS_READING_KEY_MAX];
+    size_t klen = 0, vlen = 0;
+    uint8_t *value = NULL;
+    int rc = s_reading_build (meter_id, read_ms, request_id, requested_ms, stored_ms,
+                              reading, reading_size, proof, proof_size,
+                              key, &klen, &value, &vlen);
+    if (rc)
+        return rc;
+    rc = ami_store_put (self->store, self->readings, key, klen, value, vlen,
+                        AMI_STORE_NOOVERWRITE);
+    free (value);
+    return rc;
+}
+
+int
+ami_mdms_db_reading_stage (ami_mdms_db_t *self, ami_store_batch_t *batch,
+                           const char *meter_id, uint64_t read_ms,
+                           const uint8_t request_id [AMI_REQUEST_ID_SIZE],
+                           uint64_t requested_ms, uint64_t stored_ms,
+                           const uint8_t *reading, size_t reading_size,
+                           const uint8_t *proof, size_t proof_size)
+{
+    assert (self && batch && meter_id && request_id && reading && proof);
+    uint8_t key [AMI_MDMS_READING_KEY_MAX];
+    size_t klen = 0, vlen = 0;
+    uint8_t *value = NULL;
+    int rc = s_reading_build (meter_id, read_ms, request_id, requested_ms, stored_ms,
+                              reading, reading_size, proof, proof_size,
+                              key, &klen, &value, &vlen);
+    if (rc)
+        return rc;
+    rc = ami_store_batch_put (batch, self->readings, key, klen, value, vlen,
+                              AMI_STORE_NOOVERWRITE);
     free (value);
     return rc;
 }
@@ -771,6 +1149,47 @@ ami_mdms_db_history (ami_mdms_db_t *self, const char *meter_id,
     if (more)
         *more = ctx.more;
     return rc;
+}
+
+typedef struct {
+    ami_mdms_each_fn *fn;
+    void *arg;
+} s_each_t;
+
+static int
+s_each_row (const void *key, size_t klen, const void *val, size_t vlen, void *arg)
+{
+    s_each_t *ctx = (s_each_t *) arg;
+    ami_mdms_reading_t row;
+    int rc = ami_mdms_db_reading_parse (key, klen, val, vlen, &row);
+    if (rc) {
+        //  Keep what the key tells (the meter and read time), if anything
+        memset (&row, 0, sizeof row);
+        ami_mdms_reading_t keyed;
+        memset (&keyed, 0, sizeof keyed);
+        if (s_parse_key ((const uint8_t *) key, klen, &keyed) == AMI_OK) {
+            memcpy (row.meter_id, keyed.meter_id, sizeof row.meter_id);
+            row.read_ms = keyed.read_ms;
+            memcpy (row.request_id, keyed.request_id, AMI_REQUEST_ID_SIZE);
+        }
+        rc = AMI_E_STORAGE;
+    }
+    return ctx->fn (rc, &row, ctx->arg);
+}
+
+int
+ami_mdms_db_readings_each (ami_mdms_db_t *self, const char *meter_id,
+                           uint64_t from_ms, uint64_t to_ms,
+                           ami_mdms_each_fn *fn, void *arg)
+{
+    assert (self && meter_id && fn);
+    uint8_t lo [AMI_MDMS_READING_KEY_MAX], hi [AMI_MDMS_READING_KEY_MAX];
+    size_t lo_len, hi_len;
+    if (!s_history_range (meter_id, from_ms, to_ms, lo, &lo_len, hi, &hi_len))
+        return AMI_OK;
+    s_each_t ctx = { fn, arg };
+    return ami_store_scan (self->store, self->readings, lo, lo_len, hi, hi_len, false,
+                           s_each_row, &ctx);
 }
 
 typedef struct {

@@ -48,8 +48,41 @@
                           meter's registry key re-proves its origin
                 Lengths are validated on every read: a value whose layout
                 does not add up is reported as AMI_E_STORAGE, never
-                trusted. (Readings are stored in clear here; encryption at
-                rest, SEC-CONF-2, belongs to the security work.)
+                trusted. (Readings themselves are stored in clear: they
+                are consumption data keyed by meter, and the proof must
+                stay verifiable by anyone holding the meter's public key;
+                what identifies a person is in "customers", encrypted.)
+
+    "customers" the customer record of each meter that has one (SEC-CONF-2),
+                encrypted: the plaintext never reaches the database file.
+                Written by the registry import from the optional columns
+                5..7 of meters.tsv.
+                key   = meter_id bytes (as in "meters")
+                value = AMI_MDMS_CUSTOMER_LAYOUT (1), exactly:
+                    u8    layout version (1)
+                    be64  registry generation (stale entries as in "meters")
+                    24    nonce, random per record and per import
+                    C     crypto_aead_xchacha20poly1305_ietf ciphertext +
+                          16-byte tag of the msgpack array
+                          [name str 1..64, address str 0..256, account str 1..32]
+                          under the customer key, additional data = the
+                          meter id bytes (a record moved to another meter's
+                          key does not open)
+                The customer key is the crypto_kdf subkey id
+                AMI_MDMS_CUSTOMER_KDF_ID (2), context "AMIcust " (with the
+                trailing space) of the MDMS data key (mdms/data-key), which
+                lives in a key file outside the database, never in it.
+                Every import re-encrypts every record with a fresh nonce
+                (the registry file is the source of truth), so a new data
+                key takes effect at the next start.
+
+    "audit"     the operator audit log: layout in ami_mdms_audit.h (it
+                shares this environment so that a reading and the audit
+                entry of its read commit in one transaction).
+
+    Schema 1 gained "customers" and "audit" without a version change: they
+    are additive, created empty when a schema-1 database without them is
+    opened, and no older layout changed.
 
     Command counter. Every READ_REQ carries a counter that must be strictly
     greater than the last one the meter accepted, across MDMS restarts
@@ -80,6 +113,7 @@
 
 #include "ami_msg.h"
 #include "ami_e2e.h"
+#include "ami_store.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -90,6 +124,15 @@ typedef struct _ami_mdms_db_t ami_mdms_db_t;
 #define AMI_MDMS_DB_SCHEMA          1
 #define AMI_MDMS_METER_LAYOUT       1
 #define AMI_MDMS_READING_LAYOUT     1
+#define AMI_MDMS_CUSTOMER_LAYOUT    1
+
+/*  crypto_kdf subkey of the data key that encrypts customer records
+    (context: exactly 8 bytes). */
+#define AMI_MDMS_CUSTOMER_KDF_ID    2
+#define AMI_MDMS_CUSTOMER_KDF_CTX   "AMIcust "
+/*  Customer fields (API_CUSTOMER limits): name UTF-8 1..64 bytes,
+    service address UTF-8 0..256, account id 1..32 of the id charset. */
+#define AMI_MDMS_CUSTOMER_ADDRESS_MAX   AMI_MAX_TEXT
 
 /*  10 000 counter values per durable reservation: one fsync per 10 000
     commands instead of one per command, and a restart skips at most
@@ -101,9 +144,10 @@ typedef struct _ami_mdms_db_t ami_mdms_db_t;
 /*  Fixed part of a readings value: version, two times, two lengths. */
 #define AMI_MDMS_READING_HEADER     (1 + 8 + 8 + 4)
 
-/*  Longest line accepted in meters.tsv: the four fields take at most
-    32 + 32 + 32 + 64 bytes plus 3 tabs; 512 leaves room for a comment. */
-#define AMI_MDMS_REGISTRY_LINE_MAX  512
+/*  Longest line accepted in meters.tsv: the seven fields take at most
+    32 + 32 + 32 + 64 + 64 + 256 + 32 bytes plus 6 tabs (518); 1024
+    leaves room for a comment. */
+#define AMI_MDMS_REGISTRY_LINE_MAX  1024
 
 /*  One registry entry. */
 typedef struct {
@@ -129,8 +173,10 @@ typedef struct {
 
 /*  Open (creating if needed) the database in directory dir with the given
     LMDB map size (0 = AMI_STORE_DEFAULT_MAP_SIZE, 1 GiB); store_flags as
-    for ami_store_new (0 in production). Opens the three databases, checks
-    or writes the schema version, and loads the counter's reserved mark.
+    for ami_store_new (0 in production). Opens the meta, meters, readings
+    and customers databases (the audit log opens its own database,
+    ami_mdms_audit_new), checks or writes the schema version, and loads
+    the counter's reserved mark.
     Returns NULL with *err set (AMI_E_IO, AMI_E_STORAGE, AMI_E_MAP_FULL,
     AMI_E_NOMEM, or AMI_E_CONFIG for a database of another schema version),
     logged. */
@@ -141,20 +187,42 @@ ami_mdms_db_t *
 void
     ami_mdms_db_destroy (ami_mdms_db_t **self_p);
 
+/*  Give the database the 32-byte MDMS data key, from which it derives the
+    customer key (copied; wiped by destroy). Needed before an import of a
+    registry with customer columns, and by ami_mdms_db_customer_get. */
+void
+    ami_mdms_db_set_data_key (ami_mdms_db_t *self, const uint8_t data_key [32]);
+
+/*  The underlying store, for a caller that writes a reading and other
+    records (the audit entry) in one ami_store batch. Borrowed. */
+ami_store_t *
+    ami_mdms_db_store (ami_mdms_db_t *self);
+
 /*  Import the registry file at path, replacing the registry in the
     database. The file holds one meter per line:
 
         meter_id <TAB> fleet_id <TAB> aggregator_id <TAB> sign_pk_hex
+            [ <TAB> customer_name <TAB> service_address <TAB> account ]
 
     ids as on the wire (ami_id_valid), sign_pk_hex exactly 64 hex digits of
-    a valid Ed25519 public key; '#' starts a comment (whole line or rest of
-    line); blank lines are skipped; a trailing CR is ignored. Every field
-    of every line is checked and a meter id may appear only once; on the
-    first error nothing is written and AMI_E_CONFIG is returned with a log
-    line naming the file, line and field. The import is one write
-    transaction (all new entries and the new generation), so a reader sees
-    the old registry or the new one, never a mix; entries of meters no
-    longer listed are deleted afterwards (and skipped until then).
+    a valid Ed25519 public key. The three customer columns come together or
+    not at all: customer_name UTF-8 1..64 bytes, service_address UTF-8
+    0..256 bytes (both without control characters), account an id (1..32
+    of [A-Za-z0-9._:-]); they are stored only encrypted ("customers"; the
+    data key must have been set, else AMI_E_CONFIG). A line without them
+    leaves the meter with no customer record. '#' starts a comment - a
+    whole line, or the rest of a line from a '#' in the first four fields
+    or at the start of the fifth (inside customer fields a '#' is text:
+    "Apt #4"); blank lines are skipped; trailing blanks and a CR are
+    ignored. Every field of every line is checked and a meter id may
+    appear only once; on the first error nothing is written and
+    AMI_E_CONFIG is returned with a log line naming the file, line and
+    field (never the customer data itself). The import is one write
+    transaction (all new entries, customer records and the new
+    generation), so a reader sees the old registry or the new one, never a
+    mix; entries of meters no longer listed, and customer records no
+    longer given, are deleted afterwards (and skipped until then). Line
+    buffers holding customer plaintext are wiped before they are freed.
     The meter ids are held in memory during the import (about 80 bytes a
     meter). If aggregators_p is not NULL it gets a new list (owned by the
     caller, zlistx_destroy) of the distinct aggregator ids, as strings
@@ -196,6 +264,17 @@ int
 uint64_t
     ami_mdms_db_counter_reserved (ami_mdms_db_t *self);
 
+/*  The customer record of meter_id, decrypted into out->name, address and
+    account (out->corr and meter_id untouched). Returns AMI_OK;
+    AMI_E_NOTFOUND (the meter has no customer record in the current
+    registry); AMI_E_DECRYPT (the record does not open: altered, moved
+    from another meter, or written under another data key; logged);
+    AMI_E_STORAGE (layout does not add up; logged); AMI_E_CONFIG (no data
+    key set). The plaintext is wiped from the work buffer. */
+int
+    ami_mdms_db_customer_get (ami_mdms_db_t *self, const char *meter_id,
+                              ami_api_customer_t *out);
+
 /*  Store one verified reading durably (one write transaction). reading and
     proof must be non-empty and at most AMI_MAX_FRAME bytes. A reading with
     the same key is never overwritten: AMI_E_EXISTS. Returns AMI_OK,
@@ -207,6 +286,17 @@ int
                              uint64_t requested_ms, uint64_t stored_ms,
                              const uint8_t *reading, size_t reading_size,
                              const uint8_t *proof, size_t proof_size);
+
+/*  The same, as one put in the caller's batch (opened on
+    ami_mdms_db_store): nothing is durable until the batch commits.
+    AMI_E_EXISTS affects only this put (the batch stays usable). */
+int
+    ami_mdms_db_reading_stage (ami_mdms_db_t *self, ami_store_batch_t *batch,
+                               const char *meter_id, uint64_t read_ms,
+                               const uint8_t request_id [AMI_REQUEST_ID_SIZE],
+                               uint64_t requested_ms, uint64_t stored_ms,
+                               const uint8_t *reading, size_t reading_size,
+                               const uint8_t *proof, size_t proof_size);
 
 /*  History callback: return 0 to go on, non-zero to stop. */
 typedef int (ami_mdms_history_fn) (const ami_mdms_reading_t *row, void *arg);
@@ -222,6 +312,22 @@ int
     ami_mdms_db_history (ami_mdms_db_t *self, const char *meter_id,
                          uint64_t from_ms, uint64_t to_ms, size_t limit,
                          ami_mdms_history_fn *fn, void *arg, bool *more);
+
+/*  Verification walk: called for every stored readings row of one meter in
+    range, oldest first. rc is AMI_OK with row parsed, or AMI_E_STORAGE
+    when the value (or key) does not parse: then only row->meter_id and
+    row->read_ms are set (from the key, 0 if even that is broken). Return
+    0 to go on, non-zero to stop. */
+typedef int (ami_mdms_each_fn) (int rc, const ami_mdms_reading_t *row, void *arg);
+
+/*  Visit every reading of meter_id with from_ms <= read_ms <= to_ms (to_ms
+    0 = no upper bound), oldest first, INCLUDING rows that do not parse (a
+    verifier must report those, not stop at them). Returns AMI_OK or
+    AMI_E_STORAGE when the database cannot be read. */
+int
+    ami_mdms_db_readings_each (ami_mdms_db_t *self, const char *meter_id,
+                               uint64_t from_ms, uint64_t to_ms,
+                               ami_mdms_each_fn *fn, void *arg);
 
 /*  read_ms of the newest reading of meter_id into *read_ms, or 0 if it has
     none. Returns AMI_OK or AMI_E_STORAGE. */

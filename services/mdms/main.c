@@ -10,19 +10,22 @@
 #include "ami_err.h"
 #include "ami_log.h"
 #include "ami_mdms.h"
+#include "ami_mdms_rate.h"
 #include "ami_service.h"
 #include "ami_store.h"
 
 static const char *const s_known [] = {
     "mdms/api", "mdms/ingest", "mdms/events", "mdms/broker", "mdms/broker-cert",
     "mdms/db", "mdms/map-size", "mdms/keys", "mdms/registry", "mdms/read-timeout",
-    "mdms/retries", NULL
+    "mdms/retries", "mdms/data-key", "mdms/rate/operator", "mdms/rate/operator-burst",
+    "mdms/rate/meter", "mdms/rate/meter-burst", NULL
 };
 
 static const ami_service_info_t s_info = {
     .program = "ami-mdms",
     .role = "mdms",
-    .summary = "MDMS: meter registry, on-demand reads (MDP client), readings in LMDB, operator API.",
+    .summary = "MDMS: meter registry, on-demand reads (MDP client), readings in LMDB, operator API\n"
+               "(role-limited, rate-limited, every request in a hash-chained audit log).",
     .known = s_known,
     .config_help =
         "  mdms/api              operator API ROUTER bind [tcp://127.0.0.1:7100]\n"
@@ -35,7 +38,14 @@ static const ami_service_info_t s_info = {
         "  mdms/keys             directory of mdms-sign.cert(_secret), mdms-box.cert(_secret) (required)\n"
         "  mdms/registry         meters.tsv, imported at start (required)\n"
         "  mdms/read-timeout     default on-demand read deadline [3s]\n"
-        "  mdms/retries          resends per read after a try times out [3]\n",
+        "  mdms/retries          resends per read after a try times out [3]\n"
+        "  mdms/data-key         MDMS data key file (kdf, from ami-keygen: app/mdms-data.cert;\n"
+        "                        its _secret must be mode 0600), kept outside mdms/db: it\n"
+        "                        keys the audit log chain and encrypts customer data (required)\n"
+        "  mdms/rate/operator    on-demand reads per second per operator, 0 = unlimited [10/s]\n"
+        "  mdms/rate/operator-burst  reads an operator may send at once [20]\n"
+        "  mdms/rate/meter       on-demand reads per second per meter, 0 = unlimited [2/s]\n"
+        "  mdms/rate/meter-burst reads of one meter at once [4]\n",
     .server = true
 };
 
@@ -73,6 +83,31 @@ s_size (ami_config_t *config, const char *key, size_t default_value, size_t *out
         return AMI_E_CONFIG;
     }
     *out = (size_t) (value << shift);
+    return AMI_OK;
+}
+
+/*  A rate: "10", "10/s" (reads per second), 0 = unlimited. Returns AMI_OK
+    or AMI_E_CONFIG (logged). */
+static int
+s_rate (ami_config_t *config, const char *key, uint32_t default_value, uint32_t *out)
+{
+    const char *text = NULL;
+    ami_config_str (config, key, NULL, &text);
+    if (!text || !*text) {
+        *out = default_value;
+        return AMI_OK;
+    }
+    errno = 0;
+    char *end = NULL;
+    unsigned long value = strtoul (text, &end, 10);
+    if (end && strcmp (end, "/s") == 0)
+        end += 2;
+    if (!isdigit ((unsigned char) *text) || errno || (end && *end) || value > AMI_MDMS_RATE_MAX) {
+        ami_log_error ("%s: %s = '%s' is not a rate of 0..%d per second (e.g. 10 or 10/s)",
+                       ami_config_origin (config), key, text, AMI_MDMS_RATE_MAX);
+        return AMI_E_CONFIG;
+    }
+    *out = (uint32_t) value;
     return AMI_OK;
 }
 
@@ -114,7 +149,14 @@ main (int argc, char **argv)
     ||  s_required (config, "mdms/registry", &mdms.registry_path)
     ||  ami_config_duration_ms (config, "mdms/read-timeout", AMI_MDMS_READ_TIMEOUT_MS,
                                 &read_timeout)
-    ||  ami_config_int (config, "mdms/retries", AMI_MDMS_RETRIES, 0, 100, &retries))
+    ||  ami_config_int (config, "mdms/retries", AMI_MDMS_RETRIES, 0, 100, &retries)
+    ||  s_required (config, "mdms/data-key", &mdms.data_key_path)
+    ||  s_rate (config, "mdms/rate/operator", AMI_MDMS_RATE_OPERATOR, &mdms.rate_operator)
+    ||  s_rate (config, "mdms/rate/operator-burst", AMI_MDMS_RATE_OPERATOR_BURST,
+                &mdms.rate_operator_burst)
+    ||  s_rate (config, "mdms/rate/meter", AMI_MDMS_RATE_METER, &mdms.rate_meter)
+    ||  s_rate (config, "mdms/rate/meter-burst", AMI_MDMS_RATE_METER_BURST,
+                &mdms.rate_meter_burst))
         goto done;
     if (read_timeout < 1 || read_timeout > AMI_MDMS_MAX_READ_TIMEOUT_MS) {
         ami_log_error ("%s: mdms/read-timeout must be between 1ms and %ds",

@@ -282,6 +282,35 @@ s_fill (ami_msg_t *m, int type, int variant)
                 s_bytes (r->hash, AMI_HASH_SIZE, 300 + i);
             }
             break;
+        case AMI_MSG_API_CUSTOMER:
+            s_bytes (m->api_customer.corr, AMI_REQUEST_ID_SIZE, 105);
+            strcpy (m->api_customer.meter_id, "MTR-000042");
+            if (max) {
+                /* 64-byte name and 256-byte address, multi-byte UTF-8 */
+                m->api_customer.name [0] = 0;
+                for (int i = 0; i < 12; i++)
+                    strcat (m->api_customer.name, "Zo\xc3\xab ");
+                strcat (m->api_customer.name, "\xc3\x98st");
+                s_text (m->api_customer.address, true);
+                strcpy (m->api_customer.account, "utility.north:ACC-0000000000042");
+            }
+            else {
+                strcpy (m->api_customer.name, variant == 2 ? "X" : "Ren\xc3\xa9" "e Hoffmann");
+                strcpy (m->api_customer.address, variant == 2 ? "" : "Lindenstra\xc3\x9f" "e 12, 80331 M\xc3\xbcnchen");
+                strcpy (m->api_customer.account, variant == 2 ? "A" : "ACC-00000042");
+            }
+            break;
+        case AMI_MSG_API_VERIFY:
+            s_bytes (m->api_verify.corr, AMI_REQUEST_ID_SIZE, 106);
+            m->api_verify.checked = max ? 100000 : variant == 2 ? 0 : 1000;
+            m->api_verify.count = max ? AMI_MAX_API_FAILURES : variant == 2 ? 0 : 3;
+            m->api_verify.failed = max ? 1000 : m->api_verify.count;
+            for (unsigned i = 0; i < m->api_verify.count; i++) {
+                static const uint16_t codes [] = { AMI_E_BAD_SIGNATURE, AMI_E_DECRYPT, AMI_E_RANGE, AMI_E_NOTFOUND };
+                m->api_verify.failures [i].ref = max ? 1 + i : T0_MS + i * 900000;
+                m->api_verify.failures [i].code = codes [i % 4];
+            }
+            break;
     }
 }
 
@@ -297,6 +326,7 @@ static const struct {
     { AMI_MSG_API_REQ, "api_req" }, { AMI_MSG_API_READINGS, "api_readings" },
     { AMI_MSG_API_METERS, "api_meters" }, { AMI_MSG_API_STATUS, "api_status" },
     { AMI_MSG_API_INTERVALS, "api_intervals" }, { AMI_MSG_API_AUDIT, "api_audit" },
+    { AMI_MSG_API_CUSTOMER, "api_customer" }, { AMI_MSG_API_VERIFY, "api_verify" },
 };
 
 static const char *s_variant_suffix [] = { "", "-max", "-edge" };

@@ -114,9 +114,12 @@ s_start_mdms (chain_t *c)
     config.db_dir = c->db;
     config.keys = &c->keys;
     config.registry_path = c->registry;
+    char *data_key = ami_test_path (c->dir, "mdms-data.cert");
+    config.data_key_path = data_key;
     config.read_timeout_ms = 20 * HEARTBEAT_MS;
     config.heartbeat_ms = HEARTBEAT_MS;
     c->mdms = ami_mdms_new (&config);
+    free (data_key);
     assert_non_null (c->mdms);
     if (!c->api_ep) {
         zsock_set_rcvtimeo (c->mdms, DEADLINE_MS);
@@ -261,6 +264,9 @@ s_setup (void **state)
     }
     assert_int_equal (ami_e2e_mdms_generate (c->dir, "mdms"), AMI_OK);
     assert_int_equal (ami_e2e_mdms_load (&c->keys, c->dir, true), AMI_OK);
+    char *data_key = ami_test_path (c->dir, "mdms-data.cert");
+    assert_int_equal (ami_e2e_fleet_generate (data_key, "mdms"), AMI_OK);
+    free (data_key);
     s_write_registry (c);
 
     c->auth = ami_auth_new (c->allow, NULL);

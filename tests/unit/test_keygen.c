@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,15 @@ h_default_init (const char *dir)
     assert_int_equal (keygen_init (dir, &topo, false), KEYGEN_OK);
 }
 
+/* Provision dir again with the defaults (--force): every key new. */
+static int
+h_reinit (const char *dir)
+{
+    keygen_topology_t topo;
+    keygen_topology_default (&topo);
+    return keygen_init (dir, &topo, true);
+}
+
 /* ---------------------------------------------------------------------- */
 /*  ami-keygen                                                             */
 
@@ -172,20 +182,48 @@ test_init_layout (void **state)
     free (app);
     free (pubdir);
 
+    //  the MDMS data key: a kdf secret of node-id mdms, 0600, kept in app/
+    //  and never in the fleets' public copy; not any fleet's secret
+    assert_int_equal (h_mode (dir, "app/mdms-data.cert_secret"), 0600);
+    assert_int_equal (h_mode (dir, "app/mdms-data.cert"), 0644);
+    assert_false (h_exists (dir, "app/mdms-pub/mdms-data.cert"));
+    uint8_t data_key [AMI_E2E_SEED_SIZE], fleet_key [AMI_E2E_SEED_SIZE];
+    char *data_path = ami_test_path (dir, "app/mdms-data.cert");
+    assert_int_equal (ami_e2e_fleet_load (data_path, data_key), AMI_OK);
+    ami_cert_t *data_cert = ami_cert_load (data_path, &err);
+    assert_non_null (data_cert);
+    assert_string_equal (ami_cert_node_id (data_cert), "mdms");
+    assert_string_equal (ami_cert_key_type (data_cert), "kdf");
+    ami_cert_destroy (&data_cert);
+    free (data_path);
+
     //  the registry: meter 150 is fleet-2's, behind agg-2, with the key its
-    //  fleet secret derives for number 150
-    char line [256], hex [65];
+    //  fleet secret derives for number 150, and its synthetic customer
+    char line [512], hex [65];
     uint8_t seed [AMI_E2E_SEED_SIZE], pk [32];
     h_registry_line (dir, 150, line, sizeof line);
     char *fleet2 = ami_test_path (dir, "app/fleet-2.cert");
     assert_int_equal (ami_e2e_fleet_load (fleet2, seed), AMI_OK);
+    memcpy (fleet_key, seed, sizeof fleet_key);
+    assert_memory_not_equal (data_key, fleet_key, sizeof data_key);
     ami_e2e_meter_keypair (seed, 150, pk, NULL);
     sodium_bin2hex (hex, sizeof hex, pk, sizeof pk);
-    char expect [256];
-    snprintf (expect, sizeof expect, "MTR-000150\tfleet-2\tagg-2\t%s\n", hex);
+    char name [AMI_MAX_CUSTOMER_NAME + 1], address [AMI_MAX_TEXT + 1], account [AMI_MAX_ID + 1];
+    keygen_customer (150, name, address, account);
+    assert_string_equal (account, "ACC-00000150");
+    char expect [512];
+    snprintf (expect, sizeof expect, "MTR-000150\tfleet-2\tagg-2\t%s\t%s\t%s\tACC-00000150\n",
+              hex, name, address);
     assert_string_equal (line, expect);
+    //  exactly 7 TAB-separated columns, the customer ones not empty
+    int tabs = 0;
+    for (const char *c = line; *c; c++)
+        tabs += *c == '\t';
+    assert_int_equal (tabs, 6);
+    assert_true (strlen (name) > 3 && strlen (address) > 10);
     h_registry_line (dir, 1, line, sizeof line);
     assert_true (strncmp (line, "MTR-000001\tfleet-1\tagg-1\t", 25) == 0);
+    assert_non_null (strstr (line, "\tACC-00000001\n"));
     free (fleet2);
 
     assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
@@ -203,6 +241,9 @@ test_init_refuses_and_force (void **state)
     int err = 0;
     ami_cert_t *before = ami_cert_load_public (p, &err);
     assert_non_null (before);
+    char *data_path = ami_test_path (dir, "app/mdms-data.cert");
+    uint8_t data_before [AMI_E2E_SEED_SIZE], data_after [AMI_E2E_SEED_SIZE];
+    assert_int_equal (ami_e2e_fleet_load (data_path, data_before), AMI_OK);
 
     keygen_topology_t topo;
     keygen_topology_default (&topo);
@@ -214,6 +255,9 @@ test_init_refuses_and_force (void **state)
     topo.fleets = 3;
     topo.operators = "alice:OPERATOR";
     assert_int_equal (keygen_init (dir, &topo, true), KEYGEN_OK);
+    assert_int_equal (ami_e2e_fleet_load (data_path, data_after), AMI_OK);
+    assert_memory_not_equal (data_before, data_after, sizeof data_before);
+    free (data_path);
     ami_cert_t *after = ami_cert_load_public (p, &err);
     assert_non_null (after);
     assert_memory_not_equal (ami_cert_public_key (before), ami_cert_public_key (after), 32);
@@ -224,6 +268,8 @@ test_init_refuses_and_force (void **state)
     ami_cert_destroy (&before);
     ami_cert_destroy (&same);
     ami_cert_destroy (&after);
+    //  ... the MDMS data key too (documented: an old audit log no longer
+    //  verifies with it)
     free (p);
     ami_test_rmtree (dir);
     free (dir);
@@ -356,6 +402,42 @@ test_check_finds_damage (void **state)
     fclose (f);
     assert_int_equal (keygen_check (sub, true), KEYGEN_FAILED);
 
+    //  a customer column edited by hand (the key columns untouched)
+    assert_int_equal (h_reinit (sub), KEYGEN_OK);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_OK);
+    char line [512];
+    h_registry_line (sub, 1, line, sizeof line);
+    char *acc = strstr (line, "\tACC-");
+    assert_non_null (acc);
+    f = fopen (tsv, "r+");
+    assert_non_null (f);
+    assert_int_equal (fseek (f, (long) (acc - line) + 5, SEEK_SET), 0);    //  "ACC-0" -> "ACC-9"
+    fputc ('9', f);
+    fclose (f);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_FAILED);
+
+    //  the MDMS data key: readable by others, missing, or its public half
+    //  not matching its secret
+    assert_int_equal (h_reinit (sub), KEYGEN_OK);
+    char *data_secret = h_path (sub, "app/mdms-data.cert_secret");
+    char *data_public = h_path (sub, "app/mdms-data.cert");
+    char *fleet1 = h_path (sub, "app/fleet-1.cert");
+    assert_int_equal (chmod (data_secret, 0644), 0);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_FAILED);
+    assert_int_equal (chmod (data_secret, 0600), 0);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_OK);
+    char *data_saved = h_path (sub, "data.saved");
+    assert_int_equal (rename (data_secret, data_saved), 0);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_FAILED);
+    assert_int_equal (rename (data_saved, data_secret), 0);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_OK);
+    ami_cert_t *other = ami_cert_load_public (fleet1, &err);       //  another kdf key
+    assert_non_null (other);
+    assert_int_equal (ami_cert_save_public (other, data_public), AMI_OK);
+    assert_int_equal (keygen_check (sub, true), KEYGEN_FAILED);
+    ami_cert_destroy (&other);
+    free (data_secret); free (data_public); free (fleet1); free (data_saved);
+
     //  an interrupted init: nodes/ but no topology.cfg
     char *topology = h_path (sub, "topology.cfg");
     assert_int_equal (unlink (topology), 0);
@@ -413,6 +495,67 @@ test_add_operator (void **state)
     free (p);
     ami_test_rmtree (dir);
     free (dir);
+}
+
+/*  The synthetic customers: a pure function of the meter number, always
+    valid for the wire (API_CUSTOMER) and for meters.tsv, and varied. */
+static void
+test_customer_synthetic (void **state)
+{
+    (void) state;
+    ami_msg_t *msg = ami_msg_new ();
+    uint8_t *buf = malloc (AMI_MAX_FRAME);
+    assert_non_null (msg);
+    assert_non_null (buf);
+    zhashx_t *names = zhashx_new (), *people = zhashx_new ();
+    bool non_ascii = false;
+    static const uint32_t extremes [] = { 0, 1, 999999, 1000000, 9999999, 10000000, UINT32_MAX };
+    for (uint32_t k = 0; k < 2000 + sizeof extremes / sizeof extremes [0]; k++) {
+        uint32_t n = k < 2000 ? k + 1 : extremes [k - 2000];
+        char name [AMI_MAX_CUSTOMER_NAME + 1], address [AMI_MAX_TEXT + 1], account [AMI_MAX_ID + 1];
+        char name2 [AMI_MAX_CUSTOMER_NAME + 1], address2 [AMI_MAX_TEXT + 1], account2 [AMI_MAX_ID + 1];
+        keygen_customer (n, name, address, account);
+        keygen_customer (n, name2, address2, account2);
+        assert_string_equal (name, name2);             //  deterministic
+        assert_string_equal (address, address2);
+        assert_string_equal (account, account2);
+        char want [AMI_MAX_ID + 1];
+        snprintf (want, sizeof want, "ACC-%08u", n);
+        assert_string_equal (account, want);
+        //  meters.tsv syntax: no TAB, no '#', no control character
+        for (const char *t = name; *t; t++) {
+            assert_true ((unsigned char) *t >= 0x20 && *t != '#' && *t != 0x7f);
+            non_ascii = non_ascii || (unsigned char) *t >= 0x80;
+        }
+        for (const char *t = address; *t; t++)
+            assert_true ((unsigned char) *t >= 0x20 && *t != '#' && *t != 0x7f);
+        //  the wire accepts it (name 1..64 UTF-8, address 0..256, account id)
+        ami_msg_reset (msg, AMI_MSG_API_CUSTOMER);
+        snprintf (msg->api_customer.meter_id, sizeof msg->api_customer.meter_id, "MTR-%06u", n % 1000000);
+        memcpy (msg->api_customer.name, name, sizeof name);
+        memcpy (msg->api_customer.address, address, sizeof address);
+        memcpy (msg->api_customer.account, account, sizeof account);
+        size_t len = 0;
+        assert_int_equal (ami_msg_encode (msg, buf, AMI_MAX_FRAME, &len), AMI_OK);
+        zhashx_insert (names, name, (void *) 1);
+        char person [AMI_MAX_CUSTOMER_NAME + AMI_MAX_TEXT + 2];
+        snprintf (person, sizeof person, "%s|%s", name, address);
+        zhashx_insert (people, person, (void *) 1);
+    }
+    //  varied: hundreds of names, and name + address nearly never repeat
+    assert_true (zhashx_size (names) > 500);
+    assert_true (zhashx_size (people) > 1990);
+    assert_true (non_ascii);
+    //  neighbours differ
+    char a [AMI_MAX_CUSTOMER_NAME + 1], b [AMI_MAX_CUSTOMER_NAME + 1], x [AMI_MAX_TEXT + 1],
+         y [AMI_MAX_TEXT + 1], acc [AMI_MAX_ID + 1];
+    keygen_customer (150, a, x, acc);
+    keygen_customer (151, b, y, acc);
+    assert_true (strcmp (a, b) != 0 || strcmp (x, y) != 0);
+    zhashx_destroy (&names);
+    zhashx_destroy (&people);
+    free (buf);
+    ami_msg_destroy (&msg);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -599,9 +742,242 @@ test_json_meter_readings (void **state)
 }
 
 /* ---------------------------------------------------------------------- */
+/*  amictl: audit --since times, terminal-safe text, security renderings    */
+
+static void
+h_time_is (const char *text, uint64_t expect)
+{
+    uint64_t out = 12345;
+    //  now = 2026-11-26T08:00:00Z
+    if (amictl_parse_time (text, 1795680000000ULL, &out) != 0)
+        fail_msg ("'%s' should parse", text);
+    if (out != expect)
+        fail_msg ("'%s' gave %" PRIu64 ", expected %" PRIu64, text, out, expect);
+}
+
+static void
+test_parse_time (void **state)
+{
+    (void) state;
+    h_time_is ("2026-11-26T08:00:00Z", 1795680000000ULL);
+    h_time_is ("2026-11-26T08:00:00.250Z", 1795680000250ULL);
+    h_time_is ("1970-01-01T00:00:00Z", 0);
+    h_time_is ("2024-02-29T23:59:59Z", 1709251199000ULL);     //  leap day
+    h_time_is ("2000-03-01T00:00:00Z", 951868800000ULL);      //  after a 400-year leap
+    h_time_is ("1795680000", 1795680000000ULL);               //  Unix seconds
+    h_time_is ("0", 0);
+    h_time_is ("-1h", 1795680000000ULL - 3600000);
+    h_time_is ("-30m", 1795680000000ULL - 1800000);
+    h_time_is ("-90s", 1795680000000ULL - 90000);
+    h_time_is ("-2d", 1795680000000ULL - 2 * 86400000ULL);
+    h_time_is ("-0h", 1795680000000ULL);
+    h_time_is ("-30000d", 0);                                 //  before 1970: clamped
+    static const char *bad [] = {
+        "", "yesterday", "-1", "-h", "-1x", "-1h ", "+1h", "1h", "-1.5h",
+        "2026-11-26", "2026-11-26T08:00:00", "2026-11-26T08:00:00+01:00",
+        "2026-11-26 08:00:00Z", "2026-13-01T00:00:00Z", "2026-02-29T00:00:00Z",
+        "2026-04-31T00:00:00Z", "2026-11-26T24:00:00Z", "2026-11-26T08:60:00Z",
+        "2026-11-26T08:00:60Z", "1969-12-31T23:59:59Z", "2026-11-26T08:00:00.5Z",
+        "2026-11-26T08:00:00.1234Z", "2026-11-26T08:00:00Zjunk", "17956800001234",
+        "253402300800", "-1234567890123h", "１２", NULL
+    };
+    uint64_t out = 777;
+    for (int i = 0; bad [i]; i++)
+        if (amictl_parse_time (bad [i], 1795680000000ULL, &out) != -1)
+            fail_msg ("'%s' should be refused", bad [i]);
+    assert_int_equal (out, 777);                                //  untouched
+    assert_int_equal (amictl_parse_time (NULL, 0, &out), -1);
+}
+
+static void
+test_safe_text (void **state)
+{
+    (void) state;
+    char out [64];
+    assert_string_equal (amictl_safe_text ("J\xc3\xb6rg Weber", out, sizeof out), "J\xc3\xb6rg Weber");
+    //  escape sequences, newlines, DEL and C1 CSI (U+009B) are neutralised
+    assert_string_equal (amictl_safe_text ("a\x1b[2Jb\nc\x7f", out, sizeof out), "a?[2Jb?c?");
+    assert_string_equal (amictl_safe_text ("x\xc2\x9by", out, sizeof out), "x?y");
+    //  invalid UTF-8: one '?' per bad byte
+    assert_string_equal (amictl_safe_text ("\xff\xc0\xaf\xed\xa0\x80", out, sizeof out), "??????");
+    assert_string_equal (amictl_safe_text ("\xe2\x82", out, sizeof out), "??");
+    //  truncation never splits a character
+    assert_string_equal (amictl_safe_text ("ab\xe2\x82\xac", out, 5), "ab");
+    assert_string_equal (amictl_safe_text ("abcdef", out, 4), "abc");
+    assert_string_equal (amictl_safe_text (NULL, out, sizeof out), "");
+}
+
+/* Render with fn into a string (the caller frees it). */
+static char *
+h_capture (void (*fn) (FILE *, const void *, const void *), const void *a, const void *b)
+{
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream (&text, &size);
+    assert_non_null (f);
+    fn (f, a, b);
+    fclose (f);
+    return text;
+}
+
+static void h_verify (FILE *f, const void *a, const void *b) { amictl_print_verify (f, a, b); }
+static void h_audit_verify (FILE *f, const void *a, const void *b) { (void) b; amictl_print_audit_verify (f, a); }
+static void h_customer (FILE *f, const void *a, const void *b) { (void) b; amictl_print_customer (f, a); }
+static void h_audit (FILE *f, const void *a, const void *b) { amictl_print_audit (f, a, *(const size_t *) b); }
+
+static void
+test_render_security (void **state)
+{
+    (void) state;
+    ami_api_verify_t *v = calloc (1, sizeof *v);
+    ami_api_customer_t *c = calloc (1, sizeof *c);
+    ami_audit_row_t *rows = calloc (2, sizeof *rows);
+    assert_true (v && c && rows);
+    for (int i = 0; i < AMI_REQUEST_ID_SIZE; i++)
+        v->corr [i] = c->corr [i] = (uint8_t) (0xa0 + i);
+
+    //  verify: clean, then with failures (one more than listed)
+    v->checked = 1000;
+    char *text = h_capture (h_verify, "MTR-000150", v);
+    assert_string_equal (text, "Meter MTR-000150: 1000 stored reading(s) checked, "
+                               "every proof of origin verified\n");
+    free (text);
+    amictl_json_t *j = amictl_json_new ();
+    amictl_json_verify (j, "MTR-000150", v);
+    assert_string_equal (amictl_json_text (j),
+        "{\"correlationId\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\",\"mRID\":\"MTR-000150\","
+        "\"checked\":1000,\"failed\":0,\"intact\":true,\"failures\":[]}");
+    amictl_json_destroy (&j);
+    v->failed = 3;
+    v->count = 2;
+    v->failures [0].ref = 1764141161123ULL;
+    v->failures [0].code = AMI_E_BAD_SIGNATURE;
+    v->failures [1].ref = 1764142061123ULL;
+    v->failures [1].code = AMI_E_DECRYPT;
+    text = h_capture (h_verify, "MTR-000150", v);
+    assert_non_null (strstr (text, "1000 stored reading(s) checked, 3 FAILED"));
+    assert_non_null (strstr (text, "2025-11-26T07:12:41.123Z  AMI_E_BAD_SIGNATURE  "
+                                   "proof of origin does not verify with the meter's registered key\n"));
+    assert_non_null (strstr (text, "AMI_E_DECRYPT        sealed reading does not open\n"));
+    assert_non_null (strstr (text, "... and 1 more failure(s) not listed"));
+    free (text);
+    j = amictl_json_new ();
+    amictl_json_verify (j, "MTR-000150", v);
+    assert_non_null (strstr (amictl_json_text (j),
+        "\"failed\":3,\"intact\":false,\"failures\":[{\"readDateTime\":\"2025-11-26T07:12:41.123Z\","
+        "\"readMs\":1764141161123,\"code\":40,\"name\":\"AMI_E_BAD_SIGNATURE\",\"reason\":"));
+    amictl_json_destroy (&j);
+
+    //  audit --verify: intact, then a removed entry (the first failure named)
+    v->checked = 57;
+    v->failed = 0;
+    v->count = 0;
+    text = h_capture (h_audit_verify, v, NULL);
+    assert_string_equal (text, "audit chain intact: 57 entries\n");
+    free (text);
+    v->failed = 2;
+    v->count = 2;
+    v->failures [0].ref = 42;
+    v->failures [0].code = AMI_E_NOTFOUND;
+    v->failures [1].ref = 50;
+    v->failures [1].code = AMI_E_BAD_SIGNATURE;
+    text = h_capture (h_audit_verify, v, NULL);
+    assert_non_null (strstr (text, "42         AMI_E_NOTFOUND       entry missing: removed\n"));
+    assert_non_null (strstr (text, "50         AMI_E_BAD_SIGNATURE  hash mismatch: entry altered or reordered\n"));
+    assert_non_null (strstr (text, "the first failure (seq 42)"));
+    free (text);
+    j = amictl_json_new ();
+    amictl_json_verify (j, NULL, v);
+    assert_string_equal (amictl_json_text (j),
+        "{\"correlationId\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\",\"scope\":\"audit\","
+        "\"checked\":57,\"failed\":2,\"intact\":false,\"failures\":["
+        "{\"seq\":42,\"code\":62,\"name\":\"AMI_E_NOTFOUND\",\"reason\":\"entry missing: removed\"},"
+        "{\"seq\":50,\"code\":40,\"name\":\"AMI_E_BAD_SIGNATURE\","
+        "\"reason\":\"hash mismatch: entry altered or reordered\"}]}");
+    amictl_json_destroy (&j);
+
+    //  customer: text is terminal-safe, JSON carries the exact bytes
+    strcpy (c->meter_id, "MTR-000150");
+    strcpy (c->name, "J\xc3\xb6rg \x1b[31mWeber");
+    strcpy (c->address, "Am Markt 3, 04109 Leipzig");
+    strcpy (c->account, "ACC-00000150");
+    text = h_capture (h_customer, c, NULL);
+    assert_string_equal (text, "Meter            MTR-000150\n"
+                               "Customer         J\xc3\xb6rg ?[31mWeber\n"
+                               "Service address  Am Markt 3, 04109 Leipzig\n"
+                               "Account          ACC-00000150\n");
+    free (text);
+    j = amictl_json_new ();
+    amictl_json_customer (j, c);
+    assert_string_equal (amictl_json_text (j),
+        "{\"correlationId\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\",\"mRID\":\"MTR-000150\","
+        "\"customer\":{\"name\":\"J\xc3\xb6rg \\u001b[31mWeber\",\"serviceAddress\":"
+        "\"Am Markt 3, 04109 Leipzig\",\"account\":\"ACC-00000150\"}}");
+    amictl_json_destroy (&j);
+
+    //  audit rows: a read by an operator, a refused request without meter
+    rows [0].seq = 1;
+    rows [0].time_ms = 1764141161123ULL;
+    strcpy (rows [0].operator_id, "operator");
+    strcpy (rows [0].role, "OPERATOR");
+    rows [0].action = AMI_ACT_READ;
+    strcpy (rows [0].meter_id, "MTR-000150");
+    memcpy (rows [0].corr, v->corr, AMI_REQUEST_ID_SIZE);
+    memset (rows [0].hash, 0xab, AMI_HASH_SIZE);
+    rows [1] = rows [0];
+    rows [1].seq = 2;
+    strcpy (rows [1].operator_id, "viewer");
+    strcpy (rows [1].role, "VIEWER");
+    rows [1].action = AMI_ACT_AUDIT_VERIFY;
+    rows [1].meter_id [0] = 0;
+    rows [1].result = AMI_E_DENIED;
+    size_t two = 2;
+    text = h_capture (h_audit, rows, &two);
+    assert_non_null (strstr (text, "1        2025-11-26T07:12:41.123Z operator         OPERATOR  "
+                                   "read          MTR-000150     a0a1a2a3a4a5a6a7a8a9aaabacadaeaf "
+                                   "AMI_OK               abababababab\n"));
+    assert_non_null (strstr (text, "viewer           VIEWER    audit-verify  -              "));
+    assert_non_null (strstr (text, "AMI_E_DENIED"));
+    assert_non_null (strstr (text, "2 entries\n"));
+    free (text);
+    j = amictl_json_new ();
+    amictl_json_audit (j, v->corr, rows, 2);
+    const char *json = amictl_json_text (j);
+    assert_non_null (strstr (json, "{\"seq\":1,\"dateTime\":\"2025-11-26T07:12:41.123Z\","
+        "\"operator\":\"operator\",\"role\":\"OPERATOR\",\"action\":\"read\",\"actionCode\":1,"
+        "\"mRID\":\"MTR-000150\",\"correlationId\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\","
+        "\"result\":0,\"resultName\":\"AMI_OK\",\"hash\":\"abababab"));
+    assert_non_null (strstr (json, "\"mRID\":null"));
+    assert_non_null (strstr (json, "\"result\":24,\"resultName\":\"AMI_E_DENIED\""));
+    amictl_json_destroy (&j);
+
+    assert_string_equal (amictl_verify_reason (AMI_E_TIMEOUT, true), ami_strerror (AMI_E_TIMEOUT));
+    free (v);
+    free (c);
+    free (rows);
+}
+
+/* ---------------------------------------------------------------------- */
 /*  amictl: the client against a stand-in MDMS API                         */
 
-/* A ROUTER that answers API_REQs according to the meter id asked for:
+/* The stand-in's audit log: seq 1..600 three to a millisecond from
+   t = 1000 ms, then seq 601..900 all in the millisecond 5000 (more than a
+   page: the client must step past it, not loop). */
+#define H_AUDIT_ENTRIES 900
+
+/* Set by the test: the stand-in pages the audit log as an MDMS that
+   ignores to_ms (the paging rule before it carried a seq) would. */
+static atomic_bool s_ignore_after_seq;
+
+static uint64_t
+h_audit_time (uint64_t seq)
+{
+    return seq <= 600 ? 1000 + seq / 3 : 5000;
+}
+
+/* A ROUTER that answers API_REQs by action: AUDIT pages the log above,
+   CUSTOMER and VERIFY / AUDIT_VERIFY give fixed replies; other actions
+   according to the meter id asked for:
      MTR-000001  API_READINGS (one reading) with the request's corr
      STALE       an answer with another corr, an undecodable frame, then
                  the real answer
@@ -642,45 +1018,88 @@ s_stand_in (zsock_t *pipe, void *args)
         ami_api_req_t req = in->api_req;
         const char *m = req.meter_id;
         size_t len = 0;
-        if (strcmp (m, "SILENT") == 0) {
-            zframe_destroy (&id); zframe_destroy (&empty); zframe_destroy (&body);
-            zmsg_destroy (&msg);
-            continue;
+        if (req.action == AMI_ACT_AUDIT) {
+            ami_msg_reset (out, AMI_MSG_API_AUDIT);
+            ami_api_audit_t *page = &out->api_audit;
+            memcpy (page->corr, req.corr, AMI_REQUEST_ID_SIZE);
+            uint32_t limit = req.limit && req.limit < AMI_MAX_API_AUDIT ? req.limit : AMI_MAX_API_AUDIT;
+            for (uint64_t seq = 1; seq <= H_AUDIT_ENTRIES; seq++) {
+                if (h_audit_time (seq) < req.from_ms
+                ||  (seq <= req.to_ms && !atomic_load (&s_ignore_after_seq)))
+                    continue;
+                if (page->count == limit) {
+                    page->more = true;
+                    break;
+                }
+                ami_audit_row_t *row = &page->entries [page->count++];
+                row->seq = seq;
+                row->time_ms = h_audit_time (seq);
+                strcpy (row->operator_id, "auditor");
+                strcpy (row->role, "AUDITOR");
+                row->action = AMI_ACT_STATUS;
+            }
         }
-        if (strcmp (m, "STALE") == 0) {
-            ami_msg_reset (out, AMI_MSG_API_READINGS);
-            memset (out->api_readings.corr, 0x5a, AMI_REQUEST_ID_SIZE);
-            ami_msg_encode (out, buf, AMI_MAX_FRAME, &len);
-            zmsg_t *late = zmsg_new ();
-            zmsg_addmem (late, zframe_data (id), zframe_size (id));
-            zmsg_addmem (late, NULL, 0);
-            zmsg_addmem (late, buf, len);
-            zmsg_send (&late, router);
-            zmsg_t *junk = zmsg_new ();
-            zmsg_addmem (junk, zframe_data (id), zframe_size (id));
-            zmsg_addmem (junk, NULL, 0);
-            zmsg_addstr (junk, "not msgpack");
-            zmsg_send (&junk, router);
+        else
+        if (req.action == AMI_ACT_CUSTOMER) {
+            ami_msg_reset (out, AMI_MSG_API_CUSTOMER);
+            memcpy (out->api_customer.corr, req.corr, AMI_REQUEST_ID_SIZE);
+            strcpy (out->api_customer.meter_id, m);
+            strcpy (out->api_customer.name, "Zo\xc3\xab Dahlke");
+            strcpy (out->api_customer.address, "Weidenstieg 60, 10002 Birkenhain");
+            strcpy (out->api_customer.account, "ACC-00000001");
         }
-        if (strcmp (m, "ERR") == 0 || strcmp (m, "NOREQID") == 0) {
-            ami_msg_reset (out, AMI_MSG_ERROR);
-            out->error.has_request_id = strcmp (m, "ERR") == 0;
-            memcpy (out->error.request_id, req.corr, AMI_REQUEST_ID_SIZE);
-            out->error.code = strcmp (m, "ERR") == 0 ? AMI_E_UNREACHABLE : AMI_E_BAD_REQUEST;
-            strcpy (out->error.origin, "fleet-1");
-            strcpy (out->error.text, "meter offline");
+        else
+        if (req.action == AMI_ACT_VERIFY || req.action == AMI_ACT_AUDIT_VERIFY) {
+            ami_msg_reset (out, AMI_MSG_API_VERIFY);
+            memcpy (out->api_verify.corr, req.corr, AMI_REQUEST_ID_SIZE);
+            out->api_verify.checked = req.action == AMI_ACT_VERIFY ? 40 : 57;
+            out->api_verify.failed = 1;
+            out->api_verify.count = 1;
+            out->api_verify.failures [0].ref = req.action == AMI_ACT_VERIFY ? 1764141161123ULL : 42;
+            out->api_verify.failures [0].code = req.action == AMI_ACT_VERIFY ? AMI_E_BAD_SIGNATURE
+                                                                             : AMI_E_NOTFOUND;
         }
         else {
-            ami_msg_reset (out, AMI_MSG_API_READINGS);
-            memcpy (out->api_readings.corr, req.corr, AMI_REQUEST_ID_SIZE);
-            out->api_readings.count = 1;
-            ami_stored_reading_t *row = &out->api_readings.readings [0];
-            strcpy (row->reading.meter_id, "MTR-000001");
-            memcpy (row->reading.request_id, req.corr, AMI_REQUEST_ID_SIZE);
-            row->reading.read_ms = 1;
-            row->reading.register_count = 1;
-            memcpy (row->reading.registers [0].obis, (uint8_t []) { 1, 0, 1, 8, 0, 255 }, 6);
-            row->reading.registers [0].unit = 30;
+            if (strcmp (m, "SILENT") == 0) {
+                zframe_destroy (&id); zframe_destroy (&empty); zframe_destroy (&body);
+                zmsg_destroy (&msg);
+                continue;
+            }
+            if (strcmp (m, "STALE") == 0) {
+                ami_msg_reset (out, AMI_MSG_API_READINGS);
+                memset (out->api_readings.corr, 0x5a, AMI_REQUEST_ID_SIZE);
+                ami_msg_encode (out, buf, AMI_MAX_FRAME, &len);
+                zmsg_t *late = zmsg_new ();
+                zmsg_addmem (late, zframe_data (id), zframe_size (id));
+                zmsg_addmem (late, NULL, 0);
+                zmsg_addmem (late, buf, len);
+                zmsg_send (&late, router);
+                zmsg_t *junk = zmsg_new ();
+                zmsg_addmem (junk, zframe_data (id), zframe_size (id));
+                zmsg_addmem (junk, NULL, 0);
+                zmsg_addstr (junk, "not msgpack");
+                zmsg_send (&junk, router);
+            }
+            if (strcmp (m, "ERR") == 0 || strcmp (m, "NOREQID") == 0) {
+                ami_msg_reset (out, AMI_MSG_ERROR);
+                out->error.has_request_id = strcmp (m, "ERR") == 0;
+                memcpy (out->error.request_id, req.corr, AMI_REQUEST_ID_SIZE);
+                out->error.code = strcmp (m, "ERR") == 0 ? AMI_E_UNREACHABLE : AMI_E_BAD_REQUEST;
+                strcpy (out->error.origin, "fleet-1");
+                strcpy (out->error.text, "meter offline");
+            }
+            else {
+                ami_msg_reset (out, AMI_MSG_API_READINGS);
+                memcpy (out->api_readings.corr, req.corr, AMI_REQUEST_ID_SIZE);
+                out->api_readings.count = 1;
+                ami_stored_reading_t *row = &out->api_readings.readings [0];
+                strcpy (row->reading.meter_id, "MTR-000001");
+                memcpy (row->reading.request_id, req.corr, AMI_REQUEST_ID_SIZE);
+                row->reading.read_ms = 1;
+                row->reading.register_count = 1;
+                memcpy (row->reading.registers [0].obis, (uint8_t []) { 1, 0, 1, 8, 0, 255 }, 6);
+                row->reading.registers [0].unit = 30;
+            }
         }
         int rc = ami_msg_encode (out, buf, AMI_MAX_FRAME, &len);
         assert (rc == AMI_OK);
@@ -778,6 +1197,64 @@ test_client (void **state)
     assert_non_null (strstr (amictl_client_why (client), "did not answer"));
     //  ...and its late silence does not confuse the next request
     assert_int_equal (h_ask (client, "MTR-000001", 5000, &req, &reply), AMI_OK);
+
+    //  the security replies are matched by correlation id like the others
+    memset (&req, 0, sizeof req);
+    req.action = AMI_ACT_CUSTOMER;
+    strcpy (req.meter_id, "MTR-000001");
+    assert_int_equal (amictl_client_request (client, &req, zclock_mono () + 5000, &reply), AMI_OK);
+    assert_int_equal (reply->type, AMI_MSG_API_CUSTOMER);
+    assert_memory_equal (reply->api_customer.corr, req.corr, AMI_REQUEST_ID_SIZE);
+    assert_string_equal (reply->api_customer.name, "Zo\xc3\xab Dahlke");
+    req.action = AMI_ACT_VERIFY;
+    assert_int_equal (amictl_client_request (client, &req, zclock_mono () + 5000, &reply), AMI_OK);
+    assert_int_equal (reply->type, AMI_MSG_API_VERIFY);
+    assert_memory_equal (reply->api_verify.corr, req.corr, AMI_REQUEST_ID_SIZE);
+    assert_true (reply->api_verify.checked == 40);
+    memset (&req, 0, sizeof req);
+    req.action = AMI_ACT_AUDIT_VERIFY;
+    assert_int_equal (amictl_client_request (client, &req, zclock_mono () + 5000, &reply), AMI_OK);
+    assert_int_equal (reply->type, AMI_MSG_API_VERIFY);
+    assert_true (reply->api_verify.failures [0].ref == 42);
+
+    //  audit paging (to_ms = the last seq): every entry exactly once, in
+    //  order, also across the 300 entries of the millisecond 5000
+    size_t want = 2000, count = 0, total = 0;
+    ami_audit_row_t *rows = calloc (want, sizeof *rows);
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    assert_non_null (rows);
+    assert_int_equal (amictl_client_audit (client, 0, 5000, 5000, want, rows, &count, &total,
+                                           corr, &reply), AMI_OK);
+    assert_int_equal (total, H_AUDIT_ENTRIES);
+    assert_int_equal (count, H_AUDIT_ENTRIES);
+    for (size_t i = 0; i < count; i++)
+        assert_true (rows [i].seq == i + 1);
+    //  --since and --last: the 10 most recent from t = 1100 on (seq 300..)
+    assert_int_equal (amictl_client_audit (client, 1100, 5000, 5000, 10, rows, &count, &total,
+                                           corr, &reply), AMI_OK);
+    assert_int_equal (total, H_AUDIT_ENTRIES - 299);
+    assert_int_equal (count, 10);
+    for (size_t i = 0; i < count; i++)
+        assert_true (rows [i].seq == H_AUDIT_ENTRIES - 9 + i);
+    assert_int_equal (amictl_client_audit (client, 0, 5000, 5000, 1, rows, &count, &total,
+                                           corr, &reply), AMI_OK);
+    assert_int_equal (count, 1);
+    assert_true (rows [0].seq == H_AUDIT_ENTRIES);
+    //  a server that ignores to_ms: the overlap of pages is skipped by seq,
+    //  and a millisecond fuller than a page is stepped past (seq 857..900
+    //  lost, logged) instead of asked for forever
+    atomic_store (&s_ignore_after_seq, true);
+    assert_int_equal (amictl_client_audit (client, 0, 5000, 5000, want, rows, &count, &total,
+                                           corr, &reply), AMI_OK);
+    atomic_store (&s_ignore_after_seq, false);
+    assert_int_equal (total, 856);
+    for (size_t i = 0; i < count; i++)
+        assert_true (rows [i].seq == i + 1);
+    assert_int_equal (amictl_client_audit (client, 6000, 5000, 5000, 5, rows, &count, &total,
+                                           corr, &reply), AMI_OK);
+    assert_int_equal (count, 0);
+    assert_int_equal (total, 0);
+    free (rows);
     amictl_client_destroy (&client);
     assert_null (client);
 
@@ -816,10 +1293,14 @@ main (void)
         cmocka_unit_test (test_bad_arguments),
         cmocka_unit_test (test_check_finds_damage),
         cmocka_unit_test (test_add_operator),
+        cmocka_unit_test (test_customer_synthetic),
         cmocka_unit_test (test_json_escape),
         cmocka_unit_test (test_json_writer),
         cmocka_unit_test (test_format),
         cmocka_unit_test (test_json_meter_readings),
+        cmocka_unit_test (test_parse_time),
+        cmocka_unit_test (test_safe_text),
+        cmocka_unit_test (test_render_security),
         cmocka_unit_test (test_client),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);

@@ -481,6 +481,60 @@ s_fill (ami_msg_t *m, int type, int variant)
             }
             break;
         }
+        case AMI_MSG_API_CUSTOMER: {
+            ami_api_customer_t *c = &m->api_customer;
+            s_bytes (c->corr, AMI_REQUEST_ID_SIZE, 105);
+            if (max) {
+                s_id (c->meter_id, AMI_MAX_ID, "utility.north:MTR-", 7);
+                /* exactly 64 bytes of multi-byte UTF-8:
+                   12 x "Zoë " (5 bytes each) + "Øst" (4) */
+                c->name [0] = 0;
+                for (int i = 0; i < 12; i++)
+                    strcat (c->name, "Zo\xc3\xab ");
+                strcat (c->name, "\xc3\x98st");
+                assert_int_equal (strlen (c->name), AMI_MAX_CUSTOMER_NAME);
+                s_text_max (c->address);
+                s_id (c->account, AMI_MAX_ID, "ACC-", 99999999);
+            }
+            else {
+                strcpy (c->meter_id, "MTR-000042");
+                strcpy (c->name, variant == 2 ? "X" : "Ren\xc3\xa9" "e Hoffmann");
+                strcpy (c->address, variant == 2 ? "" : "Lindenstra\xc3\x9f" "e 12, 80331 M\xc3\xbcnchen");
+                strcpy (c->account, variant == 2 ? "A" : "ACC-00000042");
+            }
+            break;
+        }
+        case AMI_MSG_API_VERIFY: {
+            ami_api_verify_t *v = &m->api_verify;
+            s_bytes (v->corr, AMI_REQUEST_ID_SIZE, 106);
+            if (max) {
+                v->checked = UINT64_MAX;
+                v->failed = UINT64_MAX;
+                v->count = AMI_MAX_API_FAILURES;
+                for (unsigned i = 0; i < v->count; i++) {
+                    v->failures [i].ref = UINT64_MAX - i;
+                    v->failures [i].code = i % 2 ? UINT16_MAX : AMI_E_BAD_SIGNATURE;
+                }
+            }
+            else
+            if (variant == 2) {
+                v->checked = 0;         /* nothing stored: nothing failed */
+                v->failed = 0;
+                v->count = 0;
+            }
+            else {
+                /* 1000 readings, 3 failed and all listed */
+                v->checked = 1000;
+                v->failed = 3;
+                v->count = 3;
+                static const uint16_t codes [] = { AMI_E_BAD_SIGNATURE, AMI_E_DECRYPT, AMI_E_RANGE };
+                for (unsigned i = 0; i < v->count; i++) {
+                    v->failures [i].ref = T0_MS + i * 900000;
+                    v->failures [i].code = codes [i];
+                }
+            }
+            break;
+        }
         default:
             fail_msg ("no sample for type %d", type);
     }
@@ -490,7 +544,8 @@ static const int s_all_types [] = {
     AMI_MSG_HELLO, AMI_MSG_HEALTH, AMI_MSG_EVENT, AMI_MSG_ERROR,
     AMI_MSG_READ_REQ, AMI_MSG_READ_RESP, AMI_MSG_READING, AMI_MSG_PROFILE,
     AMI_MSG_BATCH, AMI_MSG_BATCH_ACK, AMI_MSG_API_REQ, AMI_MSG_API_READINGS,
-    AMI_MSG_API_METERS, AMI_MSG_API_STATUS, AMI_MSG_API_INTERVALS, AMI_MSG_API_AUDIT
+    AMI_MSG_API_METERS, AMI_MSG_API_STATUS, AMI_MSG_API_INTERVALS, AMI_MSG_API_AUDIT,
+    AMI_MSG_API_CUSTOMER, AMI_MSG_API_VERIFY
 };
 #define N_TYPES (sizeof s_all_types / sizeof s_all_types [0])
 
@@ -681,6 +736,23 @@ s_eq_msg (const ami_msg_t *a, const ami_msg_t *b)
                 assert_memory_equal (x->corr, y->corr, AMI_REQUEST_ID_SIZE);
                 assert_int_equal (x->result, y->result);
                 assert_memory_equal (x->hash, y->hash, AMI_HASH_SIZE);
+            }
+            break;
+        case AMI_MSG_API_CUSTOMER:
+            assert_memory_equal (a->api_customer.corr, b->api_customer.corr, AMI_REQUEST_ID_SIZE);
+            assert_string_equal (a->api_customer.meter_id, b->api_customer.meter_id);
+            assert_string_equal (a->api_customer.name, b->api_customer.name);
+            assert_string_equal (a->api_customer.address, b->api_customer.address);
+            assert_string_equal (a->api_customer.account, b->api_customer.account);
+            break;
+        case AMI_MSG_API_VERIFY:
+            assert_memory_equal (a->api_verify.corr, b->api_verify.corr, AMI_REQUEST_ID_SIZE);
+            assert_true (a->api_verify.checked == b->api_verify.checked);
+            assert_true (a->api_verify.failed == b->api_verify.failed);
+            assert_int_equal (a->api_verify.count, b->api_verify.count);
+            for (uint32_t i = 0; i < a->api_verify.count; i++) {
+                assert_true (a->api_verify.failures [i].ref == b->api_verify.failures [i].ref);
+                assert_int_equal (a->api_verify.failures [i].code, b->api_verify.failures [i].code);
             }
             break;
         default:
@@ -876,6 +948,10 @@ enum {
     M_READINGS_COUNT, M_READINGS_REGS, M_METERS_COUNT, M_METERS_STATE, M_METERS_AGG_EMPTY,
     M_STATUS_COUNT, M_STATUS_ROLE_LONG, M_INTERVALS_COUNT, M_INTERVALS_METER_EMPTY,
     M_AUDIT_COUNT, M_AUDIT_ACTION, M_AUDIT_SEQ, M_AUDIT_OPERATOR,
+    M_CUST_METER_EMPTY, M_CUST_NAME_EMPTY, M_CUST_NAME_LONG, M_CUST_NAME_UTF8,
+    M_CUST_ADDR_LONG, M_CUST_ADDR_UTF8, M_CUST_ADDR_EMPTY_OK, M_CUST_ACCOUNT_EMPTY,
+    M_CUST_ACCOUNT_CHARSET,
+    M_VERIFY_COUNT, M_VERIFY_FAILED_LOW, M_VERIFY_CODE_ZERO, M_VERIFY_MORE_FAILED_OK,
     M_TYPE_UNKNOWN, M_TYPE_ZERO
 };
 
@@ -941,6 +1017,19 @@ s_mutate (ami_msg_t *m, int mutation)
         case M_AUDIT_ACTION:      m->api_audit.entries [1].action = 0; break;
         case M_AUDIT_SEQ:         m->api_audit.entries [0].seq = 0; break;
         case M_AUDIT_OPERATOR:    m->api_audit.entries [2].operator_id [0] = 0; break;
+        case M_CUST_METER_EMPTY:  m->api_customer.meter_id [0] = 0; break;
+        case M_CUST_NAME_EMPTY:   m->api_customer.name [0] = 0; break;
+        case M_CUST_NAME_LONG:    memset (m->api_customer.name, 'n', AMI_MAX_CUSTOMER_NAME + 1); break;  /* no NUL */
+        case M_CUST_NAME_UTF8:    strcpy (m->api_customer.name, "Ren\xe9" "e"); break;  /* Latin-1 */
+        case M_CUST_ADDR_LONG:    memset (m->api_customer.address, 'a', AMI_MAX_TEXT + 1); break;
+        case M_CUST_ADDR_UTF8:    strcpy (m->api_customer.address, "Stra\xdf" "e 1"); break;
+        case M_CUST_ADDR_EMPTY_OK: m->api_customer.address [0] = 0; break;
+        case M_CUST_ACCOUNT_EMPTY: m->api_customer.account [0] = 0; break;
+        case M_CUST_ACCOUNT_CHARSET: strcpy (m->api_customer.account, "ACC 42"); break;
+        case M_VERIFY_COUNT:      m->api_verify.count = AMI_MAX_API_FAILURES + 1; break;
+        case M_VERIFY_FAILED_LOW: m->api_verify.failed = m->api_verify.count - 1; break;
+        case M_VERIFY_CODE_ZERO:  m->api_verify.failures [1].code = AMI_OK; break;
+        case M_VERIFY_MORE_FAILED_OK: m->api_verify.failed = 5000; break;
         case M_TYPE_UNKNOWN:      m->type = 13; break;
         case M_TYPE_ZERO:         m->type = 0; break;
         default:                  fail_msg ("unknown mutation %d", mutation);
@@ -991,7 +1080,7 @@ static const refusal_t s_refusals [] = {
     { AMI_MSG_BATCH, 0, M_BLOCK_SEQ, AMI_E_RANGE, "block seq 0" },
     { AMI_MSG_BATCH, 0, M_BLOCK_METER, AMI_E_RANGE, "non-ASCII meter id" },
     { AMI_MSG_API_REQ, 0, M_ACTION_ZERO, AMI_E_RANGE, "action 0" },
-    { AMI_MSG_API_REQ, 0, M_ACTION_HIGH, AMI_E_RANGE, "action 8" },
+    { AMI_MSG_API_REQ, 0, M_ACTION_HIGH, AMI_E_RANGE, "action 10" },
     { AMI_MSG_API_REQ, 0, M_API_METER_BAD, AMI_E_RANGE, "meter id with *" },
     { AMI_MSG_API_READINGS, 1, M_READINGS_COUNT, AMI_E_LIMIT, "101 readings" },
     { AMI_MSG_API_READINGS, 0, M_READINGS_REGS, AMI_E_LIMIT, "stored reading without registers" },
@@ -1006,6 +1095,19 @@ static const refusal_t s_refusals [] = {
     { AMI_MSG_API_AUDIT, 0, M_AUDIT_ACTION, AMI_E_RANGE, "audit action 0" },
     { AMI_MSG_API_AUDIT, 0, M_AUDIT_SEQ, AMI_E_RANGE, "audit seq 0" },
     { AMI_MSG_API_AUDIT, 0, M_AUDIT_OPERATOR, AMI_E_LIMIT, "audit without operator" },
+    { AMI_MSG_API_CUSTOMER, 0, M_CUST_METER_EMPTY, AMI_E_LIMIT, "customer without meter" },
+    { AMI_MSG_API_CUSTOMER, 0, M_CUST_NAME_EMPTY, AMI_E_LIMIT, "customer without name" },
+    { AMI_MSG_API_CUSTOMER, 0, M_CUST_NAME_LONG, AMI_E_LIMIT, "name over 64, unterminated" },
+    { AMI_MSG_API_CUSTOMER, 0, M_CUST_NAME_UTF8, AMI_E_RANGE, "name in Latin-1" },
+    { AMI_MSG_API_CUSTOMER, 0, M_CUST_ADDR_LONG, AMI_E_LIMIT, "address over 256" },
+    { AMI_MSG_API_CUSTOMER, 0, M_CUST_ADDR_UTF8, AMI_E_RANGE, "address in Latin-1" },
+    { AMI_MSG_API_CUSTOMER, 0, M_CUST_ADDR_EMPTY_OK, AMI_OK, "empty address is allowed" },
+    { AMI_MSG_API_CUSTOMER, 0, M_CUST_ACCOUNT_EMPTY, AMI_E_LIMIT, "customer without account" },
+    { AMI_MSG_API_CUSTOMER, 0, M_CUST_ACCOUNT_CHARSET, AMI_E_RANGE, "account with a space" },
+    { AMI_MSG_API_VERIFY, 1, M_VERIFY_COUNT, AMI_E_LIMIT, "257 failures" },
+    { AMI_MSG_API_VERIFY, 0, M_VERIFY_FAILED_LOW, AMI_E_RANGE, "failed below the listed count" },
+    { AMI_MSG_API_VERIFY, 0, M_VERIFY_CODE_ZERO, AMI_E_RANGE, "failure with code 0" },
+    { AMI_MSG_API_VERIFY, 0, M_VERIFY_MORE_FAILED_OK, AMI_OK, "more failed than listed" },
     { AMI_MSG_BATCH_ACK, 0, M_TYPE_UNKNOWN, AMI_E_MSGTYPE, "type 13" },
     { AMI_MSG_BATCH_ACK, 0, M_TYPE_ZERO, AMI_E_MSGTYPE, "type 0 (never reset)" },
 };
@@ -1308,6 +1410,17 @@ test_new_destroy_reset (void **state)
     assert_int_equal (m->api_meters.count, 0);
     ami_msg_reset (m, AMI_MSG_API_STATUS);
     assert_int_equal (m->api_status.count, 0);
+    memset (&m->api_verify, 0x5a, sizeof m->api_verify);
+    ami_msg_reset (m, AMI_MSG_API_VERIFY);
+    assert_int_equal (m->type, AMI_MSG_API_VERIFY);
+    assert_int_equal (m->api_verify.count, 0);
+    assert_true (m->api_verify.checked == 0 && m->api_verify.failed == 0);
+    assert_int_equal (m->api_verify.corr [0], 0);
+    memset (&m->api_customer, 0x5a, sizeof m->api_customer);
+    ami_msg_reset (m, AMI_MSG_API_CUSTOMER);
+    assert_string_equal (m->api_customer.name, "");
+    assert_string_equal (m->api_customer.address, "");
+    assert_string_equal (m->api_customer.account, "");
 
     ami_msg_destroy (&m);
     assert_null (m);
@@ -1411,7 +1524,9 @@ test_action_and_type_names (void **state)
 {
     (void) state;
     static const char *names [] = { NULL, "read", "history", "meters", "status",
-                                    "intervals", "audit", "verify" };
+                                    "intervals", "audit", "verify", "customer",
+                                    "audit-verify" };
+    assert_int_equal (AMI_ACT_MAX, 9);
     for (int a = 1; a <= AMI_ACT_MAX; a++) {
         assert_string_equal (ami_action_name (a), names [a]);
         assert_int_equal (ami_action_from_name (names [a]), a);
@@ -1427,6 +1542,9 @@ test_action_and_type_names (void **state)
     assert_string_equal (ami_msg_type_name (AMI_MSG_READ_REQ), "READ_REQ");
     assert_string_equal (ami_msg_type_name (AMI_MSG_BATCH_ACK), "BATCH_ACK");
     assert_string_equal (ami_msg_type_name (AMI_MSG_API_INTERVALS), "API_INTERVALS");
+    assert_string_equal (ami_msg_type_name (AMI_MSG_API_CUSTOMER), "API_CUSTOMER");
+    assert_string_equal (ami_msg_type_name (AMI_MSG_API_VERIFY), "API_VERIFY");
+    assert_string_equal (ami_msg_type_name (48), "UNKNOWN");
     assert_string_equal (ami_msg_type_name (0), "UNKNOWN");
     assert_string_equal (ami_msg_type_name (13), "UNKNOWN");
     assert_string_equal (ami_msg_type_name (-22), "UNKNOWN");

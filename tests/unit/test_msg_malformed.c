@@ -214,6 +214,23 @@ s_build (ami_msg_t *m, int type, int n)
                 memset (r->hash, 0x33, AMI_HASH_SIZE);
             }
             break;
+        case AMI_MSG_API_CUSTOMER:
+            memset (m->api_customer.corr, 0x11, AMI_REQUEST_ID_SIZE);
+            strcpy (m->api_customer.meter_id, "MTR-000042");
+            strcpy (m->api_customer.name, "J\xc3\xb6rg Weber");
+            strcpy (m->api_customer.address, "Am Markt 3, 04109 Leipzig");
+            strcpy (m->api_customer.account, "ACC-00000042");
+            break;
+        case AMI_MSG_API_VERIFY:
+            memset (m->api_verify.corr, 0x11, AMI_REQUEST_ID_SIZE);
+            m->api_verify.checked = 40;
+            m->api_verify.failed = (uint64_t) n + 3;    /* more failed than listed */
+            m->api_verify.count = (uint32_t) n;
+            for (int i = 0; i < n; i++) {
+                m->api_verify.failures [i].ref = T0_MS + 900000u * (unsigned) i;
+                m->api_verify.failures [i].code = AMI_E_BAD_SIGNATURE;
+            }
+            break;
         default:
             fail_msg ("no builder for type %d", type);
     }
@@ -264,7 +281,8 @@ s_group_setup (void **state)
         AMI_MSG_HELLO, AMI_MSG_HEALTH, AMI_MSG_EVENT, AMI_MSG_ERROR,
         AMI_MSG_READ_REQ, AMI_MSG_READ_RESP, AMI_MSG_READING, AMI_MSG_PROFILE,
         AMI_MSG_BATCH, AMI_MSG_BATCH_ACK, AMI_MSG_API_REQ, AMI_MSG_API_READINGS,
-        AMI_MSG_API_METERS, AMI_MSG_API_STATUS, AMI_MSG_API_INTERVALS, AMI_MSG_API_AUDIT
+        AMI_MSG_API_METERS, AMI_MSG_API_STATUS, AMI_MSG_API_INTERVALS, AMI_MSG_API_AUDIT,
+        AMI_MSG_API_CUSTOMER, AMI_MSG_API_VERIFY
     };
     for (size_t i = 0; i < sizeof types / sizeof types [0]; i++)
         s_add_sample (types [i], 2);
@@ -286,6 +304,8 @@ s_group_setup (void **state)
     s_add_sample (AMI_MSG_API_STATUS, AMI_MAX_API_SERVICES);
     s_add_sample (AMI_MSG_API_INTERVALS, 0);
     s_add_sample (AMI_MSG_API_AUDIT, 0);
+    s_add_sample (AMI_MSG_API_VERIFY, 0);
+    s_add_sample (AMI_MSG_API_VERIFY, AMI_MAX_API_FAILURES);
     return 0;
 }
 
@@ -933,8 +953,10 @@ static const row_t s_rows [] = {
     ROW (AMI_MSG_API_REQ, "corr 15", AMI_E_LIMIT, GEN (G_BIN, 15, 2)),
     ROW (AMI_MSG_API_REQ, "action 0", AMI_E_RANGE, SET ("\x00", 3)),
     ROW (AMI_MSG_API_REQ, "action 7", AMI_OK, SET ("\x07", 3)),
-    ROW (AMI_MSG_API_REQ, "action 8", AMI_E_RANGE, SET ("\x08", 3)),
-    ROW (AMI_MSG_API_REQ, "action 263 (7 + 256)", AMI_E_RANGE, SET ("\xcd\x01\x07", 3)),
+    ROW (AMI_MSG_API_REQ, "action 8 (customer)", AMI_OK, SET ("\x08", 3)),
+    ROW (AMI_MSG_API_REQ, "action 9 (audit-verify)", AMI_OK, SET ("\x09", 3)),
+    ROW (AMI_MSG_API_REQ, "action 10", AMI_E_RANGE, SET ("\x0a", 3)),
+    ROW (AMI_MSG_API_REQ, "action 265 (9 + 256)", AMI_E_RANGE, SET ("\xcd\x01\x09", 3)),
     ROW (AMI_MSG_API_REQ, "action as str", AMI_E_TYPE, SET ("\xa4read", 3)),
     ROW (AMI_MSG_API_REQ, "meter empty", AMI_OK, SET ("\xa0", 4)),
     ROW (AMI_MSG_API_REQ, "limit 2^32", AMI_E_RANGE, SET (U32_OVER, 7)),
@@ -973,12 +995,59 @@ static const row_t s_rows [] = {
     ROW (AMI_MSG_API_AUDIT, "operator empty", AMI_E_LIMIT, SET ("\xa0", 4, 0, 2)),
     ROW (AMI_MSG_API_AUDIT, "role 17", AMI_E_LIMIT, SET ("\xb1" ROLE17, 4, 0, 3)),
     ROW (AMI_MSG_API_AUDIT, "action 0", AMI_E_RANGE, SET ("\x00", 4, 1, 4)),
-    ROW (AMI_MSG_API_AUDIT, "action 8", AMI_E_RANGE, SET ("\x08", 4, 1, 4)),
+    ROW (AMI_MSG_API_AUDIT, "action 9", AMI_OK, SET ("\x09", 4, 1, 4)),
+    ROW (AMI_MSG_API_AUDIT, "action 10", AMI_E_RANGE, SET ("\x0a", 4, 1, 4)),
     ROW (AMI_MSG_API_AUDIT, "meter empty", AMI_OK, SET ("\xa0", 4, 1, 5)),
     ROW (AMI_MSG_API_AUDIT, "corr empty", AMI_E_LIMIT, SET ("\xc4\x00", 4, 1, 6)),
     ROW (AMI_MSG_API_AUDIT, "result 65536", AMI_E_RANGE, SET (U16_OVER, 4, 1, 7)),
     ROW (AMI_MSG_API_AUDIT, "hash 31", AMI_E_LIMIT, GEN (G_BIN, 31, 4, 1, 8)),
     ROW (AMI_MSG_API_AUDIT, "hash 33", AMI_E_LIMIT, GEN (G_BIN, 33, 4, 1, 8)),
+
+    /* API_CUSTOMER [1, 46, corr, meter_id, name, address, account] */
+    ROW (AMI_MSG_API_CUSTOMER, "corr 17", AMI_E_LIMIT, GEN (G_BIN, 17, 2)),
+    ROW (AMI_MSG_API_CUSTOMER, "meter empty", AMI_E_LIMIT, SET ("\xa0", 3)),
+    ROW (AMI_MSG_API_CUSTOMER, "meter 33", AMI_E_LIMIT, SET ("\xd9\x21" ID33, 3)),
+    ROW (AMI_MSG_API_CUSTOMER, "meter with space", AMI_E_RANGE, SET ("\xa5MTR 1", 3)),
+    ROW (AMI_MSG_API_CUSTOMER, "name 1", AMI_OK, SET ("\xa1X", 4)),
+    ROW (AMI_MSG_API_CUSTOMER, "name empty", AMI_E_LIMIT, SET ("\xa0", 4)),
+    ROW (AMI_MSG_API_CUSTOMER, "name 64", AMI_OK, GEN (G_STR, AMI_MAX_CUSTOMER_NAME, 4)),
+    ROW (AMI_MSG_API_CUSTOMER, "name 65", AMI_E_LIMIT, GEN (G_STR, AMI_MAX_CUSTOMER_NAME + 1, 4)),
+    ROW (AMI_MSG_API_CUSTOMER, "name with NUL", AMI_E_RANGE, SET ("\xa3" "A\x00" "B", 4)),
+    ROW (AMI_MSG_API_CUSTOMER, "name Latin-1", AMI_E_RANGE, SET ("\xa4J\xf6rg", 4)),
+    ROW (AMI_MSG_API_CUSTOMER, "name with space and umlaut", AMI_OK, SET ("\xa6" "A \xc3\xa4 B", 4)),
+    ROW (AMI_MSG_API_CUSTOMER, "name as bin", AMI_E_TYPE, SET ("\xc4\x01X", 4)),
+    ROW (AMI_MSG_API_CUSTOMER, "address empty", AMI_OK, SET ("\xa0", 5)),
+    ROW (AMI_MSG_API_CUSTOMER, "address 256", AMI_OK, GEN (G_STR, AMI_MAX_TEXT, 5)),
+    ROW (AMI_MSG_API_CUSTOMER, "address 257", AMI_E_LIMIT, GEN (G_STR, AMI_MAX_TEXT + 1, 5)),
+    ROW (AMI_MSG_API_CUSTOMER, "address surrogate", AMI_E_RANGE, SET ("\xa3\xed\xa0\x80", 5)),
+    ROW (AMI_MSG_API_CUSTOMER, "account empty", AMI_E_LIMIT, SET ("\xa0", 6)),
+    ROW (AMI_MSG_API_CUSTOMER, "account 32", AMI_OK, SET ("\xd9\x20" ID32, 6)),
+    ROW (AMI_MSG_API_CUSTOMER, "account 33", AMI_E_LIMIT, SET ("\xd9\x21" ID33, 6)),
+    ROW (AMI_MSG_API_CUSTOMER, "account with /", AMI_E_RANGE, SET ("\xa3" "A/1", 6)),
+    ROW (AMI_MSG_API_CUSTOMER, "account as int", AMI_E_TYPE, SET ("\x2a", 6)),
+    ROW (AMI_MSG_API_CUSTOMER, "bad name before bad account", AMI_E_LIMIT, SET ("\xa0", 4), SET ("\xa1!", 6)),
+
+    /* API_VERIFY [1, 47, corr, checked, failed, [[ref, code]...]] (sample: 40 checked, 5 failed, 2 listed) */
+    ROW (AMI_MSG_API_VERIFY, "corr empty", AMI_E_LIMIT, SET ("\xc4\x00", 2)),
+    ROW (AMI_MSG_API_VERIFY, "checked u64 max", AMI_OK, SET (U64_MAX, 3)),
+    ROW (AMI_MSG_API_VERIFY, "checked -1", AMI_E_TYPE, SET (NEG1, 3)),
+    ROW (AMI_MSG_API_VERIFY, "failed u64 max", AMI_OK, SET (U64_MAX, 4)),
+    ROW (AMI_MSG_API_VERIFY, "failed == count", AMI_OK, SET ("\x02", 4)),
+    ROW (AMI_MSG_API_VERIFY, "failed < count", AMI_E_RANGE, SET ("\x01", 4)),
+    ROW (AMI_MSG_API_VERIFY, "failed 0, none listed", AMI_OK, SET ("\x00", 4), SET ("\x90", 5)),
+    ROW (AMI_MSG_API_VERIFY, "failed as bool", AMI_E_TYPE, SET ("\xc3", 4)),
+    ROW (AMI_MSG_API_VERIFY, "257 failures", AMI_E_LIMIT, GEN (G_NILS, AMI_MAX_API_FAILURES + 1, 5)),
+    ROW (AMI_MSG_API_VERIFY, "257 failures, failed too low: LIMIT first", AMI_E_LIMIT, SET ("\x00", 4), GEN (G_NILS, AMI_MAX_API_FAILURES + 1, 5)),
+    ROW (AMI_MSG_API_VERIFY, "failed too low before bad row", AMI_E_RANGE, SET ("\x01", 4), SET ("\xc0", 5, 0)),
+    ROW (AMI_MSG_API_VERIFY, "failure of 1", AMI_E_ARITY, SET ("\x91\x01", 5, 0)),
+    ROW (AMI_MSG_API_VERIFY, "failure of 3", AMI_E_ARITY, SET ("\x93\x01\x28\x00", 5, 1)),
+    ROW (AMI_MSG_API_VERIFY, "ref 0", AMI_OK, SET ("\x00", 5, 0, 0)),
+    ROW (AMI_MSG_API_VERIFY, "ref u64 max", AMI_OK, SET (U64_MAX, 5, 0, 0)),
+    ROW (AMI_MSG_API_VERIFY, "ref -1", AMI_E_TYPE, SET (NEG1, 5, 0, 0)),
+    ROW (AMI_MSG_API_VERIFY, "code 0", AMI_E_RANGE, SET ("\x00", 5, 1, 1)),
+    ROW (AMI_MSG_API_VERIFY, "code u16 max", AMI_OK, SET (U16_MAX, 5, 1, 1)),
+    ROW (AMI_MSG_API_VERIFY, "code 65536", AMI_E_RANGE, SET (U16_OVER, 5, 1, 1)),
+    ROW (AMI_MSG_API_VERIFY, "code as str", AMI_E_TYPE, SET ("\xa2" "40", 5, 0, 1)),
 
     /* Version and type, any encoding */
     ROW (AMI_MSG_BATCH_ACK, "version 1 as uint64", AMI_OK, SET ("\xcf\x00\x00\x00\x00\x00\x00\x00\x01", 0)),
@@ -996,7 +1065,7 @@ static const row_t s_rows [] = {
     ROW (AMI_MSG_BATCH_ACK, "type 13", AMI_E_MSGTYPE, SET ("\x0d", 1)),
     ROW (AMI_MSG_BATCH_ACK, "type 23", AMI_E_MSGTYPE, SET ("\x17", 1)),
     ROW (AMI_MSG_BATCH_ACK, "type 39", AMI_E_MSGTYPE, SET ("\x27", 1)),
-    ROW (AMI_MSG_BATCH_ACK, "type 46", AMI_E_MSGTYPE, SET ("\x2e", 1)),
+    ROW (AMI_MSG_BATCH_ACK, "type 48", AMI_E_MSGTYPE, SET ("\x30", 1)),
     ROW (AMI_MSG_BATCH_ACK, "type 278 (22 + 256)", AMI_E_MSGTYPE, SET ("\xcd\x01\x16", 1)),
     ROW (AMI_MSG_BATCH_ACK, "type 2^32 + 22", AMI_E_MSGTYPE, SET ("\xcf\x00\x00\x00\x01\x00\x00\x00\x16", 1)),
     ROW (AMI_MSG_BATCH_ACK, "type -22", AMI_E_TYPE, SET ("\xea", 1)),

@@ -511,6 +511,77 @@ s_topo_read (const char *dir, topo_t *t)
 }
 
 /* ---------------------------------------------------------------------- */
+/*  Synthetic customers                                                    */
+
+/*  Small invented lists: combinations, not people. Some names and places
+    carry non-ASCII letters so the registry's UTF-8 path is exercised. None
+    holds a TAB, '#', or a control character (meters.tsv syntax). */
+static const char *const s_first_names [] = {
+    "Anna", "Ben", "Clara", "David", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas",
+    "Karin", "Luca", "Maja", "Nils", "Olga", "Paul", "Renée", "Sami", "Tereza", "Uwe",
+    "Vera", "Wim", "Yara", "Zoë", "Jörg", "Åsa", "Luís", "Chloé", "Mehmet", "Ingrid",
+    "Tomasz", "Aino"
+};
+static const char *const s_surnames [] = {
+    "Achterberg", "Brandt", "Castell", "Dahlke", "Engström", "Falk", "Gruber", "Hoffmann",
+    "Iversen", "Jansen", "Kowalski", "Lindqvist", "Meier", "Novak", "Ortmann", "Petersen",
+    "Quast", "Richter", "Schäfer", "Thalberg", "Unger", "Vogel", "Weber", "Yilmaz",
+    "Zimmermann", "Bauer", "Krüger", "Lange", "Moreau", "Nyström", "Øster", "Pereira"
+};
+static const char *const s_streets [] = {
+    "Lindenweg", "Am Mühlbach", "Birkenallee", "Gartenstraße", "Hafenstraße",
+    "Kirchplatz", "Lerchenfeld", "Marktgasse", "Nordring", "Obstwiese", "Parkstraße",
+    "Quellenweg", "Rosenhang", "Schulstraße", "Talblick", "Uferpromenade",
+    "Weidenstieg", "Zum Sportplatz", "Ahornring", "Brunnenhof", "Drosselgang",
+    "Eichenkamp", "Feldrain", "Heideweg"
+};
+/*  Invented towns, postcodes in a range no real town uses as a set. */
+static const char *const s_towns [] = {
+    "10001 Altenfeld", "10002 Birkenhain", "10003 Dornau", "10004 Elmshagen",
+    "10005 Fischbeck am See", "10006 Grünwalde", "10007 Hollerbrück", "10008 Kranichtal"
+};
+#define S_COUNT(a) (sizeof (a) / sizeof (a) [0])
+
+/*  MurmurHash3's 32-bit finaliser: spreads consecutive meter numbers over
+    the lists, so neighbouring meters do not share names in order. */
+static uint32_t
+s_mix (uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x85ebca6bu;
+    x ^= x >> 13;
+    x *= 0xc2b2ae35u;
+    x ^= x >> 16;
+    return x;
+}
+
+void
+keygen_customer (uint32_t number, char name [AMI_MAX_CUSTOMER_NAME + 1],
+                 char address [AMI_MAX_TEXT + 1], char account [AMI_MAX_ID + 1])
+{
+    //  a distinct salt per field (the golden ratio's bits), so the fields
+    //  vary independently of each other
+    uint32_t h1 = s_mix (number), h2 = s_mix (number ^ 0x9e3779b9u),
+             h3 = s_mix (number + 0x3c6ef372u), h4 = s_mix (number * 3u + 0xdaa66d2bu);
+    snprintf (name, AMI_MAX_CUSTOMER_NAME + 1, "%s %s", s_first_names [h1 % S_COUNT (s_first_names)],
+              s_surnames [h2 % S_COUNT (s_surnames)]);
+    //  house numbers 1..199: a street, not a tower block
+    snprintf (address, AMI_MAX_TEXT + 1, "%s %u, %s", s_streets [h3 % S_COUNT (s_streets)],
+              1 + (h4 >> 8) % 199, s_towns [h4 % S_COUNT (s_towns)]);
+    snprintf (account, AMI_MAX_ID + 1, "ACC-%08u", number);
+}
+
+/*  The meters.tsv line of meter `number` (with its newline) into out. */
+static void
+s_registry_line (char *out, size_t cap, uint32_t number, int fleet, int agg, const char *pk_hex)
+{
+    char name [AMI_MAX_CUSTOMER_NAME + 1], address [AMI_MAX_TEXT + 1], account [AMI_MAX_ID + 1];
+    keygen_customer (number, name, address, account);
+    snprintf (out, cap, "MTR-%06u\tfleet-%d\tagg-%d\t%s\t%s\t%s\t%s\n",
+              number, fleet, agg, pk_hex, name, address, account);
+}
+
+/* ---------------------------------------------------------------------- */
 /*  init                                                                   */
 
 static int
@@ -542,9 +613,11 @@ s_write_registry (const char *dir, const topo_t *t)
             uint32_t number = (uint32_t) (fleet - 1) * t->mpf + k;
             uint8_t pk [AMI_E2E_SIGN_PK_SIZE];
             char hex [2 * AMI_E2E_SIGN_PK_SIZE + 1];
+            char line [KEYGEN_REGISTRY_LINE_MAX];
             ami_e2e_meter_keypair (seed, number, pk, NULL);
             sodium_bin2hex (hex, sizeof hex, pk, sizeof pk);
-            fprintf (file, "MTR-%06u\tfleet-%d\tagg-%d\t%s\n", number, fleet, agg, hex);
+            s_registry_line (line, sizeof line, number, fleet, agg, hex);
+            fputs (line, file);
         }
         sodium_memzero (seed, sizeof seed);
     }
@@ -725,6 +798,18 @@ keygen_init (const char *dir, const keygen_topology_t *in, bool force)
     }
     if (rc == KEYGEN_OK)
         rc = s_copy_mdms_public (dir);
+    if (rc == KEYGEN_OK) {
+        //  The MDMS data key: a kdf secret like a fleet's (the MDMS derives
+        //  its audit and customer-encryption keys from it); in app/, never
+        //  in app/mdms-pub/.
+        char *path = s_path ("%s/app/%s", dir, KEYGEN_DATA_KEY);
+        int err = path ? ami_e2e_fleet_generate (path, "mdms") : AMI_E_NOMEM;
+        free (path);
+        if (err) {
+            s_err ("cannot create the MDMS data key (%s)", ami_strerror (err));
+            rc = KEYGEN_FAILED;
+        }
+    }
     for (int fleet = 1; fleet <= t->fleets && rc == KEYGEN_OK; fleet++) {
         char *path = s_path ("%s/app/fleet-%d.cert", dir, fleet);
         char id [AMI_MAX_ID + 1];
@@ -914,6 +999,32 @@ s_check_app (report_t *r, const char *dir, const topo_t *t)
         free (keys);
     }
 
+    //  The MDMS data key: a kdf secret of node-id mdms
+    char *data = s_path ("%s/%s", app, KEYGEN_DATA_KEY);
+    char *data_secret = s_path ("%s/%s_secret", app, KEYGEN_DATA_KEY);
+    if (data && data_secret) {
+        s_check_secret_mode (r, data_secret);
+        s_check_public_mode (r, data);
+        uint8_t key [AMI_E2E_SEED_SIZE], fingerprint [32];
+        int err = ami_e2e_fleet_load (data, key);
+        if (err)
+            s_problem (r, "%s: MDMS data key cannot be loaded (%s)", data, ami_strerror (err));
+        else {
+            int perr = 0;
+            ami_cert_t *pub = ami_cert_load_public (data, &perr);
+            crypto_generichash (fingerprint, sizeof fingerprint, key, sizeof key, NULL, 0);
+            if (!pub || memcmp (ami_cert_public_key (pub), fingerprint, 32) != 0)
+                s_problem (r, "%s: public file does not match the secret", data);
+            else
+            if (strcmp (ami_cert_node_id (pub), "mdms") != 0)
+                s_problem (r, "%s: node-id '%s', expected 'mdms'", data, ami_cert_node_id (pub));
+            ami_cert_destroy (&pub);
+        }
+        sodium_memzero (key, sizeof key);
+    }
+    free (data);
+    free (data_secret);
+
     //  Fleet secrets, then the registry derived from them.
     uint8_t (*seeds) [AMI_E2E_SEED_SIZE] = calloc ((size_t) t->fleets, AMI_E2E_SEED_SIZE);
     bool *seed_ok = calloc ((size_t) t->fleets, sizeof (bool));
@@ -960,17 +1071,18 @@ s_check_app (report_t *r, const char *dir, const topo_t *t)
             }
             uint32_t number = (uint32_t) row;
             int fleet = (int) ((number - 1) / t->mpf) + 1;
-            char expect [256], hex [2 * AMI_E2E_SIGN_PK_SIZE + 1] = "?";
+            char expect [KEYGEN_REGISTRY_LINE_MAX], hex [2 * AMI_E2E_SIGN_PK_SIZE + 1] = "?";
             if (seed_ok [fleet - 1]) {
                 uint8_t pk [AMI_E2E_SIGN_PK_SIZE];
                 ami_e2e_meter_keypair (seeds [fleet - 1], number, pk, NULL);
                 sodium_bin2hex (hex, sizeof hex, pk, sizeof pk);
             }
-            snprintf (expect, sizeof expect, "MTR-%06u\tfleet-%d\tagg-%d\t%s\n",
-                      number, fleet, s_fleet_aggregator (t, fleet), hex);
+            s_registry_line (expect, sizeof expect, number, fleet,
+                             s_fleet_aggregator (t, fleet), hex);
             if (seed_ok [fleet - 1] && strcmp (line, expect) != 0 && bad++ < 3)
                 s_problem (r, "%s line %" PRIu64 ": expected MTR-%06u of fleet-%d with the key "
-                           "its fleet secret derives", tsv, row, number, fleet);
+                           "its fleet secret derives and its customer columns", tsv, row,
+                           number, fleet);
         }
         if (bad > 3)
             s_problem (r, "%s: %d lines in all do not match", tsv, bad);

@@ -26,14 +26,30 @@
                                          names, so fleets never see a secret
         DIR/app/fleet-N.cert(+_secret)   fleet secret (key-type kdf) from which
                                          each meter's Ed25519 key derives
+        DIR/app/mdms-data.cert(+_secret) the MDMS data key (key-type kdf,
+                                         node-id mdms; made by
+                                         ami_e2e_fleet_generate, so its role
+                                         metadata says "meter"): the MDMS
+                                         derives its audit-chain key and its
+                                         customer-encryption key from it. It
+                                         lives here, outside the MDMS
+                                         database (SEC-CONF-2); replacing it
+                                         (init --force) makes an existing
+                                         audit log unverifiable.
         DIR/app/meters.tsv               the MDMS registry, one line a meter,
-                                         no header:
-                                         meter_id TAB fleet_id TAB
-                                         aggregator_id TAB sign_pk_hex
+                                         no header, 7 TAB-separated columns:
+                                         meter_id, fleet_id, aggregator_id,
+                                         sign_pk_hex, customer_name (UTF-8,
+                                         1..64 bytes), service_address (UTF-8,
+                                         0..256), account (id charset,
+                                         ACC-%08u)
 
     Fleet i (1..F) reports to aggregator ((i-1) mod A)+1 and carries meters
     (i-1)*M+1 .. i*M, named MTR-%06u; a meter's signing key is
-    ami_e2e_meter_keypair(fleet seed, meter number).
+    ami_e2e_meter_keypair(fleet seed, meter number). Its customer columns
+    are synthetic - invented combinations of small built-in lists, no real
+    person's data - and a pure function of the meter number
+    (keygen_customer), so check can recompute them.
 
     Modes: directories holding secrets (DIR, nodes, operators, app) are
     created 0700, secret files are 0600 (ami_cert_save), public files and
@@ -49,6 +65,8 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "ami_msg.h"
 
 /* Exit codes of ami-keygen (also documented in its --help). */
 #define KEYGEN_OK            0   /* done / deployment valid */
@@ -66,6 +84,13 @@
 #define KEYGEN_MAX_METERS_PER    1000000
 #define KEYGEN_MAX_METERS        10000000
 #define KEYGEN_MAX_OPERATORS     64
+
+/* File name of the MDMS data key under DIR/app. */
+#define KEYGEN_DATA_KEY          "mdms-data.cert"
+
+/* Longest meters.tsv line keygen writes: 7 columns of at most 10 + 11 + 7
+   + 64 + 64 + 256 + 12 bytes, 6 TABs and the newline (431); room to spare. */
+#define KEYGEN_REGISTRY_LINE_MAX 1024
 
 /* Default operators: one per IEC 62351-8 role used by ami-bus. */
 #define KEYGEN_DEFAULT_OPERATORS "operator:OPERATOR,viewer:VIEWER,secadm:SECADM,auditor:AUDITOR"
@@ -113,6 +138,15 @@ int
     KEYGEN_FAILED. */
 int
     keygen_operator (const char *dir, const char *id, const char *role, bool force);
+
+/*  The synthetic customer of meter number `number`: name "First Last"
+    (UTF-8, <= AMI_MAX_CUSTOMER_NAME bytes), service address "Street N,
+    POSTCODE Town" (UTF-8, <= AMI_MAX_TEXT), account "ACC-%08u". Always
+    the same for the same number; never holds TAB, '#' or control
+    characters. */
+void
+    keygen_customer (uint32_t number, char name [AMI_MAX_CUSTOMER_NAME + 1],
+                     char address [AMI_MAX_TEXT + 1], char account [AMI_MAX_ID + 1]);
 
 /*  Return true if role is one of the operator roles (exact, upper case). */
 bool

@@ -43,9 +43,12 @@
    a quarter of a second. */
 #define POLL_ANSWER_MS      2000
 #define POLL_INTERVAL_MS    250
-/* history --last default, and a bound so a typo cannot ask for millions. */
+/* history --last default, and a bound so a typo cannot ask for millions
+   (also the most audit entries amictl holds: ~17 MB). */
 #define DEFAULT_LAST        10
 #define MAX_LAST            100000
+/* audit without --since or --last: the most recent entries, a screenful. */
+#define DEFAULT_AUDIT_LAST  20
 /* Most node ids amictl/expect may list (the status reply holds 64). */
 #define MAX_EXPECT          AMI_MAX_API_SERVICES
 #define SYSTEM_CONFIG       "/etc/ami-bus/amictl.cfg"
@@ -67,6 +70,9 @@ typedef struct {
     int64_t timeout_ms;         /* -1 = not given */
     int64_t last;               /* -1 = not given */
     int64_t wait_s;             /* -1 = not given */
+    const char *since;          /* audit --since, as given */
+    uint64_t since_ms;
+    bool verify;                /* audit --verify */
     //  resolved
     ami_config_t *config;
     char *expect [MAX_EXPECT];
@@ -99,6 +105,25 @@ s_usage (FILE *out)
 "        every service the MDMS hears from: role, node, state, uptime, age\n"
 "        of the last report. --wait: ask until every service listed is READY\n"
 "        and every node of amictl/expect is present, or fail with exit 3.\n"
+"  verify METER [--json]\n"
+"        re-check every stored reading of METER against the proof of origin\n"
+"        kept with it (the meter's signature, the sealed payload); prints how\n"
+"        many were checked and each failure (reading time, reason). Exit 1\n"
+"        if any failed. Roles: OPERATOR, AUDITOR.\n"
+"  audit [--since T] [--last N] [--json]\n"
+"        the operator audit log, oldest first: seq, time, operator, role,\n"
+"        action, meter, correlation id, result, hash prefix. --since: entries\n"
+"        from T on (T = 2026-11-26T08:00:00Z, Unix seconds, or relative:\n"
+"        -90s, -30m, -1h, -2d); --last: only the N most recent of them.\n"
+"        Neither: the last %d. Role: AUDITOR.\n"
+"  audit --verify [--json]\n"
+"        re-check the whole hash chain of the audit log: prints \"audit chain\n"
+"        intact: N entries\", or each failing seq and why (altered or\n"
+"        reordered, removed); the first failure is where the log was\n"
+"        tampered with. Exit 1 on any failure. Role: AUDITOR.\n"
+"  customer METER [--json]\n"
+"        the customer record of METER (name, service address, account),\n"
+"        kept encrypted by the MDMS. Role: OPERATOR.\n"
 "\n"
 "options:\n"
 "  -c, --config FILE     configuration (ZPL). Default: $AMICTL_CONFIG, else\n"
@@ -130,7 +155,7 @@ s_usage (FILE *out)
 "  1  the request failed: meter unreachable (AMI_E_UNREACHABLE), no head end\n"
 "     reaches its aggregator (AMI_E_NO_ROUTE), the meter refused the command\n"
 "     (AMI_E_BAD_SIGNATURE, _REPLAY, _EXPIRED, _WRONG_TARGET), or any other\n"
-"     error the MDMS reported\n"
+"     error the MDMS reported; verify and audit --verify: a record failed\n"
 "  2  usage error\n"
 "  3  timeout: the MDMS said AMI_E_TIMEOUT, or no answer came in time\n"
 "     (status --wait: not everything was ready by the deadline)\n"
@@ -140,7 +165,7 @@ s_usage (FILE *out)
 "  5  unknown meter (AMI_E_UNKNOWN_METER)\n"
 "  6  amictl's own setup: configuration or key file missing, unreadable,\n"
 "     invalid, or a secret key readable by others\n",
-             DEFAULT_LAST, DEFAULT_TIMEOUT_MS, REPLY_MARGIN_MS);
+             DEFAULT_LAST, DEFAULT_AUDIT_LAST, DEFAULT_TIMEOUT_MS, REPLY_MARGIN_MS);
 }
 
 static int
@@ -292,7 +317,7 @@ s_parse (ctx_t *ctx, int argc, char **argv)
                       || strcmp (arg, "-e") == 0 || strcmp (arg, "--endpoint") == 0
                       || strcmp (arg, "--cert") == 0 || strcmp (arg, "--mdms-cert") == 0
                       || strcmp (arg, "--timeout") == 0 || strcmp (arg, "--last") == 0
-                      || strcmp (arg, "--wait") == 0;
+                      || strcmp (arg, "--wait") == 0 || strcmp (arg, "--since") == 0;
         const char *value = NULL;
         if (has_value) {
             if (i + 1 >= argc)
@@ -339,6 +364,16 @@ s_parse (ctx_t *ctx, int argc, char **argv)
                 return s_usage_error (ctx, "--wait wants seconds (0..86400), not '%s'", value);
         }
         else
+        if (strcmp (arg, "--since") == 0) {
+            ctx->since = value;
+            if (amictl_parse_time (value, (uint64_t) zclock_time (), &ctx->since_ms))
+                return s_usage_error (ctx, "--since wants 2026-11-26T08:00:00Z, Unix seconds "
+                                      "or -30m/-1h/-2d, not '%s'", value);
+        }
+        else
+        if (strcmp (arg, "--verify") == 0)
+            ctx->verify = true;
+        else
         if (arg [0] == '-' && arg [1] != '\0')
             return s_usage_error (ctx, "unknown option %s", arg);
         else
@@ -354,8 +389,11 @@ s_parse (ctx_t *ctx, int argc, char **argv)
         return EXIT_USAGE;
     }
     ctx->command = positional [0];
-    bool needs_meter = strcmp (ctx->command, "read") == 0 || strcmp (ctx->command, "history") == 0;
-    bool known = needs_meter || strcmp (ctx->command, "meters") == 0
+    bool needs_meter = strcmp (ctx->command, "read") == 0 || strcmp (ctx->command, "history") == 0
+                    || strcmp (ctx->command, "verify") == 0
+                    || strcmp (ctx->command, "customer") == 0;
+    bool is_audit = strcmp (ctx->command, "audit") == 0;
+    bool known = needs_meter || is_audit || strcmp (ctx->command, "meters") == 0
               || strcmp (ctx->command, "status") == 0;
     if (!known)
         return s_usage_error (ctx, "unknown command '%s'", ctx->command);
@@ -363,8 +401,16 @@ s_parse (ctx_t *ctx, int argc, char **argv)
         return s_usage_error (ctx, "%s needs exactly one METER", ctx->command);
     if (!needs_meter && npos != 1)
         return s_usage_error (ctx, "%s takes no argument", ctx->command);
-    if (ctx->last >= 0 && strcmp (ctx->command, "history") != 0)
-        return s_usage_error (ctx, "--last is for history, not %s", ctx->command);
+    if (ctx->last >= 0 && strcmp (ctx->command, "history") != 0 && !is_audit)
+        return s_usage_error (ctx, "--last is for history and audit, not %s", ctx->command);
+    if (ctx->since && !is_audit)
+        return s_usage_error (ctx, "--since is for audit, not %s", ctx->command);
+    if (ctx->verify && !is_audit)
+        return s_usage_error (ctx, "--verify is for audit (verify METER checks readings), not %s",
+                              ctx->command);
+    if (ctx->verify && (ctx->since || ctx->last >= 0))
+        return s_usage_error (ctx, "%s", "audit --verify checks the whole chain: "
+                              "no --since or --last");
     if (ctx->wait_s >= 0 && strcmp (ctx->command, "status") != 0)
         return s_usage_error (ctx, "--wait is for status, not %s", ctx->command);
     ctx->meter = needs_meter ? positional [1] : NULL;
@@ -806,6 +852,144 @@ s_cmd_status (ctx_t *ctx)
     return rc;
 }
 
+static int
+s_cmd_verify (ctx_t *ctx)
+{
+    ami_api_req_t req = { 0 };
+    int rc = s_meter_id (ctx, req.meter_id);
+    if (rc >= 0)
+        return rc;
+    req.action = AMI_ACT_VERIFY;        //  from_ms = to_ms = 0: every stored reading
+    req.timeout_ms = (uint32_t) ctx->timeout_ms;
+    char what [64];
+    snprintf (what, sizeof what, "verify %s", req.meter_id);
+    ami_msg_t *reply = NULL;
+    rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+    if (rc)
+        return s_request_failed (ctx, what, rc, reply, req.corr);
+    if (reply->type != AMI_MSG_API_VERIFY)
+        return s_fail (ctx, EXIT_FAILED, AMI_E_INTERNAL, NULL, req.corr, "%s: unexpected %s",
+                       what, ami_msg_type_name (reply->type));
+    const ami_api_verify_t *result = &reply->api_verify;
+    if (ctx->json) {
+        amictl_json_t *j = amictl_json_new ();
+        if (j) {
+            amictl_json_verify (j, req.meter_id, result);
+            s_emit (j);
+            amictl_json_destroy (&j);
+        }
+    }
+    else
+        amictl_print_verify (stdout, req.meter_id, result);
+    return result->failed ? EXIT_FAILED : EXIT_OK;
+}
+
+static int
+s_cmd_customer (ctx_t *ctx)
+{
+    ami_api_req_t req = { 0 };
+    int rc = s_meter_id (ctx, req.meter_id);
+    if (rc >= 0)
+        return rc;
+    req.action = AMI_ACT_CUSTOMER;
+    req.timeout_ms = (uint32_t) ctx->timeout_ms;
+    char what [64];
+    snprintf (what, sizeof what, "customer of %s", req.meter_id);
+    ami_msg_t *reply = NULL;
+    rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+    if (rc)
+        return s_request_failed (ctx, what, rc, reply, req.corr);
+    if (reply->type != AMI_MSG_API_CUSTOMER)
+        return s_fail (ctx, EXIT_FAILED, AMI_E_INTERNAL, NULL, req.corr, "%s: unexpected %s",
+                       what, ami_msg_type_name (reply->type));
+    if (strcmp (reply->api_customer.meter_id, req.meter_id) != 0)
+        return s_fail (ctx, EXIT_FAILED, AMI_E_INTERNAL, NULL, req.corr,
+                       "%s: the MDMS answered with the customer of %s", what,
+                       reply->api_customer.meter_id);
+    if (ctx->json) {
+        amictl_json_t *j = amictl_json_new ();
+        if (j) {
+            amictl_json_customer (j, &reply->api_customer);
+            s_emit (j);
+            amictl_json_destroy (&j);
+        }
+    }
+    else
+        amictl_print_customer (stdout, &reply->api_customer);
+    return EXIT_OK;
+}
+
+static int
+s_cmd_audit_verify (ctx_t *ctx)
+{
+    ami_api_req_t req = { 0 };
+    req.action = AMI_ACT_AUDIT_VERIFY;
+    req.timeout_ms = (uint32_t) ctx->timeout_ms;
+    ami_msg_t *reply = NULL;
+    int rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+    if (rc)
+        return s_request_failed (ctx, "audit --verify", rc, reply, req.corr);
+    if (reply->type != AMI_MSG_API_VERIFY)
+        return s_fail (ctx, EXIT_FAILED, AMI_E_INTERNAL, NULL, req.corr,
+                       "audit --verify: unexpected %s", ami_msg_type_name (reply->type));
+    const ami_api_verify_t *result = &reply->api_verify;
+    if (ctx->json) {
+        amictl_json_t *j = amictl_json_new ();
+        if (j) {
+            amictl_json_verify (j, NULL, result);
+            s_emit (j);
+            amictl_json_destroy (&j);
+        }
+    }
+    else
+        amictl_print_audit_verify (stdout, result);
+    return result->failed ? EXIT_FAILED : EXIT_OK;
+}
+
+/*  audit: the log from --since on, the most recent `want` entries. */
+static int
+s_cmd_audit (ctx_t *ctx)
+{
+    if (ctx->verify)
+        return s_cmd_audit_verify (ctx);
+    size_t want = ctx->last > 0 ? (size_t) ctx->last
+                : ctx->since ? MAX_LAST : DEFAULT_AUDIT_LAST;
+    ami_audit_row_t *rows = calloc (want, sizeof *rows);
+    if (!rows)
+        return s_fail (ctx, EXIT_FAILED, AMI_E_NOMEM, NULL, NULL, "out of memory");
+    uint8_t first_corr [AMI_REQUEST_ID_SIZE] = { 0 };
+    size_t count = 0, total = 0;
+    ami_msg_t *reply = NULL;
+    int rc = amictl_client_audit (ctx->client, ctx->since ? ctx->since_ms : 0,
+                                  (uint32_t) ctx->timeout_ms, ctx->timeout_ms + REPLY_MARGIN_MS,
+                                  want, rows, &count, &total, first_corr, &reply);
+    if (rc) {
+        free (rows);
+        if (rc == AMI_E_INTERNAL || rc == AMI_E_NOMEM)
+            return s_fail (ctx, EXIT_FAILED, rc, NULL, first_corr, "audit: %s",
+                           amictl_client_why (ctx->client));
+        //  a later page's ERROR names that page's request
+        const uint8_t *corr = reply && reply->type == AMI_MSG_ERROR && reply->error.has_request_id
+                            ? reply->error.request_id : first_corr;
+        return s_request_failed (ctx, "audit", rc, reply, corr);
+    }
+    if (ctx->since && ctx->last < 0 && total > want)
+        fprintf (stderr, "amictl: %zu entries since %s; showing the most recent %zu\n",
+                 total, ctx->since, want);
+    if (ctx->json) {
+        amictl_json_t *j = amictl_json_new ();
+        if (j) {
+            amictl_json_audit (j, first_corr, rows, count);
+            s_emit (j);
+            amictl_json_destroy (&j);
+        }
+    }
+    else
+        amictl_print_audit (stdout, rows, count);
+    free (rows);
+    return EXIT_OK;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -826,6 +1010,15 @@ main (int argc, char **argv)
         else
         if (strcmp (ctx.command, "meters") == 0)
             rc = s_cmd_meters (&ctx);
+        else
+        if (strcmp (ctx.command, "verify") == 0)
+            rc = s_cmd_verify (&ctx);
+        else
+        if (strcmp (ctx.command, "customer") == 0)
+            rc = s_cmd_customer (&ctx);
+        else
+        if (strcmp (ctx.command, "audit") == 0)
+            rc = s_cmd_audit (&ctx);
         else
             rc = s_cmd_status (&ctx);
     }

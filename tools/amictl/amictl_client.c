@@ -9,6 +9,8 @@
 */
 #include "amictl_client.h"
 
+#include <assert.h>
+#include <inttypes.h>
 #include <sodium.h>
 #include <string.h>
 
@@ -165,6 +167,8 @@ s_matches (ami_msg_t *msg, const uint8_t corr [AMI_REQUEST_ID_SIZE])
         case AMI_MSG_API_STATUS:    got = msg->api_status.corr; break;
         case AMI_MSG_API_INTERVALS: got = msg->api_intervals.corr; break;
         case AMI_MSG_API_AUDIT:     got = msg->api_audit.corr; break;
+        case AMI_MSG_API_CUSTOMER:  got = msg->api_customer.corr; break;
+        case AMI_MSG_API_VERIFY:    got = msg->api_verify.corr; break;
         default:
             return false;
     }
@@ -267,4 +271,81 @@ amictl_client_request (amictl_client_t *self, ami_api_req_t *req, int64_t deadli
         snprintf (self->why, sizeof self->why,
                   "no connection to the MDMS at %s (is it running?)", self->endpoint);
     return AMI_E_TIMEOUT;
+}
+
+int
+amictl_client_audit (amictl_client_t *self, uint64_t from_ms, uint32_t timeout_ms,
+                     int64_t page_wait_ms, size_t want, ami_audit_row_t *rows,
+                     size_t *count, size_t *total,
+                     uint8_t first_corr [AMI_REQUEST_ID_SIZE], ami_msg_t **reply)
+{
+    assert (self && want > 0 && rows && count && total && reply);
+    uint64_t last_seq = 0;
+    size_t seen = 0;            //  rows kept so far, as a ring over rows[want]
+    bool first = true;
+    *reply = NULL;
+    *count = *total = 0;
+    while (true) {
+        ami_api_req_t req = { 0 };
+        req.action = AMI_ACT_AUDIT;
+        req.from_ms = from_ms;
+        req.to_ms = last_seq;       //  for audit: start after this seq
+        req.limit = AMI_MAX_API_AUDIT;
+        req.timeout_ms = timeout_ms;
+        int rc = amictl_client_request (self, &req, zclock_mono () + page_wait_ms, reply);
+        if (first && first_corr)
+            memcpy (first_corr, req.corr, AMI_REQUEST_ID_SIZE);
+        first = false;
+        if (rc)
+            return rc;
+        if ((*reply)->type != AMI_MSG_API_AUDIT) {
+            snprintf (self->why, sizeof self->why, "the MDMS answered %s to an audit request",
+                      ami_msg_type_name ((*reply)->type));
+            return AMI_E_INTERNAL;
+        }
+        const ami_api_audit_t *page = &(*reply)->api_audit;
+        size_t fresh = 0;
+        uint64_t last_time = from_ms;
+        for (uint32_t i = 0; i < page->count; i++) {
+            const ami_audit_row_t *row = &page->entries [i];
+            if (row->time_ms > last_time)
+                last_time = row->time_ms;
+            if (row->seq <= last_seq)
+                continue;           //  the overlap with the previous page
+            rows [seen % want] = *row;
+            seen++;
+            fresh++;
+            last_seq = row->seq;
+        }
+        if (!page->more || page->count == 0)
+            break;
+        if (fresh == 0) {
+            //  A whole page of one millisecond already seen: step past it
+            //  rather than ask for the same page forever.
+            ami_log_warn ("audit: more than %d entries at %" PRIu64 " ms: some are not shown",
+                          AMI_MAX_API_AUDIT, last_time);
+            if (last_time == UINT64_MAX)
+                break;
+            last_time++;
+        }
+        from_ms = last_time;
+    }
+    //  Unroll the ring, oldest first (in place, by rotation).
+    *total = seen;
+    *count = seen < want ? seen : want;
+    if (seen > want) {
+        size_t start = seen % want;
+        ami_audit_row_t *tmp = malloc (start * sizeof *tmp);
+        if (!tmp && start) {
+            snprintf (self->why, sizeof self->why, "out of memory");
+            return AMI_E_NOMEM;
+        }
+        if (start) {
+            memcpy (tmp, rows, start * sizeof *tmp);
+            memmove (rows, rows + start, (want - start) * sizeof *rows);
+            memcpy (rows + (want - start), tmp, start * sizeof *tmp);
+        }
+        free (tmp);
+    }
+    return AMI_OK;
 }

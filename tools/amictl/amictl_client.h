@@ -43,7 +43,8 @@ void
 /*  Send req (its corr is overwritten with a fresh random id) and wait
     until deadline (zclock_mono ms) for the reply to it. Returns:
       AMI_OK          *reply is the decoded reply (API_READINGS, API_METERS,
-                      API_STATUS, API_INTERVALS, API_AUDIT) with req->corr;
+                      API_STATUS, API_INTERVALS, API_AUDIT, API_CUSTOMER,
+                      API_VERIFY) with req->corr;
       the ERROR code  the MDMS answered ERROR: *reply is that ERROR message
                       (code in (*reply)->error.code, never AMI_OK);
       AMI_E_DENIED    the MDMS's ZAP handler refused this key (no reply);
@@ -55,6 +56,27 @@ void
 int
     amictl_client_request (amictl_client_t *self, ami_api_req_t *req, int64_t deadline,
                            ami_msg_t **reply);
+
+/*  The audit log from from_ms on, paged (one AUDIT request per page of
+    AMI_MAX_API_AUDIT, `more`): each next page asks for the entries after
+    the last seq received (to_ms = that seq, PROTOCOL.md 4.11) from the
+    last row's time on (the same entries: time never decreases along the
+    chain), and skips rows already received, so an MDMS that ignored
+    to_ms would still be paged correctly. Keeps the `want` (>= 1) most
+    recent entries in rows[want], oldest first: *count of them; *total =
+    entries received in all. first_corr gets the first page's correlation
+    id. Each page waits at most page_wait_ms; timeout_ms goes into the
+    requests. Should a server that ignores to_ms hold more entries in one
+    millisecond than a page, the rest of that millisecond is skipped
+    (logged) rather than asked for forever. Returns
+    AMI_OK, or the first page's failure as amictl_client_request does
+    (*reply is then the ERROR, or NULL), or AMI_E_INTERNAL for a reply of
+    the wrong type. */
+int
+    amictl_client_audit (amictl_client_t *self, uint64_t from_ms, uint32_t timeout_ms,
+                         int64_t page_wait_ms, size_t want, ami_audit_row_t *rows,
+                         size_t *count, size_t *total,
+                         uint8_t first_corr [AMI_REQUEST_ID_SIZE], ami_msg_t **reply);
 
 /*  Why the last request got no answer, for the user ("no connection to
     tcp://... was established", ...). Belongs to the client. */

@@ -3,6 +3,7 @@
 #include "amictl_print.h"
 
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -163,6 +164,156 @@ amictl_format_time (uint64_t ms, bool with_ms, char out [AMICTL_TEXT])
     return out;
 }
 
+/*  Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+    days_from_civil): exact, no time zone, no libc. */
+static int64_t
+s_days_from_civil (int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned) (y - era * 400);
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t) doe - 719468;
+}
+
+/*  n decimal digits at *p into *value; advances *p. */
+static bool
+s_digits (const char **p, int n, unsigned *value)
+{
+    unsigned v = 0;
+    for (int i = 0; i < n; i++) {
+        char c = (*p) [i];
+        if (c < '0' || c > '9')
+            return false;
+        v = v * 10 + (unsigned) (c - '0');
+    }
+    *p += n;
+    *value = v;
+    return true;
+}
+
+int
+amictl_parse_time (const char *text, uint64_t now_ms, uint64_t *out)
+{
+    if (!text || !*text)
+        return -1;
+    //  "Unix seconds" is bounded at the end of year 9999, like ISO 8601
+    //  with four year digits: no overflow in ms, no surprise far future.
+    const uint64_t max_s = 253402300799ULL;
+    if (text [0] == '-') {
+        const char *p = text + 1;
+        uint64_t value = 0;
+        int digits = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (++digits > 12)
+                return -1;
+            value = value * 10 + (uint64_t) (*p++ - '0');
+        }
+        uint64_t unit = *p == 's' ? 1000 : *p == 'm' ? 60000
+                      : *p == 'h' ? 3600000 : *p == 'd' ? 86400000 : 0;
+        if (digits == 0 || unit == 0 || p [1] != '\0' || value > max_s * 1000 / unit)
+            return -1;
+        uint64_t delta = value * unit;
+        *out = delta < now_ms ? now_ms - delta : 0;
+        return 0;
+    }
+    size_t len = strlen (text), all_digits = strspn (text, "0123456789");
+    if (all_digits == len) {
+        if (len > 12)
+            return -1;
+        uint64_t seconds = strtoull (text, NULL, 10);
+        if (seconds > max_s)
+            return -1;
+        *out = seconds * 1000;
+        return 0;
+    }
+    //  YYYY-MM-DDTHH:MM:SS[.mmm]Z
+    const char *p = text;
+    unsigned year, month, day, hour, minute, second, millis = 0;
+    if (!s_digits (&p, 4, &year) || *p++ != '-' || !s_digits (&p, 2, &month) || *p++ != '-'
+    ||  !s_digits (&p, 2, &day) || *p++ != 'T' || !s_digits (&p, 2, &hour) || *p++ != ':'
+    ||  !s_digits (&p, 2, &minute) || *p++ != ':' || !s_digits (&p, 2, &second))
+        return -1;
+    if (*p == '.') {
+        p++;
+        if (!s_digits (&p, 3, &millis))
+            return -1;
+    }
+    if (p [0] != 'Z' || p [1] != '\0')
+        return -1;
+    static const unsigned mdays [12] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (year < 1970 || month < 1 || month > 12 || day < 1 || day > mdays [month - 1]
+    ||  (month == 2 && day == 29 && !leap) || hour > 23 || minute > 59 || second > 59)
+        return -1;
+    int64_t days = s_days_from_civil (year, month, day);
+    *out = ((uint64_t) days * 86400 + hour * 3600u + minute * 60u + second) * 1000 + millis;
+    return 0;
+}
+
+char *
+amictl_safe_text (const char *text, char *out, size_t cap)
+{
+    const uint8_t *s = (const uint8_t *) (text ? text : "");
+    size_t n = 0;
+    if (cap == 0)
+        return out;
+    while (*s) {
+        uint8_t c = *s;
+        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+                   : (c & 0xf8) == 0xf0 ? 4 : 0;
+        uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1fu : len == 3 ? c & 0x0fu : c & 0x07u;
+        bool valid = len > 0;
+        for (size_t k = 1; valid && k < len; k++) {
+            if ((s [k] & 0xc0) != 0x80)
+                valid = false;          //  also stops at the NUL
+            else
+                cp = (cp << 6) | (s [k] & 0x3fu);
+        }
+        if (valid) {
+            static const uint32_t min [5] = { 0, 0, 0x80, 0x800, 0x10000 };
+            valid = cp >= min [len] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
+        }
+        //  C0 controls, DEL and C1 controls (U+009B is a CSI on some
+        //  terminals) are never shown as they are: one '?' per character;
+        //  an invalid byte is one '?' and the scan resumes after it
+        bool control = valid && (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f));
+        if (!valid)
+            len = 1;
+        size_t shown = valid && !control ? len : 1;
+        if (n + shown >= cap)
+            break;
+        if (valid && !control)
+            memcpy (out + n, s, len);
+        else
+            out [n] = '?';
+        n += shown;
+        s += len;
+    }
+    out [n] = '\0';
+    return out;
+}
+
+const char *
+amictl_verify_reason (int code, bool audit)
+{
+    if (audit)
+        switch (code) {
+            case AMI_E_BAD_SIGNATURE: return "hash mismatch: entry altered or reordered";
+            case AMI_E_NOTFOUND:      return "entry missing: removed";
+            default:                  break;
+        }
+    else
+        switch (code) {
+            case AMI_E_BAD_SIGNATURE: return "proof of origin does not verify with the meter's registered key";
+            case AMI_E_DECRYPT:       return "sealed reading does not open";
+            case AMI_E_RANGE:         return "stored reading differs from the proof's contents";
+            default:                  break;
+        }
+    return ami_strerror (code);
+}
+
 char *
 amictl_format_duration (uint64_t ms, char out [AMICTL_TEXT])
 {
@@ -316,6 +467,96 @@ amictl_print_status (FILE *out, const ami_service_row_t *rows, size_t count)
     }
 }
 
+void
+amictl_print_customer (FILE *out, const ami_api_customer_t *customer)
+{
+    //  name <= 64 and address <= 256 bytes; '?' never grows the text
+    char name [AMI_MAX_CUSTOMER_NAME + 1], address [AMI_MAX_TEXT + 1];
+    fprintf (out, "Meter            %s\n", customer->meter_id);
+    fprintf (out, "Customer         %s\n", amictl_safe_text (customer->name, name, sizeof name));
+    fprintf (out, "Service address  %s\n",
+             amictl_safe_text (customer->address, address, sizeof address));
+    fprintf (out, "Account          %s\n", customer->account);
+}
+
+/* "...and N more not listed" when the MDMS listed fewer than failed. */
+static void
+s_print_unlisted (FILE *out, const ami_api_verify_t *result)
+{
+    if (result->failed > result->count)
+        fprintf (out, "... and %" PRIu64 " more failure(s) not listed (the MDMS lists the first %d)\n",
+                 result->failed - result->count, AMI_MAX_API_FAILURES);
+}
+
+void
+amictl_print_verify (FILE *out, const char *meter_id, const ami_api_verify_t *result)
+{
+    if (result->failed == 0) {
+        fprintf (out, "Meter %s: %" PRIu64 " stored reading(s) checked, every proof of origin verified\n",
+                 meter_id, result->checked);
+        return;
+    }
+    fprintf (out, "Meter %s: %" PRIu64 " stored reading(s) checked, %" PRIu64 " FAILED\n\n",
+             meter_id, result->checked, result->failed);
+    fprintf (out, "%-24s  %-20s %s\n", "Read (UTC)", "Result", "Reason");
+    for (uint32_t i = 0; i < result->count && i < AMI_MAX_API_FAILURES; i++) {
+        const ami_failure_t *f = &result->failures [i];
+        char time [AMICTL_TEXT];
+        fprintf (out, "%-24s  %-20s %s\n", amictl_format_time (f->ref, true, time),
+                 ami_errname (f->code), amictl_verify_reason (f->code, false));
+    }
+    s_print_unlisted (out, result);
+}
+
+void
+amictl_print_audit_verify (FILE *out, const ami_api_verify_t *result)
+{
+    if (result->failed == 0) {
+        fprintf (out, "audit chain intact: %" PRIu64 " entries\n", result->checked);
+        return;
+    }
+    fprintf (out, "audit chain BROKEN: %" PRIu64 " entries checked, %" PRIu64 " failed\n\n",
+             result->checked, result->failed);
+    fprintf (out, "%-10s %-20s %s\n", "Seq", "Result", "Reason");
+    for (uint32_t i = 0; i < result->count && i < AMI_MAX_API_FAILURES; i++) {
+        const ami_failure_t *f = &result->failures [i];
+        fprintf (out, "%-10" PRIu64 " %-20s %s\n", f->ref, ami_errname (f->code),
+                 amictl_verify_reason (f->code, true));
+    }
+    if (result->count > 0)
+        fprintf (out, "\nthe first failure (seq %" PRIu64 ") is where the log was tampered with\n",
+                 result->failures [0].ref);
+    s_print_unlisted (out, result);
+}
+
+/* Hex digits of the hash shown in the table: 48 bits tell entries apart
+   at a glance; --json has all 256. */
+#define AUDIT_HASH_SHOWN  6
+
+void
+amictl_print_audit (FILE *out, const ami_audit_row_t *rows, size_t count)
+{
+    fprintf (out, "%-8s %-24s %-16s %-9s %-13s %-14s %-32s %-20s %s\n", "Seq", "Time (UTC)",
+             "Operator", "Role", "Action", "Meter", "Correlation id", "Result", "Hash");
+    for (size_t i = 0; i < count; i++) {
+        const ami_audit_row_t *r = &rows [i];
+        char time [AMICTL_TEXT], corr [2 * AMI_REQUEST_ID_SIZE + 1], action [16];
+        char hash [2 * AUDIT_HASH_SHOWN + 1];
+        const char *name = ami_action_name (r->action);
+        if (name)
+            snprintf (action, sizeof action, "%s", name);
+        else
+            snprintf (action, sizeof action, "#%u", r->action);
+        for (int k = 0; k < AUDIT_HASH_SHOWN; k++)
+            snprintf (hash + 2 * k, 3, "%02x", r->hash [k]);
+        fprintf (out, "%-8" PRIu64 " %-24s %-16s %-9s %-13s %-14s %-32s %-20s %s\n", r->seq,
+                 amictl_format_time (r->time_ms, true, time), r->operator_id, r->role, action,
+                 r->meter_id [0] ? r->meter_id : "-", ami_request_id_format (r->corr, corr),
+                 ami_errname (r->result), hash);
+    }
+    fprintf (out, "%zu entr%s\n", count, count == 1 ? "y" : "ies");
+}
+
 /* ---------------------------------------------------------------------- */
 /*  JSON                                                                   */
 
@@ -447,6 +688,84 @@ amictl_json_error (amictl_json_t *j, int code, const char *message, const char *
     amictl_json_str (j, "message", message ? message : ami_strerror (code));
     amictl_json_str (j, "origin", origin);
     s_json_corr (j, "correlationId", corr);
+    amictl_json_end (j);
+    amictl_json_end (j);
+}
+
+void
+amictl_json_customer (amictl_json_t *j, const ami_api_customer_t *customer)
+{
+    amictl_json_object (j, NULL);
+    s_json_corr (j, "correlationId", customer->corr);
+    amictl_json_str (j, "mRID", customer->meter_id);
+    amictl_json_object (j, "customer");
+    amictl_json_str (j, "name", customer->name);
+    amictl_json_str (j, "serviceAddress", customer->address);
+    amictl_json_str (j, "account", customer->account);
+    amictl_json_end (j);
+    amictl_json_end (j);
+}
+
+void
+amictl_json_verify (amictl_json_t *j, const char *meter_id, const ami_api_verify_t *result)
+{
+    amictl_json_object (j, NULL);
+    s_json_corr (j, "correlationId", result->corr);
+    if (meter_id)
+        amictl_json_str (j, "mRID", meter_id);
+    else
+        amictl_json_str (j, "scope", "audit");
+    amictl_json_uint (j, "checked", result->checked);
+    amictl_json_uint (j, "failed", result->failed);
+    amictl_json_bool (j, "intact", result->failed == 0);
+    amictl_json_array (j, "failures");
+    for (uint32_t i = 0; i < result->count && i < AMI_MAX_API_FAILURES; i++) {
+        const ami_failure_t *f = &result->failures [i];
+        amictl_json_object (j, NULL);
+        if (meter_id) {
+            s_json_time (j, "readDateTime", f->ref);
+            amictl_json_uint (j, "readMs", f->ref);
+        }
+        else
+            amictl_json_uint (j, "seq", f->ref);
+        amictl_json_int (j, "code", f->code);
+        amictl_json_str (j, "name", ami_errname (f->code));
+        amictl_json_str (j, "reason", amictl_verify_reason (f->code, meter_id == NULL));
+        amictl_json_end (j);
+    }
+    amictl_json_end (j);
+    amictl_json_end (j);
+}
+
+void
+amictl_json_audit (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID_SIZE],
+                   const ami_audit_row_t *rows, size_t count)
+{
+    amictl_json_object (j, NULL);
+    s_json_corr (j, "correlationId", corr);
+    amictl_json_array (j, "entries");
+    for (size_t i = 0; i < count; i++) {
+        const ami_audit_row_t *r = &rows [i];
+        char hash [2 * AMI_HASH_SIZE + 1];
+        for (int k = 0; k < AMI_HASH_SIZE; k++)
+            snprintf (hash + 2 * k, 3, "%02x", r->hash [k]);
+        amictl_json_object (j, NULL);
+        amictl_json_uint (j, "seq", r->seq);
+        s_json_time (j, "dateTime", r->time_ms);
+        amictl_json_str (j, "operator", r->operator_id);
+        amictl_json_str (j, "role", r->role);
+        amictl_json_str (j, "action", ami_action_name (r->action));
+        amictl_json_uint (j, "actionCode", r->action);
+        if (r->meter_id [0])
+            amictl_json_str (j, "mRID", r->meter_id);
+        else
+            amictl_json_null (j, "mRID");
+        s_json_corr (j, "correlationId", r->corr);
+        amictl_json_int (j, "result", r->result);
+        amictl_json_str (j, "resultName", ami_errname (r->result));
+        amictl_json_str (j, "hash", hash);
+        amictl_json_end (j);
+    }
     amictl_json_end (j);
     amictl_json_end (j);
 }

@@ -64,6 +64,26 @@ char *
 char *
     amictl_format_duration (uint64_t ms, char out [AMICTL_TEXT]);
 
+/*  Parse a point in time for `audit --since` into Unix ms: ISO 8601 UTC
+    "2026-11-26T08:00:00Z" (optionally with .mmm before the Z), a Unix
+    time in seconds ("1795680000"), or relative to now_ms: "-90s", "-30m",
+    "-1h", "-2d". Returns 0, or -1 for anything else (no partial parses,
+    no local times, nothing before 1970). */
+int
+    amictl_parse_time (const char *text, uint64_t now_ms, uint64_t *out);
+
+/*  Copy text into out[cap] for a terminal: C0 and C1 control characters
+    and DEL become '?', invalid UTF-8 bytes too, so text from a peer (a
+    customer name) can never drive the terminal. Returns out. */
+char *
+    amictl_safe_text (const char *text, char *out, size_t cap);
+
+/*  Why a record failed re-verification, for people: `audit` false for
+    stored readings (verify), true for audit entries (audit --verify).
+    Falls back to ami_strerror for other codes. Never NULL. */
+const char *
+    amictl_verify_reason (int code, bool audit);
+
 /*  "STARTING", "READY", "DEGRADED", "STOPPING", "DOWN", or "UNKNOWN". */
 const char *
     amictl_state_name (int state);
@@ -85,6 +105,19 @@ void
     amictl_print_meters (FILE *out, const ami_meter_row_t *rows, size_t count);
 void
     amictl_print_status (FILE *out, const ami_service_row_t *rows, size_t count);
+void
+    amictl_print_customer (FILE *out, const ami_api_customer_t *customer);
+/*  verify: checked/failed summary line, then one line per listed failure
+    (reading time, error name, reason). */
+void
+    amictl_print_verify (FILE *out, const char *meter_id, const ami_api_verify_t *result);
+/*  audit --verify: "audit chain intact: N entries", or the failing seqs. */
+void
+    amictl_print_audit_verify (FILE *out, const ami_api_verify_t *result);
+/*  audit: one line per entry (seq, time, operator, role, action, meter,
+    correlation id, result name, first 12 hex digits of the hash). */
+void
+    amictl_print_audit (FILE *out, const ami_audit_row_t *rows, size_t count);
 
 /*  JSON renderings: each writes one complete top-level object into j. */
 void
@@ -96,6 +129,15 @@ void
 void
     amictl_json_status (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID_SIZE],
                         const ami_service_row_t *rows, size_t count);
+void
+    amictl_json_customer (amictl_json_t *j, const ami_api_customer_t *customer);
+/*  meter_id NULL: the audit chain (failures by seq); else stored readings
+    of meter_id (failures by reading time). */
+void
+    amictl_json_verify (amictl_json_t *j, const char *meter_id, const ami_api_verify_t *result);
+void
+    amictl_json_audit (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID_SIZE],
+                       const ami_audit_row_t *rows, size_t count);
 
 /*  {"error":{"code":N,"name":"AMI_E_...","message":"...","origin":...,
     "correlationId":...}}: origin and corr may be NULL (written as null). */
