@@ -108,3 +108,37 @@ ami_log_level_from_config (ami_config_t *config, bool verbose, int *level)
     *level = verbose ? AMI_LOG_DEBUG : parsed;
     return AMI_OK;
 }
+
+void
+ami_log_vwarn_limited (ami_log_limit_t *limit, const char *prefix,
+                       const char *format, va_list args)
+{
+    assert (limit && prefix && format);
+    if (!ami_log_enabled (AMI_LOG_WARN))
+        return;
+    int64_t now = zclock_mono ();
+    if (now - limit->window >= AMI_LOG_LIMIT_WINDOW_MS) {
+        if (limit->suppressed)
+            zsys_warning ("%s: %lu more warnings suppressed", prefix, limit->suppressed);
+        limit->window = now;
+        limit->count = 0;
+        limit->suppressed = 0;
+    }
+    if (limit->count >= limit->burst) {
+        limit->suppressed++;
+        return;
+    }
+    limit->count++;
+    char line [512];
+    vsnprintf (line, sizeof line, format, args);
+    zsys_warning ("%s: %s", prefix, line);
+}
+
+void
+ami_log_warn_limited (ami_log_limit_t *limit, const char *prefix, const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    ami_log_vwarn_limited (limit, prefix, format, args);
+    va_end (args);
+}

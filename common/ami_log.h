@@ -31,7 +31,9 @@
 #define AMI_LOG_H_INCLUDED
 
 #include <czmq.h>
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -108,6 +110,30 @@ int
     do { if (ami_log_enabled (AMI_LOG_INFO)) zsys_info (__VA_ARGS__); } while (0)
 #define ami_log_debug(...) \
     do { if (ami_log_enabled (AMI_LOG_DEBUG)) zsys_debug (__VA_ARGS__); } while (0)
+
+/*  Warnings caused by peers' input (malformed frames, refused requests)
+    go through a limiter, so a flood of junk cannot flood the log: at most
+    `burst` lines per window of AMI_LOG_LIMIT_WINDOW_MS; the rest are
+    counted, and the count is logged once the next window opens. One
+    limiter per actor (not thread-safe); initialise with
+    AMI_LOG_LIMIT_INIT (burst). */
+#define AMI_LOG_LIMIT_WINDOW_MS 1000
+typedef struct {
+    int64_t window;             /* start of the current window (zclock_mono) */
+    unsigned count;             /* lines logged in it */
+    unsigned long suppressed;   /* lines dropped since the last report */
+    unsigned burst;             /* lines allowed per window */
+} ami_log_limit_t;
+#define AMI_LOG_LIMIT_INIT(burst) { 0, 0, 0, (burst) }
+
+/*  Log "PREFIX: message" as a warning through the limiter. The va_list
+    form is for an actor's own printf-style wrapper. */
+void
+    ami_log_warn_limited (ami_log_limit_t *limit, const char *prefix,
+                          const char *format, ...) CHECK_PRINTF (3);
+void
+    ami_log_vwarn_limited (ami_log_limit_t *limit, const char *prefix,
+                           const char *format, va_list args);
 
 #ifdef __cplusplus
 }

@@ -41,8 +41,6 @@
 #define S_MAX_RID           255
 #define S_RID_KEY_SIZE      (2 * S_MAX_RID + 1)
 #define S_REQ_KEY_SIZE      (2 * AMI_REQUEST_ID_SIZE + 1)
-/*  Window of the warning rate limit. */
-#define S_LOG_WINDOW_MS     1000
 /*  Frames handled per socket per wake-up: 64 amortises the poll call under
     load and still returns to the pipe and the tick within a millisecond. */
 #define S_BATCH             64
@@ -105,9 +103,7 @@ typedef struct {
     int64_t next_heartbeat;
     uint64_t relayed_down, relayed_up, unreachable, busy, dropped;
     uint64_t malformed, orphaned, duplicates;
-    int64_t log_window;
-    unsigned log_count;
-    unsigned long log_suppressed;
+    ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
     bool terminated;
 } agg_t;
 
@@ -121,28 +117,14 @@ s_warn (agg_t *self, const char *format, ...) CHECK_PRINTF (2);
 static void
 s_warn (agg_t *self, const char *format, ...)
 {
-    if (!ami_log_enabled (AMI_LOG_WARN))
-        return;
-    int64_t now = zclock_mono ();
-    if (now - self->log_window >= S_LOG_WINDOW_MS) {
-        if (self->log_suppressed)
-            zsys_warning ("aggregator %s: %lu more warnings suppressed",
-                          self->node_id, self->log_suppressed);
-        self->log_window = now;
-        self->log_count = 0;
-        self->log_suppressed = 0;
-    }
-    if (self->log_count >= AMI_AGGREGATOR_LOG_BURST) {
-        self->log_suppressed++;
-        return;
-    }
-    self->log_count++;
-    char line [512];
+    if (!self->warn_limit.burst)
+        self->warn_limit.burst = AMI_AGGREGATOR_LOG_BURST;
+    char prefix [64];
+    snprintf (prefix, sizeof prefix, "aggregator %s", self->node_id);
     va_list args;
     va_start (args, format);
-    vsnprintf (line, sizeof line, format, args);
+    ami_log_vwarn_limited (&self->warn_limit, prefix, format, args);
     va_end (args);
-    zsys_warning ("aggregator %s: %s", self->node_id, line);
 }
 
 static void

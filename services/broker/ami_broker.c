@@ -59,8 +59,6 @@
     protocol header, command, client address, service name are all short
     (<= 255 bytes each). 4 KiB covers them with room to spare. */
 #define S_MAX_MESSAGE       ((size_t) AMI_MAX_FRAME + 4096)
-/*  Window of the warning rate limit (AMI_BROKER_LOG_BURST per window). */
-#define S_LOG_WINDOW_MS     1000
 /*  Messages handled per poll wake-up: 64 amortises the poll call under
     load (DESIGN.md section 8: per-message cost matters) and still returns
     to the pipe and the heartbeat tick within a fraction of a millisecond. */
@@ -109,9 +107,7 @@ typedef struct {
     size_t queued_bytes;        /* their content bytes */
     bool verbose;
     bool terminated;
-    int64_t log_window;         /* start of the current warning window */
-    unsigned log_count;         /* warnings logged in it */
-    unsigned long log_suppressed;   /* warnings not logged since */
+    ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
 } broker_t;
 
 
@@ -125,28 +121,12 @@ s_warn (broker_t *self, const char *format, ...) CHECK_PRINTF (2);
 static void
 s_warn (broker_t *self, const char *format, ...)
 {
-    if (!ami_log_enabled (AMI_LOG_WARN))
-        return;
-    int64_t now = zclock_mono ();
-    if (now - self->log_window >= S_LOG_WINDOW_MS) {
-        if (self->log_suppressed)
-            zsys_warning ("broker: %lu more warnings suppressed",
-                          self->log_suppressed);
-        self->log_window = now;
-        self->log_count = 0;
-        self->log_suppressed = 0;
-    }
-    if (self->log_count >= AMI_BROKER_LOG_BURST) {
-        self->log_suppressed++;
-        return;
-    }
-    self->log_count++;
-    char line [512];
+    if (!self->warn_limit.burst)
+        self->warn_limit.burst = AMI_BROKER_LOG_BURST;
     va_list args;
     va_start (args, format);
-    vsnprintf (line, sizeof line, format, args);
+    ami_log_vwarn_limited (&self->warn_limit, "broker", format, args);
     va_end (args);
-    zsys_warning ("broker: %s", line);
 }
 
 static bool

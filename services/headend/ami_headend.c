@@ -68,8 +68,6 @@
 #define S_MAX_FRAMES        16
 /*  One message may exceed one frame's limit by its short envelope. */
 #define S_MAX_MESSAGE       ((size_t) AMI_MAX_FRAME + 4096)
-/*  Window of the warning rate limit (AMI_HEADEND_LOG_BURST per window). */
-#define S_LOG_WINDOW_MS     1000
 /*  Messages read from one socket per poll pass: amortises the poll call
     under load, and still returns to the other sockets within well under a
     millisecond. */
@@ -167,9 +165,7 @@ struct _headend_t {
     uint64_t bad_frames;
     uint64_t reconnects;
 
-    int64_t log_window;
-    unsigned log_count;
-    unsigned long log_suppressed;
+    ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
 };
 
 
@@ -183,28 +179,14 @@ s_warn (headend_t *self, const char *format, ...) CHECK_PRINTF (2);
 static void
 s_warn (headend_t *self, const char *format, ...)
 {
-    if (!ami_log_enabled (AMI_LOG_WARN))
-        return;
-    int64_t now = zclock_mono ();
-    if (now - self->log_window >= S_LOG_WINDOW_MS) {
-        if (self->log_suppressed)
-            zsys_warning ("headend %s: %lu more warnings suppressed",
-                          self->node_id, self->log_suppressed);
-        self->log_window = now;
-        self->log_count = 0;
-        self->log_suppressed = 0;
-    }
-    if (self->log_count >= AMI_HEADEND_LOG_BURST) {
-        self->log_suppressed++;
-        return;
-    }
-    self->log_count++;
-    char line [512];
+    if (!self->warn_limit.burst)
+        self->warn_limit.burst = AMI_HEADEND_LOG_BURST;
+    char prefix [64];
+    snprintf (prefix, sizeof prefix, "headend %s", self->node_id);
     va_list args;
     va_start (args, format);
-    vsnprintf (line, sizeof line, format, args);
+    ami_log_vwarn_limited (&self->warn_limit, prefix, format, args);
     va_end (args);
-    zsys_warning ("headend %s: %s", self->node_id, line);
 }
 
 /*  Hex of data into out (2 * size + 1 bytes). */

@@ -35,7 +35,6 @@
 /*  Warnings about bad input: at most this many per window, the rest are
     counted and summarised, so a hostile peer cannot flood the log. */
 #define S_LOG_BURST         20
-#define S_LOG_WINDOW_MS     1000
 /*  Outgoing queue to the aggregator. 1000 messages hold several seconds of
     answers and heartbeats while the link is down (they are stale after
     that: the MDMS retries); a full HELLO round is added on top so a large
@@ -96,9 +95,7 @@ typedef struct {
     int64_t next_heartbeat;     /* zclock_mono */
     uint64_t reads, refused, unreachable, malformed, dropped;
     bool dropping;              /* the last send was dropped */
-    int64_t log_window;
-    unsigned log_count;
-    unsigned long log_suppressed;
+    ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
     bool terminated;
 } fleet_t;
 
@@ -112,28 +109,14 @@ s_warn (fleet_t *self, const char *format, ...) CHECK_PRINTF (2);
 static void
 s_warn (fleet_t *self, const char *format, ...)
 {
-    if (!ami_log_enabled (AMI_LOG_WARN))
-        return;
-    int64_t now = zclock_mono ();
-    if (now - self->log_window >= S_LOG_WINDOW_MS) {
-        if (self->log_suppressed)
-            zsys_warning ("fleet %s: %lu more warnings suppressed",
-                          self->node_id, self->log_suppressed);
-        self->log_window = now;
-        self->log_count = 0;
-        self->log_suppressed = 0;
-    }
-    if (self->log_count >= S_LOG_BURST) {
-        self->log_suppressed++;
-        return;
-    }
-    self->log_count++;
-    char line [512];
+    if (!self->warn_limit.burst)
+        self->warn_limit.burst = S_LOG_BURST;
+    char prefix [64];
+    snprintf (prefix, sizeof prefix, "fleet %s", self->node_id);
     va_list args;
     va_start (args, format);
-    vsnprintf (line, sizeof line, format, args);
+    ami_log_vwarn_limited (&self->warn_limit, prefix, format, args);
     va_end (args);
-    zsys_warning ("fleet %s: %s", self->node_id, line);
 }
 
 static void
