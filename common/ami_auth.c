@@ -9,26 +9,57 @@
     Global state: s_running records whether an ami_auth exists. It is forced
     by CZMQ/libzmq: the ZAP endpoint is one per context and CZMQ has one
     global context, so "is a ZAP handler running" is a process-wide fact.
+
+    Live-session check (ami_auth_peer_allowed): zauth only judges
+    handshakes, so we keep our own view of the same directory, a hash of
+    allowed Z85 key -> expiry, guarded by s_lock (service actors call it
+    from their threads). The caller that finds the view older than
+    AMI_AUTH_REFRESH_MS re-scans the directory with zdir (the same walk
+    zcertstore and ami_auth_check_dir do, so the three agree on which files
+    count) and rebuilds the hash only if the directory's signature (name,
+    inode, size, nanosecond mtime of every file) changed. s_current points
+    at the one ami_auth so actors can pass NULL; s_lock also covers it, so
+    ami_auth_destroy cannot free the view under a caller.
 */
 #include "ami_auth.h"
 #include "ami_err.h"
 #include "ami_log.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 struct ami_auth_t {
     zactor_t *actor;            //  the zauth actor
     char *allow_dir;            //  absolute path of the allow-list
     size_t count;               //  certificates found by the last check
     bool verbose;               //  zauth verbose logging is on
+    //  Our view of the directory (guarded by s_lock)
+    zhashx_t *allowed;          //  Z85 key -> int64_t * expiry (0 = none)
+    uint64_t signature;         //  of the directory the view was built from
+    int64_t checked_ms;         //  zclock_mono of the last scan
 };
 
 static atomic_bool s_running = false;
+
+//  Guards s_current and every ami_auth_t's view; see the design comment.
+static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
+static ami_auth_t *s_current = NULL;
+
+//  Frames refused by ami_auth_peer_allowed, and the warning rate limit
+static atomic_uint_fast64_t s_refused = 0;
+static int64_t s_warn_second = 0;       //  guarded by s_lock
+static int s_warn_count = 0;
+static uint64_t s_warn_suppressed = 0;
+//  At most this many refusal warnings a second (the project's rule for
+//  anything a peer can trigger at will); the rest are counted.
+#define S_WARN_PER_SECOND   20
 
 static void
 s_set_err (int *err, int code)
@@ -78,6 +109,14 @@ s_check_file (const char *filename, zhashx_t *seen, size_t *count)
         return AMI_E_CONFIG;
     }
     const char *key = ami_cert_public_txt (cert);
+    const char *expires = ami_cert_meta (cert, AMI_AUTH_META_EXPIRES);
+    int64_t when = 0;
+    if (expires && !ami_auth_parse_expires (expires, &when)) {
+        ami_log_error ("allow-list: %s: metadata expires = \"%s\" is not Unix "
+                       "seconds (decimal digits)", filename, expires);
+        ami_cert_destroy (&cert);
+        return AMI_E_CONFIG;
+    }
     const char *other = (const char *) zhashx_lookup (seen, key);
     if (other) {
         ami_log_error ("allow-list: %s and %s hold the same public key: "
@@ -132,6 +171,237 @@ ami_auth_check_dir (const char *allow_dir, size_t *count)
     return rc;
 }
 
+
+
+//  --------------------------------------------------------------------------
+//  Our view of the allow-list (for ami_auth_peer_allowed)
+
+bool
+ami_auth_parse_expires (const char *text, int64_t *expires)
+{
+    //  18 digits always fit in int64_t; Unix seconds need 10 until 2286
+    size_t len = text ? strlen (text) : 0;
+    if (len < 1 || len > 18)
+        return false;
+    int64_t value = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text [i] < '0' || text [i] > '9')
+            return false;
+        value = value * 10 + (text [i] - '0');
+    }
+    if (expires)
+        *expires = value;
+    return true;
+}
+
+//  FNV-1a, 64 bits: a change detector, not a MAC (whoever can write the
+//  directory can change it anyway).
+static uint64_t
+s_fnv (uint64_t hash, const void *data, size_t size)
+{
+    const uint8_t *bytes = (const uint8_t *) data;
+    for (size_t i = 0; i < size; i++) {
+        hash ^= bytes [i];
+        hash *= 0x100000001b3ULL;
+    }
+    return hash;
+}
+
+//  The files zauth reads (regular, not "_secret"; zdir already skips
+//  hidden names), NULL-terminated, and the directory's signature. Returns
+//  NULL when the directory cannot be read (*signature then 0).
+static zfile_t **
+s_scan (const char *allow_dir, zdir_t **dir_p, uint64_t *signature)
+{
+    *signature = 0;
+    *dir_p = zdir_new (allow_dir, NULL);
+    if (!*dir_p)
+        return NULL;
+    zfile_t **files = zdir_flatten (*dir_p);
+    if (!files) {
+        zdir_destroy (dir_p);
+        return NULL;
+    }
+    uint64_t hash = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; files [i]; i++) {
+        const char *name = zfile_filename (files [i], NULL);
+        struct stat st;
+        if (!zfile_is_regular (files [i]) || s_ends_with (name, "_secret")
+        ||  lstat (name, &st) != 0)
+            continue;
+        hash = s_fnv (hash, name, strlen (name) + 1);
+        uint64_t fields [5] = {
+            (uint64_t) st.st_ino, (uint64_t) st.st_size, (uint64_t) st.st_mode,
+            (uint64_t) st.st_mtim.tv_sec, (uint64_t) st.st_mtim.tv_nsec
+        };
+        hash = s_fnv (hash, fields, sizeof fields);
+    }
+    *signature = hash;
+    return files;
+}
+
+static void
+s_expiry_free (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+//  Build a key -> expiry hash from the scanned files. An invalid file is
+//  skipped (logged): the view then refuses its key, which is the safe
+//  side; ami_auth_check_dir refuses such a directory outright at start.
+static zhashx_t *
+s_build_view (zfile_t **files, size_t *with_expiry)
+{
+    zhashx_t *view = zhashx_new ();
+    if (!view)
+        return NULL;
+    zhashx_set_destructor (view, s_expiry_free);
+    *with_expiry = 0;
+    for (size_t i = 0; files [i]; i++) {
+        const char *name = zfile_filename (files [i], NULL);
+        if (!zfile_is_regular (files [i]) || s_ends_with (name, "_secret"))
+            continue;
+        int rc = AMI_OK;
+        ami_cert_t *cert = ami_cert_load_public (name, &rc);
+        if (!cert) {
+            ami_log_warn ("auth: %s is not a valid public certificate: its key "
+                          "is not allowed", name);
+            continue;
+        }
+        const char *text = ami_cert_meta (cert, AMI_AUTH_META_EXPIRES);
+        int64_t expires = 0;
+        if (text && (!ami_auth_parse_expires (text, &expires) || expires == 0)) {
+            ami_log_warn ("auth: %s: expires = \"%s\" is not Unix seconds: its key "
+                          "is not allowed", name, text);
+            expires = 1;        //  long past: refused, fail closed
+        }
+        if (text)
+            (*with_expiry)++;
+        const char *key = ami_cert_public_txt (cert);
+        int64_t *old = (int64_t *) zhashx_lookup (view, key);
+        if (old) {
+            //  The same key twice (zauth would abort; check_dir refuses it):
+            //  the more permissive of the two is what zauth would apply
+            if (*old != 0 && (expires == 0 || expires > *old))
+                *old = expires;
+        }
+        else {
+            int64_t *item = (int64_t *) malloc (sizeof (int64_t));
+            if (!item || zhashx_insert (view, key, item) != 0) {
+                free (item);
+                ami_cert_destroy (&cert);
+                zhashx_destroy (&view);
+                return NULL;
+            }
+            *item = expires;
+        }
+        ami_cert_destroy (&cert);
+    }
+    return view;
+}
+
+//  Re-scan if the view is older than AMI_AUTH_REFRESH_MS (or force), and
+//  rebuild it if the directory changed. Caller holds s_lock.
+static void
+s_refresh_locked (ami_auth_t *self, bool force)
+{
+    int64_t now = zclock_mono ();
+    if (!force && self->allowed && now - self->checked_ms < AMI_AUTH_REFRESH_MS)
+        return;
+    self->checked_ms = now;
+    zdir_t *dir = NULL;
+    uint64_t signature = 0;
+    zfile_t **files = s_scan (self->allow_dir, &dir, &signature);
+    if (!files) {
+        //  Gone or unreadable: refuse everyone rather than trust a stale view
+        if (self->allowed && zhashx_size (self->allowed) > 0)
+            ami_log_error ("auth: allow-list %s cannot be read: refusing every "
+                           "client's frames until it can", self->allow_dir);
+        if (self->allowed)
+            zhashx_purge (self->allowed);
+        else
+            self->allowed = zhashx_new ();
+        self->signature = 0;
+        return;
+    }
+    if (force || !self->allowed || signature != self->signature) {
+        size_t with_expiry = 0;
+        zhashx_t *view = s_build_view (files, &with_expiry);
+        if (view) {
+            zhashx_destroy (&self->allowed);
+            self->allowed = view;
+            self->signature = signature;
+            ami_log_info ("auth: allow-list %s: %zu key(s) allowed, %zu with an expiry",
+                          self->allow_dir, zhashx_size (view), with_expiry);
+        }
+        else
+            ami_log_error ("auth: out of memory re-reading %s: keeping the previous view",
+                           self->allow_dir);
+    }
+    zdir_flatten_free (&files);
+    zdir_destroy (&dir);
+}
+
+//  Caller holds s_lock.
+static bool
+s_key_allowed_locked (ami_auth_t *self, const char *key)
+{
+    if (!self)
+        self = s_current;
+    if (!self || !key || strlen (key) != AMI_CERT_KEY_TXT_LEN)
+        return false;
+    s_refresh_locked (self, false);
+    const int64_t *expires = self->allowed
+                           ? (const int64_t *) zhashx_lookup (self->allowed, key) : NULL;
+    return expires && (*expires == 0 || (int64_t) time (NULL) < *expires);
+}
+
+bool
+ami_auth_key_allowed (ami_auth_t *self, const char *key_txt)
+{
+    pthread_mutex_lock (&s_lock);
+    bool allowed = s_key_allowed_locked (self, key_txt);
+    pthread_mutex_unlock (&s_lock);
+    return allowed;
+}
+
+bool
+ami_auth_peer_allowed (ami_auth_t *self, zframe_t *frame)
+{
+    assert (frame);
+    const char *key = ami_auth_peer_key (frame);
+    pthread_mutex_lock (&s_lock);
+    bool allowed = s_key_allowed_locked (self, key);
+    if (!allowed) {
+        atomic_fetch_add (&s_refused, 1);
+        int64_t second = (int64_t) time (NULL);
+        if (second != s_warn_second) {
+            if (s_warn_suppressed)
+                ami_log_warn ("auth: %" PRIu64 " more frame(s) from keys no longer "
+                              "allowed were dropped without a log line", s_warn_suppressed);
+            s_warn_second = second;
+            s_warn_count = 0;
+            s_warn_suppressed = 0;
+        }
+        if (s_warn_count < S_WARN_PER_SECOND) {
+            s_warn_count++;
+            const char *who = ami_auth_peer_meta (frame, AMI_CERT_META_NODE_ID);
+            ami_log_warn ("auth: dropped a frame from %s (key %.40s): key revoked, "
+                          "expired or never listed", who ? who : "?", key ? key : "none");
+        }
+        else
+            s_warn_suppressed++;
+    }
+    pthread_mutex_unlock (&s_lock);
+    return allowed;
+}
+
+uint64_t
+ami_auth_refused_count (void)
+{
+    return (uint64_t) atomic_load (&s_refused);
+}
 
 //  --------------------------------------------------------------------------
 //  The handler
@@ -188,6 +458,17 @@ ami_auth_new (const char *allow_dir, int *err)
     }
     zstr_sendx (self->actor, "CURVE", self->allow_dir, NULL);
     zsock_wait (self->actor);
+    pthread_mutex_lock (&s_lock);
+    s_refresh_locked (self, true);
+    bool ok = self->allowed != NULL;
+    if (ok)
+        s_current = self;
+    pthread_mutex_unlock (&s_lock);
+    if (!ok) {
+        ami_auth_destroy (&self);
+        s_set_err (err, AMI_E_NOMEM);
+        return NULL;
+    }
     ami_log_info ("auth: CURVE allow-list %s (%zu certificates)", self->allow_dir, count);
     s_set_err (err, AMI_OK);
     return self;
@@ -202,6 +483,11 @@ ami_auth_destroy (ami_auth_t **self_p)
         //  Sends $TERM and joins the actor: the ZAP endpoint is unbound
         //  (zauth unbinds it explicitly) before this returns.
         zactor_destroy (&self->actor);
+        pthread_mutex_lock (&s_lock);
+        if (s_current == self)
+            s_current = NULL;
+        zhashx_destroy (&self->allowed);
+        pthread_mutex_unlock (&s_lock);
         free (self->allow_dir);
         free (self);
         atomic_store (&s_running, false);
@@ -225,6 +511,9 @@ ami_auth_reload (ami_auth_t *self)
                       self->allow_dir);
     zstr_sendx (self->actor, "CURVE", self->allow_dir, NULL);
     zsock_wait (self->actor);
+    pthread_mutex_lock (&s_lock);
+    s_refresh_locked (self, true);
+    pthread_mutex_unlock (&s_lock);
     self->count = count;
     ami_log_info ("auth: reloaded allow-list %s (%zu certificates)", self->allow_dir, count);
     return AMI_OK;

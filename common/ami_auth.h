@@ -42,9 +42,23 @@
     file count, total size or newest mtime (1-second resolution) changed;
     ami_auth_reload forces a re-read, for changes that detector can miss
     (a file replaced by one of the same size within the same second).
-    Revocation (remove the file, then ami_auth_reload) refuses the key from
-    its next connection on; connections already established stay up until
-    they close.
+    Revocation (remove the file; ami_auth_reload makes it immediate) refuses
+    the key from its next connection on. ZAP runs at handshakes only, so a
+    CURVE session established before the revocation stays up at the socket
+    level: servers therefore call ami_auth_peer_allowed on every content
+    frame they receive on a server socket and drop what a key no longer
+    listed sends (SEC-KEY-3: "reject a revoked node from its next
+    connection on, and drop its live sessions").
+
+    Key rotation window (SEC-KEY-2). A certificate in an allow-list may
+    carry metadata "expires" = Unix seconds (decimal digits only): from
+    that second on ami_auth_peer_allowed refuses the key. zauth does not
+    know about "expires": a NEW connection with an expired certificate
+    that is still in the directory passes the handshake (and then every
+    frame it sends is dropped by ami_auth_peer_allowed). So an expired
+    certificate must also be removed: `ami-keygen prune DIR` removes every
+    expired one, `ami-keygen rotate DIR NODE --finish` ends a node's window
+    at once; run prune from cron/a timer, or after each window.
 
     CZMQ 4.2.1 zauth hazards this class checks for (ami_auth_check_dir):
     two files with the same public key make zauth abort the whole process
@@ -60,6 +74,9 @@
     to the thread that created it; call ami_auth_reload, _set_verbose and
     _destroy from that thread. The socket helpers and peer accessors have
     no shared state (each socket is used by one thread, as always).
+    ami_auth_peer_allowed, ami_auth_key_allowed and ami_auth_refused_count
+    may be called from any thread (service actors): the allowed-key set is
+    guarded by a process-wide mutex.
 */
 #ifndef AMI_AUTH_H_INCLUDED
 #define AMI_AUTH_H_INCLUDED
@@ -73,6 +90,21 @@ extern "C" {
 #endif
 
 typedef struct ami_auth_t ami_auth_t;
+
+/*  Metadata of an allow-list certificate: Unix seconds (decimal) from
+    which the key is refused (see "Key rotation window" above). */
+#define AMI_AUTH_META_EXPIRES   "expires"
+
+/*  How often, at most, ami_auth_peer_allowed looks at the allow-list
+    directory for changes (one readdir + one lstat per file; the set is
+    rebuilt only when something changed). Why 250 ms: it bounds how long a
+    revoked key's frames are still acted on after its file is removed to a
+    quarter second, well under a heartbeat (1 s) and under zauth's own
+    1-second change detector, while the scan costs ~4 directory reads a
+    second however many frames arrive: per message the check is a mutex
+    and a hash lookup. Expiry needs no scan: it is compared with the clock
+    at every lookup. */
+#define AMI_AUTH_REFRESH_MS     250
 
 /*  ZAP domain set on every server socket by ami_auth_server. zauth does not
     distinguish domains; a domain makes libzmq consult ZAP for every
@@ -132,7 +164,9 @@ bool
     zauth would read (regular, name not starting with '.' nor ending in
     "_secret", subdirectories included) is a valid ami-bus public
     certificate (ami_cert_load_public) that is not world-writable and has
-    a key no other file has. Anything else is refused: a stray file has no
+    a key no other file has, and whose "expires" metadata, if any, is
+    decimal Unix seconds (an expired one is fine here: prune removes it).
+    Anything else is refused: a stray file has no
     business in an allow-list, and CZMQ 4.2.1 leaks memory each time zauth
     re-reads a file that is not ZPL. *_secret files get a warning (zauth
     skips them, but secrets do not belong there). Stores the number of
@@ -181,6 +215,43 @@ const char *
     frame rules as ami_auth_peer_key. */
 const char *
     ami_auth_peer_meta (zframe_t *frame, const char *name);
+
+/*  Is the CURVE client that sent this frame still allowed? True iff the
+    frame carries a client key (ami_auth_peer_key; same frame rules) that
+    is in the allow-list directory NOW and whose certificate has no
+    "expires" metadata or one still in the future. Call it on every content
+    frame received on a server socket, before acting on it, and drop the
+    message when it returns false: that is how a revoked (or expired)
+    node's live session is cut off, since ZAP only runs at handshakes. The
+    caller should also stop routing to that peer (it will be forgotten
+    when its heartbeats are no longer accepted).
+
+    self may be NULL: then the process's one ami_auth is used (zauth is
+    process-wide, so this is the same directory zauth reads); with none
+    running, every frame is refused (fail closed). Cost: a mutex and a hash
+    lookup; at most every AMI_AUTH_REFRESH_MS the calling thread re-scans
+    the directory (a changed directory is re-read; an unreadable or
+    invalid file in it is skipped with a warning, so a half-broken
+    directory refuses rather than admits). Refusals are counted
+    (ami_auth_refused_count) and logged as warnings, at most 20 a second,
+    with a count of the ones not logged. */
+bool
+    ami_auth_peer_allowed (ami_auth_t *self, zframe_t *frame);
+
+/*  Same check for a Z85 public key (40 characters), e.g. one kept from
+    ami_auth_peer_key. NULL or malformed: false. Not counted, not logged. */
+bool
+    ami_auth_key_allowed (ami_auth_t *self, const char *key_txt);
+
+/*  Return how many frames ami_auth_peer_allowed refused since the process
+    started (for HEALTH stats). */
+uint64_t
+    ami_auth_refused_count (void);
+
+/*  Parse an "expires" metadata value: decimal digits only (1..19), no
+    sign, no spaces. Returns true and stores the value, or false. */
+bool
+    ami_auth_parse_expires (const char *text, int64_t *expires);
 
 #ifdef __cplusplus
 }

@@ -425,6 +425,12 @@ s_handle_router (agg_t *self)
     zmsg_t *msg = zmsg_recv (self->router);
     if (!msg)
         return;
+    //  SEC-KEY-3: a revoked or expired key's live session is not acted on
+    //  (checked before anything, so it does not even keep the fleet live)
+    if (!ami_auth_peer_allowed (NULL, zmsg_last (msg))) {
+        zmsg_destroy (&msg);
+        return;
+    }
     if (zmsg_size (msg) != 2) {
         self->malformed++;
         s_warn (self, "dropped a %zu-frame message from a fleet", zmsg_size (msg));

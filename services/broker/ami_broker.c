@@ -107,6 +107,7 @@ typedef struct {
     size_t queued_bytes;        /* their content bytes */
     bool verbose;
     bool terminated;
+    bool curve;                 /* CURVE server: check each peer's key is still allowed */
     ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
 } broker_t;
 
@@ -669,6 +670,11 @@ s_handle_router (broker_t *self)
     zmsg_t *msg = s_recv (self);
     if (!msg)
         return;
+    //  SEC-KEY-3: a revoked or expired key's live session is not acted on
+    if (self->curve && !ami_auth_peer_allowed (NULL, zmsg_last (msg))) {
+        zmsg_destroy (&msg);
+        return;
+    }
     zframe_t *sender = zmsg_pop (msg);
     char key [S_KEY_SIZE];
     if (!sender || !s_identity_key (sender, key)) {
@@ -881,6 +887,7 @@ s_bind (broker_t *self, const ami_broker_config_t *config)
     zsock_set_linger (self->router, 0);         //  never block shutdown
     zsock_set_maxmsgsize (self->router, AMI_MAX_FRAME);
     //  CURVE server + ZAP domain; refuses when no ZAP handler runs
+    self->curve = config->server_cert != NULL;
     if (config->server_cert
     &&  ami_auth_server (self->router, config->server_cert) != AMI_OK) {
         zsys_error ("broker: cannot make %s a CURVE server (is ami_auth "

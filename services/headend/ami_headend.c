@@ -979,6 +979,13 @@ s_router_handle (headend_t *self)
     zmsg_t *msg = s_recv (self, self->router, "aggregator");
     if (!msg)
         return;
+    //  SEC-KEY-3: a revoked or expired key's live session is not acted on
+    //  (checked before anything, so it does not even keep the peer live)
+    if (!ami_auth_peer_allowed (NULL, zmsg_last (msg))) {
+        self->bad_frames++;
+        zmsg_destroy (&msg);
+        return;
+    }
     zframe_t *routing_id = zmsg_pop (msg);
     char key [S_KEY_SIZE];
     if (!s_identity_key (routing_id, key)) {

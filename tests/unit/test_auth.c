@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ami_auth.h"
@@ -334,6 +335,38 @@ test_new_refuses_bad_dirs (void **state)
     assert_false (ami_auth_running ());
 }
 
+//  Send text from client; the server must receive it (socket level) and
+//  return whether ami_auth_peer_allowed accepts the frame.
+static bool
+s_delivered_allowed (fixture_t *fx, zsock_t *client, ami_auth_t *self, const char *text)
+{
+    assert_int_equal (zstr_send (client, text), 0);
+    zmsg_t *request = s_recv (fx->server, DEADLINE_MS);
+    assert_non_null (request);
+    assert_int_equal (zmsg_size (request), 2);
+    zframe_t *body = zmsg_last (request);
+    assert_true (zframe_streq (body, text));
+    bool allowed = ami_auth_peer_allowed (self, body);
+    //  never on the identity frame: it carries no User-Id
+    assert_false (ami_auth_peer_allowed (self, zmsg_first (request)));
+    zmsg_destroy (&request);
+    return allowed;
+}
+
+//  Poll (with a deadline) until the client's frames are refused.
+static void
+s_until_refused (fixture_t *fx, zsock_t *client, ami_auth_t *self)
+{
+    int64_t deadline = zclock_mono () + DEADLINE_MS;
+    bool allowed = true;
+    while (allowed && zclock_mono () < deadline) {
+        allowed = s_delivered_allowed (fx, client, self, "still talking");
+        if (allowed)
+            zclock_sleep (20);      //  pacing of the poll, not a readiness wait
+    }
+    assert_false (allowed);
+}
+
 static void
 test_revocation (void **state)
 {
@@ -342,6 +375,9 @@ test_revocation (void **state)
     zsock_t *a = s_client (fx, 0, fx->alice);
     s_round_trip (fx, a, fx->alice, "before");
     s_assert_accepted (fx);
+    assert_true (s_delivered_allowed (fx, a, fx->auth, "listed"));
+    assert_true (ami_auth_key_allowed (fx->auth, ami_cert_public_txt (fx->alice)));
+    uint64_t refused = ami_auth_refused_count ();
 
     //  Revoke: remove the file, reload
     assert_int_equal (unlink (fx->alice_pub), 0);
@@ -352,10 +388,16 @@ test_revocation (void **state)
     zsock_t *a2 = s_client (fx, 1, fx->alice);
     s_assert_refused (fx, a2);
 
-    //  The connection established before the revocation stays up until it
-    //  closes (ZAP runs at handshakes only): SEC-KEY-3 is "from the next
-    //  connection on"
-    s_round_trip (fx, a, fx->alice, "established");
+    //  The connection established before the revocation stays up at the
+    //  socket level (ZAP runs at handshakes only): its frames still
+    //  arrive, but ami_auth_peer_allowed refuses them at once (reload made
+    //  the view current), so a server acts on nothing it sends (SEC-KEY-3:
+    //  live sessions are dropped)
+    assert_false (s_delivered_allowed (fx, a, fx->auth, "established"));
+    assert_false (s_delivered_allowed (fx, a, NULL, "the process's auth"));
+    //  two bodies and two identity frames (s_delivered_allowed checks both)
+    assert_int_equal (ami_auth_refused_count (), refused + 4);
+    assert_false (ami_auth_key_allowed (fx->auth, ami_cert_public_txt (fx->alice)));
 
     //  Re-listing (e.g. after rotation) admits new connections again
     assert_int_equal (ami_cert_save_public (fx->alice, fx->alice_pub), AMI_OK);
@@ -364,6 +406,116 @@ test_revocation (void **state)
     zsock_t *a3 = s_client (fx, 2, fx->alice);
     s_round_trip (fx, a3, fx->alice, "welcome back");
     s_assert_accepted (fx);
+    assert_true (s_delivered_allowed (fx, a3, fx->auth, "relisted"));
+    assert_true (s_delivered_allowed (fx, a, fx->auth, "old session too"));
+}
+
+//  Without ami_auth_reload: the view notices the removed file by itself
+//  within AMI_AUTH_REFRESH_MS, and a live session's frames turn refused.
+static void
+test_revocation_live_session (void **state)
+{
+    fixture_t *fx = *state;
+    s_start_server (fx);
+    zsock_t *a = s_client (fx, 0, fx->alice);
+    s_round_trip (fx, a, fx->alice, "before");
+    s_assert_accepted (fx);
+    assert_true (s_delivered_allowed (fx, a, NULL, "listed"));
+
+    int64_t removed = zclock_mono ();
+    assert_int_equal (unlink (fx->alice_pub), 0);
+    s_until_refused (fx, a, NULL);
+    //  refused within the refresh interval (plus scheduling slack)
+    assert_true (zclock_mono () - removed < AMI_AUTH_REFRESH_MS + 2000);
+    assert_false (s_delivered_allowed (fx, a, fx->auth, "again"));
+
+    //  A file replaced in place (same name, same size, same second) with a
+    //  new key is noticed too: the view signs inode and nanosecond mtime
+    assert_int_equal (ami_cert_save_public (fx->alice, fx->alice_pub), AMI_OK);
+    int64_t deadline = zclock_mono () + DEADLINE_MS;
+    bool allowed = false;
+    while (!allowed && zclock_mono () < deadline) {
+        allowed = s_delivered_allowed (fx, a, NULL, "back?");
+        if (!allowed)
+            zclock_sleep (20);
+    }
+    assert_true (allowed);
+    ami_cert_t *other = ami_cert_new ("operator", "alice", NULL);
+    assert_non_null (other);
+    assert_int_equal (ami_cert_save_public (other, fx->alice_pub), AMI_OK);
+    s_until_refused (fx, a, NULL);
+    assert_true (ami_auth_key_allowed (NULL, ami_cert_public_txt (other)));
+    ami_cert_destroy (&other);
+}
+
+//  "expires": refused from that second on, per frame, though the file stays
+static void
+test_expiry (void **state)
+{
+    fixture_t *fx = *state;
+    //  alice: expires 2 s from now; mallory: expired an hour ago
+    char when [32];
+    snprintf (when, sizeof when, "%lld", (long long) time (NULL) + 2);
+    assert_int_equal (ami_cert_set_meta (fx->alice, AMI_AUTH_META_EXPIRES, when), AMI_OK);
+    assert_int_equal (ami_cert_save_public (fx->alice, fx->alice_pub), AMI_OK);
+    char *mallory_pub = ami_test_path (fx->allow, "mallory.cert");
+    assert_non_null (mallory_pub);
+    ami_cert_t *old = ami_cert_new ("operator", "mallory", NULL);
+    assert_non_null (old);
+    snprintf (when, sizeof when, "%lld", (long long) time (NULL) - 3600);
+    assert_int_equal (ami_cert_set_meta (old, AMI_AUTH_META_EXPIRES, when), AMI_OK);
+    assert_int_equal (ami_cert_save_public (old, mallory_pub), AMI_OK);
+    free (mallory_pub);
+
+    s_start_server_count (fx, 2);
+    assert_false (ami_auth_key_allowed (fx->auth, ami_cert_public_txt (old)));
+    zsock_t *a = s_client (fx, 0, fx->alice);
+    s_round_trip (fx, a, fx->alice, "in the window");
+    s_assert_accepted (fx);
+    assert_true (s_delivered_allowed (fx, a, fx->auth, "in the window"));
+    s_until_refused (fx, a, fx->auth);
+    assert_false (ami_auth_key_allowed (NULL, ami_cert_public_txt (fx->alice)));
+    ami_cert_destroy (&old);
+
+    //  A bad expires is refused by the directory check (fail closed)
+    char *bad = ami_test_path (fx->dir, "bad.cert");
+    assert_non_null (bad);
+    ami_cert_t *b = ami_cert_new ("operator", "bob", NULL);
+    assert_non_null (b);
+    assert_int_equal (ami_cert_set_meta (b, AMI_AUTH_META_EXPIRES, "soon"), AMI_OK);
+    char *bad_dir = ami_test_path (fx->dir, "bad");
+    assert_non_null (bad_dir);
+    assert_int_equal (mkdir (bad_dir, 0750), 0);
+    free (bad);
+    bad = ami_test_path (bad_dir, "bob.cert");
+    assert_int_equal (ami_cert_save_public (b, bad), AMI_OK);
+    assert_int_equal (ami_auth_check_dir (bad_dir, NULL), AMI_E_CONFIG);
+    ami_cert_destroy (&b);
+    free (bad);
+    free (bad_dir);
+
+    int64_t value = 0;
+    assert_true (ami_auth_parse_expires ("1700000000", &value));
+    assert_true (value == 1700000000);
+    assert_false (ami_auth_parse_expires ("", &value));
+    assert_false (ami_auth_parse_expires ("-1", &value));
+    assert_false (ami_auth_parse_expires ("12 ", &value));
+    assert_false (ami_auth_parse_expires ("9999999999999999999", &value));
+}
+
+//  With no ami_auth running, every frame and key is refused (fail closed)
+static void
+test_allowed_without_auth (void **state)
+{
+    fixture_t *fx = *state;
+    assert_false (ami_auth_running ());
+    assert_false (ami_auth_key_allowed (NULL, ami_cert_public_txt (fx->alice)));
+    assert_false (ami_auth_key_allowed (NULL, NULL));
+    assert_false (ami_auth_key_allowed (NULL, "short"));
+    zframe_t *frame = zframe_new ("x", 1);
+    assert_non_null (frame);
+    assert_false (ami_auth_peer_allowed (NULL, frame));
+    zframe_destroy (&frame);
 }
 
 static void
@@ -530,6 +682,9 @@ main (void)
         cmocka_unit_test_setup_teardown (test_unlisted_client_refused, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_new_refuses_bad_dirs, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_revocation, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_revocation_live_session, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_expiry, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_allowed_without_auth, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_server_guards, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_allow_dir_hazards, s_setup, s_teardown),
     };

@@ -497,6 +497,170 @@ test_add_operator (void **state)
     free (dir);
 }
 
+
+/*  rotate / prune / revoke (SEC-KEY-2, SEC-KEY-3) */
+static ami_cert_t *
+h_load_pub (const char *dir, const char *rel)
+{
+    char *p = ami_test_path (dir, rel);
+    int err = 0;
+    ami_cert_t *cert = ami_cert_load_public (p, &err);
+    free (p);
+    return cert;
+}
+
+/* The name of the one old-key file of id in allow/<server>, or NULL. */
+static char *
+h_old_file (const char *dir, const char *server, const char *id)
+{
+    char *sdir = h_path (dir, "allow/%s", server);
+    DIR *d = opendir (sdir);
+    char *found = NULL;
+    struct dirent *e;
+    size_t n = strlen (id);
+    while (d && (e = readdir (d)))
+        if (strncmp (e->d_name, id, n) == 0 && strncmp (e->d_name + n, ".old-", 5) == 0) {
+            assert_null (found);
+            found = h_path (sdir, "%s", e->d_name);
+        }
+    if (d)
+        closedir (d);
+    free (sdir);
+    return found;
+}
+
+static void
+test_rotate_prune_revoke (void **state)
+{
+    (void) state;
+    char *dir = ami_test_tmpdir ("keygen-rotate");
+    h_default_init (dir);
+    ami_cert_t *old_op = h_load_pub (dir, "operators/operator.cert");
+    ami_cert_t *old_agg = h_load_pub (dir, "nodes/agg-1.cert");
+    assert_true (old_op && old_agg);
+
+    //  bad arguments
+    assert_int_equal (keygen_rotate (dir, "nobody", 60), KEYGEN_USAGE);
+    assert_int_equal (keygen_rotate (dir, "../x", 60), KEYGEN_USAGE);
+    assert_int_equal (keygen_rotate (dir, "operator", 0), KEYGEN_USAGE);
+
+    //  operator: allow/mdms has the new key under the old name and the old
+    //  key as operator.old-*.cert expiring in the window
+    int64_t before = (int64_t) time (NULL);
+    assert_int_equal (keygen_rotate (dir, "operator", 600), KEYGEN_OK);
+    ami_cert_t *new_op = h_load_pub (dir, "operators/operator.cert");
+    ami_cert_t *listed = h_load_pub (dir, "allow/mdms/operator.cert");
+    assert_true (new_op && listed);
+    assert_memory_not_equal (ami_cert_public_key (new_op), ami_cert_public_key (old_op), 32);
+    assert_memory_equal (ami_cert_public_key (new_op), ami_cert_public_key (listed), 32);
+    assert_string_equal (ami_cert_meta (new_op, "ami-role"), "OPERATOR");
+    assert_null (ami_cert_meta (listed, AMI_AUTH_META_EXPIRES));
+    char *old_path = h_old_file (dir, "mdms", "operator");
+    assert_non_null (old_path);
+    int err = 0;
+    ami_cert_t *kept = ami_cert_load_public (old_path, &err);
+    assert_non_null (kept);
+    assert_memory_equal (ami_cert_public_key (kept), ami_cert_public_key (old_op), 32);
+    int64_t expires = 0;
+    assert_true (ami_auth_parse_expires (ami_cert_meta (kept, AMI_AUTH_META_EXPIRES), &expires));
+    assert_true (expires >= before + 600 && expires <= (int64_t) time (NULL) + 600);
+    assert_int_equal (h_mode (dir, "operators/operator.cert_secret"), 0600);
+    //  the secret matches; the allow-list is one that zauth accepts
+    ami_cert_t *secret = NULL;
+    char *sp = ami_test_path (dir, "operators/operator.cert");
+    secret = ami_cert_load (sp, &err);
+    assert_non_null (secret);
+    free (sp);
+    ami_cert_destroy (&secret);
+    assert_int_equal (h_count_files (dir, "allow/mdms"), 7);
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+    ami_cert_destroy (&kept);
+
+    //  prune leaves a key in its window; rotate --finish ends the window
+    assert_int_equal (keygen_prune (dir, NULL), KEYGEN_OK);
+    assert_true (h_exists (dir, old_path + strlen (dir) + 1));
+    assert_int_equal (keygen_prune (dir, "operator"), KEYGEN_OK);
+    assert_false (h_exists (dir, old_path + strlen (dir) + 1));
+    assert_int_equal (h_count_files (dir, "allow/mdms"), 6);
+    free (old_path);
+
+    //  a node in several allow-lists: agg-1 is a client of both head ends.
+    //  An already expired window: prune removes the old key everywhere.
+    assert_int_equal (keygen_rotate (dir, "agg-1", 1), KEYGEN_OK);
+    char *o1 = h_old_file (dir, "headend-1", "agg-1");
+    char *o2 = h_old_file (dir, "headend-2", "agg-1");
+    assert_true (o1 && o2);
+    int64_t deadline = zclock_mono () + 5000;
+    while ((int64_t) time (NULL) <= before + 1 + 1 && zclock_mono () < deadline)
+        zclock_sleep (50);          //  wait for the clock to pass expires
+    //  (wait for the actual expiry of this rotation)
+    kept = ami_cert_load_public (o1, &err);
+    assert_non_null (kept);
+    assert_true (ami_auth_parse_expires (ami_cert_meta (kept, AMI_AUTH_META_EXPIRES), &expires));
+    ami_cert_destroy (&kept);
+    while ((int64_t) time (NULL) < expires && zclock_mono () < deadline)
+        zclock_sleep (50);
+    assert_true ((int64_t) time (NULL) >= expires);
+    assert_int_equal (keygen_check (dir, true), KEYGEN_FAILED);      //  "run prune"
+    assert_int_equal (keygen_prune (dir, NULL), KEYGEN_OK);
+    assert_false (h_exists (dir, o1 + strlen (dir) + 1));
+    assert_false (h_exists (dir, o2 + strlen (dir) + 1));
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+    free (o1);
+    free (o2);
+
+    //  revoke: removed from every allow-list, recorded, check agrees
+    ami_cert_t *agg = h_load_pub (dir, "nodes/agg-1.cert");
+    assert_non_null (agg);
+    assert_int_equal (keygen_rotate (dir, "agg-1", 600), KEYGEN_OK);    //  an old key too
+    ami_cert_t *agg2 = h_load_pub (dir, "nodes/agg-1.cert");
+    assert_non_null (agg2);
+    assert_int_equal (keygen_revoke (dir, "agg-1", false), KEYGEN_OK);
+    assert_int_equal (h_count_files (dir, "allow/headend-1"), 1);      //  agg-2 only
+    assert_int_equal (h_count_files (dir, "allow/headend-2"), 1);
+    assert_false (h_exists (dir, "allow/headend-1/agg-1.cert"));
+    char *rp = ami_test_path (dir, KEYGEN_REVOKED_FILE);
+    FILE *f = fopen (rp, "r");
+    assert_non_null (f);
+    char text [2048];
+    size_t n = fread (text, 1, sizeof text - 1, f);
+    text [n] = '\0';
+    fclose (f);
+    free (rp);
+    assert_non_null (strstr (text, ami_cert_public_txt (agg)));         //  old key
+    assert_non_null (strstr (text, ami_cert_public_txt (agg2)));        //  current key
+    assert_non_null (strstr (text, "\tagg-1\t"));
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+    assert_int_equal (keygen_revoke (dir, "agg-1", false), KEYGEN_OK);   //  again: no-op
+    //  a revoked key put back is found by check
+    char *back = ami_test_path (dir, "allow/headend-1/agg-1.cert");
+    assert_int_equal (ami_cert_save_public (agg2, back), AMI_OK);
+    assert_int_equal (keygen_check (dir, true), KEYGEN_FAILED);
+    assert_int_equal (unlink (back), 0);
+    free (back);
+
+    //  the last SECADM is kept unless --force; the broker is only a server
+    assert_int_equal (keygen_revoke (dir, "secadm", false), KEYGEN_REFUSED);
+    assert_true (h_exists (dir, "allow/mdms/secadm.cert"));
+    assert_int_equal (keygen_operator (dir, "sec2", "SECADM", false), KEYGEN_OK);
+    assert_int_equal (keygen_revoke (dir, "secadm", false), KEYGEN_OK);
+    assert_false (h_exists (dir, "allow/mdms/secadm.cert"));
+    assert_int_equal (keygen_revoke (dir, "sec2", false), KEYGEN_REFUSED);
+    assert_int_equal (keygen_revoke (dir, "sec2", true), KEYGEN_OK);
+    assert_int_equal (keygen_revoke (dir, "broker", false), KEYGEN_FAILED);
+    assert_int_equal (keygen_revoke (dir, "../etc", false), KEYGEN_USAGE);
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+
+    ami_cert_destroy (&agg);
+    ami_cert_destroy (&agg2);
+    ami_cert_destroy (&new_op);
+    ami_cert_destroy (&listed);
+    ami_cert_destroy (&old_op);
+    ami_cert_destroy (&old_agg);
+    ami_test_rmtree (dir);
+    free (dir);
+}
+
 /*  The synthetic customers: a pure function of the meter number, always
     valid for the wire (API_CUSTOMER) and for meters.tsv, and varied. */
 static void
@@ -1293,6 +1457,7 @@ main (void)
         cmocka_unit_test (test_bad_arguments),
         cmocka_unit_test (test_check_finds_damage),
         cmocka_unit_test (test_add_operator),
+        cmocka_unit_test (test_rotate_prune_revoke),
         cmocka_unit_test (test_customer_synthetic),
         cmocka_unit_test (test_json_escape),
         cmocka_unit_test (test_json_writer),

@@ -11,7 +11,9 @@
 #include "keygen.h"
 
 #include <czmq.h>
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <ftw.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ami_auth.h"
@@ -91,6 +94,15 @@ s_path (const char *fmt, ...)
     va_end (args);
     return out;
 }
+
+static bool
+s_ends_with (const char *text, const char *suffix)
+{
+    size_t tlen = strlen (text), slen = strlen (suffix);
+    return tlen >= slen && strcmp (text + tlen - slen, suffix) == 0;
+}
+
+static zhashx_t *s_revoked_load (const char *dir);
 
 static bool
 s_exists (const char *path)
@@ -936,8 +948,53 @@ s_check_holder (report_t *r, const char *dir, holder_t *x)
     free (secret);
 }
 
+/*  Old keys kept by rotate (<id>.old-*.cert): each must carry a valid
+    "expires" still in the future, belong to a peer this server allows, and
+    not be revoked. Returns how many there are (they count as expected). */
+static size_t
+s_check_old_keys (report_t *r, const char *sdir, const topo_t *t, holders_t *h,
+                  const holder_t *server, zhashx_t *revoked)
+{
+    DIR *d = opendir (sdir);
+    size_t found = 0;
+    struct dirent *e;
+    int64_t now = (int64_t) time (NULL);
+    while (d && (e = readdir (d))) {
+        if (e->d_name [0] == '.' || !strstr (e->d_name, ".old-") || s_ends_with (e->d_name, "_secret"))
+            continue;
+        char *path = s_path ("%s/%s", sdir, e->d_name);
+        int err = 0;
+        ami_cert_t *cert = path ? ami_cert_load_public (path, &err) : NULL;
+        if (cert) {
+            found++;
+            const char *text = ami_cert_meta (cert, AMI_AUTH_META_EXPIRES);
+            int64_t expires = 0;
+            bool known = false;
+            for (int j = 0; j < h->count; j++)
+                known = known || (s_allowed (t, server->id, &h->items [j])
+                                  && strcmp (h->items [j].id, ami_cert_node_id (cert)) == 0);
+            if (!text || !ami_auth_parse_expires (text, &expires))
+                s_problem (r, "%s: an old key without a valid expires", path);
+            else
+            if (expires <= now)
+                s_problem (r, "%s: expired (Unix %" PRId64 "): run ami-keygen prune", path, expires);
+            if (!known)
+                s_problem (r, "%s: key of '%s', which this allow-list must not hold", path,
+                           ami_cert_node_id (cert));
+            if (revoked && zhashx_lookup (revoked, ami_cert_public_txt (cert)))
+                s_problem (r, "%s: a REVOKED key is still listed", path);
+        }
+        ami_cert_destroy (&cert);
+        free (path);
+    }
+    if (d)
+        closedir (d);
+    return found;
+}
+
 static void
-s_check_allow (report_t *r, const char *dir, const topo_t *t, holders_t *h, const holder_t *server)
+s_check_allow (report_t *r, const char *dir, const topo_t *t, holders_t *h, const holder_t *server,
+               zhashx_t *revoked)
 {
     char *sdir = s_path ("%s/allow/%s", dir, server->id);
     if (!sdir)
@@ -946,12 +1003,25 @@ s_check_allow (report_t *r, const char *dir, const topo_t *t, holders_t *h, cons
     int dir_err = ami_auth_check_dir (sdir, &count), err = 0;
     if (dir_err)
         s_problem (r, "%s: not a valid allow-list (%s)", sdir, ami_strerror (dir_err));
+    expected += s_check_old_keys (r, sdir, t, h, server, revoked);
     for (int j = 0; j < h->count; j++) {
         holder_t *peer = &h->items [j];
         if (!s_allowed (t, server->id, peer))
             continue;
-        expected++;
         char *path = s_path ("%s/%s.cert", sdir, peer->id);
+        if (peer->pk_ok && revoked) {
+            char z85 [AMI_CERT_KEY_TXT_LEN + 1];
+            zmq_z85_encode (z85, peer->pk, 32);
+            if (zhashx_lookup (revoked, z85)) {
+                //  revoked: must be absent (revoke removed it)
+                if (path && s_exists (path))
+                    s_problem (r, "%s: %s's key is REVOKED (%s) but still listed", path,
+                               peer->id, KEYGEN_REVOKED_FILE);
+                free (path);
+                continue;
+            }
+        }
+        expected++;
         ami_cert_t *cert = path ? ami_cert_load_public (path, &err) : NULL;
         if (!cert)
             s_problem (r, "%s: missing or invalid", path ? path : sdir);
@@ -1141,9 +1211,11 @@ keygen_check (const char *dir, bool quiet)
     }
     for (int i = 0; i < h.count; i++)
         s_check_holder (&r, dir, &h.items [i]);
+    zhashx_t *revoked = s_revoked_load (dir);
     for (int i = 0; i < h.count; i++)
         if (s_is_server (&h.items [i]))
-            s_check_allow (&r, dir, t, &h, &h.items [i]);
+            s_check_allow (&r, dir, t, &h, &h.items [i], revoked);
+    zhashx_destroy (&revoked);
     s_check_app (&r, dir, t);
 
     if (r.problems > MAX_REPORTED)
@@ -1255,5 +1327,481 @@ keygen_operator (const char *dir, const char *id, const char *role, bool force)
     free (path);
     free (allow);
     free (t);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/*  rotate, prune, revoke                                                  */
+
+/*  One certificate file of an allow-list, as read by s_allow_walk. */
+typedef struct {
+    const char *server;         /* allow-list name (DIR/allow/<server>) */
+    const char *sdir;           /* DIR/allow/<server> */
+    const char *name;           /* file name inside sdir */
+    const char *path;           /* sdir/name */
+    ami_cert_t *cert;           /* its public certificate */
+} allow_file_t;
+
+typedef int (allow_fn_t) (allow_file_t *file, void *arg);
+
+/*  Call fn for every certificate file directly in every DIR/allow/<server>
+    (the files keygen writes; hidden and "_secret" names are skipped, as
+    zauth does). Files that are not certificates are reported and skipped.
+    The walk reads each directory's listing first, so fn may rename or
+    remove the file it is given. Stops at the first non-zero return. */
+static int
+s_allow_walk (const char *dir, allow_fn_t *fn, void *arg)
+{
+    char *allow = s_path ("%s/allow", dir);
+    DIR *top = allow ? opendir (allow) : NULL;
+    if (!top) {
+        s_err ("cannot read %s: %s", allow ? allow : "allow", strerror (errno));
+        free (allow);
+        return KEYGEN_FAILED;
+    }
+    int rc = KEYGEN_OK;
+    struct dirent *server;
+    while (rc == KEYGEN_OK && (server = readdir (top))) {
+        if (server->d_name [0] == '.')
+            continue;
+        char *sdir = s_path ("%s/%s", allow, server->d_name);
+        zlist_t *names = zlist_new ();
+        DIR *d = sdir && names ? opendir (sdir) : NULL;
+        if (!d) {
+            //  not a directory (or unreadable): nothing of ours
+            zlist_destroy (&names);
+            free (sdir);
+            continue;
+        }
+        zlist_autofree (names);
+        struct dirent *e;
+        while ((e = readdir (d)))
+            if (e->d_name [0] != '.' && !s_ends_with (e->d_name, "_secret"))
+                zlist_append (names, e->d_name);
+        closedir (d);
+        zlist_sort (names, (zlist_compare_fn *) strcmp);
+        for (char *name = zlist_first (names); name && rc == KEYGEN_OK; name = zlist_next (names)) {
+            char *path = s_path ("%s/%s", sdir, name);
+            struct stat st;
+            if (!path || lstat (path, &st) != 0 || !S_ISREG (st.st_mode)) {
+                free (path);
+                continue;
+            }
+            int err = 0;
+            allow_file_t file = { server->d_name, sdir, name, path,
+                                  ami_cert_load_public (path, &err) };
+            if (!file.cert)
+                s_err ("%s is not a public certificate: skipped (it has no business "
+                       "in an allow-list)", path);
+            else
+                rc = fn (&file, arg);
+            ami_cert_destroy (&file.cert);
+            free (path);
+        }
+        zlist_destroy (&names);
+        free (sdir);
+    }
+    closedir (top);
+    free (allow);
+    return rc;
+}
+
+/* Is id a valid holder name (so it cannot escape DIR), and where is it? */
+static char *
+s_holder_cert_path (const char *dir, const char *id, bool *operator)
+{
+    if (!keygen_operator_id_valid (id))
+        return NULL;
+    char *path = s_path ("%s/nodes/%s.cert", dir, id);
+    *operator = false;
+    if (path && !s_exists (path)) {
+        free (path);
+        path = s_path ("%s/operators/%s.cert", dir, id);
+        *operator = true;
+        if (path && !s_exists (path)) {
+            free (path);
+            path = NULL;
+        }
+    }
+    return path;
+}
+
+/* Clients of a server node, for the restart advice. */
+static const char *
+s_clients_of (const char *id)
+{
+    if (strcmp (id, "broker") == 0)
+        return "mdms and every head end (they read nodes/broker.cert)";
+    if (strcmp (id, "mdms") == 0)
+        return "every head end (nodes/mdms.cert: headend/mdms-cert), every operator's "
+               "amictl (amictl/mdms-cert) and every fleet (only if app/mdms-pub changed: "
+               "it does not, rotate changes transport keys only)";
+    if (strncmp (id, "headend-", 8) == 0)
+        return "every aggregator (aggregator/headends/<name>/cert)";
+    if (strncmp (id, "agg-", 4) == 0)
+        return "the fleets of this aggregator (meter/aggregator-cert)";
+    return NULL;
+}
+
+typedef struct {
+    const char *node;
+    const char *old_key;
+    ami_cert_t *fresh;
+    int64_t expires;
+    int64_t stamp;
+    int done;
+} rotate_t;
+
+/*  One allow-list file holding the old key: keep the old key under
+    NODE.old-<stamp>.cert with expires, and the new key under the file's
+    own name. Order matters for a running zauth, which may re-read the
+    directory between any two steps: (1) rename the file to the old-name
+    (the key is in exactly one file throughout), (2) rewrite that file
+    with "expires" (temp + rename over the same name: still one file),
+    (3) write the new key under the original name. There is never a
+    moment with the old key absent or present twice. */
+static int
+s_rotate_one (allow_file_t *file, void *arg)
+{
+    rotate_t *r = (rotate_t *) arg;
+    if (strcmp (ami_cert_public_txt (file->cert), r->old_key) != 0)
+        return KEYGEN_OK;
+    if (ami_cert_meta (file->cert, AMI_AUTH_META_EXPIRES)) {
+        s_err ("%s: the current key of %s already has an expiry: not rotated", file->path,
+               r->node);
+        return KEYGEN_FAILED;
+    }
+    char *old_path = NULL;
+    for (int n = 1; n < 100 && !old_path; n++) {
+        old_path = n == 1 ? s_path ("%s/%s.old-%" PRId64 ".cert", file->sdir, r->node, r->stamp)
+                          : s_path ("%s/%s.old-%" PRId64 "-%d.cert", file->sdir, r->node,
+                                    r->stamp, n);
+        if (old_path && s_exists (old_path)) {
+            free (old_path);
+            old_path = NULL;
+        }
+    }
+    if (!old_path)
+        return KEYGEN_FAILED;
+    char when [24];
+    snprintf (when, sizeof when, "%" PRId64, r->expires);
+    int err = AMI_OK;
+    if (rename (file->path, old_path) != 0) {
+        s_err ("cannot rename %s to %s: %s", file->path, old_path, strerror (errno));
+        err = AMI_E_IO;
+    }
+    if (!err)
+        err = ami_cert_set_meta (file->cert, AMI_AUTH_META_EXPIRES, when);
+    if (!err)
+        err = ami_cert_save_public (file->cert, old_path);
+    if (!err)
+        err = ami_cert_save_public (r->fresh, file->path);
+    if (err) {
+        s_err ("rotating %s in %s failed (%s): check that directory by hand",
+               r->node, file->sdir, ami_strerror (err));
+        free (old_path);
+        return KEYGEN_FAILED;
+    }
+    size_t count = 0;
+    if (ami_auth_check_dir (file->sdir, &count) != AMI_OK) {
+        s_err ("%s is not a valid allow-list after rotating %s", file->sdir, r->node);
+        free (old_path);
+        return KEYGEN_FAILED;
+    }
+    printf ("ami-keygen: rotate: %s: new key in %s, old key kept as %s until %s (Unix %" PRId64 ")\n",
+            r->node, file->path, old_path, when, r->expires);
+    r->done++;
+    free (old_path);
+    return KEYGEN_OK;
+}
+
+int
+keygen_rotate (const char *dir, const char *node, int64_t window)
+{
+    if (window < 1 || window > KEYGEN_MAX_WINDOW) {
+        s_err ("--window must be 1..%d seconds", KEYGEN_MAX_WINDOW);
+        return KEYGEN_USAGE;
+    }
+    bool operator = false;
+    char *path = s_holder_cert_path (dir, node, &operator);
+    if (!path) {
+        s_err ("%s: no node or operator '%s' (DIR/nodes/%s.cert, DIR/operators/%s.cert)",
+               dir, node, node, node);
+        return KEYGEN_USAGE;
+    }
+    if (sodium_init () < 0) {
+        free (path);
+        return KEYGEN_FAILED;
+    }
+    int err = 0;
+    ami_cert_t *old = ami_cert_load (path, &err);
+    ami_cert_t *fresh = NULL;
+    if (old) {
+        fresh = ami_cert_new (ami_cert_role (old), ami_cert_node_id (old), &err);
+        const char *ami_role = ami_cert_meta (old, META_AMI_ROLE);
+        if (fresh && ami_role)
+            err = ami_cert_set_meta (fresh, META_AMI_ROLE, ami_role);
+    }
+    if (!old || !fresh || err) {
+        s_err ("cannot rotate %s (%s)", node, ami_strerror (err));
+        ami_cert_destroy (&old);
+        ami_cert_destroy (&fresh);
+        free (path);
+        return KEYGEN_FAILED;
+    }
+    int64_t now = (int64_t) time (NULL);
+    rotate_t r = { node, ami_cert_public_txt (old), fresh, now + window, now, 0 };
+    //  1. allow-lists: old and new both accepted during the window
+    int rc = s_allow_walk (dir, s_rotate_one, &r);
+    //  2. the node's own files, last: whenever it restarts from now on,
+    //     every server already accepts its new key
+    if (rc == KEYGEN_OK && ami_cert_save (fresh, path) != AMI_OK)
+        rc = KEYGEN_FAILED;
+    if (rc == KEYGEN_OK) {
+        printf ("ami-keygen: rotate: %s: new keypair in %s(_secret); %d allow-list(s) updated, "
+                "the old key is accepted until Unix %" PRId64 " (%" PRId64 " s)\n",
+                node, path, r.done, r.expires, window);
+        if (operator)
+            printf ("ami-keygen: rotate: %s: hand the new %s(_secret) to the operator; the "
+                    "old one works until the window ends\n", node, path);
+        else
+            printf ("ami-keygen: rotate: %s: restart it (supervisorctl restart <program>) "
+                    "within the window so it uses the new key\n", node);
+        const char *clients = operator ? NULL : s_clients_of (node);
+        if (clients)
+            printf ("ami-keygen: rotate: %s is a SERVER: a CURVE server has one key, so "
+                    "after restarting it restart its clients too: %s. Between the two "
+                    "restarts they cannot connect to it.\n", node, clients);
+        printf ("ami-keygen: rotate: end the window early with: ami-keygen rotate %s %s "
+                "--finish; expired keys are removed by: ami-keygen prune %s\n", dir, node, dir);
+    }
+    else
+        s_err ("rotating %s failed: the node keeps its old key (%s unchanged)", node, path);
+    ami_cert_destroy (&old);
+    ami_cert_destroy (&fresh);
+    free (path);
+    return rc;
+}
+
+typedef struct {
+    const char *node;           /* finish: this node's expiring certs; NULL: expired only */
+    int64_t now;
+    int removed;
+} prune_t;
+
+static int
+s_prune_one (allow_file_t *file, void *arg)
+{
+    prune_t *p = (prune_t *) arg;
+    const char *text = ami_cert_meta (file->cert, AMI_AUTH_META_EXPIRES);
+    if (!text)
+        return KEYGEN_OK;
+    int64_t expires = 0;
+    bool valid = ami_auth_parse_expires (text, &expires);
+    bool go = p->node ? strcmp (ami_cert_node_id (file->cert), p->node) == 0
+                      : (!valid || expires <= p->now);
+    if (!go)
+        return KEYGEN_OK;
+    if (unlink (file->path) != 0) {
+        s_err ("cannot remove %s: %s", file->path, strerror (errno));
+        return KEYGEN_FAILED;
+    }
+    printf ("ami-keygen: prune: removed %s (%s, expires %s)\n", file->path,
+            ami_cert_node_id (file->cert), text);
+    p->removed++;
+    return KEYGEN_OK;
+}
+
+int
+keygen_prune (const char *dir, const char *node)
+{
+    if (node && !keygen_operator_id_valid (node)) {
+        s_err ("'%s' is not a node or operator id", node);
+        return KEYGEN_USAGE;
+    }
+    prune_t p = { node, (int64_t) time (NULL), 0 };
+    int rc = s_allow_walk (dir, s_prune_one, &p);
+    if (rc == KEYGEN_OK)
+        printf ("ami-keygen: %s: removed %d %s certificate(s)\n",
+                node ? "rotate --finish" : "prune", p.removed,
+                node ? "old" : "expired");
+    return rc;
+}
+
+/*  DIR/revoked.txt: "# comment" lines, then one line per revoked key:
+    unix-seconds TAB node-id TAB z85-key. Returns key -> node-id. */
+static zhashx_t *
+s_revoked_load (const char *dir)
+{
+    zhashx_t *keys = zhashx_new ();
+    char *path = s_path ("%s/%s", dir, KEYGEN_REVOKED_FILE);
+    FILE *file = path ? fopen (path, "r") : NULL;
+    free (path);
+    if (!keys || !file) {
+        if (file)
+            fclose (file);
+        return keys;
+    }
+    zhashx_set_destructor (keys, (zhashx_destructor_fn *) zstr_free);
+    zhashx_set_duplicator (keys, (zhashx_duplicator_fn *) strdup);
+    char line [256];
+    while (fgets (line, sizeof line, file)) {
+        if (line [0] == '#')
+            continue;
+        char *save = NULL;
+        strtok_r (line, "\t\n", &save);
+        char *id = strtok_r (NULL, "\t\n", &save);
+        char *key = strtok_r (NULL, "\t\n", &save);
+        if (id && key && strlen (key) == AMI_CERT_KEY_TXT_LEN)
+            zhashx_update (keys, key, id);
+    }
+    fclose (file);
+    return keys;
+}
+
+/* Append lines to revoked.txt (rewritten atomically). */
+static int
+s_revoked_append (const char *dir, const char *lines)
+{
+    char *path = s_path ("%s/%s", dir, KEYGEN_REVOKED_FILE), *tmp = NULL;
+    if (!path)
+        return KEYGEN_FAILED;
+    FILE *in = fopen (path, "r");
+    FILE *out = s_atomic_open (path, &tmp);
+    if (!out) {
+        if (in)
+            fclose (in);
+        free (path);
+        return KEYGEN_FAILED;
+    }
+    if (in) {
+        char buffer [4096];
+        size_t n;
+        while ((n = fread (buffer, 1, sizeof buffer, in)) > 0)
+            fwrite (buffer, 1, n, out);
+        fclose (in);
+    }
+    else
+        fputs ("#   ami-keygen revoke: keys removed from every allow-list, never to be\n"
+               "#   re-admitted. unix-seconds TAB node-id TAB public key (Z85)\n", out);
+    fputs (lines, out);
+    int rc = s_atomic_commit (out, tmp, path, 0644) ? KEYGEN_FAILED : KEYGEN_OK;
+    free (path);
+    return rc;
+}
+
+typedef struct {
+    const char *node;
+    const char *key;            /* the holder's current key, or NULL */
+    zhashx_t *removed;          /* key -> "" */
+    int files;
+} revoke_t;
+
+static int
+s_revoke_one (allow_file_t *file, void *arg)
+{
+    revoke_t *r = (revoke_t *) arg;
+    const char *key = ami_cert_public_txt (file->cert);
+    if (strcmp (ami_cert_node_id (file->cert), r->node) != 0
+    &&  !(r->key && strcmp (key, r->key) == 0))
+        return KEYGEN_OK;
+    if (unlink (file->path) != 0) {
+        s_err ("cannot remove %s: %s", file->path, strerror (errno));
+        return KEYGEN_FAILED;
+    }
+    printf ("ami-keygen: revoke: %s: removed %s from the allow-list of %s\n",
+            r->node, file->path, file->server);
+    zhashx_update (r->removed, key, (void *) "");
+    r->files++;
+    size_t count = 1;
+    if (ami_auth_check_dir (file->sdir, &count) == AMI_OK && count == 0)
+        printf ("ami-keygen: revoke: warning: %s is now empty: %s refuses every client "
+                "and will not start again until a key is added\n", file->sdir, file->server);
+    return KEYGEN_OK;
+}
+
+int
+keygen_revoke (const char *dir, const char *node, bool force)
+{
+    if (!keygen_operator_id_valid (node)) {
+        s_err ("'%s' is not a node or operator id", node);
+        return KEYGEN_USAGE;
+    }
+    bool operator = false;
+    char *path = s_holder_cert_path (dir, node, &operator);
+    int err = 0;
+    ami_cert_t *cert = path ? ami_cert_load_public (path, &err) : NULL;
+    zhashx_t *revoked = s_revoked_load (dir);
+    if (!revoked) {
+        ami_cert_destroy (&cert);
+        free (path);
+        return KEYGEN_FAILED;
+    }
+    int rc = KEYGEN_OK;
+    //  Decision: never revoke the last SECADM without --force. The security
+    //  administrator is the role that manages the others; a deployment
+    //  without one has lost its security administration (recoverable with
+    //  `ami-keygen operator`, but that should be deliberate).
+    const char *ami_role = cert ? ami_cert_meta (cert, META_AMI_ROLE) : NULL;
+    if (operator && ami_role && strcmp (ami_role, "SECADM") == 0 && !force) {
+        topo_t *t = calloc (1, sizeof *t);
+        int others = 0;
+        if (t && s_topo_read (dir, t) == KEYGEN_OK)
+            for (int i = 0; i < t->op_count; i++) {
+                if (strcmp (t->ops [i].id, node) == 0 || strcmp (t->ops [i].role, "SECADM") != 0)
+                    continue;
+                char *p = s_path ("%s/operators/%s.cert", dir, t->ops [i].id);
+                ami_cert_t *c = p ? ami_cert_load_public (p, &err) : NULL;
+                if (c && !zhashx_lookup (revoked, ami_cert_public_txt (c)))
+                    others++;
+                ami_cert_destroy (&c);
+                free (p);
+            }
+        free (t);
+        if (others == 0) {
+            s_err ("revoke: %s is the last SECADM operator: add another first "
+                   "(ami-keygen operator %s ID SECADM) or use --force", node, dir);
+            rc = KEYGEN_REFUSED;
+        }
+    }
+    revoke_t r = { node, cert ? ami_cert_public_txt (cert) : NULL, zhashx_new (), 0 };
+    if (rc == KEYGEN_OK && !r.removed)
+        rc = KEYGEN_FAILED;
+    if (rc == KEYGEN_OK)
+        rc = s_allow_walk (dir, s_revoke_one, &r);
+    if (rc == KEYGEN_OK && r.files == 0) {
+        if (r.key && zhashx_lookup (revoked, r.key))
+            printf ("ami-keygen: revoke: %s is already revoked\n", node);
+        else {
+            s_err ("revoke: no allow-list holds a key of %s%s", node,
+                   path ? " (a node that is only a server, like the broker, is trusted by "
+                          "its clients' config: rotate its key instead)" : "");
+            rc = KEYGEN_FAILED;
+        }
+    }
+    if (rc == KEYGEN_OK && r.files > 0) {
+        //  Record every key removed (its current key and old rotated ones)
+        zchunk_t *lines = zchunk_new (NULL, 0);
+        int64_t now = (int64_t) time (NULL);
+        for (void *item = zhashx_first (r.removed); item && lines; item = zhashx_next (r.removed)) {
+            char line [128];
+            snprintf (line, sizeof line, "%" PRId64 "\t%s\t%s\n", now, node,
+                      (const char *) zhashx_cursor (r.removed));
+            zchunk_extend (lines, line, strlen (line));
+        }
+        if (lines)
+            zchunk_extend (lines, "", 1);
+        rc = lines ? s_revoked_append (dir, (const char *) zchunk_data (lines)) : KEYGEN_FAILED;
+        zchunk_destroy (&lines);
+        if (rc == KEYGEN_OK)
+            printf ("ami-keygen: revoke: %s: %d file(s) removed, %zu key(s) recorded in %s/%s; "
+                    "running servers refuse it at its next connection and drop what its "
+                    "live sessions send within %d ms\n", node, r.files, zhashx_size (r.removed),
+                    dir, KEYGEN_REVOKED_FILE, AMI_AUTH_REFRESH_MS);
+    }
+    zhashx_destroy (&r.removed);
+    zhashx_destroy (&revoked);
+    ami_cert_destroy (&cert);
+    free (path);
     return rc;
 }

@@ -19,6 +19,11 @@
                                            agg-N     <- its fleets
                                            mdms      <- every head end, every
                                                         operator
+        DIR/allow/<server>/<peer>.old-<unix>[-N].cert  an old key kept by
+                                         rotate during its window (metadata
+                                         expires); removed by prune /
+                                         rotate --finish
+        DIR/revoked.txt                  keys revoked (keygen_revoke)
         DIR/app/mdms-sign.cert(+_secret) MDMS Ed25519 command-signing key
         DIR/app/mdms-box.cert(+_secret)  MDMS X25519 reading-sealing key
         DIR/app/mdms-pub/mdms-{sign,box}.cert  their public halves only: the
@@ -74,6 +79,16 @@
 #define KEYGEN_USAGE         2   /* bad command line or argument */
 #define KEYGEN_EXISTS        3   /* init: DIR/nodes exists; operator: it exists (use --force) */
 #define KEYGEN_ABSENT        4   /* check/operator: DIR is not provisioned at all */
+#define KEYGEN_REFUSED       5   /* revoke: the last SECADM operator (use --force) */
+
+/* rotate: how long the old key stays accepted [1 hour: time to restart a
+   node or hand an operator the new file]; at most a week, so a typo does
+   not leave an old key valid for years. */
+#define KEYGEN_DEFAULT_WINDOW    3600
+#define KEYGEN_MAX_WINDOW        (7 * 24 * 3600)
+
+/* Revocation record under DIR (see keygen_revoke). */
+#define KEYGEN_REVOKED_FILE      "revoked.txt"
 
 /* Bounds on the topology: generous for load tests, small enough that a
    typo (an extra zero) is refused instead of filling the disk. Meter
@@ -138,6 +153,57 @@ int
     KEYGEN_FAILED. */
 int
     keygen_operator (const char *dir, const char *id, const char *role, bool force);
+
+/*  Rotate the CURVE transport key of node or operator `id` without
+    stopping anything (SEC-KEY-2). A new keypair with the same role,
+    node-id (and ami-role) is generated; in every DIR/allow/<server>/ that
+    holds the old public key, the file holding it is renamed to
+    <id>.old-<unix-now>.cert and given metadata expires = now + window, and
+    the new public key is written under the original name. Then the new
+    secret+public pair replaces DIR/nodes/<id>.cert(+_secret) (or
+    operators/): the node uses it from its next restart (supervisorctl
+    restart ami-<program>), and until the window ends both keys are
+    accepted; ami_auth_peer_allowed refuses the old one per frame from
+    "expires" on, and `prune` (or keygen_prune with the id, `rotate
+    --finish`) removes the file so zauth refuses its handshakes too. No
+    allow-list ever holds the same key twice or lacks the old key while
+    rotating (a running zauth may re-read at any moment).
+
+    A SERVER (mdms, broker, headend-N, agg-N) has ONE CURVE key: its
+    clients trust exactly the key in DIR/nodes/<server>.cert, read at their
+    start. So after rotating a server's key, restart the server, then its
+    clients; in between, they cannot connect (the allow-lists' window only
+    covers the server's own role as a client, e.g. an aggregator towards
+    its head ends). Only transport keys rotate: application keys
+    (app/mdms-*, app/fleet-N) are not touched.
+
+    Returns KEYGEN_OK, KEYGEN_USAGE (no such node/operator, window outside
+    1..KEYGEN_MAX_WINDOW) or KEYGEN_FAILED. */
+int
+    keygen_rotate (const char *dir, const char *id, int64_t window);
+
+/*  Remove from every allow-list the certificates whose "expires" has
+    passed (id NULL; `ami-keygen prune DIR`), or every certificate of
+    node-id `id` that carries an "expires" (its old keys, whatever the
+    time: `ami-keygen rotate DIR ID --finish`). Prints each file removed.
+    Returns KEYGEN_OK, KEYGEN_USAGE or KEYGEN_FAILED. */
+int
+    keygen_prune (const char *dir, const char *id);
+
+/*  Revoke node or operator `id` (SEC-KEY-3): remove every certificate of
+    node-id `id`, or with its current key, from every allow-list (printed),
+    and append each removed key to DIR/revoked.txt ("unix TAB id TAB
+    key"). A running server's zauth refuses the key from its next
+    handshake; ami_auth_peer_allowed drops what its live sessions send
+    within AMI_AUTH_REFRESH_MS. The key files under nodes/ or operators/
+    stay (evidence); `check` expects a revoked key in no allow-list;
+    `operator ID ROLE --force` gives an operator a new key. Refuses
+    (KEYGEN_REFUSED) to revoke the last SECADM operator unless force.
+    Revoking again is a no-op (KEYGEN_OK). A node no allow-list holds (the
+    broker: only a server) cannot be revoked: rotate it (KEYGEN_FAILED).
+    Returns KEYGEN_OK, KEYGEN_USAGE, KEYGEN_REFUSED or KEYGEN_FAILED. */
+int
+    keygen_revoke (const char *dir, const char *id, bool force);
 
 /*  The synthetic customer of meter number `number`: name "First Last"
     (UTF-8, <= AMI_MAX_CUSTOMER_NAME bytes), service address "Street N,

@@ -17,6 +17,9 @@ s_usage (FILE *out)
 "                           [--meters-per-fleet N] [--operators LIST] [--force]\n"
 "       ami-keygen check DIR [-q]\n"
 "       ami-keygen operator DIR ID ROLE [--force]\n"
+"       ami-keygen rotate DIR ID [--window SECONDS] | rotate DIR ID --finish\n"
+"       ami-keygen prune DIR\n"
+"       ami-keygen revoke DIR ID [--force]\n"
 "       ami-keygen --help\n"
 "\n"
 "Provision the keys of an ami-bus deployment into DIR (never into the\n"
@@ -57,6 +60,21 @@ s_usage (FILE *out)
 "  operator  add operator ID with ROLE and install its public certificate\n"
 "            into DIR/allow/mdms (a running MDMS admits it at its next\n"
 "            handshake). --force replaces an existing operator's key.\n"
+"  rotate    give node or operator ID a new transport keypair without stopping\n"
+"            anything: every allow-list holding its key gets the new key and\n"
+"            keeps the old one as ID.old-<time>.cert with metadata expires =\n"
+"            now + window (--window SECONDS, default %d, at most %d); then\n"
+"            DIR/nodes|operators/ID.cert(+_secret) is replaced. Restart the\n"
+"            node within the window (supervisorctl restart ...). A server\n"
+"            (mdms, broker, headend-N, agg-N) has ONE key: restart it, then\n"
+"            its clients. --finish: remove ID's old keys now.\n"
+"  prune     remove every certificate whose expires has passed from every\n"
+"            allow-list (zauth does not know expires: run it after each\n"
+"            window, e.g. from a timer).\n"
+"  revoke    remove every key of ID from every allow-list and record them in\n"
+"            DIR/revoked.txt: refused from its next connection on, its live\n"
+"            sessions' frames dropped within 250 ms. Refuses the last SECADM\n"
+"            operator unless --force.\n"
 "\n"
 "  -v, --verbose            debug logging\n"
 "\n"
@@ -65,9 +83,11 @@ s_usage (FILE *out)
 "  1  failure (I/O, crypto); check: DIR is invalid or incomplete\n"
 "  2  usage error\n"
 "  3  init: DIR/nodes exists / operator: ID exists (use --force)\n"
-"  4  check, operator: DIR is not provisioned at all (run init)\n",
+"  4  check, operator: DIR is not provisioned at all (run init)\n"
+"  5  revoke: ID is the last SECADM operator (use --force)\n",
              KEYGEN_MAX_HEADENDS, KEYGEN_MAX_AGGREGATORS, KEYGEN_MAX_FLEETS,
-             KEYGEN_MAX_METERS_PER, KEYGEN_DEFAULT_OPERATORS);
+             KEYGEN_MAX_METERS_PER, KEYGEN_DEFAULT_OPERATORS,
+             KEYGEN_DEFAULT_WINDOW, KEYGEN_MAX_WINDOW);
 }
 
 static int
@@ -101,7 +121,8 @@ main (int argc, char **argv)
 {
     const char *positional [4] = { 0 };
     int npos = 0;
-    bool force = false, quiet = false, verbose = false;
+    bool force = false, quiet = false, verbose = false, finish = false;
+    long window = KEYGEN_DEFAULT_WINDOW;
     keygen_topology_t topo;
     keygen_topology_default (&topo);
 
@@ -114,6 +135,17 @@ main (int argc, char **argv)
         else
         if (strcmp (arg, "--force") == 0)
             force = true;
+        else
+        if (strcmp (arg, "--finish") == 0)
+            finish = true;
+        else
+        if (strcmp (arg, "--window") == 0) {
+            if (i + 1 >= argc)
+                return s_usage_error ("%s needs a value", arg);
+            if (s_number (argv [++i], KEYGEN_MAX_WINDOW, &window) || window < 1)
+                return s_usage_error ("--window: not a number of seconds in 1..604800: %s",
+                                      argv [i]);
+        }
         else
         if (strcmp (arg, "-q") == 0 || strcmp (arg, "--quiet") == 0)
             quiet = true;
@@ -185,6 +217,22 @@ main (int argc, char **argv)
             return s_usage_error ("operator id '%s' is not valid ([A-Za-z0-9][A-Za-z0-9._-], "
                                   "at most 32 characters)", positional [2]);
         return keygen_operator (positional [1], positional [2], positional [3], force);
+    }
+    if (strcmp (command, "rotate") == 0) {
+        if (npos != 3)
+            return s_usage_error ("%s: expects DIR ID", command);
+        return finish ? keygen_prune (positional [1], positional [2])
+                      : keygen_rotate (positional [1], positional [2], window);
+    }
+    if (strcmp (command, "prune") == 0) {
+        if (npos != 2)
+            return s_usage_error ("%s: expects exactly one DIR", command);
+        return keygen_prune (positional [1], NULL);
+    }
+    if (strcmp (command, "revoke") == 0) {
+        if (npos != 3)
+            return s_usage_error ("%s: expects DIR ID", command);
+        return keygen_revoke (positional [1], positional [2], force);
     }
     return s_usage_error ("unknown command '%s'", command);
 }
