@@ -301,6 +301,11 @@ s_build_view (zfile_t **files, size_t *with_expiry)
     return view;
 }
 
+//  On a miss, the view is re-scanned if it is older than this: fresh enough
+//  that a peer flooding frames from a refused key costs at most 100 scans a
+//  second, short enough that a just-added key is never refused for long.
+#define S_MISS_RESCAN_MS 10
+
 //  Re-scan if the view is older than AMI_AUTH_REFRESH_MS (or force), and
 //  rebuild it if the directory changed. Caller holds s_lock.
 static void
@@ -354,6 +359,14 @@ s_key_allowed_locked (ami_auth_t *self, const char *key)
     s_refresh_locked (self, false);
     const int64_t *expires = self->allowed
                            ? (const int64_t *) zhashx_lookup (self->allowed, key) : NULL;
+    if (!expires && zclock_mono () - self->checked_ms >= S_MISS_RESCAN_MS) {
+        //  A key zauth just admitted but our view lacks: the directory
+        //  changed inside the refresh interval (a key added or rotated).
+        //  Look again now rather than drop the new peer's first frames.
+        self->checked_ms = 0;
+        s_refresh_locked (self, false);
+        expires = self->allowed ? (const int64_t *) zhashx_lookup (self->allowed, key) : NULL;
+    }
     return expires && (*expires == 0 || (int64_t) time (NULL) < *expires);
 }
 

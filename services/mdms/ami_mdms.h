@@ -175,16 +175,33 @@
 
     On-demand read (FUN-READ-1/2; Lazy Pirate, zguide chapter 4, over a
     DEALER so that many reads are in flight at once). The READ_REQ is
-    (meter_id, request_id = the operator's corr, counter, issued_ms = now,
-    expires_ms = the read's deadline), encoded with a zero signature and
+    (meter_id, request_id, counter, issued_ms = now, expires_ms = the
+    read's deadline), encoded with a zero signature and
     signed in place with the MDMS signing key (ami_e2e_sign), sent as an
-    MDP request to service "agg.<aggregator of the meter>". Counter: one
+    MDP request to service "agg.<aggregator of the meter>". request_id is
+    NOT the operator's corr (SEC-INT-3: a client reusing a corr would let a
+    relay replay an old signed answer) but 16 fresh random bytes per read
+    (randombytes_buf), kept across that read's retries; the MDMS maps
+    request_id -> pending read -> corr, the operator's replies carry its
+    corr, logs show both (corr=, req=), audit entries the corr. Two reads
+    with the same corr in flight at once: the second is refused
+    AMI_E_BAD_REQUEST. Counter: one
     MDMS-wide strictly increasing counter, persisted in blocks (see
     ami_mdms_db.h). Each try waits timeout / (retries + 1); when a try times
     out the MDMS asks the broker "mmi.service" for the aggregator's
     service: 404 ends the read with AMI_E_NO_ROUTE, 200 resends it (same
     request_id, NEW counter, issued_ms and signature) while tries remain;
-    the deadline ends it with AMI_E_TIMEOUT. Every heartbeat the MDMS also
+    the deadline ends it with AMI_E_TIMEOUT. A meter-signed READ_RESP with
+    status AMI_E_REPLAY (two reads of one meter reached it out of counter
+    order) is resent with a new counter while tries remain, within the
+    deadline. An ERROR from a relay (head end, aggregator, fleet) is
+    unauthenticated: it ends the current try only, like a timed-out one
+    (MMI question, then resend through whichever head end the broker
+    picks); codes other than AMI_E_NO_ROUTE are taken as
+    AMI_E_UNREACHABLE. The same relay error on 2 consecutive tries ends the
+    read with it (so an aggregator without the meter's fleet fails in two
+    round trips); a deadline with no meter answer reports the last relay
+    error instead of AMI_E_TIMEOUT. Every heartbeat the MDMS also
     polls mmi.service for every aggregator of the registry; that route
     table answers NO_ROUTE at once for an aggregator with no worker (so a
     head end that registered within the last heartbeat may still be
@@ -199,10 +216,15 @@
     security, NOT stored, the read keeps waiting and retrying); status 0
     (else the read fails with that code: the meter's refusal is signed);
     the sealed READING opens with the MDMS box key and decodes; its
-    meter_id and request_id equal the read's (SEC-INT-3). (Failures of the
-    last two are dropped like a bad signature.) Then it is stored durably
+    meter_id and request_id equal the read's, and its read_ms lies within
+    [first try's issued_ms - AMI_E2E_SKEW_MS, expires_ms] (SEC-INT-3; a
+    READ_RESP does not say which try it answers). (Failures of the last
+    three are dropped like a bad signature.) Then it is stored durably
     (reading + the whole signed READ_RESP frame as proof of origin,
-    SEC-NR-1) BEFORE the operator gets API_READINGS.
+    SEC-NR-1) BEFORE the operator gets API_READINGS: group commit, the
+    readings verified while one wake-up drains up to 64 broker messages
+    are stored with their audit entries in ONE LMDB transaction, committed
+    once, and only then answered.
 
     Pipe commands (zstr strings):
         "$TERM"     stop (reads in flight are answered ERROR AMI_E_BUSY

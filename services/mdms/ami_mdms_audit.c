@@ -37,7 +37,8 @@ struct _ami_mdms_audit_t {
     uint64_t last_time;
     uint8_t last_hash [AMI_HASH_SIZE];
     bool tail_ok;
-    //  An entry staged in a caller's batch, waiting for settle
+    //  Entries staged in a caller's batch, waiting for settle: the tip
+    //  of the chain as it will be once that batch commits
     bool staged;
     uint64_t staged_seq;
     uint64_t staged_time;
@@ -397,16 +398,20 @@ static int
 s_build (ami_mdms_audit_t *self, const ami_audit_row_t *entry, ami_audit_row_t *out,
          uint8_t key [8], uint8_t *value, size_t *vlen)
 {
+    //  Chain onto the staged tip when entries are staged, else the tail
+    uint64_t tip_seq = self->staged ? self->staged_seq : self->last_seq;
+    uint64_t tip_time = self->staged ? self->staged_time : self->last_time;
+    const uint8_t *tip_hash = self->staged ? self->staged_hash : self->last_hash;
     *out = *entry;
-    out->seq = self->last_seq + 1;
+    out->seq = tip_seq + 1;
     uint64_t now = (uint64_t) zclock_time ();
-    out->time_ms = now > self->last_time ? now : self->last_time;
+    out->time_ms = now > tip_time ? now : tip_time;
     size_t elen = ami_mdms_audit_encode (out, value);
     if (!elen) {
         ami_log_error ("audit log: entry with an invalid operator, role or meter id refused");
         return AMI_E_RANGE;
     }
-    s_chain (self, self->last_hash, value, elen, out->hash);
+    s_chain (self, tip_hash, value, elen, out->hash);
     memcpy (value + elen, out->hash, AMI_HASH_SIZE);
     *vlen = elen + AMI_HASH_SIZE;
     s_put_be64 (key, out->seq);
@@ -418,7 +423,6 @@ ami_mdms_audit_stage (ami_mdms_audit_t *self, ami_store_batch_t *batch,
                       const ami_audit_row_t *entry, ami_audit_row_t *out)
 {
     assert (self && batch && entry);
-    assert (!self->staged);
     ami_audit_row_t built;
     uint8_t key [8], value [AMI_MDMS_AUDIT_VALUE_MAX];
     size_t vlen = 0;
@@ -445,7 +449,9 @@ ami_mdms_audit_stage (ami_mdms_audit_t *self, ami_store_batch_t *batch,
 void
 ami_mdms_audit_settle (ami_mdms_audit_t *self, bool committed)
 {
-    assert (self && self->staged);
+    assert (self);
+    if (!self->staged)
+        return;                         //  nothing was staged
     self->staged = false;
     if (committed) {
         self->last_seq = self->staged_seq;
@@ -459,6 +465,7 @@ ami_mdms_audit_append (ami_mdms_audit_t *self, const ami_audit_row_t *entry,
                        ami_audit_row_t *out)
 {
     assert (self && entry);
+    assert (!self->staged);             //  settle the caller's batch first
     int rc = AMI_OK;
     ami_store_batch_t *batch = ami_store_batch_begin (self->store, &rc);
     if (!batch)

@@ -63,9 +63,9 @@
 
     Durability. ami_mdms_audit_append writes the entry in its own durable
     transaction (one fsync). ami_mdms_audit_stage adds it to a caller's
-    batch instead (the MDMS stores a reading and its read's audit entry in
-    one transaction); ami_mdms_audit_settle then tells whether that batch
-    committed. The in-memory tail advances only on a committed entry.
+    batch instead (the MDMS stores readings and their reads' audit entries
+    in one group-commit transaction); ami_mdms_audit_settle then tells
+    whether that batch committed. The in-memory tail advances only on a committed entry.
 
     Threads: none; one thread (the MDMS actor) uses an audit log.
     Errors: ami_err_t codes; storage failures are logged (by ami_store).
@@ -122,16 +122,19 @@ int
                            ami_audit_row_t *out);
 
 /*  Add the next entry to batch (opened on the same store), as append
-    does, without committing; then call ami_mdms_audit_settle with the
-    outcome of ami_store_batch_commit before staging or appending again
-    (asserted). Returns AMI_OK or the batch put's error (then settle is not
-    needed: nothing is staged). */
+    does, without committing. Several entries may be staged in the same
+    batch (they chain onto each other: the MDMS's group commit); then call
+    ami_mdms_audit_settle once with the outcome of ami_store_batch_commit
+    (or false after ami_store_batch_abort) before appending (asserted) or
+    staging into another batch. Returns AMI_OK or the batch put's error
+    (this entry is not staged; earlier ones in the batch still are). */
 int
     ami_mdms_audit_stage (ami_mdms_audit_t *self, ami_store_batch_t *batch,
                           const ami_audit_row_t *entry, ami_audit_row_t *out);
 
-/*  The batch holding the staged entry committed (true: the tail advances)
-    or not (false: the entry is forgotten, its seq is used by the next). */
+/*  The batch holding the staged entries committed (true: the tail
+    advances to the last of them) or not (false: they are forgotten, their
+    seqs are used by the next). Nothing staged: no effect. */
 void
     ami_mdms_audit_settle (ami_mdms_audit_t *self, bool committed);
 

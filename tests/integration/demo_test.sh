@@ -181,7 +181,8 @@ assert m["Meter"]["mRID"] == "MTR-000150", m["Meter"]
 assert len(m["Readings"]) == 19, "%d readings" % len(m["Readings"])
 corr = mr["correlationId"]
 assert len(corr) == 32 and int(corr, 16) >= 0, corr
-assert m["correlationId"] == corr, "reading bound to another request"
+req = m["requestId"]
+assert len(req) == 32 and int(req, 16) >= 0 and req != corr, "request id %s: fresh per read, not the operator corr" % req
 for r in m["Readings"]:
     t = r["ReadingType"]
     assert t["obis"].count(".") == 5 and isinstance(r["value"], int), r

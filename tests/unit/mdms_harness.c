@@ -223,6 +223,7 @@ mh_worker_modes (mh_worker_t *w, int count, ...)
 void
 mh_worker_stop (mh_worker_t *w)
 {
+    zframe_destroy (&w->held_client);
     zsock_destroy (&w->sock);
     ami_msg_destroy (&w->msg);
 }
@@ -253,11 +254,11 @@ s_meter_answer (mh_worker_t *w, const ami_read_req_t *req, mh_wmode_t mode, uint
     uint32_t index = s_meter_index (req->meter_id);
     uint8_t pk [AMI_E2E_SIGN_PK_SIZE], sk [AMI_E2E_SIGN_SK_SIZE];
     ami_e2e_meter_keypair (mh.fleet_seed, index, pk, sk);
-    if (mode == W_UNREACHABLE) {
+    if (mode == W_UNREACHABLE || mode == W_RELAY_REPLAY) {
         ami_msg_reset (m, AMI_MSG_ERROR);
         m->error.has_request_id = true;
         memcpy (m->error.request_id, req->request_id, AMI_REQUEST_ID_SIZE);
-        m->error.code = AMI_E_UNREACHABLE;
+        m->error.code = mode == W_UNREACHABLE ? AMI_E_UNREACHABLE : AMI_E_REPLAY;
         strcpy (m->error.origin, "AGG-T");
         strcpy (m->error.text, "meter did not answer");
         return mh_encode (m, out, cap);
@@ -272,7 +273,10 @@ s_meter_answer (mh_worker_t *w, const ami_read_req_t *req, mh_wmode_t mode, uint
         ami_meter_model_t model;
         ami_meter_model_init (&model, index, 42, (int64_t) (req->issued_ms / 1000) - 3600);
         ami_msg_reset (m, AMI_MSG_READING);
-        ami_meter_model_sample (&model, req->meter_id, (uint64_t) zclock_time (), &m->reading);
+        //  W_STALE: a reading taken long before the command was issued
+        uint64_t read_at = mode == W_STALE ? req->issued_ms - 2 * AMI_E2E_SKEW_MS
+                                           : (uint64_t) zclock_time ();
+        ami_meter_model_sample (&model, req->meter_id, read_at, &m->reading);
         memcpy (m->reading.request_id, req->request_id, AMI_REQUEST_ID_SIZE);
         if (mode == W_WRONG_INNER_ID)
             m->reading.request_id [0] ^= 0xff;
@@ -282,7 +286,7 @@ s_meter_answer (mh_worker_t *w, const ami_read_req_t *req, mh_wmode_t mode, uint
         const uint8_t *box_pk = mode == W_OTHER_SEAL ? mh.other_keys.box_pk : mh.keys.box_pk;
         assert_int_equal (ami_e2e_seal (plain, plain_len, box_pk, sealed, sizeof sealed,
                                         &sealed_len), AMI_OK);
-        if (mode == W_GOOD)
+        if (mode == W_GOOD || mode == W_RECORD)
             w->last_good = reading;
     }
     ami_msg_reset (m, AMI_MSG_READ_RESP);
@@ -296,7 +300,36 @@ s_meter_answer (mh_worker_t *w, const ami_read_req_t *req, mh_wmode_t mode, uint
     if (mode == W_BAD_SIG)
         out [len - 1] ^= 0x01;          //  one bit of the signature
     sodium_memzero (sk, sizeof sk);
+    if (mode == W_RECORD) {
+        assert_true (len <= sizeof w->recorded);
+        memcpy (w->recorded, out, len);
+        w->recorded_len = len;
+    }
     return len;
+}
+
+/*  Send answer to the client behind the broker. */
+static void
+s_worker_reply (mh_worker_t *w, zframe_t *client, const uint8_t *answer, size_t len)
+{
+    zmsg_t *reply = zmsg_new ();
+    zmsg_addmem (reply, "", 0);
+    zmsg_addstr (reply, W_HEADER);
+    zmsg_addmem (reply, (byte []) { W_REPLY }, 1);
+    zmsg_addmem (reply, zframe_data (client), zframe_size (client));
+    zmsg_addmem (reply, "", 0);
+    zmsg_addmem (reply, answer, len);
+    assert_int_equal (zmsg_send (&reply, w->sock), 0);
+}
+
+void
+mh_worker_release (mh_worker_t *w, mh_wmode_t mode)
+{
+    assert_non_null (w->held_client);
+    uint8_t answer [AMI_MAX_SEALED + 512];
+    size_t len = s_meter_answer (w, &w->held, mode, answer, sizeof answer);
+    s_worker_reply (w, w->held_client, answer, len);
+    zframe_destroy (&w->held_client);
 }
 
 /*  Handle one message from the broker: HEARTBEAT is ignored, REQUEST is
@@ -343,17 +376,21 @@ mh_worker_serve (mh_worker_t *w)
     }
     mh_wmode_t mode = w->modes [w->served < w->mode_count ? w->served : w->mode_count - 1];
     w->served++;
+    if (mode == W_HOLD) {
+        assert_null (w->held_client);
+        w->held_client = zframe_dup (client);
+        w->held = req;
+    }
+    else
+    if (mode == W_PLAYBACK) {
+        assert_true (w->recorded_len > 0);
+        s_worker_reply (w, client, w->recorded, w->recorded_len);
+    }
+    else
     if (mode != W_SILENT) {
         uint8_t answer [AMI_MAX_SEALED + 512];
         size_t len = s_meter_answer (w, &req, mode, answer, sizeof answer);
-        zmsg_t *reply = zmsg_new ();
-        zmsg_addmem (reply, "", 0);
-        zmsg_addstr (reply, W_HEADER);
-        zmsg_addmem (reply, (byte []) { W_REPLY }, 1);
-        zmsg_addmem (reply, zframe_data (client), zframe_size (client));
-        zmsg_addmem (reply, "", 0);
-        zmsg_addmem (reply, answer, len);
-        assert_int_equal (zmsg_send (&reply, w->sock), 0);
+        s_worker_reply (w, client, answer, len);
     }
     zframe_destroy (&client);
     zframe_destroy (&delim);
@@ -458,15 +495,34 @@ mh_request (zsock_t *client, uint8_t corr [AMI_REQUEST_ID_SIZE], int action,
            const char *meter_id, uint64_t from_ms, uint64_t to_ms, uint32_t limit,
            uint32_t timeout_ms)
 {
+    randombytes_buf (corr, AMI_REQUEST_ID_SIZE);
     ami_msg_t *m = ami_msg_new ();
     ami_msg_reset (m, AMI_MSG_API_REQ);
-    randombytes_buf (corr, AMI_REQUEST_ID_SIZE);
     memcpy (m->api_req.corr, corr, AMI_REQUEST_ID_SIZE);
     m->api_req.action = (uint8_t) action;
     snprintf (m->api_req.meter_id, sizeof m->api_req.meter_id, "%s", meter_id ? meter_id : "");
     m->api_req.from_ms = from_ms;
     m->api_req.to_ms = to_ms;
     m->api_req.limit = limit;
+    m->api_req.timeout_ms = timeout_ms;
+    uint8_t buf [256];
+    size_t len = mh_encode (m, buf, sizeof buf);
+    ami_msg_destroy (&m);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addmem (msg, "", 0);
+    zmsg_addmem (msg, buf, len);
+    assert_int_equal (zmsg_send (&msg, client), 0);
+}
+
+void
+mh_request_corr (zsock_t *client, const uint8_t corr [AMI_REQUEST_ID_SIZE], int action,
+                 const char *meter_id, uint32_t timeout_ms)
+{
+    ami_msg_t *m = ami_msg_new ();
+    ami_msg_reset (m, AMI_MSG_API_REQ);
+    memcpy (m->api_req.corr, corr, AMI_REQUEST_ID_SIZE);
+    m->api_req.action = (uint8_t) action;
+    snprintf (m->api_req.meter_id, sizeof m->api_req.meter_id, "%s", meter_id);
     m->api_req.timeout_ms = timeout_ms;
     uint8_t buf [256];
     size_t len = mh_encode (m, buf, sizeof buf);
@@ -593,7 +649,14 @@ mh_read_ok (mh_env_t *env, const char *meter_id)
     assert_int_equal (r->api_readings.count, 1);
     ami_stored_reading_t *row = &r->api_readings.readings [0];
     assert_string_equal (row->reading.meter_id, meter_id);
-    assert_memory_equal (row->reading.request_id, corr, AMI_REQUEST_ID_SIZE);
+    //  SEC-INT-3: bound to the MDMS's own request id of this read (the
+    //  one the worker saw last), never the operator's corr
+    assert_true (env->worker.served > served);
+    int last = env->worker.served - 1;
+    if (last < MAX_SEEN)
+        assert_memory_equal (row->reading.request_id, env->worker.request_ids [last],
+                             AMI_REQUEST_ID_SIZE);
+    assert_memory_not_equal (row->reading.request_id, corr, AMI_REQUEST_ID_SIZE);
     //  exactly the registers the meter sent
     ami_reading_t *sent = &env->worker.last_good;
     assert_int_equal (row->reading.register_count, sent->register_count);
@@ -609,9 +672,10 @@ mh_read_ok (mh_env_t *env, const char *meter_id)
     assert_true (row->requested_ms <= row->stored_ms);
     assert_true (row->stored_ms <= (uint64_t) zclock_time ());
     assert_true (env->worker.served > served);
-    //  every try carried this corr as its request id
+    //  every try carried the read's one request id (not the corr)
     for (int k = served; k < env->worker.served && k < MAX_SEEN; k++)
-        assert_memory_equal (env->worker.request_ids [k], corr, AMI_REQUEST_ID_SIZE);
+        assert_memory_equal (env->worker.request_ids [k], row->reading.request_id,
+                             AMI_REQUEST_ID_SIZE);
     return env->worker.counters [env->worker.served - 1];
 }
 

@@ -108,7 +108,12 @@ typedef enum {
     W_BAD_SIG,          /* signature does not verify */
     W_OTHER_SEAL,       /* READING sealed to another key */
     W_WRONG_INNER_ID,   /* READING bound to another request id */
-    W_UNREACHABLE       /* the aggregator says: meter unreachable */
+    W_UNREACHABLE,      /* the aggregator says: meter unreachable */
+    W_RECORD,           /* as W_GOOD, and the answer's bytes are recorded */
+    W_PLAYBACK,         /* a relay replays the recorded (old, signed) answer */
+    W_STALE,            /* correct, but read_ms 2 skews before issued_ms */
+    W_HOLD,             /* taken, answered later by mh_worker_release */
+    W_RELAY_REPLAY      /* a relay's (unauthenticated) ERROR AMI_E_REPLAY */
 } mh_wmode_t;
 
 #define MAX_SEEN 64
@@ -121,6 +126,10 @@ typedef struct {
     uint64_t counters [MAX_SEEN];
     uint8_t request_ids [MAX_SEEN][AMI_REQUEST_ID_SIZE];
     ami_reading_t last_good;    /* the last reading answered with W_GOOD */
+    uint8_t recorded [AMI_MAX_SEALED + 512];    /* W_RECORD's answer */
+    size_t recorded_len;
+    zframe_t *held_client;      /* W_HOLD: the request's client address */
+    ami_read_req_t held;        /* ... and its READ_REQ */
     ami_msg_t *msg;
 } mh_worker_t;
 
@@ -134,6 +143,9 @@ void
     mh_worker_disconnect (mh_worker_t *w);
 void
     mh_worker_serve (mh_worker_t *w);
+/*  Answer the request held by W_HOLD with mode (asserts one is held). */
+void
+    mh_worker_release (mh_worker_t *w, mh_wmode_t mode);
 
 /*  Per-test environment: broker + MDMS + worker + operator client. */
 typedef struct {
@@ -169,6 +181,10 @@ void
     mh_request (zsock_t *client, uint8_t corr [AMI_REQUEST_ID_SIZE], int action,
                 const char *meter_id, uint64_t from_ms, uint64_t to_ms, uint32_t limit,
                 uint32_t timeout_ms);
+/*  The same with the caller's corr (a client reusing a correlation id). */
+void
+    mh_request_corr (zsock_t *client, const uint8_t corr [AMI_REQUEST_ID_SIZE], int action,
+                     const char *meter_id, uint32_t timeout_ms);
 /*  Wait for the reply on client, serving the worker meanwhile. Returns the
     decoded reply (env->reply), or NULL on timeout. */
 ami_msg_t *

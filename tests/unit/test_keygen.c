@@ -883,7 +883,7 @@ test_json_meter_readings (void **state)
     assert_non_null (strstr (text,
         "{\"MeterReadings\":{\"correlationId\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\","
         "\"MeterReading\":[{\"Meter\":{\"mRID\":\"MTR-000150\"},"
-        "\"correlationId\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\","
+        "\"requestId\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\","
         "\"requestedDateTime\":\"2025-11-26T07:12:41.120Z\","
         "\"readDateTime\":\"2025-11-26T07:12:41.123Z\","
         "\"storedDateTime\":\"2025-11-26T07:12:41.125Z\""));

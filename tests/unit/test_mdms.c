@@ -163,18 +163,41 @@ test_read_errors (void **state)
 
     //  The aggregator says the meter is unreachable
     mh_wait_meter_state (&env, "MTR-000003", AMI_STATE_READY);
+    //  on two tries in a row (a relay ERROR ends a try, not the read):
+    //  fast, far from the 2 s deadline
     mh_worker_modes (&env.worker, 1, W_UNREACHABLE);
+    env.worker.served = 0;
+    start = zclock_mono ();
     r = mh_call (&env, env.client, corr, AMI_ACT_READ, "MTR-000003", 0, 0, 0, 0);
     mh_assert_error (r, corr, AMI_E_UNREACHABLE);
+    assert_int_equal (env.worker.served, 2);
+    assert_true (zclock_mono () - start < 1000);
 
-    //  The meter refuses (its signed status): AMI_E_REPLAY
+    //  One relay ERROR, then the meter answers: the read succeeds
+    mh_worker_modes (&env.worker, 2, W_UNREACHABLE, W_GOOD);
+    env.worker.served = 0;
+    mh_read_ok (&env, "MTR-000003");
+    assert_int_equal (env.worker.served, 2);
+
+    //  A relay claiming the meter's refusal is not believed: mapped to
+    //  AMI_E_UNREACHABLE, never reported as AMI_E_REPLAY
+    mh_worker_modes (&env.worker, 1, W_RELAY_REPLAY);
+    env.worker.served = 0;
+    r = mh_call (&env, env.client, corr, AMI_ACT_READ, "MTR-000003", 0, 0, 0, 0);
+    mh_assert_error (r, corr, AMI_E_UNREACHABLE);
+    assert_int_equal (env.worker.served, 2);
+
+    //  The meter refuses (its signed status): AMI_E_REPLAY, after the
+    //  resends a replay refusal earns (retries + 1 tries in all)
     mh_worker_modes (&env.worker, 1, W_REPLAY);
+    env.worker.served = 0;
     r = mh_call (&env, env.client, corr, AMI_ACT_READ, "MTR-000003", 0, 0, 0, 0);
     mh_assert_error (r, corr, AMI_E_REPLAY);
+    assert_int_equal (env.worker.served, AMI_MDMS_RETRIES + 1);
 
-    //  Nothing of that was stored
+    //  Nothing of the failures was stored: only the one good read
     ami_msg_t *h = mh_history (&env, env.client, "MTR-000003", 0);
-    assert_int_equal (h->api_readings.count, 0);
+    assert_int_equal (h->api_readings.count, 1);
 
     //  The worker leaves: the route goes, reads fail fast with NO_ROUTE
     mh_worker_disconnect (&env.worker);
@@ -182,6 +205,87 @@ test_read_errors (void **state)
     r = mh_call (&env, env.client, corr, AMI_ACT_READ, "MTR-000003", 0, 0, 0, 0);
     mh_assert_error (r, corr, AMI_E_NO_ROUTE);
     assert_int_equal (mh_pipe_stat (&env, "pending"), 0);
+    mh_env_stop (&env);
+}
+
+/*  Two reads of one meter in flight reach it out of counter order: the
+    meter (played by two workers sharing its last counter) answers the
+    higher counter and refuses the lower one with its signed
+    AMI_E_REPLAY; the MDMS resends that read with a new counter: both
+    reads end OK. */
+static void
+test_read_race (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, true);
+    mh_worker_t second;
+    mh_worker_start (&second, env.broker_endpoint, "agg.AGG-T");
+    mh_wait_meter_state (&env, "MTR-000008", AMI_STATE_READY);
+    mh_worker_modes (&env.worker, 2, W_HOLD, W_GOOD);
+    mh_worker_modes (&second, 2, W_HOLD, W_GOOD);
+    uint8_t corr_a [AMI_REQUEST_ID_SIZE], corr_b [AMI_REQUEST_ID_SIZE];
+    mh_request (env.client, corr_a, AMI_ACT_READ, "MTR-000008", 0, 0, 0, 3000);
+    mh_request (env.client, corr_b, AMI_ACT_READ, "MTR-000008", 0, 0, 0, 3000);
+    //  Each worker takes (holds) one of the two commands
+    mh_worker_t *workers [2] = { &env.worker, &second };
+    zpoller_t *poller = zpoller_new (env.worker.sock, second.sock, env.client, NULL);
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while ((!env.worker.held_client || !second.held_client) && zclock_mono () < deadline) {
+        void *which = zpoller_wait (poller, POLL_MS);
+        for (int i = 0; i < 2; i++)
+            if (which == workers [i]->sock)
+                mh_worker_serve (workers [i]);
+        assert_true (which != env.client);      //  no answer yet
+    }
+    assert_non_null (env.worker.held_client);
+    assert_non_null (second.held_client);
+    //  Deliver in reverse counter order: the higher counter first (the
+    //  meter accepts it), then the lower (the meter refuses: replay)
+    mh_worker_t *high = env.worker.held.counter > second.held.counter ? &env.worker : &second;
+    mh_worker_t *low = high == &env.worker ? &second : &env.worker;
+    uint64_t high_counter = high->held.counter;
+    mh_worker_release (high, W_GOOD);
+    mh_worker_release (low, W_REPLAY);
+    //  Both operators get a reading; the resend carries a counter above
+    //  the one the meter accepted, so the meter takes it
+    bool got_a = false, got_b = false;
+    uint64_t resend_counter = 0;
+    while ((!got_a || !got_b) && zclock_mono () < deadline) {
+        void *which = zpoller_wait (poller, POLL_MS);
+        for (int i = 0; i < 2; i++)
+            if (which == workers [i]->sock) {
+                int before = workers [i]->served;
+                mh_worker_serve (workers [i]);
+                if (workers [i]->served > before && before < MAX_SEEN)
+                    resend_counter = workers [i]->counters [before];
+            }
+        if (which == env.client) {
+            zmsg_t *msg = zmsg_recv (env.client);
+            zframe_t *body = zmsg_last (msg);
+            assert_int_equal (ami_msg_decode (env.reply, zframe_data (body),
+                                              zframe_size (body)), AMI_OK);
+            zmsg_destroy (&msg);
+            if (env.reply->type != AMI_MSG_API_READINGS)
+                fail_msg ("a racing read failed: %s %s", ami_msg_type_name (env.reply->type),
+                          env.reply->type == AMI_MSG_ERROR ? env.reply->error.text : "");
+            if (!memcmp (env.reply->api_readings.corr, corr_a, AMI_REQUEST_ID_SIZE))
+                got_a = true;
+            else {
+                assert_memory_equal (env.reply->api_readings.corr, corr_b, AMI_REQUEST_ID_SIZE);
+                got_b = true;
+            }
+        }
+    }
+    zpoller_destroy (&poller);
+    assert_true (got_a && got_b);
+    assert_true (resend_counter > high_counter);
+    assert_int_equal (env.worker.served + second.served, 3);
+    ami_msg_t *h = mh_history (&env, env.client, "MTR-000008", 0);
+    assert_true (h->api_readings.count >= 1);   //  same-millisecond reads share a key
+    assert_int_equal (mh_pipe_stat (&env, "reads_ok"), 2);
+    assert_int_equal (mh_pipe_stat (&env, "pending"), 0);
+    mh_worker_stop (&second);
     mh_env_stop (&env);
 }
 
@@ -229,9 +333,12 @@ test_bad_responses (void **state)
     mh_assert_error (r, corr, AMI_E_TIMEOUT);
     assert_true (env.worker.served >= 2);               //  it did retry
     assert_true (env.worker.served <= 4);               //  at most retries + 1 tries
+    //  every try: the read's own request id (not the corr), new counter
+    assert_memory_not_equal (env.worker.request_ids [0], corr, AMI_REQUEST_ID_SIZE);
     for (int k = 1; k < env.worker.served; k++) {
         assert_true (env.worker.counters [k] > env.worker.counters [k - 1]);
-        assert_memory_equal (env.worker.request_ids [k], corr, AMI_REQUEST_ID_SIZE);
+        assert_memory_equal (env.worker.request_ids [k], env.worker.request_ids [0],
+                             AMI_REQUEST_ID_SIZE);
     }
     ami_msg_t *h = mh_history (&env, env.client, "MTR-000005", 0);
     assert_int_equal (h->api_readings.count, 0);
@@ -1019,6 +1126,7 @@ main (void)
         cmocka_unit_test (test_read_and_history),
         cmocka_unit_test (test_restart_persistence),
         cmocka_unit_test (test_read_errors),
+        cmocka_unit_test (test_read_race),
         cmocka_unit_test (test_read_timeout),
         cmocka_unit_test (test_bad_responses),
         cmocka_unit_test (test_roles),

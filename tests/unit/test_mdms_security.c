@@ -655,13 +655,14 @@ test_sec_avail_2_operator_flooding (void **state)
     assert_true (slowest_refusal < 3000);
     //  The meter side saw exactly the accepted reads, and no other
     assert_int_equal (env.worker.served - served, ok);
-    for (int k = served; k < env.worker.served; k++) {
-        bool known = false;
+    //  ... each with its own fresh request id, none an operator's corr
+    for (int k = served; k < env.worker.served && k < MAX_SEEN; k++) {
         for (int i = 0; i < FLOOD; i++)
-            if (accepted [i] && !memcmp (env.worker.request_ids [k], corrs [i],
-                                         AMI_REQUEST_ID_SIZE))
-                known = true;
-        assert_true (known);
+            assert_memory_not_equal (env.worker.request_ids [k], corrs [i],
+                                     AMI_REQUEST_ID_SIZE);
+        for (int j = served; j < k; j++)
+            assert_memory_not_equal (env.worker.request_ids [k], env.worker.request_ids [j],
+                                     AMI_REQUEST_ID_SIZE);
     }
     for (int i = 0; i < 3; i++)
         assert_true (accepted [i]);             //  the first ones, in order
@@ -1142,6 +1143,100 @@ test_sec_conf_2_customer_data_encrypted (void **state)
     operator's request: the read ends AMI_E_TIMEOUT, nothing is in HISTORY
     or VERIFY, and the failed read is audited as such. */
 static void
+test_sec_fail_1_unverified_never_stored (void **state);
+
+/*  SEC-INT-3: an operator that reuses a correlation id must not let a relay
+    answer the new read with the old, validly signed READ_RESP: the MDMS
+    picks a fresh request id per read, so the recording matches no read in
+    flight; the read is answered only by the meter's new answer (or times
+    out). The operator still sees its own corr in the reply. */
+static void
+test_sec_int_3_recorded_answer_replayed (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, true);
+    mh_wait_meter_state (&env, "MTR-000011", AMI_STATE_READY);
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    randombytes_buf (corr, sizeof corr);
+
+    //  Read 1: the answer is recorded by the "relay"
+    mh_worker_modes (&env.worker, 1, W_RECORD);
+    mh_request_corr (env.client, corr, AMI_ACT_READ, "MTR-000011", 0);
+    ami_msg_t *r = mh_reply (&env, env.client, WAIT_MS);
+    assert_non_null (r);
+    assert_int_equal (r->type, AMI_MSG_API_READINGS);
+    assert_memory_equal (r->api_readings.corr, corr, AMI_REQUEST_ID_SIZE);
+    uint64_t first_read_ms = r->api_readings.readings [0].reading.read_ms;
+    uint8_t first_id [AMI_REQUEST_ID_SIZE];
+    memcpy (first_id, env.worker.request_ids [0], sizeof first_id);
+    assert_memory_not_equal (first_id, corr, AMI_REQUEST_ID_SIZE);
+
+    //  Read 2, same corr: the relay always replays the recording -> never
+    //  accepted, the read times out
+    mh_worker_modes (&env.worker, 1, W_PLAYBACK);
+    env.worker.served = 0;
+    mh_request_corr (env.client, corr, AMI_ACT_READ, "MTR-000011", 800);
+    r = mh_reply (&env, env.client, WAIT_MS);
+    assert_non_null (r);
+    mh_assert_error (r, corr, AMI_E_TIMEOUT);
+    assert_true (env.worker.served >= 1);
+    assert_memory_not_equal (env.worker.request_ids [0], first_id, AMI_REQUEST_ID_SIZE);
+    ami_msg_t *h = mh_history (&env, env.client, "MTR-000011", 0);
+    assert_int_equal (h->api_readings.count, 1);
+
+    //  Read 3, same corr: replayed once, then the meter's real answer wins
+    zclock_sleep (2);                   //  a new read_ms for the new reading
+    mh_worker_modes (&env.worker, 2, W_PLAYBACK, W_GOOD);
+    env.worker.served = 0;
+    mh_request_corr (env.client, corr, AMI_ACT_READ, "MTR-000011", 0);
+    r = mh_reply (&env, env.client, WAIT_MS);
+    assert_non_null (r);
+    assert_int_equal (r->type, AMI_MSG_API_READINGS);
+    assert_memory_equal (r->api_readings.corr, corr, AMI_REQUEST_ID_SIZE);
+    assert_int_equal (env.worker.served, 2);
+    assert_true (r->api_readings.readings [0].reading.read_ms != first_read_ms);
+    assert_int_equal (r->api_readings.readings [0].reading.read_ms,
+                      env.worker.last_good.read_ms);
+    assert_memory_equal (r->api_readings.readings [0].reading.request_id,
+                         env.worker.request_ids [1], AMI_REQUEST_ID_SIZE);
+    h = mh_history (&env, env.client, "MTR-000011", 0);
+    assert_int_equal (h->api_readings.count, 2);
+    mh_env_stop (&env);
+}
+
+/*  SEC-INT-3: a correctly bound and signed READING whose read_ms lies
+    before [issued_ms - AMI_E2E_SKEW_MS, expires_ms] is stale: dropped
+    (logged, security event, counted in bad_responses), never stored; the read keeps waiting. */
+static void
+test_sec_int_3_stale_reading (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, true);
+    mh_wait_meter_state (&env, "MTR-000012", AMI_STATE_READY);
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+
+    //  Always stale: never accepted
+    mh_worker_modes (&env.worker, 1, W_STALE);
+    ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_READ, "MTR-000012", 0, 0, 0, 800);
+    mh_assert_error (r, corr, AMI_E_TIMEOUT);
+    assert_true (mh_pipe_stat (&env, "bad_responses") >= 1);
+    ami_msg_t *h = mh_history (&env, env.client, "MTR-000012", 0);
+    assert_int_equal (h->api_readings.count, 0);
+
+    //  Stale, then a fresh answer: the fresh one is stored
+    mh_worker_modes (&env.worker, 2, W_STALE, W_GOOD);
+    env.worker.served = 0;
+    mh_read_ok (&env, "MTR-000012");
+    assert_int_equal (env.worker.served, 2);
+    h = mh_history (&env, env.client, "MTR-000012", 0);
+    assert_int_equal (h->api_readings.count, 1);
+    assert_int_equal (h->api_readings.readings [0].reading.read_ms, env.worker.last_good.read_ms);
+    mh_env_stop (&env);
+}
+
+static void
 test_sec_fail_1_unverified_never_stored (void **state)
 {
     (void) state;
@@ -1199,6 +1294,8 @@ main (void)
         cmocka_unit_test (test_sec_nr_1_tampered_stored_reading),
         cmocka_unit_test (test_sec_conf_2_customer_data_encrypted),
         cmocka_unit_test (test_sec_fail_1_unverified_never_stored),
+        cmocka_unit_test (test_sec_int_3_recorded_answer_replayed),
+        cmocka_unit_test (test_sec_int_3_stale_reading),
     };
     return cmocka_run_group_tests_name ("mdms_security", tests, mh_group_setup,
                                         mh_group_teardown);

@@ -426,7 +426,7 @@ amictl_print_history (FILE *out, const char *meter_id,
     if (count == 0)
         return;
     fprintf (out, "%-24s %14s %14s %9s %9s  %-10s %s\n", "Read (UTC)", "+A import Wh",
-             "-A export Wh", "+P W", "-P W", "Quality", "Correlation id");
+             "-A export Wh", "+P W", "-P W", "Quality", "Request id");
     for (size_t i = 0; i < count; i++) {
         const ami_reading_t *reading = &rows [i].reading;
         char time [AMICTL_TEXT], a [AMICTL_TEXT], b [AMICTL_TEXT], c [AMICTL_TEXT],
@@ -608,7 +608,7 @@ amictl_json_meter_readings (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID
         amictl_json_object (j, "Meter");
         amictl_json_str (j, "mRID", reading->meter_id);
         amictl_json_end (j);
-        s_json_corr (j, "correlationId", reading->request_id);
+        s_json_corr (j, "requestId", reading->request_id);
         s_json_time (j, "requestedDateTime", rows [i].requested_ms);
         s_json_time (j, "readDateTime", reading->read_ms);
         s_json_time (j, "storedDateTime", rows [i].stored_ms);
