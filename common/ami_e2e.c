@@ -122,20 +122,20 @@ ami_e2e_mdms_wipe (ami_e2e_mdms_t *keys)
 }
 
 int
-ami_e2e_fleet_generate (const char *path, const char *fleet_id)
+ami_e2e_kdf_generate (const char *path, const char *role, const char *node_id)
 {
     if (sodium_init () < 0)
         return AMI_E_INTERNAL;
     uint8_t seed [AMI_E2E_SEED_SIZE], fingerprint [32];
     crypto_kdf_keygen (seed);
     crypto_generichash (fingerprint, sizeof fingerprint, seed, sizeof seed, NULL, 0);
-    int rc = s_save_pair (path, "meter", fleet_id, AMI_CERT_KEY_KDF, fingerprint, seed);
+    int rc = s_save_pair (path, role, node_id, AMI_CERT_KEY_KDF, fingerprint, seed);
     sodium_memzero (seed, sizeof seed);
     return rc;
 }
 
 int
-ami_e2e_fleet_load (const char *path, uint8_t seed [AMI_E2E_SEED_SIZE])
+ami_e2e_kdf_load (const char *path, uint8_t seed [AMI_E2E_SEED_SIZE])
 {
     if (sodium_init () < 0)
         return AMI_E_INTERNAL;

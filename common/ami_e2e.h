@@ -78,15 +78,19 @@ int
 void
     ami_e2e_mdms_wipe (ami_e2e_mdms_t *keys);
 
-/*  Generate a fleet secret and write it at PATH (+_secret, key-type kdf,
-    role meter, node-id fleet_id). Returns as ami_e2e_mdms_generate. */
+/*  Generate a 32-byte secret for crypto_kdf and write it at PATH
+    (+_secret, key-type kdf) with the given role and node-id: a meter
+    fleet's secret (role "meter", node-id the fleet id), from which every
+    meter's signing key derives, or the MDMS data key (role "mdms"), from
+    which the audit and customer-data keys derive. Returns as
+    ami_e2e_mdms_generate. */
 int
-    ami_e2e_fleet_generate (const char *path, const char *fleet_id);
+    ami_e2e_kdf_generate (const char *path, const char *role, const char *node_id);
 
-/*  Load a fleet secret from PATH (+_secret). Returns AMI_OK, AMI_E_KEY,
-    AMI_E_KEY_PERMS (logged). */
+/*  Load a kdf secret from PATH (+_secret): permission-checked, key type
+    checked. Returns AMI_OK, AMI_E_KEY, AMI_E_KEY_PERMS (logged). */
 int
-    ami_e2e_fleet_load (const char *path, uint8_t seed [AMI_E2E_SEED_SIZE]);
+    ami_e2e_kdf_load (const char *path, uint8_t seed [AMI_E2E_SEED_SIZE]);
 
 /*  Derive meter number `index`'s Ed25519 keypair from its fleet secret.
     Deterministic; distinct for every index. sk may be NULL when only the

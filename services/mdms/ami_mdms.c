@@ -2309,7 +2309,7 @@ s_load_registry (mdms_t *self, const ami_mdms_config_t *config)
     //  SEC-KEY-1 / SEC-CONF-2: the data key, from a permission-checked file
     //  outside the database; only its derived keys are kept
     uint8_t data_key [AMI_E2E_SEED_SIZE];
-    int err = ami_e2e_fleet_load (config->data_key_path, data_key);
+    int err = ami_e2e_kdf_load (config->data_key_path, data_key);
     if (err) {
         ami_log_error ("mdms: data key %s cannot be loaded (%s): refusing to start",
                        config->data_key_path, ami_strerror (err));

@@ -326,7 +326,7 @@ typedef struct {
     const char *data_key_path;      /* required: the MDMS data key, an ami_cert
                                        file pair of key-type kdf kept OUTSIDE
                                        the database directory's backups
-                                       (loaded with ami_e2e_fleet_load: the
+                                       (loaded with ami_e2e_kdf_load: the
                                        secret file's permissions are checked;
                                        missing or readable by others = the
                                        MDMS does not start, SEC-KEY-1). It

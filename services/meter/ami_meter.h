@@ -159,7 +159,7 @@ typedef struct {
         count <= AMI_METER_MAX_COUNT, and the last number fits uint32. */
     uint32_t first;
     uint32_t count;
-    /*  The fleet secret (ami_e2e_fleet_load). Copied; the actor wipes its
+    /*  The fleet secret (ami_e2e_kdf_load). Copied; the actor wipes its
         copy when it exits. The caller wipes its own. */
     uint8_t seed [AMI_E2E_SEED_SIZE];
     /*  The MDMS's public application keys (ami_e2e_mdms_load (dir,

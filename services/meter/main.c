@@ -72,7 +72,7 @@ main (int argc, char **argv)
     }
     if (ami_service_peer_key (svc, "meter/aggregator-cert", aggregator_key) != AMI_OK)
         goto done;
-    if (ami_e2e_fleet_load (seed_path, fleet.seed) != AMI_OK) {
+    if (ami_e2e_kdf_load (seed_path, fleet.seed) != AMI_OK) {
         ami_log_error ("meter/seed: cannot load the fleet secret %s (secret file %s_secret)",
                        seed_path, seed_path);
         goto done;

@@ -107,9 +107,9 @@ mh_group_setup (void **state)
     if (!mh.auth
     ||  ami_e2e_mdms_generate (app, MDMS_ID) || ami_e2e_mdms_load (&mh.keys, app, true)
     ||  ami_e2e_mdms_generate (other, "mdms-x") || ami_e2e_mdms_load (&mh.other_keys, other, true)
-    ||  ami_e2e_fleet_generate (seed, "FLEET-1") || ami_e2e_fleet_load (seed, mh.fleet_seed)
-    ||  ami_e2e_fleet_generate (mh.data_key, MDMS_ID)
-    ||  ami_e2e_fleet_load (mh.data_key, mh.data_seed))
+    ||  ami_e2e_kdf_generate (seed, "meter", "FLEET-1") || ami_e2e_kdf_load (seed, mh.fleet_seed)
+    ||  ami_e2e_kdf_generate (mh.data_key, "mdms", MDMS_ID)
+    ||  ami_e2e_kdf_load (mh.data_key, mh.data_seed))
         return -1;
     mh.registry = ami_test_path (mh.dir, "meters.tsv");
     FILE *file = fopen (mh.registry, "w");

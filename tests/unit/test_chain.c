@@ -258,14 +258,14 @@ s_setup (void **state)
         snprintf (id, sizeof id, "fleet-%d", i + 1);
         c->fleet_cert [i] = s_cert (c, "meter", id, NULL, true);
         char *path = ami_test_path (c->dir, id);
-        assert_int_equal (ami_e2e_fleet_generate (path, id), AMI_OK);
-        assert_int_equal (ami_e2e_fleet_load (path, c->seed [i]), AMI_OK);
+        assert_int_equal (ami_e2e_kdf_generate (path, "meter", id), AMI_OK);
+        assert_int_equal (ami_e2e_kdf_load (path, c->seed [i]), AMI_OK);
         free (path);
     }
     assert_int_equal (ami_e2e_mdms_generate (c->dir, "mdms"), AMI_OK);
     assert_int_equal (ami_e2e_mdms_load (&c->keys, c->dir, true), AMI_OK);
     char *data_key = ami_test_path (c->dir, "mdms-data.cert");
-    assert_int_equal (ami_e2e_fleet_generate (data_key, "mdms"), AMI_OK);
+    assert_int_equal (ami_e2e_kdf_generate (data_key, "mdms", "mdms"), AMI_OK);
     free (data_key);
     s_write_registry (c);
 

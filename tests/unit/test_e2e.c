@@ -150,10 +150,10 @@ test_meter_keys (void **state)
 {
     fixture_t *f = *state;
     char *path = ami_test_path (f->dir, "fleet-1.cert");
-    assert_int_equal (ami_e2e_fleet_generate (path, "fleet-1"), AMI_OK);
+    assert_int_equal (ami_e2e_kdf_generate (path, "meter", "fleet-1"), AMI_OK);
     uint8_t seed [32], seed2 [32];
-    assert_int_equal (ami_e2e_fleet_load (path, seed), AMI_OK);
-    assert_int_equal (ami_e2e_fleet_load (path, seed2), AMI_OK);
+    assert_int_equal (ami_e2e_kdf_load (path, seed), AMI_OK);
+    assert_int_equal (ami_e2e_kdf_load (path, seed2), AMI_OK);
     assert_memory_equal (seed, seed2, 32);
 
     /* every meter has its own key, the same every time it is derived */
@@ -180,10 +180,10 @@ test_meter_keys (void **state)
     /* a fleet secret readable by others is refused (SEC-KEY-1) */
     char *secret = ami_test_path (f->dir, "fleet-1.cert_secret");
     assert_int_equal (chmod (secret, 0644), 0);
-    assert_int_equal (ami_e2e_fleet_load (path, seed2), AMI_E_KEY_PERMS);
+    assert_int_equal (ami_e2e_kdf_load (path, seed2), AMI_E_KEY_PERMS);
     /* a key of the wrong type is refused: the MDMS box key is not a fleet secret */
     char *box = ami_test_path (f->dir, "mdms-box.cert");
-    assert_int_equal (ami_e2e_fleet_load (box, seed2), AMI_E_KEY);
+    assert_int_equal (ami_e2e_kdf_load (box, seed2), AMI_E_KEY);
     free (box);
     free (secret);
     free (path);

@@ -189,7 +189,7 @@ test_init_layout (void **state)
     assert_false (h_exists (dir, "app/mdms-pub/mdms-data.cert"));
     uint8_t data_key [AMI_E2E_SEED_SIZE], fleet_key [AMI_E2E_SEED_SIZE];
     char *data_path = ami_test_path (dir, "app/mdms-data.cert");
-    assert_int_equal (ami_e2e_fleet_load (data_path, data_key), AMI_OK);
+    assert_int_equal (ami_e2e_kdf_load (data_path, data_key), AMI_OK);
     ami_cert_t *data_cert = ami_cert_load (data_path, &err);
     assert_non_null (data_cert);
     assert_string_equal (ami_cert_node_id (data_cert), "mdms");
@@ -203,7 +203,7 @@ test_init_layout (void **state)
     uint8_t seed [AMI_E2E_SEED_SIZE], pk [32];
     h_registry_line (dir, 150, line, sizeof line);
     char *fleet2 = ami_test_path (dir, "app/fleet-2.cert");
-    assert_int_equal (ami_e2e_fleet_load (fleet2, seed), AMI_OK);
+    assert_int_equal (ami_e2e_kdf_load (fleet2, seed), AMI_OK);
     memcpy (fleet_key, seed, sizeof fleet_key);
     assert_memory_not_equal (data_key, fleet_key, sizeof data_key);
     ami_e2e_meter_keypair (seed, 150, pk, NULL);
@@ -243,7 +243,7 @@ test_init_refuses_and_force (void **state)
     assert_non_null (before);
     char *data_path = ami_test_path (dir, "app/mdms-data.cert");
     uint8_t data_before [AMI_E2E_SEED_SIZE], data_after [AMI_E2E_SEED_SIZE];
-    assert_int_equal (ami_e2e_fleet_load (data_path, data_before), AMI_OK);
+    assert_int_equal (ami_e2e_kdf_load (data_path, data_before), AMI_OK);
 
     keygen_topology_t topo;
     keygen_topology_default (&topo);
@@ -255,7 +255,7 @@ test_init_refuses_and_force (void **state)
     topo.fleets = 3;
     topo.operators = "alice:OPERATOR";
     assert_int_equal (keygen_init (dir, &topo, true), KEYGEN_OK);
-    assert_int_equal (ami_e2e_fleet_load (data_path, data_after), AMI_OK);
+    assert_int_equal (ami_e2e_kdf_load (data_path, data_after), AMI_OK);
     assert_memory_not_equal (data_before, data_after, sizeof data_before);
     free (data_path);
     ami_cert_t *after = ami_cert_load_public (p, &err);

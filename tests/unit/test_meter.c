@@ -92,8 +92,8 @@ s_group_setup (void **state)
     ||  ami_e2e_mdms_generate (forger_dir, "mdms") != AMI_OK
     ||  ami_e2e_mdms_load (&G.forger, forger_dir, true) != AMI_OK)
         goto done;
-    if (ami_e2e_fleet_generate (seed_path, "fleet-1") != AMI_OK
-    ||  ami_e2e_fleet_load (seed_path, G.seed) != AMI_OK)
+    if (ami_e2e_kdf_generate (seed_path, "meter", "fleet-1") != AMI_OK
+    ||  ami_e2e_kdf_load (seed_path, G.seed) != AMI_OK)
         goto done;
     G.auth = ami_auth_new (allow, NULL);
     G.msg = ami_msg_new ();

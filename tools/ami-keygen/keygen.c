@@ -613,7 +613,7 @@ s_write_registry (const char *dir, const topo_t *t)
         char *fleet_path = s_path ("%s/app/fleet-%d.cert", dir, fleet);
         //  Read the secret back from disk rather than keep it: what the
         //  fleet will load is what the registry is derived from.
-        int err = fleet_path ? ami_e2e_fleet_load (fleet_path, seed) : AMI_E_NOMEM;
+        int err = fleet_path ? ami_e2e_kdf_load (fleet_path, seed) : AMI_E_NOMEM;
         free (fleet_path);
         if (err) {
             s_err ("cannot load fleet-%d's secret (%s)", fleet, ami_strerror (err));
@@ -815,7 +815,7 @@ keygen_init (const char *dir, const keygen_topology_t *in, bool force)
         //  its audit and customer-encryption keys from it); in app/, never
         //  in app/mdms-pub/.
         char *path = s_path ("%s/app/%s", dir, KEYGEN_DATA_KEY);
-        int err = path ? ami_e2e_fleet_generate (path, "mdms") : AMI_E_NOMEM;
+        int err = path ? ami_e2e_kdf_generate (path, "mdms", "mdms") : AMI_E_NOMEM;
         free (path);
         if (err) {
             s_err ("cannot create the MDMS data key (%s)", ami_strerror (err));
@@ -826,7 +826,7 @@ keygen_init (const char *dir, const keygen_topology_t *in, bool force)
         char *path = s_path ("%s/app/fleet-%d.cert", dir, fleet);
         char id [AMI_MAX_ID + 1];
         snprintf (id, sizeof id, "fleet-%d", fleet);
-        int err = path ? ami_e2e_fleet_generate (path, id) : AMI_E_NOMEM;
+        int err = path ? ami_e2e_kdf_generate (path, "meter", id) : AMI_E_NOMEM;
         free (path);
         if (err) {
             s_err ("cannot create the secret of %s (%s)", id, ami_strerror (err));
@@ -1076,7 +1076,7 @@ s_check_app (report_t *r, const char *dir, const topo_t *t)
         s_check_secret_mode (r, data_secret);
         s_check_public_mode (r, data);
         uint8_t key [AMI_E2E_SEED_SIZE], fingerprint [32];
-        int err = ami_e2e_fleet_load (data, key);
+        int err = ami_e2e_kdf_load (data, key);
         if (err)
             s_problem (r, "%s: MDMS data key cannot be loaded (%s)", data, ami_strerror (err));
         else {
@@ -1104,7 +1104,7 @@ s_check_app (report_t *r, const char *dir, const topo_t *t)
         if (path && secret) {
             s_check_secret_mode (r, secret);
             s_check_public_mode (r, path);
-            int err = ami_e2e_fleet_load (path, seeds [f - 1]);
+            int err = ami_e2e_kdf_load (path, seeds [f - 1]);
             if (err)
                 s_problem (r, "%s: fleet secret cannot be loaded (%s)", path, ami_strerror (err));
             else {
