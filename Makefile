@@ -107,11 +107,12 @@ $(OUT)/tests/%: $(OUT)/tests/unit/%.o $(TEST_HELPER_OBJ) $(ROLE_LIBS) $(LIBAMI)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(TEST_LIBS) $(PKG_LIBS) -lm -o $@
 
-# The fuzzers compile the library sources themselves so that the code under
-# test carries libFuzzer's coverage instrumentation.
-build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(wildcard common/*.h) | deps
+# The fuzzers compile the library and actor sources themselves so that the
+# code under test carries libFuzzer's coverage instrumentation.
+ROLE_SRC    := $(filter-out services/%/main.c,$(wildcard services/*/*.c))
+build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(ROLE_SRC) $(wildcard common/*.h services/*/*.h) | deps
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) $< $(COMMON_SRC) $(PKG_LIBS) -lm -o $@
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(ROLES:%=-Iservices/%) $(PKG_CFLAGS) $< $(COMMON_SRC) $(ROLE_SRC) $(PKG_LIBS) -lm -o $@
 
 # mkcorpus writes one valid encoding of every message (and a few edge cases)
 # with the real encoder, so the seed corpus can never drift from the codec.
