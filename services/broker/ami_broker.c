@@ -22,6 +22,11 @@
       walk from the head that stops at the first live one.
     Every list handle is kept in the item, so removals are O(1).
 
+    Roles. With CURVE each message's sender role (certificate metadata
+    from the allow-list, ami_auth_peer_meta) is checked against the client
+    or worker role list before the message is looked at further; the lists
+    are kept as ",a,b," strings so a lookup is one strstr of ",role,".
+
     Timing. A tick every heartbeat_ms expires silent workers, expires
     queued requests older than request_ttl_ms, and sends HEARTBEAT to every
     worker. Clock: zclock_mono (milliseconds, never jumps).
@@ -108,6 +113,9 @@ typedef struct {
     bool verbose;
     bool terminated;
     bool curve;                 /* CURVE server: check each peer's key is still allowed */
+    char *client_roles;         /* ",mdms," - roles that may be clients (CURVE) */
+    char *worker_roles;         /* ",headend," - roles that may be workers (CURVE) */
+    char *worker_prefix;        /* worker service names start with it (CURVE) */
     ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
 } broker_t;
 
@@ -134,6 +142,67 @@ static bool
 s_debug_on (broker_t *self)
 {
     return self->verbose || ami_log_enabled (AMI_LOG_DEBUG);
+}
+
+/*  Is role in list (",a,b," as made by s_role_list)? NULL, empty, or a
+    role with a comma (it could match across names) is never listed. */
+static bool
+s_role_listed (const char *list, const char *role)
+{
+    if (!list || !role || !*role || strchr (role, ','))
+        return false;
+    char needle [AMI_CERT_META_MAX + 3];
+    int len = snprintf (needle, sizeof needle, ",%s,", role);
+    if (len < 0 || (size_t) len >= sizeof needle)
+        return false;
+    return strstr (list, needle) != NULL;
+}
+
+/*  Parse a comma-separated role list (NULL: fallback) into ",a,b,", names
+    trimmed of spaces. Returns a fresh string, or NULL for an empty name,
+    a name over AMI_CERT_META_MAX bytes or with a non-printable byte, or
+    out of memory (logged). "" gives "," (no role matches). */
+static char *
+s_role_list (const char *text, const char *fallback, const char *what)
+{
+    if (!text)
+        text = fallback;
+    size_t size = strlen (text);
+    char *list = (char *) malloc (size + 3);
+    if (!list)
+        return NULL;
+    char *out = list;
+    *out++ = ',';
+    const char *p = text;
+    while (*text) {
+        const char *end = strchr (p, ',');
+        if (!end)
+            end = p + strlen (p);
+        const char *start = p;
+        while (start < end && *start == ' ')
+            start++;
+        const char *stop = end;
+        while (stop > start && stop [-1] == ' ')
+            stop--;
+        size_t len = (size_t) (stop - start);
+        bool valid = len > 0 && len <= AMI_CERT_META_MAX;
+        for (size_t i = 0; valid && i < len; i++)
+            valid = start [i] >= 0x20 && start [i] <= 0x7e;
+        if (!valid) {
+            zsys_error ("broker: %s: invalid or empty role name in '%s'",
+                        what, text);
+            free (list);
+            return NULL;
+        }
+        memcpy (out, start, len);
+        out += len;
+        *out++ = ',';
+        if (!*end)
+            break;
+        p = end + 1;
+    }
+    *out = 0;
+    return list;
 }
 
 /*  Identity frame as hex into key (S_KEY_SIZE bytes). Returns false for an
@@ -558,6 +627,14 @@ s_worker_message (broker_t *self, zframe_t *sender, const char *key,
             s_worker_reject (self, sender, key, NULL,
                              "READY for the broker's mmi. namespace");
         else
+        if (self->curve
+        &&  strncmp (name, self->worker_prefix, strlen (self->worker_prefix)) != 0) {
+            char why [AMI_BROKER_MAX_NAME + 64];
+            snprintf (why, sizeof why, "READY for '%s', outside '%s'",
+                      name, self->worker_prefix);
+            s_worker_reject (self, sender, key, NULL, why);
+        }
+        else
             s_worker_register (self, sender, key, name);
         break;
     }
@@ -675,6 +752,16 @@ s_handle_router (broker_t *self)
         zmsg_destroy (&msg);
         return;
     }
+    //  Roles: decided now, while the content frames (and their metadata)
+    //  are still in msg
+    bool may_client = true, may_work = true;
+    char role [AMI_CERT_META_MAX + 1] = "";
+    if (self->curve) {
+        const char *meta = ami_auth_peer_meta (zmsg_last (msg), AMI_CERT_META_ROLE);
+        snprintf (role, sizeof role, "%s", meta ? meta : "");
+        may_client = s_role_listed (self->client_roles, meta);
+        may_work = s_role_listed (self->worker_roles, meta);
+    }
     zframe_t *sender = zmsg_pop (msg);
     char key [S_KEY_SIZE];
     if (!sender || !s_identity_key (sender, key)) {
@@ -696,9 +783,20 @@ s_handle_router (broker_t *self)
     if (!empty_ok)
         s_warn (self, "peer %.20s: first frame is not empty, dropped", key);
     else
+    if (client && !may_client)
+        s_warn (self, "peer %.20s: role '%.64s' may not be a client, "
+                "request dropped", key, role);
+    else
     if (client) {
         s_client_message (self, &sender, key, msg);
         msg = NULL;
+    }
+    else
+    if (worker && !may_work) {
+        char why [128];
+        snprintf (why, sizeof why, "role '%.64s' may not be a worker", role);
+        s_worker_reject (self, sender, key,
+                         (worker_t *) zhashx_lookup (self->workers, key), why);
     }
     else
     if (worker) {
@@ -868,6 +966,14 @@ s_configure (broker_t *self, const ami_broker_config_t *config)
                                               : AMI_BROKER_MAX_SERVICES;
     self->max_workers = config->max_workers ? config->max_workers
                                             : AMI_BROKER_MAX_WORKERS;
+    self->client_roles = s_role_list (config->client_roles,
+                                      AMI_BROKER_CLIENT_ROLES, "client_roles");
+    self->worker_roles = s_role_list (config->worker_roles,
+                                      AMI_BROKER_WORKER_ROLES, "worker_roles");
+    self->worker_prefix = strdup (config->worker_prefix ? config->worker_prefix
+                                                        : AMI_BROKER_WORKER_PREFIX);
+    if (!self->client_roles || !self->worker_roles || !self->worker_prefix)
+        return false;           //  logged, or out of memory
     //  heartbeat * liveness must not overflow an int of milliseconds
     if ((int64_t) self->heartbeat_ms * self->liveness > INT32_MAX) {
         zsys_error ("broker: heartbeat_ms * liveness is too large");
@@ -915,6 +1021,9 @@ s_broker_destroy (broker_t *self)
     zhashx_destroy (&self->services);
     zsock_destroy (&self->router);
     zstr_free (&self->endpoint);
+    zstr_free (&self->client_roles);
+    zstr_free (&self->worker_roles);
+    zstr_free (&self->worker_prefix);
 }
 
 void

@@ -75,6 +75,25 @@
       create a service entry.
     - A REPLY is forwarded only to the client whose request that worker was
       given: a worker cannot answer (or spoof an answer to) another client.
+    - Roles (CURVE only; DESIGN.md section 5, docs/security/README.md).
+      Being on the allow-list only admits a peer; what it may DO depends on
+      the "role" metadata of its certificate as listed in the allow-list
+      (ami_auth_peer_meta (frame, AMI_CERT_META_ROLE), which the peer
+      cannot choose). A peer may send client messages ("MDPC01", MMI
+      included) only if its role is in config->client_roles (default
+      AMI_BROKER_CLIENT_ROLES, "mdms"), and worker messages ("MDPW01", any
+      command) only if its role is in config->worker_roles (default
+      AMI_BROKER_WORKER_ROLES, "headend"). A worker may register (READY)
+      only for a service whose name starts with config->worker_prefix
+      (default AMI_BROKER_WORKER_PREFIX, "agg."; the mmi. namespace stays
+      refused by RFC 8 whatever the prefix). Refusals: a client message is
+      dropped with no reply and logged (rate-limited, as above); a worker
+      message is answered with DISCONNECT (RFC 7, as for any invalid
+      worker command), logged, and registers nothing. So one compromised
+      head end cannot pose as the MDMS, and cannot register for names
+      outside the aggregator namespace; the MDMS cannot register as a
+      worker and black-hole reads. Without CURVE (server_cert NULL, tests
+      only) no role or prefix is checked: there are no certificates.
 
     Pipe commands (zstr strings; send with zstr_send or zstr_sendx):
 
@@ -153,6 +172,14 @@ extern "C" {
     and summarised, so a hostile peer cannot flood the log. */
 #define AMI_BROKER_LOG_BURST        20
 
+/*  Default role lists and worker service prefix (see "Roles" above).
+    "mdms": only the MDMS asks for reads (DESIGN.md section 4); "headend":
+    only head ends serve them; "agg.": a head end registers one service
+    "agg.<aggregator id>" per aggregator it reaches, nothing else. */
+#define AMI_BROKER_CLIENT_ROLES     "mdms"
+#define AMI_BROKER_WORKER_ROLES     "headend"
+#define AMI_BROKER_WORKER_PREFIX    "agg."
+
 /*  The broker's configuration. Zero-initialise it, then set endpoint and
     (in production) server_cert; every numeric field left at 0 takes the
     default above. Negative values are invalid. The actor copies what it
@@ -176,11 +203,24 @@ typedef struct {
     size_t max_queue_bytes;     /* 0 = AMI_BROKER_MAX_QUEUE_BYTES, total */
     size_t max_services;        /* 0 = AMI_BROKER_MAX_SERVICES */
     size_t max_workers;         /* 0 = AMI_BROKER_MAX_WORKERS */
+    /*  Roles allowed to act as MDP clients / workers, with CURVE: a
+        comma-separated list of certificate roles, e.g. "mdms,operator"
+        (spaces around names are ignored; each name is 1..AMI_CERT_META_MAX
+        printable bytes without a comma). NULL = the default above; ""
+        = nobody. An empty name (",," or a trailing comma) makes the
+        config invalid. Ignored without CURVE. */
+    const char *client_roles;   /* NULL = AMI_BROKER_CLIENT_ROLES */
+    const char *worker_roles;   /* NULL = AMI_BROKER_WORKER_ROLES */
+    /*  Prefix every worker service name must start with, with CURVE.
+        NULL = AMI_BROKER_WORKER_PREFIX; "" = any name (except mmi.*).
+        Ignored without CURVE. */
+    const char *worker_prefix;
 } ami_broker_config_t;
 
 /*  The broker actor, following the ami-bus actor convention
     (ami_service.h): it signals the pipe, validates the config, creates and
-    binds the ROUTER, then reports READY - or, if the config is invalid,
+    binds the ROUTER, then reports READY - or, if the config is invalid
+    (including a malformed role list),
     CURVE cannot be set up (no ami_auth running, no secret key) or the bind
     fails, logs why and reports FAILED and waits for "$TERM". Start it with
     ami_broker_new (or ami_actor_new). The actor also exits when the

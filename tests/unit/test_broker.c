@@ -970,12 +970,12 @@ test_curve (void **state)
     broker_t broker = s_broker_start (&config);
 
     zsock_t *worker = s_curve_dealer (broker.endpoint, worker_cert, server_key);
-    SEND (worker, F (""), F (W_HEADER), FB (W_READY, 1), F ("echo"));
+    SEND (worker, F (""), F (W_HEADER), FB (W_READY, 1), F ("agg.echo"));
     zsock_t *client = s_curve_dealer (broker.endpoint, client_cert, server_key);
 
-    s_client_request (client, "echo", "secret");
+    s_client_request (client, "agg.echo", "secret");
     assert_true (s_worker_echo_one (worker, WAIT_MS));
-    zmsg_t *body = s_client_reply (client, "echo", WAIT_MS);
+    zmsg_t *body = s_client_reply (client, "agg.echo", WAIT_MS);
     assert_non_null (body);
     assert_true (s_frame_str (zmsg_first (body), "secret"));
     zmsg_destroy (&body);
@@ -983,19 +983,19 @@ test_curve (void **state)
     //  An unlisted key: the handshake is refused, nothing comes back and
     //  nothing reaches the worker
     zsock_t *stranger = s_curve_dealer (broker.endpoint, stranger_cert, server_key);
-    s_client_request (stranger, "mmi.service", "echo");
-    s_client_request (stranger, "echo", "let me in");
+    s_client_request (stranger, "mmi.service", "agg.echo");
+    s_client_request (stranger, "agg.echo", "let me in");
     assert_null (s_recv (stranger, QUIET_MS));
     assert_null (s_worker_recv (worker, 100, NULL));
 
     //  A plaintext peer gets nothing either
     zsock_t *plain = s_client_new (broker.endpoint, NULL);
-    s_client_request (plain, "mmi.service", "echo");
+    s_client_request (plain, "mmi.service", "agg.echo");
     assert_null (s_recv (plain, QUIET_MS));
 
     //  The listed client is still served, and the stranger left no trace
     char code [4];
-    s_mmi (client, "mmi.service", "echo", code);
+    s_mmi (client, "mmi.service", "agg.echo", code);
     assert_string_equal (code, "200");
     size_t services, workers, queued;
     s_status (&broker, &services, &workers, &queued);
@@ -1019,6 +1019,151 @@ test_curve (void **state)
     free (dir);
 }
 
+/*  (9) CURVE roles: only "mdms" may be a client, only "headend" a worker,
+    and a worker only for "agg." services (docs/security/README.md). */
+static void
+test_curve_roles (void **state)
+{
+    (void) state;
+    char *dir = ami_test_tmpdir ("broker-roles");
+    assert_non_null (dir);
+    int err = 0;
+    ami_cert_t *server_cert = ami_cert_new ("broker", "BROKER-1", &err);
+    ami_cert_t *mdms_cert = ami_cert_new ("mdms", "MDMS-1", &err);
+    ami_cert_t *headend_cert = ami_cert_new ("headend", "HE-1", &err);
+    ami_cert_t *rogue_cert = ami_cert_new ("headend", "HE-2", &err);
+    ami_cert_t *other_cert = ami_cert_new ("operator", "OP-1", &err);
+    assert_non_null (server_cert);
+    assert_non_null (mdms_cert);
+    assert_non_null (headend_cert);
+    assert_non_null (rogue_cert);
+    assert_non_null (other_cert);
+    ami_cert_t *listed [] = { mdms_cert, headend_cert, rogue_cert, other_cert };
+    char *files [4];
+    for (size_t i = 0; i < 4; i++) {
+        char name [32];
+        snprintf (name, sizeof name, "peer-%zu.cert", i);
+        files [i] = ami_test_path (dir, name);
+        assert_int_equal (ami_cert_save_public (listed [i], files [i]), AMI_OK);
+    }
+    const char *server_key = ami_cert_public_txt (server_cert);
+    ami_auth_t *auth = ami_auth_new (dir, &err);
+    assert_non_null (auth);
+
+    //  A malformed role list is a config error: the broker does not start
+    ami_broker_config_t bad = { 0 };
+    bad.endpoint = "tcp://127.0.0.1:*";
+    bad.server_cert = server_cert;
+    bad.client_roles = "mdms,,operator";
+    assert_null (ami_broker_new (&bad));
+    bad.client_roles = NULL;
+    bad.worker_roles = "headend,";
+    assert_null (ami_broker_new (&bad));
+
+    ami_broker_config_t config = s_config ();
+    config.server_cert = server_cert;
+    broker_t broker = s_broker_start (&config);
+
+    //  The normal pair: mdms client, headend worker on agg.1, round trip
+    zsock_t *worker = s_curve_dealer (broker.endpoint, headend_cert, server_key);
+    SEND (worker, F (""), F (W_HEADER), FB (W_READY, 1), F ("agg.1"));
+    zsock_t *client = s_curve_dealer (broker.endpoint, mdms_cert, server_key);
+    assert_true (s_wait_mmi (client, "agg.1", "200", WAIT_MS));
+    s_client_request (client, "agg.1", "read");
+    assert_true (s_worker_echo_one (worker, WAIT_MS));
+    zmsg_t *body = s_client_reply (client, "agg.1", WAIT_MS);
+    assert_non_null (body);
+    assert_true (s_frame_str (zmsg_first (body), "read"));
+    zmsg_destroy (&body);
+
+    //  A head end posing as a client: no reply (MMI included), and the
+    //  request never reaches the worker nor creates a service
+    zsock_t *rogue = s_curve_dealer (broker.endpoint, rogue_cert, server_key);
+    s_client_request (rogue, "agg.1", "spoofed read");
+    s_client_request (rogue, "mmi.service", "agg.1");
+    s_client_request (rogue, "agg.new", "grow the table");
+    assert_null (s_recv (rogue, QUIET_MS));
+    assert_null (s_worker_recv (worker, 100, NULL));
+
+    //  The MDMS posing as a worker: DISCONNECT, and nothing registered
+    zsock_t *mdms_worker = s_curve_dealer (broker.endpoint, mdms_cert, server_key);
+    SEND (mdms_worker, F (""), F (W_HEADER), FB (W_READY, 1), F ("agg.2"));
+    assert_true (s_worker_disconnected (mdms_worker, WAIT_MS));
+    char code [4];
+    s_mmi (client, "mmi.service", "agg.2", code);
+    assert_string_equal (code, "404");
+
+    //  A role on neither list may be neither
+    zsock_t *other = s_curve_dealer (broker.endpoint, other_cert, server_key);
+    SEND (other, F (""), F (W_HEADER), FB (W_READY, 1), F ("agg.3"));
+    assert_true (s_worker_disconnected (other, WAIT_MS));
+    s_client_request (other, "mmi.service", "agg.1");
+    assert_null (s_recv (other, QUIET_MS));
+    s_mmi (client, "mmi.service", "agg.3", code);
+    assert_string_equal (code, "404");
+
+    //  A head end registering outside "agg.": DISCONNECT, 404
+    SEND (rogue, F (""), F (W_HEADER), FB (W_READY, 1), F ("other.svc"));
+    assert_true (s_worker_disconnected (rogue, WAIT_MS));
+    s_mmi (client, "mmi.service", "other.svc", code);
+    assert_string_equal (code, "404");
+    //  ... while the same head end may still register an aggregator
+    SEND (rogue, F (""), F (W_HEADER), FB (W_READY, 1), F ("agg.4"));
+    assert_true (s_wait_mmi (client, "agg.4", "200", WAIT_MS));
+
+    //  Only agg.1 and agg.4 exist, one worker each, nothing queued
+    size_t services, workers, queued;
+    s_status (&broker, &services, &workers, &queued);
+    assert_int_equal (services, 2);
+    assert_int_equal (workers, 2);
+    assert_int_equal (queued, 0);
+
+    //  The normal pair still works after all that
+    s_client_request (client, "agg.1", "again");
+    assert_true (s_worker_echo_one (worker, WAIT_MS));
+    body = s_client_reply (client, "agg.1", WAIT_MS);
+    assert_non_null (body);
+    assert_true (s_frame_str (zmsg_first (body), "again"));
+    zmsg_destroy (&body);
+    s_broker_stop (&broker);
+
+    //  Configured lists replace the defaults: "operator" as a client,
+    //  "mdms" as a worker with any service name (prefix "")
+    config = s_config ();
+    config.server_cert = server_cert;
+    config.client_roles = " operator , headend";
+    config.worker_roles = "mdms";
+    config.worker_prefix = "";
+    broker = s_broker_start (&config);
+    zsock_t *w2 = s_curve_dealer (broker.endpoint, mdms_cert, server_key);
+    SEND (w2, F (""), F (W_HEADER), FB (W_READY, 1), F ("echo"));
+    zsock_t *c2 = s_curve_dealer (broker.endpoint, other_cert, server_key);
+    assert_true (s_wait_mmi (c2, "echo", "200", WAIT_MS));
+    zsock_t *c3 = s_curve_dealer (broker.endpoint, mdms_cert, server_key);
+    s_client_request (c3, "mmi.service", "echo");
+    assert_null (s_recv (c3, QUIET_MS));
+    zsock_destroy (&c3);
+    zsock_destroy (&c2);
+    zsock_destroy (&w2);
+
+    zsock_destroy (&other);
+    zsock_destroy (&mdms_worker);
+    zsock_destroy (&rogue);
+    zsock_destroy (&client);
+    zsock_destroy (&worker);
+    s_broker_stop (&broker);
+    ami_auth_destroy (&auth);               //  after the last server socket
+    for (size_t i = 0; i < 4; i++)
+        free (files [i]);
+    ami_cert_destroy (&server_cert);
+    ami_cert_destroy (&mdms_cert);
+    ami_cert_destroy (&headend_cert);
+    ami_cert_destroy (&rogue_cert);
+    ami_cert_destroy (&other_cert);
+    assert_int_equal (ami_test_rmtree (dir), 0);
+    free (dir);
+}
+
 int
 main (void)
 {
@@ -1035,6 +1180,7 @@ main (void)
         cmocka_unit_test (test_request_ttl),
         cmocka_unit_test (test_start_failure),
         cmocka_unit_test (test_curve),
+        cmocka_unit_test (test_curve_roles),
     };
     return cmocka_run_group_tests_name ("broker conformance", tests, NULL, NULL);
 }
