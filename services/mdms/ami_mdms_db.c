@@ -581,6 +581,63 @@ s_comment (char *line)
     return NULL;
 }
 
+//  Stringify a numeric macro for a static complaint
+#define S_STR_(x) #x
+#define S_STR(x) S_STR_ (x)
+
+int
+ami_mdms_registry_parse_line (const char *line, size_t len,
+                              ami_mdms_registry_row_t *row, const char **why)
+{
+    assert (row && (line || len == 0));
+    memset (row, 0, sizeof *row);
+    const char *complaint = NULL;
+    int rc = AMI_E_CONFIG;
+    //  Work on a NUL-terminated copy: the parser cuts fields in place
+    char buf [AMI_MDMS_REGISTRY_LINE_MAX + 1];
+    if (len > AMI_MDMS_REGISTRY_LINE_MAX) {
+        complaint = "line longer than " S_STR (AMI_MDMS_REGISTRY_LINE_MAX) " bytes";
+        goto done;
+    }
+    if (len && memchr (line, 0, len)) {
+        complaint = "NUL byte in line";
+        goto done;
+    }
+    if (len)
+        memcpy (buf, line, len);
+    buf [len] = 0;
+    char *hash = s_comment (buf);
+    if (hash)
+        *hash = 0;
+    size_t n = strlen (buf);
+    while (n && (buf [n - 1] == '\n' || buf [n - 1] == '\r'
+              || buf [n - 1] == ' ' || buf [n - 1] == '\t'))
+        buf [--n] = 0;
+    if (n == 0) {
+        rc = AMI_E_NOTFOUND;            //  blank or comment
+        goto done;
+    }
+    s_customer_t customer;
+    complaint = s_registry_line (buf, &row->meter, &customer);
+    if (complaint) {
+        memset (row, 0, sizeof *row);
+        goto done;
+    }
+    if (customer.name) {
+        //  Lengths were checked by s_registry_line: these copies are whole
+        row->has_customer = true;
+        snprintf (row->name, sizeof row->name, "%s", customer.name);
+        snprintf (row->address, sizeof row->address, "%s", customer.address);
+        snprintf (row->account, sizeof row->account, "%s", customer.account);
+    }
+    rc = AMI_OK;
+done:
+    sodium_memzero (buf, sizeof buf);   //  customer plaintext
+    if (why)
+        *why = complaint;
+    return rc;
+}
+
 typedef struct {
     ami_mdms_db_t *self;
     zlistx_t *stale;            /* keys (strings) of entries to delete */
@@ -663,39 +720,29 @@ ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
     ssize_t len;
     while ((len = getline (&line, &cap, file)) != -1) {
         lineno++;
-        if ((size_t) len > AMI_MDMS_REGISTRY_LINE_MAX) {
-            ami_log_error ("registry %s:%zu: line longer than %d bytes", path, lineno,
-                           AMI_MDMS_REGISTRY_LINE_MAX);
-            rc = AMI_E_CONFIG;
-            goto done;
-        }
-        if (memchr (line, 0, (size_t) len)) {
-            ami_log_error ("registry %s:%zu: NUL byte in line", path, lineno);
-            rc = AMI_E_CONFIG;
-            goto done;
-        }
-        char *hash = s_comment (line);
-        if (hash)
-            *hash = 0;
-        size_t n = strlen (line);
-        while (n && (line [n - 1] == '\n' || line [n - 1] == '\r'
-                  || line [n - 1] == ' ' || line [n - 1] == '\t'))
-            line [--n] = 0;
-        if (n == 0)
+        ami_mdms_registry_row_t row;
+        const char *why = NULL;
+        rc = ami_mdms_registry_parse_line (line, (size_t) len, &row, &why);
+        if (rc == AMI_E_NOTFOUND) {
+            rc = AMI_OK;
             continue;                   //  blank or comment
-        ami_mdms_meter_t m;
-        memset (&m, 0, sizeof m);
-        s_customer_t customer;
-        const char *why = s_registry_line (line, &m, &customer);
-        if (why) {
+        }
+        if (rc) {
             ami_log_error ("registry %s:%zu: %s", path, lineno, why);
-            rc = AMI_E_CONFIG;
             goto done;
+        }
+        ami_mdms_meter_t m = row.meter;
+        s_customer_t customer = { NULL, NULL, NULL };
+        if (row.has_customer) {
+            customer.name = row.name;
+            customer.address = row.address;
+            customer.account = row.account;
         }
         if (customer.name && !self->has_key) {
             ami_log_error ("registry %s:%zu: customer data but no data key to encrypt it "
                            "(mdms/data-key)", path, lineno);
             rc = AMI_E_CONFIG;
+            sodium_memzero (&row, sizeof row);
             goto done;
         }
         size_t first = (size_t) (uintptr_t) zhashx_lookup (seen, m.meter_id);
@@ -703,12 +750,14 @@ ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
             ami_log_error ("registry %s:%zu: meter %s is already listed at line %zu",
                            path, lineno, m.meter_id, first);
             rc = AMI_E_CONFIG;
+            sodium_memzero (&row, sizeof row);
             goto done;
         }
         if (zhashx_insert (seen, m.meter_id, (void *) (uintptr_t) lineno)
         ||  (!zhashx_lookup (aggregators, m.aggregator_id)
           && zhashx_insert (aggregators, m.aggregator_id, (void *) (uintptr_t) 1))) {
             rc = AMI_E_NOMEM;
+            sodium_memzero (&row, sizeof row);
             goto done;
         }
         uint8_t value [S_METER_VALUE_MAX];
@@ -726,6 +775,7 @@ ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
             customers++;
         }
         sodium_memzero (line, cap);     //  customer plaintext
+        sodium_memzero (&row, sizeof row);
         if (rc) {
             ami_log_error ("registry %s:%zu: cannot store meter %s: %s", path, lineno,
                            m.meter_id, ami_strerror (rc));

@@ -233,6 +233,36 @@ int
     ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
                                  zlistx_t **aggregators_p, size_t *count);
 
+/*  One parsed line of meters.tsv (ami_mdms_registry_parse_line). The
+    customer fields are plaintext: wipe the row (sodium_memzero) when done
+    with a row that has_customer. */
+typedef struct {
+    ami_mdms_meter_t meter;
+    bool has_customer;                              /* 7-column line */
+    char name [AMI_MAX_CUSTOMER_NAME + 1];          /* UTF-8 1..64 bytes */
+    char address [AMI_MDMS_CUSTOMER_ADDRESS_MAX + 1];   /* UTF-8 0..256 */
+    char account [AMI_MAX_ID + 1];                  /* an id */
+} ami_mdms_registry_row_t;
+
+/*  Parse one line of a registry file, as ami_mdms_db_registry_import does
+    (it calls this function for every line): line is len bytes, not
+    necessarily NUL-terminated, as read including its line end (so len
+    counts the newline). Pure: no database, no logging, no allocation.
+    Returns
+      AMI_OK          row filled (a meter; customer fields if 7 columns,
+                      else has_customer false and the strings empty);
+      AMI_E_NOTFOUND  nothing to import (blank line or comment only);
+      AMI_E_CONFIG    the line is wrong: longer than
+                      AMI_MDMS_REGISTRY_LINE_MAX, a NUL byte, or a field
+                      as described at ami_mdms_db_registry_import; *why
+                      (if why is not NULL) gets a static complaint that
+                      never quotes customer data.
+    row is written on every return (zeroed unless AMI_OK). The copy of the
+    line this function works on is wiped before it returns. */
+int
+    ami_mdms_registry_parse_line (const char *line, size_t len,
+                                  ami_mdms_registry_row_t *row, const char **why);
+
 /*  Look up a meter in the registry. Returns AMI_OK (out filled),
     AMI_E_NOTFOUND, or AMI_E_STORAGE for a corrupt entry (logged). */
 int

@@ -8,6 +8,11 @@
     1024-block BATCH...), the longest strings, empty optional fields and
     lists, a refusal READ_RESP and an ERROR without request id. Because the
     seeds come from ami_msg_encode, they can never drift from the codec.
+    For the text-input fuzzers it also writes config-*.zpl (ZPL service
+    configurations, fuzz_config), registry-*.tsv (meters.tsv lines with
+    real Ed25519 keys, 4 and 7 columns, fuzz_registry) and cert-*.txt (a
+    public certificate written by ami_cert_save_public, fuzz_cert). Every
+    target reads every seed, so each must tolerate the others' files.
     Exits 0 after writing every file, 1 on any failure.
 */
 #include <errno.h>
@@ -17,6 +22,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <sodium.h>
+
+#include "ami_cert.h"
+#include "ami_log.h"
 #include "ami_msg.h"
 
 /* 2026-06-01T00:00:00Z in ms */
@@ -331,6 +340,143 @@ static const struct {
 
 static const char *s_variant_suffix [] = { "", "-max", "-edge" };
 
+/*  Text seeds for fuzz_config, fuzz_registry and fuzz_cert. */
+
+static int
+s_write_file (const char *dir, const char *name, const char *text, size_t len)
+{
+    char path [4096];
+    snprintf (path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen (path, "wb");
+    bool ok = f && fwrite (text, 1, len, f) == len;
+    if (f && fclose (f) != 0)
+        ok = false;
+    if (!ok) {
+        fprintf (stderr, "mkcorpus: cannot write %s: %s\n", path, strerror (errno));
+        return 1;
+    }
+    return 0;
+}
+
+static const char s_config_mdms [] =
+    "#   mdms: the MDMS (ami-mdms)\n"
+    "node\n"
+    "    id = mdms\n"
+    "    cert = \"/etc/ami/keys/nodes/mdms.cert\"\n"
+    "    allow = \"/etc/ami/keys/allow/mdms\"  # head ends + operators\n"
+    "log\n"
+    "    level = info\n"
+    "heartbeat = 1s\n"
+    "mdms\n"
+    "    api = tcp://127.0.0.1:7100  # operators (amictl), REQ/ROUTER\n"
+    "    ingest = tcp://127.0.0.1:7101\n"
+    "    events = tcp://127.0.0.1:7102\n"
+    "    broker = tcp://127.0.0.1:7000\n"
+    "    db = '/var/lib/ami/mdms'\n"
+    "    registry = \"/etc/ami/meters.tsv\"\n"
+    "    read-timeout = 3s\n"
+    "    retries = 3\n"
+    "    rate\n"
+    "        operator = 0\n"
+    "        operator-burst = 20\n"
+    "        meter = 0\n"
+    "        meter-burst = 4\n";
+
+static const char s_config_edge [] =
+    "# edge cases: empty values, repeated keys (a list), quotes, CRLF\n"
+    "node\n"
+    "    id =\n"
+    "fleet\n"
+    "    meters = 8\r\n"
+    "    uplink\n"
+    "        endpoint = \"tcp://127.0.0.1:7301\"\n"
+    "    uplink\n"
+    "        endpoint = 'tcp://127.0.0.1:7302'\n"
+    "    seed = -9223372036854775808\n"
+    "    interval = 250ms\n"
+    "    enabled = Yes\n"
+    "heartbeat = 1500\n"
+    "log\n"
+    "    level = \"debug\"   # comment after a quoted value\n"
+    "\n"
+    "    # indented comment\n";
+
+/*  A registry line for meter n with a real key (seeded, reproducible). */
+static void
+s_registry_line (char *out, size_t size, unsigned n, bool customer, bool upper)
+{
+    uint8_t seed [crypto_sign_SEEDBYTES] = { 0 }, pk [crypto_sign_PUBLICKEYBYTES];
+    uint8_t sk [crypto_sign_SECRETKEYBYTES];
+    seed [0] = (uint8_t) n;
+    seed [1] = (uint8_t) (n >> 8);
+    crypto_sign_seed_keypair (pk, sk, seed);
+    char hex [2 * crypto_sign_PUBLICKEYBYTES + 1];
+    sodium_bin2hex (hex, sizeof hex, pk, sizeof pk);
+    for (char *h = hex; upper && *h; h++)
+        if (*h >= 'a' && *h <= 'f')
+            *h = (char) (*h - 'a' + 'A');
+    if (customer)
+        snprintf (out, size, "MTR-%06u\tfleet-%u\tagg-%u\t%s\tZo\xc3\xab Dahlke\t"
+                  "Weidenstieg %u, Apt #4, 10002 Birkenhain\tACC-%08u\n",
+                  n, 1 + n % 2, 1 + n % 2, hex, n, n);
+    else
+        snprintf (out, size, "MTR-%06u\tfleet-%u\tagg-%u\t%s\n", n, 1 + n % 2, 1 + n % 2, hex);
+}
+
+static int
+s_text_seeds (const char *dir, int *written)
+{
+    int rc = 0;
+    rc |= s_write_file (dir, "config-mdms.zpl", s_config_mdms, strlen (s_config_mdms));
+    rc |= s_write_file (dir, "config-edge.zpl", s_config_edge, strlen (s_config_edge));
+
+    char line [1100];
+    char text [8192];
+    size_t n = 0;
+    //  4 columns, with a whole-line comment, a trailing comment and CRLF
+    n += (size_t) snprintf (text + n, sizeof text - n, "# meter_id\tfleet\taggregator\tsign_pk\n\n");
+    for (unsigned i = 1; i <= 4; i++) {
+        s_registry_line (line, sizeof line, i, false, i == 3);
+        n += (size_t) snprintf (text + n, sizeof text - n, "%s", line);
+    }
+    s_registry_line (line, sizeof line, 5, false, false);
+    line [strlen (line) - 1] = 0;
+    n += (size_t) snprintf (text + n, sizeof text - n, "%s  # spare\r\n", line);
+    rc |= s_write_file (dir, "registry-4col.tsv", text, n);
+
+    //  7 columns (customer data, '#' as text in the address)
+    n = 0;
+    for (unsigned i = 10; i <= 14; i++) {
+        s_registry_line (line, sizeof line, i, true, false);
+        n += (size_t) snprintf (text + n, sizeof text - n, "%s", line);
+    }
+    rc |= s_write_file (dir, "registry-7col.tsv", text, n);
+
+    //  One 7-column line without a newline, empty address
+    s_registry_line (line, sizeof line, 20, false, false);
+    line [strlen (line) - 1] = 0;
+    n = (size_t) snprintf (text, sizeof text, "%s\tA\t\tACC-1", line);
+    rc |= s_write_file (dir, "registry-line7.tsv", text, n);
+
+    //  A public certificate as ami_cert_save_public writes it
+    int err = 0;
+    ami_cert_t *cert = ami_cert_new ("meter", "FLEET-NORTH-01", &err);
+    if (!cert) {
+        fprintf (stderr, "mkcorpus: ami_cert_new failed: %s\n", ami_strerror (err));
+        return 1;
+    }
+    char path [4096];
+    snprintf (path, sizeof path, "%s/cert-public.txt", dir);
+    if (ami_cert_save_public (cert, path) != AMI_OK) {
+        fprintf (stderr, "mkcorpus: cannot write %s\n", path);
+        rc = 1;
+    }
+    ami_cert_destroy (&cert);
+    if (rc == 0)
+        *written += 6;
+    return rc;
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -377,6 +523,13 @@ main (int argc, char *argv [])
         }
     ami_msg_destroy (&msg);
     free (buf);
+    if (rc == 0) {
+        ami_log_set_level (AMI_LOG_WARN);
+        if (sodium_init () < 0)
+            rc = 1;
+        else
+            rc = s_text_seeds (dir, &written);
+    }
     if (rc == 0)
         printf ("mkcorpus: %d seeds in %s\n", written, dir);
     return rc;
