@@ -106,7 +106,6 @@
 /*  HISTORY rows when the request says 0. */
 #define S_HISTORY_DEFAULT   10
 /*  Warning rate-limit window. */
-#define S_LOG_WINDOW_MS     1000
 /*  An encoded READ_REQ: ids, 3 u64, 16 + 66 bytes of binaries < 200. */
 #define S_READ_REQ_MAX      256
 /*  An encoded EVENT: 3 u64, two ids, 256 bytes of text < 400. */
@@ -260,9 +259,7 @@ typedef struct {
     bool audit_action0;                 /* the codec lets API_AUDIT carry action 0 */
 
     bool terminated;
-    int64_t log_window;
-    unsigned log_count;
-    unsigned long log_suppressed;
+    ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
 } mdms_t;
 
 static const char *const s_event_topics [AMI_EV_MAX + 1] = {
@@ -281,27 +278,12 @@ s_warn (mdms_t *self, const char *format, ...) CHECK_PRINTF (2);
 static void
 s_warn (mdms_t *self, const char *format, ...)
 {
-    if (!ami_log_enabled (AMI_LOG_WARN))
-        return;
-    int64_t now = zclock_mono ();
-    if (now - self->log_window >= S_LOG_WINDOW_MS) {
-        if (self->log_suppressed)
-            zsys_warning ("mdms: %lu more warnings suppressed", self->log_suppressed);
-        self->log_window = now;
-        self->log_count = 0;
-        self->log_suppressed = 0;
-    }
-    if (self->log_count >= AMI_MDMS_LOG_BURST) {
-        self->log_suppressed++;
-        return;
-    }
-    self->log_count++;
-    char line [512];
+    if (!self->warn_limit.burst)
+        self->warn_limit.burst = AMI_MDMS_LOG_BURST;
     va_list args;
     va_start (args, format);
-    vsnprintf (line, sizeof line, format, args);
+    ami_log_vwarn_limited (&self->warn_limit, "mdms", format, args);
     va_end (args);
-    zsys_warning ("mdms: %s", line);
 }
 
 static void
