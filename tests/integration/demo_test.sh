@@ -20,13 +20,10 @@
 # tail of every log). Set KEEP=1 to keep the directory for a post-mortem.
 set -u
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${AMI_BIN:-bin}
-case $BIN in /*) ;; *) BIN=$root/$BIN ;; esac
+# the private deployment: set-up, cleanup trap, shutdown
+# shellcheck source=tests/integration/lib/deploy.sh
+. "$(dirname "$0")/lib/deploy.sh"
 
-tmp=""
-conf=""
-sup_pid=""
 # Seconds: each deadline is several times what a healthy run needs.
 READY_S=40      # all services READY after start
 FAILOVER_S=20   # a read succeeds again after a head end stops / restarts
@@ -34,102 +31,15 @@ NOROUTE_S=20    # reads fail once both head ends are gone
 STOP_S=40       # supervisord and every service gone after shutdown
 READ_MS=3000    # per-read timeout for the failover loops
 
-say() { echo "demo_test: $*"; }
-fail() { echo "FAIL: demo_test: $*"; exit 1; }
-now() { date +%s; }
-
-ours() {
-    # Every process of this test names its directory on its command line
-    # (supervisord -c TMP/supervisord.conf, BIN/ami-ROLE -c TMP/etc/...).
-    [ -n "$tmp" ] || return 0
-    pgrep -f "$tmp/" 2>/dev/null || true
-}
-
-# shellcheck disable=SC2317  # (invoked by the trap)
-cleanup() {
-    rc=$?
-    trap - EXIT INT TERM
-    if [ -n "$sup_pid" ] && kill -0 "$sup_pid" 2>/dev/null; then
-        supervisorctl -c "$conf" shutdown >/dev/null 2>&1 || kill -TERM "$sup_pid" 2>/dev/null
-        deadline=$(( $(now) + STOP_S ))
-        while kill -0 "$sup_pid" 2>/dev/null && [ "$(now)" -lt $deadline ]; do sleep 0.2; done
-    fi
-    left=$(ours)
-    if [ -n "$left" ]; then
-        echo "demo_test: cleanup: ending leftover process(es) $left"
-        # shellcheck disable=SC2086
-        kill -TERM $left 2>/dev/null
-        sleep 1
-        left=$(ours)
-        # shellcheck disable=SC2086
-        [ -z "$left" ] || kill -KILL $left 2>/dev/null
-    fi
-    if [ $rc -ne 0 ] && [ -n "$tmp" ] && [ -d "$tmp/log" ]; then
-        for f in "$tmp"/log/*.log; do
-            [ -f "$f" ] || continue
-            echo "---- tail of $f"
-            tail -n 25 "$f"
-        done
-    fi
-    if [ -n "$tmp" ]; then
-        if [ "${KEEP:-0}" = 1 ]; then echo "demo_test: kept $tmp"; else rm -rf "$tmp"; fi
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # ---------------------------------------------------------------- set-up
-for b in ami-mdms ami-broker ami-headend ami-aggregator ami-meter amictl ami-keygen; do
-    [ -x "$BIN/$b" ] || fail "$BIN/$b is missing (build first: make)"
-done
-for c in supervisord supervisorctl python3 pgrep; do
-    command -v $c >/dev/null 2>&1 || fail "$c is not installed"
-done
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/ami-demo-test.XXXXXX") || fail "no temporary directory"
-conf=$tmp/supervisord.conf
-
-# A port base whose 8 ports (render.sh's layout) are free. Bases stay below
-# 32768 - 302 so no port is in Linux's default ephemeral range, where an
-# outgoing connection could take one between our check and the bind.
-port_free() {
-    if command -v ss >/dev/null 2>&1; then
-        [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
-    else
-        # no ss: the kernel's socket table (state 0A = LISTEN, port in hex)
-        ! awk -v p="$(printf '%04X' "$1")" \
-            '$4 == "0A" && substr($2, index($2, ":") + 1) == p { found = 1 } END { exit !found }' \
-            /proc/net/tcp /proc/net/tcp6 2>/dev/null
-    fi
-}
-base=""
-tries=0
-while [ -z "$base" ] && [ $tries -lt 50 ]; do
-    tries=$((tries + 1))
-    r=$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')
-    candidate=$(( 10000 + (r % 220) * 100 ))
-    all_free=1
-    for off in 0 100 101 102 201 202 301 302; do
-        port_free $((candidate + off)) || { all_free=0; break; }
-    done
-    [ $all_free -eq 1 ] && base=$candidate
-done
-[ -n "$base" ] || fail "no free port base found in 50 tries"
-say "directory $tmp, port base $base"
+deploy_setup ami-demo-test
 
 "$BIN/ami-keygen" init "$tmp/keys" || fail "ami-keygen init"
 "$BIN/ami-keygen" check "$tmp/keys" || fail "ami-keygen check after init"
-AMI_BIN_DIR=$BIN sh "$root/deploy/render.sh" "$tmp" "$base" || fail "render.sh"
+deploy_render
 amictl="$BIN/amictl -c $tmp/etc/amictl.cfg"
 
-supervisord -c "$conf" || fail "supervisord did not start"
-deadline=$(( $(now) + 10 ))
-while [ ! -s "$tmp/supervisord.pid" ] && [ "$(now)" -lt $deadline ]; do sleep 0.1; done
-sup_pid=$(cat "$tmp/supervisord.pid" 2>/dev/null)
-if [ -z "$sup_pid" ] || ! kill -0 "$sup_pid" 2>/dev/null; then
-    fail "supervisord is not running"
-fi
+deploy_start
 say "supervisord pid $sup_pid"
 
 # ---------------------------------------------------------------- ready
@@ -237,19 +147,7 @@ read_until 0 $FAILOVER_S read MTR-000150 --timeout $READ_MS
 say "ok: reads succeed again once headend-1 is back"
 
 # ---------------------------------------------------------------- shutdown
-supervisorctl -c "$conf" shutdown >/dev/null || fail "supervisorctl shutdown"
-deadline=$(( $(now) + STOP_S ))
-while kill -0 "$sup_pid" 2>/dev/null; do
-    [ "$(now)" -lt $deadline ] || fail "supervisord still runs ${STOP_S}s after shutdown"
-    sleep 0.2
-done
-left=$(ours)
-if [ -n "$left" ]; then
-    # shellcheck disable=SC2086
-    ps -o pid,args -p "$(echo $left | tr ' ' ',')"
-    fail "process(es) left behind: $left"
-fi
-sup_pid=""
+deploy_shutdown
 say "ok: shut down, no process left"
 say "PASS"
 exit 0

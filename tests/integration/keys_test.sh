@@ -16,13 +16,10 @@
 # the whole run stays under 90 s. KEEP=1 keeps the directory.
 set -u
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${AMI_BIN:-bin}
-case $BIN in /*) ;; *) BIN=$root/$BIN ;; esac
+# the private deployment: set-up, cleanup trap, shutdown
+# shellcheck source=tests/integration/lib/deploy.sh
+. "$(dirname "$0")/lib/deploy.sh"
 
-tmp=""
-conf=""
-sup_pid=""
 # Seconds: each deadline is several times what a healthy run needs.
 READY_S=30      # all services READY after start
 REFUSE_S=10     # a revoked / pruned key is refused (zauth re-reads at the next handshake)
@@ -32,105 +29,17 @@ RESTART_S=30    # reads of a restarted fleet's meters succeed again
 STOP_S=20       # supervisord and every service gone after shutdown
 READ_MS=3000    # per-read timeout
 
-say() { echo "keys_test: $*"; }
-fail() { echo "FAIL: keys_test: $*"; exit 1; }
-now() { date +%s; }
-
-ours() {
-    # Every process of this test names its directory on its command line
-    # (supervisord -c TMP/supervisord.conf, BIN/ami-ROLE -c TMP/etc/...).
-    [ -n "$tmp" ] || return 0
-    pgrep -f "$tmp/" 2>/dev/null || true
-}
-
-# shellcheck disable=SC2317  # (invoked by the trap)
-cleanup() {
-    rc=$?
-    trap - EXIT INT TERM
-    if [ -n "$sup_pid" ] && kill -0 "$sup_pid" 2>/dev/null; then
-        supervisorctl -c "$conf" shutdown >/dev/null 2>&1 || kill -TERM "$sup_pid" 2>/dev/null
-        deadline=$(( $(now) + STOP_S ))
-        while kill -0 "$sup_pid" 2>/dev/null && [ "$(now)" -lt $deadline ]; do sleep 0.2; done
-    fi
-    left=$(ours)
-    if [ -n "$left" ]; then
-        echo "keys_test: cleanup: ending leftover process(es) $left"
-        # shellcheck disable=SC2086
-        kill -TERM $left 2>/dev/null
-        sleep 1
-        left=$(ours)
-        # shellcheck disable=SC2086
-        [ -z "$left" ] || kill -KILL $left 2>/dev/null
-    fi
-    if [ $rc -ne 0 ] && [ -n "$tmp" ] && [ -d "$tmp/log" ]; then
-        for f in "$tmp"/log/*.log; do
-            [ -f "$f" ] || continue
-            echo "---- tail of $f"
-            tail -n 25 "$f"
-        done
-    fi
-    if [ -n "$tmp" ]; then
-        if [ "${KEEP:-0}" = 1 ]; then echo "keys_test: kept $tmp"; else rm -rf "$tmp"; fi
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # ---------------------------------------------------------------- set-up
-for b in ami-mdms ami-broker ami-headend ami-aggregator ami-meter amictl ami-keygen; do
-    [ -x "$BIN/$b" ] || fail "$BIN/$b is missing (build first: make)"
-done
-for c in supervisord supervisorctl python3 pgrep; do
-    command -v $c >/dev/null 2>&1 || fail "$c is not installed"
-done
-
 t_start=$(date +%s)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/ami-keys-test.XXXXXX") || fail "no temporary directory"
-conf=$tmp/supervisord.conf
-
-# A port base whose 8 ports (render.sh's layout) are free. Bases stay below
-# 32768 - 302 so no port is in Linux's default ephemeral range, where an
-# outgoing connection could take one between our check and the bind.
-port_free() {
-    if command -v ss >/dev/null 2>&1; then
-        [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
-    else
-        # no ss: the kernel's socket table (state 0A = LISTEN, port in hex)
-        ! awk -v p="$(printf '%04X' "$1")" \
-            '$4 == "0A" && substr($2, index($2, ":") + 1) == p { found = 1 } END { exit !found }' \
-            /proc/net/tcp /proc/net/tcp6 2>/dev/null
-    fi
-}
-base=""
-tries=0
-while [ -z "$base" ] && [ $tries -lt 50 ]; do
-    tries=$((tries + 1))
-    r=$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')
-    candidate=$(( 10000 + (r % 220) * 100 ))
-    all_free=1
-    for off in 0 100 101 102 201 202 301 302; do
-        port_free $((candidate + off)) || { all_free=0; break; }
-    done
-    [ $all_free -eq 1 ] && base=$candidate
-done
-[ -n "$base" ] || fail "no free port base found in 50 tries"
-say "directory $tmp, port base $base"
+deploy_setup ami-keys-test
 
 "$BIN/ami-keygen" init "$tmp/keys" || fail "ami-keygen init"
 "$BIN/ami-keygen" check "$tmp/keys" || fail "ami-keygen check after init"
-AMI_BIN_DIR=$BIN sh "$root/deploy/render.sh" "$tmp" "$base" || fail "render.sh"
+deploy_render
 amictl="$BIN/amictl -c $tmp/etc/amictl.cfg"
 
-supervisord -c "$conf" || fail "supervisord did not start"
-deadline=$(( $(now) + 10 ))
-while [ ! -s "$tmp/supervisord.pid" ] && [ "$(now)" -lt $deadline ]; do sleep 0.1; done
-sup_pid=$(cat "$tmp/supervisord.pid" 2>/dev/null)
-if [ -z "$sup_pid" ] || ! kill -0 "$sup_pid" 2>/dev/null; then
-    fail "supervisord is not running"
-fi
+deploy_start
 say "supervisord pid $sup_pid"
-
 
 # ---------------------------------------------------------------- ready
 t0=$(now)
@@ -177,7 +86,10 @@ mkdir -m 700 "$tmp/aside"
 cp -p "$ops/operator.cert" "$ops/operator.cert_secret" "$tmp/aside/" || fail "copy the old key aside"
 "$keygen" rotate "$tmp/keys" operator --window $WINDOW_S >"$tmp/out" || { cat "$tmp/out"; fail "ami-keygen rotate operator"; }
 cmp -s "$ops/operator.cert_secret" "$tmp/aside/operator.cert_secret" && fail "rotate did not change the secret"
-old_file=$(ls "$tmp/keys/allow/mdms/" | grep '^operator\.old-' | head -1)
+old_file=""
+for f in "$tmp/keys/allow/mdms/"operator.old-*; do
+    [ -e "$f" ] && { old_file=$(basename "$f"); break; }
+done
 [ -n "$old_file" ] || fail "rotate kept no old key in allow/mdms"
 expires=$(sed -n 's/^ *expires = "\{0,1\}\([0-9]*\)"\{0,1\}$/\1/p' "$tmp/keys/allow/mdms/$old_file")
 [ -n "$expires" ] || fail "the old key has no expires metadata"
@@ -212,7 +124,9 @@ supervisorctl -c "$conf" restart ami-meter-1 >/dev/null || fail "supervisorctl r
 until_rc 0 $RESTART_S $amictl read MTR-000042 --timeout $READ_MS
 # end the window: only the new key is listed; restart again, reads go on
 "$keygen" rotate "$tmp/keys" fleet-1 --finish >"$tmp/out" || { cat "$tmp/out"; fail "rotate fleet-1 --finish"; }
-ls "$tmp/keys/allow/agg-1/" | grep -q '^fleet-1\.old-' && fail "--finish left fleet-1's old key"
+for f in "$tmp/keys/allow/agg-1/"fleet-1.old-*; do
+    [ -e "$f" ] && fail "--finish left fleet-1's old key"
+done
 supervisorctl -c "$conf" restart ami-meter-1 >/dev/null || fail "supervisorctl restart ami-meter-1 (2)"
 until_rc 0 $RESTART_S $amictl read MTR-000042 --timeout $READ_MS
 supervisorctl -c "$conf" status ami-meter-1 | grep -q RUNNING || fail "ami-meter-1 is not RUNNING"
@@ -220,19 +134,7 @@ supervisorctl -c "$conf" status ami-meter-1 | grep -q RUNNING || fail "ami-meter
 say "ok: c. fleet-1 rotated and restarted: its meters read again (old key window finished)"
 
 # ---------------------------------------------------------------- shutdown
-supervisorctl -c "$conf" shutdown >/dev/null || fail "supervisorctl shutdown"
-deadline=$(( $(now) + STOP_S ))
-while kill -0 "$sup_pid" 2>/dev/null; do
-    [ "$(now)" -lt $deadline ] || fail "supervisord still runs ${STOP_S}s after shutdown"
-    sleep 0.2
-done
-left=$(ours)
-if [ -n "$left" ]; then
-    # shellcheck disable=SC2086
-    ps -o pid,args -p "$(echo $left | tr ' ' ',')"
-    fail "process(es) left behind: $left"
-fi
-sup_pid=""
+deploy_shutdown
 say "ok: shut down, no process left; total $(( $(now) - t_start ))s"
 say "PASS"
 exit 0
