@@ -647,3 +647,22 @@ ami_config_check_known (ami_config_t *self, const char *const *known_paths)
     char path [AMI_CONFIG_MAX_PATH + 1] = "";
     return s_check_children (self, self->root, path, 0, known_paths);
 }
+
+char *
+ami_config_beside_exe (const char *relative)
+{
+    assert (relative);
+    char exe [PATH_MAX];
+    ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return NULL;
+    exe [n] = '\0';
+    char *slash = strrchr (exe, '/');
+    if (!slash)
+        return NULL;
+    *slash = '\0';
+    char *path = zsys_sprintf ("%s/%s", exe, relative);
+    if (path && access (path, F_OK) != 0)
+        zstr_free (&path);
+    return path;
+}

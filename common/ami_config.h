@@ -144,6 +144,14 @@ int
 int
     ami_config_check_known (ami_config_t *self, const char *const *known_paths);
 
+/*  Return DIR/relative, where DIR is the directory of the running
+    executable, if that file exists; else NULL. The tools use it to find the
+    demo deployment's configuration next to bin/ ("../var/demo/etc/amictl.cfg")
+    so that they work with no flag after `make demo`. Caller frees with
+    zstr_free. */
+char *
+    ami_config_beside_exe (const char *relative);
+
 /*  Return the underlying zconfig tree (borrowed, owned by self), e.g. to
     walk repeated keys: for (zconfig_t *c = zconfig_child (zconfig_locate
     (root, "uplinks")); c; c = zconfig_next (c)) ... */

@@ -339,23 +339,6 @@ s_dec_id (const mobj_t *o, char *out, size_t min, size_t max)
     return AMI_OK;
 }
 
-/*  Free text: 0..AMI_MAX_TEXT bytes of UTF-8 without NUL. */
-static int
-s_dec_text (const mobj_t *o, char *out)
-{
-    if (o->type != MSGPACK_OBJECT_STR)
-        return AMI_E_TYPE;
-    size_t n = o->via.str.size;
-    if (n > AMI_MAX_TEXT)
-        return AMI_E_LIMIT;
-    if (!s_utf8_valid (o->via.str.ptr, n))
-        return AMI_E_RANGE;
-    if (n)
-        memcpy (out, o->via.str.ptr, n);
-    out [n] = 0;
-    return AMI_OK;
-}
-
 /*  UTF-8 text (no NUL) of min..max bytes into out[max+1]: the customer
     name (1..AMI_MAX_CUSTOMER_NAME). */
 static int
@@ -372,6 +355,13 @@ s_dec_utf8 (const mobj_t *o, char *out, size_t min, size_t max)
         memcpy (out, o->via.str.ptr, n);
     out [n] = 0;
     return AMI_OK;
+}
+
+/*  Free text: 0..AMI_MAX_TEXT bytes of UTF-8 without NUL. */
+static int
+s_dec_text (const mobj_t *o, char *out)
+{
+    return s_dec_utf8 (o, out, 0, AMI_MAX_TEXT);
 }
 
 static int

@@ -479,25 +479,6 @@ s_parse (args_t *args, int argc, char **argv)
 /* ---------------------------------------------------------------------- */
 /*  Configuration: amictl's file and keys                                  */
 
-/* <dir of this executable>/../var/demo/etc/amictl.cfg, if it exists. */
-static char *
-s_demo_config (void)
-{
-    char exe [PATH_MAX];
-    ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return NULL;
-    exe [n] = '\0';
-    char *slash = strrchr (exe, '/');
-    if (!slash)
-        return NULL;
-    *slash = '\0';
-    char *path = zsys_sprintf ("%s/../var/demo/etc/amictl.cfg", exe);
-    if (path && access (path, F_OK) != 0)
-        zstr_free (&path);
-    return path;
-}
-
 typedef struct {
     ami_config_t *config;
     ami_cert_t *cert;
@@ -521,7 +502,7 @@ s_setup (args_t *args, setup_t *setup)
     if (!path && env && *env)
         path = env;
     if (!path) {
-        found = s_demo_config ();
+        found = ami_config_beside_exe ("../var/demo/etc/amictl.cfg");
         if (!found && access (SYSTEM_CONFIG, F_OK) == 0)
             found = strdup (SYSTEM_CONFIG);
         path = found;

@@ -420,25 +420,6 @@ s_parse (ctx_t *ctx, int argc, char **argv)
 /* ---------------------------------------------------------------------- */
 /*  Configuration and keys                                                 */
 
-/* <dir of this executable>/../var/demo/etc/amictl.cfg, if it exists. */
-static char *
-s_demo_config (void)
-{
-    char exe [PATH_MAX];
-    ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return NULL;
-    exe [n] = '\0';
-    char *slash = strrchr (exe, '/');
-    if (!slash)
-        return NULL;
-    *slash = '\0';
-    char *path = zsys_sprintf ("%s/../var/demo/etc/amictl.cfg", exe);
-    if (path && access (path, F_OK) != 0)
-        zstr_free (&path);
-    return path;
-}
-
 static int
 s_add_expect (ctx_t *ctx, const char *list)
 {
@@ -472,7 +453,7 @@ s_setup (ctx_t *ctx)
     if (!path && env && *env)
         path = env;
     if (!path) {
-        found = s_demo_config ();
+        found = ami_config_beside_exe ("../var/demo/etc/amictl.cfg");
         if (!found && access (SYSTEM_CONFIG, F_OK) == 0)
             found = strdup (SYSTEM_CONFIG);
         path = found;
