@@ -217,3 +217,93 @@ ami_e2e_check_command (const ami_read_req_t *req, const char *meter_id,
         return AMI_E_EXPIRED;
     return AMI_OK;
 }
+
+/* ---------------------------------------------------------------------- */
+/*  Interval data boxes (see ami_e2e.h for the construction and its why)   */
+
+#define S_PROFILE_NONCE crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+
+/*  Additional data: the block header as the BATCH carries it, meter id
+    bytes, a NUL (ids never contain one), seq as 8 bytes big-endian. */
+static size_t
+s_profile_ad (uint8_t ad [AMI_MAX_ID + 9], const char *meter_id, uint64_t seq)
+{
+    size_t n = strnlen (meter_id, AMI_MAX_ID);
+    memcpy (ad, meter_id, n);
+    ad [n++] = 0;
+    for (int i = 7; i >= 0; i--)
+        ad [n++] = (uint8_t) (seq >> (8 * i));
+    return n;
+}
+
+int
+ami_e2e_profile_key_meter (const uint8_t meter_sk [AMI_E2E_SIGN_SK_SIZE],
+                           const uint8_t mdms_box_pk [AMI_E2E_BOX_KEY_SIZE],
+                           uint8_t key [AMI_E2E_PROFILE_KEY_SIZE])
+{
+    uint8_t x_sk [crypto_scalarmult_curve25519_BYTES], x_pk [crypto_scalarmult_curve25519_BYTES];
+    uint8_t rx [crypto_kx_SESSIONKEYBYTES];
+    int rc = AMI_OK;
+    if (crypto_sign_ed25519_sk_to_curve25519 (x_sk, meter_sk) != 0
+    ||  crypto_scalarmult_curve25519_base (x_pk, x_sk) != 0
+    ||  crypto_kx_client_session_keys (rx, key, x_pk, x_sk, mdms_box_pk) != 0)
+        rc = AMI_E_KEY;
+    sodium_memzero (x_sk, sizeof x_sk);
+    sodium_memzero (rx, sizeof rx);
+    if (rc)
+        sodium_memzero (key, AMI_E2E_PROFILE_KEY_SIZE);
+    return rc;
+}
+
+int
+ami_e2e_profile_key_mdms (const ami_e2e_mdms_t *keys,
+                          const uint8_t meter_pk [AMI_E2E_SIGN_PK_SIZE],
+                          uint8_t key [AMI_E2E_PROFILE_KEY_SIZE])
+{
+    uint8_t x_pk [crypto_scalarmult_curve25519_BYTES], tx [crypto_kx_SESSIONKEYBYTES];
+    int rc = AMI_OK;
+    if (!keys->has_secret
+    ||  crypto_sign_ed25519_pk_to_curve25519 (x_pk, meter_pk) != 0
+    ||  crypto_kx_server_session_keys (key, tx, keys->box_pk, keys->box_sk, x_pk) != 0)
+        rc = AMI_E_KEY;
+    sodium_memzero (tx, sizeof tx);
+    if (rc)
+        sodium_memzero (key, AMI_E2E_PROFILE_KEY_SIZE);
+    return rc;
+}
+
+int
+ami_e2e_profile_seal (const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE], const char *meter_id,
+                      uint64_t seq, const uint8_t *plain, size_t len,
+                      uint8_t *out, size_t cap, size_t *out_len)
+{
+    if (cap < len + AMI_E2E_PROFILE_OVERHEAD)
+        return AMI_E_BUFSIZE;
+    uint8_t ad [AMI_MAX_ID + 9];
+    size_t ad_len = s_profile_ad (ad, meter_id, seq);
+    randombytes_buf (out, S_PROFILE_NONCE);
+    unsigned long long clen = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt (out + S_PROFILE_NONCE, &clen, plain, len,
+                                                ad, ad_len, NULL, out, key);
+    *out_len = S_PROFILE_NONCE + (size_t) clen;
+    return AMI_OK;
+}
+
+int
+ami_e2e_profile_open (const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE], const char *meter_id,
+                      uint64_t seq, const uint8_t *box, size_t len,
+                      uint8_t *out, size_t cap, size_t *out_len)
+{
+    if (len < AMI_E2E_PROFILE_OVERHEAD)
+        return AMI_E_DECRYPT;
+    if (cap < len - AMI_E2E_PROFILE_OVERHEAD)
+        return AMI_E_BUFSIZE;
+    uint8_t ad [AMI_MAX_ID + 9];
+    size_t ad_len = s_profile_ad (ad, meter_id, seq);
+    unsigned long long mlen = 0;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt (out, &mlen, NULL, box + S_PROFILE_NONCE,
+                                                    len - S_PROFILE_NONCE, ad, ad_len, box, key) != 0)
+        return AMI_E_DECRYPT;
+    *out_len = (size_t) mlen;
+    return AMI_OK;
+}

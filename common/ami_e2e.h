@@ -125,6 +125,66 @@ int
     ami_e2e_open (const uint8_t *sealed, size_t len, const ami_e2e_mdms_t *keys,
                   uint8_t *out, size_t cap, size_t *out_len);
 
+/* ---------------------------------------------------------------------- */
+/*  Interval data: BATCH block boxes (PROTOCOL.md 4.8, 4.9, 9)             */
+/*
+    Bulk interval data is encrypted, not signed: one signature per block
+    would cost the MDMS an Ed25519 verification (~50 us) per block, while
+    an AEAD open costs ~1 us. Each (meter, MDMS) pair shares a symmetric
+    key derived with crypto_kx from the meter's X25519 key and the MDMS box
+    key; the meter's X25519 key is its Ed25519 signing key converted by
+    libsodium (crypto_sign_ed25519_*_to_curve25519, the documented way to
+    use one identity key for both), so the MDMS registry needs no second
+    key per meter and no secret key ever leaves a meter. The box is
+    XChaCha20-Poly1305-IETF with a random 24-byte nonce (random nonces are
+    safe at this nonce size, so a meter that restarts and reuses a seq can
+    never reuse a nonce), and the additional data binds the block header
+    (meter id, seq) so a box cannot be moved to another meter or block.
+    What it gives: confidentiality past the field (SEC-CONF-1) and
+    integrity and origin to the MDMS (SEC-INT-1) for every block; not
+    third-party non-repudiation (the MDMS holds the same key), which
+    on-demand reads provide with the meter's signature (SEC-NR-1).
+
+    box = nonce (24) || ciphertext || tag (16).
+*/
+#define AMI_E2E_PROFILE_KEY_SIZE  32
+#define AMI_E2E_PROFILE_OVERHEAD  (24 + 16)
+
+/*  The meter's side of the profile key, from its Ed25519 secret key and
+    the MDMS box public key. Cost: one X25519 scalar multiplication
+    (~60 us): derive once per meter and cache. Returns AMI_OK or AMI_E_KEY
+    (a key libsodium refuses to convert or a weak shared point). */
+int
+    ami_e2e_profile_key_meter (const uint8_t meter_sk [AMI_E2E_SIGN_SK_SIZE],
+                               const uint8_t mdms_box_pk [AMI_E2E_BOX_KEY_SIZE],
+                               uint8_t key [AMI_E2E_PROFILE_KEY_SIZE]);
+
+/*  The MDMS's side of the same key, from the meter's registered Ed25519
+    public key and the MDMS box keys (must have the secret). Returns AMI_OK
+    or AMI_E_KEY. */
+int
+    ami_e2e_profile_key_mdms (const ami_e2e_mdms_t *keys,
+                              const uint8_t meter_pk [AMI_E2E_SIGN_PK_SIZE],
+                              uint8_t key [AMI_E2E_PROFILE_KEY_SIZE]);
+
+/*  Encrypt an encoded PROFILE for block (meter_id, seq). out must hold
+    len + AMI_E2E_PROFILE_OVERHEAD bytes (cap). Returns AMI_OK or
+    AMI_E_BUFSIZE. */
+int
+    ami_e2e_profile_seal (const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE], const char *meter_id,
+                          uint64_t seq, const uint8_t *plain, size_t len,
+                          uint8_t *out, size_t cap, size_t *out_len);
+
+/*  Decrypt and authenticate block (meter_id, seq)'s box. Returns AMI_OK
+    with *out_len set, AMI_E_DECRYPT if the box does not authenticate
+    (altered, truncated, another meter's or another block's header, another
+    key), AMI_E_BUFSIZE if cap is short. Nothing is written to out unless
+    it authenticates. */
+int
+    ami_e2e_profile_open (const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE], const char *meter_id,
+                          uint64_t seq, const uint8_t *box, size_t len,
+                          uint8_t *out, size_t cap, size_t *out_len);
+
 /*  A meter's checks on a command whose signature has verified: addressed
     to meter_id (AMI_E_WRONG_TARGET), counter above last_counter
     (AMI_E_REPLAY), now_ms within [issued_ms - AMI_E2E_SKEW_MS, expires_ms]

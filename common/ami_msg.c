@@ -104,7 +104,7 @@ static const s_type_info_t s_types [] = {
     { AMI_MSG_READ_REQ,      8, "READ_REQ" },
     { AMI_MSG_READ_RESP,     7, "READ_RESP" },
     { AMI_MSG_READING,       7, "READING" },
-    { AMI_MSG_PROFILE,       5, "PROFILE" },
+    { AMI_MSG_PROFILE,       6, "PROFILE" },
     { AMI_MSG_BATCH,         5, "BATCH" },
     { AMI_MSG_BATCH_ACK,     5, "BATCH_ACK" },
     { AMI_MSG_API_REQ,       9, "API_REQ" },
@@ -487,23 +487,30 @@ s_dec_hello (ami_hello_t *m, const mobj_t *f)
     return AMI_OK;
 }
 
+/*  [[name, value]...], 0..AMI_MAX_STATS: HEALTH and API_STATUS rows. */
 static int
-s_dec_health (ami_health_t *m, const mobj_t *f)
+s_dec_stats (const mobj_t *o, ami_stat_t *stats, uint32_t *count)
 {
     const mobj_t *items, *s;
     uint32_t n;
+    TRY (s_dec_list (o, 0, AMI_MAX_STATS, &items, &n));
+    for (uint32_t i = 0; i < n; i++) {
+        TRY (s_dec_tuple (&items [i], 2, &s));
+        TRY (s_dec_id (&s [0], stats [i].name, 1, AMI_MAX_ID));
+        DEC_U (&s [1], UINT64_MAX, stats [i].value);
+    }
+    *count = n;
+    return AMI_OK;
+}
+
+static int
+s_dec_health (ami_health_t *m, const mobj_t *f)
+{
     TRY (s_dec_id (&f [2], m->role, 1, AMI_MAX_ROLE));
     TRY (s_dec_id (&f [3], m->node_id, 1, AMI_MAX_ID));
     TRY (s_dec_state (&f [4], &m->state));
     DEC_U (&f [5], UINT64_MAX, m->uptime_ms);
-    TRY (s_dec_list (&f [6], 0, AMI_MAX_STATS, &items, &n));
-    for (uint32_t i = 0; i < n; i++) {
-        TRY (s_dec_tuple (&items [i], 2, &s));
-        TRY (s_dec_id (&s [0], m->stats [i].name, 1, AMI_MAX_ID));
-        DEC_U (&s [1], UINT64_MAX, m->stats [i].value);
-    }
-    m->stat_count = n;
-    return AMI_OK;
+    return s_dec_stats (&f [6], m->stats, &m->stat_count);
 }
 
 static int
@@ -610,8 +617,9 @@ s_dec_profile (ami_profile_t *m, const mobj_t *f)
     TRY (s_dec_id (&f [2], m->meter_id, 1, AMI_MAX_ID));
     DEC_U (&f [3], UINT64_MAX, m->seq);
     if (m->seq < 1)
-        return AMI_E_RANGE;         /* seq is a nonce input: 0 is reserved */
-    TRY (s_dec_list (&f [4], 1, AMI_MAX_PROFILE_RECORDS, &items, &n));
+        return AMI_E_RANGE;         /* seq is a block id: 0 is reserved */
+    DEC_U (&f [4], UINT64_MAX, m->made_ms);
+    TRY (s_dec_list (&f [5], 1, AMI_MAX_PROFILE_RECORDS, &items, &n));
     for (uint32_t i = 0; i < n; i++)
         TRY (s_dec_interval (&items [i], &m->records [i]));
     m->record_count = n;
@@ -713,12 +721,13 @@ s_dec_api_status (ami_api_status_t *m, const mobj_t *f)
     TRY (s_dec_list (&f [3], 0, AMI_MAX_API_SERVICES, &items, &n));
     for (uint32_t i = 0; i < n; i++) {
         ami_service_row_t *row = &m->services [i];
-        TRY (s_dec_tuple (&items [i], 5, &r));
+        TRY (s_dec_tuple (&items [i], 6, &r));
         TRY (s_dec_id (&r [0], row->role, 1, AMI_MAX_ROLE));
         TRY (s_dec_id (&r [1], row->node_id, 1, AMI_MAX_ID));
         TRY (s_dec_state (&r [2], &row->state));
         DEC_U (&r [3], UINT64_MAX, row->uptime_ms);
         DEC_U (&r [4], UINT64_MAX, row->age_ms);
+        TRY (s_dec_stats (&r [5], row->stats, &row->stat_count));
     }
     m->count = n;
     return AMI_OK;
@@ -1041,19 +1050,25 @@ s_enc_hello (s_enc_t *e, const ami_hello_t *m)
 }
 
 static int
+s_enc_stats (s_enc_t *e, const ami_stat_t *stats, uint32_t count)
+{
+    TRY (s_enc_list (e, count, 0, AMI_MAX_STATS));
+    for (uint32_t i = 0; i < count; i++) {
+        s_enc_array (e, 2);
+        TRY (s_enc_id (e, stats [i].name, 1, AMI_MAX_ID));
+        s_enc_uint (e, stats [i].value);
+    }
+    return AMI_OK;
+}
+
+static int
 s_enc_health (s_enc_t *e, const ami_health_t *m)
 {
     TRY (s_enc_id (e, m->role, 1, AMI_MAX_ROLE));
     TRY (s_enc_id (e, m->node_id, 1, AMI_MAX_ID));
     TRY (s_enc_state (e, m->state));
     s_enc_uint (e, m->uptime_ms);
-    TRY (s_enc_list (e, m->stat_count, 0, AMI_MAX_STATS));
-    for (uint32_t i = 0; i < m->stat_count; i++) {
-        s_enc_array (e, 2);
-        TRY (s_enc_id (e, m->stats [i].name, 1, AMI_MAX_ID));
-        s_enc_uint (e, m->stats [i].value);
-    }
-    return AMI_OK;
+    return s_enc_stats (e, m->stats, m->stat_count);
 }
 
 static int
@@ -1131,6 +1146,7 @@ s_enc_profile (s_enc_t *e, const ami_profile_t *m)
     if (m->seq < 1)
         return AMI_E_RANGE;
     s_enc_uint (e, m->seq);
+    s_enc_uint (e, m->made_ms);
     TRY (s_enc_list (e, m->record_count, 1, AMI_MAX_PROFILE_RECORDS));
     for (uint32_t i = 0; i < m->record_count; i++)
         s_enc_interval (e, &m->records [i]);
@@ -1221,12 +1237,13 @@ s_enc_api_status (s_enc_t *e, const ami_api_status_t *m)
     TRY (s_enc_list (e, m->count, 0, AMI_MAX_API_SERVICES));
     for (uint32_t i = 0; i < m->count; i++) {
         const ami_service_row_t *row = &m->services [i];
-        s_enc_array (e, 5);
+        s_enc_array (e, 6);
         TRY (s_enc_id (e, row->role, 1, AMI_MAX_ROLE));
         TRY (s_enc_id (e, row->node_id, 1, AMI_MAX_ID));
         TRY (s_enc_state (e, row->state));
         s_enc_uint (e, row->uptime_ms);
         s_enc_uint (e, row->age_ms);
+        TRY (s_enc_stats (e, row->stats, row->stat_count));
     }
     return AMI_OK;
 }

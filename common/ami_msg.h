@@ -75,6 +75,20 @@ extern "C" {
 #define AMI_MAX_PROFILE_RECORDS 96
 /* Per-meter blocks in one BATCH. */
 #define AMI_MAX_BATCH_BLOCKS    1024
+/* Interval-data flow control (PROTOCOL.md 8.3, 8.5): batches a sender may
+   have in flight before its first BATCH_ACK (4 x ~1 MiB bounds what one
+   sender can make a receiver buffer); how long a sender with no credit, or
+   with a refused batch, waits before it tries again (one heartbeat); how
+   long an unacknowledged batch waits before it is resent through another
+   head end (10 heartbeats: longer than any durable commit, shorter than an
+   operator's patience). */
+#define AMI_CREDIT_INITIAL        4
+#define AMI_BATCH_RETRY_MS        1000
+#define AMI_BATCH_ACK_TIMEOUT_MS  10000
+/* A batch builder stops adding blocks before the encoded BATCH would pass
+   this size, so it always fits in AMI_MAX_FRAME (64 KiB of headroom for
+   the envelope and the msgpack headers). */
+#define AMI_BATCH_MAX_BYTES       (AMI_MAX_FRAME - 64 * 1024)
 /* Encrypted payload of a READ_RESP or of one BATCH block. A full reading
    (32 registers) encodes to < 1 KiB; a full PROFILE block to < 3 KiB. */
 #define AMI_MAX_SEALED          4096
@@ -260,9 +274,11 @@ typedef struct {                    /* [1, 12, meter_id, request_id, read_ms, qu
     ami_register_t registers [AMI_MAX_REGISTERS];
 } ami_reading_t;
 
-typedef struct {                    /* [1, 20, meter_id, seq, [interval...]] */
+typedef struct {                    /* [1, 20, meter_id, seq, made_ms, [interval...]] */
     ami_id_t meter_id;
-    uint64_t seq;                   /* u64 per-meter block counter, >= 1 (nonce, replay check) */
+    uint64_t seq;                   /* u64 per-meter block id, >= 1, increasing (see PROTOCOL 4.8) */
+    uint64_t made_ms;               /* u64 Unix ms (wall clock) when the meter sealed the block:
+                                       end-to-end ingest latency is measured from it */
     uint32_t record_count;          /* array 1..AMI_MAX_PROFILE_RECORDS */
     ami_interval_t records [AMI_MAX_PROFILE_RECORDS];
 } ami_profile_t;
@@ -324,12 +340,14 @@ typedef struct {                    /* [1, 42, corr, more, [meter_row...]] */
     ami_meter_row_t meters [AMI_MAX_API_METERS];
 } ami_api_meters_t;
 
-typedef struct {                    /* [role, node_id, state, uptime_ms, age_ms] */
+typedef struct {                    /* [role, node_id, state, uptime_ms, age_ms, [[name, value]...]] */
     char     role [AMI_MAX_ROLE + 1];
     ami_id_t node_id;
     uint8_t  state;                 /* u8 ami_state_t */
     uint64_t uptime_ms;             /* u64 as last reported */
     uint64_t age_ms;                /* u64: since the observer last heard it */
+    uint32_t stat_count;            /* array <= AMI_MAX_STATS: the stats of its last HEALTH */
+    ami_stat_t stats [AMI_MAX_STATS];
 } ami_service_row_t;
 
 typedef struct {                    /* [1, 43, corr, [service_row...]] */

@@ -209,6 +209,71 @@ test_mdms_key_perms (void **state)
     free (empty);
 }
 
+/*  SEC-CONF-1, SEC-INT-1 for interval data: the meter and the MDMS agree on
+    a per-meter profile key; a box opens only with that key and its own
+    block header, and any altered byte is refused. */
+static void
+test_profile_box (void **state)
+{
+    fixture_t *f = *state;
+    uint8_t seed [32], pk1 [32], sk1 [64], pk2 [32], sk2 [64];
+    randombytes_buf (seed, sizeof seed);
+    ami_e2e_meter_keypair (seed, 1, pk1, sk1);
+    ami_e2e_meter_keypair (seed, 2, pk2, sk2);
+
+    uint8_t k_meter [32], k_mdms [32], k_other [32];
+    assert_int_equal (ami_e2e_profile_key_meter (sk1, f->mdms.box_pk, k_meter), AMI_OK);
+    assert_int_equal (ami_e2e_profile_key_mdms (&f->mdms, pk1, k_mdms), AMI_OK);
+    assert_memory_equal (k_meter, k_mdms, 32);
+    assert_int_equal (ami_e2e_profile_key_mdms (&f->mdms, pk2, k_other), AMI_OK);
+    assert_memory_not_equal (k_meter, k_other, 32);
+
+    /* the MDMS's public half alone derives nothing */
+    ami_e2e_mdms_t pub = f->mdms;
+    pub.has_secret = false;
+    assert_int_equal (ami_e2e_profile_key_mdms (&pub, pk1, k_other), AMI_E_KEY);
+
+    static const uint8_t plain [100] = { 0x96, 1, 20, 7, 7, 7 };
+    uint8_t box [200], out [200], box2 [200];
+    size_t box_len = 0, out_len = 0, box2_len = 0;
+    assert_int_equal (ami_e2e_profile_seal (k_meter, "MTR-000001", 9, plain, sizeof plain,
+                                            box, sizeof plain + AMI_E2E_PROFILE_OVERHEAD - 1, &box_len),
+                      AMI_E_BUFSIZE);
+    assert_int_equal (ami_e2e_profile_seal (k_meter, "MTR-000001", 9, plain, sizeof plain,
+                                            box, sizeof box, &box_len), AMI_OK);
+    assert_int_equal (box_len, sizeof plain + AMI_E2E_PROFILE_OVERHEAD);
+    assert_int_equal (ami_e2e_profile_open (k_mdms, "MTR-000001", 9, box, box_len,
+                                            out, sizeof out, &out_len), AMI_OK);
+    assert_int_equal (out_len, sizeof plain);
+    assert_memory_equal (out, plain, sizeof plain);
+
+    /* random nonces: sealing the same block twice gives different boxes */
+    assert_int_equal (ami_e2e_profile_seal (k_meter, "MTR-000001", 9, plain, sizeof plain,
+                                            box2, sizeof box2, &box2_len), AMI_OK);
+    assert_memory_not_equal (box, box2, box_len);
+
+    /* another block header, another meter's key, a truncation: refused */
+    assert_int_equal (ami_e2e_profile_open (k_mdms, "MTR-000001", 10, box, box_len, out, sizeof out, &out_len),
+                      AMI_E_DECRYPT);
+    assert_int_equal (ami_e2e_profile_open (k_mdms, "MTR-000002", 9, box, box_len, out, sizeof out, &out_len),
+                      AMI_E_DECRYPT);
+    assert_int_equal (ami_e2e_profile_open (k_other, "MTR-000001", 9, box, box_len, out, sizeof out, &out_len),
+                      AMI_E_DECRYPT);
+    assert_int_equal (ami_e2e_profile_open (k_mdms, "MTR-000001", 9, box, box_len - 1, out, sizeof out, &out_len),
+                      AMI_E_DECRYPT);
+    assert_int_equal (ami_e2e_profile_open (k_mdms, "MTR-000001", 9, box, 10, out, sizeof out, &out_len),
+                      AMI_E_DECRYPT);
+    /* every single flipped bit is caught */
+    for (size_t i = 0; i < box_len; i++) {
+        box [i] ^= 0x01;
+        assert_int_equal (ami_e2e_profile_open (k_mdms, "MTR-000001", 9, box, box_len, out, sizeof out,
+                                                &out_len), AMI_E_DECRYPT);
+        box [i] ^= 0x01;
+    }
+    sodium_memzero (sk1, sizeof sk1);
+    sodium_memzero (sk2, sizeof sk2);
+}
+
 int
 main (void)
 {
@@ -217,6 +282,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_command_checks, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sealed_reading, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_meter_keys, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_profile_box, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_mdms_key_perms, s_setup, s_teardown),
     };
     return cmocka_run_group_tests_name ("e2e", tests, NULL, NULL);

@@ -295,6 +295,7 @@ s_fill (ami_msg_t *m, int type, int variant)
             if (max) {
                 s_id (p->meter_id, AMI_MAX_ID, "utility.north:MTR-", 5);
                 p->seq = UINT64_MAX;
+                p->made_ms = UINT64_MAX;
                 p->record_count = AMI_MAX_PROFILE_RECORDS;
                 for (unsigned i = 0; i < p->record_count; i++) {
                     p->records [i].end_s = UINT32_MAX - i;
@@ -306,6 +307,7 @@ s_fill (ami_msg_t *m, int type, int variant)
             else {
                 strcpy (p->meter_id, "MTR-000042");
                 p->seq = 155;
+                p->made_ms = T0_MS + 86400000;
                 p->record_count = variant == 2 ? 1 : AMI_MAX_PROFILE_RECORDS;
                 for (unsigned i = 0; i < p->record_count; i++) {
                     p->records [i].end_s = (uint32_t) (T0_MS / 1000 + (i + 1) * 900);
@@ -421,6 +423,11 @@ s_fill (ami_msg_t *m, int type, int variant)
                     r->state = (uint8_t) (i % (AMI_STATE_MAX + 1));
                     r->uptime_ms = UINT64_MAX;
                     r->age_ms = UINT64_MAX - i;
+                    r->stat_count = AMI_MAX_STATS;
+                    for (unsigned k = 0; k < AMI_MAX_STATS; k++) {
+                        s_id (r->stats [k].name, AMI_MAX_ID, "stat_name_", k);
+                        r->stats [k].value = UINT64_MAX - k;
+                    }
                 }
                 else {
                     strcpy (r->role, roles [i]);
@@ -428,6 +435,11 @@ s_fill (ami_msg_t *m, int type, int variant)
                     r->state = i == 3 ? AMI_STATE_DEGRADED : AMI_STATE_READY;
                     r->uptime_ms = 3600000 + i;
                     r->age_ms = 250 + i * 100;
+                    r->stat_count = i == 4 ? 0 : 2;
+                    strcpy (r->stats [0].name, "blocks");
+                    r->stats [0].value = 1000 + i;
+                    strcpy (r->stats [1].name, "dropped");
+                    r->stats [1].value = i;
                 }
             }
             break;
@@ -647,6 +659,7 @@ s_eq_msg (const ami_msg_t *a, const ami_msg_t *b)
         case AMI_MSG_PROFILE:
             assert_string_equal (a->profile.meter_id, b->profile.meter_id);
             assert_true (a->profile.seq == b->profile.seq);
+            assert_true (a->profile.made_ms == b->profile.made_ms);
             assert_int_equal (a->profile.record_count, b->profile.record_count);
             for (uint32_t i = 0; i < a->profile.record_count; i++)
                 s_eq_interval (&a->profile.records [i], &b->profile.records [i]);
@@ -711,6 +724,11 @@ s_eq_msg (const ami_msg_t *a, const ami_msg_t *b)
                 assert_int_equal (x->state, y->state);
                 assert_true (x->uptime_ms == y->uptime_ms);
                 assert_true (x->age_ms == y->age_ms);
+                assert_int_equal (x->stat_count, y->stat_count);
+                for (uint32_t k = 0; k < x->stat_count; k++) {
+                    assert_string_equal (x->stats [k].name, y->stats [k].name);
+                    assert_true (x->stats [k].value == y->stats [k].value);
+                }
             }
             break;
         case AMI_MSG_API_INTERVALS:
