@@ -11,7 +11,9 @@
 #include "ami_err.h"
 
 #include <stdatomic.h>
+#include <assert.h>
 #include <stdio.h>
+#include <string.h>
 #include <strings.h>
 
 //  Process-wide by nature (see the header): the level every macro checks,
@@ -129,9 +131,97 @@ ami_log_vwarn_limited (ami_log_limit_t *limit, const char *prefix,
         return;
     }
     limit->count++;
-    char line [512];
+    char line [512], safe [4 * sizeof line];
     vsnprintf (line, sizeof line, format, args);
-    zsys_warning ("%s: %s", prefix, line);
+    ami_log_escape (safe, sizeof safe, line);
+    zsys_warning ("%s: %s", prefix, safe);
+}
+
+/*  Length of the valid UTF-8 sequence at s (1..4), or 0 if s does not
+    start one (a stray continuation, an overlong or surrogate form, a lead
+    byte past U+10FFFF, or a sequence cut short). */
+static size_t
+s_utf8_len (const unsigned char *s)
+{
+    unsigned c = s [0];
+    size_t n;
+    unsigned min;
+    if (c < 0x80)
+        return 1;
+    else if (c >= 0xc2 && c <= 0xdf) { n = 2; min = 0x80; }
+    else if (c >= 0xe0 && c <= 0xef) { n = 3; min = 0x800; }
+    else if (c >= 0xf0 && c <= 0xf4) { n = 4; min = 0x10000; }
+    else
+        return 0;
+    unsigned cp = c & (0x7f >> n);
+    for (size_t i = 1; i < n; i++) {
+        if ((s [i] & 0xc0) != 0x80)
+            return 0;               //  also stops at the NUL
+        cp = (cp << 6) | (s [i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+size_t
+ami_log_escape (char *out, size_t cap, const char *in)
+{
+    assert (out && cap >= 1 && in);
+    const unsigned char *s = (const unsigned char *) in;
+    size_t o = 0;
+    while (*s) {
+        char esc [8];
+        const char *piece = esc;
+        size_t len, take;
+        unsigned c = *s;
+        if (c == '\\')                    { piece = "\\\\"; len = 2; take = 1; }
+        else if (c == '\n')               { piece = "\\n"; len = 2; take = 1; }
+        else if (c == '\r')               { piece = "\\r"; len = 2; take = 1; }
+        else if (c == '\t')               { piece = "\\t"; len = 2; take = 1; }
+        else if (c == 0x1b)               { piece = "\\e"; len = 2; take = 1; }
+        else if (c < 0x20 || c == 0x7f) {
+            len = (size_t) snprintf (esc, sizeof esc, "\\x%02x", c);
+            take = 1;
+        }
+        else if (c < 0x80)                { piece = (const char *) s; len = 1; take = 1; }
+        else if ((take = s_utf8_len (s)) == 0) {
+            len = (size_t) snprintf (esc, sizeof esc, "\\x%02x", c);
+            take = 1;
+        }
+        else if (take == 2 && c == 0xc2 && s [1] < 0xa0) {     //  C1 control
+            len = (size_t) snprintf (esc, sizeof esc, "\\u%04x", (unsigned) s [1]);
+        }
+        else {
+            piece = (const char *) s;
+            len = take;
+        }
+        if (o + len + 1 > cap)
+            break;
+        memcpy (out + o, piece, len);
+        o += len;
+        s += take;
+    }
+    out [o] = 0;
+    return o;
+}
+
+void
+ami_log_emit (int level, const char *format, ...)
+{
+    //  1 KiB of formatted text, up to 4x that escaped (\xNN per byte)
+    char line [1024], safe [4 * sizeof line];
+    va_list args;
+    va_start (args, format);
+    vsnprintf (line, sizeof line, format, args);
+    va_end (args);
+    ami_log_escape (safe, sizeof safe, line);
+    switch (level) {
+        case AMI_LOG_ERROR: zsys_error ("%s", safe); break;
+        case AMI_LOG_WARN:  zsys_warning ("%s", safe); break;
+        case AMI_LOG_INFO:  zsys_info ("%s", safe); break;
+        default:            zsys_debug ("%s", safe); break;
+    }
 }
 
 void

@@ -100,16 +100,33 @@ const char *
 int
     ami_log_level_from_config (ami_config_t *config, bool verbose, int *level);
 
-/*  The logging macros: printf-style, checked by the compiler through the
-    zsys_* prototypes. Arguments are not evaluated when the level is off. */
+/*  Escape a string for a log line (SEC-VAL-2): text that came from a peer
+    (ERROR and EVENT text, ids in a complaint) must not forge log lines or
+    drive a terminal. Control characters (C0, DEL) become \n, \r, \t, \e
+    or \xNN; C1 controls (U+0080..U+009F) become \u00NN; a byte that is
+    not part of valid UTF-8 becomes \xNN; a backslash becomes \\, so the
+    escaping is unambiguous. Valid printable UTF-8 is kept as it is. Writes
+    at most cap bytes including the NUL (cap >= 1), never splits an escape
+    or a character, and returns the length written. */
+size_t
+    ami_log_escape (char *out, size_t cap, const char *in);
+
+/*  Format, escape (ami_log_escape) and emit one line at level. A line is
+    cut at 1 KiB before escaping. Use the macros below. */
+void
+    ami_log_emit (int level, const char *format, ...) CHECK_PRINTF (2);
+
+/*  The logging macros: printf-style, checked by the compiler through
+    ami_log_emit's prototype. Arguments are not evaluated when the level is
+    off. Every line is escaped, whatever its arguments hold. */
 #define ami_log_error(...) \
-    do { if (ami_log_enabled (AMI_LOG_ERROR)) zsys_error (__VA_ARGS__); } while (0)
+    do { if (ami_log_enabled (AMI_LOG_ERROR)) ami_log_emit (AMI_LOG_ERROR, __VA_ARGS__); } while (0)
 #define ami_log_warn(...) \
-    do { if (ami_log_enabled (AMI_LOG_WARN)) zsys_warning (__VA_ARGS__); } while (0)
+    do { if (ami_log_enabled (AMI_LOG_WARN)) ami_log_emit (AMI_LOG_WARN, __VA_ARGS__); } while (0)
 #define ami_log_info(...) \
-    do { if (ami_log_enabled (AMI_LOG_INFO)) zsys_info (__VA_ARGS__); } while (0)
+    do { if (ami_log_enabled (AMI_LOG_INFO)) ami_log_emit (AMI_LOG_INFO, __VA_ARGS__); } while (0)
 #define ami_log_debug(...) \
-    do { if (ami_log_enabled (AMI_LOG_DEBUG)) zsys_debug (__VA_ARGS__); } while (0)
+    do { if (ami_log_enabled (AMI_LOG_DEBUG)) ami_log_emit (AMI_LOG_DEBUG, __VA_ARGS__); } while (0)
 
 /*  Warnings caused by peers' input (malformed frames, refused requests)
     go through a limiter, so a flood of junk cannot flood the log: at most

@@ -29,6 +29,7 @@
     partial batch for a stored one.
 */
 #include "ami_store.h"
+#include "ami_log.h"
 #include "ami_err.h"
 
 #include <assert.h>
@@ -121,10 +122,10 @@ s_fail (ami_store_t *self, int code, bool log, const char *fmt, ...)
     va_end (args);
     if (log) {
         if (code == AMI_E_MAP_FULL)
-            zsys_error ("ami_store: %s (store %s): raise the store map size",
+            ami_log_error ("ami_store: %s (store %s): raise the store map size",
                         self->last_error, self->dir);
         else
-            zsys_error ("ami_store: %s (store %s)", self->last_error, self->dir);
+            ami_log_error ("ami_store: %s (store %s)", self->last_error, self->dir);
     }
     return code;
 }
@@ -291,7 +292,7 @@ ami_store_new (const char *dir, size_t map_size, unsigned max_dbs, int flags, in
 
     ami_store_t *self = calloc (1, sizeof *self);
     if (!self) {
-        zsys_error ("ami_store: out of memory opening store %s", dir);
+        ami_log_error ("ami_store: out of memory opening store %s", dir);
         if (err)
             *err = AMI_E_NOMEM;
         return NULL;
@@ -301,7 +302,7 @@ ami_store_new (const char *dir, size_t map_size, unsigned max_dbs, int flags, in
     self->dir = strdup (dir);
     self->dbs = calloc (self->dbs_cap, sizeof *self->dbs);
     if (!self->dir || !self->dbs) {
-        zsys_error ("ami_store: out of memory opening store %s", dir);
+        ami_log_error ("ami_store: out of memory opening store %s", dir);
         code = AMI_E_NOMEM;
         goto failed;
     }
@@ -366,7 +367,7 @@ ami_store_destroy (ami_store_t **self_p)
     ami_store_t *self = *self_p;
     assert (self->read_depth == 0);     //  not from inside a scan callback
     if (self->batch) {
-        zsys_warning ("ami_store: store %s destroyed with a batch open: "
+        ami_log_warn ("ami_store: store %s destroyed with a batch open: "
                       "%zu puts discarded", self->dir, self->batch->count);
         mdb_txn_abort (self->batch->txn);
         self->batch->txn = NULL;
@@ -705,7 +706,7 @@ ami_store_batch_put (ami_store_batch_t *self, unsigned dbi,
     assert ((flags & ~AMI_STORE_PUT_FLAGS) == 0);
     ami_store_t *store = self->store;
     if (!store) {
-        zsys_error ("ami_store: batch put after its store was destroyed");
+        ami_log_error ("ami_store: batch put after its store was destroyed");
         return AMI_E_BAD_REQUEST;
     }
     if (self->error)
@@ -748,7 +749,7 @@ ami_store_batch_commit (ami_store_batch_t **self_p)
     ami_store_t *store = self->store;
     int code = AMI_OK;
     if (!store) {
-        zsys_error ("ami_store: batch commit after its store was destroyed");
+        ami_log_error ("ami_store: batch commit after its store was destroyed");
         code = AMI_E_BAD_REQUEST;
     }
     else {

@@ -189,7 +189,7 @@ s_role_list (const char *text, const char *fallback, const char *what)
         for (size_t i = 0; valid && i < len; i++)
             valid = start [i] >= 0x20 && start [i] <= 0x7e;
         if (!valid) {
-            zsys_error ("broker: %s: invalid or empty role name in '%s'",
+            ami_log_error ("broker: %s: invalid or empty role name in '%s'",
                         what, text);
             free (list);
             return NULL;
@@ -314,7 +314,7 @@ s_service_require (broker_t *self, const char *name)
         return NULL;
     }
     if (s_debug_on (self))
-        zsys_debug ("broker: new service '%s'", name);
+        ami_log_debug ("broker: new service '%s'", name);
     return service;
 }
 
@@ -326,7 +326,7 @@ s_service_collect (broker_t *self, service_t *service)
         char name [AMI_BROKER_MAX_NAME + 1];
         snprintf (name, sizeof name, "%s", service->name);
         if (s_debug_on (self))
-            zsys_debug ("broker: service '%s' has gone", name);
+            ami_log_debug ("broker: service '%s' has gone", name);
         zhashx_delete (self->services, name);
     }
 }
@@ -377,7 +377,7 @@ s_worker_remove (broker_t *self, worker_t *worker, bool disconnect,
                 worker->key, service->name, why);
     else
     if (s_debug_on (self))
-        zsys_debug ("broker: worker %.20s (%s) removed: %s",
+        ami_log_debug ("broker: worker %.20s (%s) removed: %s",
                     worker->key, service->name, why);
     //  Never pass zlistx_delete a NULL handle: it would delete the head
     if (worker->idle_handle)
@@ -407,7 +407,7 @@ s_service_dispatch (broker_t *self, service_t *service)
         //  msg is [client, "", body...], exactly REQUEST's tail
         worker->client = zframe_dup (zmsg_first (msg));
         if (s_debug_on (self))
-            zsys_debug ("broker: request for '%s' to worker %.20s",
+            ami_log_debug ("broker: request for '%s' to worker %.20s",
                         service->name, worker->key);
         s_send_worker (self, worker->address, MDPW_REQUEST, msg);
     }
@@ -469,7 +469,7 @@ s_worker_register (broker_t *self, zframe_t *sender, const char *key,
     service->workers++;
     s_worker_refresh (self, worker);
     if (s_debug_on (self))
-        zsys_debug ("broker: worker %.20s ready for '%s'", key, name);
+        ami_log_debug ("broker: worker %.20s ready for '%s'", key, name);
     s_worker_ready (self, worker);
 }
 
@@ -571,7 +571,7 @@ s_client_message (broker_t *self, zframe_t **sender_p, const char *key,
     self->queued++;
     self->queued_bytes += size;
     if (s_debug_on (self))
-        zsys_debug ("broker: client %.20s request for '%s' (%zu bytes)",
+        ami_log_debug ("broker: client %.20s request for '%s' (%zu bytes)",
                     key, name, size);
     s_service_dispatch (self, service);
     return;
@@ -663,7 +663,7 @@ s_worker_message (broker_t *self, zframe_t *sender, const char *key,
         }
         s_worker_refresh (self, worker);
         if (s_debug_on (self))
-            zsys_debug ("broker: reply from worker %.20s for '%s'",
+            ami_log_debug ("broker: reply from worker %.20s for '%s'",
                         key, worker->service->name);
         s_client_reply (self, &client, worker->service->name, msg);
         msg = NULL;
@@ -917,7 +917,7 @@ s_handle_pipe (broker_t *self)
     }
     char *command = zmsg_popstr (msg);
     if (!command)
-        zsys_error ("broker: empty pipe command");
+        ami_log_error ("broker: empty pipe command");
     else
     if (streq (command, "$TERM"))
         self->terminated = true;
@@ -931,7 +931,7 @@ s_handle_pipe (broker_t *self)
     if (streq (command, "VERBOSE"))
         self->verbose = true;
     else
-        zsys_error ("broker: unknown pipe command '%s'", command);
+        ami_log_error ("broker: unknown pipe command '%s'", command);
     zstr_free (&command);
     zmsg_destroy (&msg);
 }
@@ -945,12 +945,12 @@ static bool
 s_configure (broker_t *self, const ami_broker_config_t *config)
 {
     if (!config || !config->endpoint || !*config->endpoint) {
-        zsys_error ("broker: no endpoint configured");
+        ami_log_error ("broker: no endpoint configured");
         return false;
     }
     if (config->heartbeat_ms < 0 || config->liveness < 0
     ||  config->request_ttl_ms < 0) {
-        zsys_error ("broker: negative heartbeat, liveness or request TTL");
+        ami_log_error ("broker: negative heartbeat, liveness or request TTL");
         return false;
     }
     self->heartbeat_ms = config->heartbeat_ms ? config->heartbeat_ms
@@ -976,7 +976,7 @@ s_configure (broker_t *self, const ami_broker_config_t *config)
         return false;           //  logged, or out of memory
     //  heartbeat * liveness must not overflow an int of milliseconds
     if ((int64_t) self->heartbeat_ms * self->liveness > INT32_MAX) {
-        zsys_error ("broker: heartbeat_ms * liveness is too large");
+        ami_log_error ("broker: heartbeat_ms * liveness is too large");
         return false;
     }
     return true;
@@ -987,7 +987,7 @@ s_bind (broker_t *self, const ami_broker_config_t *config)
 {
     self->router = zsock_new (ZMQ_ROUTER);
     if (!self->router) {
-        zsys_error ("broker: cannot create ROUTER socket");
+        ami_log_error ("broker: cannot create ROUTER socket");
         return false;
     }
     zsock_set_linger (self->router, 0);         //  never block shutdown
@@ -996,13 +996,13 @@ s_bind (broker_t *self, const ami_broker_config_t *config)
     self->curve = config->server_cert != NULL;
     if (config->server_cert
     &&  ami_auth_server (self->router, config->server_cert) != AMI_OK) {
-        zsys_error ("broker: cannot make %s a CURVE server (is ami_auth "
+        ami_log_error ("broker: cannot make %s a CURVE server (is ami_auth "
                     "running? does the certificate hold its secret key?)",
                     config->endpoint);
         return false;
     }
     if (zsock_bind (self->router, "%s", config->endpoint) == -1) {
-        zsys_error ("broker: cannot bind %s: %s", config->endpoint,
+        ami_log_error ("broker: cannot bind %s: %s", config->endpoint,
                     zmq_strerror (zmq_errno ()));
         return false;
     }
@@ -1048,7 +1048,7 @@ ami_broker_actor (zsock_t *pipe, void *args)
     zhashx_set_destructor (self->services, s_service_destructor);
     zhashx_set_destructor (self->workers, s_worker_destructor);
     if (s_debug_on (self))
-        zsys_debug ("broker: bound to %s%s", self->endpoint,
+        ami_log_debug ("broker: bound to %s%s", self->endpoint,
                     config->server_cert ? " (CURVE)" : " (no CURVE)");
     //  config is the caller's and may be gone once we report READY
     ami_actor_ready (pipe);
