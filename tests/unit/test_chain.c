@@ -566,6 +566,72 @@ test_malformed_frames_from_listed_peers (void **state)
     zsock_destroy (&op);
 }
 
+/*  SEC-VAL-1: a listed peer that sends a frame over AMI_MAX_FRAME (2 MiB,
+    alone and as one part of a multi-frame message) to any server socket
+    is disconnected by libzmq (ZMQ_MAXMSGSIZE) before the service sees a
+    byte; the services keep serving reads. */
+static void
+test_sec_val_1_oversize_frames (void **state)
+{
+    chain_t *c = *state;
+    struct { const char *endpoint; const char *server_key; ami_cert_t *cert; } servers [] = {
+        { c->api_ep, ami_cert_public_txt (c->mdms_cert), c->operator_cert },
+        { c->ingest_ep, ami_cert_public_txt (c->mdms_cert), c->headend_cert [0] },
+        { c->broker_ep, ami_cert_public_txt (c->broker_cert), c->mdms_cert },
+        { c->headend_ep [0], ami_cert_public_txt (c->headend_cert [0]), c->agg_cert [0] },
+        { c->agg_ep [0], ami_cert_public_txt (c->agg_cert [0]), c->fleet_cert [0] },
+    };
+    const size_t big = 2 * AMI_MAX_FRAME;
+    uint8_t *payload = calloc (1, big);
+    assert_non_null (payload);
+    memset (payload, 0x93, big);
+    for (size_t i = 0; i < sizeof servers / sizeof servers [0]; i++) {
+        for (int multi = 0; multi < 2; multi++) {
+            zsock_t *sock = zsock_new (ZMQ_DEALER);
+            assert_non_null (sock);
+            assert_int_equal (ami_auth_client (sock, servers [i].cert, servers [i].server_key), AMI_OK);
+            zsock_set_linger (sock, 0);
+            zactor_t *monitor = zactor_new (zmonitor, sock);
+            assert_non_null (monitor);
+            zstr_sendx (monitor, "LISTEN", "HANDSHAKE_SUCCEEDED", "DISCONNECTED", NULL);
+            zstr_send (monitor, "START");
+            zsock_wait (monitor);
+            assert_int_equal (zsock_connect (sock, "%s", servers [i].endpoint), 0);
+            if (multi)
+                assert_int_equal (zsock_send (sock, "bb", "", (size_t) 0, payload, big), 0);
+            else
+                assert_int_equal (zsock_send (sock, "b", payload, big), 0);
+            /* handshake, then the server drops the connection */
+            bool handshook = false, dropped = false;
+            int64_t deadline = zclock_mono () + 10000;
+            zpoller_t *poller = zpoller_new (monitor, NULL);
+            while (!dropped && zclock_mono () < deadline) {
+                if (!zpoller_wait (poller, 200))
+                    continue;
+                zmsg_t *event = zmsg_recv (monitor);
+                char *name = event ? zmsg_popstr (event) : NULL;
+                if (name && streq (name, "HANDSHAKE_SUCCEEDED"))
+                    handshook = true;
+                else if (name && streq (name, "DISCONNECTED") && handshook)
+                    dropped = true;
+                zstr_free (&name);
+                zmsg_destroy (&event);
+            }
+            zpoller_destroy (&poller);
+            zactor_destroy (&monitor);
+            zsock_destroy (&sock);
+            if (!dropped)
+                fail_msg ("server %s kept a peer that sent a %zu-byte frame (%s)",
+                          servers [i].endpoint, big, multi ? "multi-part" : "single");
+        }
+    }
+    free (payload);
+    zsock_t *op = s_operator (c, c->operator_cert);
+    assert_int_equal (s_read_eventually (c, op, "MTR-000004"), AMI_OK);
+    assert_int_equal (s_read_eventually (c, op, "MTR-000009"), AMI_OK);
+    zsock_destroy (&op);
+}
+
 int
 main (void)
 {
@@ -581,6 +647,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_headend_failover, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_unlisted_key_refused_everywhere, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_malformed_frames_from_listed_peers, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sec_val_1_oversize_frames, s_setup, s_teardown),
     };
     return cmocka_run_group_tests_name ("chain", tests, NULL, NULL);
 }
