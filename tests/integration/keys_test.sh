@@ -133,6 +133,60 @@ supervisorctl -c "$conf" status ami-meter-1 | grep -q RUNNING || fail "ami-meter
 "$keygen" check "$tmp/keys" -q || fail "ami-keygen check after rotating fleet-1"
 say "ok: c. fleet-1 rotated and restarted: its meters read again (old key window finished)"
 
+# ---------------------------------------------------------------- d. rotate a head end
+# SEC-KEY-2: headend-1 gets a new CURVE key and is restarted while reads
+# run: every read succeeds throughout (the other head end carries them);
+# after --finish the old key is refused at the handshake. The old key's
+# observable refusal: the MDMS allow-list holds head ends (ingest) and
+# operators (api), so an amictl presenting the head end's key gets past
+# the handshake and is DENIED by role (it is not an operator) while the key
+# is listed, and REFUSED at the handshake once it is not.
+cp -p "$tmp/keys/nodes/headend-1.cert" "$tmp/keys/nodes/headend-1.cert_secret" "$tmp/aside/" \
+    || fail "copy headend-1's key aside"
+until_rc 4 $REFUSE_S $amictl --cert "$tmp/aside/headend-1.cert" --timeout 2000 status
+grep -qi "refused" "$tmp/err" && fail "headend-1's listed key was refused at the handshake"
+"$keygen" rotate "$tmp/keys" headend-1 >"$tmp/out" || { cat "$tmp/out"; fail "ami-keygen rotate headend-1"; }
+supervisorctl -c "$conf" restart ami-headend-1 >/dev/null || fail "supervisorctl restart ami-headend-1"
+reads=0
+for m in MTR-000001 MTR-000101 MTR-000002 MTR-000102 MTR-000003 MTR-000103; do
+    $amictl read $m --timeout $READ_MS >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "read $m while headend-1 restarts with its new key"; }
+    reads=$((reads + 1))
+done
+"$keygen" rotate "$tmp/keys" headend-1 --finish >"$tmp/out" || { cat "$tmp/out"; fail "rotate headend-1 --finish"; }
+until_rc 4 $REFUSE_S $amictl --cert "$tmp/aside/headend-1.cert" --timeout 2000 status
+grep -qi "refused" "$tmp/err" || { cat "$tmp/err"; fail "headend-1's old key after --finish: exit 4 but not refused at the handshake"; }
+$amictl status --wait $READY_S >/dev/null || fail "not every service READY after headend-1's rotation"
+until_rc 0 $RESTART_S $amictl read MTR-000042 --timeout $READ_MS
+say "ok: d. headend-1 rotated and restarted: $reads reads during it all succeeded; its old key is refused after --finish"
+
+# ---------------------------------------------------------------- e. revoke an aggregator
+# SEC-KEY-3 (system level) and SEC-KEY-4 (live sessions): agg-1 is revoked
+# while connected. The head ends' per-message allow-list check drops its
+# live session, so they stop hearing it and withdraw its service: reads of
+# its meters (fleet-1, MTR-000001..100) fail, the MDMS reports agg-1 not
+# READY, and after a restart its next connection is refused too. agg-2's
+# meters read normally throughout.
+$amictl read MTR-000042 --timeout $READ_MS >/dev/null || fail "read via agg-1 before its revocation"
+"$keygen" revoke "$tmp/keys" agg-1 >"$tmp/out" || { cat "$tmp/out"; fail "ami-keygen revoke agg-1"; }
+until_rc "1 3" $REFUSE_S $amictl read MTR-000042 --timeout $READ_MS
+revoked_rc=$last_rc
+$amictl read MTR-000150 --timeout $READ_MS >/dev/null || fail "read via agg-2 after agg-1's revocation"
+# the MDMS marks a service DOWN after 3 heartbeats unheard: wait for it
+agg1_ready() {
+    $amictl status --json >"$tmp/status.json" 2>/dev/null || return 2
+    python3 - "$tmp/status.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["services"]
+sys.exit(0 if any(r.get("node") == "agg-1" and r.get("state") == "READY" for r in rows) else 1)
+PY
+}
+until_rc 1 $REFUSE_S agg1_ready
+supervisorctl -c "$conf" restart ami-aggregator-1 >/dev/null || fail "supervisorctl restart ami-aggregator-1"
+rc=0; $amictl read MTR-000042 --timeout $READ_MS >/dev/null 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "a read via the revoked agg-1 succeeded after its restart"
+$amictl read MTR-000150 --timeout $READ_MS >/dev/null || fail "read via agg-2 after agg-1's restart"
+say "ok: e. revoked agg-1 lost its live sessions (reads of its meters fail: exit $revoked_rc), stays refused after a restart; agg-2 unaffected"
+
 # ---------------------------------------------------------------- shutdown
 deploy_shutdown
 say "ok: shut down, no process left; total $(( $(now) - t_start ))s"
