@@ -85,7 +85,7 @@ s_ends_with (const char *text, const char *suffix)
 //  zcert_load, which (through zconfig_load) leaks memory on a file that is
 //  not ZPL. seen maps public key -> file name, to find duplicates.
 static int
-s_check_file (const char *filename, zhashx_t *seen, size_t *count)
+s_check_file (const char *filename, zhashx_t *seen, zhashx_t *ids, size_t *count)
 {
     //  zcertstore skips these; a secret has no business here at all
     if (s_ends_with (filename, "_secret")) {
@@ -118,11 +118,30 @@ s_check_file (const char *filename, zhashx_t *seen, size_t *count)
         return AMI_E_CONFIG;
     }
     const char *other = (const char *) zhashx_lookup (seen, key);
+    //  One identity, one key (SEC-AUTH-2): two listed keys for one node or
+    //  operator id would let either holder act as the other in the logs
+    //  and the audit trail. Only a rotation window's old key (it carries
+    //  "expires") may share its id with the current one.
+    char id_key [128];              //  "role/node-id": both are short ids
+    const char *role = ami_cert_meta (cert, "role"), *node_id = ami_cert_node_id (cert);
+    snprintf (id_key, sizeof id_key, "%s/%s", role ? role : "", node_id ? node_id : "");
+    const char *twin = expires ? NULL : (const char *) zhashx_lookup (ids, id_key);
     if (other) {
         ami_log_error ("allow-list: %s and %s hold the same public key: "
                        "keep one (zauth would abort the process)", other, filename);
         rc = AMI_E_CONFIG;
     }
+    else
+    if (twin) {
+        ami_log_error ("allow-list: %s and %s are two keys for %s %s: one identity "
+                       "has one current key (an old key in a rotation window carries "
+                       "expires); remove one", twin, filename, role ? role : "node",
+                       node_id ? node_id : "?");
+        rc = AMI_E_CONFIG;
+    }
+    else
+    if (!expires && zhashx_insert (ids, id_key, (void *) filename) != 0)
+        rc = AMI_E_NOMEM;
     else
     if (zhashx_insert (seen, key, (void *) filename) != 0)
         rc = AMI_E_NOMEM;
@@ -156,13 +175,14 @@ ami_auth_check_dir (const char *allow_dir, size_t *count)
         return AMI_E_CONFIG;
     }
     zfile_t **files = zdir_flatten (dir);
-    zhashx_t *seen = zhashx_new ();
-    int rc = (files && seen) ? AMI_OK : AMI_E_NOMEM;
+    zhashx_t *seen = zhashx_new (), *ids = zhashx_new ();
+    int rc = (files && seen && ids) ? AMI_OK : AMI_E_NOMEM;
     size_t found = 0;
     for (size_t i = 0; rc == AMI_OK && files [i]; i++)
         if (zfile_is_regular (files [i]))
-            rc = s_check_file (zfile_filename (files [i], NULL), seen, &found);
+            rc = s_check_file (zfile_filename (files [i], NULL), seen, ids, &found);
     zhashx_destroy (&seen);
+    zhashx_destroy (&ids);
     if (files)
         zdir_flatten_free (&files);
     zdir_destroy (&dir);

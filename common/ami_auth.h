@@ -164,7 +164,9 @@ bool
     zauth would read (regular, name not starting with '.' nor ending in
     "_secret", subdirectories included) is a valid ami-bus public
     certificate (ami_cert_load_public) that is not world-writable and has
-    a key no other file has, and whose "expires" metadata, if any, is
+    a key no other file has, whose (role, node-id) no other file without
+    "expires" metadata has (one identity, one current key: SEC-AUTH-2; a
+    rotation window's old key carries expires), and whose "expires" metadata, if any, is
     decimal Unix seconds (an expired one is fine here: prune removes it).
     Anything else is refused: a stray file has no
     business in an allow-list, and CZMQ 4.2.1 leaks memory each time zauth

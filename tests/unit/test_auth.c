@@ -674,6 +674,59 @@ test_allow_dir_hazards (void **state)
     free (keys_secret);
 }
 
+/*  SEC-AUTH-2: one operator id, one current key. A second allow-listed
+    certificate for operator "alice" with another key is refused (the MDMS,
+    like every server, does not start with it, and ami-keygen check flags
+    it); the same identity's old key in a rotation window (it carries
+    expires) is fine, and so is another operator's key. */
+static void
+test_sec_auth_2_one_key_per_operator (void **state)
+{
+    fixture_t *fx = *state;
+    size_t count = 0;
+    ami_cert_t *alice2 = ami_cert_new ("operator", "alice", NULL);
+    assert_non_null (alice2);
+    char *twin = ami_test_path (fx->allow, "alice-laptop.cert");
+    assert_non_null (twin);
+    assert_int_equal (ami_cert_save_public (alice2, twin), AMI_OK);
+    assert_int_equal (ami_auth_check_dir (fx->allow, &count), AMI_E_CONFIG);
+    int err = AMI_OK;
+    assert_null (ami_auth_new (fx->allow, &err));
+    assert_int_equal (err, AMI_E_CONFIG);
+    assert_int_equal (unlink (twin), 0);
+
+    //  the rotation window's old key: same id, carries expires: accepted
+    zcert_t *old = zcert_new ();
+    assert_non_null (old);
+    zcert_set_meta (old, "role", "operator");
+    zcert_set_meta (old, "node-id", "alice");
+    zcert_set_meta (old, "expires", "%lld", (long long) (time (NULL) + 3600));
+    char *old_path = ami_test_path (fx->allow, "alice.old-1");
+    assert_non_null (old_path);
+    assert_int_equal (zcert_save_public (old, old_path), 0);
+    zcert_destroy (&old);
+    assert_int_equal (ami_auth_check_dir (fx->allow, &count), AMI_OK);
+    assert_int_equal (count, 2);
+
+    //  another operator: fine; a node with the same id but another role: fine
+    assert_int_equal (ami_cert_save_public (fx->mallory, twin), AMI_OK);
+    ami_cert_t *node_alice = ami_cert_new ("meter", "alice", NULL);
+    assert_non_null (node_alice);
+    char *node_path = ami_test_path (fx->allow, "fleet-alice.cert");
+    assert_non_null (node_path);
+    assert_int_equal (ami_cert_save_public (node_alice, node_path), AMI_OK);
+    assert_int_equal (ami_auth_check_dir (fx->allow, &count), AMI_OK);
+    assert_int_equal (count, 4);
+    assert_int_equal (unlink (twin), 0);
+    assert_int_equal (unlink (node_path), 0);
+    assert_int_equal (unlink (old_path), 0);
+    ami_cert_destroy (&alice2);
+    ami_cert_destroy (&node_alice);
+    free (twin);
+    free (old_path);
+    free (node_path);
+}
+
 int
 main (void)
 {
@@ -687,6 +740,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_allowed_without_auth, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_server_guards, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_allow_dir_hazards, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sec_auth_2_one_key_per_operator, s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
