@@ -22,11 +22,32 @@
 
     Every send is non-blocking (ZMQ_DONTWAIT); see ami_aggregator.h for
     what is dropped when a queue is full, and why.
+
+    Interval data: store and forward with credit-based flow control (the
+    zguide's chapter 7 "credit-based flow control", the same pattern on the
+    field link - we grant credit to fleets - and end to end - the MDMS
+    grants credit to us). The unit of storage is our own outgoing BATCH:
+    a fleet's blocks are copied (one memcpy each, their msgpack bytes as
+    received) straight into the open batch's buffer, behind S_HDR_ROOM
+    bytes where the BATCH header is written when the batch is closed, so a
+    closed batch IS its frame: sending or resending it is one zmq_send of
+    bytes that never change. One malloc per batch (not per block); every
+    per-block step is O(1). A closed batch sits in exactly one list:
+        resend    must go again now (its head end went, or none was live)
+        retry     refused (non-zero status), due AMI_BATCH_RETRY_MS later
+        ready     closed, never sent, waiting for credit or a head end
+        inflight  sent, waiting for its ack, ordered by ack deadline
+    (intrusive doubly-linked lists: O(1) moves; retry and inflight are
+    ordered because their delays are constant) and in one hash table by
+    batch_id (intrusive chaining) for the acks. Timeouts only ever look at
+    the heads of retry and inflight. Head end liveness comes from each
+    DEALER's socket monitor (ami_aggregator.h, "Head end liveness").
 */
 #include "ami_aggregator.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -50,6 +71,21 @@
     host that vanished) is noticed after 3 intervals and the DEALER
     reconnects. */
 #define S_ZMTP_LIVENESS     3
+/*  Room for our BATCH header in front of a batch's blocks: fixarray(5),
+    version, type, batch_id (u64: <= 9 bytes), origin (str8 header + 32),
+    blocks (array16 header: 3 bytes) = 49 bytes; 64 keeps blocks aligned. */
+#define S_HDR_ROOM          64
+#define S_HDR_MAX           49
+/*  First allocation of a batch buffer: 64 KiB holds ~380 hourly blocks;
+    it doubles as blocks arrive, up to S_HDR_ROOM + AMI_BATCH_MAX_BYTES,
+    and shrinks to fit when the batch is closed. */
+#define S_BATCH_CAP0        (64 * 1024)
+/*  A send refused by libzmq (queue full, connection not attached yet) is
+    tried again after 50 ms: long enough not to spin, short next to an ack
+    timeout. */
+#define S_SEND_RETRY_MS     50
+/*  Initial buckets of the batch_id table (doubles at load 1). */
+#define S_IDS0              256
 
 typedef struct {
     char key [S_RID_KEY_SIZE];  /* routing id in hex: the fleets table key */
@@ -59,6 +95,8 @@ typedef struct {
     int64_t expires;            /* zclock_mono: gone after this */
     size_t meters;              /* routes pointing here */
     bool hello;                 /* has sent at least one HELLO */
+    uint32_t batch_max;         /* most blocks it has sent in one BATCH */
+    size_t batch_bytes_max;     /* most block bytes it has sent in one BATCH */
 } fleet_t;
 
 /*  A routing id whose fleet connected again under a new one. */
@@ -79,9 +117,39 @@ typedef struct {
     char *name;
     char *endpoint;
     zsock_t *dealer;
+    zsock_t *monitor;           /* PAIR reading the DEALER's socket monitor */
     uint64_t dropped;           /* frames dropped: its queue was full */
     bool dropping;              /* the last send to it was dropped */
+    bool live;                  /* handshake succeeded, not disconnected since */
+    bool hello_due;             /* our HELLO could not be sent yet */
+    bool refused;               /* the last handshake failed (logged once) */
+    size_t inflight;            /* our batches in flight through it */
 } headend_t;
+
+/*  Lists a closed batch can be in (see the design comment). */
+enum { S_NONE, S_RESEND, S_RETRY, S_READY, S_INFLIGHT, S_LISTS };
+
+/*  One of our own BATCHes: its frame and where it stands. */
+typedef struct batch_s batch_t;
+struct batch_s {
+    uint64_t id;
+    batch_t *prev, *next;       /* in lists [list] */
+    batch_t *hnext;             /* in the batch_id table's chain */
+    int list;                   /* S_NONE while open */
+    uint8_t *buf;               /* S_HDR_ROOM, then the blocks */
+    size_t cap;                 /* bytes allocated */
+    size_t used;                /* block bytes after S_HDR_ROOM */
+    size_t head;                /* closed: the frame is buf [head .. S_HDR_ROOM + used) */
+    uint32_t blocks;
+    int headend;                /* head end it last went through, -1 = none */
+    int64_t due;                /* inflight: ack deadline; retry: resend time */
+    uint32_t sends;             /* times sent */
+};
+
+typedef struct {
+    batch_t *first, *last;
+    size_t size;
+} blist_t;
 
 typedef struct {
     zsock_t *pipe;              /* actor pipe, borrowed */
@@ -105,6 +173,27 @@ typedef struct {
     uint64_t malformed, orphaned, duplicates;
     ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
     bool terminated;
+
+    /* interval data (see the design comment) */
+    size_t buffer_max;          /* bound on buffer_blocks */
+    size_t buffer_bytes_max;    /* bound on buffer_bytes */
+    uint32_t batch_blocks;      /* close a batch at this many blocks */
+    int batch_delay_ms;         /* ...or this long after its first block */
+    int ack_timeout_ms;         /* resend a batch not acked in this long */
+    size_t buffer_blocks;       /* blocks held: open + closed batches */
+    size_t buffer_bytes;        /* their bytes */
+    batch_t *open;              /* being filled, NULL = none */
+    int64_t open_since;         /* when its first block came */
+    blist_t lists [S_LISTS];
+    batch_t **ids;              /* batch_id table: buckets */
+    size_t id_buckets;          /* power of two */
+    size_t id_count;
+    uint64_t next_batch_id;
+    uint32_t credit;            /* end to end, from the last BATCH_ACK */
+    int64_t probe_at;           /* credit 0, nothing in flight: probe then */
+    int64_t send_retry_at;      /* a send was refused: try again then (0 = no) */
+    uint64_t batches_in, blocks_in, batches_out, batches_acked, batches_resent;
+    uint64_t overflow_batches, overflow_blocks, acks_refused, acks_unknown;
 } agg_t;
 
 
@@ -242,6 +331,691 @@ s_send_error (agg_t *self, size_t headend, const uint8_t request_id [AMI_REQUEST
     s_send_headend (self, headend, self->buf, len, "ERROR");
 }
 
+
+/* ---------------------------------------------------------------------- */
+/*  Interval data: custody, own batches, store and forward                 */
+
+_Static_assert (AMI_PROTO_VERSION < 128 && AMI_MSG_BATCH < 128,
+                "our BATCH header writes version and type as positive fixints");
+_Static_assert (S_HDR_MAX <= S_HDR_ROOM, "the BATCH header fits its room");
+
+/*  Move a batch out of its list (no-op if in none). */
+static void
+s_list_unlink (agg_t *self, batch_t *b)
+{
+    if (b->list == S_NONE)
+        return;
+    blist_t *l = &self->lists [b->list];
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        l->first = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    else
+        l->last = b->prev;
+    b->prev = b->next = NULL;
+    l->size--;
+    if (b->list == S_INFLIGHT) {
+        assert (b->headend >= 0 && self->headends [b->headend].inflight > 0);
+        self->headends [b->headend].inflight--;
+    }
+    b->list = S_NONE;
+}
+
+/*  Put a batch at the end (or front) of a list, out of any other. */
+static void
+s_list_put (agg_t *self, batch_t *b, int list, bool front)
+{
+    s_list_unlink (self, b);
+    blist_t *l = &self->lists [list];
+    if (front) {
+        b->next = l->first;
+        if (l->first)
+            l->first->prev = b;
+        else
+            l->last = b;
+        l->first = b;
+    }
+    else {
+        b->prev = l->last;
+        if (l->last)
+            l->last->next = b;
+        else
+            l->first = b;
+        l->last = b;
+    }
+    l->size++;
+    b->list = list;
+    if (list == S_INFLIGHT) {
+        assert (b->headend >= 0);
+        self->headends [b->headend].inflight++;
+    }
+}
+
+/*  The batch_id table: chained hash on a multiplicative mix of the id
+    (ids are consecutive, the mix spreads them over the buckets). */
+static size_t
+s_id_slot (agg_t *self, uint64_t id)
+{
+    return (size_t) ((id * UINT64_C (0x9E3779B97F4A7C15)) >> 32) & (self->id_buckets - 1);
+}
+
+static batch_t *
+s_id_lookup (agg_t *self, uint64_t id)
+{
+    for (batch_t *b = self->ids [s_id_slot (self, id)]; b; b = b->hnext)
+        if (b->id == id)
+            return b;
+    return NULL;
+}
+
+static void
+s_id_insert (agg_t *self, batch_t *b)
+{
+    if (self->id_count >= self->id_buckets) {
+        /* double; if that fails the chains just grow longer */
+        size_t old_buckets = self->id_buckets;
+        batch_t **old = self->ids;
+        batch_t **ids = (batch_t **) calloc (2 * old_buckets, sizeof *ids);
+        if (ids) {
+            self->ids = ids;
+            self->id_buckets = 2 * old_buckets;
+            for (size_t i = 0; i < old_buckets; i++)
+                for (batch_t *c = old [i], *next; c; c = next) {
+                    next = c->hnext;
+                    size_t slot = s_id_slot (self, c->id);
+                    c->hnext = ids [slot];
+                    ids [slot] = c;
+                }
+            free (old);
+        }
+    }
+    size_t slot = s_id_slot (self, b->id);
+    b->hnext = self->ids [slot];
+    self->ids [slot] = b;
+    self->id_count++;
+}
+
+static void
+s_id_remove (agg_t *self, batch_t *b)
+{
+    batch_t **link = &self->ids [s_id_slot (self, b->id)];
+    while (*link && *link != b)
+        link = &(*link)->hnext;
+    assert (*link);             /* every closed batch is in the table */
+    *link = b->hnext;
+    self->id_count--;
+}
+
+static batch_t *
+s_batch_new (void)
+{
+    batch_t *b = (batch_t *) calloc (1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->cap = S_HDR_ROOM + S_BATCH_CAP0;
+    b->buf = (uint8_t *) malloc (b->cap);
+    if (!b->buf) {
+        free (b);
+        return NULL;
+    }
+    b->headend = -1;
+    b->list = S_NONE;
+    return b;
+}
+
+/*  Forget a batch (acknowledged, or shutting down): its blocks leave the
+    buffer. */
+static void
+s_batch_free (agg_t *self, batch_t *b)
+{
+    if (b == self->open)
+        self->open = NULL;
+    else {
+        s_list_unlink (self, b);
+        s_id_remove (self, b);
+    }
+    assert (self->buffer_blocks >= b->blocks && self->buffer_bytes >= b->used);
+    self->buffer_blocks -= b->blocks;
+    self->buffer_bytes -= b->used;
+    free (b->buf);
+    free (b);
+}
+
+/*  msgpack unsigned integer, shortest form. Returns bytes written (<= 9). */
+static size_t
+s_mp_uint (uint8_t *p, uint64_t value)
+{
+    if (value < 128) {
+        p [0] = (uint8_t) value;
+        return 1;
+    }
+    size_t width = value <= UINT8_MAX ? 1 : value <= UINT16_MAX ? 2 : value <= UINT32_MAX ? 4 : 8;
+    p [0] = width == 1 ? 0xcc : width == 2 ? 0xcd : width == 4 ? 0xce : 0xcf;
+    for (size_t i = 0; i < width; i++)
+        p [1 + i] = (uint8_t) (value >> (8 * (width - 1 - i)));
+    return 1 + width;
+}
+
+/*  Close the open batch: give it an id, write its BATCH header just in
+    front of its blocks, make it ready to send. */
+static void
+s_batch_close (agg_t *self)
+{
+    batch_t *b = self->open;
+    assert (b && b->blocks > 0);
+    self->open = NULL;
+    b->id = self->next_batch_id++;
+    uint8_t header [S_HDR_MAX];
+    size_t n = 0;
+    header [n++] = 0x95;                        /* fixarray(5) */
+    header [n++] = AMI_PROTO_VERSION;
+    header [n++] = AMI_MSG_BATCH;
+    n += s_mp_uint (header + n, b->id);
+    size_t origin = strlen (self->node_id);     /* 1..AMI_MAX_ID, checked at start */
+    if (origin < 32)
+        header [n++] = (uint8_t) (0xa0 | origin);
+    else {
+        header [n++] = 0xd9;
+        header [n++] = (uint8_t) origin;
+    }
+    memcpy (header + n, self->node_id, origin);
+    n += origin;
+    if (b->blocks < 16)
+        header [n++] = (uint8_t) (0x90 | b->blocks);
+    else {
+        header [n++] = 0xdc;                    /* array16: blocks <= 1024 */
+        header [n++] = (uint8_t) (b->blocks >> 8);
+        header [n++] = (uint8_t) b->blocks;
+    }
+    assert (n <= S_HDR_MAX);
+    b->head = S_HDR_ROOM - n;
+    memcpy (b->buf + b->head, header, n);
+    /* give back what a partial batch does not use (4 KiB: not worth a
+       realloc below that) */
+    size_t need = S_HDR_ROOM + b->used;
+    if (b->cap - need > 4096) {
+        uint8_t *smaller = (uint8_t *) realloc (b->buf, need);
+        if (smaller) {
+            b->buf = smaller;
+            b->cap = need;
+        }
+    }
+    s_id_insert (self, b);
+    s_list_put (self, b, S_READY, false);
+}
+
+/*  Copy one block's bytes into the open batch (closing it first if the
+    block would not fit, and after if it is full). Returns false when out
+    of memory (the buffer is then unchanged for this block). */
+static bool
+s_custody_append (agg_t *self, const uint8_t *data, size_t size, int64_t now)
+{
+    if (self->open && S_HDR_MAX + self->open->used + size > AMI_BATCH_MAX_BYTES)
+        s_batch_close (self);
+    if (!self->open) {
+        self->open = s_batch_new ();
+        if (!self->open)
+            return false;
+        self->open_since = now;
+    }
+    batch_t *b = self->open;
+    if (S_HDR_ROOM + b->used + size > b->cap) {
+        size_t cap = b->cap;
+        while (S_HDR_ROOM + b->used + size > cap)
+            cap *= 2;
+        if (cap > S_HDR_ROOM + AMI_BATCH_MAX_BYTES)
+            cap = S_HDR_ROOM + AMI_BATCH_MAX_BYTES;
+        uint8_t *bigger = (uint8_t *) realloc (b->buf, cap);
+        if (!bigger)
+            return false;
+        b->buf = bigger;
+        b->cap = cap;
+    }
+    memcpy (b->buf + S_HDR_ROOM + b->used, data, size);
+    b->used += size;
+    b->blocks++;
+    self->buffer_blocks++;
+    self->buffer_bytes += size;
+    if (b->blocks >= self->batch_blocks)
+        s_batch_close (self);
+    return true;
+}
+
+/*  Size of the msgpack item at p if it is one a BATCH header holds: an
+    integer, a str (header and bytes), or an array header (the header
+    only). 0 if it is something else or does not fit in left. */
+static size_t
+s_mp_skip (const uint8_t *p, size_t left, bool *array)
+{
+    *array = false;
+    if (left == 0)
+        return 0;
+    uint8_t c = p [0];
+    size_t n;
+    if (c <= 0x7f || c >= 0xe0)
+        n = 1;                                  /* fixint, either sign */
+    else
+    if (c >= 0x90 && c <= 0x9f) {
+        n = 1;
+        *array = true;
+    }
+    else
+    if (c >= 0xa0 && c <= 0xbf)
+        n = 1 + (size_t) (c & 0x1f);
+    else
+    switch (c) {
+        case 0xcc: case 0xd0: n = 2; break;
+        case 0xcd: case 0xd1: n = 3; break;
+        case 0xce: case 0xd2: n = 5; break;
+        case 0xcf: case 0xd3: n = 9; break;
+        case 0xd9: n = left < 2 ? 0 : 2 + (size_t) p [1]; break;
+        case 0xda: n = left < 3 ? 0 : 3 + ((size_t) p [1] << 8 | p [2]); break;
+        case 0xdb: n = left < 5 ? 0 : 5 + ((size_t) p [1] << 24 | (size_t) p [2] << 16
+                                           | (size_t) p [3] << 8 | p [4]); break;
+        case 0xdc: n = 3; *array = true; break;
+        case 0xdd: n = 5; *array = true; break;
+        default:   n = 0;
+    }
+    return n <= left ? n : 0;
+}
+
+/*  Where the blocks of a BATCH frame start: just after its blocks array
+    header, the 6th item of [version, type, batch_id, origin, [blocks]]
+    counting the outer array header. Block i then ends where its box ends
+    (the box is a block's last field), and the next starts there; the last
+    must end the frame. The decoder already accepted the frame, so this
+    only re-finds positions; it is checked anyway, never asserted. Returns
+    false if the frame does not have that shape. */
+static bool
+s_batch_first_block (const uint8_t *data, size_t size, const ami_batch_t *batch, size_t *first)
+{
+    size_t offset = 0;
+    for (int item = 0; item < 6; item++) {
+        bool array = false;
+        size_t n = s_mp_skip (data + offset, size - offset, &array);
+        if (n == 0 || array != (item == 0 || item == 5))
+            return false;
+        offset += n;
+    }
+    size_t start = offset;
+    for (uint32_t i = 0; i < batch->block_count; i++) {
+        const ami_block_t *block = &batch->blocks [i];
+        if (block->box < data + start || block->box_size > size
+        ||  (size_t) (block->box - data) > size - block->box_size)
+            return false;
+        start = (size_t) (block->box - data) + block->box_size;
+    }
+    *first = offset;
+    return start == size;
+}
+
+static void
+s_fleet_ack (agg_t *self, fleet_t *fleet, uint64_t batch_id, int status, uint32_t credit)
+{
+    ami_msg_reset (self->out, AMI_MSG_BATCH_ACK);
+    self->out->batch_ack.batch_id = batch_id;
+    self->out->batch_ack.status = (uint16_t) status;
+    self->out->batch_ack.credit = credit;
+    size_t len = s_encode (self);
+    int err = s_send_fleet (self, fleet, self->buf, len);
+    if (err)
+        s_warn (self, "could not acknowledge batch %016" PRIx64 " to fleet %s (%s): "
+                "it will send it again", batch_id, fleet->node_id, zmq_strerror (err));
+}
+
+/*  Credit for a fleet: the batches like its largest so far that the free
+    space holds, shared among the fleets, at most AMI_CREDIT_INITIAL. */
+static uint32_t
+s_fleet_credit (agg_t *self, const fleet_t *fleet)
+{
+    size_t fleets = zhashx_size (self->fleets);
+    if (fleets == 0)
+        fleets = 1;
+    size_t credit = AMI_CREDIT_INITIAL;
+    size_t by_blocks = (self->buffer_max - self->buffer_blocks)
+                     / ((size_t) (fleet->batch_max ? fleet->batch_max : 1) * fleets);
+    size_t by_bytes = (self->buffer_bytes_max - self->buffer_bytes)
+                    / ((fleet->batch_bytes_max ? fleet->batch_bytes_max : 1) * fleets);
+    if (by_blocks < credit)
+        credit = by_blocks;
+    if (by_bytes < credit)
+        credit = by_bytes;
+    return (uint32_t) credit;
+}
+
+/*  A fleet's BATCH (decoded in self->in): custody of all its blocks, or
+    none. */
+static void
+s_fleet_batch (agg_t *self, fleet_t *fleet, const uint8_t *data, size_t size)
+{
+    const ami_batch_t *batch = &self->in->batch;
+    if (!streq (batch->origin, fleet->node_id)) {
+        self->malformed++;
+        s_warn (self, "dropped BATCH %016" PRIx64 " from fleet %s: its origin is %s",
+                batch->batch_id, fleet->node_id, batch->origin);
+        return;
+    }
+    size_t first = 0;
+    if (!s_batch_first_block (data, size, batch, &first)) {
+        self->malformed++;
+        s_warn (self, "dropped BATCH %016" PRIx64 " from fleet %s: cannot find its blocks",
+                batch->batch_id, fleet->node_id);
+        return;
+    }
+    uint32_t count = batch->block_count;
+    size_t bytes = size - first;
+    if (count > self->buffer_max - self->buffer_blocks
+    ||  bytes > self->buffer_bytes_max - self->buffer_bytes) {
+        self->overflow_batches++;
+        self->overflow_blocks += count;
+        s_warn (self, "custody buffer full (%zu of %zu blocks, %zu of %zu bytes held): "
+                "refused BATCH %016" PRIx64 " of %u blocks from fleet %s (AMI_E_BUSY); "
+                "%" PRIu64 " batches refused so far", self->buffer_blocks, self->buffer_max,
+                self->buffer_bytes, self->buffer_bytes_max, batch->batch_id, count,
+                fleet->node_id, self->overflow_batches);
+        s_fleet_ack (self, fleet, batch->batch_id, AMI_E_BUSY, 0);
+        return;
+    }
+    int64_t now = zclock_mono ();
+    const uint8_t *start = data + first;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *end = batch->blocks [i].box + batch->blocks [i].box_size;
+        if (!s_custody_append (self, start, (size_t) (end - start), now)) {
+            /* the blocks copied so far stay in custody and go up; the
+               fleet resends the whole batch: duplicates, which the MDMS
+               stores once (at-least-once delivery) */
+            ami_log_error ("aggregator %s: out of memory taking custody of BATCH %016" PRIx64
+                           " from fleet %s: refused (AMI_E_BUSY)", self->node_id,
+                           batch->batch_id, fleet->node_id);
+            self->overflow_batches++;
+            self->overflow_blocks += count - i;
+            s_fleet_ack (self, fleet, batch->batch_id, AMI_E_BUSY, 0);
+            return;
+        }
+        start = end;
+    }
+    self->batches_in++;
+    self->blocks_in += count;
+    if (count > fleet->batch_max)
+        fleet->batch_max = count;
+    if (bytes > fleet->batch_bytes_max)
+        fleet->batch_bytes_max = bytes;
+    ami_log_debug ("aggregator %s: custody of BATCH %016" PRIx64 " from fleet %s: %u blocks "
+                   "(%zu held)", self->node_id, batch->batch_id, fleet->node_id, count,
+                   self->buffer_blocks);
+    s_fleet_ack (self, fleet, batch->batch_id, AMI_OK, s_fleet_credit (self, fleet));
+}
+
+static size_t
+s_headends_live (agg_t *self)
+{
+    size_t live = 0;
+    for (size_t i = 0; i < self->headend_count; i++)
+        live += self->headends [i].live;
+    return live;
+}
+
+/*  The live head end with the fewest of our batches in flight, other than
+    `avoid` if there is another (ties: the first configured). -1 if none
+    is live. */
+static int
+s_headend_choose (agg_t *self, int avoid)
+{
+    int best = -1;
+    for (size_t i = 0; i < self->headend_count; i++) {
+        headend_t *headend = &self->headends [i];
+        if (!headend->live || (int) i == avoid)
+            continue;
+        if (best < 0 || headend->inflight < self->headends [best].inflight)
+            best = (int) i;
+    }
+    if (best < 0 && avoid >= 0 && self->headends [avoid].live)
+        best = avoid;
+    return best;
+}
+
+/*  Send (or resend: same bytes) a closed batch through head end index.
+    Returns false if libzmq would not take it now (retried shortly). */
+static bool
+s_batch_send (agg_t *self, batch_t *b, int index, int64_t now)
+{
+    headend_t *headend = &self->headends [index];
+    size_t frame = S_HDR_ROOM + b->used - b->head;
+    if (zmq_send (zsock_resolve (headend->dealer), b->buf + b->head, frame, ZMQ_DONTWAIT) == -1) {
+        ami_log_debug ("aggregator %s: head end %s did not take batch %016" PRIx64 " (%s): "
+                       "trying again in %d ms", self->node_id, headend->name, b->id,
+                       zmq_strerror (zmq_errno ()), S_SEND_RETRY_MS);
+        self->send_retry_at = now + S_SEND_RETRY_MS;
+        return false;
+    }
+    s_list_unlink (self, b);    /* before headend changes: in-flight counts */
+    b->headend = index;
+    b->due = now + self->ack_timeout_ms;
+    s_list_put (self, b, S_INFLIGHT, false);
+    if (b->sends++)
+        self->batches_resent++;
+    else
+        self->batches_out++;
+    ami_log_debug ("aggregator %s: batch %016" PRIx64 " (%u blocks, %zu bytes) %s through "
+                   "head end %s", self->node_id, b->id, b->blocks, frame,
+                   b->sends > 1 ? "resent" : "sent", headend->name);
+    return true;
+}
+
+/*  Batches in flight at most now: the credit, within our own bound. */
+static size_t
+s_window (agg_t *self)
+{
+    return self->credit < AMI_AGGREGATOR_MAX_INFLIGHT ? self->credit : AMI_AGGREGATOR_MAX_INFLIGHT;
+}
+
+/*  Send what credit and the live head ends allow: batches to resend
+    first, then refused ones whose retry time has come, then new ones, the
+    open one if it has waited batch_delay_ms. */
+static void
+s_pump (agg_t *self, int64_t now)
+{
+    if (self->send_retry_at) {
+        if (now < self->send_retry_at)
+            return;
+        self->send_retry_at = 0;
+    }
+    if (s_headends_live (self) == 0)
+        return;
+    while (true) {
+        size_t inflight = self->lists [S_INFLIGHT].size;
+        bool probe = false;
+        if (inflight >= s_window (self)) {
+            /* credit 0 and nothing in flight: one batch asks for credit */
+            if (self->credit > 0 || inflight > 0 || now < self->probe_at)
+                return;
+            probe = true;
+        }
+        batch_t *b = self->lists [S_RESEND].first;
+        if (!b && (b = self->lists [S_RETRY].first) && b->due > now)
+            b = NULL;
+        if (!b)
+            b = self->lists [S_READY].first;
+        if (!b && self->open && now - self->open_since >= self->batch_delay_ms) {
+            s_batch_close (self);
+            b = self->lists [S_READY].first;
+        }
+        if (!b)
+            return;
+        if (!s_batch_send (self, b, s_headend_choose (self, b->headend), now))
+            return;
+        if (probe) {
+            self->probe_at = now + AMI_BATCH_RETRY_MS;
+            ami_log_debug ("aggregator %s: no credit: batch %016" PRIx64 " probes for more",
+                           self->node_id, b->id);
+        }
+    }
+}
+
+/*  Batches whose ack did not come in time go again, through another live
+    head end if there is one. */
+static void
+s_batch_timeouts (agg_t *self, int64_t now)
+{
+    batch_t *b;
+    while ((b = self->lists [S_INFLIGHT].first) && b->due <= now) {
+        int old = b->headend;
+        int next = s_headend_choose (self, old);
+        s_warn (self, "batch %016" PRIx64 " (%u blocks) not acknowledged within %d ms through "
+                "head end %s: resending it through %s", b->id, b->blocks, self->ack_timeout_ms,
+                self->headends [old].name,
+                next >= 0 ? self->headends [next].name : "the next live head end");
+        if (next < 0 || !s_batch_send (self, b, next, now))
+            s_list_put (self, b, S_RESEND, false);
+    }
+}
+
+/*  A head end is gone: what was in flight through it goes again through
+    another, within the credit it held (s_pump). */
+static void
+s_headend_gone (agg_t *self, size_t index, const char *why)
+{
+    headend_t *headend = &self->headends [index];
+    headend->live = false;
+    size_t moved = 0;
+    for (batch_t *b = self->lists [S_INFLIGHT].first, *next; b; b = next) {
+        next = b->next;
+        if (b->headend == (int) index) {
+            s_list_put (self, b, S_RESEND, false);
+            moved++;
+        }
+    }
+    if (moved)
+        ami_log_warn ("aggregator %s: head end %s gone (%s): %zu batches in flight through it "
+                      "go through another head end", self->node_id, headend->name, why, moved);
+    else
+        ami_log_warn ("aggregator %s: head end %s gone (%s): nothing was in flight through it",
+                      self->node_id, headend->name, why);
+}
+
+/*  A BATCH_ACK from a head end (decoded in self->in). */
+static void
+s_headend_ack (agg_t *self, size_t index)
+{
+    const ami_batch_ack_t *ack = &self->in->batch_ack;
+    batch_t *b = s_id_lookup (self, ack->batch_id);
+    if (!b) {
+        self->acks_unknown++;
+        ami_log_debug ("aggregator %s: ignored BATCH_ACK for unknown batch %016" PRIx64
+                       " from head end %s", self->node_id, ack->batch_id,
+                       self->headends [index].name);
+        return;
+    }
+    int64_t now = zclock_mono ();
+    //  The MDMS's credit is end to end. A refusal with credit > 0 may come
+    //  from ONE head end whose uplink is down (its own BUSY, credit 1): it
+    //  must not throttle what the other head end carries, so only a status
+    //  0 ack, or a refusal that stops us (credit 0), replaces the credit.
+    if (ack->status == AMI_OK || ack->credit == 0)
+        self->credit = ack->credit;
+    if (ack->credit == 0)
+        self->probe_at = now + AMI_BATCH_RETRY_MS;
+    if (ack->status == AMI_OK) {
+        self->batches_acked++;
+        ami_log_debug ("aggregator %s: batch %016" PRIx64 " (%u blocks) stored, via head end %s "
+                       "(credit %u)", self->node_id, b->id, b->blocks,
+                       self->headends [index].name, ack->credit);
+        s_batch_free (self, b);
+        return;
+    }
+    self->acks_refused++;
+    if (b->list == S_INFLIGHT && b->headend == (int) index) {
+        s_warn (self, "batch %016" PRIx64 " (%u blocks) not stored (%s, via head end %s): "
+                "resending it in %d ms", b->id, b->blocks, ami_errname (ack->status),
+                self->headends [index].name, AMI_BATCH_RETRY_MS);
+        b->due = now + AMI_BATCH_RETRY_MS;
+        s_list_put (self, b, S_RETRY, false);
+    }
+    else
+        ami_log_debug ("aggregator %s: ignored a stale refusal (%s) of batch %016" PRIx64
+                       " from head end %s: it has been sent again since", self->node_id,
+                       ami_errname (ack->status), b->id, self->headends [index].name);
+}
+
+/*  When the loop must wake for interval data next (at most next_heartbeat).
+    Only what can act then counts, so the loop never spins on work that
+    is waiting for credit or a head end. */
+static int64_t
+s_next_wake (agg_t *self)
+{
+    int64_t wake = self->next_heartbeat;
+    batch_t *b = self->lists [S_INFLIGHT].first;
+    if (b && b->due < wake)
+        wake = b->due;
+    if (self->send_retry_at)
+        return self->send_retry_at < wake ? self->send_retry_at : wake;
+    if (s_headends_live (self) == 0)
+        return wake;
+    size_t inflight = self->lists [S_INFLIGHT].size;
+    if (inflight < s_window (self)) {
+        if ((b = self->lists [S_RETRY].first) && b->due < wake)
+            wake = b->due;
+        if (self->open && self->open_since + self->batch_delay_ms < wake)
+            wake = self->open_since + self->batch_delay_ms;
+    }
+    else
+    if (self->credit == 0 && inflight == 0 && self->probe_at < wake
+    &&  (self->open || self->lists [S_RESEND].size || self->lists [S_RETRY].size
+         || self->lists [S_READY].size))
+        wake = self->probe_at;
+    return wake;
+}
+
+/*  Our HELLO to one head end (on each handshake, or asked by its HELLO). */
+static void
+s_hello_headend (agg_t *self, size_t index)
+{
+    headend_t *headend = &self->headends [index];
+    size_t len = s_encode_hello (self);
+    headend->hello_due = zmq_send (zsock_resolve (headend->dealer), self->buf, len,
+                                   ZMQ_DONTWAIT) == -1;
+}
+
+/*  An event from a head end DEALER's socket monitor. */
+static void
+s_handle_monitor (agg_t *self, size_t index)
+{
+    headend_t *headend = &self->headends [index];
+    zmsg_t *msg = zmsg_recv (headend->monitor);
+    if (!msg)
+        return;
+    zframe_t *frame = zmsg_first (msg);
+    uint16_t event = 0;
+    if (frame && zframe_size (frame) >= sizeof event)
+        memcpy (&event, zframe_data (frame), sizeof event);     /* native order (libzmq) */
+    zmsg_destroy (&msg);
+    switch (event) {
+        case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+            headend->live = true;
+            headend->refused = false;
+            ami_log_info ("aggregator %s: head end %s connected (%s)", self->node_id,
+                          headend->name, headend->endpoint);
+            s_hello_headend (self, index);
+            break;
+        case ZMQ_EVENT_DISCONNECTED:
+            if (headend->live)
+                s_headend_gone (self, index, "connection lost, or silent for 3 heartbeats");
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+            if (!headend->refused)
+                ami_log_warn ("aggregator %s: handshake with head end %s at %s failed "
+                              "(is its key right, and are we on its allow-list?)",
+                              self->node_id, headend->name, headend->endpoint);
+            headend->refused = true;
+            break;
+        default:
+            break;
+    }
+}
 
 /* ---------------------------------------------------------------------- */
 /*  Fleets                                                                  */
@@ -499,11 +1273,15 @@ s_handle_router (agg_t *self)
                 break;
             }
             for (size_t i = 0; i < self->headend_count; i++)
-                s_send_headend (self, i, data, size, "fleet HEALTH");
+                if (self->headends [i].live)
+                    s_send_headend (self, i, data, size, "fleet HEALTH");
             break;
         case AMI_MSG_READ_RESP:
         case AMI_MSG_ERROR:
             s_fleet_answer (self, fleet, data, size);
+            break;
+        case AMI_MSG_BATCH:
+            s_fleet_batch (self, fleet, data, size);
             break;
         default:
             self->malformed++;
@@ -604,11 +1382,13 @@ s_handle_headend (agg_t *self, size_t index)
     if (self->in->type == AMI_MSG_READ_REQ)
         s_read_req (self, index, data, size);
     else
+    if (self->in->type == AMI_MSG_BATCH_ACK)
+        s_headend_ack (self, index);
+    else
     if (self->in->type == AMI_MSG_HELLO) {
         ami_log_info ("aggregator %s: HELLO from head end %s (%s): re-sending HELLO",
                       self->node_id, headend->name, self->in->hello.node_id);
-        size_t len = s_encode_hello (self);
-        s_send_headend (self, index, self->buf, len, "HELLO");
+        s_hello_headend (self, index);
     }
     else {
         self->malformed++;
@@ -642,7 +1422,23 @@ s_send_health (agg_t *self)
         { "pending", zhashx_size (self->pending) },
         { "malformed", self->malformed },
         { "duplicates", self->duplicates },
+        { "batches_in", self->batches_in },
+        { "blocks_in", self->blocks_in },
+        { "batches_out", self->batches_out },
+        { "batches_acked", self->batches_acked },
+        { "batches_resent", self->batches_resent },
+        { "buffer_blocks", self->buffer_blocks },
+        { "buffer_max", self->buffer_max },
+        { "overflow_batches", self->overflow_batches },
+        { "overflow_blocks", self->overflow_blocks },
+        { "credit", self->credit },
+        { "batches_inflight", self->lists [S_INFLIGHT].size },
+        { "acks_refused", self->acks_refused },
+        { "acks_unknown", self->acks_unknown },
+        { "buffer_bytes", self->buffer_bytes },
+        { "headends_live", s_headends_live (self) },
     };
+    _Static_assert (sizeof stats / sizeof stats [0] <= AMI_MAX_STATS, "HEALTH stats fit");
     for (size_t i = 0; i < sizeof stats / sizeof stats [0]; i++) {
         snprintf (health->stats [i].name, sizeof health->stats [i].name, "%s", stats [i].name);
         health->stats [i].value = stats [i].value;
@@ -650,12 +1446,16 @@ s_send_health (agg_t *self)
     health->stat_count = sizeof stats / sizeof stats [0];
     size_t len = s_encode (self);
     for (size_t i = 0; i < self->headend_count; i++)
-        s_send_headend (self, i, self->buf, len, "HEALTH");
+        if (self->headends [i].live)
+            s_send_headend (self, i, self->buf, len, "HEALTH");
 }
 
 static void
 s_tick (agg_t *self)
 {
+    for (size_t i = 0; i < self->headend_count; i++)
+        if (self->headends [i].live && self->headends [i].hello_due)
+            s_hello_headend (self, i);
     s_send_health (self);
     int64_t now = zclock_mono ();
     /* fleets silent for LIVENESS heartbeats are gone */
@@ -719,6 +1519,21 @@ s_handle_pipe (agg_t *self)
         zmsg_addstrf (reply, "%" PRIu64, self->malformed);
         zmsg_addstrf (reply, "%" PRIu64, self->orphaned);
         zmsg_addstrf (reply, "%" PRIu64, self->duplicates);
+        zmsg_addstrf (reply, "%" PRIu64, self->batches_in);
+        zmsg_addstrf (reply, "%" PRIu64, self->blocks_in);
+        zmsg_addstrf (reply, "%" PRIu64, self->batches_out);
+        zmsg_addstrf (reply, "%" PRIu64, self->batches_acked);
+        zmsg_addstrf (reply, "%" PRIu64, self->batches_resent);
+        zmsg_addstrf (reply, "%zu", self->buffer_blocks);
+        zmsg_addstrf (reply, "%zu", self->buffer_max);
+        zmsg_addstrf (reply, "%" PRIu64, self->overflow_batches);
+        zmsg_addstrf (reply, "%" PRIu64, self->overflow_blocks);
+        zmsg_addstrf (reply, "%" PRIu32, self->credit);
+        zmsg_addstrf (reply, "%zu", self->lists [S_INFLIGHT].size);
+        zmsg_addstrf (reply, "%zu", s_headends_live (self));
+        zmsg_addstrf (reply, "%" PRIu64, self->acks_refused);
+        zmsg_addstrf (reply, "%" PRIu64, self->acks_unknown);
+        zmsg_addstrf (reply, "%zu", self->buffer_bytes);
         zmsg_send (&reply, self->pipe);
     }
     else
@@ -738,7 +1553,17 @@ s_self_destroy (agg_t **self_p)
     if (!self)
         return;
     zsock_destroy (&self->router);
+    while (self->open)
+        s_batch_free (self, self->open);
+    for (int list = 0; list < S_LISTS; list++)
+        while (self->lists [list].first)
+            s_batch_free (self, self->lists [list].first);
+    free (self->ids);
     for (size_t i = 0; self->headends && i < self->headend_count; i++) {
+        if (self->headends [i].monitor) {
+            zmq_socket_monitor (zsock_resolve (self->headends [i].dealer), NULL, 0);
+            zsock_destroy (&self->headends [i].monitor);
+        }
         zsock_destroy (&self->headends [i].dealer);
         free (self->headends [i].name);
         free (self->headends [i].endpoint);
@@ -799,6 +1624,15 @@ s_config_valid (const ami_aggregator_config_t *config)
         ami_log_error ("aggregator %s: heartbeat must not be negative", id);
         return false;
     }
+    if (config->batch_blocks > AMI_MAX_BATCH_BLOCKS) {
+        ami_log_error ("aggregator %s: batch-blocks %u is over the wire limit %d", id,
+                       config->batch_blocks, AMI_MAX_BATCH_BLOCKS);
+        return false;
+    }
+    if (config->batch_delay_ms < 0 || config->ack_timeout_ms < 0) {
+        ami_log_error ("aggregator %s: batch-delay and ack-timeout must not be negative", id);
+        return false;
+    }
     return true;
 }
 
@@ -813,6 +1647,25 @@ s_self_new (zsock_t *pipe, const ami_aggregator_config_t *config)
     snprintf (self->node_id, sizeof self->node_id, "%s", config->node_id);
     self->heartbeat_ms = config->heartbeat_ms ? config->heartbeat_ms : AMI_AGGREGATOR_HEARTBEAT_MS;
     self->max_pending = config->max_pending ? config->max_pending : AMI_AGGREGATOR_MAX_PENDING;
+    self->buffer_max = config->buffer_blocks ? config->buffer_blocks : AMI_AGGREGATOR_BUFFER_BLOCKS;
+    self->buffer_bytes_max = config->buffer_bytes ? config->buffer_bytes : AMI_AGGREGATOR_BUFFER_BYTES;
+    self->batch_blocks = config->batch_blocks ? config->batch_blocks : AMI_AGGREGATOR_BATCH_BLOCKS;
+    self->batch_delay_ms = config->batch_delay_ms ? config->batch_delay_ms
+                                                  : AMI_AGGREGATOR_BATCH_DELAY_MS;
+    self->ack_timeout_ms = config->ack_timeout_ms ? config->ack_timeout_ms
+                                                  : AMI_BATCH_ACK_TIMEOUT_MS;
+    self->credit = AMI_CREDIT_INITIAL;
+    /* batch ids start anywhere: they do not repeat across restarts, and
+       two aggregators do not collide in practice (head ends map acks by
+       batch_id) */
+    if (sodium_init () < 0) {
+        ami_log_error ("aggregator %s: libsodium failed to start", self->node_id);
+        free (self);
+        return NULL;
+    }
+    randombytes_buf (&self->next_batch_id, sizeof self->next_batch_id);
+    self->id_buckets = S_IDS0;
+    self->ids = (batch_t **) calloc (self->id_buckets, sizeof (batch_t *));
     self->in = ami_msg_new ();
     self->out = ami_msg_new ();
     self->fleets = zhashx_new ();
@@ -821,7 +1674,7 @@ s_self_new (zsock_t *pipe, const ami_aggregator_config_t *config)
     self->superseded = zhashx_new ();
     self->headends = (headend_t *) calloc (config->headend_count, sizeof (headend_t));
     if (!self->in || !self->out || !self->fleets || !self->routes || !self->pending
-    ||  !self->superseded || !self->headends) {
+    ||  !self->superseded || !self->headends || !self->ids) {
         ami_log_error ("aggregator %s: out of memory", self->node_id);
         s_self_destroy (&self);
         return NULL;
@@ -867,6 +1720,34 @@ s_self_new (zsock_t *pipe, const ami_aggregator_config_t *config)
             return NULL;
         }
         s_socket_options (self, headend->dealer);
+        /* nothing queued for a head end that is not connected: a batch
+           waits with us, and can go through another head end at once */
+        zsock_set_immediate (headend->dealer, 1);
+        /* a name never used before in this process: libzmq unbinds a
+           closed monitor's endpoint asynchronously, so an address (say,
+           of a freed agg_t) could still be taken */
+        static uint64_t s_monitors = 0;
+        char monitor [96];
+        snprintf (monitor, sizeof monitor, "inproc://ami-aggregator-monitor-%" PRIu64,
+                  __atomic_fetch_add (&s_monitors, 1, __ATOMIC_RELAXED));
+        if (zmq_socket_monitor (zsock_resolve (headend->dealer), monitor,
+                                ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED
+                                | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                                | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0
+        ||  !(headend->monitor = zsock_new (ZMQ_PAIR))) {
+            ami_log_error ("aggregator %s: cannot monitor the head end %s socket: %s",
+                           self->node_id, h->name, zmq_strerror (zmq_errno ()));
+            s_self_destroy (&self);
+            return NULL;
+        }
+        zsock_set_linger (headend->monitor, 0);
+        if (zsock_connect (headend->monitor, "%s", monitor) != 0) {
+            ami_log_error ("aggregator %s: cannot read the monitor of head end %s",
+                           self->node_id, h->name);
+            s_self_destroy (&self);
+            return NULL;
+        }
         if (ami_auth_client (headend->dealer, config->cert, h->server_key) != AMI_OK
         ||  zsock_connect (headend->dealer, "%s", h->endpoint) != 0) {
             ami_log_error ("aggregator %s: cannot connect to head end %s at %s",
@@ -877,12 +1758,12 @@ s_self_new (zsock_t *pipe, const ami_aggregator_config_t *config)
     }
     self->started = zclock_mono ();
     self->next_heartbeat = self->started + self->heartbeat_ms;
-    /* introductions, queued until each connection is up */
-    size_t len = s_encode_hello (self);
-    for (size_t i = 0; i < self->headend_count; i++)
-        s_send_headend (self, i, self->buf, len, "HELLO");
-    ami_log_info ("aggregator %s: fleets on %s, %zu head ends", self->node_id,
-                  self->endpoint, self->headend_count);
+    /* introductions go on each handshake (s_handle_monitor) */
+    ami_log_info ("aggregator %s: fleets on %s, %zu head ends; custody of up to %zu blocks "
+                  "(%zu MiB), batches of %u blocks or %d ms, ack timeout %d ms", self->node_id,
+                  self->endpoint, self->headend_count, self->buffer_max,
+                  self->buffer_bytes_max >> 20, self->batch_blocks, self->batch_delay_ms,
+                  self->ack_timeout_ms);
     return self;
 }
 
@@ -899,10 +1780,12 @@ ami_aggregator_actor (zsock_t *pipe, void *args)
 
     zpoller_t *poller = zpoller_new (pipe, self->router, NULL);
     assert (poller);
-    for (size_t i = 0; i < self->headend_count; i++)
+    for (size_t i = 0; i < self->headend_count; i++) {
         zpoller_add (poller, self->headends [i].dealer);
+        zpoller_add (poller, self->headends [i].monitor);
+    }
     while (!self->terminated) {
-        int64_t wait = self->next_heartbeat - zclock_mono ();
+        int64_t wait = s_next_wake (self) - zclock_mono ();
         void *which = zpoller_wait (poller, wait > 0 ? (int) wait : 0);
         if (which == pipe)
             s_handle_pipe (self);
@@ -923,10 +1806,16 @@ ami_aggregator_actor (zsock_t *pipe, void *args)
                         if (!(zsock_events (self->headends [i].dealer) & ZMQ_POLLIN))
                             break;
                     }
+                else
+                if (which == self->headends [i].monitor)
+                    s_handle_monitor (self, i);
         }
         else
         if (zpoller_terminated (poller))
             break;
+        int64_t now = zclock_mono ();
+        s_batch_timeouts (self, now);
+        s_pump (self, now);
         if (zclock_mono () >= self->next_heartbeat) {
             s_tick (self);
             self->next_heartbeat += self->heartbeat_ms;
@@ -935,8 +1824,16 @@ ami_aggregator_actor (zsock_t *pipe, void *args)
         }
     }
     zpoller_destroy (&poller);
-    ami_log_info ("aggregator %s: stopped (%" PRIu64 " down, %" PRIu64 " up)",
-                  self->node_id, self->relayed_down, self->relayed_up);
+    /* custody is held in memory: what the MDMS has not acknowledged yet
+       is lost with this process (its fleets were told it was safe), so
+       say so, with the count */
+    if (self->buffer_blocks)
+        ami_log_warn ("aggregator %s: stopping with %zu blocks in custody not yet "
+                      "acknowledged by the MDMS (%zu batches in flight): they are lost",
+                      self->node_id, self->buffer_blocks, self->lists [S_INFLIGHT].size);
+    ami_log_info ("aggregator %s: stopped (%" PRIu64 " down, %" PRIu64 " up, %" PRIu64
+                  " blocks taken, %" PRIu64 " batches acknowledged)", self->node_id,
+                  self->relayed_down, self->relayed_up, self->blocks_in, self->batches_acked);
     s_self_destroy (&self);
 }
 

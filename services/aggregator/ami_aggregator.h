@@ -7,7 +7,9 @@
     application data. It holds no application keys, never verifies, opens
     or re-encodes anything: it decodes a READ_REQ only to learn which meter
     it is for (and when it expires), and a READ_RESP or ERROR only to learn
-    which request it answers, then forwards the frame's BYTES unchanged.
+    which request it answers, then forwards the frame's BYTES unchanged; it
+    decodes a fleet's BATCH only to find its blocks, whose bytes it keeps
+    and sends on unchanged inside its own BATCHes (store and forward).
     The MDMS and the meters check each other end to end (ami_e2e.h).
 
     Sockets (all CurveZMQ, ZMQ_MAXMSGSIZE = AMI_MAX_FRAME, linger 0):
@@ -15,9 +17,14 @@
         (ami_auth_server): an ami_auth must run in the process before the
         actor starts, with an allow-list holding this aggregator's fleets;
       - one DEALER per configured head end, CURVE client, connected to the
-        head end's aggregator-facing ROUTER. DEALERs reconnect by
-        themselves; the aggregator keeps serving through whichever head
-        ends are up (SEC-AVAIL-1).
+        head end's aggregator-facing ROUTER, with ZMQ_IMMEDIATE (nothing is
+        queued for a head end that is not connected) and ZMTP heartbeats
+        (ZMQ_HEARTBEAT_IVL = heartbeat, ZMQ_HEARTBEAT_TIMEOUT = 3
+        heartbeats). DEALERs reconnect by themselves; the aggregator keeps
+        serving through whichever head ends are up (SEC-AVAIL-1);
+      - one inproc PAIR per head end DEALER, reading its socket monitor
+        (zmq_socket_monitor): how the aggregator knows which head ends
+        are live (see "Head end liveness").
     Every message is one frame (ami_msg.h); a DEALER sends and receives
     single frames with no empty delimiter, the ROUTER sees [routing id,
     frame]. Anything else is malformed.
@@ -49,14 +56,49 @@
       - Each fleet's HEALTH frame is forwarded unchanged to every head end.
 
     Head ends (uplink side).
-      - After connecting, and whenever a head end sends HELLO, the
-        aggregator sends it HELLO(role "aggregator", node_id, meters = []).
-        (The MDMS registry maps meters to aggregators; head ends route by
-        aggregator, so the aggregator does not list its meters upward.)
+      - Head end liveness. A head end is LIVE from the moment its CURVE
+        handshake succeeds (monitor event ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+        until its connection is lost (ZMQ_EVENT_DISCONNECTED). Head ends
+        send nothing periodic down to aggregators, so silence is detected
+        at the transport: a head end (or a path to it) that stops
+        answering the ZMTP heartbeats for 3 heartbeats is disconnected by
+        libzmq, which is the bus-wide "silent for 3 heartbeats = gone"
+        rule; a head end process that dies closes its TCP connection and
+        is gone at once. A head end that is not live is sent nothing (no
+        HEALTH either).
+      - On every successful handshake (every (re)connect), and whenever a
+        head end sends HELLO, the aggregator sends it HELLO(role
+        "aggregator", node_id, meters = []). (The MDMS registry maps
+        meters to aggregators; head ends route by aggregator, so the
+        aggregator does not list its meters upward.)
       - HEALTH(role "aggregator", node_id, READY, uptime_ms, stats) every
-        heartbeat to every head end. Stats: fleets, meters, relayed_down,
-        relayed_up, unreachable, busy, dropped, pending, malformed,
-        duplicates.
+        heartbeat to every live head end. Stats (names as sent):
+            fleets, meters        fleets connected, meters routed
+            relayed_down          READ_REQs sent to fleets (total)
+            relayed_up            answers sent to head ends (total)
+            unreachable, busy     ERRORs AMI_E_UNREACHABLE / AMI_E_BUSY made
+            dropped               frames dropped: a head end's queue was full
+            pending               reads in flight
+            malformed             bad frames dropped (any peer)
+            duplicates            frames ignored from a superseded connection
+            batches_in, blocks_in BATCHes (and their blocks) taken into
+                                  custody from fleets (refused ones not counted)
+            batches_out           own BATCHes sent for the first time
+            batches_acked         own BATCHes acknowledged with status 0
+            batches_resent        own BATCHes sent again (ack timeout, head
+                                  end gone, non-zero status, credit probe
+                                  of a batch already sent)
+            buffer_blocks         blocks held in custody now (received, not
+                                  yet acknowledged by the MDMS)
+            buffer_max            the bound on it (buffer-blocks)
+            overflow_batches      fleet BATCHes refused AMI_E_BUSY: no room
+            overflow_blocks       the blocks in them
+            credit                end-to-end credit (last BATCH_ACK)
+            batches_inflight      own BATCHes sent and not yet acknowledged
+            acks_refused          BATCH_ACKs with a non-zero status
+            acks_unknown          BATCH_ACKs for an unknown batch_id (ignored)
+            buffer_bytes          bytes of the blocks held now
+            headends_live         head ends live now
       - READ_REQ from a head end: looked up by meter id. No live fleet
         announced the meter, or its fleet's connection is gone ->
         ERROR(request_id, AMI_E_UNREACHABLE, origin = aggregator id, text
@@ -85,6 +127,65 @@
         is retried end to end by the MDMS (Lazy Pirate), heartbeats are
         superseded by the next one.
 
+    Interval data (PROTOCOL.md 4.9, 4.10, 8.2, 8.3, 8.5; the zguide's
+    credit-based flow control and store-and-forward).
+      - Custody. A fleet's BATCH (origin must be the fleet's node id, from
+        its certificate) is taken whole or not at all. If its blocks fit
+        under both bounds - buffer_blocks blocks and buffer_bytes bytes
+        held - their bytes are COPIED into the custody buffer (the
+        aggregator holds no keys: it never opens, checks or re-encodes a
+        block; what it sends upward is each block's msgpack bytes exactly
+        as the fleet sent them) and the fleet gets BATCH_ACK(its batch_id,
+        status 0, credit). The credit is what free space allows: free
+        blocks / (largest BATCH this fleet has sent x fleets connected),
+        the same in bytes, the smaller of the two, capped at
+        AMI_CREDIT_INITIAL; 0 when full. If they do not fit:
+        BATCH_ACK(batch_id, AMI_E_BUSY, credit 0), counted in
+        overflow_batches / overflow_blocks and warned about (rate-
+        limited): a block is never dropped silently, the fleet keeps it
+        and resends it. A BATCH from a fleet that does not decode, or
+        whose origin is not the fleet, is dropped (malformed) and not
+        acknowledged.
+      - Re-batching. Blocks in custody are packed in arrival order into
+        the aggregator's own BATCHes: origin = the aggregator's node id,
+        batch_id = a random 64-bit start (randombytes) + 1 per batch. A
+        batch is closed when it holds batch_blocks blocks or the next block
+        would take its encoding past AMI_BATCH_MAX_BYTES; a partial batch
+        is closed batch_delay_ms after its first block, but only when it
+        can be sent at once (otherwise it keeps filling, so a backlog
+        leaves in full batches).
+      - End-to-end credit. The aggregator never has more own BATCHes in
+        flight (sent, not yet acknowledged) than the last credit a BATCH_ACK
+        gave it (starting at AMI_CREDIT_INITIAL; one value for this origin,
+        replaced by every BATCH_ACK with a known batch_id from either head
+        end), nor more than AMI_AGGREGATOR_MAX_INFLIGHT. With credit 0 and
+        nothing in flight it sends one batch every AMI_BATCH_RETRY_MS to
+        probe for credit.
+      - Choice of head end: the live head end with the fewest of our
+        batches in flight (ties: the first configured), preferring, for a
+        resend, another head end than the one the batch last went through.
+      - Store and forward. Every batch is kept until a BATCH_ACK with
+        status 0 names it (whichever head end relays it); then its blocks
+        leave the buffer. It is resent with the SAME batch_id and bytes:
+          * through another live head end when no ack came within
+            ack_timeout_ms (the same head end only if it is the only live
+            one);
+          * through another live head end at once when its head end is
+            declared gone (see "Head end liveness");
+          * AMI_BATCH_RETRY_MS after a BATCH_ACK with a non-zero status (a
+            non-zero ack from another head end than the one the batch was
+            last sent through answers an older send: ignored);
+          * when no head end is live it waits, first in line.
+        An ack whose batch_id is unknown (already acknowledged, or never
+        ours) is ignored, counted in acks_unknown.
+      - Memory: a custody block costs its bytes (a 4-interval block is
+        about 170 bytes) plus, per own batch, one buffer and ~100 bytes of
+        bookkeeping; no per-block allocation. buffer_bytes bounds the
+        worst case (blocks of up to 4 KiB). Custody is in memory only: a
+        stopping aggregator logs (warning) how many blocks it held that
+        the MDMS had not acknowledged; a crash loses them (the fleet had
+        been told they were safe).
+
     Malformed input from any peer (undecodable, wrong type for the
     direction, several frames, an identity mismatch) is dropped, counted
     and logged (at most AMI_AGGREGATOR_LOG_BURST warnings per second); the
@@ -96,7 +197,12 @@
                     the real port, e.g. "tcp://127.0.0.1:45123"
         "STATUS"    reply one zmsg of decimal strings: fleets, meters,
                     relayed_down, relayed_up, unreachable, busy, dropped,
-                    pending, malformed, orphaned, duplicates (frames 0..10)
+                    pending, malformed, orphaned, duplicates (frames 0..10),
+                    batches_in, blocks_in, batches_out, batches_acked,
+                    batches_resent, buffer_blocks, buffer_max,
+                    overflow_batches, overflow_blocks, credit,
+                    batches_inflight, headends_live, acks_refused,
+                    acks_unknown, buffer_bytes (frames 11..25)
 
     Threads. The actor owns its sockets and tables. The certificate in the
     config is used only during start-up (while ami_aggregator_new waits):
@@ -107,6 +213,7 @@
 
 #include <czmq.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ami_cert.h"
 
@@ -148,6 +255,53 @@ extern "C" {
 /*  Warnings about bad input per second; the rest are counted. */
 #define AMI_AGGREGATOR_LOG_BURST    20
 
+/*  Interval data defaults (config keys in brackets; measured figures from
+    tests/unit/test_aggregator.c's benchmark, AMI_AGG_BENCH=1, on the 2-core
+    development VM, CURVE on both hops, fleet and head ends in-process):
+
+    [aggregator/buffer-blocks] 200 000 blocks held in custody. At the
+    250 k readings/s ingest target (4 intervals a block: ~62 k blocks/s
+    through ALL aggregators) that is 3 s of the whole system's flow; for a
+    real pole-top node (a few thousand meters, one block an hour each) it
+    is days of backhaul outage. 200 000 blocks of ~170 bytes are ~34 MiB. */
+#define AMI_AGGREGATOR_BUFFER_BLOCKS    200000
+/*  [aggregator/buffer-bytes] 256 MiB: the same buffer bounded in bytes, so
+    fleets sending large blocks (a day of 15-minute intervals is ~2.8 KiB,
+    the wire limit 4 KiB) cannot make 200 000 blocks cost 800 MiB on a
+    small node. 6 x the ~34 MiB of a full buffer of hourly blocks. */
+#define AMI_AGGREGATOR_BUFFER_BYTES     ((size_t) 256 * 1024 * 1024)
+/*  [aggregator/batch-blocks] 1024 blocks a batch (AMI_MAX_BATCH_BLOCKS,
+    about 170 KiB for hourly blocks). Each BATCH costs a fixed amount at
+    every hop - a CURVE frame and a wake-up at the aggregator, head end
+    and MDMS and, at the MDMS, its share of a durable LMDB commit - so
+    bigger is cheaper per block. Measured (test_benchmark: one fleet
+    pushing 1024-block batches of 170-byte blocks, two head ends acking at
+    once with credit 4; CPU of the whole test process per block; two runs
+    on a shared, noisy VM):
+        batch-blocks    blocks/s through     CPU per block
+              16         46 k -  99 k         11.5 - 14.8 us
+              64        188 k - 311 k          3.9 -  4.2 us
+             256        638 k - 1.0 M          1.3 -  1.4 us
+            1024        559 k - 1.2 M          1.0 -  1.1 us
+    Below ~256 blocks the per-batch cost dominates. And against the real
+    MDMS, which acknowledges only after a durable commit (milliseconds),
+    one aggregator moves at most credit x batch-blocks per commit round
+    trip: 4 x 1024 blocks per ~5 ms is ~800 k blocks/s, where 64-block
+    batches would give ~50 k blocks/s - under the ~62 k blocks/s of the
+    250 k readings/s target. 1024 keeps that margin. */
+#define AMI_AGGREGATOR_BATCH_BLOCKS     1024
+/*  [aggregator/batch-delay] 20 ms: the longest a partial batch waits for
+    more blocks. Under load batches fill long before (62 k blocks/s fill
+    1024 blocks in ~16 ms through one aggregator), so the delay only acts
+    when traffic is light, where it bounds the latency it adds to 20 ms -
+    small next to an MDMS durable commit plus 3 hops of hand-offs
+    (DESIGN.md 8: 70-100 us per wake-up, ms per fsync) - while merging the
+    blocks of several fleet batches into one uplink batch. */
+#define AMI_AGGREGATOR_BATCH_DELAY_MS   20
+/*  Own batches in flight at most, whatever credit says: 64 x 1 MiB is the
+    most the DEALER queues can hold for us; the MDMS normally grants 4. */
+#define AMI_AGGREGATOR_MAX_INFLIGHT     64
+
 /*  One head end to report to. */
 typedef struct {
     const char *name;           /* config name, for logs (e.g. "headend-1") */
@@ -166,12 +320,18 @@ typedef struct {
     size_t headend_count;
     int heartbeat_ms;           /* 0 = AMI_AGGREGATOR_HEARTBEAT_MS */
     size_t max_pending;         /* 0 = AMI_AGGREGATOR_MAX_PENDING */
+    /* interval data (0 = the default named) */
+    size_t buffer_blocks;       /* custody bound, blocks: AMI_AGGREGATOR_BUFFER_BLOCKS */
+    size_t buffer_bytes;        /* custody bound, bytes: AMI_AGGREGATOR_BUFFER_BYTES */
+    uint32_t batch_blocks;      /* 1..AMI_MAX_BATCH_BLOCKS: AMI_AGGREGATOR_BATCH_BLOCKS */
+    int batch_delay_ms;         /* >= 1: AMI_AGGREGATOR_BATCH_DELAY_MS */
+    int ack_timeout_ms;         /* >= 1: AMI_BATCH_ACK_TIMEOUT_MS (tests shorten it) */
 } ami_aggregator_config_t;
 
 /*  The aggregator actor (ami-bus actor convention, ami_service.h):
-    signals the pipe, validates the config, binds the ROUTER (fails if no
-    ami_auth runs), connects every head end, sends its HELLOs, reports
-    READY; on failure it logs why and reports FAILED. */
+    signals the pipe, validates the config (a value out of range fails),
+    binds the ROUTER (fails if no ami_auth runs), connects every head end,
+    reports READY; on failure it logs why and reports FAILED. */
 void
     ami_aggregator_actor (zsock_t *pipe, void *args);
 

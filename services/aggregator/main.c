@@ -1,29 +1,95 @@
 /*  ami-aggregator - the pole-top relay between meter fleets and head ends.
     A thin main around ami_aggregator_actor; see ami_aggregator.h. */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ami_aggregator.h"
 #include "ami_auth.h"
 #include "ami_err.h"
 #include "ami_log.h"
+#include "ami_msg.h"
 #include "ami_service.h"
 
 static const char *const s_known [] = {
-    "aggregator/endpoint", "aggregator/headends/*", NULL
+    "aggregator/endpoint", "aggregator/headends/*", "aggregator/buffer-blocks",
+    "aggregator/buffer-bytes", "aggregator/batch-blocks", "aggregator/batch-delay",
+    "aggregator/ack-timeout", NULL
 };
 
 static const ami_service_info_t s_info = {
     .program = "ami-aggregator",
     .role = "aggregator",
-    .summary = "Pole-top aggregator: relays signed reads between meter fleets and every head end.",
+    .summary = "Pole-top aggregator: relays signed reads between meter fleets and every head end,\n"
+               "and stores and forwards the fleets' interval data to the head ends.",
     .known = s_known,
     .config_help =
         "  aggregator/endpoint   fleet-facing ROUTER bind, e.g. tcp://127.0.0.1:7301 (required)\n"
         "  aggregator/headends/NAME/endpoint   a head end's aggregator-facing endpoint\n"
         "  aggregator/headends/NAME/cert       that head end's public certificate\n"
-        "                        (one NAME section per head end, at least one)\n",
+        "                        (one NAME section per head end, at least one)\n"
+        "  aggregator/buffer-blocks  interval blocks held in custody at most [200000]\n"
+        "  aggregator/buffer-bytes   ...and their bytes at most, K/M/G suffix [256M]\n"
+        "  aggregator/batch-blocks   blocks per uplink BATCH, 1..1024 [1024]\n"
+        "  aggregator/batch-delay    longest wait of a partial BATCH [20ms]\n"
+        "  aggregator/ack-timeout    resend an unacknowledged BATCH through another\n"
+        "                        head end after this long [10s]\n",
     .server = true
 };
+
+/*  A size in bytes: digits with an optional K/M/G suffix, at least 1 MiB
+    (less is a typo for a buffer). Returns AMI_OK or AMI_E_CONFIG (logged). */
+static int
+s_size (ami_config_t *config, const char *key, size_t default_value, size_t *out)
+{
+    const char *text = NULL;
+    ami_config_str (config, key, NULL, &text);
+    if (!text || !*text) {
+        *out = default_value;
+        return AMI_OK;
+    }
+    errno = 0;
+    char *end = NULL;
+    unsigned long long value = strtoull (text, &end, 10);
+    unsigned shift = 0;
+    if (end && *end) {
+        switch (toupper ((unsigned char) *end)) {
+            case 'K': shift = 10; break;
+            case 'M': shift = 20; break;
+            case 'G': shift = 30; break;
+            default:  shift = 64; break;        /* junk */
+        }
+        end++;
+    }
+    if (!isdigit ((unsigned char) *text) || errno || shift == 64 || (end && *end)
+    ||  value > (SIZE_MAX >> shift) || (value << shift) < (1u << 20)) {
+        ami_log_error ("%s: %s = '%s' is not a size of at least 1M (e.g. 256M, 1G)",
+                       ami_config_origin (config), key, text);
+        return AMI_E_CONFIG;
+    }
+    *out = (size_t) (value << shift);
+    return AMI_OK;
+}
+
+/*  A duration in [min_ms, max_ms] (ami_config_duration_ms). */
+static int
+s_duration (ami_config_t *config, const char *key, int64_t default_ms, int64_t min_ms,
+            int64_t max_ms, int *out)
+{
+    int64_t value = 0;
+    if (ami_config_duration_ms (config, key, default_ms, &value) != AMI_OK)
+        return AMI_E_CONFIG;
+    if (value < min_ms || value > max_ms) {
+        ami_log_error ("%s: %s must be between %" PRId64 " ms and %" PRId64 " ms",
+                       ami_config_origin (config), key, min_ms, max_ms);
+        return AMI_E_CONFIG;
+    }
+    *out = (int) value;
+    return AMI_OK;
+}
 
 /*  One head end read from the configuration, with storage for its key. */
 typedef struct {
@@ -85,6 +151,22 @@ main (int argc, char **argv)
     agg.headends = headends;
     agg.headend_count = count;
     agg.heartbeat_ms = (int) ami_service_heartbeat_ms (svc);
+    /* interval data; bounds: a buffer of fewer blocks than one full BATCH
+       could never take one; 10 minutes of ack timeout is far past any
+       commit, and batch-delay past 10 s would only hide data */
+    int64_t buffer_blocks = 0, batch_blocks = 0;
+    if (ami_config_int (config, "aggregator/buffer-blocks", AMI_AGGREGATOR_BUFFER_BLOCKS,
+                        AMI_MAX_BATCH_BLOCKS, 1000000000, &buffer_blocks)
+    ||  s_size (config, "aggregator/buffer-bytes", AMI_AGGREGATOR_BUFFER_BYTES, &agg.buffer_bytes)
+    ||  ami_config_int (config, "aggregator/batch-blocks", AMI_AGGREGATOR_BATCH_BLOCKS,
+                        1, AMI_MAX_BATCH_BLOCKS, &batch_blocks)
+    ||  s_duration (config, "aggregator/batch-delay", AMI_AGGREGATOR_BATCH_DELAY_MS,
+                    1, 10000, &agg.batch_delay_ms)
+    ||  s_duration (config, "aggregator/ack-timeout", AMI_BATCH_ACK_TIMEOUT_MS,
+                    100, 600000, &agg.ack_timeout_ms))
+        goto done;
+    agg.buffer_blocks = (size_t) buffer_blocks;
+    agg.batch_blocks = (uint32_t) batch_blocks;
 
     zactor_t *actor = ami_aggregator_new (&agg);
     if (actor) {

@@ -11,7 +11,14 @@
     "asynchronous server"), Majordomo workers (RFC 7 / mdwrkapi: READY,
     HEARTBEAT, reconnect on silence or DISCONNECT) - K of them per live
     aggregator because an MDP worker holds one request at a time - and a
-    DEALER uplink with non-blocking, drop-and-count sends.
+    DEALER uplink with non-blocking sends. Interval data is a relay in the
+    middle of a credit-based flow (zguide ch. 7, "credit-based flow
+    control"): the head end holds no batches, it forwards each BATCH frame
+    it received (the same zmq_msg, refcounted, not copied) and remembers
+    only batch id -> aggregator so the MDMS's BATCH_ACK finds its way back.
+    When the uplink cannot take a batch now it answers BUSY itself, so the
+    aggregator's store-and-forward keeps it (nothing is queued here beyond
+    libzmq's pipe).
 
     State:
     - aggregators: zhashx node id -> aggregator_t (owned). Each holds its
@@ -23,6 +30,13 @@
       younger ones (the MDMS retries with the same request id).
     - unknown: zhashx routing id (hex) -> when we last answered it HELLO,
       so a peer we do not know is re-introduced at most once a heartbeat.
+    - batches: zhashx batch id (u64, hashed in place, no key copy) ->
+      batch_t, one per batch forwarded to the MDMS and not acknowledged
+      yet: O(1) per BATCH and per BATCH_ACK. batch_order: zlistx of the
+      same batch_t (owned), oldest expiry first (every entry lives the same
+      time, and a refreshed one moves to the end), so expiry pops from the
+      head instead of scanning. Bounded: batches_per_aggregator per live
+      aggregator, and an aggregator's entries go with it.
     Expiry (pending requests, silent aggregators, a silent broker) is
     checked on a tick every min(heartbeat, broker heartbeat) / 2: tables
     are small (bounded by max_aggregators and max_requests) and a linear
@@ -105,7 +119,18 @@ struct _aggregator_t {
     int64_t expiry;             /* zclock_mono: gone when silent past this */
     worker_t *workers;          /* array of K */
     size_t in_flight;
+    size_t batches;             /* its entries in self->batches */
 };
+
+/*  A BATCH forwarded to the MDMS, waiting for its BATCH_ACK. */
+typedef struct {
+    uint64_t batch_id;          /* the self->batches key points here */
+    aggregator_t *aggregator;   /* who sent it: where the ack goes */
+    int64_t expiry;             /* zclock_mono: forgotten after this */
+    uint32_t copies;            /* forwarded, not yet acknowledged (a resend
+                                   through this head end adds one) */
+    void *handle;               /* in self->batch_order */
+} batch_t;
 
 typedef struct _pending_t pending_t;
 struct _pending_t {
@@ -135,12 +160,16 @@ struct _headend_t {
     size_t max_aggregators;
     size_t max_requests;
     int request_margin_ms;
+    size_t batches_per_aggregator;
+    int batch_expiry_ms;
 
     zhashx_t *aggregators;      /* node id -> aggregator_t, owned */
     zhashx_t *routes;           /* hex routing id -> aggregator_t, borrowed */
     zlistx_t *pending;          /* pending_t, owned */
     zhashx_t *by_request;       /* hex request id -> oldest pending_t */
     zhashx_t *unknown;          /* hex routing id -> int64_t last HELLO */
+    zhashx_t *batches;          /* &batch_id -> batch_t, borrowed */
+    zlistx_t *batch_order;      /* batch_t, owned, oldest expiry first */
 
     ami_msg_t *in;              /* decode scratch */
     ami_msg_t *out;             /* encode scratch */
@@ -156,6 +185,8 @@ struct _headend_t {
     int64_t started;            /* zclock_mono at start */
     int64_t broker_heard;       /* last command from the broker, any worker */
     size_t workers_open;
+    bool mdms_hello_due;        /* our HELLO could not be sent yet */
+    bool mdms_blocked;          /* the last send to the MDMS failed */
 
     uint64_t requests;          /* statistics, see the header */
     uint64_t responses;
@@ -164,6 +195,12 @@ struct _headend_t {
     uint64_t dropped;
     uint64_t bad_frames;
     uint64_t reconnects;
+    uint64_t batches_relayed;
+    uint64_t acks_relayed;
+    uint64_t acks_orphan;
+    uint64_t batches_refused;
+    uint64_t batches_busy;
+    uint64_t health_refused;
 
     ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
 };
@@ -309,8 +346,9 @@ s_stat (ami_health_t *health, const char *name, uint64_t value)
     }
 }
 
-static int
-s_encode_health (headend_t *self, size_t *len)
+/*  Our own HEALTH into self->out (also the STATS pipe reply). */
+static void
+s_fill_health (headend_t *self)
 {
     int64_t now = zclock_mono ();
     ami_msg_reset (self->out, AMI_MSG_HEALTH);
@@ -333,33 +371,212 @@ s_encode_health (headend_t *self, size_t *len)
     s_stat (health, "dropped", self->dropped);
     s_stat (health, "bad-frames", self->bad_frames);
     s_stat (health, "reconnects", self->reconnects);
+    s_stat (health, "batches_relayed", self->batches_relayed);
+    s_stat (health, "acks_relayed", self->acks_relayed);
+    s_stat (health, "acks_orphan", self->acks_orphan);
+    s_stat (health, "batches_refused", self->batches_refused);
+    s_stat (health, "batches_busy", self->batches_busy);
+    s_stat (health, "batches_inflight", zlistx_size (self->batch_order));
+    s_stat (health, "health_refused", self->health_refused);
+}
+
+static int
+s_encode_health (headend_t *self, size_t *len)
+{
+    s_fill_health (self);
     return ami_msg_encode (self->out, self->obuf, sizeof self->obuf, len);
+}
+
+/*  BATCH_ACK(batch_id, status, credit) into self->obuf. */
+static int
+s_encode_batch_ack (headend_t *self, uint64_t batch_id, int status,
+                    uint32_t credit, size_t *len)
+{
+    ami_msg_reset (self->out, AMI_MSG_BATCH_ACK);
+    self->out->batch_ack.batch_id = batch_id;
+    self->out->batch_ack.status = (uint16_t) status;
+    self->out->batch_ack.credit = credit;
+    return ami_msg_encode (self->out, self->obuf, sizeof self->obuf, len);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  The batch table: batch id -> the aggregator its BATCH_ACK goes to       */
+
+/*  Batch ids are consecutive per sender (random start, +1): mix all 64
+    bits (MurmurHash3's fmix64 finaliser) so zhashx's buckets spread. */
+static size_t
+s_batch_hash (const void *key)
+{
+    uint64_t x = *(const uint64_t *) key;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return (size_t) x;
+}
+
+static int
+s_batch_compare (const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static void
+s_batch_forget (headend_t *self, batch_t *batch)
+{
+    zhashx_delete (self->batches, &batch->batch_id);
+    batch->aggregator->batches--;
+    zlistx_delete (self->batch_order, batch->handle);      //  frees it
+}
+
+/*  Remember that agg sent batch_id (or one more copy of it). Returns false
+    on out of memory (then its ack will be an orphan; the aggregator
+    resends on its ack timeout). */
+static bool
+s_batch_remember (headend_t *self, aggregator_t *agg, batch_t *batch,
+                  uint64_t batch_id)
+{
+    int64_t expiry = zclock_mono () + self->batch_expiry_ms;
+    if (batch) {                        //  a resend through this head end
+        if (batch->copies < UINT32_MAX)
+            batch->copies++;
+        batch->expiry = expiry;
+        zlistx_move_end (self->batch_order, batch->handle);
+        return true;
+    }
+    batch = (batch_t *) calloc (1, sizeof *batch);
+    if (!batch)
+        return false;
+    batch->batch_id = batch_id;
+    batch->aggregator = agg;
+    batch->expiry = expiry;
+    batch->copies = 1;
+    batch->handle = zlistx_add_end (self->batch_order, batch);
+    if (!batch->handle) {
+        free (batch);
+        return false;
+    }
+    if (zhashx_insert (self->batches, &batch->batch_id, batch)) {
+        zlistx_delete (self->batch_order, batch->handle);
+        return false;
+    }
+    agg->batches++;
+    return true;
+}
+
+/*  Forget every batch of an aggregator that has gone: its acks become
+    orphans (it resends what it holds when it comes back). A linear pass,
+    but only when an aggregator goes. */
+static void
+s_batch_drop_aggregator (headend_t *self, aggregator_t *agg)
+{
+    if (!self->batch_order || agg->batches == 0)
+        return;
+    batch_t *batch = (batch_t *) zlistx_first (self->batch_order);
+    while (batch && agg->batches > 0) {
+        batch_t *next = (batch_t *) zlistx_next (self->batch_order);
+        if (batch->aggregator == agg)
+            s_batch_forget (self, batch);
+        batch = next;
+    }
+}
+
+/*  Forget batches whose ack did not come in time: the oldest are first. */
+static void
+s_batch_expire (headend_t *self, int64_t now)
+{
+    size_t expired = 0;
+    batch_t *batch;
+    while ((batch = (batch_t *) zlistx_first (self->batch_order))
+       &&  now >= batch->expiry) {
+        s_batch_forget (self, batch);
+        expired++;
+    }
+    if (expired)
+        ami_log_debug ("headend %s: %zu batch(es) not acknowledged in %d ms "
+                       "forgotten", self->node_id, expired, self->batch_expiry_ms);
+}
+
+static void
+s_batch_destructor (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+/*  Send [routing id][frame] on the ROUTER without copying the frame's
+    bytes (ZFRAME_REUSE: libzmq shares the refcounted message). Returns 0
+    or the libzmq errno (EHOSTUNREACH: peer gone; EAGAIN: queue full);
+    ROUTER checks both on the first part, so a message goes whole or not. */
+static int
+s_router_forward (headend_t *self, zframe_t *routing_id, zframe_t *frame)
+{
+    if (zframe_send (&routing_id, self->router,
+                     ZFRAME_REUSE | ZFRAME_MORE | ZFRAME_DONTWAIT))
+        return zmq_errno ();
+    if (zframe_send (&frame, self->router, ZFRAME_REUSE | ZFRAME_DONTWAIT))
+        return zmq_errno ();
+    return 0;
 }
 
 
 /* ---------------------------------------------------------------------- */
 /*  MDMS uplink                                                             */
 
-/*  Send one frame to the MDMS ingest; a full queue drops it (counted). */
+/*  Note the outcome of a send to the MDMS. The uplink is ZMQ_IMMEDIATE,
+    so EAGAIN means "not connected" as well as "queue full": say so once
+    when it starts and once when it ends, not for every frame. */
 static void
-s_mdms_send (headend_t *self, const void *data, size_t size, const char *what)
+s_mdms_result (headend_t *self, int rc, const char *what)
 {
-    if (!self->mdms)
-        return;
-    s_part_t part = { data, size };
-    int rc = s_send_parts (self->mdms, &part, 1);
-    if (rc) {
-        self->dropped++;
-        s_warn (self, "MDMS queue full: %s dropped (%s)", what, zmq_strerror (rc));
+    if (rc == 0) {
+        if (self->mdms_blocked)
+            ami_log_info ("headend %s: the MDMS uplink takes frames again",
+                          self->node_id);
+        self->mdms_blocked = false;
+    }
+    else {
+        if (!self->mdms_blocked)
+            ami_log_warn ("headend %s: the MDMS uplink cannot take frames (%s: "
+                          "not connected, or its queue is full): HEALTH is "
+                          "dropped and BATCHes are answered BUSY until it can",
+                          self->node_id, zmq_strerror (rc));
+        self->mdms_blocked = true;
+        ami_log_debug ("headend %s: %s not sent to the MDMS (%s)",
+                       self->node_id, what, zmq_strerror (rc));
     }
 }
 
+/*  Send one frame to the MDMS ingest; if it cannot be queued now it is
+    dropped and counted. Returns 0 or the libzmq errno. */
+static int
+s_mdms_send (headend_t *self, const void *data, size_t size, const char *what)
+{
+    if (!self->mdms)
+        return ENOTCONN;
+    s_part_t part = { data, size };
+    int rc = s_send_parts (self->mdms, &part, 1);
+    if (rc)
+        self->dropped++;
+    s_mdms_result (self, rc, what);
+    return rc;
+}
+
+/*  Our HELLO to the MDMS; retried every tick until the uplink takes it
+    (it is ZMQ_IMMEDIATE: nothing is queued before the connection is up). */
 static void
 s_mdms_hello (headend_t *self)
 {
     size_t len;
-    if (s_encode_hello (self, &len) == AMI_OK)
-        s_mdms_send (self, self->obuf, len, "HELLO");
+    if (s_encode_hello (self, &len) || !self->mdms)
+        return;
+    s_part_t part = { self->obuf, len };
+    int rc = s_send_parts (self->mdms, &part, 1);
+    s_mdms_result (self, rc, "HELLO");
+    self->mdms_hello_due = rc != 0;
 }
 
 static void
@@ -374,7 +591,43 @@ s_mdms_health (headend_t *self)
                        ami_strerror (rc));
 }
 
-/*  A message from the MDMS ingest: HELLO is answered, the rest dropped. */
+/*  A BATCH_ACK from the MDMS (decoded in self->in): its bytes go unchanged
+    to the aggregator that sent that batch through us. The ack answers one
+    copy; the entry goes when every copy is answered. */
+static void
+s_mdms_batch_ack (headend_t *self, zframe_t *frame)
+{
+    uint64_t batch_id = self->in->batch_ack.batch_id;
+    batch_t *batch = (batch_t *) zhashx_lookup (self->batches, &batch_id);
+    if (!batch) {
+        self->acks_orphan++;
+        ami_log_debug ("headend %s: BATCH_ACK %" PRIu64 " (%s) for no batch "
+                       "we forwarded (expired, or its aggregator gone): dropped",
+                       self->node_id, batch_id,
+                       ami_errname (self->in->batch_ack.status));
+        return;
+    }
+    aggregator_t *agg = batch->aggregator;
+    int rc = s_router_forward (self, agg->routing_id, frame);
+    if (rc) {
+        //  The aggregator resends on its ack timeout: nothing is lost
+        self->dropped++;
+        s_warn (self, "aggregator %s: BATCH_ACK %" PRIu64 " not relayed (%s)",
+                agg->node_id, batch_id, zmq_strerror (rc));
+    }
+    else {
+        self->acks_relayed++;
+        ami_log_debug ("headend %s: BATCH_ACK %" PRIu64 " (%s, credit %" PRIu32
+                       ") -> aggregator %s", self->node_id, batch_id,
+                       ami_errname (self->in->batch_ack.status),
+                       self->in->batch_ack.credit, agg->node_id);
+    }
+    if (--batch->copies == 0)
+        s_batch_forget (self, batch);
+}
+
+/*  A message from the MDMS ingest: BATCH_ACK is relayed, HELLO answered,
+    the rest dropped. */
 static void
 s_mdms_handle (headend_t *self)
 {
@@ -390,6 +643,9 @@ s_mdms_handle (headend_t *self)
         s_warn (self, "MDMS: malformed message (%zu frames): %s, dropped",
                 zmsg_size (msg), ami_strerror (rc));
     }
+    else
+    if (self->in->type == AMI_MSG_BATCH_ACK)
+        s_mdms_batch_ack (self, frame);
     else
     if (self->in->type == AMI_MSG_HELLO) {
         ami_log_debug ("headend %s: MDMS %s said HELLO: introducing ourselves",
@@ -795,6 +1051,7 @@ s_aggregator_remove (headend_t *self, aggregator_t *agg, const char *why)
     char text [AMI_MAX_TEXT + 1];
     snprintf (text, sizeof text, "aggregator %s: %s", agg->node_id, why);
     s_pending_fail (self, agg, NULL, AMI_E_NO_ROUTE, text);
+    s_batch_drop_aggregator (self, agg);
     zhashx_delete (self->routes, agg->key);
     char node_id [AMI_MAX_ID + 1];
     snprintf (node_id, sizeof node_id, "%s", agg->node_id);
@@ -972,6 +1229,111 @@ s_aggregator_answer (headend_t *self, aggregator_t *agg,
                        ami_msg_type_name (type), rid, agg->node_id);
 }
 
+/*  Answer a BATCH ourselves: BATCH_ACK(batch_id, AMI_E_BUSY, credit 1).
+    Credit 1, not 0: the aggregator keeps one batch probing this path and
+    resumes as soon as the uplink can take it; the MDMS's next ack gives
+    the real credit back. If even this cannot be sent, the aggregator
+    resends on its ack timeout. */
+static void
+s_batch_busy (headend_t *self, aggregator_t *agg, uint64_t batch_id,
+              const char *why)
+{
+    self->batches_busy++;
+    ami_log_debug ("headend %s: BATCH %" PRIu64 " from aggregator %s answered "
+                   "BUSY: %s", self->node_id, batch_id, agg->node_id, why);
+    size_t len;
+    if (s_encode_batch_ack (self, batch_id, AMI_E_BUSY, 1, &len))
+        return;
+    s_part_t parts [2] = {
+        { zframe_data (agg->routing_id), zframe_size (agg->routing_id) },
+        { self->obuf, len }
+    };
+    s_send_parts (self->router, parts, 2);
+}
+
+/*  A BATCH from live aggregator agg (decoded in self->in; frame is the
+    frame as received). Its origin must be the aggregator itself - the
+    node id its HELLO gave and its CURVE certificate carries - so a
+    captured aggregator cannot inject interval data under another's name.
+    Then the frame itself goes to the MDMS, and its id is remembered. */
+static void
+s_aggregator_batch (headend_t *self, aggregator_t *agg, zframe_t *frame)
+{
+    const ami_batch_t *in = &self->in->batch;
+    uint64_t batch_id = in->batch_id;
+    if (!streq (in->origin, agg->node_id)) {
+        self->batches_refused++;
+        s_warn (self, "aggregator %s: BATCH %" PRIu64 " with origin %s refused: "
+                "an aggregator sends only its own batches", agg->node_id,
+                batch_id, in->origin);
+        return;
+    }
+    uint32_t blocks = in->block_count;
+    batch_t *batch = (batch_t *) zhashx_lookup (self->batches, &batch_id);
+    if (!self->mdms) {
+        s_batch_busy (self, agg, batch_id, "no MDMS uplink configured");
+        return;
+    }
+    if (batch && batch->aggregator != agg) {
+        //  Ids start at random 64-bit values: two senders collide only by
+        //  accident (or a captured aggregator's guess); its ack could not be
+        //  told apart, so the newcomer waits until the first is answered
+        s_warn (self, "aggregator %s: BATCH %" PRIu64 " answered BUSY: aggregator "
+                "%s has a batch with that id in flight", agg->node_id, batch_id,
+                batch->aggregator->node_id);
+        s_batch_busy (self, agg, batch_id, "batch id in use");
+        return;
+    }
+    if (!batch && agg->batches >= self->batches_per_aggregator) {
+        s_warn (self, "aggregator %s: BATCH %" PRIu64 " answered BUSY: %zu batches "
+                "already in flight (its credit should prevent this)",
+                agg->node_id, batch_id, agg->batches);
+        s_batch_busy (self, agg, batch_id, "too many batches in flight");
+        return;
+    }
+    //  The frame itself, shared with libzmq (no copy of up to 1 MiB)
+    int rc = zframe_send (&frame, self->mdms, ZFRAME_REUSE | ZFRAME_DONTWAIT)
+           ? zmq_errno () : 0;
+    s_mdms_result (self, rc, "BATCH");
+    if (rc) {
+        s_batch_busy (self, agg, batch_id, "the MDMS uplink cannot take it now");
+        return;
+    }
+    self->batches_relayed++;
+    if (!s_batch_remember (self, agg, batch, batch_id))
+        ami_log_error ("headend %s: BATCH %" PRIu64 " of aggregator %s: out of "
+                       "memory, its ack will not be relayed", self->node_id,
+                       batch_id, agg->node_id);
+    ami_log_debug ("headend %s: BATCH %" PRIu64 " of aggregator %s (%" PRIu32
+                   " blocks, %zu bytes) -> MDMS%s", self->node_id, batch_id,
+                   agg->node_id, blocks, zframe_size (frame),
+                   batch ? " (resent)" : "");
+}
+
+/*  A HEALTH from live aggregator agg (SEC-INT-4): forwarded only when it
+    is the aggregator's own (role aggregator, its node id) or a fleet's
+    (role meter, forwarded by the aggregator). Anything else would let a
+    captured aggregator add or overwrite the MDMS's status rows of other
+    services (other aggregators, head ends, the MDMS itself). */
+static void
+s_aggregator_health (headend_t *self, aggregator_t *agg, zframe_t *frame)
+{
+    const ami_health_t *health = &self->in->health;
+    bool own = streq (health->role, "aggregator")
+            && streq (health->node_id, agg->node_id);
+    bool fleet = streq (health->role, "meter");
+    if (!own && !fleet) {
+        self->health_refused++;
+        s_warn (self, "aggregator %s: HEALTH of %s %s refused: an aggregator "
+                "forwards only its own and its fleets' (role meter)",
+                agg->node_id, health->role, health->node_id);
+        return;
+    }
+    if (self->mdms && s_mdms_send (self, zframe_data (frame), zframe_size (frame),
+                                   "HEALTH") == 0)
+        self->health_fwd++;
+}
+
 /*  A message on the aggregator ROUTER. */
 static void
 s_router_handle (headend_t *self)
@@ -1023,10 +1385,7 @@ s_router_handle (headend_t *self)
     }
     switch (type) {
     case AMI_MSG_HEALTH:
-        if (self->mdms) {
-            s_mdms_send (self, zframe_data (frame), zframe_size (frame), "HEALTH");
-            self->health_fwd++;
-        }
+        s_aggregator_health (self, agg, frame);
         break;
     case AMI_MSG_READ_RESP: {
         uint8_t request_id [AMI_REQUEST_ID_SIZE];
@@ -1046,9 +1405,7 @@ s_router_handle (headend_t *self)
                     self->in->error.text);
         break;
     case AMI_MSG_BATCH:
-        //  Interval-data forwarding comes with the BATCH flow
-        s_warn (self, "aggregator %s: BATCH %" PRIu64 " dropped: interval "
-                "data is not forwarded yet", who, self->in->batch.batch_id);
+        s_aggregator_batch (self, agg, frame);
         break;
     default:
         self->bad_frames++;
@@ -1069,6 +1426,9 @@ static void
 s_tick (headend_t *self, bool beat)
 {
     int64_t now = zclock_mono ();
+    s_batch_expire (self, now);
+    if (self->mdms_hello_due)
+        s_mdms_hello (self);
     //  Requests nobody answered in time: the worker must REPLY to get work
     pending_t *pending = (pending_t *) zlistx_first (self->pending);
     while (pending) {
@@ -1157,6 +1517,21 @@ s_status (headend_t *self)
     zmsg_send (&reply, self->pipe);
 }
 
+/*  One frame "name value" per stat of our HEALTH, in HEALTH order. */
+static void
+s_stats (headend_t *self)
+{
+    zmsg_t *reply = zmsg_new ();
+    if (!reply)
+        return;
+    s_fill_health (self);
+    const ami_health_t *health = &self->out->health;
+    for (uint32_t i = 0; i < health->stat_count; i++)
+        zmsg_addstrf (reply, "%s %" PRIu64, health->stats [i].name,
+                      health->stats [i].value);
+    zmsg_send (&reply, self->pipe);
+}
+
 static void
 s_pipe_handle (headend_t *self)
 {
@@ -1177,6 +1552,9 @@ s_pipe_handle (headend_t *self)
     else
     if (streq (command, "STATUS"))
         s_status (self);
+    else
+    if (streq (command, "STATS"))
+        s_stats (self);
     else
         ami_log_error ("headend %s: unknown pipe command '%s'", self->node_id,
                        command);
@@ -1238,7 +1616,7 @@ s_configure (headend_t *self, const ami_headend_config_t *config)
     }
     if (config->heartbeat_ms < 0 || config->broker_heartbeat_ms < 0
     ||  config->broker_liveness < 0 || config->workers_per_aggregator < 0
-    ||  config->request_margin_ms < 0
+    ||  config->request_margin_ms < 0 || config->batch_expiry_ms < 0
     ||  config->workers_per_aggregator > AMI_HEADEND_MAX_WORKERS) {
         ami_log_error ("headend %s: negative interval or count, or more than "
                        "%d workers per aggregator", self->node_id,
@@ -1259,6 +1637,10 @@ s_configure (headend_t *self, const ami_headend_config_t *config)
                                               : AMI_HEADEND_MAX_REQUESTS;
     self->request_margin_ms = config->request_margin_ms
         ? config->request_margin_ms : AMI_HEADEND_REQUEST_MARGIN_MS;
+    self->batches_per_aggregator = config->batches_per_aggregator
+        ? config->batches_per_aggregator : AMI_HEADEND_BATCHES_PER_AGGREGATOR;
+    self->batch_expiry_ms = config->batch_expiry_ms
+        ? config->batch_expiry_ms : AMI_HEADEND_BATCH_EXPIRY_MS;
     //  Liveness windows must fit an int64 of milliseconds comfortably
     if ((int64_t) self->broker_heartbeat_ms * self->broker_liveness > INT32_MAX
     ||  (int64_t) self->heartbeat_ms * S_AGG_LIVENESS > INT32_MAX) {
@@ -1319,16 +1701,21 @@ s_open (headend_t *self, const ami_headend_config_t *config)
                            self->node_id);
             return false;
         }
-        //  Linger 0: HEALTH is re-sent every heartbeat, nothing to flush
+        //  Linger 0: HEALTH is re-sent every heartbeat, and a batch not
+        //  acknowledged is resent by its aggregator: nothing to flush
         zsock_set_linger (self->mdms, 0);
         zsock_set_maxmsgsize (self->mdms, AMI_MAX_FRAME);
+        //  Immediate (PROTOCOL.md 8.1): queue nothing while the MDMS is not
+        //  connected, so a BATCH is answered BUSY at once and stays in the
+        //  aggregator's custody (it may go through the other head end)
+        zsock_set_immediate (self->mdms, 1);
         if (ami_auth_client (self->mdms, self->cert, config->mdms_key) != AMI_OK
         ||  zsock_connect (self->mdms, "%s", config->mdms) == -1) {
             ami_log_error ("headend %s: cannot connect to the MDMS at %s",
                            self->node_id, config->mdms);
             return false;
         }
-        s_mdms_hello (self);            //  queued until connected
+        self->mdms_hello_due = true;    //  sent once connected (s_tick)
     }
     else
         ami_log_info ("headend %s: no MDMS uplink configured", self->node_id);
@@ -1395,6 +1782,8 @@ s_headend_destroy (headend_t *self)
     zhashx_destroy (&self->routes);
     zhashx_destroy (&self->aggregators);
     zhashx_destroy (&self->unknown);
+    zhashx_destroy (&self->batches);        //  borrows what batch_order owns
+    zlistx_destroy (&self->batch_order);
     zsock_destroy (&self->mdms);
     zsock_destroy (&self->router);
     ami_cert_destroy (&self->cert);
@@ -1431,13 +1820,22 @@ ami_headend_actor (zsock_t *pipe, void *args)
     self->pending = zlistx_new ();
     self->by_request = zhashx_new ();
     self->unknown = zhashx_new ();
+    self->batches = zhashx_new ();
+    self->batch_order = zlistx_new ();
     self->in = ami_msg_new ();
     self->out = ami_msg_new ();
     bool ok = self->aggregators && self->routes && self->pending
-           && self->by_request && self->unknown && self->in && self->out;
+           && self->by_request && self->unknown && self->batches
+           && self->batch_order && self->in && self->out;
     if (ok) {
         zlistx_set_destructor (self->pending, s_pending_destructor);
         zhashx_set_destructor (self->unknown, s_free_destructor);
+        //  Keys are the entries' own batch_id fields: no copy, no free
+        zhashx_set_key_hasher (self->batches, s_batch_hash);
+        zhashx_set_key_comparator (self->batches, s_batch_compare);
+        zhashx_set_key_duplicator (self->batches, NULL);
+        zhashx_set_key_destructor (self->batches, NULL);
+        zlistx_set_destructor (self->batch_order, s_batch_destructor);
     }
     ok = ok && s_configure (self, config) && s_open (self, config)
             && s_poll_rebuild (self);

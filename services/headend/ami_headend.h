@@ -6,9 +6,10 @@
     data centre (DESIGN.md sections 2 and 4). Aggregators connect to it;
     it offers each live aggregator to the MDMS as a Majordomo service
     through the broker, relays on-demand read commands down and their
-    answers up, and forwards health upward to the MDMS ingest. It holds no
-    application keys: it never opens a reading nor checks a signature, it
-    forwards frames' bytes unchanged (SEC-CONF-1).
+    answers up, relays interval data (BATCH) up to the MDMS ingest and its
+    acknowledgements (BATCH_ACK) down, and forwards health upward. It holds
+    no application keys: it never opens a reading or a block nor checks a
+    signature, it forwards frames' bytes unchanged (SEC-CONF-1).
 
     Patterns (zguide).
     - Aggregators: a ROUTER (bind, CURVE server) addressed by routing id;
@@ -25,9 +26,13 @@
       the broker would otherwise keep it busy for ever. Requests a worker
       held when it reconnects are forgotten (the broker dropped them too;
       the MDMS retries).
-    - MDMS ingest: a DEALER uplink (CURVE client), non-blocking sends: a
-      full queue drops the frame and counts it (HEALTH is re-sent every
-      heartbeat anyway).
+    - MDMS ingest: a DEALER uplink (CURVE client), ZMQ_IMMEDIATE, non-
+      blocking sends: a frame the uplink cannot take now (not connected,
+      or queue full) is not queued - HEALTH is dropped and counted (it is
+      re-sent every heartbeat anyway), a BATCH is answered BUSY.
+    - Interval data: a relay inside credit-based flow control (zguide ch.
+      7; PROTOCOL.md 8.3, 8.5). The head end keeps no batches, only a
+      batch id -> aggregator table so that acks find their way back.
 
     Sockets (every one: ZMQ_MAXMSGSIZE = AMI_MAX_FRAME, CURVE with
     config->cert, non-blocking sends):
@@ -36,7 +41,8 @@
                               immediate error, not a silent drop)
         broker        DEALER  connect config->broker      CURVE client,
                               K per live aggregator (see below)
-        MDMS ingest   DEALER  connect config->mdms        CURVE client
+        MDMS ingest   DEALER  connect config->mdms        CURVE client,
+                              ZMQ_IMMEDIATE
     The CURVE server needs the process's ami_auth (ZAP handler, allow-list
     = the aggregators' public certificates) running BEFORE the actor
     starts; without one the start fails (libzmq would admit any client).
@@ -95,13 +101,54 @@
     - ERROR frames made by the head end: [request_id or bin(0), code,
       origin = config->node_id, text].
 
-    MDMS uplink. After connecting, and whenever the MDMS sends HELLO, the
-    head end sends HELLO(role "headend", node_id, meters []). Every
+    Interval data (PROTOCOL.md 4.9, 4.10, 8.3, 8.5). A BATCH from a live
+    aggregator A:
+    - whose origin is not A's node id (the id of its HELLO, which is the
+      node-id of the CURVE certificate it connected with) is dropped,
+      counted (batches_refused) and logged (rate-limited): a captured
+      aggregator cannot inject interval data under another's name;
+    - is otherwise forwarded to the MDMS ingest as the very frame received
+      (bytes unchanged, the zmq message shared, not copied), and the head
+      end remembers batch id -> A: O(1) (hash on the 64-bit id), at most
+      batches_per_aggregator entries per aggregator, each forgotten
+      batch_expiry_ms (20 s) after its last forward, or when A expires.
+      The same id from A again (a resend through this head end) is
+      forwarded again and the entry counts one more copy.
+    - is answered by the head end itself with BATCH_ACK(batch_id,
+      AMI_E_BUSY, credit 1) and not forwarded (batches_busy) when: the
+      uplink cannot take it now (no MDMS connection, or its queue is full;
+      no uplink configured), A already has batches_per_aggregator batches
+      awaiting acks, or another aggregator has a batch with that id in
+      flight here (its ack could not be told apart; ids start at random
+      64-bit values, so this is an accident or an attack). The aggregator
+      keeps the batch and resends it (PROTOCOL.md 8.5); credit 1 lets it
+      probe and resume as soon as the path can take it.
+    - malformed (does not decode, wrong frame count) is dropped and
+      counted in bad-frames; a BATCH from a routing id that has not said
+      HELLO is dropped and answered HELLO, like any other message.
+    A BATCH_ACK from the MDMS is relayed, bytes unchanged, to the
+    aggregator that sent that batch id through this head end (its current
+    connection), and answers one copy of it (the entry goes when every
+    copy is answered). An ack for a batch id the head end does not hold
+    (never forwarded, already answered, expired, or its aggregator gone)
+    is dropped and counted (acks_orphan); the aggregator ignores unknown
+    acks anyway and resends what it still holds. If the ack cannot be
+    queued to the aggregator (gone, queue full) it is dropped and counted
+    in dropped: the aggregator resends on its ack timeout.
+
+    MDMS uplink. Once the uplink is connected (the HELLO is retried every
+    tick until the uplink takes it), and whenever the MDMS sends HELLO,
+    the head end sends HELLO(role "headend", node_id, meters []). Every
     heartbeat_ms it sends HEALTH(role "headend", node_id, state, uptime,
-    stats), and it forwards every valid HEALTH frame from a live aggregator
-    (the aggregator's own and its fleets') unchanged. State is READY, or
-    DEGRADED while it has workers but none has heard from the broker for
-    liveness * broker heartbeat. Stats (names as sent):
+    stats). It forwards, unchanged, a valid HEALTH frame from a live
+    aggregator only if it is the aggregator's own - role "aggregator" and
+    node id = that aggregator's authenticated node id - or a fleet's -
+    role "meter", forwarded by the aggregator (SEC-INT-4: a captured
+    aggregator cannot add or overwrite the MDMS's status rows of other
+    aggregators, head ends, the broker or the MDMS); any other HEALTH is
+    dropped, counted (health_refused) and logged (rate-limited). State is
+    READY, or DEGRADED while it has workers but none has heard from the
+    broker for liveness * broker heartbeat. Stats (names as sent):
         aggregators   live aggregators
         workers       MDP worker sockets open
         in-flight     requests awaiting an aggregator's answer
@@ -109,11 +156,20 @@
         responses     answers relayed to the broker (total)
         errors        ERROR replies made by the head end (total)
         health-fwd    HEALTH frames forwarded (total)
-        dropped       frames dropped at the MDMS queue (total)
+        dropped       frames not queued: HEALTH to the MDMS, BATCH_ACK to
+                      an aggregator (total)
         bad-frames    malformed or unexpected frames dropped (total)
         reconnects    worker reconnections to the broker (total)
-    BATCH (interval data) from aggregators is not forwarded yet: dropped
-    and logged. From the MDMS, HELLO is answered, anything else dropped.
+        batches_relayed   BATCH frames forwarded to the MDMS (total)
+        acks_relayed      BATCH_ACKs relayed to aggregators (total)
+        acks_orphan       BATCH_ACKs for no batch held here (total)
+        batches_refused   BATCHes with another origin dropped (total)
+        batches_busy      BATCHes answered BUSY by the head end (total)
+        batches_inflight  batch ids awaiting their ack, now
+        health_refused    aggregators' HEALTH of other services dropped
+                          (total)
+    From the MDMS, BATCH_ACK is relayed and HELLO answered; anything else
+    is dropped (logged at debug).
 
     Malformed input from any peer (aggregator, broker, MDMS): wrong frame
     count, undecodable frame, unexpected type or MDP command - is dropped
@@ -131,6 +187,9 @@
                     aggregators, frame 1 worker sockets, frame 2 requests
                     in flight, then one frame per live aggregator sorted by
                     node id: "<node id> <workers> <in flight>"
+        "STATS"     reply one zmsg, one string frame per HEALTH stat, in
+                    HEALTH order: "<name> <decimal value>", e.g.
+                    "batches_relayed 42" (what the next HEALTH would say)
 
     Threads. The actor owns its sockets and state; talk to it only through
     its pipe. Several head ends may run in one process (tests) - they share
@@ -143,6 +202,7 @@
 #include <stddef.h>
 
 #include "ami_cert.h"
+#include "ami_msg.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -185,6 +245,19 @@ extern "C" {
 #define AMI_HEADEND_MAX_PENDING_MS      60000
 /*  Warnings about bad input per second; the rest are counted. */
 #define AMI_HEADEND_LOG_BURST           20
+/*  32 batches awaiting their BATCH_ACK per aggregator: an honest one has
+    at most its end-to-end credit in flight (AMI_CREDIT_INITIAL, 4, over
+    all head ends), plus, here, batches whose ack was lost and that it
+    resent elsewhere, which linger until they expire (about credit per ack
+    timeout: 2 x 4 in AMI_HEADEND_BATCH_EXPIRY_MS) - 12 at worst; 32 leaves
+    room and bounds what one captured aggregator ignoring credit can push
+    towards the MDMS through this head end (32 x 1 MiB). Over it the
+    batch is answered BUSY. */
+#define AMI_HEADEND_BATCHES_PER_AGGREGATOR  32
+/*  A batch id is remembered for 2 x AMI_BATCH_ACK_TIMEOUT_MS (20 s): the
+    aggregator resends after one timeout, so an ack later than two is for a
+    batch it has long sent again; a later ack is an orphan (acks_orphan). */
+#define AMI_HEADEND_BATCH_EXPIRY_MS     (2 * AMI_BATCH_ACK_TIMEOUT_MS)
 
 /*  Configuration. Zero-initialise, then set the strings and cert; numeric
     fields left at 0 take the defaults above (negative is invalid). The
@@ -213,6 +286,11 @@ typedef struct {
     size_t max_requests;            /* 0 = AMI_HEADEND_MAX_REQUESTS */
     int request_margin_ms;          /* 0 = AMI_HEADEND_REQUEST_MARGIN_MS; tests
                                        shorten it to see AMI_E_TIMEOUT quickly */
+    size_t batches_per_aggregator;  /* batches awaiting an ack per aggregator;
+                                       0 = AMI_HEADEND_BATCHES_PER_AGGREGATOR */
+    int batch_expiry_ms;            /* how long a batch id is remembered;
+                                       0 = AMI_HEADEND_BATCH_EXPIRY_MS (tests
+                                       shorten it) */
 } ami_headend_config_t;
 
 /*  The head end actor, following the ami-bus actor convention

@@ -8,6 +8,7 @@ static const char *const s_known [] = {
     "headend/endpoint", "headend/broker", "headend/broker-cert",
     "headend/broker-heartbeat", "headend/broker-liveness",
     "headend/mdms", "headend/mdms-cert", "headend/workers-per-aggregator",
+    "headend/batches-per-aggregator",
     NULL
 };
 
@@ -15,7 +16,8 @@ static const ami_service_info_t s_info = {
     .program = "ami-headend",
     .role = "headend",
     .summary = "Head end: offers each live aggregator to the MDMS as an MDP/0.1 "
-               "service through the broker, relays reads, forwards health.",
+               "service through the broker, relays reads, relays interval data "
+               "and its acknowledgements, forwards health.",
     .known = s_known,
     .config_help =
         "  headend/endpoint        aggregator-facing ROUTER bind (required)\n"
@@ -26,7 +28,10 @@ static const ami_service_info_t s_info = {
         "  headend/mdms            MDMS ingest endpoint (required)\n"
         "  headend/mdms-cert       MDMS's public certificate (required)\n"
         "  headend/workers-per-aggregator  MDP workers (concurrent reads) per\n"
-        "                          aggregator, 1..64 [4]\n",
+        "                          aggregator, 1..64 [4]\n"
+        "  headend/batches-per-aggregator  interval-data batches awaiting the\n"
+        "                          MDMS's ack per aggregator; more are answered\n"
+        "                          BUSY, 1..4096 [32]\n",
     .server = true
 };
 
@@ -52,7 +57,7 @@ main (int argc, char **argv)
     ami_headend_config_t headend = { 0 };
     char broker_key [AMI_CERT_KEY_TXT_LEN + 1];
     char mdms_key [AMI_CERT_KEY_TXT_LEN + 1];
-    int64_t broker_heartbeat = 0, liveness = 0, workers = 0;
+    int64_t broker_heartbeat = 0, liveness = 0, workers = 0, batches = 0;
     if (s_required (config, "headend/endpoint", &headend.endpoint)
     ||  s_required (config, "headend/broker", &headend.broker)
     ||  s_required (config, "headend/mdms", &headend.mdms)
@@ -63,7 +68,10 @@ main (int argc, char **argv)
     ||  ami_config_int (config, "headend/broker-liveness",
                         AMI_HEADEND_BROKER_LIVENESS, 1, 100, &liveness)
     ||  ami_config_int (config, "headend/workers-per-aggregator",
-                        AMI_HEADEND_WORKERS, 1, AMI_HEADEND_MAX_WORKERS, &workers)) {
+                        AMI_HEADEND_WORKERS, 1, AMI_HEADEND_MAX_WORKERS, &workers)
+    //  4096: far above any credit (4); bounds one aggregator's share
+    ||  ami_config_int (config, "headend/batches-per-aggregator",
+                        AMI_HEADEND_BATCHES_PER_AGGREGATOR, 1, 4096, &batches)) {
         ami_service_destroy (&svc);
         return 1;
     }
@@ -84,6 +92,7 @@ main (int argc, char **argv)
     headend.broker_heartbeat_ms = (int) broker_heartbeat;
     headend.broker_liveness = (int) liveness;
     headend.workers_per_aggregator = (int) workers;
+    headend.batches_per_aggregator = (size_t) batches;
     zactor_t *actor = ami_headend_new (&headend);
     if (actor) {
         rc = ami_service_run (svc, actor);

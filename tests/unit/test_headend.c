@@ -2,8 +2,10 @@
     end(s), and hand-made peers around them:
       - a fake aggregator: a CURVE DEALER that says HELLO, sends HEALTH
         (its own and one of a "fleet") every heartbeat, answers HELLO with
-        HELLO, and answers READ_REQ with a canned READ_RESP (or holds it);
-      - a fake MDMS ingest: a CURVE ROUTER that records what head ends send;
+        HELLO, answers READ_REQ with a canned READ_RESP (or holds it),
+        sends BATCHes when told and records the BATCH_ACKs it gets;
+      - a fake MDMS ingest: a CURVE ROUTER that records what head ends send
+        (BATCH frames kept as received) and sends BATCH_ACKs when told;
       - an MDP client (RFC 7 frames by hand on a DEALER) playing the MDMS;
       - in one test, a fake broker (ROUTER) to drive the worker side of
         MDP/0.1 directly.
@@ -56,6 +58,10 @@ static struct {
     size_t agg_health_size;
     uint8_t fleet_health [256];         /* its "fleet's" HEALTH */
     size_t fleet_health_size;
+    uint8_t aggx_health [256];          /* AGG-X's own HEALTH */
+    size_t aggx_health_size;
+    uint8_t fleetx_health [256];        /* AGG-X's fleet's HEALTH */
+    size_t fleetx_health_size;
     uint8_t next_id;                    /* request id generator */
 } g;
 
@@ -79,12 +85,13 @@ s_cert (const char *role, const char *node_id)
 /*  Encode a HEALTH with fixed content, so a forwarded copy can be compared
     byte for byte. */
 static size_t
-s_health (const char *role, const char *node_id, uint8_t *buf, size_t cap)
+s_health_state (const char *role, const char *node_id, int state, uint8_t *buf,
+                size_t cap)
 {
     ami_msg_reset (g.msg, AMI_MSG_HEALTH);
     snprintf (g.msg->health.role, sizeof g.msg->health.role, "%s", role);
     snprintf (g.msg->health.node_id, sizeof g.msg->health.node_id, "%s", node_id);
-    g.msg->health.state = AMI_STATE_READY;
+    g.msg->health.state = (uint8_t) state;
     g.msg->health.uptime_ms = 123456;
     g.msg->health.stat_count = 1;
     snprintf (g.msg->health.stats [0].name, sizeof g.msg->health.stats [0].name, "meters");
@@ -92,6 +99,12 @@ s_health (const char *role, const char *node_id, uint8_t *buf, size_t cap)
     size_t len = 0;
     assert_int_equal (ami_msg_encode (g.msg, buf, cap, &len), AMI_OK);
     return len;
+}
+
+static size_t
+s_health (const char *role, const char *node_id, uint8_t *buf, size_t cap)
+{
+    return s_health_state (role, node_id, AMI_STATE_READY, buf, cap);
 }
 
 static int
@@ -126,6 +139,10 @@ s_group_setup (void **state)
                                   sizeof g.agg_health);
     g.fleet_health_size = s_health ("meter", "FLEET-T", g.fleet_health,
                                     sizeof g.fleet_health);
+    g.aggx_health_size = s_health ("aggregator", "AGG-X", g.aggx_health,
+                                   sizeof g.aggx_health);
+    g.fleetx_health_size = s_health ("meter", "FLEET-X", g.fleetx_health,
+                                     sizeof g.fleetx_health);
     return 0;
 }
 
@@ -259,6 +276,14 @@ typedef struct {
     size_t resp_size;
     uint8_t held [AGG_HELD][AMI_REQUEST_ID_SIZE];
     int held_count;
+    const uint8_t *health;      /* the HEALTH frames it beats with */
+    size_t health_size;
+    const uint8_t *fleet;
+    size_t fleet_size;
+    int acks;                   /* BATCH_ACKs received */
+    uint8_t ack [64];           /* the last one, as received */
+    size_t ack_size;
+    ami_batch_ack_t last_ack;   /* and decoded */
 } agg_t;
 
 static void
@@ -300,6 +325,11 @@ s_agg_open (agg_t *agg, const char *he_endpoint, ami_cert_t *he_cert,
     agg->node_id = node_id;
     agg->beat = true;
     agg->answer = true;
+    bool x = streq (node_id, "AGG-X");
+    agg->health = x ? g.aggx_health : g.agg_health;
+    agg->health_size = x ? g.aggx_health_size : g.agg_health_size;
+    agg->fleet = x ? g.fleetx_health : g.fleet_health;
+    agg->fleet_size = x ? g.fleetx_health_size : g.fleet_health_size;
     agg->next_beat = zclock_mono ();
     if (hello)
         s_agg_hello (agg);
@@ -343,8 +373,8 @@ s_agg_pump (agg_t *agg)
     if (!agg->sock)
         return;
     if (agg->beat && zclock_mono () >= agg->next_beat) {
-        s_agg_send (agg, g.agg_health, g.agg_health_size);
-        s_agg_send (agg, g.fleet_health, g.fleet_health_size);
+        s_agg_send (agg, agg->health, agg->health_size);
+        s_agg_send (agg, agg->fleet, agg->fleet_size);
         agg->next_beat = zclock_mono () + HB_MS;
     }
     while (zsock_events (agg->sock) & ZMQ_POLLIN) {
@@ -368,6 +398,14 @@ s_agg_pump (agg_t *agg)
                 memcpy (agg->held [agg->held_count++], id, sizeof id);
         }
         else
+        if (g.msg->type == AMI_MSG_BATCH_ACK) {
+            agg->acks++;
+            assert_true (zframe_size (frame) <= sizeof agg->ack);
+            memcpy (agg->ack, zframe_data (frame), zframe_size (frame));
+            agg->ack_size = zframe_size (frame);
+            agg->last_ack = g.msg->batch_ack;
+        }
+        else
         if (g.msg->type == AMI_MSG_HELLO) {
             //  The head end does not know us (it restarted, or we were
             //  forgotten): a child re-introduces itself
@@ -386,6 +424,8 @@ s_agg_pump (agg_t *agg)
 /* ---------------------------------------------------------------------- */
 /*  The fake MDMS ingest                                                    */
 
+#define INGEST_KEPT 8
+
 typedef struct {
     zsock_t *sock;
     char *endpoint;
@@ -399,6 +439,12 @@ typedef struct {
     uint64_t last_requests;
     uint8_t last_state;
     zframe_t *he1;              /* routing id of HE-1 */
+    int batches;                /* BATCH frames received */
+    zframe_t *batch [INGEST_KEPT];  /* the first INGEST_KEPT, as received */
+    int aggx_fwd;               /* AGG-X's and its fleet's HEALTH */
+    int fleetx_fwd;
+    int spoofed;                /* any other HEALTH of another role than
+                                   headend: none may get through */
 } ingest_t;
 
 static void
@@ -417,6 +463,8 @@ s_ingest_open (ingest_t *ingest)
 static void
 s_ingest_close (ingest_t *ingest)
 {
+    for (int i = 0; i < INGEST_KEPT; i++)
+        zframe_destroy (&ingest->batch [i]);
     zframe_destroy (&ingest->he1);
     zsock_destroy (&ingest->sock);
     zstr_free (&ingest->endpoint);
@@ -434,7 +482,7 @@ s_stat (const ami_health_t *health, const char *name)
 static void
 s_ingest_pump (ingest_t *ingest)
 {
-    while (zsock_events (ingest->sock) & ZMQ_POLLIN) {
+    while (ingest->sock && (zsock_events (ingest->sock) & ZMQ_POLLIN)) {
         zmsg_t *msg = zmsg_recv (ingest->sock);
         assert_non_null (msg);
         assert_int_equal (zmsg_size (msg), 2);
@@ -460,6 +508,24 @@ s_ingest_pump (ingest_t *ingest)
                     zframe_destroy (&ingest->he1);
                     ingest->he1 = zframe_dup (id);
                 }
+            }
+            else
+            if (g.msg->type == AMI_MSG_BATCH) {
+                if (ingest->batches < INGEST_KEPT)
+                    ingest->batch [ingest->batches] = zframe_dup (frame);
+                ingest->batches++;
+                zframe_destroy (&ingest->he1);      //  where acks go
+                ingest->he1 = zframe_dup (id);
+            }
+            else
+            if (g.msg->type == AMI_MSG_HEALTH && !streq (g.msg->health.role, "headend")) {
+                if (s_frame_is (frame, g.aggx_health, g.aggx_health_size))
+                    ingest->aggx_fwd++;
+                else
+                if (s_frame_is (frame, g.fleetx_health, g.fleetx_health_size))
+                    ingest->fleetx_fwd++;
+                else
+                    ingest->spoofed++;
             }
             else
             if (g.msg->type == AMI_MSG_HEALTH && streq (g.msg->health.role, "headend")) {
@@ -746,6 +812,126 @@ s_read_ok (fx_t *fx)
 
 
 /* ---------------------------------------------------------------------- */
+/*  Interval data: batches, acks, head end statistics                       */
+
+/*  One stat of the head end's HEALTH, through its STATS pipe command
+    ("name value" frames); UINT64_MAX if it has no such stat. */
+static uint64_t
+s_he_stat (fx_t *fx, int he, const char *name)
+{
+    assert_int_equal (zstr_send (fx->he [he], "STATS"), 0);
+    zmsg_t *reply = zmsg_recv (fx->he [he]);
+    assert_non_null (reply);
+    uint64_t value = UINT64_MAX;
+    size_t n = strlen (name);
+    for (zframe_t *f = zmsg_first (reply); f; f = zmsg_next (reply)) {
+        char *text = zframe_strdup (f);
+        assert_non_null (text);
+        if (strncmp (text, name, n) == 0 && text [n] == ' ')
+            value = strtoull (text + n + 1, NULL, 10);
+        zstr_free (&text);
+    }
+    zmsg_destroy (&reply);
+    return value;
+}
+
+/*  Wait until the head end's stat reaches value (pumping the peers). */
+static bool
+s_wait_stat (fx_t *fx, int he, const char *name, uint64_t value)
+{
+    bool ok;
+    WAIT_UNTIL (fx, ok, s_he_stat (fx, he, name) == value, WAIT_MS);
+    return ok;
+}
+
+/*  Wait until head end he has `count` live aggregators. */
+static bool
+s_wait_aggs (fx_t *fx, int he, size_t count)
+{
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (zclock_mono () < deadline) {
+        size_t aggs;
+        s_he_status (fx, he, &aggs, NULL, NULL, NULL, 0);
+        if (aggs == count)
+            return true;
+        s_pump (fx);
+        zclock_sleep (POLL_MS);
+    }
+    return false;
+}
+
+/*  Encode a BATCH of `blocks` blocks with boxes of box_size bytes (not
+    real ciphertext: relays never open them). Returns a malloc'd frame. */
+static uint8_t *
+s_batch (uint64_t batch_id, const char *origin, uint32_t blocks, size_t box_size,
+         size_t *len)
+{
+    static uint8_t box [AMI_MAX_SEALED];
+    for (size_t i = 0; i < sizeof box; i++)
+        box [i] = (uint8_t) (i * 7 + batch_id);
+    ami_msg_reset (g.msg, AMI_MSG_BATCH);
+    g.msg->batch.batch_id = batch_id;
+    snprintf (g.msg->batch.origin, sizeof g.msg->batch.origin, "%s", origin);
+    g.msg->batch.block_count = blocks;
+    for (uint32_t i = 0; i < blocks; i++) {
+        ami_block_t *block = &g.msg->batch.blocks [i];
+        snprintf (block->meter_id, sizeof block->meter_id, "MTR-%06u", i + 1);
+        block->seq = 1000 + i;
+        block->box = box;
+        block->box_size = box_size;
+    }
+    size_t cap = 64 + (size_t) blocks * (box_size + 64);
+    uint8_t *buf = (uint8_t *) malloc (cap);
+    assert_non_null (buf);
+    assert_int_equal (ami_msg_encode (g.msg, buf, cap, len), AMI_OK);
+    return buf;
+}
+
+/*  The aggregator sends a small BATCH; returns nothing (the frame is
+    rebuilt by the caller when it wants to compare). */
+static void
+s_agg_batch (agg_t *agg, uint64_t batch_id, const char *origin)
+{
+    size_t len;
+    uint8_t *buf = s_batch (batch_id, origin, 3, 40, &len);
+    s_agg_send (agg, buf, len);
+    free (buf);
+}
+
+/*  The ingest answers BATCH_ACK through HE-1; the bytes sent go to ack. */
+static size_t
+s_ingest_ack (fx_t *fx, uint64_t batch_id, int status, uint32_t credit,
+              uint8_t *ack, size_t cap)
+{
+    ami_msg_reset (g.msg, AMI_MSG_BATCH_ACK);
+    g.msg->batch_ack.batch_id = batch_id;
+    g.msg->batch_ack.status = (uint16_t) status;
+    g.msg->batch_ack.credit = credit;
+    size_t len = 0;
+    assert_int_equal (ami_msg_encode (g.msg, ack, cap, &len), AMI_OK);
+    zframe_t *he = fx->ingest.he1;
+    assert_non_null (he);
+    SEND (fx->ingest.sock, FB (zframe_data (he), zframe_size (he)), FB (ack, len));
+    return len;
+}
+
+/*  Start one head end with the ingest, AGG-T in slot 0 and AGG-X in slot
+    1, both live, and the head end introduced to the ingest. */
+static void
+s_fx_two_aggs (fx_t *fx, ami_headend_config_t *config)
+{
+    if (config)
+        s_he_start (fx, 0, config);
+    s_fx_agg (fx, 0, 0);
+    s_agg_open (&fx->agg [1], fx->he_endpoint [0], g.he [0], g.agg_x, "AGG-X", true);
+    assert_true (s_wait_aggs (fx, 0, 2));
+    bool ok;
+    WAIT_UNTIL (fx, ok, fx->ingest.he1 != NULL, WAIT_MS);
+    assert_true (ok);
+}
+
+
+/* ---------------------------------------------------------------------- */
 /*  Tests                                                                   */
 
 /*  Without a ZAP handler the CURVE ROUTER would admit anyone: no start.
@@ -985,11 +1171,11 @@ test_malformed_peers (void **state)
     //  A READ_REQ travelling the wrong way
     len = s_read_req (stray, s_soon (), buf, sizeof buf);
     SEND (a, FB (buf, len));
-    //  BATCH is not forwarded yet: dropped
+    //  A BATCH under another aggregator's name (SEC-INT-4): refused
     static const uint8_t box [16] = { 9 };
     ami_msg_reset (g.msg, AMI_MSG_BATCH);
     g.msg->batch.batch_id = 1;
-    snprintf (g.msg->batch.origin, sizeof g.msg->batch.origin, "AGG-T");
+    snprintf (g.msg->batch.origin, sizeof g.msg->batch.origin, "AGG-Z");
     g.msg->batch.block_count = 1;
     snprintf (g.msg->batch.blocks [0].meter_id, sizeof g.msg->batch.blocks [0].meter_id,
               "MTR-000001");
@@ -1551,6 +1737,394 @@ test_mdp_worker (void **state)
     zstr_free (&endpoint);
 }
 
+/*  Interval data: each aggregator's BATCH reaches the MDMS byte for byte
+    (a full 1024-block one too), and each BATCH_ACK goes back, byte for
+    byte, to the aggregator that sent that batch - not to the other one.
+    A batch id another aggregator has in flight is answered BUSY; a resend
+    through the same head end is forwarded again and each copy's ack
+    relayed; acks for no batch (unknown, or already answered) are orphans. */
+static void
+test_batch_relay (void **state)
+{
+    (void) state;
+    fx_t fx;
+    s_fx_start (&fx, 1, 1, 0);
+    s_fx_two_aggs (&fx, NULL);
+    agg_t *t = &fx.agg [0], *x = &fx.agg [1];
+    const uint64_t id_t = 0xfedcba9876543210ULL, id_x = 0x0123456789abcdefULL;
+    size_t len_t, len_x;
+    uint8_t *batch_t = s_batch (id_t, "AGG-T", AMI_MAX_BATCH_BLOCKS, 200, &len_t);
+    assert_true (len_t > 200 * AMI_MAX_BATCH_BLOCKS);
+    uint8_t *batch_x = s_batch (id_x, "AGG-X", 2, 40, &len_x);
+    s_agg_send (t, batch_t, len_t);
+    s_agg_send (x, batch_x, len_x);
+    bool ok;
+    WAIT_UNTIL (&fx, ok, fx.ingest.batches == 2, WAIT_MS);
+    assert_true (ok);
+    int first = s_frame_is (fx.ingest.batch [0], batch_t, len_t) ? 0 : 1;
+    assert_true (s_frame_is (fx.ingest.batch [first], batch_t, len_t));
+    assert_true (s_frame_is (fx.ingest.batch [1 - first], batch_x, len_x));
+    assert_int_equal (s_he_stat (&fx, 0, "batches_relayed"), 2);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_inflight"), 2);
+
+    //  AGG-X reusing AGG-T's batch id in flight: its ack could not be
+    //  told apart, so it is answered BUSY (credit 1) and not forwarded
+    s_agg_batch (x, id_t, "AGG-X");
+    WAIT_UNTIL (&fx, ok, x->acks == 1, WAIT_MS);
+    assert_true (ok);
+    assert_true (x->last_ack.batch_id == id_t);
+    assert_int_equal (x->last_ack.status, AMI_E_BUSY);
+    assert_int_equal (x->last_ack.credit, 1);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_busy"), 1);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_relayed"), 2);
+
+    //  The MDMS acks in the other order: each ack to its own aggregator,
+    //  bytes unchanged
+    uint8_t ack_t [32], ack_x [32];
+    size_t ack_x_len = s_ingest_ack (&fx, id_x, AMI_OK, 3, ack_x, sizeof ack_x);
+    size_t ack_t_len = s_ingest_ack (&fx, id_t, AMI_OK, 2, ack_t, sizeof ack_t);
+    WAIT_UNTIL (&fx, ok, t->acks == 1 && x->acks == 2, WAIT_MS);
+    assert_true (ok);
+    assert_int_equal (t->ack_size, ack_t_len);
+    assert_memory_equal (t->ack, ack_t, ack_t_len);
+    assert_int_equal (x->ack_size, ack_x_len);
+    assert_memory_equal (x->ack, ack_x, ack_x_len);
+    assert_int_equal (s_he_stat (&fx, 0, "acks_relayed"), 2);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_inflight"), 0);
+
+    //  Orphans: the same ack again, and an ack for a batch never seen
+    s_ingest_ack (&fx, id_t, AMI_OK, 2, ack_t, sizeof ack_t);
+    s_ingest_ack (&fx, 42, AMI_OK, 2, ack_t, sizeof ack_t);
+    assert_true (s_wait_stat (&fx, 0, "acks_orphan", 2));
+    assert_int_equal (s_he_stat (&fx, 0, "acks_relayed"), 2);
+
+    //  A resend through this head end (twice): each copy forwarded, each
+    //  copy's ack relayed, then the entry is gone
+    s_agg_send (x, batch_x, len_x);
+    s_agg_send (x, batch_x, len_x);
+    WAIT_UNTIL (&fx, ok, fx.ingest.batches == 4, WAIT_MS);
+    assert_true (ok);
+    assert_true (s_frame_is (fx.ingest.batch [2], batch_x, len_x));
+    assert_true (s_frame_is (fx.ingest.batch [3], batch_x, len_x));
+    assert_int_equal (s_he_stat (&fx, 0, "batches_inflight"), 1);
+    s_ingest_ack (&fx, id_x, AMI_OK, 4, ack_x, sizeof ack_x);
+    s_ingest_ack (&fx, id_x, AMI_OK, 4, ack_x, sizeof ack_x);
+    WAIT_UNTIL (&fx, ok, x->acks == 4, WAIT_MS);
+    assert_true (ok);
+    assert_int_equal (x->last_ack.credit, 4);
+    assert_int_equal (t->acks, 1);
+    assert_int_equal (s_he_stat (&fx, 0, "acks_relayed"), 4);
+    assert_int_equal (s_he_stat (&fx, 0, "acks_orphan"), 2);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_inflight"), 0);
+
+    //  Health of both aggregators and their fleets still flows
+    WAIT_UNTIL (&fx, ok, fx.ingest.agg_fwd >= 1 && fx.ingest.fleet_fwd >= 1
+                && fx.ingest.aggx_fwd >= 1 && fx.ingest.fleetx_fwd >= 1, WAIT_MS);
+    assert_true (ok);
+    assert_int_equal (fx.ingest.spoofed, 0);
+    assert_int_equal (t->others + x->others, 0);
+    free (batch_t);
+    free (batch_x);
+    s_fx_stop (&fx);
+}
+
+/*  SEC-INT-4: a listed, live aggregator (AGG-X) cannot inject interval
+    data under another origin: the batch is dropped, counted, not acked. */
+static void
+test_sec_int_4_batch_origin_spoof (void **state)
+{
+    (void) state;
+    fx_t fx;
+    s_fx_start (&fx, 1, 1, 0);
+    s_fx_two_aggs (&fx, NULL);
+    agg_t *x = &fx.agg [1];
+    s_agg_batch (x, 77, "AGG-T");           //  the other aggregator's name
+    s_agg_batch (x, 78, "AGG-Z");           //  a name nobody has
+    assert_true (s_wait_stat (&fx, 0, "batches_refused", 2));
+    assert_int_equal (s_he_stat (&fx, 0, "batches_relayed"), 0);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_busy"), 0);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_inflight"), 0);
+
+    //  Its own batch still goes through (the head end keeps serving it)
+    s_agg_batch (x, 79, "AGG-X");
+    bool ok;
+    WAIT_UNTIL (&fx, ok, fx.ingest.batches == 1, WAIT_MS);
+    assert_true (ok);
+    zframe_t *frame = fx.ingest.batch [0];
+    assert_int_equal (ami_msg_decode (g.msg, zframe_data (frame), zframe_size (frame)),
+                      AMI_OK);
+    assert_int_equal (g.msg->type, AMI_MSG_BATCH);
+    assert_true (g.msg->batch.batch_id == 79);
+    assert_string_equal (g.msg->batch.origin, "AGG-X");
+    assert_int_equal (x->acks, 0);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_refused"), 2);
+    s_fx_stop (&fx);
+}
+
+/*  SEC-INT-4: an aggregator's HEALTH is forwarded only under its own node
+    id (role aggregator) or as a fleet's (role meter): a captured
+    aggregator cannot add or overwrite the MDMS's status rows of another
+    aggregator, a head end or the MDMS. */
+static void
+test_sec_int_4_health_spoof (void **state)
+{
+    (void) state;
+    fx_t fx;
+    s_fx_start (&fx, 1, 1, 0);
+    s_fx_two_aggs (&fx, NULL);
+    agg_t *x = &fx.agg [1];
+    static const struct { const char *role, *node; } spoofs [] = {
+        { "aggregator", "AGG-T" },          //  evict/overwrite a neighbour
+        { "aggregator", "AGG-Z" },          //  invent an aggregator
+        { "headend", "HE-2" },              //  pose as a head end
+        { "mdms", "MDMS-T" },               //  pose as the MDMS
+        { "broker", "BROKER-T" },
+    };
+    size_t count = sizeof spoofs / sizeof spoofs [0];
+    for (size_t i = 0; i < count; i++) {
+        uint8_t buf [256];
+        size_t len = s_health_state (spoofs [i].role, spoofs [i].node,
+                                     AMI_STATE_DOWN, buf, sizeof buf);
+        s_agg_send (x, buf, len);
+    }
+    assert_true (s_wait_stat (&fx, 0, "health_refused", count));
+    //  Its own HEALTH and its fleet's go through, byte for byte, and
+    //  AGG-T's own are untouched; no spoof reached the MDMS
+    bool ok;
+    int aggx = fx.ingest.aggx_fwd, fleetx = fx.ingest.fleetx_fwd;
+    int agg = fx.ingest.agg_fwd;
+    WAIT_UNTIL (&fx, ok, fx.ingest.aggx_fwd > aggx && fx.ingest.fleetx_fwd > fleetx
+                && fx.ingest.agg_fwd > agg, WAIT_MS);
+    assert_true (ok);
+    assert_int_equal (fx.ingest.spoofed, 0);
+    assert_int_equal (fx.ingest.meta_mismatch, 0);
+    assert_int_equal (s_he_stat (&fx, 0, "health_refused"), count);
+    //  Still live and served
+    size_t aggs;
+    s_he_status (&fx, 0, &aggs, NULL, NULL, NULL, 0);
+    assert_int_equal (aggs, 2);
+    s_fx_stop (&fx);
+}
+
+/*  No MDMS connection: a BATCH is answered BUSY (credit 1) by the head
+    end itself and nothing is queued; once the MDMS is back the resent
+    batch goes through and its ack comes back. Without an uplink
+    configured at all: BUSY too. */
+static void
+test_batch_busy_no_mdms (void **state)
+{
+    (void) state;
+    fx_t fx;
+    s_fx_start (&fx, 0, 1, 0);
+    //  The MDMS is down: its endpoint is an IPC path nobody has bound yet.
+    //  (Not a closed TCP port: libzmq's reconnects to a free loopback port
+    //  in the ephemeral range can connect to themselves and hold it.)
+    zsock_destroy (&fx.ingest.sock);
+    zstr_free (&fx.ingest.endpoint);
+    char *ipc = ami_test_path (g.dir, "ingest.ipc");
+    fx.ingest.endpoint = zsys_sprintf ("ipc://%s", ipc);
+    free (ipc);
+    assert_non_null (fx.ingest.endpoint);
+    ami_headend_config_t config = s_he_config (&fx, 0, 1);
+    s_he_start (&fx, 0, &config);
+    s_fx_agg (&fx, 0, 0);
+    assert_true (s_wait_aggs (&fx, 0, 1));
+    agg_t *t = &fx.agg [0];
+    s_agg_batch (t, 500, "AGG-T");
+    bool ok;
+    WAIT_UNTIL (&fx, ok, t->acks == 1, WAIT_MS);
+    assert_true (ok);
+    assert_true (t->last_ack.batch_id == 500);
+    assert_int_equal (t->last_ack.status, AMI_E_BUSY);
+    assert_int_equal (t->last_ack.credit, 1);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_busy"), 1);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_relayed"), 0);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_inflight"), 0);
+
+    //  The MDMS comes up at that endpoint: the head end connects and says
+    //  HELLO, and the aggregator's resend goes through
+    fx.ingest.sock = zsock_new (ZMQ_ROUTER);
+    assert_non_null (fx.ingest.sock);
+    zsock_set_linger (fx.ingest.sock, 0);
+    assert_int_equal (ami_auth_server (fx.ingest.sock, g.mdms), AMI_OK);
+    assert_int_equal (zsock_bind (fx.ingest.sock, "%s", fx.ingest.endpoint), 0);
+    WAIT_UNTIL (&fx, ok, fx.ingest.hellos [0] >= 1, WAIT_MS);
+    assert_true (ok);
+    s_agg_batch (t, 500, "AGG-T");
+    WAIT_UNTIL (&fx, ok, fx.ingest.batches == 1, WAIT_MS);
+    assert_true (ok);
+    uint8_t ack [32];
+    size_t ack_len = s_ingest_ack (&fx, 500, AMI_OK, 4, ack, sizeof ack);
+    WAIT_UNTIL (&fx, ok, t->acks == 2, WAIT_MS);
+    assert_true (ok);
+    assert_memory_equal (t->ack, ack, ack_len);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_busy"), 1);
+
+    //  A head end without an uplink answers BUSY as well
+    config = s_he_config (&fx, 1, 1);
+    config.mdms = NULL;
+    s_he_start (&fx, 1, &config);
+    agg_t *t2 = &fx.agg [1];
+    s_agg_open (t2, fx.he_endpoint [1], g.he [1], g.agg, "AGG-T", true);
+    assert_true (s_wait_aggs (&fx, 1, 1));
+    s_agg_batch (t2, 600, "AGG-T");
+    WAIT_UNTIL (&fx, ok, t2->acks == 1, WAIT_MS);
+    assert_true (ok);
+    assert_int_equal (t2->last_ack.status, AMI_E_BUSY);
+    assert_int_equal (s_he_stat (&fx, 1, "batches_busy"), 1);
+    s_fx_stop (&fx);
+}
+
+/*  The batch table is bounded per aggregator (over it: BUSY, and other
+    aggregators are unaffected) and forgets unacknowledged batches after
+    batch_expiry_ms; a later ack is an orphan. */
+static void
+test_batch_bounds (void **state)
+{
+    (void) state;
+    fx_t fx;
+    s_fx_start (&fx, 0, 1, 0);
+    ami_headend_config_t config = s_he_config (&fx, 0, 1);
+    config.batches_per_aggregator = 2;
+    config.batch_expiry_ms = 1000;
+    s_fx_two_aggs (&fx, &config);
+    agg_t *t = &fx.agg [0], *x = &fx.agg [1];
+    s_agg_batch (t, 1, "AGG-T");
+    s_agg_batch (t, 2, "AGG-T");
+    s_agg_batch (t, 3, "AGG-T");
+    bool ok;
+    WAIT_UNTIL (&fx, ok, t->acks == 1 && fx.ingest.batches == 2, WAIT_MS);
+    assert_true (ok);
+    assert_true (t->last_ack.batch_id == 3);
+    assert_int_equal (t->last_ack.status, AMI_E_BUSY);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_inflight"), 2);
+    assert_int_equal (s_he_stat (&fx, 0, "batches_busy"), 1);
+    //  AGG-X has its own bound
+    s_agg_batch (x, 11, "AGG-X");
+    WAIT_UNTIL (&fx, ok, fx.ingest.batches == 3, WAIT_MS);
+    assert_true (ok);
+
+    //  Nothing acked: the entries expire, a late ack is an orphan
+    assert_true (s_wait_stat (&fx, 0, "batches_inflight", 0));
+    uint8_t ack [32];
+    s_ingest_ack (&fx, 1, AMI_OK, 4, ack, sizeof ack);
+    assert_true (s_wait_stat (&fx, 0, "acks_orphan", 1));
+    assert_int_equal (s_he_stat (&fx, 0, "acks_relayed"), 0);
+    //  and AGG-T has room again
+    s_agg_batch (t, 4, "AGG-T");
+    WAIT_UNTIL (&fx, ok, fx.ingest.batches == 4, WAIT_MS);
+    assert_true (ok);
+    s_ingest_ack (&fx, 4, AMI_OK, 4, ack, sizeof ack);
+    WAIT_UNTIL (&fx, ok, t->acks == 2, WAIT_MS);
+    assert_true (ok);
+    assert_int_equal (t->last_ack.status, AMI_OK);
+    assert_int_equal (t->acks, 2);
+    assert_int_equal (x->acks, 0);
+    s_fx_stop (&fx);
+}
+
+/*  Malformed interval-data frames from either side are dropped and
+    counted; the head end keeps relaying batches, acks and reads. */
+static void
+test_batch_malformed (void **state)
+{
+    (void) state;
+    fx_t fx;
+    s_fx_start (&fx, 1, 1, 0);
+    s_fx_two_aggs (&fx, NULL);
+    agg_t *t = &fx.agg [0];
+    uint64_t bad = s_he_stat (&fx, 0, "bad-frames");
+    size_t len;
+    uint8_t *batch = s_batch (9, "AGG-T", 3, 40, &len);
+    uint8_t *longer = (uint8_t *) malloc (len + 1);
+    assert_non_null (longer);
+    memcpy (longer, batch, len);
+    longer [len] = 0xc0;
+    //  From the aggregator: cut short, trailing byte, two frames, and a
+    //  BATCH_ACK (the wrong way)
+    SEND (t->sock, FB (batch, len - 1));
+    SEND (t->sock, FB (longer, len + 1));
+    SEND (t->sock, FB (batch, len), F ("extra"));
+    uint8_t ack [32];
+    ami_msg_reset (g.msg, AMI_MSG_BATCH_ACK);
+    g.msg->batch_ack.batch_id = 9;
+    size_t ack_len = 0;
+    assert_int_equal (ami_msg_encode (g.msg, ack, sizeof ack, &ack_len), AMI_OK);
+    SEND (t->sock, FB (ack, ack_len));
+    //  From the MDMS: a BATCH_ACK cut short, one with a second frame
+    zframe_t *he = fx.ingest.he1;
+    SEND (fx.ingest.sock, FB (zframe_data (he), zframe_size (he)), FB (ack, ack_len - 1));
+    SEND (fx.ingest.sock, FB (zframe_data (he), zframe_size (he)), FB (ack, ack_len),
+          F ("extra"));
+    assert_true (s_wait_stat (&fx, 0, "bad-frames", bad + 6));
+    assert_int_equal (s_he_stat (&fx, 0, "batches_relayed"), 0);
+    assert_int_equal (s_he_stat (&fx, 0, "acks_orphan"), 0);
+
+    //  Still serving: the batch and its ack, and a read
+    SEND (t->sock, FB (batch, len));
+    bool ok;
+    WAIT_UNTIL (&fx, ok, fx.ingest.batches == 1, WAIT_MS);
+    assert_true (ok);
+    assert_true (s_frame_is (fx.ingest.batch [0], batch, len));
+    s_ingest_ack (&fx, 9, AMI_OK, 4, ack, sizeof ack);
+    WAIT_UNTIL (&fx, ok, t->acks == 1, WAIT_MS);
+    assert_true (ok);
+    assert_int_equal (t->last_ack.status, AMI_OK);
+    s_read_ok (&fx);
+    free (batch);
+    free (longer);
+    s_fx_stop (&fx);
+}
+
+/*  SEC-VAL-2: an ERROR text with LF and ESC from an aggregator is logged
+    by the head end as one line, escaped: it cannot forge a log line or
+    drive the operator's terminal. */
+static void
+test_sec_val_2_headend_log (void **state)
+{
+    (void) state;
+    char *path = ami_test_path (g.dir, "headend.log");
+    FILE *file = fopen (path, "w");
+    assert_non_null (file);
+    ami_log_set_level (AMI_LOG_WARN);
+    zsys_set_logstream (file);
+    fx_t fx;
+    s_fx_start (&fx, 1, 1, 0);
+    s_fx_agg (&fx, 0, 0);
+    assert_true (s_wait_aggs (&fx, 0, 1));
+    uint8_t buf [512];
+    size_t len = 0;
+    ami_msg_reset (g.msg, AMI_MSG_ERROR);
+    g.msg->error.code = AMI_E_UNREACHABLE;
+    snprintf (g.msg->error.origin, sizeof g.msg->error.origin, "FLEET-T");
+    snprintf (g.msg->error.text, sizeof g.msg->error.text,
+              "meter gone\nE: (ami-headend) forged line\x1b[2J\x1b]0;owned\x07");
+    assert_int_equal (ami_msg_encode (g.msg, buf, sizeof buf, &len), AMI_OK);
+    SEND (fx.agg [0].sock, FB (buf, len));
+    //  Wait for the line to be written (zsys flushes every line)
+    char text [8192] = "";
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (!strstr (text, "forged line") && zclock_mono () < deadline) {
+        s_pump (&fx);
+        zclock_sleep (POLL_MS);
+        FILE *in = fopen (path, "r");
+        assert_non_null (in);
+        size_t n = fread (text, 1, sizeof text - 1, in);
+        text [n] = 0;
+        fclose (in);
+    }
+    s_fx_stop (&fx);
+    zsys_set_logstream (stderr);
+    ami_log_set_level (getenv ("AMI_TEST_VERBOSE") ? AMI_LOG_DEBUG : AMI_LOG_ERROR);
+    fclose (file);
+    assert_non_null (strstr (text, "meter gone\\nE: (ami-headend) forged line"
+                                   "\\e[2J\\e]0;owned\\x07"));
+    assert_null (strchr (text, 0x1b));
+    assert_null (strchr (text, 0x07));
+    assert_null (strstr (text, "\nE: (ami-headend) forged"));
+    free (path);
+}
+
 int
 main (void)
 {
@@ -1570,6 +2144,13 @@ main (void)
         cmocka_unit_test (test_unlisted_key),
         cmocka_unit_test (test_two_headends),
         cmocka_unit_test (test_mdp_worker),
+        cmocka_unit_test (test_batch_relay),
+        cmocka_unit_test (test_sec_int_4_batch_origin_spoof),
+        cmocka_unit_test (test_sec_int_4_health_spoof),
+        cmocka_unit_test (test_batch_busy_no_mdms),
+        cmocka_unit_test (test_batch_bounds),
+        cmocka_unit_test (test_batch_malformed),
+        cmocka_unit_test (test_sec_val_2_headend_log),
     };
     int failed = cmocka_run_group_tests_name ("head end without ZAP", first, NULL, NULL);
     failed += cmocka_run_group_tests_name ("head end", tests, s_group_setup,
