@@ -1,5 +1,6 @@
 /*  ami_mdms.c - the MDMS actor: operator API, on-demand reads, ingest of
-    health, event feed. Contracts in ami_mdms.h; schema in ami_mdms_db.h.
+    health and interval data, event feed. Contracts in ami_mdms.h; schema
+    in ami_mdms_db.h.
 
     Design. One CZMQ actor thread owns four sockets and all state, and
     polls them with a timeout that is the earlier of the next heartbeat
@@ -21,6 +22,12 @@
     - the api ROUTER is a REQ-compatible server (chapter 3 envelopes); the
       events PUB is loss-tolerant and sequence-numbered (chapter 5 "getting
       an out-of-band snapshot" style gap detection by seq).
+    - interval data on the ingest ROUTER is credit-based flow control
+      (chapter 7): BATCH frames are queued, one group commit per pass of
+      the loop writes them durably, and only then are they acknowledged
+      with fresh credit (ami_mdms_ingest.c). Each pass serves every socket
+      that has input (not only the first the poller names), so ingest load
+      cannot starve operators or broker replies.
     - every operator request passes one gate on the way out, s_api_finish
       (or, for a stored reading, the transaction that stores it), which
       appends it to the hash-chained audit log before the reply leaves:
@@ -53,6 +60,7 @@
 #include "ami_mdms_acl.h"
 #include "ami_mdms_audit.h"
 #include "ami_mdms_db.h"
+#include "ami_mdms_ingest.h"
 #include "ami_mdms_rate.h"
 #include "ami_msg.h"
 #include "ami_service.h"
@@ -185,6 +193,8 @@ typedef struct {
     uint64_t uptime_ms;                 /* as last reported */
     int64_t heard;                      /* mono */
     bool down;                          /* DOWN reported (event sent) */
+    uint32_t stat_count;                /* the stats of its last HEALTH */
+    ami_stat_t stats [AMI_MAX_STATS];
 } service_t;
 
 typedef struct {
@@ -210,6 +220,7 @@ typedef struct {
     char *events_endpoint;
     ami_mdms_db_t *db;
     ami_mdms_audit_t *audit;
+    ami_mdms_ingest_t *intake;          /* interval data: BATCH queue + group commit */
     ami_mdms_rate_t *rate_operator;
     ami_mdms_rate_t *rate_meter;
     ami_e2e_mdms_t keys;
@@ -260,6 +271,8 @@ typedef struct {
 
     bool terminated;
     ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
+    int64_t reject_window;              /* mono start of the rejected-block event window */
+    unsigned reject_events;             /* security events in that window */
 } mdms_t;
 
 static const char *const s_event_topics [AMI_EV_MAX + 1] = {
@@ -1391,6 +1404,35 @@ s_api_history (mdms_t *self, api_call_t *call)
     s_api_finish (self, &call->caller, call->envelope);
 }
 
+/*  INTERVALS: stored interval data of one meter, oldest first, paged. */
+static void
+s_api_intervals (mdms_t *self, api_call_t *call)
+{
+    const ami_api_req_t *req = call->req;
+    ami_mdms_meter_t meter;
+    if (!s_meter_arg (self, call, true, &meter))
+        return;
+    size_t limit = req->limit && req->limit < AMI_MAX_API_INTERVALS ? req->limit
+                                                                    : AMI_MAX_API_INTERVALS;
+    ami_msg_t *tx = self->tx;
+    ami_msg_reset (tx, AMI_MSG_API_INTERVALS);
+    ami_api_intervals_t *out = &tx->api_intervals;
+    memcpy (out->corr, req->corr, AMI_REQUEST_ID_SIZE);
+    snprintf (out->meter_id, sizeof out->meter_id, "%s", meter.meter_id);
+    size_t count = 0;
+    bool more = false;
+    int rc = ami_mdms_db_intervals (self->db, meter.meter_id, req->from_ms, req->to_ms, limit,
+                                    out->records, &count, &more);
+    if (rc) {
+        s_api_error (self, &call->caller, call->envelope, req->corr, rc,
+                     "intervals of %s could not be read: %s", req->meter_id, ami_strerror (rc));
+        return;
+    }
+    out->count = (uint32_t) count;
+    out->more = more;
+    s_api_finish (self, &call->caller, call->envelope);
+}
+
 static void
 s_api_meters (mdms_t *self, api_call_t *call)
 {
@@ -1431,7 +1473,7 @@ s_compare_str (const void *a, const void *b)
     return strcmp ((const char *) a, (const char *) b);
 }
 
-static void
+static ami_service_row_t *
 s_status_row (ami_api_status_t *status, const char *role, const char *node_id,
               uint8_t state, uint64_t uptime_ms, uint64_t age_ms)
 {
@@ -1441,6 +1483,32 @@ s_status_row (ami_api_status_t *status, const char *role, const char *node_id,
     row->state = state;
     row->uptime_ms = uptime_ms;
     row->age_ms = age_ms;
+    row->stat_count = 0;
+    return row;
+}
+
+/*  The MDMS's own statistics: interval ingest first, then on-demand reads. */
+static void
+s_own_stats (mdms_t *self, ami_stat_t *stats, uint32_t *count)
+{
+    ami_mdms_ingest_stats (self->intake, stats, AMI_MAX_STATS, count);
+    const struct {
+        const char *name;
+        uint64_t value;
+    } rows [] = {
+        { "reads_ok",       self->reads_ok },
+        { "reads_failed",   self->reads_failed },
+        { "reads_pending",  zhashx_size (self->pending) },
+        { "rate_limited",   self->rate_limited },
+        { "denied",         self->denied },
+        { "malformed",      self->malformed },
+        { "audit_failures", self->audit_failures },
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows [0] && *count < AMI_MAX_STATS; i++) {
+        snprintf (stats [*count].name, sizeof stats [*count].name, "%s", rows [i].name);
+        stats [*count].value = rows [i].value;
+        (*count)++;
+    }
 }
 
 static void
@@ -1451,8 +1519,9 @@ s_api_status (mdms_t *self, api_call_t *call)
     ami_msg_reset (tx, AMI_MSG_API_STATUS);
     ami_api_status_t *status = &tx->api_status;
     memcpy (status->corr, call->req->corr, AMI_REQUEST_ID_SIZE);
-    s_status_row (status, "mdms", self->node_id, AMI_STATE_READY,
-                  (uint64_t) (now - self->started), 0);
+    ami_service_row_t *own = s_status_row (status, "mdms", self->node_id, AMI_STATE_READY,
+                                           (uint64_t) (now - self->started), 0);
+    s_own_stats (self, own->stats, &own->stat_count);
     bool broker_up = self->broker_ready && s_fresh (self, self->broker_heard, now);
     s_status_row (status, "broker", self->broker_id,
                   broker_up ? AMI_STATE_READY : AMI_STATE_DOWN,
@@ -1472,8 +1541,11 @@ s_api_status (mdms_t *self, api_call_t *call)
                 continue;
             }
             bool alive = s_fresh (self, s->heard, now);
-            s_status_row (status, s->role, s->node_id, alive ? s->state : AMI_STATE_DOWN,
-                          s->uptime_ms, (uint64_t) (now - s->heard));
+            ami_service_row_t *row = s_status_row (status, s->role, s->node_id,
+                                                   alive ? s->state : AMI_STATE_DOWN,
+                                                   s->uptime_ms, (uint64_t) (now - s->heard));
+            row->stat_count = s->stat_count;
+            memcpy (row->stats, s->stats, s->stat_count * sizeof s->stats [0]);
         }
         if (left_out)
             s_warn (self, "status: %zu services left out (at most %d rows)", left_out,
@@ -1805,6 +1877,7 @@ s_handle_api_msg (mdms_t *self, zmsg_t *msg)
     switch (req.action) {
         case AMI_ACT_READ:          s_api_read (self, &call); break;
         case AMI_ACT_HISTORY:       s_api_history (self, &call); break;
+        case AMI_ACT_INTERVALS:     s_api_intervals (self, &call); break;
         case AMI_ACT_METERS:        s_api_meters (self, &call); break;
         case AMI_ACT_STATUS:        s_api_status (self, &call); break;
         case AMI_ACT_VERIFY:        s_api_verify (self, &call); break;
@@ -1875,6 +1948,9 @@ s_service_heard (mdms_t *self, const ami_health_t *health)
     s->state = health->state;
     s->uptime_ms = health->uptime_ms;
     s->heard = now;
+    //  the codec bounds stat_count by AMI_MAX_STATS and checks every name
+    s->stat_count = health->stat_count;
+    memcpy (s->stats, health->stats, health->stat_count * sizeof health->stats [0]);
 }
 
 static void
@@ -1947,6 +2023,32 @@ s_handle_ingest_msg (mdms_t *self, zmsg_t *msg)
         s_warn (self, "ingest: peer %s with role '%s' is not a head end: dropped", who, role);
         return;
     }
+    if (ami_msg_peek_type (zframe_data (body), zframe_size (body)) == AMI_MSG_BATCH) {
+        //  Interval data: queued whole, decoded and checked by the group
+        //  commit (ami_mdms_ingest_run), acknowledged after it
+        s_peer_touch (self, routing, key, peer_node);
+        routing = zmsg_pop (msg);
+        body = zmsg_pop (msg);
+        if (!ami_mdms_ingest_push (self->intake, &routing, &body)) {
+            //  Only if the actor read past a full queue: refuse, not queue
+            uint8_t ack [64];
+            size_t len = 0;
+            if (ami_mdms_ingest_refuse (self->intake, body, AMI_E_BUSY, ack, sizeof ack, &len)
+                == AMI_OK) {
+                zmsg_t *reply = zmsg_new ();
+                zmsg_append (reply, &routing);
+                zmsg_addmem (reply, ack, len);
+                s_send (self, self->ingest, &reply, "ingest BATCH_ACK");
+            }
+            else {
+                self->malformed++;
+                s_warn (self, "ingest: malformed BATCH from %s, dropped", peer_node);
+            }
+            zframe_destroy (&routing);
+            zframe_destroy (&body);
+        }
+        return;
+    }
     int rc = ami_msg_decode (self->rx, zframe_data (body), zframe_size (body));
     if (rc) {
         self->malformed++;
@@ -1980,11 +2082,6 @@ s_handle_ingest_msg (mdms_t *self, zmsg_t *msg)
             s_peer_touch (self, routing, key, peer_node);
             s_service_heard (self, &self->rx->health);
             break;
-        case AMI_MSG_BATCH:
-            s_peer_touch (self, routing, key, peer_node);
-            s_warn (self, "ingest: BATCH %llu from %s: interval data is not handled yet, dropped",
-                    (unsigned long long) self->rx->batch.batch_id, peer_node);
-            break;
         default:
             s_peer_touch (self, routing, key, peer_node);
             self->malformed++;
@@ -1992,6 +2089,47 @@ s_handle_ingest_msg (mdms_t *self, zmsg_t *msg)
                     ami_msg_type_name (self->rx->type), peer_node);
             break;
     }
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Ingest: interval data (ami_mdms_ingest.h)                               */
+
+/*  A block failed its checks: warn (rate-limited) and raise a security
+    event, at most AMI_MDMS_LOG_BURST a second (a relay altering every
+    block must not become an event flood). */
+static void
+s_ingest_reject (const char *origin, const char *meter_id, uint64_t seq, int code,
+                 const char *why, void *arg)
+{
+    mdms_t *self = (mdms_t *) arg;
+    s_warn (self, "ingest: block %llu of meter %s (batch from %s) REJECTED: %s (%s)",
+            (unsigned long long) seq, meter_id, origin, why, ami_errname (code));
+    int64_t now = zclock_mono ();
+    if (now - self->reject_window >= 1000) {
+        self->reject_window = now;
+        self->reject_events = 0;
+    }
+    if (self->reject_events++ < AMI_MDMS_LOG_BURST)
+        s_publish (self, AMI_EV_SECURITY, meter_id, "interval block %llu from %s rejected: %s",
+                   (unsigned long long) seq, origin, why);
+}
+
+/*  Send a BATCH_ACK back through the head end the batch came from. */
+static void
+s_ingest_ack (zframe_t *routing, const uint8_t *ack, size_t len, uint16_t status, void *arg)
+{
+    mdms_t *self = (mdms_t *) arg;
+    (void) status;
+    zmsg_t *msg = zmsg_new ();
+    if (!msg || zmsg_addmem (msg, zframe_data (routing), zframe_size (routing))
+    ||  zmsg_addmem (msg, ack, len)) {
+        zmsg_destroy (&msg);
+        return;
+    }
+    //  A head end gone since (EHOSTUNREACH): its aggregator resends the
+    //  batch through another one after AMI_BATCH_ACK_TIMEOUT_MS
+    s_send (self, self->ingest, &msg, "ingest BATCH_ACK");
 }
 
 
@@ -2189,6 +2327,11 @@ s_handle_pipe (mdms_t *self)
         zmsg_addstrf (reply, "audit_tail=%s",
                       ami_mdms_audit_tail_ok (self->audit) ? "ok" : "TAMPERED");
         zmsg_addstrf (reply, "audit_failures=%llu", (unsigned long long) self->audit_failures);
+        ami_stat_t stats [AMI_MAX_STATS];
+        uint32_t count = 0;
+        ami_mdms_ingest_stats (self->intake, stats, AMI_MAX_STATS, &count);
+        for (uint32_t i = 0; i < count; i++)
+            zmsg_addstrf (reply, "%s=%llu", stats [i].name, (unsigned long long) stats [i].value);
         zmsg_send (&reply, self->pipe);
         zmsg_destroy (&reply);
     }
@@ -2333,6 +2476,29 @@ s_load_registry (mdms_t *self, const ami_mdms_config_t *config)
     return ok;
 }
 
+/*  Interval data: the database's interval length, then the ingest. */
+static bool
+s_ingest_setup (mdms_t *self, const ami_mdms_config_t *config)
+{
+    uint32_t interval = config->interval_s ? config->interval_s : AMI_MDMS_INTERVAL_S;
+    if (ami_mdms_db_interval_setup (self->db, interval)) {
+        ami_log_error ("mdms: interval of %u s cannot be used with database %s", interval,
+                       config->db_dir);
+        return false;
+    }
+    ami_mdms_ingest_config_t ingest = { 0 };
+    ingest.db = self->db;
+    ingest.keys = &self->keys;
+    ingest.key_cache = config->key_cache;
+    ingest.origin_ttl_ms = (int64_t) S_LIVENESS * self->heartbeat_ms;
+    int err = 0;
+    self->intake = ami_mdms_ingest_new (&ingest, &err);
+    if (!self->intake)
+        return false;
+    ami_mdms_ingest_set_reject (self->intake, s_ingest_reject, self);
+    return true;
+}
+
 static bool
 s_connect (mdms_t *self, const ami_mdms_config_t *config)
 {
@@ -2378,6 +2544,7 @@ s_mdms_destroy (mdms_t *self)
     zstr_free (&self->api_endpoint);
     zstr_free (&self->ingest_endpoint);
     zstr_free (&self->events_endpoint);
+    ami_mdms_ingest_destroy (&self->intake);
     ami_mdms_audit_destroy (&self->audit);
     ami_mdms_db_destroy (&self->db);
     ami_mdms_rate_destroy (&self->rate_operator);
@@ -2390,6 +2557,42 @@ s_mdms_destroy (mdms_t *self)
     free (self->mmi);
     free (self->done);
     ami_e2e_mdms_wipe (&self->keys);
+}
+
+/*  Handle up to S_BATCH waiting messages of sock, then commit the
+    readings they completed (s_group_flush). The ingest socket is not read
+    while the interval queue is full: the rest waits in libzmq, bounded by
+    the credit granted. */
+static void
+s_drain (mdms_t *self, zsock_t *sock, const char *name)
+{
+    for (int batch = S_BATCH; batch > 0; batch--) {
+        if (sock == self->ingest && ami_mdms_ingest_full (self->intake))
+            break;
+        if (!(zsock_events (sock) & ZMQ_POLLIN))
+            break;
+        zmsg_t *msg = s_recv (self, sock, name);
+        //  SEC-KEY-3: on the server sockets, a revoked or expired key's
+        //  live session is not acted on (the broker socket is our client
+        //  side: its frames carry no peer key)
+        if (msg && sock != self->broker && !ami_auth_peer_allowed (NULL, zmsg_last (msg))) {
+            self->malformed++;
+            zmsg_destroy (&msg);
+        }
+        if (msg) {
+            if (sock == self->api)
+                s_handle_api_msg (self, msg);
+            else
+            if (sock == self->ingest)
+                s_handle_ingest_msg (self, msg);
+            else
+                s_handle_broker_msg (self, msg);
+            zmsg_destroy (&msg);
+        }
+    }
+    //  Readings verified during this drain: one durable commit, then
+    //  their replies (see s_group_flush)
+    s_group_flush (self);
 }
 
 void
@@ -2427,7 +2630,7 @@ ami_mdms_actor (zsock_t *pipe, void *args)
         zhashx_set_destructor (self->peers, s_service_destructor);
     }
     ok = ok && s_configure (self, config) && s_load_registry (self, config)
-            && s_connect (self, config);
+            && s_ingest_setup (self, config) && s_connect (self, config);
     if (ok)
         self->audit_action0 = s_probe_action0 (self);
     if (!ok) {
@@ -2456,42 +2659,25 @@ ami_mdms_actor (zsock_t *pipe, void *args)
         now = zclock_mono ();
         int64_t wake = next_tick < self->pending_due ? next_tick : self->pending_due;
         int timeout = wake > now ? (int) (wake - now) : 0;
+        if (ami_mdms_ingest_backlog (self->intake))
+            timeout = 0;                //  batches wait for a group commit
         void *which = zpoller_wait (poller, timeout);
-        if (which == pipe)
-            s_handle_pipe (self);
-        else
-        if (which) {
-            zsock_t *sock = (zsock_t *) which;
-            int batch = S_BATCH;
-            do {
-                zmsg_t *msg = s_recv (self, sock, sock == self->api ? "api"
-                                      : sock == self->ingest ? "ingest" : "broker");
-                //  SEC-KEY-3: on the server sockets, a revoked or expired
-                //  key's live session is not acted on (the broker socket is
-                //  our client side: its frames carry no peer key)
-                if (msg && sock != self->broker
-                &&  !ami_auth_peer_allowed (NULL, zmsg_last (msg))) {
-                    self->malformed++;
-                    zmsg_destroy (&msg);
-                }
-                if (msg) {
-                    if (sock == self->api)
-                        s_handle_api_msg (self, msg);
-                    else
-                    if (sock == self->ingest)
-                        s_handle_ingest_msg (self, msg);
-                    else
-                        s_handle_broker_msg (self, msg);
-                    zmsg_destroy (&msg);
-                }
-            } while (--batch > 0 && (zsock_events (sock) & ZMQ_POLLIN));
-            //  Readings verified during this drain: one durable commit,
-            //  then their replies (see s_group_flush)
-            s_group_flush (self);
-        }
-        else
-        if (zpoller_terminated (poller))
+        if (!which && zpoller_terminated (poller))
             break;
+        if (which == pipe) {
+            s_handle_pipe (self);
+            if (self->terminated)
+                break;
+        }
+        //  Every socket with input, not only the one the poller named
+        //  first: a steady stream of interval data on ingest must not
+        //  starve the operators or the broker's replies
+        s_drain (self, self->api, "api");
+        s_drain (self, self->ingest, "ingest");
+        s_drain (self, self->broker, "broker");
+        //  Interval data: one group commit per wake-up, acks after it
+        if (ami_mdms_ingest_backlog (self->intake))
+            ami_mdms_ingest_run (self->intake, s_ingest_ack, self);
     }
     //  Reads still in flight get an answer rather than silence
     //  (by key: zhashx_values would hand the list our destructor)

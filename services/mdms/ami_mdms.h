@@ -8,7 +8,9 @@
     on its API socket (role-limited, rate-limited, every request
     audited), sends signed on-demand read commands to meters through the
     Majordomo broker and the head ends, verifies and stores the answers,
-    watches the health of every service, and publishes an event feed.
+    takes in the meters' interval data (BATCH, exactly once per meter and
+    interval, ami_mdms_ingest.h), watches the health of every service, and
+    publishes an event feed.
 
     Sockets (all CurveZMQ; the process's ami_auth - one zauth ZAP handler
     whose allow-list holds the operators AND the head ends - must run
@@ -32,7 +34,24 @@
             (e.g. after an MDMS restart) is answered with the MDMS's own
             HELLO (role "mdms", this node id, no meters), at most once per
             heartbeat per peer, so the head end re-introduces itself.
-            BATCH (interval data) is not handled yet: dropped and logged.
+            BATCH (interval data, PROTOCOL.md 4.9, 8.5): queued whole
+            (not decoded yet) for the ingest (ami_mdms_ingest.h, which is
+            the manual of what follows); each pass of the actor's loop runs
+            one group commit from that queue: every block checked (a
+            failing block is rejected for good: counted in
+            blocks_rejected, warned, EVENT security - both at most
+            AMI_MDMS_LOG_BURST a second - and never stored), the good
+            intervals written once per (meter, interval) in ONE durable
+            LMDB transaction, and only then one BATCH_ACK per batch sent to
+            the routing id it came through: status 0 and the origin's
+            credit, or after a storage failure the error code
+            (AMI_E_MAP_FULL, AMI_E_STORAGE) and credit 0 with nothing of
+            the group stored. A BATCH that does not decode is dropped
+            without an ack (ingest_malformed). While the queue is full
+            (AMI_MDMS_INGEST_QUEUE batches) the ingest socket is not read.
+            Every pass also serves every other socket with input, so a
+            steady stream of interval data never starves the operators or
+            the broker's replies.
     events  PUB, bind, CURVE server. Two frames per event:
             [topic "event.<kind>"][EVENT], kind = read_done, read_failed,
             meter_alarm, meter_offline, service_down, service_up, security
@@ -60,9 +79,8 @@
         (request_id empty if undecodable; text = "malformed request: "
         + ami_strerror of the codec's code). A message with no empty
         delimiter has no intact envelope: dropped, no reply.
-      - action unknown or not implemented (intervals)
-                                                 -> ERROR AMI_E_BAD_REQUEST
-                                                    "not implemented yet"
+      - action unknown                           -> ERROR AMI_E_BAD_REQUEST
+                                                    "unknown action"
       - role does not hold the action            -> ERROR AMI_E_DENIED
         (logged with operator, role, action, meter, corr; EVENT security)
 
@@ -131,7 +149,19 @@
            sorted by role then node id, with its last reported state and
            uptime, age since last heard, and state DOWN once silent for 3
            heartbeats (at most AMI_MAX_API_SERVICES rows in all; the rest
-           are left out and logged).
+           are left out and logged). Every row carries stats: the MDMS's
+           own are the ingest statistics (ami_mdms_ingest.h, in that
+           order) then reads_ok, reads_failed, reads_pending, rate_limited,
+           denied, malformed, audit_failures; the broker's none; every
+           other row the stats of that service's last HEALTH, as sent.
+      INTERVALS (meter_id, from_ms, to_ms: interval END times, inclusive,
+      0 = open; limit: 0 or over AMI_MAX_API_INTERVALS =
+      AMI_MAX_API_INTERVALS) - the meter's stored interval data
+        -> API_INTERVALS (meter_id, records oldest first, more=true if
+           stored intervals remain in range: next page from_ms = last
+           end_s * 1000 + 1, same to_ms)
+        or ERROR AMI_E_UNKNOWN_METER / AMI_E_BAD_REQUEST (no meter id;
+           from > to) / AMI_E_STORAGE (a stored record is corrupt).
       VERIFY (SEC-NR-1, SEC-INT-1; meter_id, from_ms, to_ms: 0 = open) -
       re-checks every stored reading of the meter with from_ms <= read_ms
       <= to_ms: the stored proof (the signed READ_RESP frame) must verify
@@ -237,7 +267,8 @@
                     reads_ok, reads_failed, bad_responses, rate_limited,
                     audit_seq (last audit entry), audit_tail (ok|TAMPERED,
                     as checked at start), audit_failures (entries that
-                    could not be written)
+                    could not be written), then the ingest statistics
+                    (ami_mdms_ingest.h: batches_in ... key_cache_evictions)
 
     Threads. The actor owns its sockets, its database and all state; talk
     to it only through its pipe. One MDMS per database directory.
@@ -336,6 +367,11 @@ typedef struct {
     uint32_t rate_operator_burst;   /* 0 = rate_operator */
     uint32_t rate_meter;            /* reads/s per meter, 0 = unlimited */
     uint32_t rate_meter_burst;      /* 0 = rate_meter */
+    uint32_t interval_s;            /* interval data: seconds per interval, must
+                                       divide a day and match the meters';
+                                       0 = AMI_MDMS_INTERVAL_S (15 min) */
+    size_t key_cache;               /* cached meter profile keys, 0 = auto
+                                       (ami_mdms_ingest.h) */
 } ami_mdms_config_t;
 
 /*  The actor (ami-bus actor convention, ami_service.h): signals the pipe,

@@ -24,7 +24,7 @@ static const s_grant_t s_grants [AMI_ACT_MAX + 1] = {
     { AMI_ACT_HISTORY,      S_ALL,                  true  },
     { AMI_ACT_METERS,       S_ALL,                  true  },
     { AMI_ACT_STATUS,       S_ALL,                  true  },
-    { AMI_ACT_INTERVALS,    0,                      false },
+    { AMI_ACT_INTERVALS,    S_ALL,                  true  },
     { AMI_ACT_AUDIT,        AMI_MDMS_ROLE_AUDITOR,  true  },
     { AMI_ACT_VERIFY,       AMI_MDMS_ROLE_OPERATOR | AMI_MDMS_ROLE_AUDITOR, true },
     { AMI_ACT_CUSTOMER,     AMI_MDMS_ROLE_OPERATOR, true  },

@@ -11,13 +11,14 @@
     Current grants:
         read            OPERATOR
         history         VIEWER OPERATOR SECADM AUDITOR
+        intervals       VIEWER OPERATOR SECADM AUDITOR  (stored interval data,
+                                               like history)
         meters          VIEWER OPERATOR SECADM AUDITOR
         status          VIEWER OPERATOR SECADM AUDITOR
         verify          OPERATOR AUDITOR       (re-verify stored readings)
         audit           AUDITOR                (list the audit log)
         audit-verify    AUDITOR                (re-verify the audit chain)
         customer        OPERATOR               (decrypted customer record)
-        intervals: not implemented yet (AMI_E_BAD_REQUEST)
     SECADM holds no action of its own yet: key provisioning, rotation and
     revocation are done with ami-keygen on the key host, not over the API.
     Every refusal is answered ERROR AMI_E_DENIED, logged and appended to

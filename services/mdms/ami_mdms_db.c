@@ -38,10 +38,12 @@
 #define S_DB_METERS     "meters"
 #define S_DB_READINGS   "readings"
 #define S_DB_CUSTOMERS  "customers"
+#define S_DB_INTERVALS  "intervals"
 
 #define S_KEY_SCHEMA    "schema"
 #define S_KEY_COUNTER   "counter"
 #define S_KEY_GEN       "registry.gen"
+#define S_KEY_INTERVAL  "interval"
 
 /*  Registry value: version, generation, two length-prefixed ids, key. */
 #define S_METER_VALUE_MAX   (1 + 8 + 1 + AMI_MAX_ID + 1 + AMI_MAX_ID + AMI_E2E_SIGN_PK_SIZE)
@@ -61,6 +63,8 @@ struct _ami_mdms_db_t {
     unsigned meters;
     unsigned readings;
     unsigned customers;
+    unsigned intervals;
+    uint32_t interval_s;        /* set up by ami_mdms_db_interval_setup */
     uint8_t customer_key [crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
     bool has_key;
     uint64_t gen;               /* current registry generation */
@@ -214,7 +218,8 @@ ami_mdms_db_new (const char *dir, size_t map_size, int store_flags, int *err)
     if ((rc = ami_store_db (self->store, S_DB_META, &self->meta))
     ||  (rc = ami_store_db (self->store, S_DB_METERS, &self->meters))
     ||  (rc = ami_store_db (self->store, S_DB_READINGS, &self->readings))
-    ||  (rc = ami_store_db (self->store, S_DB_CUSTOMERS, &self->customers)))
+    ||  (rc = ami_store_db (self->store, S_DB_CUSTOMERS, &self->customers))
+    ||  (rc = ami_store_db (self->store, S_DB_INTERVALS, &self->intervals)))
         goto failed;
 
     uint64_t schema = 0;
@@ -1288,4 +1293,253 @@ ami_mdms_db_reading_count (ami_mdms_db_t *self)
     if (ami_store_count (self->store, self->readings, &n))
         return 0;
     return n;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Interval data                                                           */
+
+int
+ami_mdms_db_interval_setup (ami_mdms_db_t *self, uint32_t interval_s)
+{
+    assert (self);
+    if (interval_s < 1 || interval_s > 86400 || 86400 % interval_s) {
+        ami_log_error ("mdms db: interval of %u s does not divide a day", interval_s);
+        return AMI_E_CONFIG;
+    }
+    uint64_t stored = 0;
+    int rc = s_meta_get (self, S_KEY_INTERVAL, &stored);
+    if (rc == AMI_OK && stored != interval_s) {
+        size_t entries = 0;
+        rc = ami_store_count (self->store, self->intervals, &entries);
+        if (rc)
+            return rc;
+        if (entries) {
+            ami_log_error ("mdms db: interval data is stored at %llu s intervals, "
+                           "configured %u s: refusing (the stored slots would mean "
+                           "other times)", (unsigned long long) stored, interval_s);
+            return AMI_E_CONFIG;
+        }
+        rc = AMI_E_NOTFOUND;            //  nothing stored yet: take the new one
+    }
+    if (rc == AMI_E_NOTFOUND) {
+        uint8_t buf [8];
+        s_put_be64 (buf, interval_s);
+        rc = ami_store_put (self->store, self->meta, S_KEY_INTERVAL, strlen (S_KEY_INTERVAL),
+                            buf, sizeof buf, 0);
+    }
+    if (rc == AMI_OK)
+        self->interval_s = interval_s;
+    return rc;
+}
+
+uint32_t
+ami_mdms_db_interval_s (ami_mdms_db_t *self)
+{
+    assert (self);
+    return self->interval_s;
+}
+
+unsigned
+ami_mdms_db_intervals_dbi (ami_mdms_db_t *self)
+{
+    assert (self);
+    return self->intervals;
+}
+
+size_t
+ami_mdms_db_interval_key (const char *meter_id, uint32_t bucket, uint8_t *key)
+{
+    assert (meter_id && key);
+    if (!ami_id_valid (meter_id))
+        return 0;
+    size_t len = strlen (meter_id);
+    memcpy (key, meter_id, len);
+    key [len] = 0;
+    s_put_be32 (key + len + 1, bucket);
+    return len + 5;
+}
+
+int
+ami_mdms_db_interval_key_parse (const void *key, size_t klen, ami_id_t meter_id,
+                                uint32_t *bucket)
+{
+    assert (key && meter_id && bucket);
+    const uint8_t *k = (const uint8_t *) key;
+    if (klen < 6 || klen > AMI_MDMS_INTERVAL_KEY_MAX || k [klen - 5] != 0)
+        return AMI_E_STORAGE;
+    memcpy (meter_id, k, klen - 5);
+    meter_id [klen - 5] = 0;
+    if (!ami_id_valid (meter_id))
+        return AMI_E_STORAGE;
+    *bucket = s_get_be32 (k + klen - 4);
+    return AMI_OK;
+}
+
+bool
+ami_mdms_db_interval_present (const uint8_t *value, unsigned slot)
+{
+    assert (value && slot < AMI_MDMS_INTERVAL_SLOTS);
+    return (value [slot >> 3] >> (slot & 7)) & 1;
+}
+
+void
+ami_mdms_db_interval_get (const uint8_t *value, unsigned slot, uint32_t bucket,
+                          uint32_t interval_s, ami_interval_t *out)
+{
+    assert (value && out && slot < AMI_MDMS_INTERVAL_SLOTS);
+    const uint8_t *p = value + AMI_MDMS_INTERVAL_BITMAP + slot * AMI_MDMS_INTERVAL_RECORD;
+    uint64_t import_wh = 0, export_wh = 0;
+    for (int i = 7; i >= 0; i--)
+        import_wh = (import_wh << 8) | p [i];
+    for (int i = 13; i >= 8; i--)
+        export_wh = (export_wh << 8) | p [i];
+    out->end_s = (uint32_t) (((uint64_t) bucket * AMI_MDMS_INTERVAL_SLOTS + slot + 1)
+                             * interval_s);
+    out->import_wh = import_wh;
+    out->export_wh = export_wh;
+    out->status = (uint16_t) (p [14] | (p [15] << 8));
+}
+
+void
+ami_mdms_db_interval_put (uint8_t *value, unsigned slot, const ami_interval_t *rec)
+{
+    assert (value && rec && slot < AMI_MDMS_INTERVAL_SLOTS);
+    assert (rec->export_wh <= AMI_MDMS_EXPORT_MAX);
+    uint8_t *p = value + AMI_MDMS_INTERVAL_BITMAP + slot * AMI_MDMS_INTERVAL_RECORD;
+    uint64_t v = rec->import_wh;
+    for (int i = 0; i < 8; i++, v >>= 8)
+        p [i] = (uint8_t) v;
+    v = rec->export_wh;
+    for (int i = 8; i < 14; i++, v >>= 8)
+        p [i] = (uint8_t) v;
+    p [14] = (uint8_t) rec->status;
+    p [15] = (uint8_t) (rec->status >> 8);
+    value [slot >> 3] |= (uint8_t) (1u << (slot & 7));
+}
+
+unsigned
+ami_mdms_db_interval_count (const uint8_t *value)
+{
+    assert (value);
+    unsigned n = 0;
+    for (int i = 0; i < AMI_MDMS_INTERVAL_BITMAP; i++)
+        n += (unsigned) __builtin_popcount (value [i]);
+    return n;
+}
+
+typedef struct {
+    const char *meter_id;
+    size_t id_len;
+    uint32_t interval_s;
+    uint64_t n_from, n_to;          /* interval numbers, inclusive */
+    ami_interval_t *out;
+    size_t limit;
+    size_t count;
+    bool more;
+    int rc;
+} s_intervals_t;
+
+static int
+s_intervals_row (const void *key, size_t klen, const void *val, size_t vlen, void *arg)
+{
+    s_intervals_t *ctx = (s_intervals_t *) arg;
+    ami_id_t meter;
+    uint32_t bucket = 0;
+    if (ami_mdms_db_interval_key_parse (key, klen, meter, &bucket)
+    ||  strcmp (meter, ctx->meter_id) != 0 || vlen != AMI_MDMS_INTERVAL_VALUE) {
+        ami_log_error ("mdms db: interval record of %s (%zu-byte key, %zu-byte value) is "
+                       "corrupt", ctx->meter_id, klen, vlen);
+        ctx->rc = AMI_E_STORAGE;
+        return 1;
+    }
+    const uint8_t *value = (const uint8_t *) val;
+    uint64_t first = (uint64_t) bucket * AMI_MDMS_INTERVAL_SLOTS + 1;     //  n of slot 0
+    for (unsigned slot = 0; slot < AMI_MDMS_INTERVAL_SLOTS; slot++) {
+        uint64_t n = first + slot;
+        if (n < ctx->n_from)
+            continue;
+        if (n > ctx->n_to)
+            return 1;
+        if (!ami_mdms_db_interval_present (value, slot))
+            continue;
+        if (ctx->count == ctx->limit) {
+            ctx->more = true;
+            return 1;
+        }
+        ami_mdms_db_interval_get (value, slot, bucket, ctx->interval_s, &ctx->out [ctx->count++]);
+    }
+    return 0;
+}
+
+int
+ami_mdms_db_intervals (ami_mdms_db_t *self, const char *meter_id, uint64_t from_ms,
+                       uint64_t to_ms, size_t limit, ami_interval_t *out,
+                       size_t *count, bool *more)
+{
+    assert (self && meter_id && out && count && more && limit >= 1);
+    *count = 0;
+    *more = false;
+    uint64_t interval = self->interval_s;
+    if (!interval || !ami_id_valid (meter_id))
+        return AMI_OK;
+    //  Interval numbers n with from_ms <= n * interval * 1000 <= to_ms;
+    //  end_s is a u32, so n never passes UINT32_MAX / interval
+    uint64_t from_s = from_ms / 1000 + (from_ms % 1000 != 0);
+    uint64_t n_from = (from_s + interval - 1) / interval;
+    if (n_from < 1)
+        n_from = 1;
+    uint64_t n_max = UINT32_MAX / interval;
+    uint64_t n_to = to_ms ? (to_ms / 1000) / interval : n_max;
+    if (n_to > n_max)
+        n_to = n_max;
+    if (n_from > n_to)
+        return AMI_OK;
+    uint8_t lo [AMI_MDMS_INTERVAL_KEY_MAX], hi [AMI_MDMS_INTERVAL_KEY_MAX];
+    size_t lo_len = ami_mdms_db_interval_key (meter_id, (uint32_t) ((n_from - 1) / AMI_MDMS_INTERVAL_SLOTS), lo);
+    size_t hi_len = ami_mdms_db_interval_key (meter_id, (uint32_t) ((n_to - 1) / AMI_MDMS_INTERVAL_SLOTS), hi);
+    s_intervals_t ctx = { meter_id, strlen (meter_id), self->interval_s, n_from, n_to, out,
+                          limit, 0, false, AMI_OK };
+    int rc = ami_store_scan (self->store, self->intervals, lo, lo_len, hi, hi_len, false,
+                             s_intervals_row, &ctx);
+    if (rc == AMI_OK)
+        rc = ctx.rc;
+    if (rc == AMI_OK) {
+        *count = ctx.count;
+        *more = ctx.more;
+    }
+    return rc;
+}
+
+typedef struct {
+    uint64_t readings;
+    size_t buckets;
+} s_total_t;
+
+static int
+s_total_row (const void *key, size_t klen, const void *val, size_t vlen, void *arg)
+{
+    (void) key;
+    (void) klen;
+    s_total_t *ctx = (s_total_t *) arg;
+    ctx->buckets++;
+    if (vlen == AMI_MDMS_INTERVAL_VALUE)
+        ctx->readings += ami_mdms_db_interval_count ((const uint8_t *) val);
+    return 0;
+}
+
+int
+ami_mdms_db_intervals_total (ami_mdms_db_t *self, uint64_t *readings, size_t *buckets)
+{
+    assert (self);
+    s_total_t ctx = { 0, 0 };
+    int rc = ami_store_scan (self->store, self->intervals, NULL, 0, NULL, 0, false,
+                             s_total_row, &ctx);
+    if (rc == AMI_OK) {
+        if (readings)
+            *readings = ctx.readings;
+        if (buckets)
+            *buckets = ctx.buckets;
+    }
+    return rc;
 }

@@ -10,6 +10,7 @@
 #include "ami_err.h"
 #include "ami_log.h"
 #include "ami_mdms.h"
+#include "ami_mdms_ingest.h"
 #include "ami_mdms_rate.h"
 #include "ami_service.h"
 #include "ami_store.h"
@@ -18,7 +19,7 @@ static const char *const s_known [] = {
     "mdms/api", "mdms/ingest", "mdms/events", "mdms/broker", "mdms/broker-cert",
     "mdms/db", "mdms/map-size", "mdms/keys", "mdms/registry", "mdms/read-timeout",
     "mdms/retries", "mdms/data-key", "mdms/rate/operator", "mdms/rate/operator-burst",
-    "mdms/rate/meter", "mdms/rate/meter-burst", NULL
+    "mdms/rate/meter", "mdms/rate/meter-burst", "mdms/interval", "mdms/key-cache", NULL
 };
 
 static const ami_service_info_t s_info = {
@@ -45,7 +46,11 @@ static const ami_service_info_t s_info = {
         "  mdms/rate/operator    on-demand reads per second per operator, 0 = unlimited [10/s]\n"
         "  mdms/rate/operator-burst  reads an operator may send at once [20]\n"
         "  mdms/rate/meter       on-demand reads per second per meter, 0 = unlimited [2/s]\n"
-        "  mdms/rate/meter-burst reads of one meter at once [4]\n",
+        "  mdms/rate/meter-burst reads of one meter at once [4]\n"
+        "  mdms/interval         interval-data period; must divide a day and match the\n"
+        "                        meters' meter/profile/interval [15m]\n"
+        "  mdms/key-cache        meter profile keys kept in memory (~96 bytes each),\n"
+        "                        0 = the registry size [0]\n",
     .server = true
 };
 
@@ -136,7 +141,7 @@ main (int argc, char **argv)
     char broker_key [AMI_CERT_KEY_TXT_LEN + 1] = "";
     char broker_id [AMI_MAX_ID + 1] = "broker";
     const char *broker_cert = NULL, *keys_dir = NULL;
-    int64_t read_timeout = 0, retries = 0;
+    int64_t read_timeout = 0, retries = 0, interval_ms = 0, key_cache = 0;
     rc = 1;
     if (ami_config_str (config, "mdms/api", "tcp://127.0.0.1:7100", &mdms.api_endpoint)
     ||  ami_config_str (config, "mdms/ingest", "tcp://127.0.0.1:7101", &mdms.ingest_endpoint)
@@ -156,8 +161,17 @@ main (int argc, char **argv)
                 &mdms.rate_operator_burst)
     ||  s_rate (config, "mdms/rate/meter", AMI_MDMS_RATE_METER, &mdms.rate_meter)
     ||  s_rate (config, "mdms/rate/meter-burst", AMI_MDMS_RATE_METER_BURST,
-                &mdms.rate_meter_burst))
+                &mdms.rate_meter_burst)
+    ||  ami_config_duration_ms (config, "mdms/interval", AMI_MDMS_INTERVAL_S * 1000,
+                                &interval_ms)
+    ||  ami_config_int (config, "mdms/key-cache", 0, 0, AMI_MDMS_KEY_CACHE_MAX, &key_cache))
         goto done;
+    if (interval_ms < 1000 || interval_ms % 1000 || interval_ms > 86400000
+    ||  86400000 % interval_ms) {
+        ami_log_error ("%s: mdms/interval must be whole seconds that divide a day (e.g. 15m, "
+                       "5m, 1h)", ami_config_origin (config));
+        goto done;
+    }
     if (read_timeout < 1 || read_timeout > AMI_MDMS_MAX_READ_TIMEOUT_MS) {
         ami_log_error ("%s: mdms/read-timeout must be between 1ms and %ds",
                        ami_config_origin (config), AMI_MDMS_MAX_READ_TIMEOUT_MS / 1000);
@@ -186,6 +200,8 @@ main (int argc, char **argv)
     mdms.read_timeout_ms = (int) read_timeout;
     mdms.retries = retries ? (int) retries : AMI_MDMS_NO_RETRIES;
     mdms.heartbeat_ms = (int) ami_service_heartbeat_ms (svc);
+    mdms.interval_s = (uint32_t) (interval_ms / 1000);
+    mdms.key_cache = (size_t) key_cache;
 
     zactor_t *actor = ami_mdms_new (&mdms);
     ami_e2e_mdms_wipe (&keys);          //  the actor keeps its own copy

@@ -727,3 +727,195 @@ mh_pipe_text (mh_env_t *env, const char *name)
     assert_non_null (value);
     return value;
 }
+
+
+/* ---------------------------------------------------------------------- */
+/*  Interval data                                                           */
+
+void
+mh_profile_key (uint32_t i, uint8_t key [AMI_E2E_PROFILE_KEY_SIZE])
+{
+    uint8_t pk [AMI_E2E_SIGN_PK_SIZE], sk [AMI_E2E_SIGN_SK_SIZE];
+    ami_e2e_meter_keypair (mh.fleet_seed, i, pk, sk);
+    assert_int_equal (ami_e2e_profile_key_meter (sk, mh.keys.box_pk, key), AMI_OK);
+    sodium_memzero (sk, sizeof sk);
+}
+
+void
+mh_profile_fill (ami_profile_t *profile, const char *meter_id, uint32_t first_end_s,
+                 uint32_t count)
+{
+    assert_true (count >= 1 && count <= AMI_MAX_PROFILE_RECORDS);
+    memset (profile, 0, sizeof *profile);
+    snprintf (profile->meter_id, sizeof profile->meter_id, "%s", meter_id);
+    uint32_t salt = (uint32_t) strlen (meter_id) + (uint32_t) meter_id [strlen (meter_id) - 1];
+    for (uint32_t k = 0; k < count; k++) {
+        ami_interval_t *r = &profile->records [k];
+        r->end_s = first_end_s + k * MH_INTERVAL_S;
+        r->import_wh = (uint64_t) r->end_s / 9 + salt;
+        r->export_wh = (uint64_t) r->end_s / 97 + salt;
+        r->status = (uint16_t) (r->end_s % 7 == 0 ? AMI_Q_ESTIMATED : AMI_Q_VALID);
+    }
+    profile->record_count = count;
+    profile->seq = profile->records [count - 1].end_s / MH_INTERVAL_S;
+    profile->made_ms = (uint64_t) zclock_time ();
+}
+
+size_t
+mh_profile_seal (ami_msg_t *m, const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE],
+                 const char *header_id, uint64_t header_seq, const ami_profile_t *profile,
+                 uint8_t *box, size_t cap)
+{
+    ami_msg_reset (m, AMI_MSG_PROFILE);
+    m->profile = *profile;
+    uint8_t plain [AMI_MAX_SEALED];
+    size_t len = mh_encode (m, plain, sizeof plain);
+    size_t out = 0;
+    assert_int_equal (ami_e2e_profile_seal (key, header_id, header_seq, plain, len, box, cap,
+                                            &out), AMI_OK);
+    return out;
+}
+
+void
+mh_batch_init (mh_batch_t *b, uint64_t batch_id, const char *origin)
+{
+    memset (b, 0, sizeof *b);
+    b->msg = ami_msg_new ();
+    b->scratch = ami_msg_new ();
+    assert_non_null (b->msg);
+    assert_non_null (b->scratch);
+    ami_msg_reset (b->msg, AMI_MSG_BATCH);
+    b->msg->batch.batch_id = batch_id;
+    snprintf (b->msg->batch.origin, sizeof b->msg->batch.origin, "%s", origin);
+    b->cap = (size_t) AMI_MAX_BATCH_BLOCKS * 512;
+    b->boxes = (uint8_t *) malloc (b->cap);
+    assert_non_null (b->boxes);
+}
+
+void
+mh_batch_add (mh_batch_t *b, const char *meter_id, uint64_t seq, const uint8_t *box, size_t len)
+{
+    ami_batch_t *batch = &b->msg->batch;
+    assert_true (batch->block_count < AMI_MAX_BATCH_BLOCKS);
+    if (b->used + len > b->cap) {
+        //  blocks point into boxes: re-point them after growing
+        size_t cap = (b->used + len) * 2;
+        uint8_t *boxes = (uint8_t *) realloc (b->boxes, cap);
+        assert_non_null (boxes);
+        for (uint32_t k = 0; k < batch->block_count; k++)
+            batch->blocks [k].box = boxes + (batch->blocks [k].box - b->boxes);
+        b->boxes = boxes;
+        b->cap = cap;
+    }
+    memcpy (b->boxes + b->used, box, len);
+    ami_block_t *block = &batch->blocks [batch->block_count++];
+    snprintf (block->meter_id, sizeof block->meter_id, "%s", meter_id);
+    block->seq = seq;
+    block->box = b->boxes + b->used;
+    block->box_size = len;
+    b->used += len;
+}
+
+void
+mh_batch_add_meter (mh_batch_t *b, uint32_t i, const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE],
+                    uint32_t first_end_s, uint32_t count)
+{
+    char id [AMI_MAX_ID + 1];
+    snprintf (id, sizeof id, "MTR-%06u", i);
+    ami_profile_t profile;
+    mh_profile_fill (&profile, id, first_end_s, count);
+    uint8_t box [AMI_MAX_SEALED];
+    size_t len = mh_profile_seal (b->scratch, key, id, profile.seq, &profile, box, sizeof box);
+    mh_batch_add (b, id, profile.seq, box, len);
+}
+
+zframe_t *
+mh_batch_frame (mh_batch_t *b)
+{
+    uint8_t *buf = (uint8_t *) malloc (AMI_MAX_FRAME);
+    assert_non_null (buf);
+    size_t len = mh_encode (b->msg, buf, AMI_MAX_FRAME);
+    zframe_t *frame = zframe_new (buf, len);
+    free (buf);
+    return frame;
+}
+
+void
+mh_batch_free (mh_batch_t *b)
+{
+    ami_msg_destroy (&b->msg);
+    ami_msg_destroy (&b->scratch);
+    free (b->boxes);
+    memset (b, 0, sizeof *b);
+}
+
+zsock_t *
+mh_headend_connect (mh_env_t *env)
+{
+    zsock_t *sock = mh_curve (ZMQ_DEALER, env->ingest, mh.headend_cert, mh.mdms_cert);
+    ami_msg_t *m = ami_msg_new ();
+    ami_msg_reset (m, AMI_MSG_HELLO);
+    strcpy (m->hello.role, "headend");
+    strcpy (m->hello.node_id, HEADEND_ID);
+    uint8_t buf [128];
+    size_t len = mh_encode (m, buf, sizeof buf);
+    ami_msg_destroy (&m);
+    assert_int_equal (zsock_send (sock, "b", buf, len), 0);
+    return sock;
+}
+
+bool
+mh_headend_ack (zsock_t *sock, int timeout_ms, ami_batch_ack_t *ack)
+{
+    int64_t deadline = zclock_mono () + timeout_ms;
+    ami_msg_t *m = ami_msg_new ();
+    bool found = false;
+    while (!found) {
+        int64_t left = deadline - zclock_mono ();
+        if (left <= 0)
+            break;
+        zmsg_t *msg = mh_recv (sock, (int) left);
+        if (!msg)
+            break;
+        assert_int_equal (zmsg_size (msg), 1);
+        zframe_t *f = zmsg_first (msg);
+        assert_int_equal (ami_msg_decode (m, zframe_data (f), zframe_size (f)), AMI_OK);
+        if (m->type == AMI_MSG_BATCH_ACK) {
+            *ack = m->batch_ack;
+            found = true;
+        }
+        else
+            assert_int_equal (m->type, AMI_MSG_HELLO);
+        zmsg_destroy (&msg);
+    }
+    ami_msg_destroy (&m);
+    return found;
+}
+
+ami_batch_ack_t
+mh_headend_send (zsock_t *sock, zframe_t *frame, uint64_t batch_id)
+{
+    zframe_t *copy = zframe_dup (frame);
+    assert_int_equal (zframe_send (&copy, sock, 0), 0);
+    ami_batch_ack_t ack;
+    memset (&ack, 0, sizeof ack);
+    if (!mh_headend_ack (sock, WAIT_MS, &ack))
+        fail_msg ("no BATCH_ACK for batch %llu", (unsigned long long) batch_id);
+    assert_true (ack.batch_id == batch_id);
+    return ack;
+}
+
+ami_msg_t *
+mh_intervals (mh_env_t *env, zsock_t *client, const char *meter_id, uint64_t from_ms,
+              uint64_t to_ms, uint32_t limit)
+{
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    ami_msg_t *r = mh_call (env, client, corr, AMI_ACT_INTERVALS, meter_id, from_ms, to_ms,
+                            limit, 0);
+    if (r->type != AMI_MSG_API_INTERVALS)
+        fail_msg ("intervals %s: %s %s", meter_id, ami_msg_type_name (r->type),
+                  r->type == AMI_MSG_ERROR ? r->error.text : "");
+    assert_memory_equal (r->api_intervals.corr, corr, AMI_REQUEST_ID_SIZE);
+    assert_string_equal (r->api_intervals.meter_id, meter_id);
+    return r;
+}

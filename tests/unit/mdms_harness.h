@@ -217,4 +217,76 @@ uint64_t
 char *
     mh_pipe_text (mh_env_t *env, const char *name);
 
+/* ---------------------------------------------------------------------- */
+/*  Interval data, as meters, aggregators and head ends make it            */
+
+/*  Interval length the harness MDMS runs with (the default, 15 min). */
+#define MH_INTERVAL_S   900
+
+/*  Meter number i's profile key, derived as the meter does
+    (ami_e2e_profile_key_meter with its own secret key and the MDMS box
+    key). */
+void
+    mh_profile_key (uint32_t i, uint8_t key [AMI_E2E_PROFILE_KEY_SIZE]);
+
+/*  Fill profile with `count` consecutive intervals of meter_id ending at
+    first_end_s, first_end_s + MH_INTERVAL_S, ...: import_wh and export_wh
+    derived from the end time and the meter id (so any copy is equal), seq
+    = last end_s / MH_INTERVAL_S, made_ms = now. */
+void
+    mh_profile_fill (ami_profile_t *profile, const char *meter_id, uint32_t first_end_s,
+                     uint32_t count);
+
+/*  Seal profile (encoded in scratch) with key as block (header_id,
+    header_seq) into box (cap bytes); returns the box length. The header
+    may differ from the PROFILE inside (to test the MDMS's checks). */
+size_t
+    mh_profile_seal (ami_msg_t *scratch, const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE],
+                     const char *header_id, uint64_t header_seq, const ami_profile_t *profile,
+                     uint8_t *box, size_t cap);
+
+/*  A BATCH being built: blocks point into `boxes` (owned). */
+typedef struct {
+    ami_msg_t *msg;
+    ami_msg_t *scratch;             /* for sealing */
+    uint8_t *boxes;
+    size_t used;
+    size_t cap;
+} mh_batch_t;
+
+void
+    mh_batch_init (mh_batch_t *b, uint64_t batch_id, const char *origin);
+/*  Add block (meter_id, seq, box copied). */
+void
+    mh_batch_add (mh_batch_t *b, const char *meter_id, uint64_t seq, const uint8_t *box,
+                  size_t len);
+/*  Add a block made by meter i (registered id MTR-%06u) for its own
+    profile: the common case. */
+void
+    mh_batch_add_meter (mh_batch_t *b, uint32_t i, const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE],
+                        uint32_t first_end_s, uint32_t count);
+/*  Encode into a new frame. */
+zframe_t *
+    mh_batch_frame (mh_batch_t *b);
+void
+    mh_batch_free (mh_batch_t *b);
+
+/*  A head end on the MDMS ingest socket (DEALER, head end certificate),
+    introduced with HELLO. */
+zsock_t *
+    mh_headend_connect (mh_env_t *env);
+/*  Wait for the next BATCH_ACK on sock (HELLOs from the MDMS are
+    skipped); false on timeout. */
+bool
+    mh_headend_ack (zsock_t *sock, int timeout_ms, ami_batch_ack_t *ack);
+/*  Send frame (copied) and wait for its BATCH_ACK; asserts it came and
+    names batch_id. */
+ami_batch_ack_t
+    mh_headend_send (zsock_t *sock, zframe_t *frame, uint64_t batch_id);
+
+/*  API INTERVALS by client; asserts an API_INTERVALS for meter_id. */
+ami_msg_t *
+    mh_intervals (mh_env_t *env, zsock_t *client, const char *meter_id, uint64_t from_ms,
+                  uint64_t to_ms, uint32_t limit);
+
 #endif
