@@ -194,6 +194,7 @@ typedef struct {
     int64_t send_retry_at;      /* a send was refused: try again then (0 = no) */
     uint64_t batches_in, blocks_in, batches_out, batches_acked, batches_resent;
     uint64_t overflow_batches, overflow_blocks, acks_refused, acks_unknown;
+    uint64_t routes_refused;     /* HELLO claims on another live fleet's meters (SEC-INT-4) */
 } agg_t;
 
 
@@ -1134,10 +1135,17 @@ s_fleet_hello (agg_t *self, fleet_t *fleet, const ami_hello_t *hello)
         if (current == fleet)
             continue;
         if (current) {
-            s_warn (self, "meter %s moved from fleet %s to fleet %s",
-                    meter, current->node_id, fleet->node_id);
-            current->meters--;
-            zhashx_update (self->routes, meter, fleet);
+            //  SEC-INT-4: a meter served by another LIVE fleet stays with
+            //  it. Otherwise one captured fleet key could announce every
+            //  meter of the aggregator and take their commands (and make
+            //  their reads fail). A meter that really moved is taken by its
+            //  new fleet once the old one is gone (its routes go with it)
+            //  and the new one says HELLO again.
+            self->routes_refused++;
+            s_warn (self, "fleet %s announced meter %s, which fleet %s serves: refused "
+                    "(a meter moves only when its fleet is gone)",
+                    fleet->node_id, meter, current->node_id);
+            continue;
         }
         else {
             if (zhashx_size (self->routes) >= AMI_AGGREGATOR_MAX_METERS) {
@@ -1435,6 +1443,7 @@ s_send_health (agg_t *self)
         { "batches_inflight", self->lists [S_INFLIGHT].size },
         { "acks_refused", self->acks_refused },
         { "acks_unknown", self->acks_unknown },
+        { "routes_refused", self->routes_refused },
         { "buffer_bytes", self->buffer_bytes },
         { "headends_live", s_headends_live (self) },
     };

@@ -32,7 +32,8 @@
     Fleets (meter side).
       - A fleet introduces itself with HELLO(role "meter", node_id,
         [meter ids]) chunks; the aggregator maps each meter id to that
-        fleet's routing id (a later HELLO wins: a meter that moved).
+        fleet's routing id. A meter another live fleet serves is NOT taken
+        (counted routes_refused, SEC-INT-4): it moves once its fleet is gone.
       - Identity: the HELLO's and HEALTH's node_id must equal the node-id
         of the certificate the fleet connected with (ZAP metadata from the
         allow-list), and the certificate's role must be "meter"; anything

@@ -945,6 +945,36 @@ test_duplicate_fleet (void **state)
     s_read_via (fx, 1, 2);
 }
 
+/*  SEC-INT-4: an allowed fleet (fleet-9) that announces a meter another
+    live fleet serves does not take its route: commands for MTR-000001
+    still reach fleet-1, none reaches the claimant, and the claim is
+    counted. */
+static void
+test_sec_int_4_route_claim (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    s_read_via (fx, 0, 1);
+    zsock_t *rogue = s_fleet_socket (fx, G.rogue_cert);
+    s_hello (rogue, "meter", "fleet-9", "MTR-000001");
+    s_health (rogue, "meter", "fleet-9");
+    assert_true (s_wait_status (fx, ST_FLEETS, 2));
+    s_read_via (fx, 1, 1);                      /* still answered by fleet-1 */
+    zpoller_t *poller = zpoller_new (rogue, NULL);
+    int64_t deadline = zclock_mono () + QUIET_MS;
+    while (zclock_mono () < deadline) {
+        if (!zpoller_wait (poller, POLL_MS))
+            continue;
+        zmsg_t *msg = zmsg_recv (rogue);
+        assert_non_null (msg);
+        zframe_t *frame = zmsg_last (msg);
+        assert_int_not_equal (ami_msg_peek_type (zframe_data (frame), zframe_size (frame)),
+                              AMI_MSG_READ_REQ);
+        zmsg_destroy (&msg);
+    }
+    zpoller_destroy (&poller);
+    zsock_destroy (&rogue);
+}
+
 /*  A key on no allow-list gets nothing from the aggregator. */
 static void
 test_unlisted_key (void **state)
@@ -1780,6 +1810,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_fleet_gone, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_malformed, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_duplicate_fleet, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sec_int_4_route_claim, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_unlisted_key, s_setup, s_teardown),
         cmocka_unit_test_prestate_setup_teardown (test_batch_custody, s_setup, s_teardown,
                                                   &s_custody_params),
