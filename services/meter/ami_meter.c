@@ -13,8 +13,22 @@
     are the readings sampled, sealed, signed and sent. Refusals need no
     write and go out at once. See ami_meter.h for the contract.
 
-    Clock: zclock_mono for the heartbeat, zclock_time (+ the configured
-    offset) for command windows and readings.
+    Interval data (ami_meter.h "Interval data"): the same loop also runs
+    the load-profile producer. Production is pull-driven by credit - the
+    zguide's credit-based flow control (chapter 7): a batch is built only
+    when it may be sent, one per wake-up, so the fleet never buffers more
+    than its credit and reads are served between batches. Every batch
+    stays in an outbox (a short list: at most credit entries) with one
+    timer each: in flight, its ack deadline; refused, its retry time. The
+    poll timeout is the earliest timer that the credit would let act on,
+    so a fleet waiting for acks sleeps, and a flooding one never sleeps.
+    Nothing is allocated per block: blocks are sealed into one arena, the
+    BATCH is encoded once into a scratch frame, and one allocation per
+    batch holds it until its ack.
+
+    Clock: zclock_mono for the heartbeat, batch timers and the profile
+    clock's pace, zclock_time (+ the configured offset) for command
+    windows, readings and blocks' made_ms.
 */
 #include "ami_meter.h"
 
@@ -56,13 +70,50 @@
 #define S_MAP_PER_METER     256
 /*  Register snapshot on disk (see ami_meter.h). */
 #define S_SNAPSHOT_SIZE     48
+/*  Copies of one batch sent while nothing at all was heard from the
+    aggregator: the first send and one resend at the ack timeout. While
+    the link is down the DEALER queues what is sent (up to its HWM), so
+    resending every 10 s into a dead link would pile up hundreds of
+    ~1 MiB copies; a live aggregator that lost a batch is heard (acks,
+    reads, or its HELLO when the connection is new to it), which allows
+    the next resend. */
+#define S_QUIET_COPIES      2
+/*  Upper bounds of encoded sizes (msgpack), used to keep a BATCH under
+    AMI_BATCH_MAX_BYTES while it is built, without encoding it twice:
+    BATCH header = array + version + type + u64 batch_id + str8 origin
+    (<= 32 bytes) + array16 of blocks; a block around its box = array +
+    str8 meter id + u64 seq + bin16 header; a PROFILE = array + version +
+    type + str8 meter id + u64 seq + u64 made_ms + array16, and per record
+    array + u32 end + u64 + u64 + u16. */
+#define S_BATCH_HEAD        (1 + 1 + 1 + 9 + 2 + AMI_MAX_ID + 3)
+#define S_BLOCK_FRAME(id, box) (1 + 2 + (id) + 9 + 3 + (box))
+#define S_PROFILE_BOUND(n)  (1 + 1 + 1 + 2 + AMI_MAX_ID + 9 + 9 + 3 + 27 * (size_t) (n))
 
 typedef struct {
-    ami_meter_model_t model;    /* the meter's physics */
+    ami_meter_model_t model;    /* the meter's physics, for on-demand reads */
+    ami_meter_model_t profile;  /* the same physics on the profile clock */
     uint64_t last_counter;      /* last accepted command counter (persisted) */
     uint8_t sk [AMI_E2E_SIGN_SK_SIZE];  /* derived on first use */
+    uint8_t profile_key [AMI_E2E_PROFILE_KEY_SIZE];     /* derived on first use */
     bool has_key;
+    bool has_profile_key;
 } meter_t;
+
+/*  A BATCH the fleet built and holds until the aggregator takes custody
+    (BATCH_ACK status 0). Header and encoded frame in one allocation. */
+typedef struct s_batch {
+    struct s_batch *next;       /* outbox order: oldest first */
+    uint64_t id;                /* batch_id */
+    uint64_t readings;          /* intervals it carries */
+    int64_t due;                /* zclock_mono: in flight, the ack deadline;
+                                   waiting, when it may be sent again */
+    uint32_t sends;             /* successful transmissions so far */
+    uint32_t quiet;             /* of which since the aggregator was last heard */
+    uint64_t heard_at;          /* fleet's `heard` at the last transmission */
+    bool inflight;              /* sent, its ack not yet received */
+    size_t size;
+    uint8_t data [];            /* the encoded BATCH, resent byte for byte */
+} batch_t;
 
 typedef struct {
     uint32_t slot;              /* meter number - first */
@@ -97,6 +148,35 @@ typedef struct {
     bool dropping;              /* the last send was dropped */
     ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
     bool terminated;
+
+    /* load profile (interval data): see the "Load profile" section */
+    bool profile_enabled;
+    bool producing;             /* enabled, not stopped, limit not reached */
+    uint32_t interval_s;
+    uint32_t block;
+    uint32_t time_scale;        /* simulated s per wall s; 0 = flood */
+    uint64_t limit;             /* intervals per meter; 0 = none */
+    int ack_timeout_ms;
+    int64_t sim_origin_s;       /* simulated time (Unix s) at mono_origin */
+    int64_t mono_origin;        /* zclock_mono when the profile clock started */
+    int64_t pclock;             /* P: start of the current round, Unix s */
+    uint64_t made_per_meter;    /* intervals per meter of completed rounds */
+    uint32_t round_n;           /* intervals in the current round */
+    uint32_t cursor;            /* next meter slot of the current round */
+    ami_msg_t *pmsg;            /* the PROFILE being encoded */
+    ami_msg_t *bmsg;            /* the BATCH being built */
+    uint8_t *arena;             /* AMI_BATCH_MAX_BYTES: its blocks' boxes */
+    uint8_t *frame;             /* AMI_MAX_FRAME: the BATCH encoded */
+    batch_t *outbox;            /* unacknowledged batches, oldest first */
+    batch_t *outbox_tail;
+    uint32_t unacked;           /* batches in the outbox */
+    uint32_t inflight;          /* of which sent and awaiting their ack */
+    uint32_t credit;            /* last credit granted (capped) */
+    int64_t probe_at;           /* zclock_mono: with credit 0, probe from then */
+    uint64_t next_batch_id;
+    uint64_t heard;             /* frames received from the aggregator */
+    uint64_t profile_blocks, profile_readings, profile_acked;
+    uint64_t batches_sent, batches_resent;
 } fleet_t;
 
 
@@ -214,6 +294,15 @@ s_send (fleet_t *self, const uint8_t *data, size_t size, const char *what)
 }
 
 
+/*  1 when production has stopped (limit, PROFILE-STOP, or never enabled)
+    and every batch made has been acknowledged with status 0. */
+static bool
+s_profile_done (const fleet_t *self)
+{
+    return !self->producing && self->unacked == 0;
+}
+
+
 /* ---------------------------------------------------------------------- */
 /*  Outgoing messages                                                       */
 
@@ -257,6 +346,14 @@ s_send_health (fleet_t *self)
         { "unreachable", self->unreachable },
         { "malformed", self->malformed },
         { "dropped", self->dropped },
+        { "profile_blocks", self->profile_blocks },
+        { "profile_readings", self->profile_readings },
+        { "profile_acked", self->profile_acked },
+        { "profile_clock", self->profile_enabled ? (uint64_t) self->pclock : 0 },
+        { "batches_sent", self->batches_sent },
+        { "batches_resent", self->batches_resent },
+        { "batches_inflight", self->unacked },
+        { "profile_done", s_profile_done (self) },
     };
     for (size_t i = 0; i < sizeof stats / sizeof stats [0]; i++) {
         snprintf (health->stats [i].name, sizeof health->stats [i].name, "%s", stats [i].name);
@@ -446,12 +543,377 @@ s_handle_read_req (fleet_t *self, const uint8_t *data, size_t size)
     acc->req = *req;
 }
 
+/* ---------------------------------------------------------------------- */
+/*  Load profile: production, batches, credit (ami_meter.h "Interval data") */
+
+/*  Intervals per meter in the round starting at the profile clock: a
+    full block, or what is left under the limit (0 = nothing left). */
+static uint32_t
+s_round_size (const fleet_t *self)
+{
+    uint64_t n = self->block;
+    if (self->limit && self->limit - self->made_per_meter < n)
+        n = self->limit - self->made_per_meter;
+    return (uint32_t) n;
+}
+
+/*  zclock_mono time from which the current round may be produced: when
+    the simulated clock reaches the end of its last interval. Flood: 0. */
+static int64_t
+s_round_due (const fleet_t *self)
+{
+    if (self->time_scale == 0)
+        return 0;
+    int64_t end = self->pclock + (int64_t) self->round_n * self->interval_s;
+    int64_t ahead_s = end - self->sim_origin_s;
+    if (ahead_s <= 0)
+        return 0;
+    /* round up, so the round never starts before its end in sim time */
+    return self->mono_origin + (ahead_s * 1000 + self->time_scale - 1) / self->time_scale;
+}
+
+static void
+s_profile_stop (fleet_t *self, const char *why)
+{
+    if (!self->producing)
+        return;
+    self->producing = false;
+    ami_log_info ("fleet %s: load-profile production stopped (%s) at %" PRIu64
+                  " intervals per meter, %u meters one block further (%" PRIu64
+                  " intervals made); delivering what is made",
+                  self->node_id, why, self->made_per_meter, self->cursor,
+                  self->profile_readings);
+}
+
+/*  The current round ended for every meter: advance the profile clock P. */
+static void
+s_round_done (fleet_t *self)
+{
+    self->pclock += (int64_t) self->round_n * self->interval_s;
+    self->made_per_meter += self->round_n;
+    self->cursor = 0;
+    self->round_n = s_round_size (self);
+    if (self->round_n == 0)
+        s_profile_stop (self, "limit reached");
+    else
+    if (self->pclock + (int64_t) self->round_n * self->interval_s > (int64_t) UINT32_MAX) {
+        /* interval ends are u32 Unix seconds on the wire (year 2106) */
+        ami_log_error ("fleet %s: the profile clock reached the end of u32 time", self->node_id);
+        s_profile_stop (self, "end of time");
+    }
+}
+
+/*  Meter `slot`'s profile key, derived (about 90 us: Ed25519 key, then
+    X25519) the first time and cached. NULL if libsodium refused it. */
+static const uint8_t *
+s_profile_key (fleet_t *self, uint32_t slot)
+{
+    meter_t *meter = &self->meters [slot];
+    if (!meter->has_profile_key) {
+        int rc = ami_e2e_profile_key_meter (s_meter_key (self, slot), self->box_pk,
+                                            meter->profile_key);
+        if (rc != AMI_OK) {
+            char meter_id [AMI_MAX_ID + 1];
+            s_warn (self, "meter %s: cannot derive its profile key: %s",
+                    ami_meter_id_format (self->first + slot, meter_id), ami_strerror (rc));
+            return NULL;
+        }
+        meter->has_profile_key = true;
+    }
+    return meter->profile_key;
+}
+
+/*  Make meter `slot`'s block for the current round: advance its profile
+    model interval by interval, encode the PROFILE, seal it into `box`
+    (cap bytes). Fills `block` and returns the box size, or 0 if the
+    meter has no usable key (its intervals are then skipped: a gap). */
+static size_t
+s_make_block (fleet_t *self, uint32_t slot, uint64_t made_ms, ami_block_t *block,
+              uint8_t *box, size_t cap)
+{
+    meter_t *meter = &self->meters [slot];
+    ami_profile_t *profile = &self->pmsg->profile;
+    int64_t end = self->pclock;
+    for (uint32_t k = 0; k < self->round_n; k++) {
+        end += self->interval_s;
+        ami_meter_model_advance (&meter->profile, end);
+        ami_interval_t *record = &profile->records [k];
+        record->end_s = (uint32_t) end;
+        record->import_wh = ami_meter_model_import_wh (&meter->profile);
+        record->export_wh = ami_meter_model_export_wh (&meter->profile);
+        record->status = AMI_Q_VALID;
+    }
+    const uint8_t *key = s_profile_key (self, slot);
+    if (!key)
+        return 0;
+    ami_meter_id_format (self->first + slot, profile->meter_id);
+    profile->seq = (uint64_t) end / self->interval_s;
+    profile->made_ms = made_ms;
+    profile->record_count = self->round_n;
+    size_t plain_len = 0, box_len = 0;
+    int rc = ami_msg_encode (self->pmsg, self->plain, sizeof self->plain, &plain_len);
+    if (rc == AMI_OK)
+        rc = ami_e2e_profile_seal (key, profile->meter_id, profile->seq,
+                                   self->plain, plain_len, box, cap, &box_len);
+    sodium_memzero (self->plain, plain_len);
+    /* sizes are bounded by construction (S_PROFILE_BOUND): a bug otherwise */
+    assert (rc == AMI_OK);
+    memcpy (block->meter_id, profile->meter_id, sizeof block->meter_id);
+    block->seq = profile->seq;
+    block->box = box;
+    block->box_size = box_len;
+    self->profile_blocks++;
+    self->profile_readings += self->round_n;
+    return box_len;
+}
+
+/*  Queue a batch on the DEALER (never blocks). False if the queue is
+    full: the caller retries later. */
+static bool
+s_batch_send (fleet_t *self, batch_t *batch)
+{
+    if (zmq_send (zsock_resolve (self->dealer), batch->data, batch->size, ZMQ_DONTWAIT) == -1) {
+        s_warn (self, "cannot queue batch %016" PRIx64 " to the aggregator (%s): "
+                "retrying in %d ms", batch->id, zmq_strerror (zmq_errno ()),
+                AMI_BATCH_RETRY_MS);
+        return false;
+    }
+    if (batch->sends++ == 0)
+        self->batches_sent++;
+    else
+        self->batches_resent++;
+    batch->quiet = batch->heard_at == self->heard && batch->sends > 1 ? batch->quiet + 1 : 1;
+    batch->heard_at = self->heard;
+    return true;
+}
+
+/*  Send a batch that is not in flight; it is in flight afterwards, or
+    waits AMI_BATCH_RETRY_MS if the queue was full. */
+static void
+s_batch_launch (fleet_t *self, batch_t *batch, int64_t now)
+{
+    if (s_batch_send (self, batch)) {
+        batch->inflight = true;
+        batch->due = now + self->ack_timeout_ms;
+        self->inflight++;
+    }
+    else
+        batch->due = now + AMI_BATCH_RETRY_MS;
+}
+
+/*  Credit rules (PROTOCOL.md 8.5): at most `credit` batches in flight;
+    with credit 0 and nothing in flight, one probe from probe_at on. */
+static bool
+s_may_send (const fleet_t *self, int64_t now)
+{
+    return self->inflight < self->credit
+        || (self->credit == 0 && self->inflight == 0 && now >= self->probe_at);
+}
+
+/*  A new batch also needs room in the outbox (waiting batches count), so
+    a receiver that refuses everything cannot make the fleet hoard. */
+static bool
+s_may_produce (const fleet_t *self, int64_t now)
+{
+    return self->unacked < self->credit
+        || (self->credit == 0 && self->unacked == 0 && now >= self->probe_at);
+}
+
+/*  Build one BATCH from the due rounds (up to AMI_MAX_BATCH_BLOCKS blocks
+    and AMI_BATCH_MAX_BYTES), keep it in the outbox and send it. A batch
+    may end inside a round (a big fleet's round spans many batches) and,
+    when the next round is due too (flood, catching up), go on into it. */
+static void
+s_profile_build (fleet_t *self, int64_t now)
+{
+    ami_batch_t *batch = &self->bmsg->batch;
+    batch->block_count = 0;
+    size_t bytes = S_BATCH_HEAD;
+    size_t used = 0;                /* arena bytes */
+    uint64_t readings = 0;
+    uint64_t made_ms = s_now_ms (self);
+    while (self->producing && batch->block_count < AMI_MAX_BATCH_BLOCKS) {
+        if (self->cursor == 0 && s_round_due (self) > now)
+            break;
+        size_t box_bound = S_PROFILE_BOUND (self->round_n) + AMI_E2E_PROFILE_OVERHEAD;
+        if (bytes + S_BLOCK_FRAME (AMI_MAX_ID, box_bound) > AMI_BATCH_MAX_BYTES)
+            break;
+        ami_block_t *block = &batch->blocks [batch->block_count];
+        size_t box = s_make_block (self, self->cursor, made_ms, block, self->arena + used,
+                                   AMI_BATCH_MAX_BYTES - used);
+        if (box) {
+            used += box;
+            bytes += S_BLOCK_FRAME (strlen (block->meter_id), box);
+            readings += self->round_n;
+            batch->block_count++;
+        }
+        if (++self->cursor == self->count)
+            s_round_done (self);
+    }
+    if (batch->block_count == 0)
+        return;
+    batch->batch_id = self->next_batch_id++;
+    size_t len = 0;
+    int rc = ami_msg_encode (self->bmsg, self->frame, AMI_MAX_FRAME, &len);
+    assert (rc == AMI_OK && len <= AMI_BATCH_MAX_BYTES);    /* bounded above */
+    batch_t *entry = (batch_t *) malloc (sizeof (batch_t) + len);
+    if (!entry) {
+        /* the blocks are counted as made but can never be delivered */
+        ami_log_error ("fleet %s: out of memory for a batch of %u blocks: lost",
+                       self->node_id, batch->block_count);
+        return;
+    }
+    memset (entry, 0, sizeof *entry);
+    entry->id = batch->batch_id;
+    entry->readings = readings;
+    entry->size = len;
+    memcpy (entry->data, self->frame, len);
+    if (self->outbox_tail)
+        self->outbox_tail->next = entry;
+    else
+        self->outbox = entry;
+    self->outbox_tail = entry;
+    self->unacked++;
+    s_batch_launch (self, entry, now);
+}
+
+/*  Timers and production: resend batches whose ack is overdue, resend
+    refused ones whose retry time came (within credit), then build at
+    most one new batch, so reads and acks are served between batches. */
+static void
+s_profile_pump (fleet_t *self)
+{
+    if (!self->profile_enabled)
+        return;
+    int64_t now = zclock_mono ();
+    for (batch_t *batch = self->outbox; batch; batch = batch->next)
+        if (batch->inflight && now >= batch->due) {
+            if (batch->heard_at == self->heard && batch->quiet >= S_QUIET_COPIES) {
+                /* the aggregator has been silent since: the link is down
+                   and the last copy still queued (see S_QUIET_COPIES) */
+                s_warn (self, "batch %016" PRIx64 " not acknowledged and nothing heard "
+                        "from the aggregator: not queueing another copy", batch->id);
+                batch->due = now + self->ack_timeout_ms;
+                continue;
+            }
+            s_warn (self, "batch %016" PRIx64 " not acknowledged within %d ms: resending",
+                    batch->id, self->ack_timeout_ms);
+            batch->due = now + (s_batch_send (self, batch) ? self->ack_timeout_ms
+                                                           : AMI_BATCH_RETRY_MS);
+        }
+    for (batch_t *batch = self->outbox; batch; batch = batch->next)
+        if (!batch->inflight && now >= batch->due && s_may_send (self, now))
+            s_batch_launch (self, batch, now);
+    if (self->producing && s_may_produce (self, now)
+    &&  (self->cursor > 0 || s_round_due (self) <= now))
+        s_profile_build (self, now);
+}
+
+/*  zclock_mono time of the next thing s_profile_pump would do, or
+    INT64_MAX. Only actions the credit allows count, so a fleet waiting
+    for acks sleeps instead of spinning. */
+static int64_t
+s_profile_next (const fleet_t *self, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    if (!self->profile_enabled)
+        return next;
+    bool can_resend = self->inflight < self->credit
+                   || (self->credit == 0 && self->inflight == 0);
+    for (const batch_t *batch = self->outbox; batch; batch = batch->next) {
+        int64_t at = INT64_MAX;
+        if (batch->inflight)
+            at = batch->due;
+        else
+        if (can_resend)
+            at = self->credit == 0 && self->probe_at > batch->due ? self->probe_at : batch->due;
+        if (at < next)
+            next = at;
+    }
+    if (self->producing
+    && (self->unacked < self->credit || (self->credit == 0 && self->unacked == 0))) {
+        int64_t at = self->cursor > 0 ? now : s_round_due (self);
+        if (self->credit == 0 && self->probe_at > at)
+            at = self->probe_at;
+        if (at < next)
+            next = at;
+    }
+    return next;
+}
+
+static void
+s_handle_batch_ack (fleet_t *self)
+{
+    const ami_batch_ack_t *ack = &self->in->batch_ack;
+    batch_t *prev = NULL, *batch = self->outbox;
+    while (batch && batch->id != ack->batch_id) {
+        prev = batch;
+        batch = batch->next;
+    }
+    if (!batch) {
+        /* a duplicate ack (for a resend), or not ours: ignored, credit too */
+        ami_log_debug ("fleet %s: BATCH_ACK for unknown batch %016" PRIx64 " ignored",
+                       self->node_id, ack->batch_id);
+        return;
+    }
+    int64_t now = zclock_mono ();
+    self->credit = ack->credit < AMI_METER_CREDIT_MAX ? ack->credit : AMI_METER_CREDIT_MAX;
+    if (self->credit == 0)
+        self->probe_at = now + AMI_BATCH_RETRY_MS;
+    if (batch->inflight) {
+        batch->inflight = false;
+        self->inflight--;
+    }
+    if (ack->status == AMI_OK) {
+        if (prev)
+            prev->next = batch->next;
+        else
+            self->outbox = batch->next;
+        if (self->outbox_tail == batch)
+            self->outbox_tail = prev;
+        self->unacked--;
+        self->profile_acked += batch->readings;
+        free (batch);
+        if (!self->producing && self->unacked == 0)
+            ami_log_info ("fleet %s: load profile done: all %" PRIu64 " intervals acknowledged",
+                          self->node_id, self->profile_acked);
+    }
+    else {
+        batch->due = now + AMI_BATCH_RETRY_MS;
+        s_warn (self, "aggregator did not take batch %016" PRIx64 " (%s, credit %u): "
+                "resending in %d ms", batch->id, ami_strerror (ack->status),
+                ack->credit, AMI_BATCH_RETRY_MS);
+    }
+}
+
+/*  The aggregator (re)introduced itself: a new receiver. Credit starts
+    again at AMI_CREDIT_INITIAL and every unacknowledged batch is resent
+    now (as far as that credit allows; the rest as acks come). */
+static void
+s_profile_relink (fleet_t *self)
+{
+    if (!self->profile_enabled)
+        return;
+    int64_t now = zclock_mono ();
+    self->credit = AMI_CREDIT_INITIAL;
+    for (batch_t *batch = self->outbox; batch; batch = batch->next) {
+        batch->inflight = false;
+        batch->due = now;
+    }
+    self->inflight = 0;
+    if (self->unacked)
+        ami_log_info ("fleet %s: resending %u unacknowledged batches to the aggregator",
+                      self->node_id, self->unacked);
+    s_profile_pump (self);
+}
+
 static void
 s_handle_dealer (fleet_t *self)
 {
     zmsg_t *msg = zmsg_recv (self->dealer);
     if (!msg)
         return;                 /* interrupted */
+    self->heard++;              /* the link carries traffic */
     zframe_t *frame = zmsg_first (msg);
     if (zmsg_size (msg) != 1) {
         self->malformed++;
@@ -471,10 +933,16 @@ s_handle_dealer (fleet_t *self)
     if (self->in->type == AMI_MSG_READ_REQ)
         s_handle_read_req (self, data, size);
     else
+    if (self->in->type == AMI_MSG_BATCH_ACK)
+        s_handle_batch_ack (self);
+    else
     if (self->in->type == AMI_MSG_HELLO) {
         ami_log_info ("fleet %s: HELLO from %s %s: re-sending HELLO",
                       self->node_id, self->in->hello.role, self->in->hello.node_id);
         s_send_hello (self);
+        /* it restarted (or reconnected): what it had not acknowledged
+           may be lost with it */
+        s_profile_relink (self);
     }
     else {
         self->malformed++;
@@ -503,8 +971,19 @@ s_handle_pipe (fleet_t *self)
         zmsg_addstrf (reply, "%" PRIu64, self->refused);
         zmsg_addstrf (reply, "%" PRIu64, self->unreachable);
         zmsg_addstrf (reply, "%" PRIu64, self->malformed);
+        zmsg_addstrf (reply, "%" PRIu64, self->profile_blocks);
+        zmsg_addstrf (reply, "%" PRIu64, self->profile_readings);
+        zmsg_addstrf (reply, "%" PRIu64, self->profile_acked);
+        zmsg_addstrf (reply, "%" PRId64, self->profile_enabled ? self->pclock : 0);
+        zmsg_addstrf (reply, "%" PRIu64, self->batches_sent);
+        zmsg_addstrf (reply, "%" PRIu64, self->batches_resent);
+        zmsg_addstrf (reply, "%u", self->unacked);
+        zmsg_addstrf (reply, "%d", s_profile_done (self) ? 1 : 0);
         zmsg_send (&reply, self->pipe);
     }
+    else
+    if (streq (command, "PROFILE-STOP"))
+        s_profile_stop (self, "PROFILE-STOP");
     else
         ami_log_error ("fleet %s: unknown pipe command '%s'", self->node_id, command);
     zstr_free (&command);
@@ -636,6 +1115,34 @@ s_config_valid (const ami_meter_config_t *config)
         ami_log_error ("fleet %s: heartbeat must not be negative", id);
         return false;
     }
+    const ami_meter_profile_config_t *profile = &config->profile;
+    if (profile->enabled) {
+        uint32_t interval = profile->interval_s ? profile->interval_s : AMI_METER_PROFILE_INTERVAL_S;
+        if (interval > 86400 || 86400 % interval != 0) {
+            ami_log_error ("fleet %s: profile interval %u s does not divide a day", id, interval);
+            return false;
+        }
+        if (profile->block > AMI_MAX_PROFILE_RECORDS) {
+            ami_log_error ("fleet %s: profile block %u: 1..%d intervals", id, profile->block,
+                           AMI_MAX_PROFILE_RECORDS);
+            return false;
+        }
+        if (profile->time_scale > AMI_METER_MAX_TIME_SCALE) {
+            ami_log_error ("fleet %s: profile time-scale %u: 0 (flood) .. %d", id,
+                           profile->time_scale, AMI_METER_MAX_TIME_SCALE);
+            return false;
+        }
+        if (profile->start_s < 0 || profile->start_s >= (int64_t) UINT32_MAX
+        ||  profile->start_s % interval != 0) {
+            ami_log_error ("fleet %s: profile start %" PRId64 " is not a Unix time that is "
+                           "a multiple of the interval (%u s)", id, profile->start_s, interval);
+            return false;
+        }
+        if (profile->ack_timeout_ms < 0) {
+            ami_log_error ("fleet %s: profile ack timeout must not be negative", id);
+            return false;
+        }
+    }
     if (sodium_is_zero (config->seed, AMI_E2E_SEED_SIZE)
     ||  sodium_is_zero (config->mdms.sign_pk, AMI_E2E_SIGN_PK_SIZE)
     ||  sodium_is_zero (config->mdms.box_pk, AMI_E2E_BOX_KEY_SIZE)) {
@@ -661,8 +1168,70 @@ s_self_destroy (fleet_t **self_p)
     ami_msg_destroy (&self->in);
     ami_msg_destroy (&self->out);
     free (self->buf);
+    while (self->outbox) {
+        batch_t *next = self->outbox->next;
+        free (self->outbox);
+        self->outbox = next;
+    }
+    if (self->pmsg)
+        sodium_memzero (&self->pmsg->profile, sizeof self->pmsg->profile);
+    ami_msg_destroy (&self->pmsg);
+    ami_msg_destroy (&self->bmsg);
+    free (self->arena);
+    free (self->frame);
     free (self);
     *self_p = NULL;
+}
+
+/*  Start the profile clock and allocate the batch builder. The first
+    meter's profile key is derived now: a MDMS box key that cannot make
+    profile keys fails the start, not every block later. */
+static int
+s_profile_setup (fleet_t *self, const ami_meter_profile_config_t *config, uint64_t model_seed)
+{
+    self->profile_enabled = config->enabled;
+    if (!config->enabled)
+        return AMI_OK;
+    self->interval_s = config->interval_s ? config->interval_s : AMI_METER_PROFILE_INTERVAL_S;
+    self->block = config->block ? config->block : AMI_METER_PROFILE_BLOCK;
+    self->time_scale = config->time_scale;
+    self->limit = config->limit;
+    self->ack_timeout_ms = config->ack_timeout_ms ? config->ack_timeout_ms
+                                                  : AMI_BATCH_ACK_TIMEOUT_MS;
+    int64_t now_s = (int64_t) (s_now_ms (self) / 1000);
+    self->mono_origin = zclock_mono ();
+    self->sim_origin_s = config->start_s ? config->start_s : now_s;
+    self->pclock = config->start_s ? config->start_s : now_s - now_s % self->interval_s;
+    self->pmsg = ami_msg_new ();
+    self->bmsg = ami_msg_new ();
+    self->arena = (uint8_t *) malloc (AMI_BATCH_MAX_BYTES);
+    self->frame = (uint8_t *) malloc (AMI_MAX_FRAME);
+    if (!self->pmsg || !self->bmsg || !self->arena || !self->frame) {
+        ami_log_error ("fleet %s: out of memory for the load-profile builder", self->node_id);
+        return AMI_E_NOMEM;
+    }
+    /* set once: every PROFILE and BATCH overwrites only what varies */
+    ami_msg_reset (self->pmsg, AMI_MSG_PROFILE);
+    ami_msg_reset (self->bmsg, AMI_MSG_BATCH);
+    snprintf (self->bmsg->batch.origin, sizeof self->bmsg->batch.origin, "%s", self->node_id);
+    randombytes_buf (&self->next_batch_id, sizeof self->next_batch_id);
+    self->credit = AMI_CREDIT_INITIAL;
+    for (uint32_t i = 0; i < self->count; i++)
+        ami_meter_model_init (&self->meters [i].profile, self->first + i, model_seed,
+                              self->pclock);
+    if (!s_profile_key (self, 0)) {
+        ami_log_error ("fleet %s: the MDMS box key cannot make meters' profile keys",
+                       self->node_id);
+        return AMI_E_KEY;
+    }
+    self->round_n = s_round_size (self);
+    self->producing = self->round_n > 0;
+    ami_log_info ("fleet %s: load profile every %u s, %u intervals per block, "
+                  "time-scale %u%s, from %" PRId64 ", limit %" PRIu64 " intervals%s",
+                  self->node_id, self->interval_s, self->block, self->time_scale,
+                  self->time_scale ? "" : " (flood)", self->pclock, self->limit,
+                  self->limit ? "" : " (none)");
+    return AMI_OK;
 }
 
 static fleet_t *
@@ -700,7 +1269,8 @@ s_self_new (zsock_t *pipe, const ami_meter_config_t *config)
     int64_t start_s = (int64_t) (s_now_ms (self) / 1000);
     for (uint32_t i = 0; i < self->count; i++)
         ami_meter_model_init (&self->meters [i].model, self->first + i, model_seed, start_s);
-    if (s_load_state (self, config->state) != AMI_OK) {
+    if (s_load_state (self, config->state) != AMI_OK
+    ||  s_profile_setup (self, &config->profile, model_seed) != AMI_OK) {
         s_self_destroy (&self);
         return NULL;
     }
@@ -751,7 +1321,11 @@ ami_meter_actor (zsock_t *pipe, void *args)
     zpoller_t *poller = zpoller_new (pipe, self->dealer, NULL);
     assert (poller);
     while (!self->terminated) {
-        int64_t wait = self->next_heartbeat - zclock_mono ();
+        int64_t now = zclock_mono ();
+        int64_t next = s_profile_next (self, now);
+        if (next > self->next_heartbeat)
+            next = self->next_heartbeat;
+        int64_t wait = next - now;
         void *which = zpoller_wait (poller, wait > 0 ? (int) wait : 0);
         if (which == pipe)
             s_handle_pipe (self);
@@ -768,6 +1342,7 @@ ami_meter_actor (zsock_t *pipe, void *args)
         else
         if (zpoller_terminated (poller))
             break;
+        s_profile_pump (self);
         if (zclock_mono () >= self->next_heartbeat) {
             s_send_health (self);
             self->next_heartbeat += self->heartbeat_ms;
@@ -777,8 +1352,10 @@ ami_meter_actor (zsock_t *pipe, void *args)
         }
     }
     zpoller_destroy (&poller);
-    ami_log_info ("fleet %s: stopped (%" PRIu64 " reads, %" PRIu64 " refused)",
-                  self->node_id, self->reads, self->refused);
+    ami_log_info ("fleet %s: stopped (%" PRIu64 " reads, %" PRIu64 " refused; "
+                  "%" PRIu64 " intervals made, %" PRIu64 " acknowledged)",
+                  self->node_id, self->reads, self->refused,
+                  self->profile_readings, self->profile_acked);
     s_self_destroy (&self);
 }
 

@@ -7,21 +7,33 @@
     their aggregator, the way the meters of one RF neighbourhood share one
     radio link to the pole-top node. Each meter keeps its own state:
 
-      - its physics, an ami_meter_model_t (ami_meter_model.h);
+      - its physics, an ami_meter_model_t (ami_meter_model.h), for
+        on-demand reads;
+      - a SECOND model on the load-profile clock (see "Interval data"), so
+        simulated time that runs faster than the wall clock never disturbs
+        what an on-demand read shows;
       - the last command counter it accepted (replay protection, persisted);
       - its own Ed25519 signing key, derived from the fleet secret and the
         meter number with ami_e2e_meter_keypair. Derivation costs about
-        28 us per meter on the reference VM (2.8 s for 100 000 meters), so
-        keys are derived lazily, the first time a meter signs, and cached
-        (64 bytes per meter). One captured meter key reveals no other.
+        20-28 us per meter on the reference VM, so keys are derived lazily,
+        the first time a meter signs, and cached (64 bytes per meter). One
+        captured meter key reveals no other;
+      - its interval-data key (ami_e2e_profile_key_meter: its signing key
+        with the MDMS box key, about 70 us more), derived lazily the first
+        time the meter seals a block, and cached (32 bytes).
 
-    Memory: about 150 bytes per meter (model 72, counter 8, key cache 64,
-    flag), all allocated and touched at start, so the figure holds even
-    after every key has been derived. Measured on the reference VM: a
-    100 000-meter fleet actor adds 16 MiB RSS to its process (166 bytes per
+    Memory: 256 bytes per meter (two models 2 x 72, counter 8, key caches
+    64 + 32, flags), all allocated and touched at start, so the figure
+    holds after every key has been derived. Interval data adds about 2 MiB
+    of batch building buffers and the unacknowledged batches (at most
+    AMI_METER_CREDIT_MAX, in practice the aggregator's credit of 4, each
+    < 1 MiB; a 100 000-meter fleet's batches of 1024 hourly blocks are
+    ~160 KiB). Measured on the reference VM (2-core AMD EPYC): a
+    100 000-meter fleet actor adds 26 MiB RSS to its process (270 bytes per
     meter, tests/unit/test_meter.c test_rss_100k prints it) and starts in
-    about 40 ms; the whole ami-meter process with 100 000 meters runs in
-    23 MiB RSS (its LMDB map reserves 40 MiB of address space, not memory).
+    about 40 ms; the whole ami-meter process with 100 000 meters producing
+    interval data in flood mode peaks at 36 MiB RSS (VmHWM) (its LMDB map
+    reserves address space, not memory). Target: <= 256 MiB.
 
     Cost of a read at the fleet (same VM): about 1.1 ms for one read alone
     (the durable commit is 0.45 ms of it), about 4 000 reads/s pipelined
@@ -42,12 +54,15 @@
             hears from a routing id it does not know, e.g. after it
             restarted);
         HEALTH(role "meter", node_id, READY, uptime_ms, stats) every
-            heartbeat; stats: meters, reads, refused, unreachable,
-            malformed, dropped (see "Counters");
-        READ_RESP and ERROR answering READ_REQs (below).
+            heartbeat; stats: see "Counters";
+        READ_RESP and ERROR answering READ_REQs (below);
+        BATCH(batch_id, origin = fleet id, [[meter_id, seq, box]...]):
+            interval data, within credit (see "Interval data").
       aggregator -> fleet
-        HELLO: answered by re-sending the fleet's HELLO chunks;
+        HELLO: answered by re-sending the fleet's HELLO chunks, and by
+            resending every unacknowledged BATCH (the aggregator restarted);
         READ_REQ: answered as below;
+        BATCH_ACK(batch_id, status, credit): custody of a batch, or not;
         anything else (another message type, a frame that does not
         decode, a multi-frame message) is dropped, counted as malformed
         and logged (at most 20 warnings per second).
@@ -93,21 +108,128 @@
     One directory per fleet process: LMDB must not be opened twice in one
     process (two fleet actors in one process need two directories).
 
+    Interval data (load profile, OBIS 1.0.99.1.0; PROTOCOL.md 4.8-4.10,
+    8.2, 8.5; configuration: ami_meter_profile_config_t below, section
+    meter/profile of ami-meter's file).
+
+      Records. Each meter records, every `interval` seconds, [end_s,
+      import_wh, export_wh, status]: the interval's end (Unix s, a multiple
+      of the interval), its +A and -A energy registers at that end (from
+      its profile model, so they never go down), status AMI_Q_VALID.
+
+      The profile clock P (Unix s) is the fleet's: it starts at `start`
+      (or the fleet's clock at start rounded down to the interval) and
+      advances one block period (`block` intervals) at a time for all
+      meters: a ROUND. A round is due when the simulated clock reaches its
+      end: simulated time = start (or, when start is 0, the fleet's clock
+      at start) + wall time since start x time-scale; with time-scale 0
+      (FLOOD) every round is due at once and production runs as fast as
+      credit allows. In a round every meter, in meter order, makes one
+      BLOCK: its records of the round (`block` of them, fewer in the last
+      round under `limit`), encoded as PROFILE(meter_id, seq, made_ms,
+      records) with seq = last end_s / interval (so it rises per meter, and
+      a block is identified by its meter and last interval) and made_ms =
+      the fleet's wall clock when it was sealed (the start of end-to-end
+      latency), then sealed with ami_e2e_profile_seal under the meter's
+      profile key (to the MDMS: aggregators and head ends see meter ids,
+      seqs and sizes only). `limit` intervals per meter made -> production
+      stops.
+
+      Batches. Blocks go into BATCHes of at most AMI_MAX_BATCH_BLOCKS
+      blocks whose encoding stays under AMI_BATCH_MAX_BYTES (checked with
+      an upper bound while building, so each batch is encoded once); a big
+      fleet's round spans many batches, and in flood mode (or catching up)
+      a batch runs on into the next round. batch_ids start at a random
+      64-bit value and increment. A batch is built only when credit allows
+      sending it (never ahead), so the fleet holds at most credit batches
+      and memory stays flat; one batch is built per wake-up, so reads,
+      acks and heartbeats are served between batches (a 1024-block batch
+      takes ~3 ms to build).
+
+      Delivery (at-least-once; exactly-once storage is the MDMS's job):
+        - every batch is kept, encoded, until a BATCH_ACK with status 0
+          (custody taken by the aggregator);
+        - credit: never more batches in flight (sent, not answered) than
+          the last credit granted (AMI_CREDIT_INITIAL at start and after
+          an aggregator HELLO; each BATCH_ACK's credit replaces it; capped
+          at AMI_METER_CREDIT_MAX); a new batch also needs the outbox
+          (waiting batches included) under the credit. Credit 0 and
+          nothing in flight: one batch (a refused one if any, else a new
+          one) is sent as a probe AMI_BATCH_RETRY_MS after the ack that
+          gave credit 0;
+        - no ack within AMI_BATCH_ACK_TIMEOUT_MS: resent (same batch_id,
+          same bytes). While nothing at all is heard from the aggregator,
+          at most two copies of a batch are queued (the send and one
+          resend): on a dead link the DEALER keeps what is sent, and a
+          copy every 10 s would pile up; the next frame from the
+          aggregator (an ack, a read, or its HELLO, which it sends when a
+          reconnected fleet is new to it) lets the resends go on;
+        - a non-zero status (AMI_E_BUSY, ...): not taken; resent after
+          AMI_BATCH_RETRY_MS, within credit;
+        - HELLO from the aggregator: credit starts again at
+          AMI_CREDIT_INITIAL and every unacknowledged batch is resent at
+          once (as far as that credit goes; the rest as acks come);
+        - an ack for a batch_id the fleet does not hold (a duplicate, or
+          a stranger's) is ignored, its credit too.
+
+      Stopping: the pipe command "PROFILE-STOP" (ami-meter: SIGUSR1) stops
+      making blocks, even in the middle of a round; what was made is still
+      delivered. profile_done is 1 once production has stopped (limit,
+      PROFILE-STOP, or interval data disabled) and every batch made has
+      been acknowledged with status 0, so a load test can account for
+      every reading: profile_readings made = profile_acked taken.
+
+      Not persisted: the profile clock and the profile models start again
+      at every start of the fleet (from `start`, or from now); with a fixed
+      `start`, a restarted fleet makes the same blocks again (same
+      records: the physics is deterministic), which the MDMS stores once.
+
+      Cost, reference VM, flood, 100 000 meters, block 4 (the ami-meter
+      process against an aggregator stub in another process that acks at
+      once): 220 000-360 000 blocks/s, i.e. 0.9-1.4 million readings/s,
+      on one core (the actor thread; the figure moves with the machine's
+      other load), so 250 000 readings/s costs a fleet about a fifth of a
+      core. perf, steady state: the profile model ~28 % (60 integration
+      steps per hourly block), the AEAD seal ~27 %, the getrandom()
+      syscall behind each block's random nonce ~14 %, msgpack encoding
+      ~9 %, copies ~4 %. The first round also derives every meter's keys
+      (~100 us a meter: ~10 s of one core for 100 000 meters, about
+      9 000 blocks/s meanwhile), so a flood benchmark should let the first
+      round pass (profile_clock > start + one block period) before it
+      measures, or spread the meters over several fleet processes.
+
     Counters (HEALTH stats and STATUS):
-        meters       meters in the fleet
-        reads        READ_REQs answered with a sealed reading (status 0)
-        refused      READ_REQs answered with a refusal status
-        unreachable  READ_REQs for a meter not in this fleet (ERROR)
-        malformed    frames from the aggregator that did not decode or
-                     were not HELLO / READ_REQ
-        dropped      outgoing frames dropped because the DEALER's queue
-                     was full (aggregator unreachable for a long time)
+        meters            meters in the fleet
+        reads             READ_REQs answered with a sealed reading (status 0)
+        refused           READ_REQs answered with a refusal status
+        unreachable       READ_REQs for a meter not in this fleet (ERROR)
+        malformed         frames from the aggregator that did not decode or
+                          were not HELLO / READ_REQ / BATCH_ACK
+        dropped           outgoing frames dropped because the DEALER's queue
+                          was full (aggregator unreachable for a long time;
+                          batches are never dropped: they wait and retry)
+        profile_blocks    blocks made
+        profile_readings  intervals made (sum of the blocks' records)
+        profile_acked     intervals whose batch got BATCH_ACK status 0
+        profile_clock     the profile clock P, Unix s: the start of the
+                          round in progress (0 when disabled)
+        batches_sent      batches sent (first transmission)
+        batches_resent    retransmissions (ack timeout, refusal, HELLO)
+        batches_inflight  batches held, not yet acknowledged with status 0
+                          (in flight or waiting to be resent)
+        profile_done      1 when production has stopped and nothing is
+                          unacknowledged (see "Stopping"), else 0
 
     Pipe commands (zstr strings):
-        "$TERM"    exit (zactor_destroy sends it)
-        "STATUS"   reply one zmsg of decimal strings: meters, reads,
-                   refused, unreachable, malformed (frames 0..4; readers
-                   that want the first three ignore the rest)
+        "$TERM"         exit (zactor_destroy sends it)
+        "STATUS"        reply one zmsg of decimal strings: meters, reads,
+                        refused, unreachable, malformed (frames 0..4), then
+                        profile_blocks, profile_readings, profile_acked,
+                        profile_clock, batches_sent, batches_resent,
+                        batches_inflight, profile_done (frames 5..12);
+                        readers that want the first frames ignore the rest
+        "PROFILE-STOP"  stop making interval data (see "Stopping"); no
+                        reply (send "STATUS" after it to synchronise)
 
     Threads. The actor owns its socket, store and state. The certificate
     in the config is used only during start-up (while ami_meter_new waits),
@@ -141,6 +263,49 @@ extern "C" {
     batch still answers within a millisecond or two. */
 #define AMI_METER_BATCH         64
 
+/*  Load-profile (interval data) defaults of the configuration file
+    (docs/SERVICES.md, section meter/profile): 15-minute intervals, the
+    utility norm for domestic load profiles (OBIS 1.0.99.1.0); 4 intervals
+    per block, so each meter pushes once an hour. */
+#define AMI_METER_PROFILE_INTERVAL_S    900
+#define AMI_METER_PROFILE_BLOCK         4
+/*  Largest time-scale: 1 000 000 simulated seconds per wall second (11.6
+    days a second). Anything faster is what FLOOD mode (0) is for. */
+#define AMI_METER_MAX_TIME_SCALE        1000000
+/*  A sender keeps at most this many unacknowledged batches, whatever
+    credit a receiver grants: 16 x < 1 MiB bounds the fleet's outbox while
+    leaving room above the aggregator's cap (AMI_CREDIT_INITIAL = 4). */
+#define AMI_METER_CREDIT_MAX            16
+
+/*  Load-profile production (see "Interval data" above). A zeroed struct
+    means "no interval data", which is what in-process users that only
+    need on-demand reads get; ami-meter fills it from meter/profile (where
+    enabled defaults to true). */
+typedef struct {
+    /*  Produce interval data at all. */
+    bool enabled;
+    /*  Interval length in seconds; 0 = AMI_METER_PROFILE_INTERVAL_S. Must
+        divide 86 400 (a day holds whole intervals). */
+    uint32_t interval_s;
+    /*  Intervals per block (per meter per push), 1..AMI_MAX_PROFILE_RECORDS;
+        0 = AMI_METER_PROFILE_BLOCK. */
+    uint32_t block;
+    /*  Simulated seconds per wall second, 1..AMI_METER_MAX_TIME_SCALE, or
+        0 = FLOOD: rounds as fast as credit allows. NOTE: 0 is flood, not
+        a default (ami-meter's file default is 1). */
+    uint32_t time_scale;
+    /*  Unix seconds of the first interval's START, a multiple of the
+        interval; 0 = the fleet's clock at start rounded down to the
+        interval. */
+    int64_t start_s;
+    /*  Intervals per meter to produce, then stop; 0 = no limit. */
+    uint64_t limit;
+    /*  How long a batch waits for its BATCH_ACK before it is resent;
+        0 = AMI_BATCH_ACK_TIMEOUT_MS. A test hook (tests shorten it);
+        ami-meter always uses the protocol's value. */
+    int ack_timeout_ms;
+} ami_meter_profile_config_t;
+
 /*  The fleet's configuration. The actor copies everything it keeps during
     start-up, so the struct and what it points to need only stay valid
     until ami_meter_new returns. */
@@ -173,6 +338,8 @@ typedef struct {
     /*  Added to the wall clock for command checks and readings: lets a
         test run a meter whose clock is off (0 in production). */
     int64_t clock_offset_ms;
+    /*  Interval data (load profile); zeroed = none. */
+    ami_meter_profile_config_t profile;
 } ami_meter_config_t;
 
 /*  The fleet actor (ami-bus actor convention, ami_service.h): signals the

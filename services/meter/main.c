@@ -1,7 +1,18 @@
 /*  ami-meter - a fleet of simulated meters behind one aggregator link.
-    A thin main around ami_meter_actor; see ami_meter.h. */
+    A thin main around ami_meter_actor; see ami_meter.h.
+
+    Signals: SIGINT/SIGTERM stop the process (CZMQ's handler, as in every
+    service); SIGUSR1 stops load-profile production (the actor's
+    PROFILE-STOP: what was made is still delivered), so a load test can
+    stop a fleet and then account for what it produced. SIGUSR1 is blocked
+    in every thread from the start and read from a signalfd in the run
+    loop, so it never interrupts anything and is never lost. */
+#include <errno.h>
+#include <signal.h>
 #include <sodium.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 #include "ami_e2e.h"
 #include "ami_err.h"
@@ -11,7 +22,9 @@
 
 static const char *const s_known [] = {
     "meter/aggregator", "meter/aggregator-cert", "meter/first", "meter/count",
-    "meter/seed", "meter/mdms-pub", "meter/state", NULL
+    "meter/seed", "meter/mdms-pub", "meter/state",
+    "meter/profile/enabled", "meter/profile/interval", "meter/profile/block",
+    "meter/profile/time-scale", "meter/profile/start", "meter/profile/limit", NULL
 };
 
 static const ami_service_info_t s_info = {
@@ -26,7 +39,14 @@ static const ami_service_info_t s_info = {
         "  meter/count           meters in this fleet [100]\n"
         "  meter/seed            fleet secret (PATH, secret in PATH_secret, mode 0600; required)\n"
         "  meter/mdms-pub        directory holding mdms-sign.cert and mdms-box.cert (required)\n"
-        "  meter/state           directory of the persistent command counters (required)\n",
+        "  meter/state           directory of the persistent command counters (required)\n"
+        "  meter/profile/enabled     produce load-profile interval data [true]\n"
+        "  meter/profile/interval    interval length, must divide a day [15m]\n"
+        "  meter/profile/block       intervals per block pushed by each meter, 1..96 [4]\n"
+        "  meter/profile/time-scale  simulated seconds per wall second; 0 = flood [1]\n"
+        "  meter/profile/start       Unix seconds of the first interval's start; 0 = now [0]\n"
+        "  meter/profile/limit       intervals per meter, then stop; 0 = no limit [0]\n"
+        "  (SIGUSR1 stops load-profile production; what was made is still delivered)\n",
     .server = false
 };
 
@@ -41,9 +61,82 @@ s_required (ami_config_t *config, const char *key, const char *what)
     return value && *value ? value : NULL;
 }
 
+/*  meter/profile: the load-profile settings (ami_meter.h). */
+static int
+s_profile_config (ami_config_t *config, ami_meter_profile_config_t *profile)
+{
+    int64_t interval_ms = 0, block = 0, scale = 0, start = 0, limit = 0;
+    if (ami_config_bool (config, "meter/profile/enabled", true, &profile->enabled)
+    ||  ami_config_duration_ms (config, "meter/profile/interval",
+                                AMI_METER_PROFILE_INTERVAL_S * 1000LL, &interval_ms)
+    ||  ami_config_int (config, "meter/profile/block", AMI_METER_PROFILE_BLOCK,
+                        1, AMI_MAX_PROFILE_RECORDS, &block)
+    ||  ami_config_int (config, "meter/profile/time-scale", 1, 0, AMI_METER_MAX_TIME_SCALE, &scale)
+    ||  ami_config_int (config, "meter/profile/start", 0, 0, UINT32_MAX, &start)
+    ||  ami_config_int (config, "meter/profile/limit", 0, 0, UINT32_MAX, &limit))
+        return AMI_E_CONFIG;
+    if (interval_ms < 1000 || interval_ms % 1000 || 86400000 % interval_ms) {
+        ami_log_error ("%s: meter/profile/interval must be whole seconds that divide a day "
+                       "(e.g. 5m, 15m, 30m, 1h)", ami_config_origin (config));
+        return AMI_E_CONFIG;
+    }
+    profile->interval_s = (uint32_t) (interval_ms / 1000);
+    if (start % profile->interval_s) {
+        ami_log_error ("%s: meter/profile/start %" PRId64 " is not on an interval boundary "
+                       "(a multiple of %u s)", ami_config_origin (config), start,
+                       profile->interval_s);
+        return AMI_E_CONFIG;
+    }
+    profile->block = (uint32_t) block;
+    profile->time_scale = (uint32_t) scale;
+    profile->start_s = start;
+    profile->limit = (uint64_t) limit;
+    return AMI_OK;
+}
+
+/*  ami_service_run, plus SIGUSR1 -> "PROFILE-STOP" to the actor. */
+static int
+s_run (zactor_t *actor, int sigfd)
+{
+    ami_log_info ("ready");
+    zmq_pollitem_t items [] = {
+        { zsock_resolve (actor), 0, ZMQ_POLLIN, 0 },
+        { NULL, sigfd, ZMQ_POLLIN, 0 }
+    };
+    while (true) {
+        /* wake up once a second to notice a SIGINT/SIGTERM that arrived
+           between polls; CZMQ's handler sets zsys_interrupted */
+        int rc = zmq_poll (items, 2, 1000);
+        if (zsys_interrupted) {
+            ami_log_info ("stopping on signal");
+            return 0;
+        }
+        if (rc == -1 && errno != EINTR) {
+            ami_log_error ("poll failed: %s", zmq_strerror (errno));
+            return 1;
+        }
+        if (rc > 0 && (items [0].revents & ZMQ_POLLIN)) {
+            ami_log_error ("actor stopped on its own; exiting");
+            return 1;
+        }
+        if (rc > 0 && (items [1].revents & ZMQ_POLLIN)) {
+            struct signalfd_siginfo info;
+            while (read (sigfd, &info, sizeof info) == (ssize_t) sizeof info)
+                ;       /* several SIGUSR1s are one stop */
+            ami_log_info ("SIGUSR1: stopping load-profile production");
+            zstr_send (actor, "PROFILE-STOP");
+        }
+    }
+}
+
 int
 main (int argc, char **argv)
 {
+    /* before any thread exists, so every thread inherits the mask */
+    sigset_t usr1;
+    sigemptyset (&usr1);
+    sigaddset (&usr1, SIGUSR1);
+    pthread_sigmask (SIG_BLOCK, &usr1, NULL);
     int rc = 0;
     ami_service_t *svc = ami_service_start (&s_info, argc, argv, &rc);
     if (!svc)
@@ -70,7 +163,8 @@ main (int argc, char **argv)
                        ami_config_origin (config), UINT32_MAX);
         goto done;
     }
-    if (ami_service_peer_key (svc, "meter/aggregator-cert", aggregator_key) != AMI_OK)
+    if (ami_service_peer_key (svc, "meter/aggregator-cert", aggregator_key) != AMI_OK
+    ||  s_profile_config (config, &fleet.profile) != AMI_OK)
         goto done;
     if (ami_e2e_kdf_load (seed_path, fleet.seed) != AMI_OK) {
         ami_log_error ("meter/seed: cannot load the fleet secret %s (secret file %s_secret)",
@@ -89,12 +183,18 @@ main (int argc, char **argv)
     fleet.count = (uint32_t) count;
     fleet.heartbeat_ms = (int) ami_service_heartbeat_ms (svc);
 
+    int sigfd = signalfd (-1, &usr1, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sigfd == -1) {
+        ami_log_error ("cannot create a signalfd for SIGUSR1: %s", strerror (errno));
+        goto done;
+    }
     zactor_t *actor = ami_meter_new (&fleet);
     sodium_memzero (fleet.seed, sizeof fleet.seed);     /* the actor has its copy */
     if (actor) {
-        rc = ami_service_run (svc, actor);
+        rc = s_run (actor, sigfd);
         zactor_destroy (&actor);
     }
+    close (sigfd);
 done:
     sodium_memzero (fleet.seed, sizeof fleet.seed);
     ami_service_destroy (&svc);

@@ -18,6 +18,7 @@
 
 #include <czmq.h>
 #include <sodium.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,13 @@ static int s_heartbeat_ms = 100;
    (150 heartbeats, 15 s by default), because a sanitizer build on a loaded
    2-core machine is slow. */
 #define DEADLINE_MS    (150 * s_heartbeat_ms)
+
+/* Interval data of the fleets: zeroed (none) except in the interval tests,
+   whose setup sets it (s_setup_profile). */
+static ami_meter_profile_config_t s_profile;
+/* A simulated day, 2026-11-20 UTC, in 15-minute intervals. */
+#define PROFILE_START_S  1795132800
+#define PROFILE_DAY      96
 
 typedef struct {
     char *dir;
@@ -198,6 +206,7 @@ s_start_fleet (chain_t *c, int i)
     ami_e2e_mdms_wipe (&config.mdms);           /* a fleet gets the public half only */
     config.state = state_dir;
     config.heartbeat_ms = HEARTBEAT_MS;
+    config.profile = s_profile;
     c->fleet [i] = ami_meter_new (&config);
     sodium_memzero (config.seed, sizeof config.seed);
     free (state_dir);
@@ -632,6 +641,169 @@ test_sec_val_1_oversize_frames (void **state)
     zsock_destroy (&op);
 }
 
+/* ------------------------------------------------------------------ */
+/*  Interval data (FUN-INT-1, SEC-AVAIL-1)                             */
+
+static int
+s_setup_profile (void **state, uint64_t limit, uint32_t time_scale)
+{
+    memset (&s_profile, 0, sizeof s_profile);
+    s_profile.enabled = true;
+    s_profile.interval_s = 900;
+    s_profile.block = 4;
+    s_profile.time_scale = time_scale;  /* 0 = flood: as fast as credit allows */
+    s_profile.start_s = PROFILE_START_S;
+    s_profile.limit = limit;
+    int rc = s_setup (state);
+    memset (&s_profile, 0, sizeof s_profile);
+    return rc;
+}
+
+static int
+s_setup_day (void **state)
+{
+    return s_setup_profile (state, PROFILE_DAY, 0);
+}
+
+static int
+s_setup_three_days (void **state)
+{
+    /* a simulated day per second: the flow lasts ~3 s, long enough to stop
+       a head end in the middle of it */
+    return s_setup_profile (state, 3 * PROFILE_DAY, 86400);
+}
+
+/* The MDMS's own stat `name` from an API status (0 if absent). */
+static uint64_t
+s_mdms_stat (chain_t *c, zsock_t *op, const char *name)
+{
+    assert_int_equal (s_api (c, op, AMI_ACT_STATUS, NULL, 0, 0, DEADLINE_MS, NULL), AMI_OK);
+    assert_int_equal (c->msg->type, AMI_MSG_API_STATUS);
+    const ami_api_status_t *st = &c->msg->api_status;
+    for (uint32_t i = 0; i < st->count; i++)
+        if (streq (st->services [i].role, "mdms"))
+            for (uint32_t k = 0; k < st->services [i].stat_count; k++)
+                if (streq (st->services [i].stats [k].name, name))
+                    return st->services [i].stats [k].value;
+    return 0;
+}
+
+/* Wait (deadline) until the MDMS has stored `expected` intervals. */
+static uint64_t
+s_wait_stored (chain_t *c, zsock_t *op, uint64_t expected, int deadline_ms)
+{
+    int64_t deadline = zclock_mono () + deadline_ms;
+    uint64_t stored = 0;
+    while ((stored = s_mdms_stat (c, op, "intervals_stored")) < expected && zclock_mono () < deadline)
+        zclock_sleep (HEARTBEAT_MS);    /* pacing of the status polls, with a deadline */
+    return stored;
+}
+
+/* Every interval of the meter's `days` simulated days, read back through the
+   API (paged): exactly one record per 15-minute interval, in order, energy
+   never decreasing. */
+static void
+s_check_meter_intervals (chain_t *c, zsock_t *op, const char *meter, int days)
+{
+    uint32_t expected_end = PROFILE_START_S + 900, got = 0;
+    uint64_t last_import = 0;
+    uint64_t from_ms = (uint64_t) PROFILE_START_S * 1000;
+    const uint64_t to_ms = ((uint64_t) PROFILE_START_S + (uint64_t) days * 86400) * 1000;
+    bool more = true;
+    while (more) {
+        ami_msg_reset (c->msg, AMI_MSG_API_REQ);
+        ami_api_req_t *req = &c->msg->api_req;
+        randombytes_buf (req->corr, sizeof req->corr);
+        req->action = AMI_ACT_INTERVALS;
+        snprintf (req->meter_id, sizeof req->meter_id, "%s", meter);
+        req->from_ms = from_ms;
+        req->to_ms = to_ms;
+        uint8_t buf [256];
+        size_t len = 0;
+        assert_int_equal (ami_msg_encode (c->msg, buf, sizeof buf, &len), AMI_OK);
+        zmsg_t *out = zmsg_new ();
+        zmsg_addmem (out, "", 0);
+        zmsg_addmem (out, buf, len);
+        assert_int_equal (zmsg_send (&out, op), 0);
+        zpoller_t *poller = zpoller_new (op, NULL);
+        void *which = zpoller_wait (poller, DEADLINE_MS);
+        zpoller_destroy (&poller);
+        assert_non_null (which);
+        zmsg_t *reply = zmsg_recv (op);
+        assert_non_null (reply);
+        zframe_t *body = zmsg_last (reply);
+        assert_int_equal (ami_msg_decode (c->msg, zframe_data (body), zframe_size (body)), AMI_OK);
+        zmsg_destroy (&reply);
+        assert_int_equal (c->msg->type, AMI_MSG_API_INTERVALS);
+        const ami_api_intervals_t *iv = &c->msg->api_intervals;
+        for (uint32_t i = 0; i < iv->count; i++) {
+            if (iv->records [i].end_s != expected_end)
+                fail_msg ("%s: interval ending %u where %u was expected", meter,
+                          iv->records [i].end_s, expected_end);
+            assert_true (iv->records [i].import_wh >= last_import);
+            last_import = iv->records [i].import_wh;
+            expected_end += 900;
+            got++;
+        }
+        more = iv->more;
+        if (more) {
+            assert_true (iv->count > 0);
+            from_ms = (uint64_t) iv->records [iv->count - 1].end_s * 1000 + 1;
+        }
+    }
+    assert_int_equal (got, (uint32_t) days * PROFILE_DAY);
+}
+
+/*  FUN-INT-1: a simulated day of every meter's 15-minute load profile, pushed
+    as fast as credit allows through both aggregators and head ends, is in
+    the MDMS complete and exactly once: the MDMS counts exactly meters x 96
+    new intervals, and every meter's day reads back contiguous. */
+static void
+test_fun_int_1_day_exactly_once (void **state)
+{
+    chain_t *c = *state;
+    zsock_t *op = s_operator (c, c->operator_cert);
+    const uint64_t expected = (uint64_t) FLEETS * METERS * PROFILE_DAY;
+    assert_int_equal (s_wait_stored (c, op, expected, 4 * DEADLINE_MS), expected);
+    for (int f = 0; f < FLEETS; f++)
+        for (int m = 1; m <= METERS; m++) {
+            char meter [16];
+            snprintf (meter, sizeof meter, "MTR-%06d", f * METERS + m);
+            s_check_meter_intervals (c, op, meter, 1);
+        }
+    /* nothing more arrives: the fleets stopped at their limit */
+    assert_int_equal (s_mdms_stat (c, op, "intervals_stored"), expected);
+    assert_int_equal (s_mdms_stat (c, op, "blocks_rejected"), 0);
+    zsock_destroy (&op);
+}
+
+/*  FUN-INT-1, SEC-AVAIL-1: a head end stopped while three days of interval
+    data flow loses nothing: every interval is stored once, the rest goes
+    through the other head end. */
+static void
+test_fun_int_1_headend_stopped_midflow (void **state)
+{
+    chain_t *c = *state;
+    zsock_t *op = s_operator (c, c->operator_cert);
+    const uint64_t expected = (uint64_t) FLEETS * METERS * 3 * PROFILE_DAY;
+    /* stop headend-1 once some, not all, data is stored */
+    uint64_t before = s_wait_stored (c, op, expected / 4, DEADLINE_MS);
+    assert_true (before >= expected / 4);
+    assert_true (before < expected);
+    zactor_destroy (&c->headend [0]);
+    assert_int_equal (s_wait_stored (c, op, expected, 4 * DEADLINE_MS), expected);
+    for (int f = 0; f < FLEETS; f++)
+        for (int m = 1; m <= METERS; m++) {
+            char meter [16];
+            snprintf (meter, sizeof meter, "MTR-%06d", f * METERS + m);
+            s_check_meter_intervals (c, op, meter, 3);
+        }
+    assert_int_equal (s_mdms_stat (c, op, "intervals_stored"), expected);
+    print_message ("head end stopped after %" PRIu64 " of %" PRIu64 " intervals were stored\n",
+                   before, expected);
+    zsock_destroy (&op);
+}
+
 int
 main (void)
 {
@@ -648,6 +820,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_unlisted_key_refused_everywhere, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_malformed_frames_from_listed_peers, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sec_val_1_oversize_frames, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_fun_int_1_day_exactly_once, s_setup_day, s_teardown),
+        cmocka_unit_test_setup_teardown (test_fun_int_1_headend_stopped_midflow, s_setup_three_days, s_teardown),
     };
     return cmocka_run_group_tests_name ("chain", tests, NULL, NULL);
 }

@@ -5,7 +5,11 @@
     SEC-INT-1 (meter-signed responses), SEC-INT-2 (replay, expiry, counters
     that survive a restart), SEC-INT-3 (request id bound inside the sealed
     reading), SEC-CONF-1 (reading sealed to the MDMS), SEC-VAL-1 (any
-    bytes on the link), FUN-READ-1 (a read returns the registers).
+    bytes on the link), FUN-READ-1 (a read returns the registers), and
+    the fleet's side of interval data (issue 5): blocks that open with
+    the MDMS-side key, contiguous intervals, limits, batch bounds,
+    credit, resends (ack timeout, refusal, aggregator HELLO),
+    PROFILE-STOP and profile_done, paced and flood production.
 
     One ami_auth for the whole binary (zauth is process-wide); its
     allow-list holds the fleet's public certificate. Every wait has a
@@ -18,6 +22,7 @@
 #include <cmocka.h>
 
 #include <czmq.h>
+#include <math.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +40,20 @@
 /*  Positive waits are generous (a loaded 2-core VM, valgrind); "nothing
     arrives" waits are far above a loopback round trip. */
 #define WAIT_MS         5000
+/*  A batch of a flood test under valgrind: deriving 1024 meters' keys
+    takes ~0.1 s natively and ~50 times that under valgrind. */
+#define BATCH_WAIT_MS   60000
+/*  A whole flood test, natively about a second: a bound for loops that
+    receive until everything came. */
+#define TEST_DEADLINE_MS (10 * 60 * 1000)
+/*  Heartbeat of profile tests' fleets: the DEALER's ZMTP timeout is 3
+    heartbeats, and 1.5 s survives a loaded machine under valgrind. */
+#define PROFILE_HEARTBEAT_MS 500
+/*  ... and of the flood tests, whose test thread decrypts every block:
+    under valgrind a 15 s ZMTP timeout keeps the link from flapping (the
+    fleet would recover - it resends - but these tests check strict
+    order). */
+#define FLOOD_HEARTBEAT_MS  5000
 #define HEARTBEAT_MS    100
 #define POLL_MS         10
 
@@ -199,10 +218,11 @@ s_recv (fx_t *fx, int timeout_ms)
     zpoller_destroy (&poller);
     if (msg) {
         assert_int_equal (zmsg_size (msg), 2);
-        /* the fleet's routing id: taken from its HELLO (a restarted fleet
-           has a new one), or from the first message seen */
-        zframe_t *body = zmsg_last (msg);
-        if (!fx->rid || ami_msg_peek_type (zframe_data (body), zframe_size (body)) == AMI_MSG_HELLO) {
+        /* the fleet's routing id is that of its latest message, as an
+           aggregator answers the connection a message came on (a fleet
+           that restarted or reconnected, e.g. when a slow valgrind run
+           missed ZMTP heartbeats, has a new one) */
+        if (!fx->rid || !zframe_eq (fx->rid, zmsg_first (msg))) {
             zframe_destroy (&fx->rid);
             fx->rid = zframe_dup (zmsg_first (msg));
         }
@@ -343,15 +363,21 @@ s_expect_resp (fx_t *fx, uint32_t index, const uint8_t request_id [AMI_REQUEST_I
     return energy;
 }
 
-/*  STATUS: meters, reads, refused, unreachable, malformed. */
+/*  STATUS frames (ami_meter.h). */
+enum {
+    ST_METERS, ST_READS, ST_REFUSED, ST_UNREACHABLE, ST_MALFORMED,
+    ST_BLOCKS, ST_READINGS, ST_ACKED, ST_CLOCK, ST_SENT, ST_RESENT,
+    ST_INFLIGHT, ST_DONE, ST_COUNT
+};
+
 static void
-s_status (fx_t *fx, uint64_t out [5])
+s_status (fx_t *fx, uint64_t out [ST_COUNT])
 {
     assert_int_equal (zstr_send (fx->fleet, "STATUS"), 0);
     zmsg_t *reply = zmsg_recv (fx->fleet);
     assert_non_null (reply);
-    assert_int_equal (zmsg_size (reply), 5);
-    for (int i = 0; i < 5; i++) {
+    assert_int_equal (zmsg_size (reply), ST_COUNT);
+    for (int i = 0; i < ST_COUNT; i++) {
         char *s = zmsg_popstr (reply);
         out [i] = strtoull (s, NULL, 10);
         zstr_free (&s);
@@ -479,7 +505,7 @@ test_read (void **state)
     /* a counter may jump (the MDMS's retries burn numbers) */
     uint64_t e3 = s_read (fx, 1, 100);
     assert_true (e3 >= e2);
-    uint64_t st [5];
+    uint64_t st [ST_COUNT];
     s_status (fx, st);
     assert_int_equal (st [0], 10);
     assert_int_equal (st [1], 4);
@@ -561,7 +587,7 @@ test_refusals (void **state)
 
     /* meter 1 still works, with a counter above everything it accepted */
     s_read (fx, 1, 7);
-    uint64_t st [5];
+    uint64_t st [ST_COUNT];
     s_status (fx, st);
     assert_int_equal (st [1], 2);       /* reads */
     assert_int_equal (st [2], 7);       /* refused */
@@ -658,7 +684,7 @@ test_malformed (void **state)
     /* still serving: the intact command works (nothing above consumed it) */
     s_send (fx, buf, len);
     s_expect_resp (fx, 1, rid, AMI_OK);
-    uint64_t st [5];
+    uint64_t st [ST_COUNT];
     s_status (fx, st);
     assert_int_equal (st [1], 1);           /* reads */
     assert_int_equal (st [4], 6 + 50);      /* malformed: 6 + the random ones */
@@ -689,7 +715,14 @@ test_rss_100k (void **state)
     fx_t *fx = (fx_t *) *state;
     long before = s_rss_kib ("VmRSS");
     int64_t t0 = zclock_mono ();
-    s_fleet_start (fx, 1, 100000, 0);
+    /* with its load profile (paced: no block is due during the test; the
+       per-meter profile state is allocated and touched at start) */
+    ami_meter_config_t config = s_config (fx, 1, 100000);
+    config.profile.enabled = true;
+    config.profile.time_scale = 1;
+    fx->fleet = ami_meter_new (&config);
+    assert_non_null (fx->fleet);
+    zsock_set_rcvtimeo (fx->fleet, WAIT_MS);
     int64_t started = zclock_mono () - t0;
     s_expect_hello_round (fx, 1, 100000);
     /* reads of the first and the last meter: keys derived on demand */
@@ -703,6 +736,766 @@ test_rss_100k (void **state)
     assert_true (after - before < 64 * 1024);   /* far under 256 MiB */
 }
 
+/* ---------------------------------------------------------------------- */
+/*  Interval data (load profile)                                            */
+
+/*  2026-06-01 00:00:00 UTC: a whole day, so a multiple of every interval. */
+#define P_START         1780272000LL
+#define P_INTERVAL      900
+/*  "Nothing more arrives" windows: far above a loopback round trip and a
+    batch build (milliseconds), far below the ack timeout (10 s). */
+#define QUIET_MS        300
+
+static void
+s_fleet_start_profile_hb (fx_t *fx, uint32_t count, const ami_meter_profile_config_t *profile,
+                          int heartbeat_ms)
+{
+    ami_meter_config_t config = s_config (fx, 1, count);
+    config.profile = *profile;
+    config.heartbeat_ms = heartbeat_ms;
+    fx->fleet = ami_meter_new (&config);
+    assert_non_null (fx->fleet);
+    zsock_set_rcvtimeo (fx->fleet, WAIT_MS);
+    zframe_destroy (&fx->rid);
+}
+
+static void
+s_fleet_start_profile (fx_t *fx, uint32_t count, const ami_meter_profile_config_t *profile)
+{
+    s_fleet_start_profile_hb (fx, count, profile, PROFILE_HEARTBEAT_MS);
+}
+
+static ami_meter_profile_config_t
+s_profile (uint32_t block, uint32_t time_scale, int64_t start, uint64_t limit)
+{
+    ami_meter_profile_config_t profile;
+    memset (&profile, 0, sizeof profile);
+    profile.enabled = true;
+    profile.interval_s = P_INTERVAL;
+    profile.block = block;
+    profile.time_scale = time_scale;
+    profile.start_s = start;
+    profile.limit = limit;
+    return profile;
+}
+
+/*  BATCH_ACK(batch_id, status, credit) to the fleet, as its aggregator. */
+static void
+s_ack (fx_t *fx, uint64_t batch_id, int status, uint32_t credit)
+{
+    ami_msg_reset (G.msg2, AMI_MSG_BATCH_ACK);
+    G.msg2->batch_ack.batch_id = batch_id;
+    G.msg2->batch_ack.status = (uint16_t) status;
+    G.msg2->batch_ack.credit = credit;
+    uint8_t buf [64];
+    size_t len = 0;
+    assert_int_equal (ami_msg_encode (G.msg2, buf, sizeof buf, &len), AMI_OK);
+    s_send (fx, buf, len);
+}
+
+/*  The aggregator introduces itself (as after a restart). */
+static void
+s_agg_hello (fx_t *fx)
+{
+    ami_msg_reset (G.msg2, AMI_MSG_HELLO);
+    strcpy (G.msg2->hello.role, "aggregator");
+    strcpy (G.msg2->hello.node_id, "agg-1");
+    uint8_t buf [256];
+    size_t len = 0;
+    assert_int_equal (ami_msg_encode (G.msg2, buf, sizeof buf, &len), AMI_OK);
+    s_send (fx, buf, len);
+}
+
+/*  Next BATCH within timeout_ms (other messages skipped), checked as a
+    fleet batch; NULL if none. G.msg holds it decoded. */
+static zmsg_t *
+s_expect_batch (fx_t *fx, int timeout_ms)
+{
+    zmsg_t *msg = s_expect (fx, AMI_MSG_BATCH, timeout_ms);
+    if (msg) {
+        assert_string_equal (G.msg->batch.origin, "fleet-1");
+        assert_true (G.msg->batch.block_count >= 1
+                  && G.msg->batch.block_count <= AMI_MAX_BATCH_BLOCKS);
+        assert_true (zframe_size (zmsg_last (msg)) <= AMI_BATCH_MAX_BYTES);
+    }
+    return msg;
+}
+
+/*  Poll STATUS until profile_done is `done` (deadline WAIT_MS), acking
+    with status 0 any batch that still arrives; returns the last STATUS. */
+typedef struct tally_s tally_t;
+static bool s_tally_batch (tally_t *t);
+
+static void
+s_wait_done (fx_t *fx, uint64_t st [ST_COUNT], tally_t *t)
+{
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (true) {
+        s_status (fx, st);
+        if (st [ST_DONE] == 1)
+            return;
+        assert_true (zclock_mono () < deadline);
+        zmsg_t *msg = s_expect_batch (fx, POLL_MS);
+        if (msg) {
+            if (t)
+                s_tally_batch (t);
+            s_ack (fx, G.msg->batch.batch_id, AMI_OK, AMI_CREDIT_INITIAL);
+            zmsg_destroy (&msg);
+        }
+    }
+}
+
+/*  What the MDMS would see: every block opened with the MDMS-side key,
+    decoded, checked against its header and against the meter's previous
+    block (contiguous intervals, registers that never go down). */
+struct tally_s {
+    uint32_t count;             /* meters 1..count */
+    int64_t start;              /* first interval start; 0 = learn it */
+    int64_t *last_end;          /* per meter: last interval end seen */
+    uint64_t *last_import;
+    uint64_t *last_export;
+    uint64_t *intervals;        /* per meter */
+    uint8_t (*keys) [AMI_E2E_PROFILE_KEY_SIZE];
+    bool *has_key;
+    uint64_t total;             /* intervals */
+    uint64_t blocks;
+    uint32_t max_records;       /* in one block */
+    uint32_t max_blocks;        /* in one batch */
+    uint64_t next_id;           /* batch ids run on from the first one */
+    uint64_t duplicates;        /* batches seen again (resent) */
+};
+
+static tally_t *
+s_tally_new (uint32_t count, int64_t start)
+{
+    tally_t *t = (tally_t *) calloc (1, sizeof *t);
+    assert_non_null (t);
+    t->count = count;
+    t->start = start;
+    t->last_end = (int64_t *) calloc (count + 1, sizeof (int64_t));
+    t->last_import = (uint64_t *) calloc (count + 1, sizeof (uint64_t));
+    t->last_export = (uint64_t *) calloc (count + 1, sizeof (uint64_t));
+    t->intervals = (uint64_t *) calloc (count + 1, sizeof (uint64_t));
+    t->keys = calloc (count + 1, AMI_E2E_PROFILE_KEY_SIZE);
+    t->has_key = (bool *) calloc (count + 1, sizeof (bool));
+    assert_true (t->last_end && t->last_import && t->last_export && t->intervals
+              && t->keys && t->has_key);
+    return t;
+}
+
+static void
+s_tally_destroy (tally_t **t_p)
+{
+    tally_t *t = *t_p;
+    free (t->last_end); free (t->last_import); free (t->last_export);
+    free (t->intervals); free (t->keys); free (t->has_key);
+    free (t);
+    *t_p = NULL;
+}
+
+/*  Check and count the batch in G.msg. Delivery is at-least-once: a
+    batch seen before (resent because its ack came late, e.g. while this
+    test is slow under valgrind) is counted as a duplicate and skipped;
+    new batches must have the next id (the fleet numbers them in order). */
+static bool
+s_tally_batch (tally_t *t)
+{
+    const ami_batch_t *batch = &G.msg->batch;
+    if (t->next_id && batch->batch_id < t->next_id) {
+        t->duplicates++;
+        return false;
+    }
+    assert_true (t->next_id == 0 || batch->batch_id == t->next_id);
+    t->next_id = batch->batch_id + 1;
+    uint64_t now = s_now ();
+    if (batch->block_count > t->max_blocks)
+        t->max_blocks = batch->block_count;
+    for (uint32_t b = 0; b < batch->block_count; b++) {
+        const ami_block_t *block = &batch->blocks [b];
+        uint32_t index = ami_meter_id_parse (block->meter_id);
+        assert_true (index >= 1 && index <= t->count);
+        if (!t->has_key [index]) {
+            uint8_t pk [AMI_E2E_SIGN_PK_SIZE];
+            ami_e2e_meter_keypair (G.seed, index, pk, NULL);
+            assert_int_equal (ami_e2e_profile_key_mdms (&G.mdms, pk, t->keys [index]), AMI_OK);
+            t->has_key [index] = true;
+        }
+        uint8_t plain [AMI_MAX_SEALED];
+        size_t plain_len = 0;
+        assert_int_equal (ami_e2e_profile_open (t->keys [index], block->meter_id, block->seq,
+                                                block->box, block->box_size,
+                                                plain, sizeof plain, &plain_len), AMI_OK);
+        assert_int_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
+        assert_int_equal (G.msg2->type, AMI_MSG_PROFILE);
+        const ami_profile_t *profile = &G.msg2->profile;
+        assert_string_equal (profile->meter_id, block->meter_id);
+        assert_int_equal (profile->seq, block->seq);
+        /* made by the wall clock, just now */
+        assert_true (profile->made_ms + BATCH_WAIT_MS > now && profile->made_ms <= now + 1000);
+        assert_true (profile->record_count >= 1);
+        if (profile->record_count > t->max_records)
+            t->max_records = profile->record_count;
+        for (uint32_t r = 0; r < profile->record_count; r++) {
+            const ami_interval_t *rec = &profile->records [r];
+            assert_int_equal (rec->end_s % P_INTERVAL, 0);
+            if (t->last_end [index] == 0) {
+                if (t->start == 0)
+                    t->start = (int64_t) rec->end_s - P_INTERVAL;
+                /* the first interval of every meter starts at the start */
+                assert_int_equal (rec->end_s, t->start + P_INTERVAL);
+            }
+            else {
+                /* contiguous: no gap, no repeat */
+                assert_int_equal (rec->end_s, t->last_end [index] + P_INTERVAL);
+                assert_true (rec->import_wh >= t->last_import [index]);
+                assert_true (rec->export_wh >= t->last_export [index]);
+            }
+            assert_true (rec->import_wh >= 1000000);    /* a meter years in service */
+            assert_int_equal (rec->status, AMI_Q_VALID);
+            t->last_end [index] = rec->end_s;
+            t->last_import [index] = rec->import_wh;
+            t->last_export [index] = rec->export_wh;
+            t->intervals [index]++;
+            t->total++;
+        }
+        /* seq = interval number of the last record */
+        assert_int_equal (block->seq, profile->records [profile->record_count - 1].end_s / P_INTERVAL);
+        t->blocks++;
+    }
+    return true;
+}
+
+/*  The registers move: over a day a household imports energy. */
+static void
+s_tally_check_day (const tally_t *t, uint32_t index, uint64_t first_import)
+{
+    assert_true (t->last_import [index] > first_import);
+}
+
+/*  A limited run in flood mode: exactly meters x limit intervals, blocks
+    of `block` intervals then the remainder, every block opens with the
+    MDMS-side key and decodes to a PROFILE of its meter; then done. */
+static void
+test_profile_limit (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    ami_meter_profile_config_t profile = s_profile (4, 0, P_START, 10);
+    s_fleet_start_profile (fx, 20, &profile);
+    tally_t *t = s_tally_new (20, P_START);
+    uint64_t batches = 0;
+    int64_t deadline = zclock_mono () + TEST_DEADLINE_MS;
+    while (t->total < 20 * 10) {
+        assert_true (zclock_mono () < deadline);
+        zmsg_t *msg = s_expect_batch (fx, WAIT_MS);
+        assert_non_null (msg);
+        batches += s_tally_batch (t);
+        /* a box does not open under another meter's key */
+        const ami_block_t *block = &G.msg->batch.blocks [0];
+        uint32_t index = ami_meter_id_parse (block->meter_id);
+        uint8_t other [AMI_E2E_PROFILE_KEY_SIZE], plain [AMI_MAX_SEALED];
+        memcpy (other, t->keys [index == 1 ? 2 : 1], sizeof other);
+        if (!t->has_key [index == 1 ? 2 : 1])
+            memset (other, 0x55, sizeof other);
+        size_t plain_len = 0;
+        assert_int_equal (ami_e2e_profile_open (other, block->meter_id, block->seq, block->box,
+                                                block->box_size, plain, sizeof plain, &plain_len),
+                          AMI_E_DECRYPT);
+        s_ack (fx, G.msg->batch.batch_id, AMI_OK, AMI_CREDIT_INITIAL);
+        zmsg_destroy (&msg);
+    }
+    assert_int_equal (t->total, 200);
+    for (uint32_t i = 1; i <= 20; i++) {
+        assert_int_equal (t->intervals [i], 10);
+        assert_int_equal (t->last_end [i], P_START + 10 * P_INTERVAL);
+    }
+    assert_int_equal (t->blocks, 20 * 3);       /* 4 + 4 + 2 */
+    assert_int_equal (t->max_records, 4);
+    uint64_t st [ST_COUNT];
+    s_wait_done (fx, st, t);
+    assert_int_equal (st [ST_BLOCKS], 60);
+    assert_int_equal (st [ST_READINGS], 200);
+    assert_int_equal (st [ST_ACKED], 200);
+    assert_int_equal (st [ST_CLOCK], P_START + 10 * P_INTERVAL);
+    assert_int_equal (st [ST_SENT], batches);
+    assert_int_equal (st [ST_RESENT], t->duplicates);
+    assert_int_equal (st [ST_INFLIGHT], 0);
+    /* the limit holds: nothing more */
+    zmsg_t *msg = s_expect_batch (fx, QUIET_MS);
+    assert_null (msg);
+    /* HEALTH carries the same figures */
+    deadline = zclock_mono () + WAIT_MS;
+    bool seen = false;
+    while (!seen && zclock_mono () < deadline) {
+        msg = s_expect (fx, AMI_MSG_HEALTH, WAIT_MS);
+        assert_non_null (msg);
+        const ami_health_t *health = &G.msg->health;
+        uint64_t done = 0, readings = 0, acked = 0, clock = 0, inflight = 99;
+        for (uint32_t i = 0; i < health->stat_count; i++) {
+            const ami_stat_t *stat = &health->stats [i];
+            if (streq (stat->name, "profile_done")) done = stat->value;
+            if (streq (stat->name, "profile_readings")) readings = stat->value;
+            if (streq (stat->name, "profile_acked")) acked = stat->value;
+            if (streq (stat->name, "profile_clock")) clock = stat->value;
+            if (streq (stat->name, "batches_inflight")) inflight = stat->value;
+        }
+        if (done == 1) {
+            assert_int_equal (readings, 200);
+            assert_int_equal (acked, 200);
+            assert_int_equal (clock, P_START + 10 * P_INTERVAL);
+            assert_int_equal (inflight, 0);
+            seen = true;
+        }
+        zmsg_destroy (&msg);
+    }
+    assert_true (seen);
+    s_tally_destroy (&t);
+}
+
+static long s_rss_kib (const char *field);
+
+/*  A simulated day of a larger fleet in flood mode: exactly meters x 96
+    intervals, batches of <= 1024 blocks. Prints the production rate (the
+    test decrypts every block meanwhile, so it is a lower bound).
+    AMI_METER_FLOOD_METERS=N runs it with N meters (e.g. 100000, to
+    measure; not part of the normal run). */
+static void
+test_profile_flood_day (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    uint32_t meters = 2000;
+    const char *env = getenv ("AMI_METER_FLOOD_METERS");
+    if (env && atol (env) > 0)
+        meters = (uint32_t) atol (env);
+    long rss0 = s_rss_kib ("VmRSS");
+    ami_meter_profile_config_t profile = s_profile (4, 0, P_START, 96);
+    int64_t t0 = zclock_mono ();
+    s_fleet_start_profile_hb (fx, meters, &profile, FLOOD_HEARTBEAT_MS);
+    tally_t *t = s_tally_new (meters, P_START);
+    uint64_t expected = (uint64_t) meters * 96;
+    /* round 2's first block (meter 1's second block): keys are cached
+       from then on, so the steady rate is measured after it */
+    uint64_t round2_seq = (uint64_t) (P_START / P_INTERVAL) + 8;
+    int64_t t_round2 = 0;
+    uint64_t total_round2 = 0;
+    uint64_t first_import = 0;
+    while (t->total < expected) {
+        assert_true (zclock_mono () - t0 < TEST_DEADLINE_MS);
+        zmsg_t *msg = s_expect_batch (fx, BATCH_WAIT_MS);
+        assert_non_null (msg);
+        if (!t_round2)
+            for (uint32_t b = 0; b < G.msg->batch.block_count; b++)
+                if (G.msg->batch.blocks [b].seq == round2_seq) {
+                    t_round2 = zclock_mono ();
+                    total_round2 = t->total + b * 4;    /* about: blocks before it */
+                    break;
+                }
+        s_tally_batch (t);
+        if (!first_import)
+            first_import = t->last_import [1];
+        s_ack (fx, G.msg->batch.batch_id, AMI_OK, AMI_CREDIT_INITIAL);
+        zmsg_destroy (&msg);
+    }
+    int64_t t_end = zclock_mono ();
+    long rss1 = s_rss_kib ("VmRSS");
+    long hwm = s_rss_kib ("VmHWM");
+    assert_int_equal (t->total, expected);
+    for (uint32_t i = 1; i <= meters; i++) {
+        assert_int_equal (t->intervals [i], 96);
+        assert_int_equal (t->last_end [i], P_START + 86400);
+    }
+    assert_int_equal (t->blocks, (uint64_t) meters * 24);
+    assert_true (t->max_blocks <= AMI_MAX_BATCH_BLOCKS);
+    s_tally_check_day (t, 1, first_import);
+    uint64_t st [ST_COUNT];
+    s_wait_done (fx, st, t);
+    assert_int_equal (st [ST_READINGS], expected);
+    assert_int_equal (st [ST_ACKED], expected);
+    /* none resent unless this test was too slow to ack in time */
+    assert_int_equal (st [ST_RESENT], t->duplicates);
+    assert_null (s_expect_batch (fx, QUIET_MS));
+    double steady_s = (double) (t_end - t_round2) / 1000.0;
+    print_message ("flood, %u meters x 96 intervals: %.2f s in all, %.0f readings/s after "
+                   "the first round (keys cached); RSS +%ld KiB (process %ld KiB, peak %ld KiB)\n",
+                   meters, (double) (t_end - t0) / 1000.0,
+                   steady_s > 0 ? (double) (expected - total_round2) / steady_s : 0.0,
+                   rss1 - rss0, rss1, hwm);
+    s_tally_destroy (&t);
+}
+
+/*  Big blocks (a day per block): the byte bound, not the block count,
+    closes batches, and every batch frame stays under AMI_BATCH_MAX_BYTES. */
+static void
+test_profile_big_blocks (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    ami_meter_profile_config_t profile = s_profile (96, 0, P_START, 96);
+    s_fleet_start_profile_hb (fx, 2000, &profile, FLOOD_HEARTBEAT_MS);
+    tally_t *t = s_tally_new (2000, P_START);
+    uint64_t batches = 0;
+    size_t smallest = AMI_MAX_FRAME, last = 0;
+    int64_t deadline = zclock_mono () + TEST_DEADLINE_MS;
+    while (t->total < 2000 * 96) {
+        assert_true (zclock_mono () < deadline);
+        zmsg_t *msg = s_expect_batch (fx, BATCH_WAIT_MS);     /* checks the size bound */
+        assert_non_null (msg);
+        if (s_tally_batch (t)) {
+            if (batches && last < smallest)
+                smallest = last;
+            last = zframe_size (zmsg_last (msg));
+            batches++;
+        }
+        s_ack (fx, G.msg->batch.batch_id, AMI_OK, AMI_CREDIT_INITIAL);
+        zmsg_destroy (&msg);
+    }
+    assert_int_equal (t->blocks, 2000);
+    assert_int_equal (t->max_records, 96);
+    /* ~1.5 KiB blocks: a batch holds ~600, so 2000 take 4 batches */
+    assert_true (t->max_blocks < AMI_MAX_BATCH_BLOCKS);
+    assert_true (batches >= 3);
+    /* and every batch but the last is full to within 1 % (the builder
+       counts a few bytes per block more than msgpack needs) */
+    print_message ("day blocks: %" PRIu64 " batches, smallest full one %zu bytes\n",
+                   batches, smallest);
+    assert_true (smallest >= AMI_BATCH_MAX_BYTES - AMI_BATCH_MAX_BYTES / 100);
+    uint64_t st [ST_COUNT];
+    s_wait_done (fx, st, t);
+    assert_int_equal (st [ST_ACKED], 2000 * 96);
+    s_tally_destroy (&t);
+}
+
+/*  Credit: never more batches in flight than the last credit granted;
+    credit 0 with nothing in flight -> one probe after ~AMI_BATCH_RETRY_MS,
+    and only one while it is unanswered. */
+static void
+test_profile_credit (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    ami_meter_profile_config_t profile = s_profile (4, 0, P_START, 0);
+    s_fleet_start_profile (fx, 50, &profile);
+    uint64_t id [6];
+    /* the initial credit: 4 batches, then nothing */
+    for (int i = 0; i < 4; i++) {
+        zmsg_t *msg = s_expect_batch (fx, WAIT_MS);
+        assert_non_null (msg);
+        id [i] = G.msg->batch.batch_id;
+        zmsg_destroy (&msg);
+    }
+    assert_null (s_expect_batch (fx, QUIET_MS));
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_SENT], 4);
+    assert_int_equal (st [ST_INFLIGHT], 4);
+    assert_int_equal (st [ST_DONE], 0);
+
+    /* two acks granting 2: still 2 in flight, so nothing new */
+    s_ack (fx, id [0], AMI_OK, 2);
+    s_ack (fx, id [1], AMI_OK, 2);
+    assert_null (s_expect_batch (fx, QUIET_MS));
+    /* one more: 1 in flight under a credit of 2 -> exactly one new batch */
+    s_ack (fx, id [2], AMI_OK, 2);
+    zmsg_t *msg = s_expect_batch (fx, WAIT_MS);
+    assert_non_null (msg);
+    id [4] = G.msg->batch.batch_id;
+    zmsg_destroy (&msg);
+    assert_null (s_expect_batch (fx, QUIET_MS));
+
+    /* credit 0 and nothing in flight: one probe after about a second */
+    s_ack (fx, id [3], AMI_OK, 0);
+    s_ack (fx, id [4], AMI_OK, 0);
+    int64_t t0 = zclock_mono ();
+    msg = s_expect_batch (fx, AMI_BATCH_RETRY_MS + WAIT_MS);
+    assert_non_null (msg);
+    int64_t waited = zclock_mono () - t0;
+    print_message ("credit 0: probe after %" PRId64 " ms\n", waited);
+    assert_true (waited >= AMI_BATCH_RETRY_MS - 100);
+    id [5] = G.msg->batch.batch_id;
+    assert_true (id [5] != id [4]);
+    zmsg_destroy (&msg);
+    /* the probe is in flight and credit is 0: no second probe */
+    assert_null (s_expect_batch (fx, AMI_BATCH_RETRY_MS + QUIET_MS));
+    s_status (fx, st);
+    assert_int_equal (st [ST_INFLIGHT], 1);
+    assert_int_equal (st [ST_SENT], 6);
+    /* an ack for a batch it does not hold is ignored, credit included */
+    s_ack (fx, id [0], AMI_OK, 4);
+    assert_null (s_expect_batch (fx, QUIET_MS));
+    /* the probe's ack with credit again: production resumes */
+    s_ack (fx, id [5], AMI_OK, 4);
+    msg = s_expect_batch (fx, WAIT_MS);
+    assert_non_null (msg);
+    zmsg_destroy (&msg);
+}
+
+/*  Receive the only batch of a 10-meter, one-block run. Returns its
+    frame (copied) and id. */
+static zframe_t *
+s_single_batch (fx_t *fx, int ack_timeout_ms, uint64_t *id)
+{
+    ami_meter_profile_config_t profile = s_profile (4, 0, P_START, 4);
+    profile.ack_timeout_ms = ack_timeout_ms;
+    s_fleet_start_profile (fx, 10, &profile);
+    zmsg_t *msg = s_expect_batch (fx, WAIT_MS);
+    assert_non_null (msg);
+    assert_int_equal (G.msg->batch.block_count, 10);
+    *id = G.msg->batch.batch_id;
+    zframe_t *frame = zframe_dup (zmsg_last (msg));
+    zmsg_destroy (&msg);
+    return frame;
+}
+
+/*  The next BATCH is the same batch again: same id, same bytes. */
+static void
+s_expect_same (fx_t *fx, const zframe_t *frame, uint64_t id, int timeout_ms)
+{
+    zmsg_t *msg = s_expect_batch (fx, timeout_ms);
+    assert_non_null (msg);
+    assert_int_equal (G.msg->batch.batch_id, id);
+    assert_true (zframe_eq (zmsg_last (msg), (zframe_t *) frame));
+    zmsg_destroy (&msg);
+}
+
+/*  A batch whose ack does not come is resent after the ack timeout with
+    the same id and bytes; while the aggregator stays silent no further
+    copy is queued (a dead link would pile them up), once it is heard
+    the resends go on; once acked, the fleet is done. */
+static void
+test_profile_ack_timeout (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    uint64_t id;
+    int64_t t0 = zclock_mono ();
+    zframe_t *frame = s_single_batch (fx, 400, &id);
+    s_expect_same (fx, frame, id, WAIT_MS);
+    assert_true (zclock_mono () - t0 >= 400);
+    /* silence: no third copy over two more timeouts */
+    assert_null (s_expect_batch (fx, 2 * 400 + QUIET_MS));
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_SENT], 1);
+    assert_int_equal (st [ST_RESENT], 1);
+    /* the aggregator speaks (here: an ack for nothing the fleet holds) */
+    s_ack (fx, id + 1000, AMI_OK, AMI_CREDIT_INITIAL);
+    s_expect_same (fx, frame, id, WAIT_MS);
+    s_status (fx, st);
+    assert_int_equal (st [ST_RESENT], 2);
+    assert_int_equal (st [ST_DONE], 0);     /* made everything, not acked */
+    assert_int_equal (st [ST_INFLIGHT], 1);
+    s_ack (fx, id, AMI_OK, AMI_CREDIT_INITIAL);
+    s_wait_done (fx, st, NULL);
+    assert_int_equal (st [ST_ACKED], 40);
+    assert_int_equal (st [ST_INFLIGHT], 0);
+    /* a duplicate ack changes nothing, and nothing is resent any more */
+    s_ack (fx, id, AMI_OK, AMI_CREDIT_INITIAL);
+    assert_null (s_expect_batch (fx, 400 + QUIET_MS));
+    s_status (fx, st);
+    assert_int_equal (st [ST_ACKED], 40);
+    zframe_destroy (&frame);
+}
+
+/*  BUSY (custody not taken, credit 0): the same batch comes again after
+    about AMI_BATCH_RETRY_MS; status 0 then ends it. */
+static void
+test_profile_busy (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    uint64_t id;
+    zframe_t *frame = s_single_batch (fx, 0, &id);
+    s_ack (fx, id, AMI_E_BUSY, 0);
+    int64_t t0 = zclock_mono ();
+    s_expect_same (fx, frame, id, AMI_BATCH_RETRY_MS + WAIT_MS);
+    int64_t waited = zclock_mono () - t0;
+    assert_true (waited >= AMI_BATCH_RETRY_MS - 100);
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_ACKED], 0);
+    assert_int_equal (st [ST_RESENT], 1);
+    assert_int_equal (st [ST_DONE], 0);
+    s_ack (fx, id, AMI_OK, AMI_CREDIT_INITIAL);
+    s_wait_done (fx, st, NULL);
+    assert_int_equal (st [ST_ACKED], 40);
+    assert_int_equal (st [ST_READINGS], 40);
+    zframe_destroy (&frame);
+}
+
+/*  A HELLO from the aggregator (it restarted): the fleet re-introduces
+    itself and resends every unacknowledged batch at once, unchanged. */
+static void
+test_profile_hello_resend (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    ami_meter_profile_config_t profile = s_profile (4, 0, P_START, 0);
+    s_fleet_start_profile (fx, 50, &profile);
+    zframe_t *frames [4];
+    uint64_t ids [4];
+    for (int i = 0; i < 4; i++) {
+        zmsg_t *msg = s_expect_batch (fx, WAIT_MS);
+        assert_non_null (msg);
+        ids [i] = G.msg->batch.batch_id;
+        frames [i] = zframe_dup (zmsg_last (msg));
+        zmsg_destroy (&msg);
+    }
+    int64_t t0 = zclock_mono ();
+    s_agg_hello (fx);
+    s_expect_hello_round (fx, 1, 50);
+    for (int i = 0; i < 4; i++)
+        s_expect_same (fx, frames [i], ids [i], WAIT_MS);
+    /* long before any ack timeout */
+    assert_true (zclock_mono () - t0 < AMI_BATCH_ACK_TIMEOUT_MS / 2);
+    /* still 4 in flight under a credit of 4: nothing else */
+    assert_null (s_expect_batch (fx, QUIET_MS));
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_SENT], 4);
+    assert_int_equal (st [ST_RESENT], 4);
+    assert_int_equal (st [ST_INFLIGHT], 4);
+    for (int i = 0; i < 4; i++)
+        zframe_destroy (&frames [i]);
+}
+
+/*  PROFILE-STOP: no new blocks after it, what was made is delivered, and
+    profile_done becomes 1 once all of it is acknowledged. */
+static void
+test_profile_stop (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    ami_meter_profile_config_t profile = s_profile (4, 0, P_START, 0);
+    s_fleet_start_profile (fx, 50, &profile);
+    tally_t *t = s_tally_new (50, P_START);
+    for (int i = 0; i < 6; i++) {
+        zmsg_t *msg = s_expect_batch (fx, WAIT_MS);
+        assert_non_null (msg);
+        s_tally_batch (t);
+        s_ack (fx, G.msg->batch.batch_id, AMI_OK, AMI_CREDIT_INITIAL);
+        zmsg_destroy (&msg);
+    }
+    assert_int_equal (zstr_send (fx->fleet, "PROFILE-STOP"), 0);
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);          /* answered after the stop was handled */
+    uint64_t blocks = st [ST_BLOCKS], readings = st [ST_READINGS];
+    assert_true (blocks >= 6 * 1024 / 2);
+    /* deliver the rest: everything made arrives, and nothing more */
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (true) {
+        s_status (fx, st);
+        if (st [ST_DONE])
+            break;
+        assert_true (zclock_mono () < deadline);
+        zmsg_t *msg = s_expect_batch (fx, POLL_MS);
+        if (msg) {
+            s_tally_batch (t);
+            s_ack (fx, G.msg->batch.batch_id, AMI_OK, AMI_CREDIT_INITIAL);
+            zmsg_destroy (&msg);
+        }
+    }
+    assert_int_equal (st [ST_BLOCKS], blocks);
+    assert_int_equal (st [ST_READINGS], readings);
+    assert_int_equal (st [ST_ACKED], readings);
+    assert_int_equal (t->total, readings);
+    assert_int_equal (st [ST_INFLIGHT], 0);
+    assert_null (s_expect_batch (fx, QUIET_MS));
+    /* a second PROFILE-STOP is harmless */
+    assert_int_equal (zstr_send (fx->fleet, "PROFILE-STOP"), 0);
+    s_status (fx, st);
+    assert_int_equal (st [ST_DONE], 1);
+    s_tally_destroy (&t);
+}
+
+/*  Paced (time-scale 7200: a 4 x 15 min round every 0.5 s, starting at
+    the fleet's clock rounded down to the interval): rounds come at the
+    simulated pace, not as fast as credit allows, and never ahead of the
+    simulated clock. */
+static void
+test_profile_paced (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    ami_meter_profile_config_t profile = s_profile (4, 7200, 0, 0);
+    uint64_t started_s = s_now () / 1000;
+    int64_t t0 = zclock_mono ();
+    s_fleet_start_profile (fx, 10, &profile);
+    tally_t *t = s_tally_new (10, 0);
+    zmsg_t *msg = s_expect_batch (fx, WAIT_MS);
+    assert_non_null (msg);
+    s_tally_batch (t);
+    s_ack (fx, G.msg->batch.batch_id, AMI_OK, AMI_CREDIT_INITIAL);
+    zmsg_destroy (&msg);
+    /* it started at the fleet's clock rounded down to 15 minutes */
+    assert_true (t->start <= (int64_t) started_s + 1 && t->start + P_INTERVAL > (int64_t) started_s - 5);
+    assert_int_equal (t->start % P_INTERVAL, 0);
+    /* for 1.2 s more: 2 or 3 rounds at 0.5 s, never dozens */
+    int64_t until = zclock_mono () + 1200;
+    uint64_t rounds = 0;
+    while (zclock_mono () < until) {
+        msg = s_expect_batch (fx, (int) (until - zclock_mono ()));
+        if (!msg)
+            break;
+        /* never ahead of the simulated clock */
+        uint64_t sim_now = started_s + (uint64_t) ((zclock_mono () - t0) * 7200 / 1000) + 7200;
+        for (uint32_t b = 0; b < G.msg->batch.block_count; b++)
+            assert_true (G.msg->batch.blocks [b].seq * P_INTERVAL <= sim_now);
+        s_tally_batch (t);
+        s_ack (fx, G.msg->batch.batch_id, AMI_OK, AMI_CREDIT_INITIAL);
+        rounds++;
+        zmsg_destroy (&msg);
+    }
+    print_message ("paced: %" PRIu64 " rounds in 1.2 s at 0.5 s a round\n", rounds);
+    assert_true (rounds >= 1 && rounds <= 3);
+    assert_int_equal (t->total, (rounds + 1) * 10 * 4);
+    s_tally_destroy (&t);
+}
+
+/*  The model's fast path (time-of-day table) integrates exactly what
+    ami_meter_model_power_w gives: the same registers to the bit as the
+    step-by-step formula, for meters with and without solar, over days. */
+static void
+test_profile_model_exact (void **state)
+{
+    (void) state;
+    for (uint32_t index = 1; index <= 64; index++) {
+        ami_meter_model_t fast, ref;
+        ami_meter_model_init (&fast, index, 0x5eed0000ULL + index, P_START + index * 60);
+        ref = fast;
+        int64_t until = P_START + 3 * 86400 + 7;
+        ami_meter_model_advance (&fast, until);
+        while (ref.clock_s + AMI_METER_STEP_S <= until) {
+            int64_t mid = ref.clock_s + AMI_METER_STEP_S / 2;
+            double p = ami_meter_model_power_w (&ref, mid);
+            uint64_t mwh = (uint64_t) (fabs (p) * AMI_METER_STEP_S / 3.6 + 0.5);
+            int64_t of_day = mid % 86400;
+            int tariff = of_day >= 7 * 3600 && of_day < 23 * 3600 ? 0 : 1;
+            uint64_t total = (p >= 0 ? ref.residue_mwh_i : ref.residue_mwh_e) + mwh;
+            if (p >= 0) {
+                ref.import_wh [tariff] += total / 1000;
+                ref.residue_mwh_i = (uint32_t) (total % 1000);
+            }
+            else {
+                ref.export_wh [tariff] += total / 1000;
+                ref.residue_mwh_e = (uint32_t) (total % 1000);
+            }
+            ref.clock_s += AMI_METER_STEP_S;
+        }
+        assert_memory_equal (&fast, &ref, sizeof fast);
+    }
+}
+
+/*  Configurations that cannot work are refused at start. */
+static void
+test_profile_config (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    ami_meter_profile_config_t bad [4];
+    bad [0] = s_profile (4, 0, P_START, 0);
+    bad [0].interval_s = 7 * 60;            /* does not divide a day */
+    bad [1] = s_profile (AMI_MAX_PROFILE_RECORDS + 1, 0, P_START, 0);
+    bad [2] = s_profile (4, 0, P_START + 60, 0);    /* not on an interval boundary */
+    bad [3] = s_profile (4, AMI_METER_MAX_TIME_SCALE + 1, P_START, 0);
+    for (int i = 0; i < 4; i++) {
+        ami_meter_config_t config = s_config (fx, 1, 10);
+        config.profile = bad [i];
+        zactor_t *fleet = ami_meter_new (&config);
+        assert_null (fleet);
+    }
+}
+
 int
 main (void)
 {
@@ -713,6 +1506,17 @@ main (void)
         cmocka_unit_test_setup_teardown (test_counter_persists, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_malformed, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_rss_100k, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_profile_limit, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_profile_flood_day, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_profile_big_blocks, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_profile_credit, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_profile_ack_timeout, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_profile_busy, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_profile_hello_resend, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_profile_stop, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_profile_paced, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_profile_config, s_setup, s_teardown),
+        cmocka_unit_test (test_profile_model_exact),
     };
     return cmocka_run_group_tests_name ("meter fleet", tests, s_group_setup, s_group_teardown);
 }
