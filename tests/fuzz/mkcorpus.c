@@ -190,6 +190,7 @@ s_fill (ami_msg_t *m, int type, int variant)
         case AMI_MSG_PROFILE:
             strcpy (m->profile.meter_id, "MTR-000042");
             m->profile.seq = max ? UINT64_MAX : 155;
+            m->profile.made_ms = max ? UINT64_MAX : T0_MS + 3600000;
             m->profile.record_count = variant == 2 ? 1 : AMI_MAX_PROFILE_RECORDS;
             for (unsigned i = 0; i < m->profile.record_count; i++) {
                 ami_interval_t *iv = &m->profile.records [i];
@@ -259,6 +260,11 @@ s_fill (ami_msg_t *m, int type, int variant)
                 r->state = (uint8_t) (i % (AMI_STATE_MAX + 1));
                 r->uptime_ms = 3600000 + i;
                 r->age_ms = 250 + i;
+                r->stat_count = i % 3;
+                for (unsigned k = 0; k < r->stat_count; k++) {
+                    snprintf (r->stats [k].name, AMI_MAX_ID + 1, "stat_%u", k);
+                    r->stats [k].value = 1000u * i + k;
+                }
             }
             break;
         case AMI_MSG_API_INTERVALS:

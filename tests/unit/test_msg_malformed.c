@@ -123,6 +123,7 @@ s_build (ami_msg_t *m, int type, int n)
         case AMI_MSG_PROFILE:
             strcpy (m->profile.meter_id, "MTR-000042");
             m->profile.seq = 9;
+            m->profile.made_ms = T0_MS;
             m->profile.record_count = (uint32_t) n;
             for (int i = 0; i < n; i++) {
                 m->profile.records [i].end_s = (uint32_t) (T0_MS / 1000) + 900u * (unsigned) (i + 1);
@@ -919,14 +920,15 @@ static const row_t s_rows [] = {
     ROW (AMI_MSG_READING, "register quality 256", AMI_E_RANGE, SET (U8_OVER, 6, 1, 4)),
     ROW (AMI_MSG_READING, "register of 4", AMI_E_ARITY, SET ("\x94\xc4\x06\x01\x00\x01\x08\x00\xff\x01\x00\x1e", 6, 0)),
 
-    /* PROFILE [1, 20, meter_id, seq, [[end_s, import, export, status]...]] */
+    /* PROFILE [1, 20, meter_id, seq, made_ms, [[end_s, import, export, status]...]] */
     ROW (AMI_MSG_PROFILE, "seq 0", AMI_E_RANGE, SET ("\x00", 3)),
-    ROW (AMI_MSG_PROFILE, "no records", AMI_E_LIMIT, SET ("\x90", 4)),
-    ROW (AMI_MSG_PROFILE, "97 records", AMI_E_LIMIT, GEN (G_NILS, AMI_MAX_PROFILE_RECORDS + 1, 4)),
-    ROW (AMI_MSG_PROFILE, "end_s u32 max", AMI_OK, SET (U32_MAX, 4, 0, 0)),
-    ROW (AMI_MSG_PROFILE, "end_s 2^32", AMI_E_RANGE, SET (U32_OVER, 4, 0, 0)),
-    ROW (AMI_MSG_PROFILE, "import -1", AMI_E_TYPE, SET (NEG1, 4, 1, 1)),
-    ROW (AMI_MSG_PROFILE, "status 65536", AMI_E_RANGE, SET (U16_OVER, 4, 1, 3)),
+    ROW (AMI_MSG_PROFILE, "made_ms -1", AMI_E_TYPE, SET (NEG1, 4)),
+    ROW (AMI_MSG_PROFILE, "no records", AMI_E_LIMIT, SET ("\x90", 5)),
+    ROW (AMI_MSG_PROFILE, "97 records", AMI_E_LIMIT, GEN (G_NILS, AMI_MAX_PROFILE_RECORDS + 1, 5)),
+    ROW (AMI_MSG_PROFILE, "end_s u32 max", AMI_OK, SET (U32_MAX, 5, 0, 0)),
+    ROW (AMI_MSG_PROFILE, "end_s 2^32", AMI_E_RANGE, SET (U32_OVER, 5, 0, 0)),
+    ROW (AMI_MSG_PROFILE, "import -1", AMI_E_TYPE, SET (NEG1, 5, 1, 1)),
+    ROW (AMI_MSG_PROFILE, "status 65536", AMI_E_RANGE, SET (U16_OVER, 5, 1, 3)),
 
     /* BATCH [1, 21, batch_id, origin, [[meter_id, seq, box]...]] */
     ROW (AMI_MSG_BATCH, "origin empty", AMI_E_LIMIT, SET ("\xa0", 3)),
@@ -978,11 +980,13 @@ static const row_t s_rows [] = {
     ROW (AMI_MSG_API_METERS, "state 5", AMI_E_RANGE, SET ("\x05", 4, 0, 3)),
     ROW (AMI_MSG_API_METERS, "last read 0 (never)", AMI_OK, SET ("\x00", 4, 0, 2)),
 
-    /* API_STATUS [1, 43, corr, [[role, node, state, uptime, age]...]] */
+    /* API_STATUS [1, 43, corr, [[role, node, state, uptime, age, [[name, value]...]]...]] */
     ROW (AMI_MSG_API_STATUS, "65 services", AMI_E_LIMIT, GEN (G_NILS, AMI_MAX_API_SERVICES + 1, 3)),
     ROW (AMI_MSG_API_STATUS, "role 17", AMI_E_LIMIT, SET ("\xb1" ROLE17, 3, 0, 0)),
     ROW (AMI_MSG_API_STATUS, "state 5", AMI_E_RANGE, SET ("\x05", 3, 1, 2)),
-    ROW (AMI_MSG_API_STATUS, "row of 6", AMI_E_ARITY, SET ("\x96\xa1r\xa1n\x01\x01\x01\x01", 3, 0)),
+    ROW (AMI_MSG_API_STATUS, "row of 7", AMI_E_ARITY, SET ("\x97\xa1r\xa1n\x01\x01\x01\x90\x01", 3, 0)),
+    ROW (AMI_MSG_API_STATUS, "row of 5", AMI_E_ARITY, SET ("\x95\xa1r\xa1n\x01\x01\x01", 3, 0)),
+    ROW (AMI_MSG_API_STATUS, "stat value -1", AMI_E_TYPE, SET ("\x96\xa1r\xa1n\x01\x01\x01\x91\x92\xa1s\xff", 3, 0)),
 
     /* API_INTERVALS [1, 44, corr, meter_id, more, [interval...]] */
     ROW (AMI_MSG_API_INTERVALS, "meter empty", AMI_E_LIMIT, SET ("\xa0", 3)),
