@@ -4,6 +4,8 @@
 #   make test       ... and run every test; ends with "N passed, M failed"
 #   make demo       ... and run the default topology under supervisord
 #   make fuzz       run the coverage-guided decoder fuzzers (FUZZ_SECONDS=60)
+#   make bench      the standard load scenarios, into docs/BENCHMARKS.md
+#                   (BENCH_SECONDS=60 each; not part of make test)
 #   make SANITIZE=1 test   the same suite built with ASan + UBSan
 #   make install PREFIX=/usr/local DESTDIR=
 #
@@ -17,6 +19,7 @@ PREFIX      ?= /usr/local
 DESTDIR     ?=
 SANITIZE    ?= 0
 FUZZ_SECONDS ?= 60
+BENCH_SECONDS ?= 60
 CC          ?= cc
 FUZZ_CC     ?= clang
 
@@ -144,6 +147,15 @@ security-report:
 memcheck: $(OUT)/tests/test_chain
 	AMI_TEST_HEARTBEAT_MS=1000 valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect \
 	    --error-exitcode=9 $(OUT)/tests/test_chain
+
+# The standard load scenarios of issue 5 (ami-load baseline, ingest with
+# 10 000 and 100 000 meters, on-demand reads at concurrency 1 and 64), each
+# measured for BENCH_SECONDS, each in its own private deployment; writes
+# docs/BENCHMARKS.md (machine, figures, ratios to the same run's baseline,
+# targets met or missed). BENCH_SECONDS=5 is a quick smoke check. Not part
+# of `make test`: the figures are measurements, not pass/fail.
+bench: all
+	@sh tools/ami-load/bench.sh --bin $(BINDIR) --seconds $(BENCH_SECONDS) --out docs/BENCHMARKS.md
 
 demo: all
 	@sh deploy/demo.sh start

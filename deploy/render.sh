@@ -4,13 +4,23 @@
 #   sh deploy/render.sh VAR_DIR [PORT_BASE]
 #
 # Writes, with absolute paths:
-#   VAR_DIR/etc/<node>.cfg       one per service (mdms, broker, headend-1/2,
-#                                agg-1/2, fleet-1/2) from deploy/etc/<role>.cfg.in
+#   VAR_DIR/etc/<node>.cfg       one per service (mdms, broker, headend-1..H,
+#                                agg-1..A, fleet-1..F) from deploy/etc/<role>.cfg.in
 #   VAR_DIR/etc/amictl.cfg       amictl's configuration for this deployment
+#                                (amictl/expect lists every node)
 #   VAR_DIR/etc/ports            the ports chosen (NAME=PORT lines, for people)
-#   VAR_DIR/supervisord.conf     from deploy/supervisord.conf.in
+#   VAR_DIR/supervisord.conf     deploy/supervisord.conf.in, then one
+#                                deploy/supervisord-program.conf.in per service
 # and creates VAR_DIR/log, VAR_DIR/db, VAR_DIR/state. Keys are expected in
 # VAR_DIR/keys (ami-keygen init VAR_DIR/keys); rendering does not need them.
+#
+# Topology: the one VAR_DIR/keys/topology.cfg describes (what `ami-keygen
+# init` was asked for: head ends H, aggregators A, fleets F, meters per
+# fleet M); without keys yet, AMI_HEADENDS, AMI_AGGREGATORS, AMI_FLEETS,
+# AMI_METERS_PER_FLEET [2, 2, 2, 100], which must then match what keygen
+# will be given. Fleet i carries meters (i-1)*M+1 .. i*M and reports to
+# aggregator ((i-1) mod A)+1, as ami-keygen provisions them; every
+# aggregator reports to every head end.
 #
 # Ports follow one layout around PORT_BASE (default 7000, the demo's ports):
 #   broker BASE; MDMS api BASE+100, ingest BASE+101, events BASE+102;
@@ -24,6 +34,24 @@
 #              AMI_RATE_OPERATOR, AMI_RATE_OPERATOR_BURST, AMI_RATE_METER,
 #              AMI_RATE_METER_BURST  the MDMS's on-demand read limits
 #                            [10/s, 20, 2/s, 4]; 0 = unlimited (benchmarks)
+#              Interval data (the meters' load profile, meter/profile/* and
+#              mdms/interval; docs/SERVICES.md):
+#              AMI_PROFILE_ENABLED     fleets push interval data [true]
+#              AMI_PROFILE_INTERVAL    interval length, divides a day [15m];
+#                                      the MDMS gets the same value
+#              AMI_PROFILE_BLOCK       intervals per pushed block, 1..96 [4]
+#              AMI_PROFILE_TIME_SCALE  simulated seconds per wall second [60:
+#                                      the demo fills a day of history in 24
+#                                      minutes]; 1 = real time; 0 = FLOOD, as
+#                                      fast as the chain's credit allows
+#                                      (ami-load ingest)
+#              AMI_PROFILE_START       Unix seconds of the first interval's
+#                                      start [0 = now, rounded down]
+#              AMI_PROFILE_LIMIT       intervals per meter, then the fleet
+#                                      stops producing [0 = no limit]
+#              AMI_MDMS_MAP_SIZE       the MDMS's LMDB map size, the most its
+#                                      database may grow to [1G] (sparse: a
+#                                      large map costs no disk until used)
 # Re-rendering is idempotent: files are replaced atomically (rename).
 set -eu
 
@@ -69,6 +97,65 @@ for p in "$var" "$bin"; do
 done
 case $log_level in error|warn|info|debug) ;; *) echo "render: bad AMI_LOG_LEVEL" >&2; exit 2 ;; esac
 case $heartbeat in ''|*[!0-9a-z]*) echo "render: bad AMI_HEARTBEAT" >&2; exit 2 ;; esac
+
+profile_enabled=${AMI_PROFILE_ENABLED:-true}
+profile_interval=${AMI_PROFILE_INTERVAL:-15m}
+profile_block=${AMI_PROFILE_BLOCK:-4}
+profile_time_scale=${AMI_PROFILE_TIME_SCALE:-60}
+profile_start=${AMI_PROFILE_START:-0}
+profile_limit=${AMI_PROFILE_LIMIT:-0}
+map_size=${AMI_MDMS_MAP_SIZE:-1G}
+case $map_size in ''|[!0-9]*|*[!0-9KMGT]*) echo "render: bad AMI_MDMS_MAP_SIZE (e.g. 1G, 512M)" >&2; exit 2 ;; esac
+case $profile_enabled in true|false) ;; *) echo "render: AMI_PROFILE_ENABLED must be true or false" >&2; exit 2 ;; esac
+case $profile_interval in ''|*[!0-9a-z]*) echo "render: bad AMI_PROFILE_INTERVAL (e.g. 15m, 900s)" >&2; exit 2 ;; esac
+# number NAME VALUE MAX: a decimal 0..MAX, or exit 2
+number() {
+    case $2 in ''|*[!0-9]*) echo "render: $1 must be a number, not '$2'" >&2; exit 2 ;; esac
+    if [ ${#2} -gt 10 ] || [ "$2" -gt "$3" ]; then
+        echo "render: $1 must be at most $3" >&2; exit 2
+    fi
+}
+number AMI_PROFILE_BLOCK "$profile_block" 96
+[ "$profile_block" -ge 1 ] || { echo "render: AMI_PROFILE_BLOCK must be 1..96" >&2; exit 2; }
+number AMI_PROFILE_TIME_SCALE "$profile_time_scale" 1000000
+number AMI_PROFILE_START "$profile_start" 4294967295
+number AMI_PROFILE_LIMIT "$profile_limit" 4294967295
+
+# The topology: from the keys when they exist, else from the environment.
+topo=$var/keys/topology.cfg
+topo_value() {  # KEY: its value in topology.cfg's "topology" section
+    sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*\([0-9][0-9]*\)[[:space:]]*\(#.*\)*\$/\1/p" "$topo" | head -n 1
+}
+if [ -f "$topo" ]; then
+    headends=$(topo_value headends)
+    aggregators=$(topo_value aggregators)
+    fleets=$(topo_value fleets)
+    per_fleet=$(topo_value meters-per-fleet)
+    for kv in "AMI_HEADENDS:${AMI_HEADENDS:-}:$headends" "AMI_AGGREGATORS:${AMI_AGGREGATORS:-}:$aggregators" \
+              "AMI_FLEETS:${AMI_FLEETS:-}:$fleets" "AMI_METERS_PER_FLEET:${AMI_METERS_PER_FLEET:-}:$per_fleet"; do
+        name=${kv%%:*}; rest=${kv#*:}; given=${rest%%:*}; have=${rest#*:}
+        if [ -n "$given" ] && [ "$given" != "$have" ]; then
+            echo "render: $name=$given, but $topo says $have" >&2; exit 2
+        fi
+    done
+else
+    headends=${AMI_HEADENDS:-2}
+    aggregators=${AMI_AGGREGATORS:-2}
+    fleets=${AMI_FLEETS:-2}
+    per_fleet=${AMI_METERS_PER_FLEET:-100}
+fi
+# ami-keygen's bounds (tools/ami-keygen/keygen.h)
+number "head ends" "$headends" 16
+number aggregators "$aggregators" 256
+number fleets "$fleets" 1024
+number "meters per fleet" "$per_fleet" 1000000
+if [ "$headends" -lt 1 ] || [ "$aggregators" -lt 1 ] || [ "$fleets" -lt "$aggregators" ] || [ "$per_fleet" -lt 1 ]; then
+    echo "render: topology: need head ends >= 1, aggregators >= 1, fleets >= aggregators, meters >= 1" >&2
+    exit 2
+fi
+if [ $((base + 300 + aggregators)) -gt 65535 ]; then
+    echo "render: PORT_BASE $base leaves no room for $aggregators aggregators" >&2; exit 2
+fi
 # A Unix socket path holds at most 107 bytes.
 if [ ${#var} -gt 80 ]; then
     echo "render: '$var' is too long for supervisord's socket path (max 80 characters)" >&2
@@ -83,10 +170,6 @@ port_broker=$base
 port_api=$((base + 100))
 port_ingest=$((base + 101))
 port_events=$((base + 102))
-port_headend_1=$((base + 201))
-port_headend_2=$((base + 202))
-port_agg_1=$((base + 301))
-port_agg_2=$((base + 302))
 
 common=$etc/.common.sed
 cat >"$common" <<EOF
@@ -100,14 +183,17 @@ s|@RATE_OPERATOR@|$rate_operator|g
 s|@RATE_OPERATOR_BURST@|$rate_operator_burst|g
 s|@RATE_METER@|$rate_meter|g
 s|@RATE_METER_BURST@|$rate_meter_burst|g
+s|@PROFILE_ENABLED@|$profile_enabled|g
+s|@PROFILE_INTERVAL@|$profile_interval|g
+s|@PROFILE_BLOCK@|$profile_block|g
+s|@PROFILE_TIME_SCALE@|$profile_time_scale|g
+s|@PROFILE_START@|$profile_start|g
+s|@PROFILE_LIMIT@|$profile_limit|g
+s|@MDMS_MAP_SIZE@|$map_size|g
 s|@PORT_BROKER@|$port_broker|g
 s|@PORT_API@|$port_api|g
 s|@PORT_INGEST@|$port_ingest|g
 s|@PORT_EVENTS@|$port_events|g
-s|@PORT_HEADEND_1@|$port_headend_1|g
-s|@PORT_HEADEND_2@|$port_headend_2|g
-s|@PORT_AGG_1@|$port_agg_1|g
-s|@PORT_AGG_2@|$port_agg_2|g
 EOF
 
 # render TEMPLATE OUTPUT [NAME=VALUE...]: substitute, refuse leftovers, rename.
@@ -128,28 +214,68 @@ render() {
 }
 
 t=$here/etc
-render "$t/mdms.cfg.in"       "$etc/mdms.cfg"      NODE=mdms
-render "$t/broker.cfg.in"     "$etc/broker.cfg"    NODE=broker
-render "$t/headend.cfg.in"    "$etc/headend-1.cfg" NODE=headend-1 PORT_SELF=$port_headend_1
-render "$t/headend.cfg.in"    "$etc/headend-2.cfg" NODE=headend-2 PORT_SELF=$port_headend_2
-render "$t/aggregator.cfg.in" "$etc/agg-1.cfg"     NODE=agg-1 PORT_SELF=$port_agg_1
-render "$t/aggregator.cfg.in" "$etc/agg-2.cfg"     NODE=agg-2 PORT_SELF=$port_agg_2
-# fleet i -> aggregator ((i-1) mod 2)+1, meters (i-1)*100+1 .. i*100, as
-# ami-keygen's default topology provisions them.
-render "$t/meter.cfg.in"      "$etc/fleet-1.cfg"   NODE=fleet-1 AGG=agg-1 PORT_AGG=$port_agg_1 FIRST=1 COUNT=100
-render "$t/meter.cfg.in"      "$etc/fleet-2.cfg"   NODE=fleet-2 AGG=agg-2 PORT_AGG=$port_agg_2 FIRST=101 COUNT=100
-render "$t/amictl.cfg.in"     "$etc/amictl.cfg"
-render "$here/supervisord.conf.in" "$var/supervisord.conf"
-rm -f "$common"
-
-cat >"$etc/ports.tmp" <<EOF
-BROKER=$port_broker
+sup=$var/supervisord.conf
+# program NAME BINARY NODE PRIORITY: append a [program:NAME] section to $sup.tmp
+program() {
+    render "$here/supervisord-program.conf.in" "$sup.part" PROGRAM="$1" BINARY="$2" NODE="$3" PRIORITY="$4"
+    # the template's own header comment (up to its first blank line) is not repeated
+    awk 'body || /^$/ { body = 1; print }' "$sup.part" >>"$sup.tmp"
+    rm -f "$sup.part"
+}
+render "$here/supervisord.conf.in" "$sup.tmp"
+expect="mdms broker"
+ports="BROKER=$port_broker
 MDMS_API=$port_api
 MDMS_INGEST=$port_ingest
-MDMS_EVENTS=$port_events
-HEADEND_1=$port_headend_1
-HEADEND_2=$port_headend_2
-AGG_1=$port_agg_1
-AGG_2=$port_agg_2
-EOF
+MDMS_EVENTS=$port_events"
+
+render "$t/mdms.cfg.in"       "$etc/mdms.cfg"      NODE=mdms
+render "$t/broker.cfg.in"     "$etc/broker.cfg"    NODE=broker
+program ami-broker ami-broker broker 100
+program ami-mdms ami-mdms mdms 200
+
+# Each aggregator reports to every head end: its headends section lists them.
+headend_list=$etc/.headends
+: >"$headend_list"
+h=1
+while [ $h -le "$headends" ]; do
+    port=$((base + 200 + h))
+    render "$t/headend.cfg.in" "$etc/headend-$h.cfg" NODE=headend-$h PORT_SELF=$port
+    program ami-headend-$h ami-headend headend-$h 300
+    printf '        headend-%s\n            endpoint = tcp://127.0.0.1:%s\n            cert = "%s/nodes/headend-%s.cert"\n' \
+        "$h" "$port" "$keys" "$h" >>"$headend_list"
+    expect="$expect headend-$h"
+    ports="$ports
+HEADEND_$h=$port"
+    h=$((h + 1))
+done
+a=1
+while [ $a -le "$aggregators" ]; do
+    port=$((base + 300 + a))
+    # the template ends with the "headends" section: the list goes below it
+    render "$t/aggregator.cfg.in" "$etc/agg-$a.cfg.part" NODE=agg-$a PORT_SELF=$port
+    cat "$etc/agg-$a.cfg.part" "$headend_list" >"$etc/agg-$a.cfg.tmp"
+    rm -f "$etc/agg-$a.cfg.part"
+    mv -f "$etc/agg-$a.cfg.tmp" "$etc/agg-$a.cfg"
+    program ami-aggregator-$a ami-aggregator agg-$a 400
+    expect="$expect agg-$a"
+    ports="$ports
+AGG_$a=$port"
+    a=$((a + 1))
+done
+rm -f "$headend_list"
+f=1
+while [ $f -le "$fleets" ]; do
+    agg=$(( (f - 1) % aggregators + 1 ))
+    render "$t/meter.cfg.in" "$etc/fleet-$f.cfg" NODE=fleet-$f AGG=agg-$agg \
+        PORT_AGG=$((base + 300 + agg)) FIRST=$(( (f - 1) * per_fleet + 1 )) COUNT="$per_fleet"
+    program ami-meter-$f ami-meter fleet-$f 500
+    expect="$expect fleet-$f"
+    f=$((f + 1))
+done
+render "$t/amictl.cfg.in"     "$etc/amictl.cfg"    EXPECT="$expect"
+mv -f "$sup.tmp" "$sup"
+rm -f "$common"
+
+printf '%s\n' "$ports" >"$etc/ports.tmp"
 mv -f "$etc/ports.tmp" "$etc/ports"

@@ -1,6 +1,11 @@
 /*  ami-load - the load-testing tool of ami-bus (DESIGN.md section 8).
 
-    Two commands:
+    Three commands:
+      ingest    interval-data ingest through the real services: a private
+                deployment in FLOOD mode, readings committed per second,
+                latency, CPU and memory of every service, then an exact
+                account of every reading produced against the MDMS's LMDB
+                (load_ingest.c);
       read      on-demand reads against a running deployment, through its
                 MDMS operator API and the whole chain, with C in flight:
                 reads/s, latency percentiles from every sample, errors by
@@ -16,7 +21,6 @@
     stdout with --json). The usage texts below are the manual; the README
     next to this file adds the JSON shapes and measured figures.
 
-    Interval ingest load is a later addition (a third command).
 */
 #include <czmq.h>
 #include <errno.h>
@@ -36,14 +40,17 @@
 #include "ami_mdms.h"
 #include "ami_msg.h"
 #include "load_baseline.h"
+#include "load_ingest.h"
 #include "load_read.h"
 #include "load_stats.h"
 
 /* Exit codes (the contract with scripts; see s_usage). */
 #define EXIT_OK           0
-#define EXIT_FAILED       1     /* a read failed, none completed, or the baseline failed */
+#define EXIT_FAILED       1     /* a read failed, none completed, the baseline failed, or
+                                   ingest lost, duplicated or could not account a reading */
 #define EXIT_USAGE        2
-#define EXIT_UNREACHABLE  3     /* no connection to the MDMS, or no answer at all */
+#define EXIT_UNREACHABLE  3     /* no connection to the MDMS, or no answer at all;
+                                   ingest: the deployment did not come up */
 #define EXIT_DENIED       4     /* the MDMS's ZAP handler refused the operator's key */
 #define EXIT_SETUP        6     /* configuration or key files missing or unusable */
 #define EXIT_INTERRUPTED  130   /* SIGINT/SIGTERM: the partial figures are still printed */
@@ -64,6 +71,29 @@
 #define MAX_COUNT               100000000
 #define MAX_SECONDS             86400
 #define SYSTEM_CONFIG           "/etc/ami-bus/amictl.cfg"
+/* ingest defaults: the issue's first standard scenario (10 000 meters),
+   two fleets, aggregators and head ends (the demo's shape: redundancy on
+   every relay), hourly blocks of 15-minute intervals (the meters'
+   default), warn-level logs (a log line per batch would cost more than
+   the batch). */
+#define INGEST_METERS           10000
+#define INGEST_HEADENDS         2
+#define INGEST_INTERVAL_S       900
+#define INGEST_BLOCK            4
+#define INGEST_LOG_LEVEL        "warn"
+/* The MDMS's map: sparse, so generous costs nothing; 16 GiB holds ~700 M
+   readings at the ~21 bytes each of the storage layout. */
+#define INGEST_MAP_SIZE         "16G"
+/* Deadlines: keys for 100 000 meters and the MDMS's registry import take
+   seconds; after the stop, the chain holds at most what its buffers and
+   credits allow (seconds at the measured rates). Both x10 for a slow VM. */
+#define INGEST_READY_MS         120000
+#define INGEST_DRAIN_MS         120000
+/* ingest measures the baseline for this long per measurement (3 in all),
+   before starting the deployment. */
+#define INGEST_BASELINE_MS      1000
+/* Most meters: keygen's total bound (tools/ami-keygen/keygen.h). */
+#define INGEST_MAX_METERS       10000000
 
 typedef struct {
     const char *command;
@@ -76,6 +106,12 @@ typedef struct {
     int64_t timeout_ms;         /* -1 = not given */
     //  baseline
     int64_t seconds_ms;
+    //  ingest
+    uint64_t meters, fleets, aggregators, headends, block, limit, start_s, port_base;
+    int64_t interval_s;             /* 0 = not given */
+    bool have_start, keep, no_baseline;
+    const char *dir, *deploy_dir, *log_level, *map_size;
+    int64_t ready_ms, drain_ms, baseline_ms;
 } args_t;
 
 /* ---------------------------------------------------------------------- */
@@ -90,6 +126,10 @@ s_usage (FILE *out)
 "Load-tests ami-bus on this machine.\n"
 "\n"
 "commands:\n"
+"  ingest     interval data through the whole chain: a private deployment of\n"
+"             N meters pushing their load profile as fast as the chain takes\n"
+"             it; readings committed/s, latency, CPU and memory per service,\n"
+"             and an exact account of every reading in the MDMS's database\n"
 "  read       on-demand reads against a running deployment (`make demo`),\n"
 "             through the MDMS API and the whole chain: reads/s, latency\n"
 "             p50/p90/p99/max, errors by kind\n"
@@ -97,10 +137,84 @@ s_usage (FILE *out)
 "             this machine: PUSH->PULL messages/s at 100 and 1000 bytes, and\n"
 "             the round trip of a DEALER->ROUTER echo\n"
 "\n"
-"exit status: 0 success; 1 a read failed, none completed, or the baseline\n"
-"failed; 2 usage; 3 the MDMS cannot be reached or answers nothing; 4 the\n"
-"MDMS refused the operator's key; 6 configuration or keys unusable;\n"
-"130 interrupted (the figures so far are still printed)\n");
+"exit status: 0 success; 1 a read failed, none completed, the baseline\n"
+"failed, or ingest lost or duplicated a reading; 2 usage; 3 the MDMS cannot\n"
+"be reached or answers nothing (ingest: the deployment did not come up);\n"
+"4 the MDMS refused the operator's key; 6 configuration, keys or the\n"
+"private deployment unusable; 130 interrupted (the figures so far are\n"
+"still printed)\n");
+}
+
+static void
+s_usage_ingest (FILE *out)
+{
+    fprintf (out,
+"usage: ami-load ingest [--meters N] [--duration S] [--fleets F]\n"
+"                       [--aggregators A] [--headends H] [--block B]\n"
+"                       [--interval D] [--start UNIX_S] [--limit L]\n"
+"                       [--dir DIR] [--keep] [--port-base P]\n"
+"                       [--no-baseline] [--json] [-v]\n"
+"\n"
+"Runs a PRIVATE deployment of the real services (keys by ami-keygen,\n"
+"configuration by deploy/render.sh, processes under supervisord, its own\n"
+"directory and loopback ports) with N meters in F fleets pushing their\n"
+"load profile in FLOOD mode (meter/profile/time-scale 0: as fast as the\n"
+"chain's credit allows), waits until every service is up, then:\n"
+"  - measures for S seconds: readings committed per second (the MDMS's\n"
+"    intervals_stored, from its API_STATUS, at both ends of the window),\n"
+"    the end-to-end latency from a meter sealing a block to the block\n"
+"    durable in LMDB (p50/p99/max, the MDMS's histogram), and each\n"
+"    service's CPU time, RSS and peak RSS (/proc);\n"
+"  - stops production (SIGUSR1 to every fleet) and waits until every\n"
+"    fleet reports profile_done and the MDMS has stored as many readings\n"
+"    as the fleets produced;\n"
+"  - counts the readings in the MDMS's LMDB itself (read-only): lost =\n"
+"    produced - counted, stored twice = counted - produced; and the bytes\n"
+"    per stored reading;\n"
+"  - stops everything and removes the directory (kept on failure).\n"
+"Before the deployment starts it measures `ami-load baseline` (%d s per\n"
+"measurement) and gives the figures also as ratios to it. A live progress\n"
+"line goes to stderr when it is a terminal.\n"
+"\n"
+"options:\n"
+"  --meters N          meters in all [%d]; a multiple of F\n"
+"  --duration S        the measured window [%d] (decimals allowed, or NNNms)\n"
+"  --fleets F          meter fleets (ami-meter processes) [2; 1 for 1 meter]\n"
+"  --aggregators A     aggregators, 1..F [2, or F if less]\n"
+"  --headends H        head ends, 1..16 [%d]\n"
+"  --block B           intervals per pushed block, 1..96 [%d]\n"
+"  --interval D        the load profile's interval, divides a day [15m]\n"
+"                      (900, 900s, 15m, 1h)\n"
+"  --start UNIX_S      the first interval's start, a multiple of D [today\n"
+"                      00:00 UTC]\n"
+"  --limit L           each meter makes L intervals, then stops [0: until\n"
+"                      the window ends]\n"
+"  --dir DIR           render the deployment into DIR (new or empty; not\n"
+"                      removed afterwards) instead of a temporary directory\n"
+"  --keep              leave the deployment running when the run succeeds\n"
+"                      (stop it: supervisorctl -c DIR/supervisord.conf\n"
+"                      shutdown); amictl -c DIR/etc/amictl.cfg talks to it\n"
+"  --port-base P       its ports (render.sh's layout from P) [a free base]\n"
+"  --log-level L       the services' log/level [%s]\n"
+"  --map-size SIZE     the MDMS's LMDB map size [%s]\n"
+"  --deploy DIR        render.sh and the templates [$AMI_DEPLOY_DIR, else\n"
+"                      <ami-load's dir>/../deploy, else\n"
+"                      <ami-load's dir>/../share/ami-bus/deploy]\n"
+"  --ready-timeout S   every service up within S [%d]\n"
+"  --drain-timeout S   accounting settled within S after the stop [%d]\n"
+"  --no-baseline       skip the baseline (and the ratios)\n"
+"  --json              exactly one JSON object on stdout\n"
+"  -v, --verbose       what it is doing, on stderr\n"
+"\n"
+"exit status: 0 every reading produced is in the database exactly once;\n"
+"1 a reading was lost, stored twice, rejected or conflicting, or the chain\n"
+"did not settle before --drain-timeout, or the database could not be\n"
+"counted; 2 usage; 3 the deployment did not come up by --ready-timeout;\n"
+"6 it could not be provisioned or started (see the message); 130\n"
+"interrupted\n",
+             INGEST_BASELINE_MS / 1000, INGEST_METERS, DEFAULT_DURATION_MS / 1000,
+             INGEST_HEADENDS, INGEST_BLOCK, INGEST_LOG_LEVEL, INGEST_MAP_SIZE,
+             INGEST_READY_MS / 1000, INGEST_DRAIN_MS / 1000);
 }
 
 static void
@@ -349,6 +463,193 @@ s_parse_range (const char *text, uint32_t *first, uint32_t *last)
     return 0;
 }
 
+/* An interval length: seconds, optionally with s, m or h; must divide a
+   day (the MDMS's storage buckets and the meters' clocks assume it). */
+static int
+s_parse_interval (const char *text, int64_t *out)
+{
+    char *end = NULL;
+    if (!text || *text < '0' || *text > '9')
+        return -1;
+    errno = 0;
+    long long value = strtoll (text, &end, 10);
+    int64_t unit = strcmp (end, "") == 0 || strcmp (end, "s") == 0 ? 1
+                 : strcmp (end, "m") == 0 ? 60 : strcmp (end, "h") == 0 ? 3600 : 0;
+    if (errno || unit == 0 || value < 1 || value > 86400 / unit || 86400 % (value * unit))
+        return -1;
+    *out = value * unit;
+    return 0;
+}
+
+/* ingest's command line. Returns -1 to go on, or an exit code. */
+static int
+s_parse_ingest (args_t *args, int argc, char **argv)
+{
+    for (int i = 2; i < argc; i++) {
+        const char *arg = argv [i];
+        if (strcmp (arg, "-h") == 0 || strcmp (arg, "--help") == 0) {
+            s_usage_ingest (stdout);
+            return EXIT_OK;
+        }
+        if (strcmp (arg, "--json") == 0)
+            continue;
+        if (strcmp (arg, "-v") == 0 || strcmp (arg, "--verbose") == 0) {
+            args->verbose = true;
+            continue;
+        }
+        if (strcmp (arg, "--keep") == 0) {
+            args->keep = true;
+            continue;
+        }
+        if (strcmp (arg, "--no-baseline") == 0) {
+            args->no_baseline = true;
+            continue;
+        }
+        static const char *const valued [] = {
+            "--meters", "--duration", "--fleets", "--aggregators", "--headends", "--block",
+            "--interval", "--start", "--limit", "--dir", "--port-base", "--log-level",
+            "--map-size", "--deploy", "--ready-timeout", "--drain-timeout", NULL
+        };
+        bool known = false;
+        for (int k = 0; valued [k] && !known; k++)
+            known = strcmp (arg, valued [k]) == 0;
+        if (!known)
+            return s_usage_error (args, arg [0] == '-' ? "unknown option %s"
+                                                       : "unexpected argument %s", arg);
+        if (i + 1 >= argc)
+            return s_usage_error (args, "%s needs a value", arg);
+        const char *value = argv [++i];
+        if (strcmp (arg, "--meters") == 0) {
+            if (s_parse_uint (value, 1, INGEST_MAX_METERS, &args->meters))
+                return s_usage_error (args, "--meters wants 1..10000000, not '%s'", value);
+        }
+        else
+        if (strcmp (arg, "--duration") == 0) {
+            if (s_parse_seconds (value, &args->duration_ms))
+                return s_usage_error (args, "--duration wants seconds (0.001..86400, or NNNms), "
+                                      "not '%s'", value);
+        }
+        else
+        if (strcmp (arg, "--fleets") == 0) {
+            if (s_parse_uint (value, 1, 1024, &args->fleets))
+                return s_usage_error (args, "--fleets wants 1..1024, not '%s'", value);
+        }
+        else
+        if (strcmp (arg, "--aggregators") == 0) {
+            if (s_parse_uint (value, 1, 256, &args->aggregators))
+                return s_usage_error (args, "--aggregators wants 1..256, not '%s'", value);
+        }
+        else
+        if (strcmp (arg, "--headends") == 0) {
+            if (s_parse_uint (value, 1, 16, &args->headends))
+                return s_usage_error (args, "--headends wants 1..16, not '%s'", value);
+        }
+        else
+        if (strcmp (arg, "--block") == 0) {
+            if (s_parse_uint (value, 1, AMI_MAX_PROFILE_RECORDS, &args->block))
+                return s_usage_error (args, "--block wants 1..96, not '%s'", value);
+        }
+        else
+        if (strcmp (arg, "--interval") == 0) {
+            if (s_parse_interval (value, &args->interval_s))
+                return s_usage_error (args, "--interval wants a length that divides a day "
+                                      "(900, 900s, 15m, 1h), not '%s'", value);
+        }
+        else
+        if (strcmp (arg, "--start") == 0) {
+            if (s_parse_uint (value, 0, UINT32_MAX, &args->start_s))
+                return s_usage_error (args, "--start wants Unix seconds, not '%s'", value);
+            args->have_start = true;
+        }
+        else
+        if (strcmp (arg, "--limit") == 0) {
+            if (s_parse_uint (value, 0, UINT32_MAX, &args->limit))
+                return s_usage_error (args, "--limit wants 0..4294967295 intervals, not '%s'",
+                                      value);
+        }
+        else
+        if (strcmp (arg, "--port-base") == 0) {
+            //  render.sh's bounds: its highest port is BASE + 300 + aggregators
+            if (s_parse_uint (value, 1024, 65000, &args->port_base))
+                return s_usage_error (args, "--port-base wants 1024..65000, not '%s'", value);
+        }
+        else
+        if (strcmp (arg, "--ready-timeout") == 0 || strcmp (arg, "--drain-timeout") == 0) {
+            int64_t ms = 0;
+            if (s_parse_seconds (value, &ms))
+                return s_usage_error (args, "timeouts want seconds (0.001..86400), not '%s'",
+                                      value);
+            if (strcmp (arg, "--ready-timeout") == 0)
+                args->ready_ms = ms;
+            else
+                args->drain_ms = ms;
+        }
+        else
+        if (strcmp (arg, "--log-level") == 0) {
+            if (strcmp (value, "error") && strcmp (value, "warn") && strcmp (value, "info")
+            &&  strcmp (value, "debug"))
+                return s_usage_error (args, "--log-level wants error, warn, info or debug, "
+                                      "not '%s'", value);
+            args->log_level = value;
+        }
+        else
+        if (strcmp (arg, "--map-size") == 0) {
+            //  what render.sh passes on to mdms/map-size: digits and a unit
+            size_t digits = strspn (value, "0123456789");
+            if (digits == 0 || digits > 12 || strspn (value + digits, "KMGT") != strlen (value + digits)
+            ||  strlen (value + digits) > 1)
+                return s_usage_error (args, "--map-size wants a size such as 16G or 512M, "
+                                      "not '%s'", value);
+            args->map_size = value;
+        }
+        else
+        if (strcmp (arg, "--dir") == 0)
+            args->dir = value;
+        else
+            args->deploy_dir = value;
+    }
+    if (args->duration_ms < 0)
+        args->duration_ms = DEFAULT_DURATION_MS;
+    if (args->meters == 0)
+        args->meters = INGEST_METERS;
+    if (args->fleets == 0)
+        args->fleets = args->meters >= 2 ? 2 : 1;
+    if (args->aggregators == 0)
+        args->aggregators = args->fleets < 2 ? args->fleets : 2;
+    if (args->headends == 0)
+        args->headends = INGEST_HEADENDS;
+    if (args->block == 0)
+        args->block = INGEST_BLOCK;
+    if (args->interval_s <= 0)
+        args->interval_s = INGEST_INTERVAL_S;
+    if (args->meters % args->fleets)
+        return s_usage_error (args, "%s", "--meters must be a multiple of --fleets (every "
+                              "fleet carries as many meters)");
+    if (args->meters / args->fleets > 1000000)
+        return s_usage_error (args, "%s", "at most 1000000 meters per fleet: give more --fleets");
+    if (args->aggregators > args->fleets)
+        return s_usage_error (args, "%s", "--aggregators cannot exceed --fleets (each "
+                              "aggregator has at least one fleet)");
+    if (args->port_base && args->port_base + 300 + args->aggregators > 65535)
+        return s_usage_error (args, "%s", "--port-base leaves no room for the aggregators' ports");
+    if (!args->have_start) {
+        //  today, 00:00 UTC: interval ends line up with days in amictl
+        uint64_t now_s = (uint64_t) zclock_time () / 1000;
+        args->start_s = now_s / 86400 * 86400;
+    }
+    if (args->start_s % (uint64_t) args->interval_s)
+        return s_usage_error (args, "%s", "--start must be a multiple of --interval");
+    if (!args->log_level)
+        args->log_level = INGEST_LOG_LEVEL;
+    if (!args->map_size)
+        args->map_size = INGEST_MAP_SIZE;
+    if (args->ready_ms <= 0)
+        args->ready_ms = INGEST_READY_MS;
+    if (args->drain_ms <= 0)
+        args->drain_ms = INGEST_DRAIN_MS;
+    return -1;
+}
+
 /* Returns -1 to go on, or an exit code (EXIT_OK after --help). */
 static int
 s_parse (args_t *args, int argc, char **argv)
@@ -356,6 +657,7 @@ s_parse (args_t *args, int argc, char **argv)
     const char *command = argv [1];
     bool is_read = strcmp (command, "read") == 0;
     bool is_baseline = strcmp (command, "baseline") == 0;
+    bool is_ingest = strcmp (command, "ingest") == 0;
     if (strcmp (command, "-h") == 0 || strcmp (command, "--help") == 0
     ||  strcmp (command, "help") == 0) {
         s_usage (stdout);
@@ -364,7 +666,7 @@ s_parse (args_t *args, int argc, char **argv)
     for (int i = 2; i < argc; i++)
         if (strcmp (argv [i], "--json") == 0)
             args->json = true;
-    if (!is_read && !is_baseline) {
+    if (!is_read && !is_baseline && !is_ingest) {
         if (args->json)
             return s_usage_error (args, "unknown command '%s'", command);
         fprintf (stderr, "ami-load: unknown command '%s'\n\n", command);
@@ -372,6 +674,8 @@ s_parse (args_t *args, int argc, char **argv)
         return EXIT_USAGE;
     }
     args->command = command;
+    if (is_ingest)
+        return s_parse_ingest (args, argc, argv);
     bool have_concurrency = false;
     for (int i = 2; i < argc; i++) {
         const char *arg = argv [i];
@@ -836,6 +1140,257 @@ s_cmd_read (args_t *args)
     return rc;
 }
 
+/* ---------------------------------------------------------------------- */
+/*  ingest                                                                 */
+
+static double
+s_cpu_percent (const load_ingest_proc_t *p, double window_s)
+{
+    return window_s > 0 && p->cpu_end_s >= p->cpu_start_s
+         ? 100.0 * (p->cpu_end_s - p->cpu_start_s) / window_s : 0;
+}
+
+static void
+s_ingest_json (args_t *args, load_ingest_result_t *r, load_baseline_result_t *b)
+{
+    FILE *out = stdout;
+    fprintf (out, "{\"command\":\"ingest\",\"ok\":%s,\"meters\":%" PRIu64 ",\"fleets\":%"
+             PRIu64 ",\"aggregators\":%" PRIu64 ",\"headends\":%" PRIu64 ","
+             "\"profile\":{\"intervalS\":%" PRId64 ",\"block\":%" PRIu64 ",\"start\":%" PRIu64
+             ",\"limit\":%" PRIu64 ",\"timeScale\":0},\"durationS\":%.3f,\"readyS\":%.3f,",
+             r->ok ? "true" : "false", args->meters, args->fleets, args->aggregators,
+             args->headends, args->interval_s, args->block, args->start_s, args->limit,
+             args->duration_ms / 1000.0, r->ready_s);
+    fprintf (out, "\"window\":{\"seconds\":%.3f,\"storedStart\":%" PRIu64 ",\"storedEnd\":%"
+             PRIu64 ",\"readingsPerSecond\":%.1f},"
+             "\"latencyUs\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64 "},",
+             r->window_s, r->stored_start, r->stored_end, r->readings_per_s,
+             r->lat_p50_us, r->lat_p99_us, r->lat_max_us);
+    fprintf (out, "\"accounting\":{\"settled\":%s,\"drainS\":%.3f,\"produced\":%" PRIu64
+             ",\"acked\":%" PRIu64 ",\"stored\":%" PRIu64 ",\"counted\":%s,\"inDatabase\":%"
+             PRIu64 ",\"lost\":%" PRIu64 ",\"storedTwice\":%" PRIu64 ",\"duplicatesDropped\":%"
+             PRIu64 ",\"conflicts\":%" PRIu64 ",\"blocksRejected\":%" PRIu64 ",\"meters\":%"
+             PRIu64 ",\"perMeterMin\":%" PRIu64 ",\"perMeterMax\":%" PRIu64 "},",
+             r->settled ? "true" : "false", r->drain_s, r->produced, r->acked, r->stored,
+             r->counted ? "true" : "false", r->in_db, r->lost, r->stored_twice, r->dup,
+             r->conflict, r->rejected, r->db_meters, r->per_meter_min, r->per_meter_max);
+    fprintf (out, "\"storage\":{\"pageSize\":%" PRIu64 ",\"records\":%" PRIu64
+             ",\"intervalsBytes\":%" PRIu64 ",\"bytesPerReading\":%.2f,\"slotFill\":%.4f,"
+             "\"bytesPerReadingFull\":%.2f,\"fileBytes\":%" PRIu64
+             ",\"fileBytesPerReading\":%.2f},\"services\":[",
+             r->page_size, r->db_records, r->db_bytes, r->db_bytes_per_reading, r->slot_fill,
+             r->full_bytes_per_reading, r->file_bytes, r->file_bytes_per_reading);
+    for (uint32_t i = 0; i < r->proc_count; i++) {
+        load_ingest_proc_t *p = &r->procs [i];
+        fprintf (out, "%s{\"node\":", i ? "," : "");
+        s_json_string (out, p->node);
+        fprintf (out, ",\"role\":");
+        s_json_string (out, p->role);
+        fprintf (out, ",\"pid\":%d,\"cpuSeconds\":%.2f,\"cpuPercent\":%.1f,\"rssStartKiB\":%"
+                 PRIu64 ",\"rssEndKiB\":%" PRIu64 ",\"rssMaxKiB\":%" PRIu64 ",\"peakRssKiB\":%"
+                 PRIu64 ",\"anonStartKiB\":%" PRIu64 ",\"anonEndKiB\":%" PRIu64
+                 ",\"anonMaxKiB\":%" PRIu64 ",\"stats\":{", (int) p->pid,
+                 p->cpu_end_s >= p->cpu_start_s ? p->cpu_end_s - p->cpu_start_s : 0,
+                 s_cpu_percent (p, r->window_s), p->rss_start_kb, p->rss_end_kb, p->rss_max_kb,
+                 p->hwm_kb, p->anon_start_kb, p->anon_end_kb, p->anon_max_kb);
+        for (uint32_t k = 0; k < p->stat_count; k++) {
+            fprintf (out, "%s", k ? "," : "");
+            s_json_string (out, p->stats [k].name);
+            fprintf (out, ":%" PRIu64, p->stats [k].value);
+        }
+        fprintf (out, "}}");
+    }
+    fprintf (out, "],\"deployment\":{\"dir\":");
+    s_json_string (out, r->dir);
+    fprintf (out, ",\"kept\":%s,\"portBase\":%d}", r->kept ? "true" : "false", r->port_base);
+    if (b) {
+        load_summary_t echo;
+        load_samples_summary (&b->echo_ns, &echo);
+        fprintf (out, ",\"baseline\":");
+        s_baseline_json (out, b);
+        //  readings per one-hop message: > 1 means batching carries more
+        //  readings end to end than one CURVE hop carries bare messages
+        fprintf (out, ",\"ratios\":{\"readingsPerHopMessage100\":%.3f,"
+                 "\"readingsPerHopMessage1000\":%.3f,\"latencyP50OverEchoP50\":%.1f,"
+                 "\"latencyP99OverEchoP99\":%.1f}",
+                 s_ratio (r->readings_per_s, b->push_pull [0].per_second),
+                 s_ratio (r->readings_per_s, b->push_pull [1].per_second),
+                 s_ratio ((double) r->lat_p50_us * 1e3, (double) echo.p50),
+                 s_ratio ((double) r->lat_p99_us * 1e3, (double) echo.p99));
+    }
+    fprintf (out, "}\n");
+}
+
+static void
+s_ingest_text (args_t *args, load_ingest_result_t *r, load_baseline_result_t *b)
+{
+    char t [3][32];
+    printf ("ami-load ingest: %" PRIu64 " meters in %" PRIu64 " fleet(s), %" PRIu64
+            " aggregator(s), %" PRIu64 " head end(s); blocks of %" PRIu64 " x %" PRId64
+            " s intervals, FLOOD\n", args->meters, args->fleets, args->aggregators,
+            args->headends, args->block, args->interval_s);
+    printf ("  committed    %.0f readings/s  (%" PRIu64 " readings in %.2f s, the MDMS's "
+            "intervals_stored; up after %.1f s)\n", r->readings_per_s,
+            r->stored_end - r->stored_start, r->window_s, r->ready_s);
+    printf ("  latency      meter seals a block -> durable in LMDB: p50 %s  p99 %s  max %s\n",
+            s_human_us ((double) r->lat_p50_us, t [0], 32),
+            s_human_us ((double) r->lat_p99_us, t [1], 32),
+            s_human_us ((double) r->lat_max_us, t [2], 32));
+    printf ("  accounting   produced %" PRIu64 ", stored %" PRIu64 " (MDMS), in LMDB %" PRIu64
+            ": lost %" PRIu64 ", stored twice %" PRIu64 "  %s\n", r->produced, r->stored,
+            r->in_db, r->lost, r->stored_twice, r->ok ? "[OK]" : "[FAILED]");
+    printf ("               %s in %.1f s after the stop; %" PRIu64 " meters with data, %" PRIu64
+            "..%" PRIu64 " readings each; %" PRIu64 " duplicate(s) dropped, %" PRIu64
+            " conflict(s), %" PRIu64 " block(s) rejected\n",
+            r->settled ? "settled" : "NOT settled", r->drain_s, r->db_meters, r->per_meter_min,
+            r->per_meter_max, r->dup, r->conflict, r->rejected);
+    if (!r->counted)
+        printf ("               the database could not be counted: %s\n", r->why);
+    printf ("  storage      %.1f bytes/reading in LMDB \"%s\" (%.1f MiB); %.1f bytes/reading for "
+            "the whole file (%.1f MiB)\n", r->db_bytes_per_reading, LOAD_INGEST_DB_NAME,
+            r->db_bytes / 1048576.0, r->file_bytes_per_reading, r->file_bytes / 1048576.0);
+    printf ("               %.0f %% of the records' slots filled; %.1f bytes/reading once every "
+            "record is full\n", 100 * r->slot_fill, r->full_bytes_per_reading);
+    //  anon: the process's own memory; RSS adds the file pages it maps
+    //  (for the MDMS: its LMDB file, which grows with every reading)
+    printf ("  %-12s %7s %8s %11s %11s %11s %11s %11s\n", "service", "cpu %", "cpu s",
+            "RSS start", "RSS end", "peak RSS", "anon start", "anon end");
+    for (uint32_t i = 0; i < r->proc_count; i++) {
+        load_ingest_proc_t *p = &r->procs [i];
+        printf ("  %-12s %7.1f %8.2f %7.1f MiB %7.1f MiB %7.1f MiB %7.1f MiB %7.1f MiB\n",
+                p->node, s_cpu_percent (p, r->window_s),
+                p->cpu_end_s >= p->cpu_start_s ? p->cpu_end_s - p->cpu_start_s : 0,
+                p->rss_start_kb / 1024.0, p->rss_end_kb / 1024.0, p->hwm_kb / 1024.0,
+                p->anon_start_kb / 1024.0, p->anon_end_kb / 1024.0);
+    }
+    if (b) {
+        load_summary_t echo;
+        load_samples_summary (&b->echo_ns, &echo);
+        printf ("  baseline     (this machine, this run, before the deployment started)\n");
+        s_baseline_text (stdout, b, "    ");
+        printf ("  ratios       %.2f readings committed per one-hop 100 B message (%.2f per "
+                "1000 B message)\n",
+                s_ratio (r->readings_per_s, b->push_pull [0].per_second),
+                s_ratio (r->readings_per_s, b->push_pull [1].per_second));
+        printf ("               latency p50 = %.0f x one-hop round trip p50; p99 = %.0f x its "
+                "p99\n", s_ratio ((double) r->lat_p50_us * 1e3, (double) echo.p50),
+                s_ratio ((double) r->lat_p99_us * 1e3, (double) echo.p99));
+    }
+    if (r->kept)
+        printf ("  deployment   kept running in %s (port base %d): amictl -c %s/etc/amictl.cfg; "
+                "stop: supervisorctl -c %s/supervisord.conf shutdown\n", r->dir, r->port_base,
+                r->dir, r->dir);
+}
+
+/* The directory holding render.sh: --deploy, $AMI_DEPLOY_DIR, beside the
+   binary (a source tree), or an installed share/ami-bus/deploy. */
+static char *
+s_deploy_dir (args_t *args)
+{
+    const char *given = args->deploy_dir ? args->deploy_dir : getenv ("AMI_DEPLOY_DIR");
+    if (given && *given) {
+        char script [512];
+        snprintf (script, sizeof script, "%s/render.sh", given);
+        return access (script, R_OK) == 0 ? realpath (given, NULL) : NULL;
+    }
+    static const char *const candidates [] = {
+        "../deploy/render.sh", "../share/ami-bus/deploy/render.sh", NULL
+    };
+    for (int i = 0; candidates [i]; i++) {
+        char *found = ami_config_beside_exe (candidates [i]);
+        if (found) {
+            char *slash = strrchr (found, '/');
+            *slash = '\0';
+            char *dir = realpath (found, NULL);
+            zstr_free (&found);
+            return dir;
+        }
+    }
+    return NULL;
+}
+
+static int
+s_cmd_ingest (args_t *args)
+{
+    char exe [512];
+    ssize_t len = readlink ("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0)
+        return s_fail (args, EXIT_SETUP, AMI_E_INTERNAL, "cannot find my own executable");
+    exe [len] = '\0';
+    *strrchr (exe, '/') = '\0';
+    char *deploy = s_deploy_dir (args);
+    if (!deploy)
+        return s_fail (args, EXIT_SETUP, AMI_E_CONFIG, "cannot find deploy/render.sh (give "
+                       "--deploy DIR or set AMI_DEPLOY_DIR)");
+    load_baseline_result_t baseline = { 0 };
+    bool have_baseline = false;
+    if (!args->no_baseline) {
+        if (!args->json)
+            fprintf (stderr, "ami-load: measuring the one-hop baseline first (%d s per "
+                     "measurement)...\n", INGEST_BASELINE_MS / 1000);
+        if (load_baseline_run (INGEST_BASELINE_MS, &baseline)) {
+            int rc = s_fail (args, zsys_interrupted ? EXIT_INTERRUPTED : EXIT_FAILED,
+                             AMI_E_INTERNAL, "baseline failed: %s", baseline.why);
+            load_baseline_result_free (&baseline);
+            free (deploy);
+            return rc;
+        }
+        have_baseline = true;
+    }
+    load_ingest_config_t config = {
+        .bin_dir = exe,
+        .deploy_dir = deploy,
+        .dir = args->dir,
+        .keep = args->keep,
+        .meters = (uint32_t) args->meters,
+        .fleets = (uint32_t) args->fleets,
+        .aggregators = (uint32_t) args->aggregators,
+        .headends = (uint32_t) args->headends,
+        .interval_s = (uint32_t) args->interval_s,
+        .block = (uint32_t) args->block,
+        .start_s = args->start_s,
+        .limit = (uint32_t) args->limit,
+        .port_base = (int) args->port_base,
+        .log_level = args->log_level,
+        .map_size = args->map_size,
+        .duration_ms = args->duration_ms,
+        .ready_ms = args->ready_ms,
+        .drain_ms = args->drain_ms,
+        .progress = isatty (STDERR_FILENO) && !args->verbose,
+        .verbose = args->verbose || !args->json
+    };
+    load_ingest_result_t *result = calloc (1, sizeof *result);
+    if (!result) {
+        load_baseline_result_free (&baseline);
+        free (deploy);
+        return s_fail (args, EXIT_FAILED, AMI_E_NOMEM, "out of memory");
+    }
+    int rc;
+    switch (load_ingest_run (&config, result)) {
+        case LOAD_INGEST_DONE:
+            if (args->json)
+                s_ingest_json (args, result, have_baseline ? &baseline : NULL);
+            else
+                s_ingest_text (args, result, have_baseline ? &baseline : NULL);
+            fflush (stdout);
+            rc = result->ok ? EXIT_OK : EXIT_FAILED;
+            break;
+        case LOAD_INGEST_NOT_READY:
+            rc = s_fail (args, EXIT_UNREACHABLE, AMI_E_TIMEOUT, "%s", result->why);
+            break;
+        case LOAD_INGEST_INTERRUPTED:
+            rc = s_fail (args, EXIT_INTERRUPTED, AMI_E_INTERNAL, "%s", result->why);
+            break;
+        default:
+            rc = s_fail (args, EXIT_SETUP, AMI_E_INTERNAL, "%s", result->why);
+            break;
+    }
+    free (result);
+    load_baseline_result_free (&baseline);
+    free (deploy);
+    return rc;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -855,5 +1410,7 @@ main (int argc, char **argv)
     ami_log_init ("ami-load", NULL, args.verbose ? AMI_LOG_DEBUG : AMI_LOG_WARN);
     if (strcmp (args.command, "read") == 0)
         return s_cmd_read (&args);
+    if (strcmp (args.command, "ingest") == 0)
+        return s_cmd_ingest (&args);
     return s_cmd_baseline (&args);
 }

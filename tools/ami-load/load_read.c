@@ -23,7 +23,7 @@
 #include "ami_err.h"
 #include "ami_log.h"
 #include "ami_msg.h"
-#include "load_api.h"
+#include "ami_client.h"
 
 /*  Poll timeout and expiry/progress period: 100 ms keeps the progress
     line lively and costs nothing when answers flow. */
@@ -48,7 +48,7 @@ typedef struct {
 typedef struct {
     const load_read_config_t *config;
     load_read_result_t *result;
-    load_api_t **apis;
+    ami_client_t **apis;
     zmq_pollitem_t *items;
     slot_t *slots;
     uint32_t *free_slots;       /* stack of free slot indexes */
@@ -131,8 +131,10 @@ s_issue (run_t *run)
     slot->deadline_us = slot->sent_us + (int64_t) config->timeout_ms * 1000
                       + LOAD_READ_MARGIN_MS * 1000;
     run->result->sent++;
-    if (load_api_send_read (run->apis [index % config->sockets], slot->corr, meter_id,
-                            config->timeout_ms) != AMI_OK) {
+    ami_api_req_t req = { .action = AMI_ACT_READ, .timeout_ms = config->timeout_ms };
+    memcpy (req.corr, slot->corr, AMI_REQUEST_ID_SIZE);
+    snprintf (req.meter_id, sizeof req.meter_id, "%s", meter_id);
+    if (ami_client_send (run->apis [index % config->sockets], &req) != AMI_OK) {
         load_errors_add (&run->result->errors, "SEND_FAILED");
         run->result->failed++;
         s_release (run, index);
@@ -142,35 +144,38 @@ s_issue (run_t *run)
 }
 
 static void
-s_answer (run_t *run, const load_api_reply_t *reply, int64_t now_us)
+s_answer (run_t *run, const ami_msg_t *reply, int64_t now_us)
 {
     load_read_result_t *r = run->result;
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
     run->answers++;
-    if (!reply->has_corr) {
+    if (!ami_client_reply_corr (reply, corr)) {
         //  An ERROR the MDMS could not tie to a request: the read it
         //  answers will show as NO_REPLY.
         r->late++;
         return;
     }
-    uint32_t index = (uint32_t) reply->corr [12] << 24 | (uint32_t) reply->corr [13] << 16
-                   | (uint32_t) reply->corr [14] << 8 | reply->corr [15];
+    uint32_t index = (uint32_t) corr [12] << 24 | (uint32_t) corr [13] << 16
+                   | (uint32_t) corr [14] << 8 | corr [15];
     if (index >= run->config->concurrency || !run->slots [index].busy
-    ||  memcmp (run->slots [index].corr, reply->corr, AMI_REQUEST_ID_SIZE) != 0) {
+    ||  memcmp (run->slots [index].corr, corr, AMI_REQUEST_ID_SIZE) != 0) {
         r->late++;
         return;
     }
     slot_t *slot = &run->slots [index];
     char meter_id [AMI_MAX_ID + 1];
     snprintf (meter_id, sizeof meter_id, "MTR-%06u", run->config->first + slot->meter);
-    if (reply->type == AMI_MSG_API_READINGS && reply->count >= 1
-    &&  strcmp (reply->meter_id, meter_id) == 0) {
+    if (reply->type == AMI_MSG_API_READINGS && reply->api_readings.count >= 1
+    &&  strcmp (reply->api_readings.readings [0].reading.meter_id, meter_id) == 0) {
         r->ok++;
         if (load_samples_add (&r->latency_us, now_us - slot->sent_us))
             load_errors_add (&r->errors, "NO_MEMORY_FOR_SAMPLE");
     }
     else {
         r->failed++;
-        load_errors_add (&r->errors, reply->type == AMI_MSG_ERROR ? ami_errname (reply->code)
+        int code = reply->type == AMI_MSG_ERROR && reply->error.code ? reply->error.code
+                                                                      : AMI_E_INTERNAL;
+        load_errors_add (&r->errors, reply->type == AMI_MSG_ERROR ? ami_errname (code)
                                                                    : "BAD_REPLY");
     }
     run->last_done_us = now_us;
@@ -205,14 +210,14 @@ s_startup (run_t *run, int64_t now_us)
     const load_read_config_t *config = run->config;
     int handshakes = 0;
     for (uint32_t s = 0; s < config->sockets; s++) {
-        int status = load_api_check (run->apis [s]);
+        int status = ami_client_check (run->apis [s]);
         if (status) {
             snprintf (run->result->why, sizeof run->result->why,
                       "the MDMS at %s refused this operator's key (ZAP status %d): "
                       "it is not on the MDMS's allow-list", config->endpoint, status);
             return LOAD_READ_REFUSED;
         }
-        handshakes += load_api_handshakes (run->apis [s]);
+        handshakes += ami_client_handshakes (run->apis [s]);
     }
     if (run->answers > 0 || now_us < run->start_us + (int64_t) config->timeout_ms * 1000)
         return LOAD_READ_DONE;
@@ -233,7 +238,7 @@ s_run_free (run_t *run)
 {
     if (run->apis)
         for (uint32_t s = 0; s < run->config->sockets; s++)
-            load_api_destroy (&run->apis [s]);
+            ami_client_destroy (&run->apis [s]);
     free (run->apis);
     free (run->items);
     free (run->slots);
@@ -263,14 +268,14 @@ load_read_run (const load_read_config_t *config, load_read_result_t *result)
     }
     for (uint32_t s = 0; s < config->sockets; s++) {
         int err = 0;
-        run->apis [s] = load_api_new (config->endpoint, config->cert, config->server_key, &err);
+        run->apis [s] = ami_client_new (config->endpoint, config->cert, config->server_key, &err);
         if (!run->apis [s]) {
             snprintf (result->why, sizeof result->why, "cannot set up a connection to %s: %s",
                       config->endpoint, ami_strerror (err));
             s_run_free (run);
             return result->outcome = LOAD_READ_SETUP;
         }
-        run->items [s] = (zmq_pollitem_t) { load_api_socket (run->apis [s]), 0, ZMQ_POLLIN, 0 };
+        run->items [s] = (zmq_pollitem_t) { ami_client_socket (run->apis [s]), 0, ZMQ_POLLIN, 0 };
     }
     //  Slot 0 on top of the stack: a run with concurrency 1 uses slot 0.
     for (uint32_t i = 0; i < config->concurrency; i++)
@@ -282,7 +287,7 @@ load_read_run (const load_read_config_t *config, load_read_result_t *result)
     int64_t next_progress = run->start_us + S_PROGRESS_MS * 1000;
     int64_t abandon_at = 0;
     bool issuing = true;
-    load_api_reply_t reply;
+    ami_msg_t *reply = NULL;
 
     while (true) {
         int64_t now = load_now_us ();
@@ -320,11 +325,11 @@ load_read_run (const load_read_config_t *config, load_read_result_t *result)
             if (!(run->items [s].revents & ZMQ_POLLIN))
                 continue;
             for (int n = 0; n < S_DRAIN_MAX; n++) {
-                int got = load_api_recv (run->apis [s], &reply);
+                int got = ami_client_recv (run->apis [s], &reply);
                 if (got == 0)
                     break;
                 if (got > 0)
-                    s_answer (run, &reply, load_now_us ());
+                    s_answer (run, reply, load_now_us ());
             }
         }
         now = load_now_us ();

@@ -2,7 +2,9 @@
     line to the MDMS API (DESIGN.md section 4, "UI <-> MDMS").
 
     Command line, configuration and exit codes live here; the socket is
-    amictl_client.c, the renderings amictl_print.c and amictl_json.c.
+    common/ami_client.c (shared with ami-load), the renderings
+    amictl_print.c, amictl_intervals.c (and the gap finder) and
+    amictl_json.c.
     The usage text below is the manual (also tools/amictl/README.md).
 */
 #include <czmq.h>
@@ -19,7 +21,8 @@
 #include "ami_err.h"
 #include "ami_log.h"
 #include "ami_msg.h"
-#include "amictl_client.h"
+#include "ami_client.h"
+#include "amictl_intervals.h"
 #include "amictl_json.h"
 #include "amictl_print.h"
 
@@ -49,6 +52,9 @@
 #define MAX_LAST            100000
 /* audit without --since or --last: the most recent entries, a screenful. */
 #define DEFAULT_AUDIT_LAST  20
+/* gaps: the interval length when --interval is not given: the MDMS's and
+   the meters' default (15-minute load profile, OBIS 1.0.99.1.0). */
+#define DEFAULT_INTERVAL_S  900
 /* Most node ids amictl/expect may list (the status reply holds 64). */
 #define MAX_EXPECT          AMI_MAX_API_SERVICES
 #define SYSTEM_CONFIG       "/etc/ami-bus/amictl.cfg"
@@ -73,11 +79,14 @@ typedef struct {
     const char *since;          /* audit --since, as given */
     uint64_t since_ms;
     bool verify;                /* audit --verify */
+    const char *from, *to;      /* history/gaps --from/--to, as given */
+    uint64_t from_ms, to_ms;    /* ... parsed */
+    int64_t interval_s;         /* gaps --interval; -1 = not given */
     //  resolved
     ami_config_t *config;
     char *expect [MAX_EXPECT];
     int expect_count;
-    amictl_client_t *client;
+    ami_client_t *client;
     ami_cert_t *cert;
 } ctx_t;
 
@@ -98,13 +107,30 @@ s_usage (FILE *out)
 "        code, name, value, unit), the meter's time and the correlation id.\n"
 "        METER is an id (MTR-000150) or a meter number (150).\n"
 "  history METER [--last N] [--json]\n"
-"        the N [%d] most recent stored readings of METER, newest first\n"
+"        the N [%d] most recent stored on-demand readings of METER, newest\n"
+"        first\n"
+"  history METER --from T [--to T] [--json]\n"
+"        METER's stored interval data (load profile): every interval whose\n"
+"        END time is from --from to --to (inclusive; no --to: up to the\n"
+"        newest), oldest first: end time, +A and -A energy registers (Wh),\n"
+"        status; paged from the MDMS until complete. --json: IEC 61968-9\n"
+"        MeterReadings with IntervalBlocks. T as for audit --since\n"
+"        (2026-11-26T00:00:00Z, Unix seconds, or relative: -1d).\n"
+"  gaps METER --from T [--to T] [--interval D] [--json]\n"
+"        the interval ends from --from to --to (inclusive; no --to: now)\n"
+"        that have no stored record: each run of missing intervals (first,\n"
+"        last, count), then the number missing of the number expected.\n"
+"        --interval: the meters' interval length [15m] (900, 900s, 15m, 1h).\n"
+"        Exit 0 whether or not intervals are missing.\n"
 "  meters [--json]\n"
 "        the meter registry: id, aggregator, last read, state\n"
 "  status [--wait SECONDS] [--json]\n"
 "        every service the MDMS hears from: role, node, state, uptime, age\n"
-"        of the last report. --wait: ask until every service listed is READY\n"
-"        and every node of amictl/expect is present, or fail with exit 3.\n"
+"        of the last report, and below it the counters of that report\n"
+"        (name=value: the MDMS's ingest figures, each fleet's profile_*,\n"
+"        each relay's batches_*). --wait: ask until every service listed is\n"
+"        READY and every node of amictl/expect is present, or fail with\n"
+"        exit 3.\n"
 "  verify METER [--json]\n"
 "        re-check every stored reading of METER against the proof of origin\n"
 "        kept with it (the meter's signature, the sealed payload); prints how\n"
@@ -256,7 +282,7 @@ s_request_failed (ctx_t *ctx, const char *what, int rc, ami_msg_t *reply,
     }
     //  No reply at all: the client knows why (no connection, refused key...)
     return s_fail (ctx, s_exit_for (rc), rc, NULL, corr, "%s failed: %s", what,
-                   amictl_client_why (ctx->client));
+                   ami_client_why (ctx->client));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -301,6 +327,24 @@ s_parse_count (const char *text, int64_t max, int64_t *out)
     return 0;
 }
 
+/* An interval length: seconds, optionally with s, m, h or d; 1 s .. 1 day. */
+static int
+s_parse_interval (const char *text, int64_t *out)
+{
+    char *end = NULL;
+    if (!text || *text < '0' || *text > '9')
+        return -1;
+    errno = 0;
+    long long value = strtoll (text, &end, 10);
+    int64_t unit = strcmp (end, "") == 0 || strcmp (end, "s") == 0 ? 1
+                 : strcmp (end, "m") == 0 ? 60 : strcmp (end, "h") == 0 ? 3600
+                 : strcmp (end, "d") == 0 ? 86400 : 0;
+    if (errno || unit == 0 || value < 1 || value > 86400 / unit)
+        return -1;
+    *out = value * unit;
+    return 0;
+}
+
 /* Returns -1 to go on, or an exit code (0 after --help). */
 static int
 s_parse (ctx_t *ctx, int argc, char **argv)
@@ -317,7 +361,9 @@ s_parse (ctx_t *ctx, int argc, char **argv)
                       || strcmp (arg, "-e") == 0 || strcmp (arg, "--endpoint") == 0
                       || strcmp (arg, "--cert") == 0 || strcmp (arg, "--mdms-cert") == 0
                       || strcmp (arg, "--timeout") == 0 || strcmp (arg, "--last") == 0
-                      || strcmp (arg, "--wait") == 0 || strcmp (arg, "--since") == 0;
+                      || strcmp (arg, "--wait") == 0 || strcmp (arg, "--since") == 0
+                      || strcmp (arg, "--from") == 0 || strcmp (arg, "--to") == 0
+                      || strcmp (arg, "--interval") == 0;
         const char *value = NULL;
         if (has_value) {
             if (i + 1 >= argc)
@@ -371,6 +417,30 @@ s_parse (ctx_t *ctx, int argc, char **argv)
                                       "or -30m/-1h/-2d, not '%s'", value);
         }
         else
+        if (strcmp (arg, "--from") == 0 || strcmp (arg, "--to") == 0) {
+            bool from = strcmp (arg, "--from") == 0;
+            uint64_t ms = 0;
+            if (amictl_parse_time (value, (uint64_t) zclock_time (), &ms))
+                return s_usage_error (ctx, from ? "--from wants 2026-11-26T00:00:00Z, Unix "
+                                                  "seconds or -30m/-1h/-2d, not '%s'"
+                                                : "--to wants 2026-11-26T00:00:00Z, Unix "
+                                                  "seconds or -30m/-1h/-2d, not '%s'", value);
+            if (from) {
+                ctx->from = value;
+                ctx->from_ms = ms;
+            }
+            else {
+                ctx->to = value;
+                ctx->to_ms = ms;
+            }
+        }
+        else
+        if (strcmp (arg, "--interval") == 0) {
+            if (s_parse_interval (value, &ctx->interval_s))
+                return s_usage_error (ctx, "--interval wants 1s..1d (900, 900s, 15m, 1h), "
+                                      "not '%s'", value);
+        }
+        else
         if (strcmp (arg, "--verify") == 0)
             ctx->verify = true;
         else
@@ -389,7 +459,9 @@ s_parse (ctx_t *ctx, int argc, char **argv)
         return EXIT_USAGE;
     }
     ctx->command = positional [0];
-    bool needs_meter = strcmp (ctx->command, "read") == 0 || strcmp (ctx->command, "history") == 0
+    bool is_gaps = strcmp (ctx->command, "gaps") == 0;
+    bool is_history = strcmp (ctx->command, "history") == 0;
+    bool needs_meter = strcmp (ctx->command, "read") == 0 || is_history || is_gaps
                     || strcmp (ctx->command, "verify") == 0
                     || strcmp (ctx->command, "customer") == 0;
     bool is_audit = strcmp (ctx->command, "audit") == 0;
@@ -413,6 +485,21 @@ s_parse (ctx_t *ctx, int argc, char **argv)
                               "no --since or --last");
     if (ctx->wait_s >= 0 && strcmp (ctx->command, "status") != 0)
         return s_usage_error (ctx, "--wait is for status, not %s", ctx->command);
+    if ((ctx->from || ctx->to) && !is_history && !is_gaps)
+        return s_usage_error (ctx, "--from and --to are for history and gaps, not %s",
+                              ctx->command);
+    if (is_history && ctx->to && !ctx->from)
+        return s_usage_error (ctx, "%s", "history --to needs --from (the interval data "
+                              "of a range)");
+    if (is_history && ctx->from && ctx->last >= 0)
+        return s_usage_error (ctx, "%s", "history: --last is for on-demand readings; "
+                              "--from/--to shows every interval of the range");
+    if (is_gaps && !ctx->from)
+        return s_usage_error (ctx, "%s", "gaps needs --from T (and --to T, default now)");
+    if (ctx->interval_s >= 0 && !is_gaps)
+        return s_usage_error (ctx, "--interval is for gaps, not %s", ctx->command);
+    if (ctx->from && ctx->to && ctx->to_ms < ctx->from_ms)
+        return s_usage_error (ctx, "%s", "--to is before --from");
     ctx->meter = needs_meter ? positional [1] : NULL;
     return -1;
 }
@@ -535,7 +622,7 @@ s_setup (ctx_t *ctx)
     if (err)
         return s_fail (ctx, EXIT_SETUP, err, NULL, NULL, "cannot use the MDMS certificate %s: %s",
                        mdms_cert, ami_strerror (err));
-    ctx->client = amictl_client_new (endpoint, ctx->cert, server_key, &err);
+    ctx->client = ami_client_new (endpoint, ctx->cert, server_key, &err);
     if (!ctx->client)
         return s_fail (ctx, EXIT_SETUP, err, NULL, NULL, "cannot set up a connection to %s: %s",
                        endpoint, ami_strerror (err));
@@ -583,7 +670,7 @@ s_cmd_read (ctx_t *ctx)
     ami_msg_t *reply = NULL;
     char what [64];
     snprintf (what, sizeof what, "read %s", req.meter_id);
-    rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+    rc = ami_client_request (ctx->client, &req, s_deadline (ctx), &reply);
     if (rc)
         return s_request_failed (ctx, what, rc, reply, req.corr);
     if (reply->type != AMI_MSG_API_READINGS || reply->api_readings.count < 1)
@@ -608,6 +695,94 @@ s_cmd_read (ctx_t *ctx)
     return EXIT_OK;
 }
 
+/* Every interval record of the meter in [from_ms, to_ms], paged. Returns
+   -1 with *records (free it) and *count, or an exit code (reported). */
+static int
+s_fetch_intervals (ctx_t *ctx, const char *meter_id, uint64_t to_ms,
+                   ami_interval_t **records, size_t *count, uint8_t corr [AMI_REQUEST_ID_SIZE])
+{
+    char what [64];
+    snprintf (what, sizeof what, "interval data of %s", meter_id);
+    ami_msg_t *reply = NULL;
+    int rc = ami_client_intervals (ctx->client, meter_id, ctx->from_ms, to_ms,
+                                   (uint32_t) ctx->timeout_ms, ctx->timeout_ms + REPLY_MARGIN_MS,
+                                   records, count, corr, &reply);
+    if (rc == AMI_OK)
+        return -1;
+    if (reply && reply->type == AMI_MSG_ERROR) {
+        //  a later page's ERROR names that page's request
+        const uint8_t *page_corr = reply->error.has_request_id ? reply->error.request_id : corr;
+        return s_request_failed (ctx, what, rc, reply, page_corr);
+    }
+    if (rc == AMI_E_TIMEOUT || rc == AMI_E_DENIED)
+        return s_request_failed (ctx, what, rc, NULL, corr);
+    return s_fail (ctx, EXIT_FAILED, rc, NULL, corr, "%s: %s", what,
+                   ami_client_why (ctx->client));
+}
+
+/* history --from/--to: stored interval data of a range, oldest first. */
+static int
+s_cmd_intervals (ctx_t *ctx, const char *meter_id)
+{
+    ami_interval_t *records = NULL;
+    size_t count = 0;
+    uint8_t corr [AMI_REQUEST_ID_SIZE] = { 0 };
+    uint64_t to_ms = ctx->to ? ctx->to_ms : 0;
+    int rc = s_fetch_intervals (ctx, meter_id, to_ms, &records, &count, corr);
+    if (rc >= 0)
+        return rc;
+    if (ctx->json) {
+        amictl_json_t *j = amictl_json_new ();
+        if (j) {
+            amictl_json_intervals (j, corr, meter_id, ctx->from_ms, to_ms, records, count);
+            s_emit (j);
+            amictl_json_destroy (&j);
+        }
+    }
+    else
+        amictl_print_intervals (stdout, meter_id, ctx->from_ms, to_ms, records, count);
+    free (records);
+    return EXIT_OK;
+}
+
+/* gaps: the interval ends of [from, to] that have no stored record. */
+static int
+s_cmd_gaps (ctx_t *ctx)
+{
+    char meter_id [AMI_MAX_ID + 1];
+    int rc = s_meter_id (ctx, meter_id);
+    if (rc >= 0)
+        return rc;
+    uint64_t to_ms = ctx->to ? ctx->to_ms : (uint64_t) zclock_time ();
+    uint32_t interval_s = (uint32_t) (ctx->interval_s > 0 ? ctx->interval_s : DEFAULT_INTERVAL_S);
+    ami_interval_t *records = NULL;
+    size_t count = 0;
+    uint8_t corr [AMI_REQUEST_ID_SIZE] = { 0 };
+    //  to_ms 0 would mean "unbounded" on the wire; --to 0 covers nothing.
+    if (to_ms > 0) {
+        rc = s_fetch_intervals (ctx, meter_id, to_ms, &records, &count, corr);
+        if (rc >= 0)
+            return rc;
+    }
+    amictl_gaps_t gaps;
+    rc = amictl_gaps_find (records, count, ctx->from_ms, to_ms, interval_s, &gaps);
+    free (records);
+    if (rc)
+        return s_fail (ctx, EXIT_FAILED, AMI_E_NOMEM, NULL, NULL, "out of memory");
+    if (ctx->json) {
+        amictl_json_t *j = amictl_json_new ();
+        if (j) {
+            amictl_json_gaps (j, corr, meter_id, &gaps);
+            s_emit (j);
+            amictl_json_destroy (&j);
+        }
+    }
+    else
+        amictl_print_gaps (stdout, meter_id, &gaps);
+    amictl_gaps_free (&gaps);
+    return EXIT_OK;
+}
+
 static int
 s_cmd_history (ctx_t *ctx)
 {
@@ -615,6 +790,8 @@ s_cmd_history (ctx_t *ctx)
     int rc = s_meter_id (ctx, req.meter_id);
     if (rc >= 0)
         return rc;
+    if (ctx->from)
+        return s_cmd_intervals (ctx, req.meter_id);
     size_t want = (size_t) (ctx->last > 0 ? ctx->last : DEFAULT_LAST), have = 0;
     ami_stored_reading_t *rows = calloc (want, sizeof *rows);
     if (!rows)
@@ -631,7 +808,7 @@ s_cmd_history (ctx_t *ctx)
         req.limit = (uint32_t) (want - have < AMI_MAX_API_READINGS ? want - have
                                                                   : AMI_MAX_API_READINGS);
         req.timeout_ms = (uint32_t) ctx->timeout_ms;
-        rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+        rc = ami_client_request (ctx->client, &req, s_deadline (ctx), &reply);
         if (have == 0)
             memcpy (first_corr, req.corr, sizeof first_corr);
         if (rc) {
@@ -678,7 +855,7 @@ s_cmd_meters (ctx_t *ctx)
         req.limit = AMI_MAX_API_METERS;
         req.timeout_ms = (uint32_t) ctx->timeout_ms;
         //  req.meter_id: page after this id ("" = from the start)
-        int rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+        int rc = ami_client_request (ctx->client, &req, s_deadline (ctx), &reply);
         if (have == 0)
             memcpy (first_corr, req.corr, sizeof first_corr);
         if (rc) {
@@ -777,7 +954,7 @@ s_cmd_status (ctx_t *ctx)
     req.timeout_ms = (uint32_t) ctx->timeout_ms;
     if (ctx->wait_s < 0) {
         ami_msg_t *reply = NULL;
-        int rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+        int rc = ami_client_request (ctx->client, &req, s_deadline (ctx), &reply);
         if (rc)
             return s_request_failed (ctx, "status", rc, reply, req.corr);
         if (reply->type != AMI_MSG_API_STATUS)
@@ -802,7 +979,7 @@ s_cmd_status (ctx_t *ctx)
             until = now + POLL_ANSWER_MS;
         first = false;
         ami_msg_t *reply = NULL;
-        int rc = amictl_client_request (ctx->client, &req, until, &reply);
+        int rc = ami_client_request (ctx->client, &req, until, &reply);
         if (rc == AMI_E_DENIED || rc == AMI_E_RATE_LIMITED) {
             free (last);
             return s_request_failed (ctx, "status", rc, reply, req.corr);
@@ -818,7 +995,7 @@ s_cmd_status (ctx_t *ctx)
         }
         else
         if (rc == AMI_E_TIMEOUT)
-            snprintf (why, sizeof why, "%s", amictl_client_why (ctx->client));
+            snprintf (why, sizeof why, "%s", ami_client_why (ctx->client));
         else
             snprintf (why, sizeof why, "the MDMS answered %s", ami_errname (rc));
         if (zclock_mono () + POLL_INTERVAL_MS >= deadline)
@@ -845,7 +1022,7 @@ s_cmd_verify (ctx_t *ctx)
     char what [64];
     snprintf (what, sizeof what, "verify %s", req.meter_id);
     ami_msg_t *reply = NULL;
-    rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+    rc = ami_client_request (ctx->client, &req, s_deadline (ctx), &reply);
     if (rc)
         return s_request_failed (ctx, what, rc, reply, req.corr);
     if (reply->type != AMI_MSG_API_VERIFY)
@@ -877,7 +1054,7 @@ s_cmd_customer (ctx_t *ctx)
     char what [64];
     snprintf (what, sizeof what, "customer of %s", req.meter_id);
     ami_msg_t *reply = NULL;
-    rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+    rc = ami_client_request (ctx->client, &req, s_deadline (ctx), &reply);
     if (rc)
         return s_request_failed (ctx, what, rc, reply, req.corr);
     if (reply->type != AMI_MSG_API_CUSTOMER)
@@ -907,7 +1084,7 @@ s_cmd_audit_verify (ctx_t *ctx)
     req.action = AMI_ACT_AUDIT_VERIFY;
     req.timeout_ms = (uint32_t) ctx->timeout_ms;
     ami_msg_t *reply = NULL;
-    int rc = amictl_client_request (ctx->client, &req, s_deadline (ctx), &reply);
+    int rc = ami_client_request (ctx->client, &req, s_deadline (ctx), &reply);
     if (rc)
         return s_request_failed (ctx, "audit --verify", rc, reply, req.corr);
     if (reply->type != AMI_MSG_API_VERIFY)
@@ -941,14 +1118,14 @@ s_cmd_audit (ctx_t *ctx)
     uint8_t first_corr [AMI_REQUEST_ID_SIZE] = { 0 };
     size_t count = 0, total = 0;
     ami_msg_t *reply = NULL;
-    int rc = amictl_client_audit (ctx->client, ctx->since ? ctx->since_ms : 0,
+    int rc = ami_client_audit (ctx->client, ctx->since ? ctx->since_ms : 0,
                                   (uint32_t) ctx->timeout_ms, ctx->timeout_ms + REPLY_MARGIN_MS,
                                   want, rows, &count, &total, first_corr, &reply);
     if (rc) {
         free (rows);
         if (rc == AMI_E_INTERNAL || rc == AMI_E_NOMEM)
             return s_fail (ctx, EXIT_FAILED, rc, NULL, first_corr, "audit: %s",
-                           amictl_client_why (ctx->client));
+                           ami_client_why (ctx->client));
         //  a later page's ERROR names that page's request
         const uint8_t *corr = reply && reply->type == AMI_MSG_ERROR && reply->error.has_request_id
                             ? reply->error.request_id : first_corr;
@@ -974,7 +1151,7 @@ s_cmd_audit (ctx_t *ctx)
 int
 main (int argc, char **argv)
 {
-    ctx_t ctx = { .timeout_ms = -1, .last = -1, .wait_s = -1 };
+    ctx_t ctx = { .timeout_ms = -1, .last = -1, .wait_s = -1, .interval_s = -1 };
     int rc = s_parse (&ctx, argc, argv);
     if (rc >= 0)
         return rc;
@@ -988,6 +1165,9 @@ main (int argc, char **argv)
         else
         if (strcmp (ctx.command, "history") == 0)
             rc = s_cmd_history (&ctx);
+        else
+        if (strcmp (ctx.command, "gaps") == 0)
+            rc = s_cmd_gaps (&ctx);
         else
         if (strcmp (ctx.command, "meters") == 0)
             rc = s_cmd_meters (&ctx);
@@ -1003,7 +1183,7 @@ main (int argc, char **argv)
         else
             rc = s_cmd_status (&ctx);
     }
-    amictl_client_destroy (&ctx.client);
+    ami_client_destroy (&ctx.client);
     ami_cert_destroy (&ctx.cert);
     ami_config_destroy (&ctx.config);
     for (int i = 0; i < ctx.expect_count; i++)

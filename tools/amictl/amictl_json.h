@@ -32,7 +32,8 @@
 
 typedef struct amictl_json_t amictl_json_t;
 
-/* Nesting depth the writer supports; amictl's deepest document is 6. */
+/* Nesting depth the writer supports; amictl's deepest document (history
+   --from/--to: MeterReadings .. IntervalReadings .. ReadingQualities) is 10. */
 #define AMICTL_JSON_MAX_DEPTH 16
 
 /*  Create / destroy a writer (destroy is idempotent, nulls *self_p). */

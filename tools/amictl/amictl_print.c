@@ -464,6 +464,23 @@ amictl_print_status (FILE *out, const ami_service_row_t *rows, size_t count)
                  amictl_state_name (rows [i].state),
                  amictl_format_duration (rows [i].uptime_ms, up),
                  amictl_format_duration (rows [i].age_ms, age));
+        //  The service's own counters (its last HEALTH), name=value,
+        //  indented under its row and wrapped to stay readable.
+        size_t column = 0;
+        uint32_t stats = rows [i].stat_count < AMI_MAX_STATS ? rows [i].stat_count
+                                                             : AMI_MAX_STATS;
+        for (uint32_t k = 0; k < stats; k++) {
+            char item [AMI_MAX_ID + 32];
+            int len = snprintf (item, sizeof item, "%s=%" PRIu64, rows [i].stats [k].name,
+                                rows [i].stats [k].value);
+            if (column > 0 && column + 1 + (size_t) len > AMICTL_STATUS_WIDTH) {
+                fputc ('\n', out);
+                column = 0;
+            }
+            column += (size_t) fprintf (out, "%s%s", column ? " " : "    ", item);
+        }
+        if (column)
+            fputc ('\n', out);
     }
 }
 
@@ -671,6 +688,10 @@ amictl_json_status (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID_SIZE],
         amictl_json_str (j, "state", amictl_state_name (rows [i].state));
         amictl_json_uint (j, "uptimeMs", rows [i].uptime_ms);
         amictl_json_uint (j, "ageMs", rows [i].age_ms);
+        amictl_json_object (j, "stats");
+        for (uint32_t k = 0; k < rows [i].stat_count && k < AMI_MAX_STATS; k++)
+            amictl_json_uint (j, rows [i].stats [k].name, rows [i].stats [k].value);
+        amictl_json_end (j);
         amictl_json_end (j);
     }
     amictl_json_end (j);

@@ -38,6 +38,8 @@
 
 /* Room for any formatted value / time / duration below. */
 #define AMICTL_TEXT 48
+/* status: a service's stats wrap at this many columns (a terminal's 100). */
+#define AMICTL_STATUS_WIDTH 100
 
 /*  Name of a register by OBIS code ("Active energy import (+A)"), or NULL
     if it is not in the catalogue. */
@@ -103,6 +105,10 @@ void
                           const ami_stored_reading_t *rows, size_t count);
 void
     amictl_print_meters (FILE *out, const ami_meter_row_t *rows, size_t count);
+/*  status: one row per service (role, node, state, uptime, age of its last
+    report), then its stats (name=value, from its last HEALTH) indented on
+    the lines below, wrapped at AMICTL_STATUS_WIDTH. JSON: each service
+    object has "stats":{"name":value,...}. */
 void
     amictl_print_status (FILE *out, const ami_service_row_t *rows, size_t count);
 void

@@ -1,0 +1,166 @@
+/*  ami_client.h - an operator's connection to the MDMS API: the one client
+    behind amictl and ami-load.
+
+    One DEALER socket, CURVE client with the operator's own certificate
+    (SEC-AUTH-2: no shared accounts), connected to the MDMS api endpoint.
+    Each request is one API_REQ frame behind an empty delimiter frame, so
+    the MDMS's ROUTER sees exactly what a REQ socket would send, and
+    replies come back as [empty][reply] (a bare [reply] is accepted too).
+    Unlike REQ, a DEALER lets a caller give up on a request at a deadline
+    and send another on the same socket, or keep many requests in flight;
+    replies are matched to requests by correlation id.
+
+    Two ways to use it:
+
+    - one request at a time (amictl): ami_client_request sends a request
+      with a fresh random correlation id and blocks until its answer or a
+      deadline; a late answer to an earlier request is dropped. The paging
+      helpers ami_client_audit and ami_client_intervals are built on it.
+    - pipelined (ami-load read): ami_client_send queues a request with the
+      caller's correlation id and never blocks; ami_client_recv takes one
+      answer if one is waiting; the caller polls ami_client_socket and
+      matches answers itself.
+
+    The socket is watched with a libzmq socket monitor so that a refusal
+    by the MDMS's ZAP handler (this operator's key is not on its
+    allow-list) is seen at once (AMI_E_DENIED instead of a timeout), and
+    so that a timeout can say whether a connection was ever made.
+
+    Ownership: a decoded reply belongs to the client and stays valid until
+    the next call that sends or receives on it (its variable fields point
+    into the received frame, which the client keeps). Not thread-safe: use
+    a client from one thread.
+*/
+#ifndef AMI_CLIENT_H_INCLUDED
+#define AMI_CLIENT_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ami_cert.h"
+#include "ami_msg.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ami_client_t ami_client_t;
+
+/*  Most interval records ami_client_intervals collects for one range:
+    about 28 years at 15 minutes, 24 MB. A larger range is refused
+    (AMI_E_LIMIT) rather than filling memory: narrow the range. */
+#define AMI_CLIENT_MAX_INTERVALS    1000000
+
+/*  Connect to endpoint as cert (with secret), trusting the server key
+    server_key (Z85). The send and receive queues are unbounded (HWM 0):
+    callers bound their requests in flight themselves. Returns NULL with
+    *err = AMI_E_KEY (CURVE could not be set up), AMI_E_CONFIG (bad
+    endpoint), AMI_E_INTERNAL (libsodium) or AMI_E_NOMEM (logged). */
+ami_client_t *
+    ami_client_new (const char *endpoint, ami_cert_t *cert, const char *server_key, int *err);
+
+/*  Close the socket (linger 0: nothing left behind). Idempotent; nulls
+    *self_p. */
+void
+    ami_client_destroy (ami_client_t **self_p);
+
+/*  Send req (its corr is overwritten with a fresh random id) and wait
+    until deadline (zclock_mono ms) for the reply to it. Returns:
+      AMI_OK          *reply is the decoded reply (API_READINGS, API_METERS,
+                      API_STATUS, API_INTERVALS, API_AUDIT, API_CUSTOMER,
+                      API_VERIFY) with req->corr;
+      the ERROR code  the MDMS answered ERROR: *reply is that ERROR message
+                      (code in (*reply)->error.code, never AMI_OK);
+      AMI_E_DENIED    the MDMS's ZAP handler refused this key (no reply);
+      AMI_E_TIMEOUT   no reply before the deadline (see ami_client_why);
+      AMI_E_INTERNAL  the request could not be encoded or sent.
+    Frames that do not decode, or answer another request, are dropped
+    (logged at debug level). */
+int
+    ami_client_request (ami_client_t *self, ami_api_req_t *req, int64_t deadline,
+                        ami_msg_t **reply);
+
+/*  The audit log from from_ms on, paged (one AUDIT request per page of
+    AMI_MAX_API_AUDIT, `more`): each next page asks for the entries after
+    the last seq received (to_ms = that seq, PROTOCOL.md 4.11) from the
+    last row's time on (the same entries: time never decreases along the
+    chain), and skips rows already received, so an MDMS that ignored
+    to_ms would still be paged correctly. Keeps the `want` (>= 1) most
+    recent entries in rows[want], oldest first: *count of them; *total =
+    entries received in all. first_corr gets the first page's correlation
+    id. Each page waits at most page_wait_ms; timeout_ms goes into the
+    requests. Should a server that ignores to_ms hold more entries in one
+    millisecond than a page, the rest of that millisecond is skipped
+    (logged) rather than asked for forever. Returns AMI_OK, or a page's
+    failure as ami_client_request does (*reply is then the ERROR, or
+    NULL), or AMI_E_INTERNAL for a reply of the wrong type. */
+int
+    ami_client_audit (ami_client_t *self, uint64_t from_ms, uint32_t timeout_ms,
+                      int64_t page_wait_ms, size_t want, ami_audit_row_t *rows,
+                      size_t *count, size_t *total,
+                      uint8_t first_corr [AMI_REQUEST_ID_SIZE], ami_msg_t **reply);
+
+/*  Every stored interval record of meter_id whose end lies in
+    [from_ms, to_ms] (Unix ms, inclusive; 0 = unbounded), oldest first:
+    action intervals (PROTOCOL.md 4.11, 4.15), paged by asking again from
+    the last record's end + 1 ms while the MDMS says `more`. Records that
+    do not advance (a repeated or out-of-order end time) or lie outside
+    the range are skipped, so a misbehaving server cannot make this loop
+    or return rows twice. *records is a heap array the caller frees
+    (NULL when *count is 0). first_corr gets the first page's correlation
+    id. Each page waits at most page_wait_ms. Returns AMI_OK, a page's
+    failure as ami_client_request does (*reply the ERROR, or NULL),
+    AMI_E_INTERNAL for a reply of the wrong type or for another meter,
+    AMI_E_LIMIT past AMI_CLIENT_MAX_INTERVALS records, AMI_E_NOMEM;
+    ami_client_why says which. On failure *records is NULL. */
+int
+    ami_client_intervals (ami_client_t *self, const char *meter_id, uint64_t from_ms,
+                          uint64_t to_ms, uint32_t timeout_ms, int64_t page_wait_ms,
+                          ami_interval_t **records, size_t *count,
+                          uint8_t first_corr [AMI_REQUEST_ID_SIZE], ami_msg_t **reply);
+
+/*  Why the last request got no answer or failed on our side, for the
+    user ("no connection to the MDMS at tcp://... (is it running?)").
+    Belongs to the client; "" when there is nothing to say. */
+const char *
+    ami_client_why (ami_client_t *self);
+
+/*  Pipelined use: the libzmq socket, for zmq_poll (ZMQ_POLLIN). */
+void *
+    ami_client_socket (ami_client_t *self);
+
+/*  Queue req as it is (its corr is the caller's). Never blocks. Returns
+    AMI_OK, or AMI_E_INTERNAL when it could not be encoded or queued. */
+int
+    ami_client_send (ami_client_t *self, const ami_api_req_t *req);
+
+/*  Take one answer if one is waiting, without blocking. Returns 1 with
+    *reply the decoded answer (any type: the caller matches it), 0 when
+    none is waiting, -1 when a frame was dropped (bad envelope, does not
+    decode: logged at debug level; call again). */
+int
+    ami_client_recv (ami_client_t *self, ami_msg_t **reply);
+
+/*  The correlation id an answer carries (API_* replies, or an ERROR with
+    a request id). Returns false for an ERROR without a request id (the
+    MDMS could not decode the request) and for other types. */
+bool
+    ami_client_reply_corr (const ami_msg_t *reply, uint8_t corr [AMI_REQUEST_ID_SIZE]);
+
+/*  Read pending monitor events without blocking. Returns the ZAP status
+    code if the MDMS refused our key (e.g. 400), else 0. */
+int
+    ami_client_check (ami_client_t *self);
+
+/*  CURVE handshakes completed so far (as seen by ami_client_check and
+    ami_client_request). */
+int
+    ami_client_handshakes (ami_client_t *self);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
