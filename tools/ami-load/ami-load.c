@@ -42,6 +42,7 @@
 #include "load_baseline.h"
 #include "load_ingest.h"
 #include "load_read.h"
+#include "load_seccost.h"
 #include "load_stats.h"
 
 /* Exit codes (the contract with scripts; see s_usage). */
@@ -135,7 +136,9 @@ s_usage (FILE *out)
 "             p50/p90/p99/max, errors by kind\n"
 "  baseline   the raw ceiling of one CurveZMQ hop between two processes on\n"
 "             this machine: PUSH->PULL messages/s at 100 and 1000 bytes, and\n"
-"             the round trip of a DEALER->ROUTER echo\n"
+"             the round trip of a DEALER->ROUTER echo\n""  security-cost  the CPU cost of the end-to-end application security per\n"
+"             on-demand read and per interval block (signatures, seals,\n"
+"             AEAD), timed here with the real code [--seconds S] [--json]\n"
 "\n"
 "exit status: 0 success; 1 a read failed, none completed, the baseline\n"
 "failed, or ingest lost or duplicated a reading; 2 usage; 3 the MDMS cannot\n"
@@ -658,6 +661,7 @@ s_parse (args_t *args, int argc, char **argv)
     bool is_read = strcmp (command, "read") == 0;
     bool is_baseline = strcmp (command, "baseline") == 0;
     bool is_ingest = strcmp (command, "ingest") == 0;
+    bool is_seccost = strcmp (command, "security-cost") == 0;
     if (strcmp (command, "-h") == 0 || strcmp (command, "--help") == 0
     ||  strcmp (command, "help") == 0) {
         s_usage (stdout);
@@ -666,6 +670,27 @@ s_parse (args_t *args, int argc, char **argv)
     for (int i = 2; i < argc; i++)
         if (strcmp (argv [i], "--json") == 0)
             args->json = true;
+    if (is_seccost) {
+        args->command = command;
+        for (int i = 2; i < argc; i++) {
+            if (strcmp (argv [i], "-h") == 0 || strcmp (argv [i], "--help") == 0) {
+                s_usage (stdout);
+                return EXIT_OK;
+            }
+            if (strcmp (argv [i], "--json") == 0)
+                continue;
+            if (strcmp (argv [i], "--seconds") == 0 && i + 1 < argc) {
+                char *end = NULL;
+                double v = strtod (argv [++i], &end);
+                if (!end || *end || !(v > 0 && v <= 60))
+                    return s_usage_error (args, "--seconds: want 0 < S <= 60, got '%s'", argv [i]);
+                args->seconds_ms = (int64_t) (v * 1000);
+                continue;
+            }
+            return s_usage_error (args, "security-cost: unknown option '%s'", argv [i]);
+        }
+        return -1;
+    }
     if (!is_read && !is_baseline && !is_ingest) {
         if (args->json)
             return s_usage_error (args, "unknown command '%s'", command);
@@ -939,6 +964,54 @@ s_cmd_baseline (args_t *args)
     }
     fflush (stdout);
     load_baseline_result_free (&b);
+    return EXIT_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/*  security-cost                                                          */
+
+static int
+s_cmd_seccost (args_t *args)
+{
+    //  5 rounds of 200 ms per operation by default: ~8 s in all
+    int64_t round_ms = args->seconds_ms > 0 ? args->seconds_ms / 5 : 200;
+    if (round_ms < 10)
+        round_ms = 10;
+    load_seccost_result_t r;
+    if (load_seccost_run (round_ms, &r) != AMI_OK)
+        return s_fail (args, EXIT_FAILED, AMI_E_INTERNAL, "security-cost: an operation failed");
+    if (args->json) {
+        printf ("{\"command\":\"security-cost\",\"unit\":\"us\","
+                "\"read\":{\"mdmsSignCommand\":%.2f,\"meterVerifyCommand\":%.2f,"
+                "\"meterAnswer\":%.2f,\"mdmsCheckAnswer\":%.2f,\"criticalPath\":%.2f},"
+                "\"block\":{\"intervals\":%d,\"meterSeal\":%.2f,\"mdmsOpen\":%.2f,"
+                "\"total\":%.2f,\"perReading\":%.3f},"
+                "\"perMeterOnce\":{\"meterProfileKey\":%.2f,\"mdmsProfileKey\":%.2f}}\n",
+                r.mdms_sign_command_us, r.meter_verify_command_us, r.meter_answer_us,
+                r.mdms_check_answer_us, r.read_path_us, LOAD_SECCOST_BLOCK,
+                r.meter_seal_block_us, r.mdms_open_block_us, r.block_path_us,
+                r.per_reading_us, r.meter_profile_key_us, r.mdms_profile_key_us);
+    }
+    else {
+        printf ("ami-load security-cost: application-layer CPU per operation, this machine "
+                "(median of 5 rounds of %" PRId64 " ms)\n", round_ms);
+        printf ("  on-demand read (critical path, in order):\n"
+                "    MDMS  encode + sign READ_REQ             %8.1f us\n"
+                "    meter verify command                     %8.1f us\n"
+                "    meter encode, seal, sign READ_RESP       %8.1f us\n"
+                "    MDMS  verify, open, decode               %8.1f us\n"
+                "    total                                    %8.1f us\n",
+                r.mdms_sign_command_us, r.meter_verify_command_us, r.meter_answer_us,
+                r.mdms_check_answer_us, r.read_path_us);
+        printf ("  interval block of %d intervals:\n"
+                "    meter encode + AEAD seal                 %8.2f us\n"
+                "    MDMS  AEAD open + decode                 %8.2f us\n"
+                "    per reading                              %8.3f us (%.0f readings/s per core)\n",
+                LOAD_SECCOST_BLOCK, r.meter_seal_block_us, r.mdms_open_block_us,
+                r.per_reading_us, r.per_reading_us > 0 ? 1e6 / r.per_reading_us : 0.0);
+        printf ("  once per meter (cached): profile key meter side %.1f us, MDMS side %.1f us\n",
+                r.meter_profile_key_us, r.mdms_profile_key_us);
+    }
     return EXIT_OK;
 }
 
@@ -1412,5 +1485,7 @@ main (int argc, char **argv)
         return s_cmd_read (&args);
     if (strcmp (args.command, "ingest") == 0)
         return s_cmd_ingest (&args);
+    if (strcmp (args.command, "security-cost") == 0)
+        return s_cmd_seccost (&args);
     return s_cmd_baseline (&args);
 }

@@ -10,6 +10,7 @@
 #   2. ami-load ingest --meters 10000          interval data, 2 fleets
 #   3. ami-load ingest --meters 100000         interval data, ONE fleet process
 #                                              (the 256 MiB fleet target)
+#   (and ami-load security-cost: the application security's CPU per read and block)
 #   4. ami-load read --concurrency 1 and 64    on-demand reads against a
 #                                              private deployment (200 meters,
 #                                              rate limits off)
@@ -82,6 +83,7 @@ run() {
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 run baseline "$load" baseline --seconds 2 --json
+run security-cost "$load" security-cost --seconds 2 --json
 run ingest-10k "$load" ingest --meters 10000 --fleets 2 --duration "$SECS" --json
 run ingest-100k "$load" ingest --meters 100000 --fleets 1 --aggregators 1 --duration "$SECS" --json
 

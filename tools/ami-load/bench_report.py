@@ -16,7 +16,7 @@ import os
 import platform
 import subprocess
 
-SCENARIOS = ["baseline", "ingest-10k", "ingest-100k", "reads-setup", "reads-c1", "reads-c64"]
+SCENARIOS = ["baseline", "security-cost", "ingest-10k", "ingest-100k", "reads-setup", "reads-c1", "reads-c64"]
 
 
 def load(work, name):
@@ -321,6 +321,43 @@ def main():
         else:
             out.append("| %s | %s | | | | | | |" % (name, failure(name, *results[name])))
     out.append("")
+    sc = results["security-cost"][0]
+    c1 = results["reads-c1"][0]
+    out += ["## What the end-to-end security costs", "",
+            "`ami-load security-cost` times, in one process with the real code, every "
+            "application-layer step of an on-demand read and of an interval block (the CURVE "
+            "transport is in the baseline above). The layer cannot be switched off (ami-bus never "
+            "falls back to plaintext), so a read \"without it\" is the measured p50 minus the "
+            "steps on the read's critical path: an estimate.", ""]
+    if sc and "read" in sc:
+        r, bl = sc["read"], sc["block"]
+        out += ["| step | µs |", "|---|---|",
+                "| MDMS: encode + Ed25519-sign READ_REQ | %.1f |" % r["mdmsSignCommand"],
+                "| meter: verify the command | %.1f |" % r["meterVerifyCommand"],
+                "| meter: encode READING, seal (X25519), sign READ_RESP | %.1f |" % r["meterAnswer"],
+                "| MDMS: verify, open, decode | %.1f |" % r["mdmsCheckAnswer"],
+                "| **read critical path** | **%.1f** |" % r["criticalPath"],
+                "| meter: encode + seal a block of %d intervals (XChaCha20-Poly1305) | %.2f |" % (bl["intervals"], bl["meterSeal"]),
+                "| MDMS: open + decode it | %.2f |" % bl["mdmsOpen"],
+                "| **per interval reading** | **%.3f** |" % bl["perReading"],
+                "| once per meter, cached: profile key, meter / MDMS side | %.1f / %.1f |"
+                % (sc["perMeterOnce"]["meterProfileKey"], sc["perMeterOnce"]["mdmsProfileKey"]), ""]
+        if c1 and "latencyUs" in c1:
+            p50 = c1["latencyUs"]["p50"]
+            p99 = c1["latencyUs"]["p99"]
+            cp = r["criticalPath"]
+            out += ["On-demand read at concurrency 1: p50 %.2f ms with the application layer, about "
+                    "%.2f ms without it (%.0f %% of the read); p99 %.2f ms with, about %.2f ms without." %
+                    (p50 / 1e3, (p50 - cp) / 1e3, 100.0 * cp / p50 if p50 else 0, p99 / 1e3, (p99 - cp) / 1e3), ""]
+        i100 = results["ingest-100k"][0]
+        if i100 and "window" in i100:
+            rate = i100["window"].get("readingsPerSecond")
+            if rate:
+                out += ["Interval ingest: the boxes cost %.3f µs of CPU per reading (meter and MDMS "
+                        "together), %.1f %% of one core at the %.0f readings/s measured with "
+                        "100 000 meters." % (bl["perReading"], bl["perReading"] * rate / 1e4, rate), ""]
+    else:
+        out += [failure("security-cost", *results["security-cost"]), ""]
     with open(args.out, "w") as f:
         f.write("\n".join(out))
     with open(args.raw, "w") as f:
