@@ -307,3 +307,76 @@ ami_e2e_profile_open (const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE], const char *
     *out_len = (size_t) mlen;
     return AMI_OK;
 }
+
+/* ---------------------------------------------------------------------- */
+/*  Padded sealing (SEC-CONF-3; format and why in ami_e2e.h)               */
+
+size_t
+ami_e2e_padded_size (size_t len, size_t block)
+{
+    if (block == 0 || block > AMI_E2E_PAD_BLOCK_MAX
+    ||  len > SIZE_MAX - AMI_E2E_PAD_HEADER - 2 * block)
+        return 0;
+    size_t n = AMI_E2E_PAD_HEADER + len;
+    /* what sodium_pad makes of n bytes: at least one byte more, up to the
+       next multiple of block */
+    return (n / block + 1) * block;
+}
+
+int
+ami_e2e_seal_padded (const uint8_t *plain, size_t len, size_t block,
+                     const uint8_t box_pk [AMI_E2E_BOX_KEY_SIZE],
+                     uint8_t *out, size_t cap, size_t *out_len)
+{
+    if (block == 0 || block > AMI_E2E_PAD_BLOCK_MAX)
+        return AMI_E_RANGE;
+    /* the padded copy lives on the stack: it is never larger than what a
+       sealed field may carry on the wire */
+    uint8_t padded [AMI_MAX_SEALED - AMI_E2E_SEAL_OVERHEAD];
+    size_t padded_len = ami_e2e_padded_size (len, block);
+    if (padded_len == 0 || padded_len > sizeof padded)
+        return AMI_E_BUFSIZE;
+    if (cap < AMI_E2E_SEAL_OVERHEAD || padded_len > cap - AMI_E2E_SEAL_OVERHEAD)
+        return AMI_E_BUFSIZE;
+    padded [0] = AMI_E2E_PAD_MARK;
+    padded [1] = (uint8_t) (block >> 8);
+    padded [2] = (uint8_t) block;
+    if (len)
+        memcpy (padded + AMI_E2E_PAD_HEADER, plain, len);
+    size_t sodium_len = 0;
+    int rc = AMI_OK;
+    if (sodium_pad (&sodium_len, padded, AMI_E2E_PAD_HEADER + len, block, sizeof padded) != 0
+    ||  sodium_len != padded_len)
+        rc = AMI_E_INTERNAL;        /* ami_e2e_padded_size disagrees: a bug */
+    if (rc == AMI_OK)
+        rc = ami_e2e_seal (padded, padded_len, box_pk, out, cap, out_len);
+    sodium_memzero (padded, padded_len);
+    return rc;
+}
+
+int
+ami_e2e_open_padded (const uint8_t *sealed, size_t len, const ami_e2e_mdms_t *keys,
+                     uint8_t *out, size_t cap, size_t *out_len)
+{
+    size_t n = 0;
+    int rc = ami_e2e_open (sealed, len, keys, out, cap, &n);
+    if (rc != AMI_OK)
+        return rc;
+    if (n == 0 || out [0] != AMI_E2E_PAD_MARK) {
+        *out_len = n;               /* unpadded (ami_e2e_seal): as it is */
+        return AMI_OK;
+    }
+    size_t block = n >= AMI_E2E_PAD_HEADER ? (size_t) out [1] << 8 | out [2] : 0;
+    size_t unpadded = 0;
+    if (block == 0 || n % block != 0
+    ||  sodium_unpad (&unpadded, out, n, block) != 0
+    ||  unpadded < AMI_E2E_PAD_HEADER) {
+        sodium_memzero (out, n);
+        return AMI_E_DECRYPT;
+    }
+    size_t message = unpadded - AMI_E2E_PAD_HEADER;
+    memmove (out, out + AMI_E2E_PAD_HEADER, message);
+    sodium_memzero (out + message, n - message);
+    *out_len = message;
+    return AMI_OK;
+}

@@ -195,6 +195,78 @@ int
     ami_e2e_check_command (const ami_read_req_t *req, const char *meter_id,
                            uint64_t last_counter, uint64_t now_ms);
 
+/* ---------------------------------------------------------------------- */
+/*  Padded sealing: hiding a reading's length (SEC-CONF-3)                 */
+/*
+    crypto_box_seal hides the content, not the length: a sealed box is its
+    plaintext plus AMI_E2E_SEAL_OVERHEAD bytes, and msgpack encodes small
+    numbers in fewer bytes than large ones (0 in 1 byte, a large energy
+    register in 9), so the length of READ_RESP.sealed would tell every
+    relay something about the registers inside. ami_e2e_seal_padded pads
+    the plaintext to a multiple of a block size first: with a block chosen
+    above the largest encoding (the meter uses the largest READING its
+    register count can encode to), every reading of one meter model seals
+    to the same length.
+
+    Padded plaintext (self-describing):
+
+        0xC1 | block (be16) | message | 0x80 0x00 ... 0x00
+
+    a 3-byte header, the message, then ISO/IEC 7816-4 padding (libsodium's
+    sodium_pad: 0x80 then zeros, at least one byte) up to the next
+    multiple of `block`, header included. 0xC1 is the one byte value the
+    msgpack specification never uses, so no ami message (each one is a
+    msgpack array) starts with it, and a padded plaintext is never taken
+    for a message or the reverse. The block size travels in the header, so
+    the receiver needs no configuration and sodium_unpad checks the
+    padding in constant time over the last block.
+
+    Compatibility. ami_e2e_open_padded returns a plaintext that does not
+    start with 0xC1 unchanged: boxes sealed with ami_e2e_seal (an older
+    meter, a stored proof from before padding) still open to their
+    message. A receiver that still uses ami_e2e_open on a padded box gets
+    the padded form, whose first byte ami_msg_decode refuses (AMI_E_TYPE):
+    it fails closed, it never misreads.
+*/
+#define AMI_E2E_PAD_MARK        0xC1
+#define AMI_E2E_PAD_HEADER      3
+/* The header plus the one byte of padding that is always added: a
+   message of up to block - AMI_E2E_PAD_OVERHEAD bytes pads to one block. */
+#define AMI_E2E_PAD_OVERHEAD    (AMI_E2E_PAD_HEADER + 1)
+/* The block size field is 16 bits. */
+#define AMI_E2E_PAD_BLOCK_MAX   65535
+
+/*  Length of the padded plaintext of a len-byte message with this block:
+    the next multiple of block above len + AMI_E2E_PAD_HEADER. Every len up
+    to block - AMI_E2E_PAD_OVERHEAD gives exactly block. Returns 0 if block
+    is 0 or above AMI_E2E_PAD_BLOCK_MAX. The sealed length is this plus
+    AMI_E2E_SEAL_OVERHEAD. */
+size_t
+    ami_e2e_padded_size (size_t len, size_t block);
+
+/*  Pad plain[0..len) with the given block (see above), then seal it to the
+    MDMS box key like ami_e2e_seal. out must hold ami_e2e_padded_size (len,
+    block) + AMI_E2E_SEAL_OVERHEAD bytes (cap). Returns AMI_OK; AMI_E_RANGE
+    (block 0 or above AMI_E2E_PAD_BLOCK_MAX); AMI_E_BUFSIZE (the sealed
+    result would exceed cap, or AMI_MAX_SEALED, the wire limit of a sealed
+    field). The padded copy of plain is wiped before returning. */
+int
+    ami_e2e_seal_padded (const uint8_t *plain, size_t len, size_t block,
+                         const uint8_t box_pk [AMI_E2E_BOX_KEY_SIZE],
+                         uint8_t *out, size_t cap, size_t *out_len);
+
+/*  Open a box sealed with ami_e2e_seal_padded (or, unpadded, with
+    ami_e2e_seal) with the MDMS keys: out[0..*out_len) is the message
+    without header and padding. cap must hold the whole opened plaintext,
+    len - AMI_E2E_SEAL_OVERHEAD bytes, as for ami_e2e_open. Returns AMI_OK;
+    AMI_E_DECRYPT if the box does not open, or opens to a padded plaintext
+    whose header or padding is malformed (out is wiped then); AMI_E_BUFSIZE
+    if cap is short. A plaintext not starting with AMI_E2E_PAD_MARK is
+    returned as it is (see "Compatibility"). */
+int
+    ami_e2e_open_padded (const uint8_t *sealed, size_t len, const ami_e2e_mdms_t *keys,
+                         uint8_t *out, size_t cap, size_t *out_len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -20,8 +20,15 @@
       at once). Questions older than 3 heartbeats mean the broker lost
       them (restart): the ring is cleared, the next poll starts afresh.
     - the api ROUTER is a REQ-compatible server (chapter 3 envelopes); the
-      events PUB is loss-tolerant and sequence-numbered (chapter 5 "getting
-      an out-of-band snapshot" style gap detection by seq).
+      event feed is loss-tolerant and sequence-numbered (chapter 5 "getting
+      an out-of-band snapshot" style gap detection by seq), published on an
+      XPUB in manual mode (chapter 5 "last value caching" uses XPUB the
+      same way) so that the actor decides, per subscriber, whether a
+      subscription is applied (SEC-AUTH-3: operators and monitors only).
+    - refused CURVE handshakes (SEC-AUD-2) come from libzmq socket
+      monitors, read by a watcher actor of their own (ami_mdms_monitor.h)
+      that reports each one on a pipe this actor polls; EVENT security is
+      published through one budget per class of failure.
     - interval data on the ingest ROUTER is credit-based flow control
       (chapter 7): BATCH frames are queued, one group commit per pass of
       the loop writes them durably, and only then are they acknowledged
@@ -61,6 +68,7 @@
 #include "ami_mdms_audit.h"
 #include "ami_mdms_db.h"
 #include "ami_mdms_ingest.h"
+#include "ami_mdms_monitor.h"
 #include "ami_mdms_rate.h"
 #include "ami_msg.h"
 #include "ami_service.h"
@@ -105,12 +113,6 @@
 /*  Messages handled per socket per wake-up: amortises the poll under
     load, still returns to the pipe and the timers quickly. */
 #define S_BATCH             64
-/*  The same relay ERROR on this many consecutive tries ends a read with
-    it (AMI_E_UNREACHABLE for a meter whose fleet is gone fails in two
-    quick round trips, not at the deadline). Two, not one: a single relay
-    ERROR is unauthenticated and may come from a failing head end that the
-    broker will not pick again. */
-#define S_RELAY_STREAK      2
 /*  HISTORY rows when the request says 0. */
 #define S_HISTORY_DEFAULT   10
 /*  Warning rate-limit window. */
@@ -130,6 +132,8 @@
 
 #define S_ROLE_OPERATOR     "operator"
 #define S_ROLE_HEADEND      "headend"
+/*  One second: the window of the security-event budget. */
+#define S_SECURITY_WINDOW_MS 1000
 /*  Audit names for a certificate without node-id / ami-role. */
 #define S_UNKNOWN_OPERATOR  "unknown"
 #define S_NO_ROLE           "NONE"
@@ -175,7 +179,7 @@ typedef struct {
     bool checking;                      /* waiting for an MMI answer */
     void *check_handle;                 /* in route->checking */
     int relay_error;                    /* last relay ERROR (mapped), 0 = none */
-    int relay_streak;                   /* consecutive tries ended by it */
+    int relay_tries;                    /* tries ended by a relay ERROR (SEC-AVAIL-3) */
     bool completing;                    /* reading staged in the group commit */
 } pending_t;
 
@@ -209,12 +213,35 @@ typedef struct {
     int64_t sent;
 } mmi_query_t;
 
+/*  Classes of EVENT security, each with a budget of its own (SEC-AUD-2),
+    so that a flood of one kind of failure - which anyone who can open a
+    connection can cause - never hides another from the feed. */
+enum {
+    SEC_ANSWER,         /* a READ_RESP failed an end-to-end check */
+    SEC_DENIED,         /* a request or a subscription refused for its role */
+    SEC_HANDSHAKE,      /* a CURVE handshake refused by the allow-list */
+    SEC_INGEST,         /* an interval block rejected */
+    SEC_STORED,         /* stored data failed re-verification or decryption */
+    SEC_CLASSES
+};
+
+static const char *const s_security_class [SEC_CLASSES] = {
+    "answer", "denial", "handshake", "ingest", "stored-data"
+};
+
+typedef struct {
+    int64_t window;                     /* mono start of the current window */
+    unsigned published;                 /* events published in it */
+    uint64_t left_out;                  /* ... and left out over the budget */
+} security_budget_t;
+
 typedef struct {
     zsock_t *pipe;
     zsock_t *api;
     zsock_t *ingest;
-    zsock_t *events;
+    zsock_t *events;                    /* XPUB, manual subscriptions (SEC-AUTH-3) */
     zsock_t *broker;
+    ami_mdms_monitor_t *watch;          /* refused handshakes (SEC-AUD-2) */
     char *api_endpoint;
     char *ingest_endpoint;
     char *events_endpoint;
@@ -266,13 +293,13 @@ typedef struct {
     uint64_t bad_responses;
     uint64_t rate_limited;
     uint64_t audit_failures;
+    uint64_t events_refused;            /* subscriptions refused (not operator/monitor) */
     unsigned ticks;
     bool audit_action0;                 /* the codec lets API_AUDIT carry action 0 */
 
     bool terminated;
     ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
-    int64_t reject_window;              /* mono start of the rejected-block event window */
-    unsigned reject_events;             /* security events in that window */
+    security_budget_t security [SEC_CLASSES];   /* EVENT security budgets */
 } mdms_t;
 
 static const char *const s_event_topics [AMI_EV_MAX + 1] = {
@@ -401,6 +428,60 @@ s_publish (mdms_t *self, int kind, const char *meter_id, const char *format, ...
     s_send (self, self->events, &msg, "events");
 }
 
+/*  The window of one class's security-event budget: a window opens with
+    the first event after the previous one is over (opening = true), so a
+    burst always starts with a whole budget; a window that is over and left
+    events out is closed by one event saying how many (from s_security, or
+    from the heartbeat tick when no further event of the class comes). */
+static void
+s_security_window (mdms_t *self, int class, int64_t now, bool opening)
+{
+    security_budget_t *budget = &self->security [class];
+    if (now - budget->window < S_SECURITY_WINDOW_MS)
+        return;
+    if (!opening && !budget->left_out)
+        return;
+    uint64_t left_out = budget->left_out;
+    budget->window = now;
+    budget->published = 0;
+    budget->left_out = 0;
+    if (left_out) {
+        budget->published++;
+        s_publish (self, AMI_EV_SECURITY, "", "%llu %s security events left out of the feed "
+                   "in the last second (more than %d a second; see the log and counters)",
+                   (unsigned long long) left_out, s_security_class [class],
+                   AMI_MDMS_LOG_BURST);
+    }
+}
+
+static void
+s_security (mdms_t *self, int class, const char *meter_id, const char *format, ...)
+    CHECK_PRINTF (4);
+
+/*  SEC-AUD-2: publish EVENT security, at most AMI_MDMS_LOG_BURST a second
+    per class (an attacker who can make failures must not turn them into
+    an event flood, nor hide other failures behind them); the ones over the
+    budget are counted and announced by one event when the second is over.
+    The counters and the log are the complete record. */
+static void
+s_security (mdms_t *self, int class, const char *meter_id, const char *format, ...)
+{
+    assert (class >= 0 && class < SEC_CLASSES);
+    s_security_window (self, class, zclock_mono (), true);
+    security_budget_t *budget = &self->security [class];
+    if (budget->published >= AMI_MDMS_LOG_BURST) {
+        budget->left_out++;
+        return;
+    }
+    budget->published++;
+    char text [AMI_MAX_TEXT + 1];
+    va_list args;
+    va_start (args, format);
+    vsnprintf (text, sizeof text, format, args);
+    va_end (args);
+    s_publish (self, AMI_EV_SECURITY, meter_id, "%s", text);
+}
+
 /*  Encode self->tx and send it to the operator behind envelope (borrowed). */
 static void
 s_api_send (mdms_t *self, zmsg_t *envelope)
@@ -474,6 +555,10 @@ s_audit_entry (const caller_t *caller, int result, ami_audit_row_t *entry)
 
 static void
     s_group_flush (mdms_t *self);
+static uint64_t
+    s_handshakes_refused (mdms_t *self);
+static uint64_t
+    s_handshakes_failed (mdms_t *self);
 
 /*  Append the outcome of caller's request to the audit log, durably.
     Returns AMI_OK or why not (logged: an unaudited request is an
@@ -717,6 +802,16 @@ s_mmi_ask (mdms_t *self, route_t *route)
     return true;
 }
 
+/*  May the read be sent once more? Tries that ended in a relay ERROR
+    (SEC-AVAIL-3) have a budget of their own (s_read_error), so they do not
+    use up the retries of tries that timed out or that the meter refused
+    as a replay: the next try may be of either kind. */
+static bool
+s_tries_left (mdms_t *self, pending_t *p)
+{
+    return p->tries - p->relay_tries <= self->retries;
+}
+
 /*  A try timed out: wait for the broker's word on the route. */
 static void
 s_pending_check (mdms_t *self, pending_t *p)
@@ -769,10 +864,8 @@ s_pending_timers (mdms_t *self)
                             p->tries);
     }
     for (pending_t *p = (pending_t *) zlistx_first (timed_out); p;
-         p = (pending_t *) zlistx_next (timed_out)) {
-        p->relay_streak = 0;            //  a silent try breaks the streak
+         p = (pending_t *) zlistx_next (timed_out))
         s_pending_check (self, p);
-    }
     zlistx_destroy (&expired);
     zlistx_destroy (&timed_out);
 }
@@ -833,7 +926,7 @@ s_mmi_reply (mdms_t *self, zframe_t *body)
             s_pending_fail (self, p, AMI_E_NO_ROUTE, "no head end reaches aggregator %s "
                             "of meter %s", route->id, p->meter_id);
         else
-        if (state == ROUTE_YES && p->tries <= self->retries) {
+        if (state == ROUTE_YES && s_tries_left (self, p)) {
             int rc = s_read_send (self, p);
             if (rc)
                 s_pending_fail (self, p, rc, "cannot resend the read of meter %s: %s",
@@ -882,8 +975,8 @@ s_bad_response (mdms_t *self, pending_t *p, int code, const char *why)
     self->bad_responses++;
     s_warn (self, "READ_RESP for meter %s corr %s request %s rejected: %s (%s); not stored",
             p->meter_id, p->corr_key, p->key, why, ami_errname (code));
-    s_publish (self, AMI_EV_SECURITY, p->meter_id, "READ_RESP rejected: %s (%s)",
-               why, ami_errname (code));
+    s_security (self, SEC_ANSWER, p->meter_id, "READ_RESP rejected: %s (%s)", why,
+                ami_errname (code));
 }
 
 
@@ -1030,8 +1123,7 @@ s_read_resp (mdms_t *self, const uint8_t *data, size_t size, const char *service
     }
     //  From here on the answer is the meter's own
     p->relay_error = 0;
-    p->relay_streak = 0;
-    if (resp->status == AMI_E_REPLAY && p->tries <= self->retries) {
+    if (resp->status == AMI_E_REPLAY && s_tries_left (self, p)) {
         //  Two reads of this meter raced and the later-numbered one reached
         //  it first: the meter refuses the lower counter. Resend with a
         //  new counter (a try; within the deadline)
@@ -1053,8 +1145,8 @@ s_read_resp (mdms_t *self, const uint8_t *data, size_t size, const char *service
         return;
     }
     size_t plain_len = 0;
-    int rc = ami_e2e_open (resp->sealed, resp->sealed_size, &self->keys, self->plain,
-                           sizeof self->plain, &plain_len);
+    int rc = ami_e2e_open_padded (resp->sealed, resp->sealed_size, &self->keys, self->plain,
+                                  sizeof self->plain, &plain_len);
     if (rc) {
         s_bad_response (self, p, rc, "sealed reading does not open");
         return;
@@ -1094,11 +1186,24 @@ s_read_resp (mdms_t *self, const uint8_t *data, size_t size, const char *service
     unauthenticated end to end: never taken as the meter's word. It ends
     the current TRY only; the read goes on with its retry logic (the MMI
     question, then a resend through whichever head end the broker picks).
-    Codes other than UNREACHABLE / NO_ROUTE are mapped to UNREACHABLE. The
-    read ends early only when the MMI answer is 404 (AMI_E_NO_ROUTE, as for
-    a silent try) or when the same relay error ended S_RELAY_STREAK
-    consecutive tries; otherwise, if no meter answer comes, the deadline
-    reports the last relay error instead of AMI_E_TIMEOUT. */
+    Codes other than NO_ROUTE are mapped to UNREACHABLE.
+
+    SEC-AVAIL-3: one lying head end must not end a read that another head
+    end could serve. The broker hands each request to its longest-idle
+    worker, and a head end that answers every request with an ERROR at
+    once is always idle again first: its whole pool of workers
+    (AMI_HEADEND_WORKERS, 4 by default) can take a read's consecutive
+    tries before an honest worker gets one. So tries ended by a relay ERROR
+    have their own budget, AMI_MDMS_RELAY_TRIES per read, on top of the
+    retries (which count tries that timed out or that the meter refused):
+    the read is resent after each relay ERROR while that budget and the
+    deadline last, and only the relay ERROR that exhausts the budget ends
+    the read with it (a meter whose fleet is really gone still fails in a
+    few quick round trips, not at the deadline). Without retries
+    (AMI_MDMS_NO_RETRIES) the first relay ERROR ends the read. Otherwise, if
+    no meter answer comes, the deadline reports the last relay error
+    instead of AMI_E_TIMEOUT; an MMI 404 ends the read with
+    AMI_E_NO_ROUTE, as for a silent try. */
 static void
 s_read_error (mdms_t *self, const char *service)
 {
@@ -1120,16 +1225,14 @@ s_read_error (mdms_t *self, const char *service)
                 p->corr_key, p->key, origin, ami_errname (error->code), ami_errname (code));
     ami_log_info ("read %s corr=%s req=%s try %d: relay %s reports %s (%s)", p->meter_id,
                   p->corr_key, p->key, p->tries, origin, ami_errname (error->code), text);
-    if (p->checking) {
-        //  This try has already ended (timed out): the MMI answer decides
-        p->relay_error = code;
-        return;
-    }
-    p->relay_streak = p->relay_streak && p->relay_error == code ? p->relay_streak + 1 : 1;
     p->relay_error = code;
-    if (p->relay_streak >= S_RELAY_STREAK) {
-        s_pending_fail (self, p, code, "%s reports for %d tries in a row: %s (%s)", origin,
-                        p->relay_streak, ami_strerror (code), text);
+    if (p->checking)
+        return;         //  this try has already ended (timed out): the MMI answer decides
+    p->relay_tries++;
+    int budget = self->retries ? AMI_MDMS_RELAY_TRIES : 1;
+    if (p->relay_tries >= budget) {
+        s_pending_fail (self, p, code, "%d tries ended by relay errors; the last from %s: "
+                        "%s (%s)", p->relay_tries, origin, ami_strerror (code), text);
         return;
     }
     s_pending_check (self, p);
@@ -1503,6 +1606,11 @@ s_own_stats (mdms_t *self, ami_stat_t *stats, uint32_t *count)
         { "denied",         self->denied },
         { "malformed",      self->malformed },
         { "audit_failures", self->audit_failures },
+        { "bad_responses",  self->bad_responses },
+        { "handshakes_refused", s_handshakes_refused (self) },
+        { "handshakes_failed",  s_handshakes_failed (self) },
+        { "frames_refused", ami_auth_refused_count () },
+        { "events_refused", self->events_refused },
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows [0] && *count < AMI_MAX_STATS; i++) {
         snprintf (stats [*count].name, sizeof stats [*count].name, "%s", rows [i].name);
@@ -1606,8 +1714,8 @@ s_verify_reading (int rc, const ami_mdms_reading_t *row, void *arg)
     }
     //  3. Its sealed READING opens with the MDMS box key...
     size_t plain_len = 0;
-    if (ami_e2e_open (m->read_resp.sealed, m->read_resp.sealed_size, &self->keys,
-                      self->plain, sizeof self->plain, &plain_len) != AMI_OK) {
+    if (ami_e2e_open_padded (m->read_resp.sealed, m->read_resp.sealed_size, &self->keys,
+                             self->plain, sizeof self->plain, &plain_len) != AMI_OK) {
         s_verify_failed (ctx, row->read_ms, AMI_E_DECRYPT);
         return 0;
     }
@@ -1642,8 +1750,8 @@ s_api_verify (mdms_t *self, api_call_t *call)
                   (unsigned long long) tx->api_verify.failed,
                   (long long) (zclock_mono () - started));
     if (tx->api_verify.failed)
-        s_publish (self, AMI_EV_SECURITY, req->meter_id, "verify: %llu stored reading(s) "
-                   "fail re-verification", (unsigned long long) tx->api_verify.failed);
+        s_security (self, SEC_STORED, req->meter_id, "verify: %llu stored reading(s) "
+                    "fail re-verification", (unsigned long long) tx->api_verify.failed);
     s_api_finish (self, &call->caller, call->envelope);
 }
 
@@ -1706,8 +1814,8 @@ s_api_audit_verify (mdms_t *self, api_call_t *call)
                        (unsigned long long) v->checked, (unsigned long long) v->failed,
                        (unsigned long long) (v->count ? v->failures [0].ref : 0),
                        v->count ? ami_errname (v->failures [0].code) : "?");
-        s_publish (self, AMI_EV_SECURITY, "", "audit log: %llu entries fail verification",
-                   (unsigned long long) v->failed);
+        s_security (self, SEC_STORED, "", "audit log: %llu entries fail verification",
+                    (unsigned long long) v->failed);
     }
     else
         ami_log_info ("audit verify by %s: %llu entries, chain intact (%lld ms)",
@@ -1737,8 +1845,7 @@ s_api_customer (mdms_t *self, api_call_t *call)
     }
     if (rc) {
         if (rc == AMI_E_DECRYPT)
-            s_publish (self, AMI_EV_SECURITY, req->meter_id,
-                       "customer record does not decrypt");
+            s_security (self, SEC_STORED, req->meter_id, "customer record does not decrypt");
         s_api_error (self, &call->caller, call->envelope, req->corr, rc,
                      "customer record of %s cannot be read: %s", req->meter_id,
                      ami_strerror (rc));
@@ -1803,7 +1910,8 @@ s_handle_api_msg (mdms_t *self, zmsg_t *msg)
         s_sanitize (who, sizeof who, peer_node);
         s_sanitize (role, sizeof role, peer_role);
         s_warn (self, "api: peer %s with role '%s' is not an operator: refused", who, role);
-        s_publish (self, AMI_EV_SECURITY, "", "api: peer %s (role %s) refused", who, role);
+        s_security (self, SEC_DENIED, "", "api: peer %s (role %s) refused (%s)", who, role,
+                    ami_errname (AMI_E_DENIED));
         const uint8_t *corr = s_try_corr (self, body);
         s_caller_init (&call.caller, node_meta, ami_role, corr ? self->rx->api_req.action : 0,
                        corr ? self->rx->api_req.meter_id : NULL, corr);
@@ -1857,8 +1965,9 @@ s_handle_api_msg (mdms_t *self, zmsg_t *msg)
             s_warn (self, "api: DENIED operator=%s role=%s action=%s meter=%s corr=%s: %s",
                     call.caller.operator_id, role, action ? action : "?", req.meter_id,
                     call.corr_hex, why);
-            s_publish (self, AMI_EV_SECURITY, req.meter_id, "operator %s (%s) denied %s",
-                       call.caller.operator_id, role, action ? action : "?");
+            s_security (self, SEC_DENIED, req.meter_id, "operator %s (%s) denied %s (%s)",
+                        call.caller.operator_id, role, action ? action : "?",
+                        ami_errname (AMI_E_DENIED));
         }
         else
             ami_log_info ("api: operator=%s role=%s action=%s meter=%s corr=%s: %s",
@@ -2096,8 +2205,8 @@ s_handle_ingest_msg (mdms_t *self, zmsg_t *msg)
 /*  Ingest: interval data (ami_mdms_ingest.h)                               */
 
 /*  A block failed its checks: warn (rate-limited) and raise a security
-    event, at most AMI_MDMS_LOG_BURST a second (a relay altering every
-    block must not become an event flood). */
+    event (class "ingest": at most AMI_MDMS_LOG_BURST a second, so a relay
+    altering every block does not become an event flood). */
 static void
 s_ingest_reject (const char *origin, const char *meter_id, uint64_t seq, int code,
                  const char *why, void *arg)
@@ -2105,14 +2214,8 @@ s_ingest_reject (const char *origin, const char *meter_id, uint64_t seq, int cod
     mdms_t *self = (mdms_t *) arg;
     s_warn (self, "ingest: block %llu of meter %s (batch from %s) REJECTED: %s (%s)",
             (unsigned long long) seq, meter_id, origin, why, ami_errname (code));
-    int64_t now = zclock_mono ();
-    if (now - self->reject_window >= 1000) {
-        self->reject_window = now;
-        self->reject_events = 0;
-    }
-    if (self->reject_events++ < AMI_MDMS_LOG_BURST)
-        s_publish (self, AMI_EV_SECURITY, meter_id, "interval block %llu from %s rejected: %s",
-                   (unsigned long long) seq, origin, why);
+    s_security (self, SEC_INGEST, meter_id, "interval block %llu from %s rejected: %s (%s)",
+                (unsigned long long) seq, origin, why, ami_errname (code));
 }
 
 /*  Send a BATCH_ACK back through the head end the batch came from. */
@@ -2130,6 +2233,107 @@ s_ingest_ack (zframe_t *routing, const uint8_t *ack, size_t len, uint16_t status
     //  A head end gone since (EHOSTUNREACH): its aggregator resends the
     //  batch through another one after AMI_BATCH_ACK_TIMEOUT_MS
     s_send (self, self->ingest, &msg, "ingest BATCH_ACK");
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Event feed subscriptions and refused handshakes                         */
+
+/*  SEC-AUTH-3: one (un)subscription on the event feed. The XPUB is in
+    manual mode, so a subscription takes effect only when the actor applies
+    it here, for the pipe it came from (ZMQ_SUBSCRIBE right after receiving
+    it), and only for a peer whose certificate role may read the feed
+    (AMI_MDMS_EVENTS_ROLE_OPERATOR or _MONITOR): every other allow-listed
+    key (a head end, the broker...) is connected but subscribed to nothing,
+    so it receives no event. Refusals are counted (events_refused), warned
+    about (rate-limited) and published. An unsubscription only takes away
+    and is always applied; libzmq also hands one over, without any peer
+    metadata, for each topic of a subscriber that left. */
+static void
+s_handle_events_msg (mdms_t *self, zmsg_t *msg)
+{
+    zframe_t *frame = zmsg_first (msg);
+    size_t size = frame ? zframe_size (frame) : 0;
+    const uint8_t *data = frame ? zframe_data (frame) : NULL;
+    if (zmsg_size (msg) != 1 || size == 0 || (data [0] != 0 && data [0] != 1)) {
+        self->malformed++;
+        s_warn (self, "events: %zu frames of %zu bytes is not a subscription, dropped",
+                zmsg_size (msg), size);
+        return;
+    }
+    void *xpub = zsock_resolve (self->events);
+    if (data [0] == 0) {
+        zmq_setsockopt (xpub, ZMQ_UNSUBSCRIBE, data + 1, size - 1);
+        return;
+    }
+    const char *peer_role = s_meta_or (frame, AMI_CERT_META_ROLE, "");
+    const char *peer_node = s_meta_or (frame, AMI_CERT_META_NODE_ID, "?");
+    //  topic: as much of the prefix asked for as a log line needs
+    char who [AMI_MAX_ID + 1], role [AMI_MAX_ROLE + 1], topic [64];
+    s_sanitize (who, sizeof who, peer_node);
+    s_sanitize (role, sizeof role, peer_role);
+    //  the topic asked for, printable, for the log only
+    size_t shown = size - 1 < sizeof topic - 1 ? size - 1 : sizeof topic - 1;
+    for (size_t i = 0; i < shown; i++)
+        topic [i] = data [1 + i] >= 0x20 && data [1 + i] < 0x7f ? (char) data [1 + i] : '?';
+    topic [shown] = 0;
+    bool allowed = ami_auth_peer_allowed (NULL, frame)
+                && (streq (peer_role, AMI_MDMS_EVENTS_ROLE_OPERATOR)
+                 || streq (peer_role, AMI_MDMS_EVENTS_ROLE_MONITOR));
+    if (allowed) {
+        if (zmq_setsockopt (xpub, ZMQ_SUBSCRIBE, data + 1, size - 1) != 0)
+            s_warn (self, "events: subscription of %s to '%s' not applied: %s", who, topic,
+                    zmq_strerror (zmq_errno ()));
+        else
+            ami_log_debug ("events: %s %s subscribed to '%s'", role, who, topic);
+        return;
+    }
+    self->events_refused++;
+    s_warn (self, "events: peer %s with role '%s' may not read the event feed: "
+            "subscription to '%s' refused", who, role, topic);
+    s_security (self, SEC_DENIED, "", "events: peer %s (role %s) refused a subscription (%s)",
+                who, role, ami_errname (AMI_E_DENIED));
+}
+
+/*  SEC-AUD-2: a failed handshake on one of our server sockets
+    (ami_mdms_monitor.h), counted by the monitor. A key refused by the
+    allow-list is warned about (rate-limited) with the peer's address and
+    published (class "handshake"). A peer that is not a CURVE client of
+    this server at all (plaintext, another server key, garbage) is only
+    warned about: anyone who can open a TCP connection can cause that, and
+    port scanners do, so on the feed it would be noise. */
+static void
+s_handshake_failed (const char *name, int kind, uint32_t status, const char *peer, void *arg)
+{
+    mdms_t *self = (mdms_t *) arg;
+    if (kind == AMI_MDMS_HANDSHAKE_REFUSED) {
+        s_warn (self, "%s: CURVE handshake from %s refused: key not in the allow-list "
+                "(ZAP status %u)", name, peer, status);
+        s_security (self, SEC_HANDSHAKE, "", "%s: CURVE handshake from %s refused: key not "
+                    "in the allow-list", name, peer);
+    }
+    else
+        s_warn (self, "%s: handshake from %s failed: not a CURVE client of this server "
+                "(protocol error 0x%x)", name, peer, status);
+}
+
+/*  Take the handshake monitor's reports. */
+static void
+s_watch (mdms_t *self)
+{
+    ami_mdms_monitor_drain (self->watch, s_handshake_failed, self);
+}
+
+static uint64_t
+s_handshakes_refused (mdms_t *self)
+{
+    return ami_mdms_monitor_refused (self->watch);
+}
+
+static uint64_t
+s_handshakes_failed (mdms_t *self)
+{
+    return ami_mdms_monitor_failed (self->watch);
 }
 
 
@@ -2198,6 +2402,9 @@ s_server (mdms_t *self, int type, const char *endpoint, ami_cert_t *cert, char *
         return NULL;
     }
     s_options (self, sock, type);
+    if (type == ZMQ_XPUB)
+        //  SEC-AUTH-3: subscriptions are decided by the actor, per peer
+        zsock_set_xpub_manual (sock, 1);
     if (ami_auth_server (sock, cert) != AMI_OK) {
         ami_log_error ("mdms: cannot make the %s socket a CURVE server (is ami_auth running? "
                        "does the certificate hold its secret key?)", name);
@@ -2267,6 +2474,9 @@ s_tick (mdms_t *self)
                 self->mmi_count, (long long) mmi_stale);
         self->mmi_count = 0;
     }
+    //  The counts of security events the budgets left out
+    for (int class = 0; class < SEC_CLASSES; class++)
+        s_security_window (self, class, now, false);
     //  Give back the memory of rate buckets that have refilled
     if (++self->ticks % S_RATE_SWEEP_TICKS == 0) {
         ami_mdms_rate_sweep (self->rate_operator, now);
@@ -2327,6 +2537,12 @@ s_handle_pipe (mdms_t *self)
         zmsg_addstrf (reply, "audit_tail=%s",
                       ami_mdms_audit_tail_ok (self->audit) ? "ok" : "TAMPERED");
         zmsg_addstrf (reply, "audit_failures=%llu", (unsigned long long) self->audit_failures);
+        zmsg_addstrf (reply, "handshakes_refused=%llu",
+                      (unsigned long long) s_handshakes_refused (self));
+        zmsg_addstrf (reply, "handshakes_failed=%llu",
+                      (unsigned long long) s_handshakes_failed (self));
+        zmsg_addstrf (reply, "frames_refused=%llu", (unsigned long long) ami_auth_refused_count ());
+        zmsg_addstrf (reply, "events_refused=%llu", (unsigned long long) self->events_refused);
         ami_stat_t stats [AMI_MAX_STATS];
         uint32_t count = 0;
         ami_mdms_ingest_stats (self->intake, stats, AMI_MAX_STATS, &count);
@@ -2510,9 +2726,15 @@ s_connect (mdms_t *self, const ami_mdms_config_t *config)
                              &self->ingest_endpoint, "ingest");
     if (!self->ingest)
         return false;
-    self->events = s_server (self, ZMQ_PUB, config->events_endpoint, config->cert,
+    self->events = s_server (self, ZMQ_XPUB, config->events_endpoint, config->cert,
                              &self->events_endpoint, "events");
     if (!self->events)
+        return false;
+    //  SEC-AUD-2: refused handshakes on every server socket
+    zsock_t *servers [] = { self->api, self->ingest, self->events };
+    const char *names [] = { "api", "ingest", "events" };
+    self->watch = ami_mdms_monitor_new (servers, names, 3);
+    if (!self->watch)
         return false;
     self->broker = zsock_new (ZMQ_DEALER);
     if (!self->broker)
@@ -2537,6 +2759,8 @@ s_mdms_destroy (mdms_t *self)
     zhashx_destroy (&self->routes);
     zhashx_destroy (&self->services);
     zhashx_destroy (&self->peers);
+    //  The monitor before its sockets
+    ami_mdms_monitor_destroy (&self->watch);
     zsock_destroy (&self->api);
     zsock_destroy (&self->ingest);
     zsock_destroy (&self->events);
@@ -2574,8 +2798,11 @@ s_drain (mdms_t *self, zsock_t *sock, const char *name)
         zmsg_t *msg = s_recv (self, sock, name);
         //  SEC-KEY-3: on the server sockets, a revoked or expired key's
         //  live session is not acted on (the broker socket is our client
-        //  side: its frames carry no peer key)
-        if (msg && sock != self->broker && !ami_auth_peer_allowed (NULL, zmsg_last (msg))) {
+        //  side: its frames carry no peer key; the event feed checks
+        //  subscriptions itself, since libzmq also hands it unsubscriptions
+        //  of departed subscribers, which carry none)
+        if (msg && sock != self->broker && sock != self->events
+        &&  !ami_auth_peer_allowed (NULL, zmsg_last (msg))) {
             self->malformed++;
             zmsg_destroy (&msg);
         }
@@ -2585,6 +2812,9 @@ s_drain (mdms_t *self, zsock_t *sock, const char *name)
             else
             if (sock == self->ingest)
                 s_handle_ingest_msg (self, msg);
+            else
+            if (sock == self->events)
+                s_handle_events_msg (self, msg);
             else
                 s_handle_broker_msg (self, msg);
             zmsg_destroy (&msg);
@@ -2647,7 +2877,8 @@ ami_mdms_actor (zsock_t *pipe, void *args)
     //  not touched from here on
     ami_actor_ready (pipe);
 
-    zpoller_t *poller = zpoller_new (pipe, self->api, self->ingest, self->broker, NULL);
+    zpoller_t *poller = zpoller_new (pipe, self->api, self->ingest, self->broker, self->events,
+                                     ami_mdms_monitor_actor (self->watch), NULL);
     int64_t next_tick = zclock_mono ();          //  first MMI poll at once
     while (poller && !self->terminated) {
         int64_t now = zclock_mono ();
@@ -2675,6 +2906,8 @@ ami_mdms_actor (zsock_t *pipe, void *args)
         s_drain (self, self->api, "api");
         s_drain (self, self->ingest, "ingest");
         s_drain (self, self->broker, "broker");
+        s_drain (self, self->events, "events");
+        s_watch (self);
         //  Interval data: one group commit per wake-up, acks after it
         if (ami_mdms_ingest_backlog (self->intake))
             ami_mdms_ingest_run (self->intake, s_ingest_ack, self);

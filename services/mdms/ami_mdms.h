@@ -52,11 +52,27 @@
             Every pass also serves every other socket with input, so a
             steady stream of interval data never starves the operators or
             the broker's replies.
-    events  PUB, bind, CURVE server. Two frames per event:
+    events  XPUB with ZMQ_XPUB_MANUAL, bind, CURVE server: subscribers
+            see a PUB (PROTOCOL.md 8.6). Two frames per event:
             [topic "event.<kind>"][EVENT], kind = read_done, read_failed,
             meter_alarm, meter_offline, service_down, service_up, security
             (PROTOCOL.md 7.3). EVENT.seq starts at 1 and grows by 1 per
-            event; origin = this node id.
+            event; origin = this node id. SEC-AUTH-3: only role
+            "operator" and "monitor" keys may read it. Every subscription
+            is a frame the actor receives; it applies it (ZMQ_SUBSCRIBE for
+            the subscriber it came from) only if the certificate metadata
+            "role" of the sender (ami_auth_peer_meta) is
+            AMI_MDMS_EVENTS_ROLE_OPERATOR or AMI_MDMS_EVENTS_ROLE_MONITOR
+            and its key is still listed (ami_auth_peer_allowed). Any other
+            allow-listed key (a head end, the broker) stays connected but
+            subscribed to nothing, so it never receives an event; the
+            refusal is counted (events_refused), warned about
+            (rate-limited) and published (EVENT security). A subscription
+            takes effect when the actor has handled it (one pass of its
+            loop). Unsubscriptions are always applied. Limitation: a
+            subscriber whose key is revoked AFTER it subscribed keeps
+            its subscriptions until it reconnects (XPUB cannot drop one
+            peer); its reconnect is then refused by ZAP.
     broker  DEALER, connect, CURVE client of the broker: an MDP/0.1 client
             (RFC 7): sends ["", "MDPC01", service, body], receives
             ["", "MDPC01", service, body].
@@ -128,6 +144,12 @@
                                its signed READ_RESP)
            AMI_E_TIMEOUT       no acceptable answer before the deadline
            AMI_E_STORAGE, AMI_E_MAP_FULL  the reading could not be stored
+                               (SEC-FAIL-1: the group commit, or a put in
+                               it, failed; nothing of it is stored - not
+                               the reading, not its audit entry, which is
+                               then written on its own with this result if
+                               it can be - and no API_READINGS follows; the
+                               other reads of that group fail the same way)
       HISTORY (meter_id, from_ms, to_ms (0 = open), limit: 0 = 10, capped
       at AMI_MAX_API_READINGS)
         -> API_READINGS newest first, more=true if rows remain (next page:
@@ -152,8 +174,14 @@
            are left out and logged). Every row carries stats: the MDMS's
            own are the ingest statistics (ami_mdms_ingest.h, in that
            order) then reads_ok, reads_failed, reads_pending, rate_limited,
-           denied, malformed, audit_failures; the broker's none; every
-           other row the stats of that service's last HEALTH, as sent.
+           denied, malformed, audit_failures, bad_responses (answers that
+           failed an end-to-end check), handshakes_refused (CURVE
+           handshakes on api, ingest, events refused by the allow-list),
+           handshakes_failed (peers that are not CURVE clients of ours),
+           frames_refused (frames of revoked or expired keys' live
+           sessions: ami_auth_refused_count), events_refused
+           (subscriptions refused); the broker's none; every other row the
+           stats of that service's last HEALTH, as sent.
       INTERVALS (meter_id, from_ms, to_ms: interval END times, inclusive,
       0 = open; limit: 0 or over AMI_MAX_API_INTERVALS =
       AMI_MAX_API_INTERVALS) - the meter's stored interval data
@@ -228,10 +256,19 @@
     unauthenticated: it ends the current try only, like a timed-out one
     (MMI question, then resend through whichever head end the broker
     picks); codes other than AMI_E_NO_ROUTE are taken as
-    AMI_E_UNREACHABLE. The same relay error on 2 consecutive tries ends the
-    read with it (so an aggregator without the meter's fleet fails in two
-    round trips); a deadline with no meter answer reports the last relay
-    error instead of AMI_E_TIMEOUT. Every heartbeat the MDMS also
+    AMI_E_UNREACHABLE. SEC-AVAIL-3: tries ended by a relay ERROR have a
+    budget of their own, AMI_MDMS_RELAY_TRIES per read, on top of the
+    retries (which count tries that timed out or that the meter refused
+    as a replay), so that a head end lying with ERRORs - whose workers the
+    broker, serving its longest-idle worker first, hands most tries to -
+    cannot end a read that an honest head end offering the same service
+    would serve: the read is resent after each relay ERROR while that
+    budget and the deadline last. The relay ERROR that spends the budget
+    ends the read with it (so an aggregator without the meter's fleet
+    fails in AMI_MDMS_RELAY_TRIES quick round trips, not at the
+    deadline); with retries AMI_MDMS_NO_RETRIES the first one does. A
+    deadline with no meter answer reports the last relay error instead of
+    AMI_E_TIMEOUT. Every heartbeat the MDMS also
     polls mmi.service for every aggregator of the registry; that route
     table answers NO_ROUTE at once for an aggregator with no worker (so a
     head end that registered within the last heartbeat may still be
@@ -267,8 +304,37 @@
                     reads_ok, reads_failed, bad_responses, rate_limited,
                     audit_seq (last audit entry), audit_tail (ok|TAMPERED,
                     as checked at start), audit_failures (entries that
-                    could not be written), then the ingest statistics
+                    could not be written), handshakes_refused,
+                    handshakes_failed, frames_refused, events_refused (as
+                    in API_STATUS), then the ingest statistics
                     (ami_mdms_ingest.h: batches_in ... key_cache_evictions)
+
+    Security visibility (SEC-AUD-2). Every failure below is counted,
+    warned about (at most AMI_MDMS_LOG_BURST warnings a second) and
+    published as EVENT security (topic event.security) naming the meter
+    when there is one and the error code's name (AMI_E_...) in its text:
+      answer      a READ_RESP that failed a check: bad signature
+                  (AMI_E_BAD_SIGNATURE), sealed READING that does not open
+                  (AMI_E_DECRYPT), another meter's or another request's
+                  READING (AMI_E_REPLAY), a stale reading (AMI_E_EXPIRED),
+                  another meter id (AMI_E_WRONG_TARGET)
+      denial      an API request of a role that does not hold the action,
+                  a non-operator key on the api, a subscription of a key
+                  that may not read the feed (AMI_E_DENIED)
+      handshake   a CURVE handshake on api, ingest or events refused by
+                  the allow-list (ZAP), with the peer's "ip:port"
+                  (ami_mdms_monitor.h says how it is found, and its limits)
+      ingest      an interval block rejected (ami_mdms_ingest.h)
+      stored-data VERIFY or AUDIT_VERIFY failures, a customer record that
+                  does not decrypt
+    Each class has its own budget of AMI_MDMS_LOG_BURST events a second:
+    the rest of that second are left out of the feed and announced by one
+    event ("N <class> security events left out of the feed ...") when the
+    second is over, so a flood of one class neither floods subscribers nor
+    hides another class. Not published, only counted and warned about:
+    handshakes of peers that are not CURVE clients of ours (any host that
+    can open a TCP connection, e.g. a port scanner, makes those), and
+    AMI_E_RATE_LIMITED refusals (a flood must not become an event flood).
 
     Threads. The actor owns its sockets, its database and all state; talk
     to it only through its pipe. One MDMS per database directory.
@@ -316,8 +382,29 @@ extern "C" {
     the bound stops forwarded junk from growing the table (the
     longest-silent entry makes room). */
 #define AMI_MDMS_MAX_SERVICES       1024
-/*  At most this many warnings about bad input per second. */
+/*  At most this many warnings about bad input per second, and at most this
+    many EVENT security a second per class of failure (the rest are counted
+    and announced by one event when the second is over: "Security
+    visibility" above). */
 #define AMI_MDMS_LOG_BURST          20
+/*  SEC-AVAIL-3: tries of one read that may end in a relay ERROR, on top of
+    the retries. The broker gives each request to its longest-idle worker
+    and a head end that answers everything with an ERROR at once is always
+    idle again first, so its whole pool (AMI_HEADEND_WORKERS = 4 workers
+    per aggregator) can take consecutive tries of a read before an honest
+    head end's worker gets one; 8 lets a read get past such a pool even
+    when a concurrent read holds the honest worker the first time round,
+    and still ends a read for a meter that is really unreachable after 8
+    quick round trips instead of at its deadline. */
+#define AMI_MDMS_RELAY_TRIES        8
+/*  SEC-AUTH-3: certificate roles (metadata "role" in the MDMS allow-list)
+    whose subscriptions to the event feed are applied. "monitor" is for
+    monitoring systems (a SIEM, a dashboard) that read the feed and
+    nothing else: a certificate made with that role (ami_cert_new ("monitor",
+    id)) and listed in the MDMS allow-list is refused on the api (not an
+    operator) and on ingest (not a head end). */
+#define AMI_MDMS_EVENTS_ROLE_OPERATOR   "operator"
+#define AMI_MDMS_EVENTS_ROLE_MONITOR    "monitor"
 
 /*  On-demand read rate limits (SEC-AVAIL-2) that ami-mdms applies when its
     configuration says nothing (mdms/rate/...). In ami_mdms_config_t a rate

@@ -20,6 +20,14 @@
     encrypted on the way in (XChaCha20-Poly1305, a key derived from the
     data key that lives outside the database), so their plaintext exists
     only in the line buffer (wiped) and in an API reply.
+
+    Meter data at rest (SEC-CONF-2): every "readings" and "intervals" value
+    is sealed the same way under its own subkey, with the LMDB key as
+    additional data, so what LMDB stores, pages, copies into free pages
+    and backups is ciphertext; it is opened only into a work buffer that
+    is wiped after use. Random nonces come from a pool (s_nonce): the
+    ingest seals tens of thousands of records a second, and one getrandom
+    system call per nonce would cost ~0.5 us each.
 */
 #include "ami_mdms_db.h"
 
@@ -28,6 +36,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ami_err.h"
 #include "ami_log.h"
@@ -57,6 +66,21 @@
 #define S_CUSTOMER_HEADER       (1 + 8 + S_CUSTOMER_NONCE)
 #define S_CUSTOMER_VALUE_MAX    (S_CUSTOMER_HEADER + S_CUSTOMER_PLAIN_MAX + S_CUSTOMER_TAG)
 
+/*  Sealed values (SEC-CONF-2). */
+#define S_NONCE         crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define S_TAG           crypto_aead_xchacha20poly1305_ietf_ABYTES
+/*  Nonces per refill of the pool: one 32-byte seed from the system per
+    256 nonces (6 KiB of ChaCha20 keystream, ~3 us). */
+#define S_NONCE_POOL    256
+/*  Where the parts of a stored "intervals" value start. */
+#define S_IV_NONCE      AMI_MDMS_INTERVAL_BITMAP
+#define S_IV_CIPHER     (S_IV_NONCE + S_NONCE)
+#define S_IV_TAG        (S_IV_CIPHER + AMI_MDMS_INTERVAL_RECORDS)
+
+static_assert (S_NONCE == AMI_MDMS_SEAL_NONCE && S_TAG == AMI_MDMS_SEAL_TAG,
+               "the header's box sizes are libsodium's");
+static_assert (S_IV_TAG + S_TAG == AMI_MDMS_INTERVAL_VALUE, "intervals value layout");
+
 struct _ami_mdms_db_t {
     ami_store_t *store;
     unsigned meta;
@@ -66,7 +90,12 @@ struct _ami_mdms_db_t {
     unsigned intervals;
     uint32_t interval_s;        /* set up by ami_mdms_db_interval_setup */
     uint8_t customer_key [crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
-    bool has_key;
+    uint8_t meter_key [crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
+    bool has_key;               /* both keys derived */
+    uint8_t nonces [S_NONCE_POOL * S_NONCE];    /* unused ones at the start */
+    size_t nonces_left;
+    uint8_t *work;              /* opened readings records (wiped after use) */
+    size_t work_cap;
     uint64_t gen;               /* current registry generation */
     uint64_t reserved;          /* counter values <= this may be in use */
     uint64_t next;              /* next counter to hand out */
@@ -109,6 +138,26 @@ s_get_be32 (const uint8_t *p)
 {
     return ((uint32_t) p [0] << 24) | ((uint32_t) p [1] << 16)
          | ((uint32_t) p [2] << 8) | (uint32_t) p [3];
+}
+
+/*  A fresh random nonce for a sealed value. The pool is a ChaCha20
+    keystream under a seed drawn from the system for each refill
+    (randombytes_buf_deterministic): as unpredictable as the system's
+    generator, and 192-bit random nonces do not repeat. A nonce handed out
+    is wiped from the pool. */
+static void
+s_nonce (ami_mdms_db_t *self, uint8_t *nonce)
+{
+    if (!self->nonces_left) {
+        uint8_t seed [randombytes_SEEDBYTES];
+        randombytes_buf (seed, sizeof seed);
+        randombytes_buf_deterministic (self->nonces, sizeof self->nonces, seed);
+        sodium_memzero (seed, sizeof seed);
+        self->nonces_left = S_NONCE_POOL;
+    }
+    uint8_t *p = self->nonces + --self->nonces_left * S_NONCE;
+    memcpy (nonce, p, S_NONCE);
+    sodium_memzero (p, S_NONCE);
 }
 
 /*  Read a be64 under key in meta: AMI_OK, AMI_E_NOTFOUND, AMI_E_STORAGE. */
@@ -202,6 +251,34 @@ s_meter_parse (ami_mdms_db_t *self, const void *key, size_t klen,
 /* ---------------------------------------------------------------------- */
 /*  Open / close                                                            */
 
+/*  A schema-1 database: readings and interval records in clear. Returns
+    AMI_E_NOTFOUND when it holds neither (the caller writes the new
+    version: an upgrade in place), AMI_E_CONFIG (logged, with what to do)
+    when it holds any, or a store error. */
+static int
+s_schema_1 (ami_mdms_db_t *self, const char *dir)
+{
+    size_t readings = 0, intervals = 0;
+    int rc = ami_store_count (self->store, self->readings, &readings);
+    if (rc == AMI_OK)
+        rc = ami_store_count (self->store, self->intervals, &intervals);
+    if (rc)
+        return rc;
+    if (readings == 0 && intervals == 0) {
+        ami_log_info ("mdms db %s: schema 1 without readings or interval data: upgraded to "
+                      "schema %d (readings and interval data encrypted at rest)",
+                      dir, AMI_MDMS_DB_SCHEMA);
+        return AMI_E_NOTFOUND;
+    }
+    ami_log_error ("mdms db %s: schema 1 database with %zu reading(s) and %zu interval "
+                   "record(s) stored IN CLEAR; this MDMS (schema %d) encrypts meter data at "
+                   "rest and does not read or migrate clear records: export what must be "
+                   "kept with the old version, then move %s away (and destroy it and its "
+                   "backups) and let the MDMS create a new database there (SEC-CONF-2)",
+                   dir, readings, intervals, AMI_MDMS_DB_SCHEMA, dir);
+    return AMI_E_CONFIG;
+}
+
 ami_mdms_db_t *
 ami_mdms_db_new (const char *dir, size_t map_size, int store_flags, int *err)
 {
@@ -224,6 +301,8 @@ ami_mdms_db_new (const char *dir, size_t map_size, int store_flags, int *err)
 
     uint64_t schema = 0;
     rc = s_meta_get (self, S_KEY_SCHEMA, &schema);
+    if (rc == AMI_OK && schema == 1)
+        rc = s_schema_1 (self, dir);    //  AMI_E_NOTFOUND: nothing in clear
     if (rc == AMI_E_NOTFOUND) {
         uint8_t buf [8];
         s_put_be64 (buf, AMI_MDMS_DB_SCHEMA);
@@ -272,6 +351,12 @@ ami_mdms_db_destroy (ami_mdms_db_t **self_p)
     if (self) {
         ami_store_destroy (&self->store);
         sodium_memzero (self->customer_key, sizeof self->customer_key);
+        sodium_memzero (self->meter_key, sizeof self->meter_key);
+        sodium_memzero (self->nonces, sizeof self->nonces);
+        if (self->work) {
+            sodium_memzero (self->work, self->work_cap);
+            free (self->work);
+        }
         free (self);
         *self_p = NULL;
     }
@@ -285,9 +370,22 @@ ami_mdms_db_set_data_key (ami_mdms_db_t *self, const uint8_t data_key [32])
     static_assert (sizeof AMI_MDMS_CUSTOMER_KDF_CTX - 1 == crypto_kdf_CONTEXTBYTES,
                    "kdf context is 8 bytes");
     static_assert (crypto_kdf_KEYBYTES == 32, "the data key is a 32-byte kdf key");
+    static_assert (sizeof AMI_MDMS_METER_DATA_KDF_CTX - 1 == crypto_kdf_CONTEXTBYTES,
+                   "kdf context is 8 bytes");
+    static_assert (AMI_MDMS_METER_DATA_KDF_ID != AMI_MDMS_CUSTOMER_KDF_ID,
+                   "one subkey per purpose");
     crypto_kdf_derive_from_key (self->customer_key, sizeof self->customer_key,
                                 AMI_MDMS_CUSTOMER_KDF_ID, AMI_MDMS_CUSTOMER_KDF_CTX, data_key);
+    crypto_kdf_derive_from_key (self->meter_key, sizeof self->meter_key,
+                                AMI_MDMS_METER_DATA_KDF_ID, AMI_MDMS_METER_DATA_KDF_CTX, data_key);
     self->has_key = true;
+}
+
+bool
+ami_mdms_db_has_data_key (ami_mdms_db_t *self)
+{
+    assert (self);
+    return self->has_key;
 }
 
 ami_store_t *
@@ -706,6 +804,15 @@ ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
         ami_log_error ("registry %s: cannot open: %s", path, strerror (errno));
         return AMI_E_IO;
     }
+    //  SEC-CONF-2: customer columns only in a file nobody else can read
+    //  (the mode of what was opened, not of whatever the path names now)
+    struct stat st;
+    if (fstat (fileno (file), &st) != 0) {
+        ami_log_error ("registry %s: cannot stat: %s", path, strerror (errno));
+        fclose (file);
+        return AMI_E_IO;
+    }
+    unsigned mode = (unsigned) (st.st_mode & 07777);
     int rc = AMI_OK;
     size_t meters = 0, lineno = 0, customers = 0;
     uint64_t gen = self->gen + 1;
@@ -742,6 +849,15 @@ ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
             customer.name = row.name;
             customer.address = row.address;
             customer.account = row.account;
+        }
+        if (customer.name && (mode & 077)) {
+            ami_log_error ("registry %s:%zu: customer data (names, addresses, accounts) in a "
+                           "file of mode %04o: refused - group and others must have no "
+                           "access, as for a secret key (chmod 600 %s; ami-keygen writes it "
+                           "0600)", path, lineno, mode, path);
+            rc = AMI_E_CONFIG;
+            sodium_memzero (&row, sizeof row);
+            goto done;
         }
         if (customer.name && !self->has_key) {
             ami_log_error ("registry %s:%zu: customer data but no data key to encrypt it "
@@ -1033,26 +1149,27 @@ s_parse_key (const uint8_t *k, size_t klen, ami_mdms_reading_t *row)
 }
 
 int
-ami_mdms_db_reading_parse (const void *key, size_t klen, const void *val, size_t vlen,
+ami_mdms_db_reading_parse (const void *key, size_t klen, const void *record, size_t rlen,
                            ami_mdms_reading_t *row)
 {
     assert (row);
-    const uint8_t *v = (const uint8_t *) val;
+    const uint8_t *v = (const uint8_t *) record;
+    size_t vlen = rlen;
     memset (row, 0, sizeof *row);
-    if (!key || !val || s_parse_key ((const uint8_t *) key, klen, row))
+    if (!key || !record || s_parse_key ((const uint8_t *) key, klen, row))
         return AMI_E_STORAGE;
     if (vlen < AMI_MDMS_READING_HEADER + 4 || v [0] != AMI_MDMS_READING_LAYOUT)
         return AMI_E_STORAGE;
     row->requested_ms = s_get_be64 (v + 1);
     row->stored_ms = s_get_be64 (v + 9);
-    size_t rlen = s_get_be32 (v + 17);
+    size_t len = s_get_be32 (v + 17);
     size_t pos = AMI_MDMS_READING_HEADER;
     //  Every length is checked against what is actually there
-    if (rlen < 1 || rlen > AMI_MAX_FRAME || rlen > vlen - pos || vlen - pos - rlen < 4)
+    if (len < 1 || len > AMI_MAX_FRAME || len > vlen - pos || vlen - pos - len < 4)
         return AMI_E_STORAGE;
     row->reading = v + pos;
-    row->reading_size = rlen;
-    pos += rlen;
+    row->reading_size = len;
+    pos += len;
     size_t plen = s_get_be32 (v + pos);
     pos += 4;
     if (plen < 1 || plen > AMI_MAX_FRAME || plen != vlen - pos)
@@ -1062,35 +1179,168 @@ ami_mdms_db_reading_parse (const void *key, size_t klen, const void *val, size_t
     return AMI_OK;
 }
 
-/*  Build a readings key and value (value malloc'd, caller frees). */
+/*  "MTR-1 read_ms 1234" of a readings key, for a log line. */
+static void
+s_key_text (const void *key, size_t klen, char *out, size_t cap)
+{
+    ami_mdms_reading_t row;
+    memset (&row, 0, sizeof row);
+    if (s_parse_key ((const uint8_t *) key, klen, &row) == AMI_OK)
+        snprintf (out, cap, "of meter %s, read_ms %llu", row.meter_id,
+                  (unsigned long long) row.read_ms);
+    else
+        snprintf (out, cap, "(%zu-byte key)", klen);
+}
+
+int
+ami_mdms_db_reading_seal (ami_mdms_db_t *self, const void *key, size_t klen,
+                          const uint8_t *record, size_t rlen,
+                          uint8_t *val, size_t cap, size_t *vlen)
+{
+    assert (self && key && record && val && vlen);
+    if (!self->has_key)
+        return AMI_E_CONFIG;
+    if (rlen == 0 || cap < AMI_MDMS_READING_BOX || rlen > cap - AMI_MDMS_READING_BOX)
+        return AMI_E_LIMIT;
+    val [0] = AMI_MDMS_READING_SEALED;
+    uint8_t *nonce = val + 1;
+    s_nonce (self, nonce);
+    unsigned long long clen = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt (val + 1 + S_NONCE, &clen, record, rlen,
+                                                (const uint8_t *) key, klen, NULL, nonce,
+                                                self->meter_key);
+    *vlen = 1 + S_NONCE + (size_t) clen;
+    return AMI_OK;
+}
+
+int
+ami_mdms_db_reading_open (ami_mdms_db_t *self, const void *key, size_t klen,
+                          const void *val, size_t vlen,
+                          uint8_t *record, size_t cap, size_t *rlen)
+{
+    assert (self && key && val && record && rlen);
+    if (!self->has_key)
+        return AMI_E_CONFIG;
+    const uint8_t *v = (const uint8_t *) val;
+    char where [80];
+    if (vlen < AMI_MDMS_READING_BOX + 1 || v [0] != AMI_MDMS_READING_SEALED) {
+        s_key_text (key, klen, where, sizeof where);
+        ami_log_error ("mdms db: stored reading %s (%zu bytes) is %s: refused as corrupt",
+                       where, vlen, vlen && v [0] == AMI_MDMS_READING_LAYOUT
+                                    ? "a clear record, not sealed" : "not a sealed value");
+        return AMI_E_STORAGE;
+    }
+    if (cap < vlen - AMI_MDMS_READING_BOX)
+        return AMI_E_LIMIT;
+    unsigned long long plen = 0;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt (
+            record, &plen, NULL, v + 1 + S_NONCE, vlen - 1 - S_NONCE,
+            (const uint8_t *) key, klen, v + 1, self->meter_key) != 0) {
+        s_key_text (key, klen, where, sizeof where);
+        ami_log_error ("mdms db: stored reading %s does not open (altered, moved to another "
+                       "key, or sealed under another data key): refused as corrupt", where);
+        return AMI_E_STORAGE;
+    }
+    *rlen = (size_t) plen;
+    return AMI_OK;
+}
+
+/*  A work buffer of at least size bytes for an opened record (kept: the
+    next one is usually as large). */
+static uint8_t *
+s_work (ami_mdms_db_t *self, size_t size)
+{
+    if (size > self->work_cap) {
+        //  Grown by a fresh allocation: the old buffer is wiped (it is
+        //  wiped after every use anyway) and freed, never realloc'd
+        uint8_t *work = (uint8_t *) malloc (size);
+        if (!work)
+            return NULL;
+        if (self->work) {
+            sodium_memzero (self->work, self->work_cap);
+            free (self->work);
+        }
+        self->work = work;
+        self->work_cap = size;
+    }
+    return self->work;
+}
+
+/*  Open and parse one stored readings value into row (pointers into the
+    work buffer; *used gets the bytes to wipe after use). AMI_OK,
+    AMI_E_STORAGE (logged), AMI_E_NOMEM, AMI_E_CONFIG. */
 static int
-s_reading_build (const char *meter_id, uint64_t read_ms,
+s_reading_row (ami_mdms_db_t *self, const void *key, size_t klen, const void *val,
+               size_t vlen, ami_mdms_reading_t *row, size_t *used)
+{
+    *used = 0;
+    memset (row, 0, sizeof *row);
+    if (!self->has_key)
+        return AMI_E_CONFIG;
+    size_t need = vlen > AMI_MDMS_READING_BOX ? vlen - AMI_MDMS_READING_BOX : 1;
+    uint8_t *work = s_work (self, need);
+    if (!work)
+        return AMI_E_NOMEM;
+    size_t rlen = 0;
+    int rc = ami_mdms_db_reading_open (self, key, klen, val, vlen, work, self->work_cap, &rlen);
+    if (rc)
+        return rc;
+    *used = rlen;
+    if (ami_mdms_db_reading_parse (key, klen, work, rlen, row)) {
+        char where [80];
+        s_key_text (key, klen, where, sizeof where);
+        ami_log_error ("mdms db: stored reading %s opens but its record (%zu bytes) does not "
+                       "parse: refused as corrupt", where, rlen);
+        return AMI_E_STORAGE;
+    }
+    return AMI_OK;
+}
+
+/*  Build a readings key and sealed value (value malloc'd, caller frees). */
+static int
+s_reading_build (ami_mdms_db_t *self, const char *meter_id, uint64_t read_ms,
                  const uint8_t request_id [AMI_REQUEST_ID_SIZE],
                  uint64_t requested_ms, uint64_t stored_ms,
                  const uint8_t *reading, size_t reading_size,
                  const uint8_t *proof, size_t proof_size,
                  uint8_t *key, size_t *klen, uint8_t **value_p, size_t *vlen_p)
 {
+    if (!self->has_key) {
+        ami_log_error ("mdms db: no data key: a reading cannot be stored encrypted");
+        return AMI_E_CONFIG;
+    }
     if (reading_size < 1 || reading_size > AMI_MAX_FRAME
     ||  proof_size < 1 || proof_size > AMI_MAX_FRAME)
         return AMI_E_LIMIT;
     *klen = ami_mdms_db_reading_key (meter_id, read_ms, request_id, key);
     if (!*klen)
         return AMI_E_RANGE;
-    size_t vlen = AMI_MDMS_READING_HEADER + reading_size + 4 + proof_size;
-    uint8_t *value = (uint8_t *) malloc (vlen);
-    if (!value)
+    size_t rlen = AMI_MDMS_READING_HEADER + reading_size + 4 + proof_size;
+    uint8_t *record = (uint8_t *) malloc (rlen);
+    uint8_t *value = (uint8_t *) malloc (rlen + AMI_MDMS_READING_BOX);
+    if (!record || !value) {
+        free (record);
+        free (value);
         return AMI_E_NOMEM;
-    value [0] = AMI_MDMS_READING_LAYOUT;
-    s_put_be64 (value + 1, requested_ms);
-    s_put_be64 (value + 9, stored_ms);
-    s_put_be32 (value + 17, (uint32_t) reading_size);
-    memcpy (value + AMI_MDMS_READING_HEADER, reading, reading_size);
+    }
+    record [0] = AMI_MDMS_READING_LAYOUT;
+    s_put_be64 (record + 1, requested_ms);
+    s_put_be64 (record + 9, stored_ms);
+    s_put_be32 (record + 17, (uint32_t) reading_size);
+    memcpy (record + AMI_MDMS_READING_HEADER, reading, reading_size);
     size_t pos = AMI_MDMS_READING_HEADER + reading_size;
-    s_put_be32 (value + pos, (uint32_t) proof_size);
-    memcpy (value + pos + 4, proof, proof_size);
+    s_put_be32 (record + pos, (uint32_t) proof_size);
+    memcpy (record + pos + 4, proof, proof_size);
+    //  SEC-CONF-2: only the sealed record goes on
+    int rc = ami_mdms_db_reading_seal (self, key, *klen, record, rlen, value,
+                                       rlen + AMI_MDMS_READING_BOX, vlen_p);
+    sodium_memzero (record, rlen);
+    free (record);
+    if (rc) {
+        free (value);
+        return rc;
+    }
     *value_p = value;
-    *vlen_p = vlen;
     return AMI_OK;
 }
 
@@ -1105,7 +1355,7 @@ ami_mdms_db_reading_put (ami_mdms_db_t *self, const char *meter_id, uint64_t rea
     uint8_t key [AMI_MDMS_READING_KEY_MAX];
     size_t klen = 0, vlen = 0;
     uint8_t *value = NULL;
-    int rc = s_reading_build (meter_id, read_ms, request_id, requested_ms, stored_ms,
+    int rc = s_reading_build (self, meter_id, read_ms, request_id, requested_ms, stored_ms,
                               reading, reading_size, proof, proof_size,
                               key, &klen, &value, &vlen);
     if (rc)
@@ -1128,7 +1378,7 @@ ami_mdms_db_reading_stage (ami_mdms_db_t *self, ami_store_batch_t *batch,
     uint8_t key [AMI_MDMS_READING_KEY_MAX];
     size_t klen = 0, vlen = 0;
     uint8_t *value = NULL;
-    int rc = s_reading_build (meter_id, read_ms, request_id, requested_ms, stored_ms,
+    int rc = s_reading_build (self, meter_id, read_ms, request_id, requested_ms, stored_ms,
                               reading, reading_size, proof, proof_size,
                               key, &klen, &value, &vlen);
     if (rc)
@@ -1140,6 +1390,7 @@ ami_mdms_db_reading_stage (ami_mdms_db_t *self, ami_store_batch_t *batch,
 }
 
 typedef struct {
+    ami_mdms_db_t *self;
     ami_mdms_history_fn *fn;
     void *arg;
     size_t limit;
@@ -1158,14 +1409,18 @@ s_history_row (const void *key, size_t klen, const void *val, size_t vlen, void 
         return 1;
     }
     ami_mdms_reading_t row;
-    if (ami_mdms_db_reading_parse (key, klen, val, vlen, &row)) {
-        ami_log_error ("mdms db: stored reading (%zu-byte key, %zu-byte value) is corrupt",
-                       klen, vlen);
-        ctx->rc = AMI_E_STORAGE;
+    size_t used = 0;
+    int rc = s_reading_row (ctx->self, key, klen, val, vlen, &row, &used);
+    if (rc) {
+        if (used)
+            sodium_memzero (ctx->self->work, used);
+        ctx->rc = rc;
         return 1;
     }
     ctx->count++;
-    if (ctx->fn && ctx->fn (&row, ctx->arg)) {
+    bool stop = ctx->fn && ctx->fn (&row, ctx->arg);
+    sodium_memzero (ctx->self->work, used);
+    if (stop) {
         ctx->stopped = true;
         return 1;
     }
@@ -1190,7 +1445,7 @@ ami_mdms_db_history (ami_mdms_db_t *self, const char *meter_id,
                      ami_mdms_history_fn *fn, void *arg, bool *more)
 {
     assert (self && meter_id);
-    s_history_t ctx = { fn, arg, limit, 0, false, false, AMI_OK };
+    s_history_t ctx = { self, fn, arg, limit, 0, false, false, AMI_OK };
     uint8_t lo [AMI_MDMS_READING_KEY_MAX], hi [AMI_MDMS_READING_KEY_MAX];
     size_t lo_len, hi_len;
     if (more)
@@ -1207,8 +1462,10 @@ ami_mdms_db_history (ami_mdms_db_t *self, const char *meter_id,
 }
 
 typedef struct {
+    ami_mdms_db_t *self;
     ami_mdms_each_fn *fn;
     void *arg;
+    int rc;
 } s_each_t;
 
 static int
@@ -1216,7 +1473,12 @@ s_each_row (const void *key, size_t klen, const void *val, size_t vlen, void *ar
 {
     s_each_t *ctx = (s_each_t *) arg;
     ami_mdms_reading_t row;
-    int rc = ami_mdms_db_reading_parse (key, klen, val, vlen, &row);
+    size_t used = 0;
+    int rc = s_reading_row (ctx->self, key, klen, val, vlen, &row, &used);
+    if (rc == AMI_E_NOMEM || rc == AMI_E_CONFIG) {
+        ctx->rc = rc;                   //  not the row's fault: the walk fails
+        return 1;
+    }
     if (rc) {
         //  Keep what the key tells (the meter and read time), if anything
         memset (&row, 0, sizeof row);
@@ -1229,7 +1491,10 @@ s_each_row (const void *key, size_t klen, const void *val, size_t vlen, void *ar
         }
         rc = AMI_E_STORAGE;
     }
-    return ctx->fn (rc, &row, ctx->arg);
+    int stop = ctx->fn (rc, &row, ctx->arg);
+    if (used)
+        sodium_memzero (ctx->self->work, used);
+    return stop;
 }
 
 int
@@ -1242,9 +1507,10 @@ ami_mdms_db_readings_each (ami_mdms_db_t *self, const char *meter_id,
     size_t lo_len, hi_len;
     if (!s_history_range (meter_id, from_ms, to_ms, lo, &lo_len, hi, &hi_len))
         return AMI_OK;
-    s_each_t ctx = { fn, arg };
-    return ami_store_scan (self->store, self->readings, lo, lo_len, hi, hi_len, false,
-                           s_each_row, &ctx);
+    s_each_t ctx = { self, fn, arg, AMI_OK };
+    int rc = ami_store_scan (self->store, self->readings, lo, lo_len, hi, hi_len, false,
+                             s_each_row, &ctx);
+    return rc ? rc : ctx.rc;
 }
 
 typedef struct {
@@ -1428,7 +1694,75 @@ ami_mdms_db_interval_count (const uint8_t *value)
     return n;
 }
 
+/*  "of meter MTR-1, bucket 20617" of an intervals key, for a log line. */
+static void
+s_interval_key_text (const void *key, size_t klen, char *out, size_t cap)
+{
+    ami_id_t meter;
+    uint32_t bucket = 0;
+    if (ami_mdms_db_interval_key_parse (key, klen, meter, &bucket) == AMI_OK)
+        snprintf (out, cap, "of meter %s, bucket %u", meter, bucket);
+    else
+        snprintf (out, cap, "(%zu-byte key)", klen);
+}
+
+/*  Additional data of an intervals value: its key, then its clear bitmap
+    (so the bitmap cannot be changed either). Returns the length. */
+static size_t
+s_interval_ad (const void *key, size_t klen, const uint8_t *bitmap, uint8_t *ad)
+{
+    memcpy (ad, key, klen);
+    memcpy (ad + klen, bitmap, AMI_MDMS_INTERVAL_BITMAP);
+    return klen + AMI_MDMS_INTERVAL_BITMAP;
+}
+
+int
+ami_mdms_db_interval_seal (ami_mdms_db_t *self, const void *key, size_t klen,
+                           const uint8_t *plain, uint8_t *value)
+{
+    assert (self && key && plain && value);
+    assert (klen >= 1 && klen <= AMI_MDMS_INTERVAL_KEY_MAX);
+    if (!self->has_key)
+        return AMI_E_CONFIG;
+    uint8_t ad [AMI_MDMS_INTERVAL_KEY_MAX + AMI_MDMS_INTERVAL_BITMAP];
+    size_t adlen = s_interval_ad (key, klen, plain, ad);
+    memcpy (value, plain, AMI_MDMS_INTERVAL_BITMAP);
+    s_nonce (self, value + S_IV_NONCE);
+    crypto_aead_xchacha20poly1305_ietf_encrypt_detached (
+        value + S_IV_CIPHER, value + S_IV_TAG, NULL,
+        plain + AMI_MDMS_INTERVAL_BITMAP, AMI_MDMS_INTERVAL_RECORDS,
+        ad, adlen, NULL, value + S_IV_NONCE, self->meter_key);
+    return AMI_OK;
+}
+
+int
+ami_mdms_db_interval_open (ami_mdms_db_t *self, const void *key, size_t klen,
+                           const uint8_t *value, uint8_t *plain)
+{
+    assert (self && key && value && plain);
+    if (!self->has_key)
+        return AMI_E_CONFIG;
+    uint8_t ad [AMI_MDMS_INTERVAL_KEY_MAX + AMI_MDMS_INTERVAL_BITMAP];
+    bool key_ok = klen >= 1 && klen <= AMI_MDMS_INTERVAL_KEY_MAX;
+    size_t adlen = key_ok ? s_interval_ad (key, klen, value, ad) : 0;
+    if (!key_ok
+    ||  crypto_aead_xchacha20poly1305_ietf_decrypt_detached (
+            plain + AMI_MDMS_INTERVAL_BITMAP, NULL,
+            value + S_IV_CIPHER, AMI_MDMS_INTERVAL_RECORDS, value + S_IV_TAG,
+            ad, adlen, value + S_IV_NONCE, self->meter_key) != 0) {
+        memset (plain, 0, AMI_MDMS_INTERVAL_PLAIN);
+        char where [80];
+        s_interval_key_text (key, klen, where, sizeof where);
+        ami_log_error ("mdms db: interval record %s does not open (altered, moved to another "
+                       "key, or sealed under another data key): refused as corrupt", where);
+        return AMI_E_STORAGE;
+    }
+    memcpy (plain, value, AMI_MDMS_INTERVAL_BITMAP);
+    return AMI_OK;
+}
+
 typedef struct {
+    ami_mdms_db_t *self;
     const char *meter_id;
     size_t id_len;
     uint32_t interval_s;
@@ -1453,23 +1787,34 @@ s_intervals_row (const void *key, size_t klen, const void *val, size_t vlen, voi
         ctx->rc = AMI_E_STORAGE;
         return 1;
     }
-    const uint8_t *value = (const uint8_t *) val;
+    //  Open it (SEC-CONF-2): a record that does not open is never served
+    uint8_t value [AMI_MDMS_INTERVAL_PLAIN];
+    int rc = ami_mdms_db_interval_open (ctx->self, key, klen, (const uint8_t *) val, value);
+    if (rc) {
+        ctx->rc = rc;
+        return 1;
+    }
+    int stop = 0;
     uint64_t first = (uint64_t) bucket * AMI_MDMS_INTERVAL_SLOTS + 1;     //  n of slot 0
     for (unsigned slot = 0; slot < AMI_MDMS_INTERVAL_SLOTS; slot++) {
         uint64_t n = first + slot;
         if (n < ctx->n_from)
             continue;
-        if (n > ctx->n_to)
-            return 1;
+        if (n > ctx->n_to) {
+            stop = 1;
+            break;
+        }
         if (!ami_mdms_db_interval_present (value, slot))
             continue;
         if (ctx->count == ctx->limit) {
             ctx->more = true;
-            return 1;
+            stop = 1;
+            break;
         }
         ami_mdms_db_interval_get (value, slot, bucket, ctx->interval_s, &ctx->out [ctx->count++]);
     }
-    return 0;
+    sodium_memzero (value, sizeof value);
+    return stop;
 }
 
 int
@@ -1498,8 +1843,10 @@ ami_mdms_db_intervals (ami_mdms_db_t *self, const char *meter_id, uint64_t from_
     uint8_t lo [AMI_MDMS_INTERVAL_KEY_MAX], hi [AMI_MDMS_INTERVAL_KEY_MAX];
     size_t lo_len = ami_mdms_db_interval_key (meter_id, (uint32_t) ((n_from - 1) / AMI_MDMS_INTERVAL_SLOTS), lo);
     size_t hi_len = ami_mdms_db_interval_key (meter_id, (uint32_t) ((n_to - 1) / AMI_MDMS_INTERVAL_SLOTS), hi);
-    s_intervals_t ctx = { meter_id, strlen (meter_id), self->interval_s, n_from, n_to, out,
-                          limit, 0, false, AMI_OK };
+    if (!self->has_key)
+        return AMI_E_CONFIG;
+    s_intervals_t ctx = { self, meter_id, strlen (meter_id), self->interval_s, n_from, n_to,
+                          out, limit, 0, false, AMI_OK };
     int rc = ami_store_scan (self->store, self->intervals, lo, lo_len, hi, hi_len, false,
                              s_intervals_row, &ctx);
     if (rc == AMI_OK)

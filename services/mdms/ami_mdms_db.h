@@ -9,7 +9,7 @@
     Databases (named LMDB databases inside DIR/data.mdb):
 
     "meta"      small fixed keys, values big-endian integers:
-                "schema"        be32  schema version, AMI_MDMS_DB_SCHEMA (1)
+                "schema"        be64  schema version, AMI_MDMS_DB_SCHEMA (2)
                 "counter"       be64  the command counter's reserved mark
                                       (see "Command counter" below)
                 "registry.gen"  be64  generation of the current registry
@@ -31,13 +31,26 @@
                 finish): every reader skips it, and the next import deletes
                 it.
 
-    "readings"  every verified on-demand reading, with its proof of origin.
+    "readings"  every verified on-demand reading, with its proof of origin,
+                encrypted (SEC-CONF-2): neither the READING nor the proof
+                reaches the database file in clear.
                 key   = meter_id bytes, 0x00, be64 read_ms, request_id (16)
                         (so one meter's readings are contiguous and sorted
                         by the meter's read time: history is a range scan;
                         0x00 never occurs in a meter id, so "MTR-1" rows sort
                         before "MTR-10" rows and never mix with them)
-                value = AMI_MDMS_READING_LAYOUT (1), exactly:
+                value = AMI_MDMS_READING_SEALED (2), exactly:
+                    u8    2 (a sealed record; 1 was the clear record of
+                          schema 1, never written any more)
+                    24    nonce, random per write
+                    C     crypto_aead_xchacha20poly1305_ietf ciphertext +
+                          16-byte tag of the RECORD below, under the meter
+                          data key, additional data = the whole LMDB key
+                          (so a value copied under another meter, time or
+                          request id does not open)
+                RECORD = AMI_MDMS_READING_LAYOUT (1), the plaintext (what
+                ami_mdms_db_reading_open returns, ami_mdms_db_reading_parse
+                reads; unchanged from schema 1, where it was the value):
                     u8    layout version (1)
                     be64  requested_ms  (MDMS clock when the read was issued)
                     be64  stored_ms     (MDMS clock at the durable write)
@@ -48,13 +61,15 @@
                     be32  P = length of the proof (1..AMI_MAX_FRAME)
                     P     the whole READ_RESP frame as received, signed by
                           the meter (SEC-NR-1): ami_e2e_verify with the
-                          meter's registry key re-proves its origin
-                Lengths are validated on every read: a value whose layout
-                does not add up is reported as AMI_E_STORAGE, never
-                trusted. (Readings themselves are stored in clear: they
-                are consumption data keyed by meter, and the proof must
-                stay verifiable by anyone holding the meter's public key;
-                what identifies a person is in "customers", encrypted.)
+                          meter's registry key re-proves its origin (once
+                          opened: a verifier outside the MDMS needs the data
+                          key too)
+                A value that does not open (altered, moved to another key,
+                written under another data key, or a clear schema-1
+                value) and a record whose lengths do not add up are
+                reported as AMI_E_STORAGE and logged, never served. The
+                box costs 41 bytes per reading (~5 % of a typical ~0.8 KB
+                value).
 
     "customers" the customer record of each meter that has one (SEC-CONF-2),
                 encrypted: the plaintext never reaches the database file.
@@ -85,7 +100,8 @@
 
     "intervals" interval (load-profile) data from BATCH blocks, exactly once
                 per (meter, interval): one record per meter per bucket of
-                96 consecutive intervals (one UTC day at 15 minutes).
+                96 consecutive intervals (one UTC day at 15 minutes),
+                encrypted (SEC-CONF-2) except for its presence bitmap.
                 With I = the interval length in seconds ("interval" in
                 "meta") and n = end_s / I the interval's number (>= 1):
                     bucket = (n - 1) / 96,  slot = (n - 1) % 96,
@@ -93,25 +109,44 @@
                 key   = meter_id bytes, 0x00, be32 bucket (so one meter's
                         buckets are contiguous and in time order: a range
                         query is one forward scan)
-                value = exactly AMI_MDMS_INTERVAL_VALUE (1548) bytes:
-                    12    presence bitmap: slot s is stored iff
-                          bitmap [s / 8] & (1 << (s % 8))
-                    96 x 16  slot s at offset 12 + 16 * s:
+                value = exactly AMI_MDMS_INTERVAL_VALUE (1588) bytes:
+                    12    presence bitmap, IN CLEAR: slot s is stored iff
+                          bitmap [s / 8] & (1 << (s % 8)). It tells which
+                          intervals exist, not what was consumed; tools
+                          (ami-load) count stored readings from it without
+                          the key.
+                    24    nonce, random per write
+                    1536  crypto_aead_xchacha20poly1305_ietf ciphertext of
+                          the 96 slot records (below) under the meter data
+                          key, additional data = the LMDB key followed by
+                          the 12 bitmap bytes (a value moved to another
+                          meter or day, or a bitmap bit flipped, does not
+                          open)
+                    16    its tag
+                The opened value (AMI_MDMS_INTERVAL_PLAIN, 1548 bytes: what
+                ami_mdms_db_interval_open gives and the slot helpers read)
+                is the bitmap followed by the 96 records, slot s at offset
+                12 + 16 * s:
                           u64 LE  import_wh
                           u48 LE  export_wh (< 2^48)
                           u16 LE  status (AMI_Q_* flags)
                     the 16 bytes of an absent slot are zero.
                 A present slot is never overwritten (exactly once: a second
-                copy of an interval is a duplicate, counted, and dropped).
-                The layout has no version byte: a value of another length
-                is corrupt (AMI_E_STORAGE). Readings stored = the number of
-                set bits over all values (what ami-load counts). Two
-                values share a 4 KiB page, so a full page stores 192
-                readings: ~21 bytes each. Measured (test_mdms_ingest bench,
-                mdb_stat pages of "intervals" / readings): 21.5 bytes per
-                reading for 10 000 meters x 1 day; 34.5 after 5 days of
-                2 000 meters, because a meter's new day goes at the end of
-                a full page, which LMDB splits leaving one value behind
+                copy of an interval is a duplicate, counted, and dropped);
+                adding intervals to a record opens it, merges and seals it
+                again with a new nonce. The layout has no version byte: a
+                value of another length, or one that does not open, is
+                corrupt (AMI_E_STORAGE, logged, never served). Readings
+                stored = the number of set bits over all values (what
+                ami-load counts). Two values still share a 4 KiB page (a
+                leaf node of at most 8 + 37 + 1588 bytes, LMDB's limit for
+                two per page being ~2 KB), so the box costs no space: a
+                full page stores 192 readings, ~21 bytes each. Measured
+                (test_mdms_ingest bench, mdb_stat pages of "intervals" /
+                readings), the same with and without the box: 21.5 bytes
+                per reading for 10 000 meters x 1 day; 34.5 after 5 days
+                of 2 000 meters, because a meter's new day goes at the end
+                of a full page, which LMDB splits leaving one value behind
                 (the long-run bound is ~43, one value per page). LMDB's
                 free pages (about two transactions' worth) come on top of
                 the tree in the file.
@@ -119,9 +154,34 @@
                 AEAD box authenticates it on arrival, ami_e2e.h); on-demand
                 readings in "readings" do.
 
-    Schema 1 gained "customers", "audit" and "intervals" without a version
-    change: they are additive, created empty when a schema-1 database
-    without them is opened, and no older layout changed.
+    Meter data key. Readings and interval records are sealed under the
+    crypto_kdf subkey AMI_MDMS_METER_DATA_KDF_ID (3), context "AMImdata",
+    of the MDMS data key (mdms/data-key), distinct from the customer key
+    (2, "AMIcust ") and the audit key (1, "AMIaudit"). One key serves both
+    databases: their additional data cannot collide (a readings key has
+    24 bytes after its meter id's 0x00 and is authenticated alone, an
+    intervals key 4 and is followed by the bitmap; a value is also only
+    ever opened as the layout of its own database). Nonces are random (192
+    bits: no counter state that a restored backup could roll back), drawn
+    from a pool that is refilled with a ChaCha20 keystream under a fresh
+    32-byte seed from the operating system (randombytes_buf_deterministic),
+    one system call per 256 nonces. A new data key makes every stored
+    reading and interval record unreadable: keep the key file as long as
+    the data (and backed up apart from it).
+
+    Schema history. Schema 1 gained "customers", "audit" and "intervals"
+    without a version change: they are additive, created empty when a
+    schema-1 database without them is opened. Schema 2 (SEC-CONF-2)
+    encrypts the values of "readings" and "intervals" (layouts above); the
+    other databases did not change. A schema-1 database is not migrated:
+    one that holds any reading or interval record (stored in clear) is
+    refused (AMI_E_CONFIG, logged with what to do: move it away and let the
+    MDMS create a new one, after exporting what must be kept); one with
+    neither is upgraded in place (its "schema" becomes 2: nothing to
+    encrypt). Why no migration: the clear copy would stay in LMDB's free
+    pages and in every backup of the old file, so encrypting in place
+    would not remove it from the host anyway; re-creating the database
+    (and destroying the old file) does.
 
     Command counter. Every READ_REQ carries a counter that must be strictly
     greater than the last one the meter accepted, across MDMS restarts
@@ -160,15 +220,24 @@ extern "C" {
 
 typedef struct _ami_mdms_db_t ami_mdms_db_t;
 
-#define AMI_MDMS_DB_SCHEMA          1
+#define AMI_MDMS_DB_SCHEMA          2
 #define AMI_MDMS_METER_LAYOUT       1
-#define AMI_MDMS_READING_LAYOUT     1
+#define AMI_MDMS_READING_LAYOUT     1       /* the record inside the box */
+#define AMI_MDMS_READING_SEALED     2       /* a readings value: the sealed record */
 #define AMI_MDMS_CUSTOMER_LAYOUT    1
 
 /*  crypto_kdf subkey of the data key that encrypts customer records
     (context: exactly 8 bytes). */
 #define AMI_MDMS_CUSTOMER_KDF_ID    2
 #define AMI_MDMS_CUSTOMER_KDF_CTX   "AMIcust "
+/*  crypto_kdf subkey of the data key that encrypts meter data at rest:
+    "readings" and "intervals" values (see "Meter data key" above). */
+#define AMI_MDMS_METER_DATA_KDF_ID  3
+#define AMI_MDMS_METER_DATA_KDF_CTX "AMImdata"
+/*  The box of a sealed value: XChaCha20-Poly1305-IETF nonce and tag
+    (crypto_aead_xchacha20poly1305_ietf_NPUBBYTES and _ABYTES). */
+#define AMI_MDMS_SEAL_NONCE         24
+#define AMI_MDMS_SEAL_TAG           16
 /*  Customer fields (API_CUSTOMER limits): name UTF-8 1..64 bytes,
     service address UTF-8 0..256, account id 1..32 of the id charset. */
 #define AMI_MDMS_CUSTOMER_ADDRESS_MAX   AMI_MAX_TEXT
@@ -180,15 +249,21 @@ typedef struct _ami_mdms_db_t ami_mdms_db_t;
 
 /*  Readings key: meter id + 0x00 + be64 read_ms + request id. */
 #define AMI_MDMS_READING_KEY_MAX    (AMI_MAX_ID + 1 + 8 + AMI_REQUEST_ID_SIZE)
-/*  Fixed part of a readings value: version, two times, two lengths. */
+/*  Fixed part of a readings record: version, two times, two lengths. */
 #define AMI_MDMS_READING_HEADER     (1 + 8 + 8 + 4)
+/*  A readings value is its record plus this: version byte, nonce, tag. */
+#define AMI_MDMS_READING_BOX        (1 + AMI_MDMS_SEAL_NONCE + AMI_MDMS_SEAL_TAG)
 
 /*  "intervals" layout (see above). */
 #define AMI_MDMS_INTERVAL_SLOTS     96      /* intervals per bucket: a day at 15 min */
 #define AMI_MDMS_INTERVAL_BITMAP    12      /* 96 presence bits */
 #define AMI_MDMS_INTERVAL_RECORD    16      /* u64 + u48 + u16 */
-#define AMI_MDMS_INTERVAL_VALUE     (AMI_MDMS_INTERVAL_BITMAP \
-                                     + AMI_MDMS_INTERVAL_SLOTS * AMI_MDMS_INTERVAL_RECORD)
+#define AMI_MDMS_INTERVAL_RECORDS   (AMI_MDMS_INTERVAL_SLOTS * AMI_MDMS_INTERVAL_RECORD)
+/*  The opened value (bitmap + records, 1548 bytes) and the stored one
+    (bitmap + nonce + sealed records + tag, 1588 bytes). */
+#define AMI_MDMS_INTERVAL_PLAIN     (AMI_MDMS_INTERVAL_BITMAP + AMI_MDMS_INTERVAL_RECORDS)
+#define AMI_MDMS_INTERVAL_VALUE     (AMI_MDMS_INTERVAL_BITMAP + AMI_MDMS_SEAL_NONCE \
+                                     + AMI_MDMS_INTERVAL_RECORDS + AMI_MDMS_SEAL_TAG)
 #define AMI_MDMS_INTERVAL_KEY_MAX   (AMI_MAX_ID + 1 + 4)
 /*  export_wh is stored in 48 bits: 2.8e14 Wh, far beyond any register. */
 #define AMI_MDMS_EXPORT_MAX         (((uint64_t) 1 << 48) - 1)
@@ -207,7 +282,8 @@ typedef struct {
 } ami_mdms_meter_t;
 
 /*  One stored reading, as handed to a history callback. The pointers point
-    into the database map and are valid only during the callback. */
+    into the opened (decrypted) record, a work buffer that is wiped after
+    the callback: valid only during it. */
 typedef struct {
     ami_id_t meter_id;
     uint64_t read_ms;
@@ -222,13 +298,14 @@ typedef struct {
 
 /*  Open (creating if needed) the database in directory dir with the given
     LMDB map size (0 = AMI_STORE_DEFAULT_MAP_SIZE, 1 GiB); store_flags as
-    for ami_store_new (0 in production). Opens the meta, meters, readings
-    and customers databases (the audit log opens its own database,
-    ami_mdms_audit_new), checks or writes the schema version, and loads
-    the counter's reserved mark.
+    for ami_store_new (0 in production). Opens the meta, meters, readings,
+    customers and intervals databases (the audit log opens its own
+    database, ami_mdms_audit_new), checks or writes the schema version
+    (a schema-1 database: see "Schema history"), and loads the counter's
+    reserved mark.
     Returns NULL with *err set (AMI_E_IO, AMI_E_STORAGE, AMI_E_MAP_FULL,
-    AMI_E_NOMEM, or AMI_E_CONFIG for a database of another schema version),
-    logged. */
+    AMI_E_NOMEM, or AMI_E_CONFIG for a database of another schema version,
+    or of schema 1 with records in clear), logged. */
 ami_mdms_db_t *
     ami_mdms_db_new (const char *dir, size_t map_size, int store_flags, int *err);
 
@@ -237,10 +314,17 @@ void
     ami_mdms_db_destroy (ami_mdms_db_t **self_p);
 
 /*  Give the database the 32-byte MDMS data key, from which it derives the
-    customer key (copied; wiped by destroy). Needed before an import of a
-    registry with customer columns, and by ami_mdms_db_customer_get. */
+    customer key and the meter data key (only the subkeys are kept; wiped
+    by destroy). Needed before an import of a registry with customer
+    columns, by ami_mdms_db_customer_get, and by everything that reads or
+    writes readings or interval records: without it those return
+    AMI_E_CONFIG (and the ingest does not start). */
 void
     ami_mdms_db_set_data_key (ami_mdms_db_t *self, const uint8_t data_key [32]);
+
+/*  Has a data key been set? */
+bool
+    ami_mdms_db_has_data_key (ami_mdms_db_t *self);
 
 /*  The underlying store, for a caller that writes a reading and other
     records (the audit entry) in one ami_store batch. Borrowed. */
@@ -258,7 +342,13 @@ ami_store_t *
     not at all: customer_name UTF-8 1..64 bytes, service_address UTF-8
     0..256 bytes (both without control characters), account an id (1..32
     of [A-Za-z0-9._:-]); they are stored only encrypted ("customers"; the
-    data key must have been set, else AMI_E_CONFIG). A line without them
+    data key must have been set, else AMI_E_CONFIG). A file that holds
+    customer columns must give group and others no access (mode & 077 ==
+    0, as a secret key file; ami-keygen writes it 0600): one that does is
+    refused at its first customer line with AMI_E_CONFIG and a log line
+    naming the file, its mode and the fix (chmod 600), so no readable copy
+    of the customer data stays on the MDMS host (SEC-CONF-2). A
+    registry of 4-column lines only may be readable. A line without them
     leaves the meter with no customer record. '#' starts a comment - a
     whole line, or the rest of a line from a '#' in the first four fields
     or at the start of the fifth (inside customer fields a '#' is text:
@@ -354,11 +444,12 @@ int
     ami_mdms_db_customer_get (ami_mdms_db_t *self, const char *meter_id,
                               ami_api_customer_t *out);
 
-/*  Store one verified reading durably (one write transaction). reading and
-    proof must be non-empty and at most AMI_MAX_FRAME bytes. A reading with
-    the same key is never overwritten: AMI_E_EXISTS. Returns AMI_OK,
+/*  Store one verified reading durably (one write transaction), sealed
+    (layout above): the plaintext never reaches LMDB. reading and proof
+    must be non-empty and at most AMI_MAX_FRAME bytes. A reading with the
+    same key is never overwritten: AMI_E_EXISTS. Returns AMI_OK,
     AMI_E_EXISTS, AMI_E_MAP_FULL, AMI_E_LIMIT, AMI_E_STORAGE, AMI_E_IO,
-    AMI_E_NOMEM. */
+    AMI_E_NOMEM, AMI_E_CONFIG (no data key set). */
 int
     ami_mdms_db_reading_put (ami_mdms_db_t *self, const char *meter_id, uint64_t read_ms,
                              const uint8_t request_id [AMI_REQUEST_ID_SIZE],
@@ -382,27 +473,31 @@ typedef int (ami_mdms_history_fn) (const ami_mdms_reading_t *row, void *arg);
 
 /*  Visit the readings of meter_id with from_ms <= read_ms <= to_ms (to_ms
     0 = no upper bound), newest first, at most limit rows; *more (may be
-    NULL) is set when at least one more row is in range. A stored value
-    that does not parse stops the scan with AMI_E_STORAGE (logged): never
-    hand corrupt data to an operator as if it were a reading. A callback
-    returning non-zero just stops the scan (not an error). Returns AMI_OK
-    or AMI_E_STORAGE. */
+    NULL) is set when at least one more row is in range. Each value is
+    opened (decrypted) for its callback: row's pointers point into a work
+    buffer that is wiped after the callback. A stored value that does not
+    open or parse stops the scan with AMI_E_STORAGE (logged): never hand
+    corrupt data to an operator as if it were a reading. A callback
+    returning non-zero just stops the scan (not an error). Returns AMI_OK,
+    AMI_E_STORAGE, AMI_E_NOMEM, or AMI_E_CONFIG (no data key). */
 int
     ami_mdms_db_history (ami_mdms_db_t *self, const char *meter_id,
                          uint64_t from_ms, uint64_t to_ms, size_t limit,
                          ami_mdms_history_fn *fn, void *arg, bool *more);
 
 /*  Verification walk: called for every stored readings row of one meter in
-    range, oldest first. rc is AMI_OK with row parsed, or AMI_E_STORAGE
-    when the value (or key) does not parse: then only row->meter_id and
-    row->read_ms are set (from the key, 0 if even that is broken). Return
-    0 to go on, non-zero to stop. */
+    range, oldest first. rc is AMI_OK with row opened and parsed (pointers
+    valid during the call only), or AMI_E_STORAGE when the value does not
+    open (logged) or the record (or key) does not parse: then only
+    row->meter_id, row->read_ms and row->request_id are set (from the key,
+    0 if even that is broken). Return 0 to go on, non-zero to stop. */
 typedef int (ami_mdms_each_fn) (int rc, const ami_mdms_reading_t *row, void *arg);
 
 /*  Visit every reading of meter_id with from_ms <= read_ms <= to_ms (to_ms
     0 = no upper bound), oldest first, INCLUDING rows that do not parse (a
-    verifier must report those, not stop at them). Returns AMI_OK or
-    AMI_E_STORAGE when the database cannot be read. */
+    verifier must report those, not stop at them). Returns AMI_OK,
+    AMI_E_STORAGE when the database cannot be read, AMI_E_NOMEM, or
+    AMI_E_CONFIG (no data key). */
 int
     ami_mdms_db_readings_each (ami_mdms_db_t *self, const char *meter_id,
                                uint64_t from_ms, uint64_t to_ms,
@@ -425,11 +520,37 @@ size_t
                              const uint8_t request_id [AMI_REQUEST_ID_SIZE],
                              uint8_t *key);
 
-/*  Parse a readings key and value into row (pointers into val). Returns
-    AMI_OK or AMI_E_STORAGE when a length or version does not add up. */
+/*  Parse a readings key and RECORD (an opened value, layout
+    AMI_MDMS_READING_LAYOUT: ami_mdms_db_reading_open) into row (pointers
+    into record). Returns AMI_OK or AMI_E_STORAGE when a length or version
+    does not add up. */
 int
-    ami_mdms_db_reading_parse (const void *key, size_t klen, const void *val, size_t vlen,
+    ami_mdms_db_reading_parse (const void *key, size_t klen, const void *record, size_t rlen,
                                ami_mdms_reading_t *row);
+
+/*  Open a readings value as stored under key (klen bytes) - for tools,
+    tests and the readers above: decrypt it into record (cap bytes; vlen -
+    AMI_MDMS_READING_BOX are enough) and set *rlen. The record is not
+    parsed (ami_mdms_db_reading_parse). Returns AMI_OK; AMI_E_STORAGE (the
+    value is too short, not a sealed value - e.g. a clear schema-1 one -
+    or does not open: altered, moved to another key, or sealed under
+    another data key; logged with the meter and read time); AMI_E_LIMIT
+    (cap too small); AMI_E_CONFIG (no data key set). Wipe record when done
+    (sodium_memzero): it is plaintext meter data. */
+int
+    ami_mdms_db_reading_open (ami_mdms_db_t *self, const void *key, size_t klen,
+                              const void *val, size_t vlen,
+                              uint8_t *record, size_t cap, size_t *rlen);
+
+/*  Seal a record (rlen bytes, any content) for key: into val (cap bytes;
+    rlen + AMI_MDMS_READING_BOX are enough) with a fresh nonce, setting
+    *vlen; what ami_mdms_db_reading_put stores. For tools, migrations and
+    tests that rewrite a value. Returns AMI_OK, AMI_E_LIMIT (cap too small
+    or rlen 0), AMI_E_CONFIG (no data key set). */
+int
+    ami_mdms_db_reading_seal (ami_mdms_db_t *self, const void *key, size_t klen,
+                              const uint8_t *record, size_t rlen,
+                              uint8_t *val, size_t cap, size_t *vlen);
 
 /* ---------------------------------------------------------------------- */
 /*  Interval data ("intervals")                                             */
@@ -464,10 +585,29 @@ int
     ami_mdms_db_interval_key_parse (const void *key, size_t klen, ami_id_t meter_id,
                                     uint32_t *bucket);
 
-/*  Slot helpers on a value of AMI_MDMS_INTERVAL_VALUE bytes. _present
-    tells whether slot (0..95) is stored; _get decodes it into out with
-    out->end_s computed from bucket and interval_s; _put stores rec's
-    values (not end_s) in slot and sets its presence bit. */
+/*  Open a stored "intervals" value (AMI_MDMS_INTERVAL_VALUE bytes at
+    value) of key (klen bytes) into plain (AMI_MDMS_INTERVAL_PLAIN bytes:
+    the bitmap, then the 96 slot records). Returns AMI_OK, AMI_E_STORAGE
+    (does not open: altered, bitmap changed, moved to another key, or
+    sealed under another data key; logged with the meter and bucket;
+    plain is then zeroed) or AMI_E_CONFIG (no data key). */
+int
+    ami_mdms_db_interval_open (ami_mdms_db_t *self, const void *key, size_t klen,
+                               const uint8_t *value, uint8_t *plain);
+
+/*  Seal an opened value (plain, AMI_MDMS_INTERVAL_PLAIN bytes) for key
+    into value (AMI_MDMS_INTERVAL_VALUE bytes) with a fresh nonce: the
+    bitmap is copied in clear and authenticated with the key. Returns
+    AMI_OK or AMI_E_CONFIG (no data key). */
+int
+    ami_mdms_db_interval_seal (ami_mdms_db_t *self, const void *key, size_t klen,
+                               const uint8_t *plain, uint8_t *value);
+
+/*  Slot helpers on an OPENED value (AMI_MDMS_INTERVAL_PLAIN bytes; _present
+    and _count read only the bitmap, so they also work on a stored value).
+    _present tells whether slot (0..95) is stored; _get decodes it into
+    out with out->end_s computed from bucket and interval_s; _put stores
+    rec's values (not end_s) in slot and sets its presence bit. */
 bool
     ami_mdms_db_interval_present (const uint8_t *value, unsigned slot);
 void
@@ -476,7 +616,8 @@ void
 void
     ami_mdms_db_interval_put (uint8_t *value, unsigned slot, const ami_interval_t *rec);
 
-/*  Number of stored intervals in one value (set presence bits). */
+/*  Number of stored intervals in one value, opened or stored (set
+    presence bits). */
 unsigned
     ami_mdms_db_interval_count (const uint8_t *value);
 
@@ -484,19 +625,22 @@ unsigned
     from_ms <= end_s * 1000 <= to_ms (0 = unbounded at that end), oldest
     first, at most limit of them into out (limit >= 1 entries); *count
     gets how many; *more is set when at least one more stored interval is
-    in range (next page: from_ms = last end_s * 1000 + 1). Returns AMI_OK,
-    or AMI_E_STORAGE when a stored key or value does not parse (logged:
-    never hand corrupt data to an operator). An id that is not valid has
-    no intervals (AMI_OK, count 0). */
+    in range (next page: from_ms = last end_s * 1000 + 1). Each value in
+    range is opened; the plaintext is wiped after use. Returns AMI_OK,
+    AMI_E_STORAGE when a stored key or value does not parse or open
+    (logged: never hand corrupt data to an operator), or AMI_E_CONFIG (no
+    data key). An id that is not valid has no intervals (AMI_OK, count
+    0). */
 int
     ami_mdms_db_intervals (ami_mdms_db_t *self, const char *meter_id, uint64_t from_ms,
                            uint64_t to_ms, size_t limit, ami_interval_t *out,
                            size_t *count, bool *more);
 
 /*  Totals over "intervals": *readings = set presence bits (stored
-    intervals), *buckets = values. Either may be NULL. A full scan
-    (~10 ms per 100 000 values): for tests, tools and STATUS on demand.
-    Returns AMI_OK or a store error. */
+    intervals, read from the clear bitmaps: nothing is decrypted), *buckets
+    = values. Either may be NULL. A full scan (~10 ms per 100 000 values):
+    for tests, tools and STATUS on demand. Returns AMI_OK or a store
+    error. */
 int
     ami_mdms_db_intervals_total (ami_mdms_db_t *self, uint64_t *readings, size_t *buckets);
 

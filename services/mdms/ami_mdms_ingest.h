@@ -44,7 +44,8 @@
          most one bucket's length, so it touches at most 2 buckets), and
          export_wh < 2^48                          else AMI_E_RANGE
       7. the buckets it touches load from the database with the layout of
-         ami_mdms_db.h                             else AMI_E_STORAGE (the
+         ami_mdms_db.h and open (their AEAD tag verifies under the meter
+         data key, SEC-CONF-2)                     else AMI_E_STORAGE (the
          stored value is corrupt; logged as an error)
     Then every record goes to its (meter, bucket, slot): a free slot takes
     it (intervals_stored, once committed); a slot already present is left
@@ -84,6 +85,16 @@
     too small miss every time); beyond that a new meter replaces the one
     at its home entry (key_cache_evictions). The first block of each meter
     pays the derivation: a 100 000-meter fleet costs ~10 s of CPU once.
+
+    Encryption at rest (SEC-CONF-2): interval records are stored sealed
+    (ami_mdms_db.h "intervals"); a group opens each bucket it loads once
+    and seals each bucket it changed once (a fresh nonce per write), so
+    merging costs ~3-4 us of CPU per changed bucket per group. Measured
+    (test_mdms_ingest bench, 10 000 meters x 24 h of hourly blocks, the
+    worst case since every block rewrites its own bucket; this 2-core VM,
+    durable commits): 142-167 k blocks/s without encryption, 84-104 k
+    with (CPU per block ~5 us -> ~9 us); the bytes per stored reading do
+    not change (21.5 for that fill).
 
     Memory, all allocated by ami_mdms_ingest_new and never grown: the
     group's bucket table, (group_keys + 2 x AMI_MAX_BATCH_BLOCKS) x ~1.6
@@ -164,7 +175,7 @@ typedef struct _ami_mdms_ingest_t ami_mdms_ingest_t;
 #define AMI_MDMS_INGEST_LOG_BURST   20
 
 typedef struct {
-    ami_mdms_db_t *db;              /* required, borrowed; interval set up */
+    ami_mdms_db_t *db;              /* required, borrowed; interval and data key set up */
     const ami_e2e_mdms_t *keys;     /* required, with the box secret; copied */
     size_t key_cache;               /* cached profile keys, 0 = auto (see above) */
     size_t group_keys;              /* 0 = AMI_MDMS_GROUP_KEYS */
@@ -189,7 +200,8 @@ typedef void (ami_mdms_ingest_ack_fn) (zframe_t *routing, const uint8_t *ack, si
 
 /*  Create the ingest. Allocates everything it will ever use (see
     "Memory"). Returns NULL with *err set (AMI_E_CONFIG: no interval set
-    up on db, keys without secret; AMI_E_NOMEM), logged. */
+    up on db, no data key on db, keys without secret; AMI_E_NOMEM),
+    logged. */
 ami_mdms_ingest_t *
     ami_mdms_ingest_new (const ami_mdms_ingest_config_t *config, int *err);
 

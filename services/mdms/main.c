@@ -31,7 +31,8 @@ static const ami_service_info_t s_info = {
     .config_help =
         "  mdms/api              operator API ROUTER bind [tcp://127.0.0.1:7100]\n"
         "  mdms/ingest           head-end uplink ROUTER bind [tcp://127.0.0.1:7101]\n"
-        "  mdms/events           event feed PUB bind [tcp://127.0.0.1:7102]\n"
+        "  mdms/events           event feed bind, for role operator and monitor keys only\n"
+        "                        [tcp://127.0.0.1:7102]\n"
         "  mdms/broker           broker endpoint [tcp://127.0.0.1:7000]\n"
         "  mdms/broker-cert      public certificate of the broker (required)\n"
         "  mdms/db               LMDB directory (required)\n"

@@ -7,11 +7,13 @@
     first, so finding a meter is arithmetic, not a lookup.
 
     Each wake-up drains up to AMI_METER_BATCH frames. READ_REQs that pass
-    every check (signature, target, counter, time window) are collected;
-    at the end of the drain their counters and register snapshots are
-    written in one durable LMDB transaction (group commit), and only then
-    are the readings sampled, sealed, signed and sent. Refusals need no
-    write and go out at once. See ami_meter.h for the contract.
+    every check (signature, target, counter, time window, counter jump)
+    are collected; at the end of the drain their counters and register
+    snapshots are written in one durable LMDB transaction (group commit),
+    and only then are the readings sampled, padded to one fixed length,
+    sealed, signed and sent; a failed commit refuses the whole burst with
+    AMI_E_STORAGE. Refusals need no write and go out at once. See
+    ami_meter.h for the contract.
 
     Interval data (ami_meter.h "Interval data"): the same loop also runs
     the load-profile producer. Production is pull-driven by credit - the
@@ -134,6 +136,10 @@ typedef struct {
     uint8_t box_pk [AMI_E2E_BOX_KEY_SIZE];
     int heartbeat_ms;
     int64_t clock_offset_ms;
+    uint64_t max_counter_jump;  /* SEC-INT-2: largest step above the last counter */
+    size_t reading_block;       /* SEC-CONF-3: padded size of every READING */
+    bool store_failing;         /* the last commit failed: HEALTH says DEGRADED */
+    bool crash_after_commit;    /* test hook "CRASH-AFTER-COMMIT" armed */
     meter_t *meters;            /* count entries */
     ami_msg_t *in;              /* decoded input */
     ami_msg_t *out;             /* message being encoded */
@@ -145,6 +151,7 @@ typedef struct {
     int64_t started;            /* zclock_mono at start */
     int64_t next_heartbeat;     /* zclock_mono */
     uint64_t reads, refused, unreachable, malformed, dropped;
+    uint64_t store_errors;      /* failed commits of the state store */
     bool dropping;              /* the last send was dropped */
     ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
     bool terminated;
@@ -337,7 +344,8 @@ s_send_health (fleet_t *self)
     ami_health_t *health = &self->out->health;
     snprintf (health->role, sizeof health->role, "meter");
     snprintf (health->node_id, sizeof health->node_id, "%s", self->node_id);
-    health->state = AMI_STATE_READY;
+    /* serving, but every command is refused until the store works again */
+    health->state = self->store_failing ? AMI_STATE_DEGRADED : AMI_STATE_READY;
     health->uptime_ms = (uint64_t) (zclock_mono () - self->started);
     const struct { const char *name; uint64_t value; } stats [] = {
         { "meters", self->count },
@@ -354,6 +362,7 @@ s_send_health (fleet_t *self)
         { "batches_resent", self->batches_resent },
         { "batches_inflight", self->unacked },
         { "profile_done", s_profile_done (self) },
+        { "store_errors", self->store_errors },
     };
     for (size_t i = 0; i < sizeof stats / sizeof stats [0]; i++) {
         snprintf (health->stats [i].name, sizeof health->stats [i].name, "%s", stats [i].name);
@@ -437,7 +446,9 @@ s_snapshot (const ami_meter_model_t *model, uint8_t out [S_SNAPSHOT_SIZE])
 
 /*  Answer one accepted command with a sealed reading. The model has
     already been advanced to now_ms (and that state persisted), so the
-    sample's energy equals the snapshot on disk. */
+    sample's energy equals the snapshot on disk. The READING is padded to
+    reading_block before sealing (SEC-CONF-3): every sealed reading of this
+    fleet has the same length, whatever its registers hold. */
 static void
 s_answer (fleet_t *self, const accepted_t *acc, uint64_t now_ms)
 {
@@ -450,9 +461,12 @@ s_answer (fleet_t *self, const accepted_t *acc, uint64_t now_ms)
     int rc = ami_msg_encode (self->out, self->plain,
                              sizeof self->plain - AMI_E2E_SEAL_OVERHEAD, &plain_len);
     if (rc == AMI_OK)
-        rc = ami_e2e_seal (self->plain, plain_len, self->box_pk,
-                           self->sealed, sizeof self->sealed, &sealed_len);
+        rc = ami_e2e_seal_padded (self->plain, plain_len, self->reading_block, self->box_pk,
+                                  self->sealed, sizeof self->sealed, &sealed_len);
     sodium_memzero (self->plain, plain_len);
+    /* reading_block is the largest READING this register count encodes
+       to (s_reading_block): a longer one is a bug, and would leak */
+    assert (rc != AMI_OK || sealed_len == self->reading_block + AMI_E2E_SEAL_OVERHEAD);
     if (rc != AMI_OK) {
         /* cannot happen with 19 registers; refuse rather than send less */
         ami_log_error ("fleet %s: cannot seal reading of %s: %s",
@@ -475,7 +489,7 @@ s_answer (fleet_t *self, const accepted_t *acc, uint64_t now_ms)
 static void
 s_flush (fleet_t *self)
 {
-    if (self->batch_size == 0)
+    if (self->batch_size == 0 || self->terminated)
         return;
     uint64_t now_ms = s_now_ms (self);
     int err = 0;
@@ -503,17 +517,42 @@ s_flush (fleet_t *self)
     else
         ami_store_batch_abort (&batch);
     if (err != AMI_OK) {
-        /* SEC-FAIL-1: what was not recorded is not answered. The counters
-           stay advanced in memory, which only makes the meter stricter. */
-        ami_log_error ("fleet %s: cannot persist %zu command counters (%s): %s",
-                       self->node_id, self->batch_size, ami_strerror (err),
-                       ami_store_last_error (self->store));
+        /* SEC-FAIL-1: what was not recorded is not answered: each command
+           gets a signed AMI_E_STORAGE refusal, nothing sealed. The counters
+           stay advanced in memory, which only makes the meter stricter (a
+           refused command resent is a replay; the MDMS resends with a new
+           counter). One error line when the store starts failing, then
+           warnings at most S_LOG_BURST a second: commands from the network
+           must not flood the log of a full disk. */
+        self->store_errors++;
+        if (!self->store_failing)
+            ami_log_error ("fleet %s: state store failing: cannot persist %zu command "
+                           "counters (%s): %s; refusing commands with %s until it works",
+                           self->node_id, self->batch_size, ami_strerror (err),
+                           ami_store_last_error (self->store), ami_errname (AMI_E_STORAGE));
+        else
+            s_warn (self, "state store still failing (%s): %zu commands refused",
+                    ami_strerror (err), self->batch_size);
+        self->store_failing = true;
         for (size_t i = 0; i < self->batch_size; i++)
             s_refuse (self, self->batch [i].slot, &self->batch [i].req, AMI_E_STORAGE);
     }
     else
+    if (self->crash_after_commit) {
+        /* test hook (SEC-INT-2): die here, between the durable commit and
+           the answers, as a crash would; nothing more is sent or written */
+        ami_log_warn ("fleet %s: CRASH-AFTER-COMMIT: stopping after the commit of %zu "
+                      "commands, before answering them", self->node_id, self->batch_size);
+        self->terminated = true;
+    }
+    else {
+        if (self->store_failing)
+            ami_log_info ("fleet %s: state store works again (%" PRIu64 " failed commits)",
+                          self->node_id, self->store_errors);
+        self->store_failing = false;
         for (size_t i = 0; i < self->batch_size; i++)
             s_answer (self, &self->batch [i], now_ms);
+    }
     self->batch_size = 0;
 }
 
@@ -530,6 +569,20 @@ s_handle_read_req (fleet_t *self, const uint8_t *data, size_t size)
     int rc = ami_e2e_verify (data, size, self->sign_pk);
     if (rc == AMI_OK)
         rc = ami_e2e_check_command (req, req->meter_id, meter->last_counter, s_now_ms (self));
+    if (rc == AMI_OK && meter->last_counter > 0
+    &&  req->counter - meter->last_counter > self->max_counter_jump) {
+        /* SEC-INT-2: a counter far above the last one would, accepted,
+           leave the meter refusing every genuine command until the MDMS
+           counter caught up (with a stolen signing key: counter 2^64-1,
+           for ever). Not a replay: a new counter would not help, so the
+           MDMS must not resend; AMI_E_RANGE ends the read at once. A meter
+           that never accepted a command has no reference to bound. */
+        s_warn (self, "meter %s: counter %" PRIu64 " jumps %" PRIu64 " above the last "
+                "accepted %" PRIu64 " (max-counter-jump %" PRIu64 ")", req->meter_id,
+                req->counter, req->counter - meter->last_counter, meter->last_counter,
+                self->max_counter_jump);
+        rc = AMI_E_RANGE;
+    }
     if (rc != AMI_OK) {
         s_refuse (self, (uint32_t) slot, req, rc);
         return;
@@ -538,6 +591,8 @@ s_handle_read_req (fleet_t *self, const uint8_t *data, size_t size)
     meter->last_counter = req->counter;
     if (self->batch_size == AMI_METER_BATCH)
         s_flush (self);
+    if (self->terminated)
+        return;                 /* CRASH-AFTER-COMMIT fired in that flush */
     accepted_t *acc = &self->batch [self->batch_size++];
     acc->slot = (uint32_t) slot;
     acc->req = *req;
@@ -979,11 +1034,15 @@ s_handle_pipe (fleet_t *self)
         zmsg_addstrf (reply, "%" PRIu64, self->batches_resent);
         zmsg_addstrf (reply, "%u", self->unacked);
         zmsg_addstrf (reply, "%d", s_profile_done (self) ? 1 : 0);
+        zmsg_addstrf (reply, "%" PRIu64, self->store_errors);
         zmsg_send (&reply, self->pipe);
     }
     else
     if (streq (command, "PROFILE-STOP"))
         s_profile_stop (self, "PROFILE-STOP");
+    else
+    if (streq (command, "CRASH-AFTER-COMMIT"))
+        self->crash_after_commit = true;
     else
         ami_log_error ("fleet %s: unknown pipe command '%s'", self->node_id, command);
     zstr_free (&command);
@@ -1040,6 +1099,39 @@ s_load_snapshot (const void *key, size_t klen, const void *val, size_t vlen, voi
     model->residue_mwh_i = s_get_be32 (p + 40);
     model->residue_mwh_e = s_get_be32 (p + 44);
     return 0;
+}
+
+/*  SEC-CONF-3: the padded size of every READING this fleet seals. It is
+    the block of ami_e2e_seal_padded: the longest encoding a READING of
+    AMI_METER_REGISTERS registers can have, plus the padding overhead, so
+    every reading pads to exactly one block whatever its values. The
+    longest encoding is measured, not computed by hand: a READING with the
+    longest meter id and every number at its longest msgpack form (19
+    registers: 509 bytes, so the block is 513 and a sealed reading 561
+    bytes). It depends on the register count only, not on the fleet. */
+static size_t
+s_reading_block (ami_msg_t *scratch, uint8_t *buf, size_t cap)
+{
+    ami_msg_reset (scratch, AMI_MSG_READING);
+    ami_reading_t *reading = &scratch->reading;
+    memset (reading->meter_id, 'M', AMI_MAX_ID);
+    reading->meter_id [AMI_MAX_ID] = 0;
+    memset (reading->request_id, 0xff, AMI_REQUEST_ID_SIZE);
+    reading->read_ms = UINT64_MAX;
+    reading->quality = UINT32_MAX;
+    reading->register_count = AMI_METER_REGISTERS;
+    for (uint32_t i = 0; i < reading->register_count; i++) {
+        ami_register_t *r = &reading->registers [i];
+        memset (r->obis, 0xff, AMI_OBIS_SIZE);
+        r->value = INT64_MIN;
+        r->scaler = -9;             /* the codec's range is -9..9 */
+        r->unit = UINT8_MAX;
+        r->quality = UINT8_MAX;
+    }
+    size_t len = 0;
+    int rc = ami_msg_encode (scratch, buf, cap, &len);
+    assert (rc == AMI_OK);          /* our own values, in the codec's ranges */
+    return len + AMI_E2E_PAD_OVERHEAD;
 }
 
 static int
@@ -1254,6 +1346,8 @@ s_self_new (zsock_t *pipe, const ami_meter_config_t *config)
     memcpy (self->box_pk, config->mdms.box_pk, sizeof self->box_pk);
     self->heartbeat_ms = config->heartbeat_ms ? config->heartbeat_ms : AMI_METER_HEARTBEAT_MS;
     self->clock_offset_ms = config->clock_offset_ms;
+    self->max_counter_jump = config->max_counter_jump ? config->max_counter_jump
+                                                      : AMI_METER_MAX_COUNTER_JUMP;
     self->in = ami_msg_new ();
     self->out = ami_msg_new ();
     self->buf = (uint8_t *) malloc (S_BUF_SIZE);
@@ -1263,6 +1357,7 @@ s_self_new (zsock_t *pipe, const ami_meter_config_t *config)
         s_self_destroy (&self);
         return NULL;
     }
+    self->reading_block = s_reading_block (self->out, self->plain, sizeof self->plain);
     /* every model starts now; the snapshots loaded next override the
        energy registers of meters that have reported before */
     uint64_t model_seed = ami_meter_model_seed (self->seed);
@@ -1301,9 +1396,11 @@ s_self_new (zsock_t *pipe, const ami_meter_config_t *config)
     self->next_heartbeat = self->started + self->heartbeat_ms;
     /* queued until the connection is up: the introduction goes first */
     s_send_hello (self);
-    ami_log_info ("fleet %s: %u meters (MTR numbers %u..%u) connecting to %s",
+    ami_log_info ("fleet %s: %u meters (MTR numbers %u..%u) connecting to %s; readings "
+                  "padded to %zu bytes, max counter jump %" PRIu64,
                   self->node_id, self->count, self->first,
-                  self->first + self->count - 1, config->aggregator);
+                  self->first + self->count - 1, config->aggregator,
+                  self->reading_block, self->max_counter_jump);
     return self;
 }
 
@@ -1332,12 +1429,14 @@ ami_meter_actor (zsock_t *pipe, void *args)
         else
         if (which == self->dealer) {
             /* drain a burst, then commit the accepted counters once */
-            for (int i = 0; i < AMI_METER_BATCH; i++) {
+            for (int i = 0; i < AMI_METER_BATCH && !self->terminated; i++) {
                 s_handle_dealer (self);
                 if (!(zsock_events (self->dealer) & ZMQ_POLLIN))
                     break;
             }
             s_flush (self);
+            if (self->terminated)
+                break;          /* CRASH-AFTER-COMMIT: nothing after it */
         }
         else
         if (zpoller_terminated (poller))

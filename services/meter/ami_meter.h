@@ -54,7 +54,8 @@
             hears from a routing id it does not know, e.g. after it
             restarted);
         HEALTH(role "meter", node_id, READY, uptime_ms, stats) every
-            heartbeat; stats: see "Counters";
+            heartbeat (state DEGRADED instead of READY while the state
+            store fails, see below); stats: see "Counters";
         READ_RESP and ERROR answering READ_REQs (below);
         BATCH(batch_id, origin = fleet id, [[meter_id, seq, box]...]):
             interval data, within credit (see "Interval data").
@@ -72,19 +73,67 @@
          origin = fleet id, text naming the meter and the fleet).
       2. ami_e2e_verify with the MDMS signing key; then ami_e2e_check_command
          against the meter's id, its last accepted counter and the fleet's
-         clock. Any failure -> READ_RESP(meter_id, request_id, status = the
-         ami_err code: AMI_E_BAD_SIGNATURE, AMI_E_REPLAY, AMI_E_EXPIRED or
-         AMI_E_WRONG_TARGET, sealed empty), signed by that meter's key.
+         clock; then the counter jump (below). Any failure ->
+         READ_RESP(meter_id, request_id, status = the ami_err code:
+         AMI_E_BAD_SIGNATURE, AMI_E_REPLAY, AMI_E_EXPIRED,
+         AMI_E_WRONG_TARGET or AMI_E_RANGE, sealed empty), signed by that
+         meter's key. A refused command changes nothing.
       3. Accepted: the counter is persisted BEFORE the answer leaves (a
-         command is never acted on twice, even across a crash). Then the
+         command is never acted on twice, even across a crash: a command
+         whose counter was committed but whose answer was lost is a
+         replay when it comes again, after a restart too). Then the
          registers are sampled (ami_meter_model_sample at the fleet clock),
-         encoded as a READING carrying the request_id, sealed to the MDMS
-         box key (ami_e2e_seal: aggregators and head ends see ciphertext
-         only), wrapped in READ_RESP(meter_id, request_id, 0, sealed) and
-         signed with the meter's own key.
-      If the state store fails, the command is refused with status
-      AMI_E_STORAGE (signed, nothing sealed): never answer what was not
-      recorded (SEC-FAIL-1).
+         encoded as a READING carrying the request_id, padded and sealed
+         to the MDMS box key (ami_e2e_seal_padded, below: aggregators and
+         head ends see ciphertext of one fixed length only), wrapped in
+         READ_RESP(meter_id, request_id, 0, sealed) and signed with the
+         meter's own key.
+      If the state store fails (disk full, I/O error, map full), every
+      command of the failed commit is refused with status AMI_E_STORAGE
+      (signed, nothing sealed): never answer what was not recorded
+      (SEC-FAIL-1). Their counters stay used in memory (resent, they are
+      replays; the MDMS resends with a new counter). The fleet counts the
+      failure (store_errors), logs one error when the store starts failing
+      and rate-limited warnings while it goes on, reports HEALTH state
+      DEGRADED until a commit succeeds again, and keeps serving: the next
+      command is tried against the store as usual.
+
+    Counter jump (SEC-INT-2; config max_counter_jump, ami-meter's
+    meter/max-counter-jump). A command whose counter is more than
+    max-counter-jump above the meter's last accepted counter is refused
+    with AMI_E_RANGE (not AMI_E_REPLAY: a new, higher counter would not
+    help, so the MDMS does not resend). Accepting it would leave the meter
+    refusing every genuine command until the MDMS counter caught up; a
+    forged command signed with a stolen MDMS key and counter 2^64 - 1
+    would do so for ever. With the bound, one command moves a meter's
+    counter at most max-counter-jump ahead, and raising the MDMS counter by
+    that much recovers it. A meter that has never accepted a command (last
+    counter 0) has no reference, so its first command is not bounded.
+    Choosing the bound: the MDMS numbers commands with ONE counter for all
+    meters (ami_mdms_db.h "Command counter"), so between two reads of one
+    meter its counter rises by every command sent to any meter (and by up
+    to 10 000 per MDMS restart). The bound must exceed that, or a meter
+    read rarely is locked out (AMI_E_RANGE on every read until its fleet's
+    bound is raised). The default AMI_METER_MAX_COUNTER_JUMP (10^9) allows
+    115 days between two reads of a meter at 100 commands a second
+    system-wide; it still makes exhausting a meter's 64-bit counter with a
+    stolen key take over 10^10 forged commands.
+
+    Padding (SEC-CONF-3). A msgpack READING is shorter when its registers
+    hold small numbers (a 0 in 1 byte, a large energy in 9), and a sealed
+    box is as long as what it seals, so the length of READ_RESP.sealed
+    would tell relays something about a meter's consumption. Every READING
+    is padded (ami_e2e_seal_padded, format in ami_e2e.h: self-describing,
+    ISO/IEC 7816-4 padding) to one block: the longest encoding a READING
+    with AMI_METER_REGISTERS registers can have (measured at start with
+    the longest meter id and every number at its longest form) plus
+    AMI_E2E_PAD_OVERHEAD. For the 19-register model: readings encode to
+    321-369 bytes in practice (measured) and to at most 509, the block is
+    513 bytes, and every sealed READING is 561 bytes (the block is logged
+    at start). The length depends on the register count
+    only: every fleet of this model seals readings of the same length. The
+    MDMS opens them with ami_e2e_open_padded, which also reads unpadded
+    readings (older meters, stored proofs).
 
     Persistence (group commit). The state directory is an ami_store (LMDB)
     opened DURABLE (fsync at every commit), with two databases:
@@ -219,6 +268,8 @@
                           (in flight or waiting to be resent)
         profile_done      1 when production has stopped and nothing is
                           unacknowledged (see "Stopping"), else 0
+        store_errors      commits of the state store that failed (their
+                          commands were refused with AMI_E_STORAGE)
 
     Pipe commands (zstr strings):
         "$TERM"         exit (zactor_destroy sends it)
@@ -226,10 +277,19 @@
                         refused, unreachable, malformed (frames 0..4), then
                         profile_blocks, profile_readings, profile_acked,
                         profile_clock, batches_sent, batches_resent,
-                        batches_inflight, profile_done (frames 5..12);
-                        readers that want the first frames ignore the rest
+                        batches_inflight, profile_done (frames 5..12),
+                        store_errors (frame 13); readers that want the
+                        first frames ignore the rest
         "PROFILE-STOP"  stop making interval data (see "Stopping"); no
                         reply (send "STATUS" after it to synchronise)
+        "CRASH-AFTER-COMMIT"
+                        test hook (SEC-INT-2): at the next successful
+                        commit of accepted commands, the actor ends at once,
+                        before answering any of them and without writing or
+                        sending anything else, as a crash between the
+                        commit and the answers would; the pipe then gets
+                        the actor's exit signal (zsock_wait). No reply.
+                        ami-meter never sends it.
 
     Threads. The actor owns its socket, store and state. The certificate
     in the config is used only during start-up (while ami_meter_new waits),
@@ -262,6 +322,10 @@ extern "C" {
     amortises the fsync under load (64 reads per 0.45 ms commit) while a
     batch still answers within a millisecond or two. */
 #define AMI_METER_BATCH         64
+/*  Default bound on a command counter's step above the meter's last
+    accepted counter: 10^9 (see "Counter jump" for why, with one MDMS-wide
+    counter, it must be this large, and what it still bounds). */
+#define AMI_METER_MAX_COUNTER_JUMP  1000000000ULL
 
 /*  Load-profile (interval data) defaults of the configuration file
     (docs/SERVICES.md, section meter/profile): 15-minute intervals, the
@@ -338,6 +402,10 @@ typedef struct {
     /*  Added to the wall clock for command checks and readings: lets a
         test run a meter whose clock is off (0 in production). */
     int64_t clock_offset_ms;
+    /*  Largest step of a command counter above the meter's last accepted
+        counter; larger ones are refused with AMI_E_RANGE (see "Counter
+        jump"). 0 = AMI_METER_MAX_COUNTER_JUMP. */
+    uint64_t max_counter_jump;
     /*  Interval data (load profile); zeroed = none. */
     ami_meter_profile_config_t profile;
 } ami_meter_config_t;

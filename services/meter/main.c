@@ -22,7 +22,7 @@
 
 static const char *const s_known [] = {
     "meter/aggregator", "meter/aggregator-cert", "meter/first", "meter/count",
-    "meter/seed", "meter/mdms-pub", "meter/state",
+    "meter/seed", "meter/mdms-pub", "meter/state", "meter/max-counter-jump",
     "meter/profile/enabled", "meter/profile/interval", "meter/profile/block",
     "meter/profile/time-scale", "meter/profile/start", "meter/profile/limit", NULL
 };
@@ -40,6 +40,8 @@ static const ami_service_info_t s_info = {
         "  meter/seed            fleet secret (PATH, secret in PATH_secret, mode 0600; required)\n"
         "  meter/mdms-pub        directory holding mdms-sign.cert and mdms-box.cert (required)\n"
         "  meter/state           directory of the persistent command counters (required)\n"
+        "  meter/max-counter-jump  largest step of a command counter above a meter's last\n"
+        "                        accepted one; larger: refused (AMI_E_RANGE) [1000000000]\n"
         "  meter/profile/enabled     produce load-profile interval data [true]\n"
         "  meter/profile/interval    interval length, must divide a day [15m]\n"
         "  meter/profile/block       intervals per block pushed by each meter, 1..96 [4]\n"
@@ -145,7 +147,7 @@ main (int argc, char **argv)
     ami_meter_config_t fleet;
     memset (&fleet, 0, sizeof fleet);
     char aggregator_key [AMI_CERT_KEY_TXT_LEN + 1] = "";
-    int64_t first = 0, count = 0;
+    int64_t first = 0, count = 0, max_jump = 0;
     rc = 1;
 
     fleet.aggregator = s_required (config, "meter/aggregator", "aggregator endpoint");
@@ -156,7 +158,9 @@ main (int argc, char **argv)
     if (!fleet.aggregator || !seed_path || !mdms_dir || !fleet.state)
         goto done;
     if (ami_config_int (config, "meter/first", 1, 1, UINT32_MAX, &first)
-    ||  ami_config_int (config, "meter/count", AMI_METER_DEFAULT_COUNT, 1, AMI_METER_MAX_COUNT, &count))
+    ||  ami_config_int (config, "meter/count", AMI_METER_DEFAULT_COUNT, 1, AMI_METER_MAX_COUNT, &count)
+    ||  ami_config_int (config, "meter/max-counter-jump", (int64_t) AMI_METER_MAX_COUNTER_JUMP,
+                        1, INT64_MAX, &max_jump))
         goto done;
     if (first - 1 + count > (int64_t) UINT32_MAX) {
         ami_log_error ("%s: meter/first + meter/count goes past meter number %u",
@@ -181,6 +185,7 @@ main (int argc, char **argv)
     fleet.aggregator_key = aggregator_key;
     fleet.first = (uint32_t) first;
     fleet.count = (uint32_t) count;
+    fleet.max_counter_jump = (uint64_t) max_jump;
     fleet.heartbeat_ms = (int) ami_service_heartbeat_ms (svc);
 
     int sigfd = signalfd (-1, &usr1, SFD_NONBLOCK | SFD_CLOEXEC);

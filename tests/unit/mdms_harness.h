@@ -83,6 +83,9 @@ typedef struct {
 
 extern mh_group_t mh;
 
+/*  Creates the fixture, and sets the process umask to 077 (as on the MDMS
+    host): every file a test writes afterwards is private, which the MDMS
+    requires of a registry with customer columns (SEC-CONF-2). */
 int
     mh_group_setup (void **state);
 int
@@ -204,7 +207,8 @@ int
 void
     mh_wait_meter_state (mh_env_t *env, const char *meter_id, int state);
 /*  A read by alice that must succeed; returns the READ_REQ counter the
-    worker saw for its last try. */
+    worker saw for its last try (0 once the worker has served more than
+    the requests it records). */
 uint64_t
     mh_read_ok (mh_env_t *env, const char *meter_id);
 /*  HISTORY of meter_id by client (asserts an API_READINGS). */

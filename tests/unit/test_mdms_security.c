@@ -5,8 +5,13 @@
     SEC-AVAIL-2 (per-operator and per-meter rate limits: refuse at once,
     never queue), SEC-NR-1 / SEC-INT-1 (stored readings re-verified from
     their proofs), SEC-CONF-2 (customer data encrypted at rest, key outside
-    the database), SEC-FAIL-1 (unverified data never stored). Each test is
-    named after the requirement it proves.
+    the database), SEC-FAIL-1 (unverified data never stored; storage and
+    audit-log failures fail the read, withhold data replies), SEC-AUTH-3
+    (only operators and monitors read the event feed), SEC-AUD-2 (EVENT
+    security for every failure class; refused handshakes counted and
+    published with the peer's address), SEC-AVAIL-3 (a lying head end next
+    to an honest one does not end reads). Each test is named after the
+    requirement it proves.
 
     The tamper tests stop the MDMS actor, change its LMDB file through
     ami_store as an attacker with write access to the database would, and
@@ -25,7 +30,11 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ami_cert.h"
 #include "ami_e2e.h"
@@ -35,6 +44,7 @@
 #include "ami_mdms_db.h"
 #include "ami_mdms_rate.h"
 #include "ami_msg.h"
+#include "ami_auth.h"
 #include "ami_store.h"
 #include "ami_test.h"
 #include "mdms_harness.h"
@@ -914,9 +924,18 @@ test_sec_nr_1_tampered_stored_reading (void **state)
     assert_int_equal (v->failed, 0);
     mh_mdms_stop (&env);
 
-    //  Attack the file: the meter's rows, ascending by read_ms
+    //  Attack the file: the meter's rows, ascending by read_ms. Values are
+    //  sealed at rest (SEC-CONF-2; without the data key an altered value
+    //  does not even open: test_mdms_at_rest): this attacker holds the data
+    //  key too, opens each record, alters it and seals it again - what
+    //  only the meter's signature can still reveal
+    int err = 0;
+    ami_mdms_db_t *db = ami_mdms_db_new (env.db, 64u << 20, 0, &err);
+    assert_non_null (db);
+    ami_mdms_db_set_data_key (db, mh.data_seed);
+    ami_store_t *store = ami_mdms_db_store (db);
     unsigned dbi;
-    ami_store_t *store = s_open_store (&env, "readings", &dbi);
+    assert_int_equal (ami_store_db (store, "readings", &dbi), AMI_OK);
     uint8_t lo [AMI_MDMS_READING_KEY_MAX], hi [AMI_MDMS_READING_KEY_MAX];
     uint8_t ones [AMI_REQUEST_ID_SIZE];
     memset (ones, 0xff, sizeof ones);
@@ -928,9 +947,16 @@ test_sec_nr_1_tampered_stored_reading (void **state)
                                       &rows), AMI_OK);
     assert_int_equal (rows.n, 4);
     ami_mdms_reading_t row [4];
+    uint8_t *record [4];
+    size_t rlen [4];
     for (int i = 0; i < 4; i++) {
-        assert_int_equal (ami_mdms_db_reading_parse (rows.key [i], rows.klen [i], rows.val [i],
-                                                     rows.vlen [i], &row [i]), AMI_OK);
+        record [i] = (uint8_t *) malloc (rows.vlen [i]);
+        assert_non_null (record [i]);
+        assert_int_equal (ami_mdms_db_reading_open (db, rows.key [i], rows.klen [i], rows.val [i],
+                                                    rows.vlen [i], record [i], rows.vlen [i],
+                                                    &rlen [i]), AMI_OK);
+        assert_int_equal (ami_mdms_db_reading_parse (rows.key [i], rows.klen [i], record [i],
+                                                     rlen [i], &row [i]), AMI_OK);
         assert_true (row [i].read_ms == read_ms [i]);
     }
     //  0: one byte of the stored READING (the last register's quality)
@@ -951,12 +977,19 @@ test_sec_nr_1_tampered_stored_reading (void **state)
     assert_int_equal (ami_e2e_verify (proof, row [2].proof_size, pk), AMI_OK);
     sodium_memzero (sk, sizeof sk);
     ami_msg_destroy (&m);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal (ami_mdms_db_reading_seal (db, rows.key [i], rows.klen [i], record [i],
+                                                    rlen [i], rows.val [i], rows.vlen [i],
+                                                    &rows.vlen [i]), AMI_OK);
         assert_int_equal (ami_store_put (store, dbi, rows.key [i], rows.klen [i], rows.val [i],
                                          rows.vlen [i], 0), AMI_OK);
-    for (int i = 0; i < 4; i++)
+    }
+    for (int i = 0; i < 4; i++) {
         free (rows.val [i]);
-    ami_store_destroy (&store);
+        sodium_memzero (record [i], rlen [i]);
+        free (record [i]);
+    }
+    ami_mdms_db_destroy (&db);
 
     mh_mdms_start (&env);
     zsock_t *auditor = s_client (&env, mh.auditor_cert);
@@ -1281,6 +1314,859 @@ test_sec_fail_1_unverified_never_stored (void **state)
 }
 
 
+/* ---------------------------------------------------------------------- */
+/*  Event feed subscribers, a lying head end                                */
+
+/*  A SUB on the MDMS event feed with cert's key, subscribed to topic. */
+static zsock_t *
+s_subscriber (mh_env_t *env, ami_cert_t *cert, const char *topic)
+{
+    zsock_t *sub = zsock_new (ZMQ_SUB);
+    assert_non_null (sub);
+    zsock_set_linger (sub, 0);
+    assert_int_equal (ami_auth_client (sub, cert, ami_cert_public_txt (mh.mdms_cert)), AMI_OK);
+    zsock_set_subscribe (sub, topic);
+    assert_int_equal (zsock_connect (sub, "%s", env->events), 0);
+    return sub;
+}
+
+/*  The next event on sub within timeout_ms, decoded into ev (PROTOCOL.md
+    8.6: exactly [topic][EVENT], topic = "event.<kind>"); the topic into
+    topic. false if none came. */
+static bool
+s_event (zsock_t *sub, int timeout_ms, ami_msg_t *ev, char *topic, size_t cap)
+{
+    zmsg_t *msg = mh_recv (sub, timeout_ms);
+    if (!msg)
+        return false;
+    assert_int_equal (zmsg_size (msg), 2);
+    char *name = zmsg_popstr (msg);
+    zframe_t *f = zmsg_first (msg);
+    assert_int_equal (ami_msg_decode (ev, zframe_data (f), zframe_size (f)), AMI_OK);
+    assert_int_equal (ev->type, AMI_MSG_EVENT);
+    assert_string_equal (ev->event.origin, MDMS_ID);
+    assert_true (ev->event.kind >= 1 && ev->event.kind <= AMI_EV_MAX);
+    snprintf (topic, cap, "%s", name);
+    zstr_free (&name);
+    zmsg_destroy (&msg);
+    return true;
+}
+
+/*  Poll the MDMS STATUS pipe until stat >= value; fails after WAIT_MS. */
+static void
+s_wait_stat (mh_env_t *env, const char *stat, uint64_t value)
+{
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (mh_pipe_stat (env, stat) < value) {
+        if (zclock_mono () > deadline)
+            fail_msg ("%s stayed below %llu", stat, (unsigned long long) value);
+        zclock_sleep (POLL_MS);
+    }
+}
+
+/*  Make events (read_failed of an unknown meter) until sub has one: its
+    subscription has reached the MDMS. Drains what came. */
+static void
+s_join (mh_env_t *env, zsock_t *sub)
+{
+    ami_msg_t *ev = ami_msg_new ();
+    char topic [64];
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    bool joined = false;
+    while (!joined && zclock_mono () < deadline) {
+        uint8_t corr [AMI_REQUEST_ID_SIZE];
+        ami_msg_t *r = mh_call (env, env->client, corr, AMI_ACT_READ, "MTR-999999", 0, 0, 0, 0);
+        mh_assert_error (r, corr, AMI_E_UNKNOWN_METER);
+        while (s_event (sub, POLL_MS, ev, topic, sizeof topic))
+            joined = true;
+    }
+    ami_msg_destroy (&ev);
+    assert_true (joined);
+}
+
+/*  Make security events (a VIEWER's denied reads, through viewer) until
+    sub, subscribed to event.security, has one; drains what came. */
+static void
+s_join_security (mh_env_t *env, zsock_t *sub, zsock_t *viewer)
+{
+    ami_msg_t *ev = ami_msg_new ();
+    char topic [64];
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    bool joined = false;
+    while (!joined && zclock_mono () < deadline) {
+        uint8_t corr [AMI_REQUEST_ID_SIZE];
+        ami_msg_t *r = mh_call (env, viewer, corr, AMI_ACT_READ, "MTR-000099", 0, 0, 0, 0);
+        mh_assert_error (r, corr, AMI_E_DENIED);
+        while (s_event (sub, POLL_MS, ev, topic, sizeof topic))
+            joined = true;
+    }
+    ami_msg_destroy (&ev);
+    assert_true (joined);
+}
+
+/*  Workers the broker knows (its STATUS pipe command, frame 1). */
+static int
+s_broker_workers (mh_env_t *env)
+{
+    assert_int_equal (zstr_send (env->broker, "STATUS"), 0);
+    zmsg_t *reply = zmsg_recv (env->broker);
+    assert_non_null (reply);
+    zmsg_first (reply);                 //  services
+    char *text = zframe_strdup (zmsg_next (reply));
+    int workers = atoi (text);
+    zstr_free (&text);
+    zmsg_destroy (&reply);
+    return workers;
+}
+
+static void
+s_wait_workers (mh_env_t *env, int workers)
+{
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (s_broker_workers (env) != workers) {
+        if (zclock_mono () > deadline)
+            fail_msg ("the broker never had %d workers", workers);
+        zclock_sleep (POLL_MS);
+    }
+}
+
+/*  A head end that lies (SEC-AVAIL-3): MDP workers (RFC 7) for agg.AGG-T
+    with the head end's key that answer every read at once with a relay
+    ERROR(NO_ROUTE), as a head end claiming to have lost the aggregator
+    would. */
+#define LIAR_ID         "HE-LIAR"
+#define LIAR_WORKERS    4               /* a head end's default pool */
+
+typedef struct {
+    zsock_t *sock [LIAR_WORKERS];
+    int answered;
+    ami_msg_t *msg;
+} liar_t;
+
+static void
+s_liar_start (liar_t *liar, const char *broker_endpoint)
+{
+    memset (liar, 0, sizeof *liar);
+    liar->msg = ami_msg_new ();
+    assert_non_null (liar->msg);
+    for (int i = 0; i < LIAR_WORKERS; i++) {
+        liar->sock [i] = mh_curve (ZMQ_DEALER, broker_endpoint, mh.headend_cert,
+                                   mh.broker_cert);
+        zmsg_t *ready = zmsg_new ();
+        zmsg_addmem (ready, "", 0);
+        zmsg_addstr (ready, W_HEADER);
+        zmsg_addmem (ready, (byte []) { W_READY }, 1);
+        zmsg_addstr (ready, "agg.AGG-T");
+        assert_int_equal (zmsg_send (&ready, liar->sock [i]), 0);
+    }
+}
+
+static void
+s_liar_stop (liar_t *liar)
+{
+    for (int i = 0; i < LIAR_WORKERS; i++)
+        zsock_destroy (&liar->sock [i]);
+    ami_msg_destroy (&liar->msg);
+}
+
+/*  One message from the broker to worker i: a REQUEST is answered with
+    the lie at once; heartbeats are ignored. */
+static void
+s_liar_serve (liar_t *liar, int i)
+{
+    zmsg_t *msg = zmsg_recv (liar->sock [i]);
+    assert_non_null (msg);
+    assert_true (zmsg_size (msg) >= 3);
+    zframe_t *empty = zmsg_pop (msg);
+    zframe_t *header = zmsg_pop (msg);
+    zframe_t *command = zmsg_pop (msg);
+    assert_true (zframe_streq (header, W_HEADER));
+    byte cmd = zframe_data (command) [0];
+    zframe_destroy (&empty);
+    zframe_destroy (&header);
+    zframe_destroy (&command);
+    if (cmd == W_REQUEST) {
+        assert_int_equal (zmsg_size (msg), 3);
+        zframe_t *client = zmsg_pop (msg);
+        zframe_t *delim = zmsg_pop (msg);
+        zframe_t *body = zmsg_pop (msg);
+        assert_int_equal (ami_msg_decode (liar->msg, zframe_data (body), zframe_size (body)),
+                          AMI_OK);
+        assert_int_equal (liar->msg->type, AMI_MSG_READ_REQ);
+        uint8_t request_id [AMI_REQUEST_ID_SIZE];
+        memcpy (request_id, liar->msg->read_req.request_id, sizeof request_id);
+        ami_msg_reset (liar->msg, AMI_MSG_ERROR);
+        liar->msg->error.has_request_id = true;
+        memcpy (liar->msg->error.request_id, request_id, sizeof request_id);
+        liar->msg->error.code = AMI_E_NO_ROUTE;
+        strcpy (liar->msg->error.origin, LIAR_ID);
+        strcpy (liar->msg->error.text, "aggregator AGG-T is gone");
+        uint8_t buf [256];
+        size_t len = mh_encode (liar->msg, buf, sizeof buf);
+        zmsg_t *reply = zmsg_new ();
+        zmsg_addmem (reply, "", 0);
+        zmsg_addstr (reply, W_HEADER);
+        zmsg_addmem (reply, (byte []) { W_REPLY }, 1);
+        zmsg_append (reply, &client);
+        zmsg_addmem (reply, "", 0);
+        zmsg_addmem (reply, buf, len);
+        assert_int_equal (zmsg_send (&reply, liar->sock [i]), 0);
+        liar->answered++;
+        zframe_destroy (&delim);
+        zframe_destroy (&body);
+    }
+    zmsg_destroy (&msg);
+}
+
+/*  Wait for the reply on client, serving the honest worker (if any) and
+    the liar meanwhile. NULL on timeout. */
+static ami_msg_t *
+s_reply_with_liar (mh_env_t *env, liar_t *liar, zsock_t *client, int timeout_ms)
+{
+    zpoller_t *poller = zpoller_new (client, NULL);
+    if (env->has_worker && env->worker.sock)
+        zpoller_add (poller, env->worker.sock);
+    for (int i = 0; i < LIAR_WORKERS; i++)
+        zpoller_add (poller, liar->sock [i]);
+    int64_t deadline = zclock_mono () + timeout_ms;
+    ami_msg_t *result = NULL;
+    while (!result) {
+        int64_t left = deadline - zclock_mono ();
+        if (left <= 0)
+            break;
+        void *which = zpoller_wait (poller, (int) left);
+        if (!which)
+            break;
+        if (env->has_worker && which == env->worker.sock) {
+            mh_worker_serve (&env->worker);
+            continue;
+        }
+        int liar_index = -1;
+        for (int i = 0; i < LIAR_WORKERS; i++)
+            if (which == liar->sock [i])
+                liar_index = i;
+        if (liar_index >= 0) {
+            s_liar_serve (liar, liar_index);
+            continue;
+        }
+        zmsg_t *msg = zmsg_recv (client);
+        assert_non_null (msg);
+        assert_int_equal (zmsg_size (msg), 2);
+        zframe_t *body = zmsg_last (msg);
+        assert_int_equal (ami_msg_decode (env->reply, zframe_data (body), zframe_size (body)),
+                          AMI_OK);
+        zmsg_destroy (&msg);
+        result = env->reply;
+    }
+    zpoller_destroy (&poller);
+    return result;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  SEC-AUTH-3: the event feed                                              */
+
+/*  Only operators and monitors read the event feed. An operator's and a
+    monitor's subscriptions are applied and they receive events; a head
+    end's key, allow-listed for ingest, subscribes (to everything, or to
+    one topic) and receives nothing, while the operator's subscriber gets
+    the same events; its subscriptions are counted (events_refused, also in
+    API_STATUS) and published as EVENT security. The wire contract for
+    subscribers is unchanged (PROTOCOL.md 8.6). */
+static void
+test_sec_auth_3_event_feed_roles (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, true);
+    //  A monitoring key, listed for this test only
+    int err = 0;
+    ami_cert_t *monitor = ami_cert_new (AMI_MDMS_EVENTS_ROLE_MONITOR, "siem-1", &err);
+    assert_non_null (monitor);
+    char *allow = ami_test_path (mh.dir, "allow/siem-1.cert");
+    assert_int_equal (ami_cert_save_public (monitor, allow), AMI_OK);
+    assert_int_equal (ami_auth_reload (mh.auth), AMI_OK);
+
+    //  The operator and the monitor are in: they receive events
+    zsock_t *op = s_subscriber (&env, mh.operator_cert, "event.");
+    zsock_t *mon = s_subscriber (&env, monitor, "event.");
+    s_join (&env, op);
+    s_join (&env, mon);
+    assert_int_equal (mh_pipe_stat (&env, "events_refused"), 0);
+    //  A head end's key subscribes, to everything and to single topics:
+    //  each subscription reaches the MDMS and is refused
+    zsock_t *he_all = s_subscriber (&env, mh.headend_cert, "event.");
+    zsock_t *he_done = s_subscriber (&env, mh.headend_cert, "event.read_done");
+    zsock_t *he_sec = s_subscriber (&env, mh.headend_cert, "event.security");
+    s_wait_stat (&env, "events_refused", 3);
+
+    //  Events happen: the operator sees the read, and the refusals
+    mh_wait_meter_state (&env, "MTR-000061", AMI_STATE_READY);
+    mh_read_ok (&env, "MTR-000061");
+    ami_msg_t *ev = ami_msg_new ();
+    char topic [64];
+    bool op_done = false;
+    int refusals = 0;
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (!(op_done && refusals == 3) && zclock_mono () < deadline) {
+        if (!s_event (op, POLL_MS, ev, topic, sizeof topic))
+            continue;
+        if (ev->event.kind == AMI_EV_READ_DONE
+        &&  streq (ev->event.meter_id, "MTR-000061")) {
+            assert_string_equal (topic, "event.read_done");
+            op_done = true;
+        }
+        if (ev->event.kind == AMI_EV_SECURITY
+        &&  strstr (ev->event.text, "events: peer HE-1 (role headend) refused a subscription")
+        &&  strstr (ev->event.text, "AMI_E_DENIED")) {
+            assert_string_equal (topic, "event.security");
+            refusals++;
+        }
+    }
+    assert_true (op_done);
+    assert_int_equal (refusals, 3);
+    //  ... the monitor the read too
+    bool mon_done = false;
+    deadline = zclock_mono () + WAIT_MS;
+    while (!mon_done && zclock_mono () < deadline)
+        if (s_event (mon, POLL_MS, ev, topic, sizeof topic))
+            mon_done = ev->event.kind == AMI_EV_READ_DONE
+                    && streq (ev->event.meter_id, "MTR-000061");
+    assert_true (mon_done);
+    //  ... and the head end's subscribers nothing at all, of any kind
+    assert_false (s_event (he_all, QUIET_MS, ev, topic, sizeof topic));
+    assert_false (s_event (he_done, 0, ev, topic, sizeof topic));
+    assert_false (s_event (he_sec, 0, ev, topic, sizeof topic));
+    assert_int_equal (mh_pipe_stat (&env, "events_refused"), 3);
+    //  The count is in the operators' STATUS too
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_STATUS, "", 0, 0, 0, 0);
+    assert_int_equal (r->type, AMI_MSG_API_STATUS);
+    bool found = false;
+    ami_service_row_t *own = &r->api_status.services [0];
+    assert_string_equal (own->role, "mdms");
+    for (uint32_t i = 0; i < own->stat_count; i++)
+        if (streq (own->stats [i].name, "events_refused")) {
+            assert_int_equal (own->stats [i].value, 3);
+            found = true;
+        }
+    assert_true (found);
+    //  Subscribers leaving (libzmq then hands the MDMS unsubscriptions
+    //  without a peer) are not counted as malformed input, and a new
+    //  operator subscriber still gets in
+    uint64_t malformed = mh_pipe_stat (&env, "malformed");
+    zsock_destroy (&he_all);
+    zsock_destroy (&op);
+    zsock_t *again = s_subscriber (&env, mh.operator_cert, "event.");
+    s_join (&env, again);
+    assert_int_equal (mh_pipe_stat (&env, "malformed"), malformed);
+
+    zsock_destroy (&again);
+    zsock_destroy (&mon);
+    zsock_destroy (&he_done);
+    zsock_destroy (&he_sec);
+    ami_msg_destroy (&ev);
+    mh_env_stop (&env);
+    assert_int_equal (unlink (allow), 0);
+    assert_int_equal (ami_auth_reload (mh.auth), AMI_OK);
+    free (allow);
+    ami_cert_destroy (&monitor);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  SEC-AUD-2: failures made visible                                        */
+
+/*  One expected security event: its meter and a code name in its text. */
+typedef struct {
+    const char *meter_id;
+    const char *needle;
+    const char *code;
+    bool seen;
+} expect_t;
+
+/*  A subscriber to event.security sees one event for each failure class:
+    a READ_RESP with a bad signature, one sealed to another key, a stale
+    (replayed) reading, one bound to another request, a role denial, a
+    non-operator key on the API; each names the meter (when there is one)
+    and the error. Each of those reads then succeeds with the meter's good
+    answer (one bad answer each). */
+static void
+test_sec_aud_2_security_events (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, true);
+    mh_wait_meter_state (&env, "MTR-000062", AMI_STATE_READY);
+    zsock_t *sub = s_subscriber (&env, mh.operator_cert, "event.security");
+    zsock_t *viewer = s_client (&env, mh.viewer_cert);
+    //  Join with denials (each one a security event) until one arrives
+    s_join_security (&env, sub, viewer);
+    ami_msg_t *ev = ami_msg_new ();
+    char topic [64];
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    //  A fresh second of the event budget (the join used some of it)
+    zclock_sleep (1000);
+    while (s_event (sub, 0, ev, topic, sizeof topic))
+        ;
+
+    expect_t expect [] = {
+        { "MTR-000062", "does not verify", "AMI_E_BAD_SIGNATURE", false },
+        { "MTR-000063", "does not open", "AMI_E_DECRYPT", false },
+        { "MTR-000064", "stale READING", "AMI_E_EXPIRED", false },
+        { "MTR-000065", "another meter or request", "AMI_E_REPLAY", false },
+        { "MTR-000066", "victor (VIEWER) denied read", "AMI_E_DENIED", false },
+        { "", "api: peer HE-1 (role headend) refused", "AMI_E_DENIED", false },
+    };
+    const mh_wmode_t bad [] = { W_BAD_SIG, W_OTHER_SEAL, W_STALE, W_WRONG_INNER_ID };
+    for (int i = 0; i < 4; i++) {
+        mh_worker_modes (&env.worker, 2, bad [i], W_GOOD);
+        env.worker.served = 0;
+        mh_read_ok (&env, expect [i].meter_id);
+        assert_int_equal (env.worker.served, 2);
+    }
+    ami_msg_t *r = mh_call (&env, viewer, corr, AMI_ACT_READ, "MTR-000066", 0, 0, 0, 0);
+    mh_assert_error (r, corr, AMI_E_DENIED);
+    zsock_t *intruder = s_client (&env, mh.headend_cert);
+    r = mh_call (&env, intruder, corr, AMI_ACT_STATUS, "", 0, 0, 0, 0);
+    mh_assert_error (r, corr, AMI_E_DENIED);
+    size_t n = sizeof expect / sizeof expect [0];
+    size_t seen = 0;
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (seen < n && zclock_mono () < deadline) {
+        if (!s_event (sub, POLL_MS, ev, topic, sizeof topic))
+            continue;
+        assert_string_equal (topic, "event.security");
+        assert_int_equal (ev->event.kind, AMI_EV_SECURITY);
+        for (size_t i = 0; i < n; i++)
+            if (!expect [i].seen && streq (ev->event.meter_id, expect [i].meter_id)
+            &&  strstr (ev->event.text, expect [i].needle)
+            &&  strstr (ev->event.text, expect [i].code)) {
+                expect [i].seen = true;
+                seen++;
+            }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!expect [i].seen)
+            fail_msg ("no security event for %s %s (%s)", expect [i].meter_id,
+                      expect [i].needle, expect [i].code);
+    assert_true (mh_pipe_stat (&env, "bad_responses") >= 4);
+    zsock_destroy (&intruder);
+    zsock_destroy (&viewer);
+    zsock_destroy (&sub);
+    ami_msg_destroy (&ev);
+    mh_env_stop (&env);
+}
+
+#define DENIAL_FLOOD    60
+
+/*  The security feed has a budget per class of failure: a flood of
+    denials (DENIAL_FLOOD at once) gives AMI_MDMS_LOG_BURST denial events
+    in its second, then one event saying how many were left out; every
+    denial is still counted. A refused handshake in that same second is
+    published all the same: one class cannot hide another. */
+static void
+test_sec_aud_2_security_event_budget (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, false);
+    zsock_t *sub = s_subscriber (&env, mh.operator_cert, "event.security");
+    zsock_t *viewer = s_client (&env, mh.viewer_cert);
+    s_join_security (&env, sub, viewer);
+    ami_msg_t *ev = ami_msg_new ();
+    char topic [64];
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    zclock_sleep (1000);                //  a fresh second of the event budget
+    while (s_event (sub, 0, ev, topic, sizeof topic))
+        ;
+    uint64_t denied = mh_pipe_stat (&env, "denied");
+    uint64_t refused = mh_pipe_stat (&env, "handshakes_refused");
+    for (int i = 0; i < DENIAL_FLOOD; i++)
+        mh_request (viewer, corr, AMI_ACT_READ, "MTR-000001", 0, 0, 0, 0);
+    for (int i = 0; i < DENIAL_FLOOD; i++) {
+        ami_msg_t *r = mh_reply (&env, viewer, WAIT_MS);
+        assert_non_null (r);
+        assert_int_equal (r->error.code, AMI_E_DENIED);
+    }
+    assert_int_equal (mh_pipe_stat (&env, "denied"), denied + DENIAL_FLOOD);
+    //  A key in no allow-list knocks, while the denial budget is spent
+    int err = 0;
+    ami_cert_t *stranger = ami_cert_new ("operator", "mallory", &err);
+    assert_non_null (stranger);
+    zsock_t *knock = mh_curve (ZMQ_DEALER, env.api, stranger, mh.mdms_cert);
+    s_wait_stat (&env, "handshakes_refused", refused + 1);
+    int denials = 0;
+    uint64_t left_out = 0;
+    bool knocked = false;
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (!(left_out && knocked) && zclock_mono () < deadline) {
+        if (!s_event (sub, POLL_MS, ev, topic, sizeof topic))
+            continue;
+        if (strstr (ev->event.text, "victor (VIEWER) denied read"))
+            denials++;
+        if (strstr (ev->event.text, " denial security events left out of the feed")) {
+            left_out = strtoull (ev->event.text, NULL, 10);
+            assert_true (left_out > 0);
+        }
+        if (strstr (ev->event.text, "api: CURVE handshake from 127.0.0.1:"))
+            knocked = true;
+    }
+    //  The first second of the flood: exactly the budget, then the count
+    //  of the rest of that second (20 denials take far less than a second)
+    if (denials != AMI_MDMS_LOG_BURST || !left_out
+    ||  (uint64_t) denials + left_out > DENIAL_FLOOD)
+        fail_msg ("%d denial events, then %llu left out, of %d denials", denials,
+                  (unsigned long long) left_out, DENIAL_FLOOD);
+    assert_true (knocked);
+    zsock_destroy (&knock);
+    ami_cert_destroy (&stranger);
+    zsock_destroy (&viewer);
+    zsock_destroy (&sub);
+    ami_msg_destroy (&ev);
+    mh_env_stop (&env);
+}
+
+/*  A TCP port of 127.0.0.1 that is free now (bound to port 0, let go). */
+static int
+s_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    assert_true (fd >= 0);
+    struct sockaddr_in addr;
+    memset (&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    assert_int_equal (bind (fd, (struct sockaddr *) &addr, sizeof addr), 0);
+    socklen_t len = sizeof addr;
+    assert_int_equal (getsockname (fd, (struct sockaddr *) &addr, &len), 0);
+    close (fd);
+    return ntohs (addr.sin_port);
+}
+
+/*  A client of type on endpoint ("tcp://127.0.0.1:N") from local port
+    (libzmq's "tcp://source;destination"), CURVE with cert unless NULL
+    (plaintext); it tries once (no reconnect within a test). */
+static zsock_t *
+s_client_from (int type, const char *endpoint, int port, ami_cert_t *cert)
+{
+    zsock_t *sock = zsock_new (type);
+    assert_non_null (sock);
+    zsock_set_linger (sock, 0);
+    zsock_set_reconnect_ivl (sock, 60000);
+    if (cert)
+        assert_int_equal (ami_auth_client (sock, cert, ami_cert_public_txt (mh.mdms_cert)),
+                          AMI_OK);
+    assert_int_equal (strncmp (endpoint, "tcp://", 6), 0);
+    assert_int_equal (zsock_connect (sock, "tcp://127.0.0.1:%d;%s", port, endpoint + 6), 0);
+    return sock;
+}
+
+/*  The security event that reports the failed handshake just counted on
+    socket name ("<name>: <what> from <peer> ..."): true if it names
+    127.0.0.1:port; false if its peer is unknown ("?", a connection closed
+    before the monitor could ask for its address); fails for any other
+    address or when no such event comes. */
+static bool
+s_handshake_event (zsock_t *sub, const char *name, const char *what, int port)
+{
+    ami_msg_t *ev = ami_msg_new ();
+    char topic [64], prefix [64];
+    snprintf (prefix, sizeof prefix, "%s: %s from ", name, what);
+    int verdict = -1;
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (verdict < 0 && zclock_mono () < deadline) {
+        if (!s_event (sub, POLL_MS, ev, topic, sizeof topic))
+            continue;
+        const char *text = ev->event.text;
+        if (strncmp (text, prefix, strlen (prefix)) != 0)
+            continue;
+        assert_string_equal (topic, "event.security");
+        const char *peer = text + strlen (prefix);
+        char expect [32];
+        snprintf (expect, sizeof expect, "127.0.0.1:%d ", port);
+        if (strncmp (peer, "? ", 2) == 0)
+            verdict = 0;
+        else
+        if (strncmp (peer, expect, strlen (expect)) == 0)
+            verdict = 1;
+        else
+            fail_msg ("'%s': the peer was 127.0.0.1:%d", text, port);
+    }
+    ami_msg_destroy (&ev);
+    if (verdict < 0)
+        fail_msg ("no event '%s...'", prefix);
+    return verdict == 1;
+}
+
+/*  Attempts per socket at a report that names the peer (a miss is a
+    connection that failed before the monitor asked for its address). */
+#define NAME_ATTEMPTS   10
+
+/*  Refused CURVE handshakes on the MDMS's server sockets: a key that is
+    in no allow-list, on api, ingest and events (ZAP refusal), is counted
+    exactly (handshakes_refused: STATUS pipe and API_STATUS) and published
+    as EVENT security naming the socket and the peer's address, which is
+    the client's own source address and port (set here with libzmq's
+    "tcp://source;destination"), not the MDMS's endpoint; the stranger gets
+    nothing. A plaintext client (not CURVE at all) is counted
+    (handshakes_failed) and logged, not published. */
+static void
+test_sec_aud_2_refused_handshakes (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, false);
+    zsock_t *sub = s_subscriber (&env, mh.operator_cert, "event.security");
+    zsock_t *viewer = s_client (&env, mh.viewer_cert);
+    s_join_security (&env, sub, viewer);
+    ami_msg_t *ev = ami_msg_new ();
+    char topic [64];
+    zclock_sleep (1000);                //  a fresh second of the event budget
+    while (s_event (sub, 0, ev, topic, sizeof topic))
+        ;
+    assert_int_equal (mh_pipe_stat (&env, "handshakes_refused"), 0);
+
+    int err = 0;
+    ami_cert_t *stranger = ami_cert_new ("operator", "mallory", &err);
+    assert_non_null (stranger);
+    const char *names [3] = { "api", "ingest", "events" };
+    const char *endpoints [3] = { env.api, env.ingest, env.events };
+    const int types [3] = { ZMQ_DEALER, ZMQ_DEALER, ZMQ_SUB };
+    uint64_t refused = 0;
+    uint64_t failed = mh_pipe_stat (&env, "handshakes_failed");
+    for (int i = 0; i < 3; i++) {
+        bool named = false;
+        for (int attempt = 0; attempt < NAME_ATTEMPTS && !named; attempt++) {
+            int port = s_free_port ();
+            zsock_t *sock = s_client_from (types [i], endpoints [i], port, stranger);
+            s_wait_stat (&env, "handshakes_refused", ++refused);
+            named = s_handshake_event (sub, names [i], "CURVE handshake", port);
+            if (i == 0 && attempt == 0) {
+                //  The stranger has no session and gets nothing
+                zsock_set_sndtimeo (sock, 0);
+                zstr_send (sock, "status?");
+                assert_null (mh_recv (sock, QUIET_MS));
+            }
+            zsock_destroy (&sock);
+        }
+        if (!named)
+            fail_msg ("%s: no report named the peer in %d attempts", names [i], NAME_ATTEMPTS);
+    }
+    //  Plaintext: no CURVE at all. Counted and logged, not published
+    //  (anyone who can open a connection can do it: feed noise); on a
+    //  shared test host strangers' clients may add to the count
+    zsock_t *plain = s_client_from (ZMQ_DEALER, env.api, s_free_port (), NULL);
+    s_wait_stat (&env, "handshakes_failed", failed + 1);
+    failed = mh_pipe_stat (&env, "handshakes_failed");
+    zsock_destroy (&plain);
+    //  Exactly one count per refused handshake
+    assert_int_equal (mh_pipe_stat (&env, "handshakes_refused"), refused);
+    //  In the operators' STATUS
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_STATUS, "", 0, 0, 0, 0);
+    assert_int_equal (r->type, AMI_MSG_API_STATUS);
+    ami_service_row_t *own = &r->api_status.services [0];
+    uint64_t st_refused = UINT64_MAX, st_failed = UINT64_MAX;
+    for (uint32_t i = 0; i < own->stat_count; i++) {
+        if (streq (own->stats [i].name, "handshakes_refused"))
+            st_refused = own->stats [i].value;
+        if (streq (own->stats [i].name, "handshakes_failed"))
+            st_failed = own->stats [i].value;
+    }
+    assert_int_equal (st_refused, refused);
+    assert_true (st_failed >= failed);
+    zsock_destroy (&viewer);
+    zsock_destroy (&sub);
+    ami_cert_destroy (&stranger);
+    ami_msg_destroy (&ev);
+    mh_env_stop (&env);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  SEC-AVAIL-3                                                             */
+
+#define LIAR_READS      6
+
+/*  Two head ends offer agg.AGG-T: one lies (its whole pool of workers
+    answers every read at once with a relay ERROR NO_ROUTE), the other is
+    honest. The broker gives requests to the longest-idle worker, so the
+    liar's workers take most first tries; every read still ends with the
+    meter's reading, through the honest head end, and the liar was on the
+    path (it answered tries of these reads). With only the liar left, a
+    read ends with its relay error after AMI_MDMS_RELAY_TRIES tries, fast,
+    not at the deadline; it is never taken as the meter's word. */
+static void
+test_sec_avail_3_lying_headend (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, false);
+    liar_t liar;
+    s_liar_start (&liar, env.broker_endpoint);
+    s_wait_workers (&env, LIAR_WORKERS);
+    //  The honest head end registers after the liar: behind its whole pool
+    //  in the broker's queue
+    mh_worker_start (&env.worker, env.broker_endpoint, "agg.AGG-T");
+    env.has_worker = true;
+    s_wait_workers (&env, LIAR_WORKERS + 1);
+    mh_wait_meter_state (&env, "MTR-000070", AMI_STATE_READY);
+    for (int i = 0; i < LIAR_READS; i++) {
+        char meter [AMI_MAX_ID + 1];
+        snprintf (meter, sizeof meter, "MTR-%06d", 70 + i);
+        uint8_t corr [AMI_REQUEST_ID_SIZE];
+        int served = env.worker.served;
+        mh_request (env.client, corr, AMI_ACT_READ, meter, 0, 0, 0, 0);
+        ami_msg_t *r = s_reply_with_liar (&env, &liar, env.client, WAIT_MS);
+        assert_non_null (r);
+        if (r->type != AMI_MSG_API_READINGS)
+            fail_msg ("read %d of %s: %s %s (the liar answered %d tries)", i, meter,
+                      ami_msg_type_name (r->type),
+                      r->type == AMI_MSG_ERROR ? ami_errname (r->error.code) : "",
+                      liar.answered);
+        assert_memory_equal (r->api_readings.corr, corr, AMI_REQUEST_ID_SIZE);
+        assert_string_equal (r->api_readings.readings [0].reading.meter_id, meter);
+        assert_int_equal (r->api_readings.readings [0].reading.read_ms,
+                          env.worker.last_good.read_ms);
+        assert_int_equal (env.worker.served, served + 1);
+    }
+    //  The liar did take tries of these reads (it was not idle): at least
+    //  its whole pool, once
+    assert_true (liar.answered >= LIAR_WORKERS);
+    assert_int_equal (mh_pipe_stat (&env, "reads_ok"), LIAR_READS);
+
+    //  Only the liar left: its error, after the relay budget, fast
+    mh_worker_disconnect (&env.worker);
+    s_wait_workers (&env, LIAR_WORKERS);
+    mh_worker_stop (&env.worker);
+    env.has_worker = false;
+    int answered = liar.answered;
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    int64_t start = zclock_mono ();
+    mh_request (env.client, corr, AMI_ACT_READ, "MTR-000080", 0, 0, 0, 0);
+    ami_msg_t *r = s_reply_with_liar (&env, &liar, env.client, WAIT_MS);
+    assert_non_null (r);
+    mh_assert_error (r, corr, AMI_E_NO_ROUTE);
+    assert_int_equal (liar.answered - answered, AMI_MDMS_RELAY_TRIES);
+    assert_true (zclock_mono () - start < 1000);     //  the deadline is 2 s
+    assert_int_equal (mh_pipe_stat (&env, "readings"), LIAR_READS);
+    s_liar_stop (&liar);
+    mh_env_stop (&env);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  SEC-FAIL-1: storage failures                                            */
+
+/*  The map beyond what the MDMS uses at start: room for a few dozen
+    readings (each ~1 KiB with its proof and audit entry) and the
+    registry's re-import at every start. */
+#define FAIL_HEADROOM   (160u << 10)
+/*  Reads before giving up on filling the map. */
+#define FAIL_MAX_READS  400
+
+/*  An MDMS whose LMDB map fills up during reads: the read whose group
+    commit hits the limit fails with AMI_E_MAP_FULL (or AMI_E_STORAGE), no
+    API_READINGS follows, nothing of it is stored; then a data reply whose
+    audit entry cannot be written is withheld (AMI_E_STORAGE, counted in
+    audit_failures) while ERRORs still go out. With a larger map the MDMS
+    serves again, its audit chain verifies clean, and the failed reading
+    is not in the history. */
+static void
+test_sec_fail_1_storage_full (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, true);
+    mh_wait_meter_state (&env, "MTR-000090", AMI_STATE_READY);
+    mh_read_ok (&env, "MTR-000090");            //  the counter block is reserved
+    mh_mdms_stop (&env);
+    unsigned dbi;
+    ami_store_t *store = s_open_store (&env, AMI_MDMS_AUDIT_DB, &dbi);
+    size_t used = 0;
+    assert_int_equal (ami_store_info (store, NULL, &used), AMI_OK);
+    ami_store_destroy (&store);
+    env.config.map_size = used + FAIL_HEADROOM;
+    mh_mdms_start (&env);
+    mh_wait_meter_state (&env, "MTR-000090", AMI_STATE_READY);
+
+    //  Read until the map is full
+    int ok = 0, failed_at = -1;
+    uint64_t failed_read_ms = 0;
+    char failed_meter [AMI_MAX_ID + 1] = "";
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    for (int i = 0; i < FAIL_MAX_READS && failed_at < 0; i++) {
+        char meter [AMI_MAX_ID + 1];
+        snprintf (meter, sizeof meter, "MTR-%06d", 90 + i % 10);
+        int served = env.worker.served;
+        ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_READ, meter, 0, 0, 0, 0);
+        if (r->type == AMI_MSG_API_READINGS) {
+            ok++;
+            continue;
+        }
+        //  The meter answered (its reading reached the group commit)...
+        assert_int_equal (env.worker.served, served + 1);
+        if (r->type != AMI_MSG_ERROR
+        ||  (r->error.code != AMI_E_MAP_FULL && r->error.code != AMI_E_STORAGE))
+            fail_msg ("read %d: %s %s, expected ERROR AMI_E_MAP_FULL", i,
+                      ami_msg_type_name (r->type),
+                      r->type == AMI_MSG_ERROR ? ami_errname (r->error.code) : "");
+        //  ... and the read failed, for that operator's corr
+        mh_assert_error (r, corr, r->error.code);
+        failed_at = i;
+        failed_read_ms = env.worker.last_good.read_ms;
+        snprintf (failed_meter, sizeof failed_meter, "%s", meter);
+    }
+    if (failed_at < 0)
+        fail_msg ("the map never filled in %d reads", FAIL_MAX_READS);
+    assert_true (ok >= 1);                      //  the headroom did hold some
+    //  No API_READINGS after the ERROR, nothing stored of it
+    assert_null (mh_reply (&env, env.client, QUIET_MS));
+    assert_int_equal (mh_pipe_stat (&env, "readings"), 1 + ok);
+    assert_int_equal (mh_pipe_stat (&env, "reads_ok"), ok);
+    assert_int_equal (mh_pipe_stat (&env, "pending"), 0);
+
+    //  Data replies whose audit entry cannot be written are withheld
+    uint64_t audit_failures = mh_pipe_stat (&env, "audit_failures");
+    bool withheld = false;
+    for (int i = 0; i < 2000 && !withheld; i++) {
+        ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_STATUS, "", 0, 0, 0, 0);
+        if (r->type == AMI_MSG_API_STATUS)
+            continue;
+        mh_assert_error (r, corr, AMI_E_STORAGE);
+        assert_non_null (strstr (r->error.text, "withheld"));
+        withheld = true;
+    }
+    assert_true (withheld);
+    assert_true (mh_pipe_stat (&env, "audit_failures") > audit_failures);
+    //  HISTORY (data) too; an ERROR still goes out as it is
+    ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_HISTORY, failed_meter, 0, 0, 0, 0);
+    mh_assert_error (r, corr, AMI_E_STORAGE);
+    r = mh_call (&env, env.client, corr, AMI_ACT_READ, "MTR-999999", 0, 0, 0, 0);
+    mh_assert_error (r, corr, AMI_E_UNKNOWN_METER);
+
+    //  The operator raises the map: served again, nothing of the failure
+    //  stored, the audit chain intact
+    mh_mdms_stop (&env);
+    env.config.map_size = 64u << 20;
+    mh_mdms_start (&env);
+    r = mh_call (&env, env.client, corr, AMI_ACT_HISTORY, failed_meter, 0, 0, AMI_MAX_API_READINGS,
+                 0);
+    assert_int_equal (r->type, AMI_MSG_API_READINGS);
+    for (uint32_t i = 0; i < r->api_readings.count; i++)
+        assert_true (r->api_readings.readings [i].reading.read_ms != failed_read_ms);
+    zsock_t *auditor = s_client (&env, mh.auditor_cert);
+    ami_api_verify_t *v = s_audit_verify (&env, auditor);
+    assert_int_equal (v->failed, 0);
+    mh_wait_meter_state (&env, "MTR-000090", AMI_STATE_READY);
+    env.worker.served = 0;              //  (the worker remembers MAX_SEEN tries)
+    mh_read_ok (&env, failed_meter);
+    zsock_destroy (&auditor);
+    mh_env_stop (&env);
+}
+
+
 int
 main (void)
 {
@@ -1296,6 +2182,12 @@ main (void)
         cmocka_unit_test (test_sec_fail_1_unverified_never_stored),
         cmocka_unit_test (test_sec_int_3_recorded_answer_replayed),
         cmocka_unit_test (test_sec_int_3_stale_reading),
+        cmocka_unit_test (test_sec_auth_3_event_feed_roles),
+        cmocka_unit_test (test_sec_aud_2_security_events),
+        cmocka_unit_test (test_sec_aud_2_security_event_budget),
+        cmocka_unit_test (test_sec_aud_2_refused_handshakes),
+        cmocka_unit_test (test_sec_avail_3_lying_headend),
+        cmocka_unit_test (test_sec_fail_1_storage_full),
     };
     return cmocka_run_group_tests_name ("mdms_security", tests, mh_group_setup,
                                         mh_group_teardown);

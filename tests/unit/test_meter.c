@@ -3,9 +3,12 @@
 
     Requirements exercised: SEC-AUTHZ-2 (act only on MDMS-signed commands),
     SEC-INT-1 (meter-signed responses), SEC-INT-2 (replay, expiry, counters
-    that survive a restart), SEC-INT-3 (request id bound inside the sealed
-    reading), SEC-CONF-1 (reading sealed to the MDMS), SEC-VAL-1 (any
-    bytes on the link), FUN-READ-1 (a read returns the registers), and
+    that survive a restart, a crash between commit and answer, counter
+    jumps), SEC-INT-3 (request id bound inside the sealed reading),
+    SEC-CONF-1 (reading sealed to the MDMS), SEC-CONF-3 (every sealed
+    reading has one length), SEC-FAIL-1 (a failing state store: signed
+    AMI_E_STORAGE, nothing sealed), SEC-VAL-1 (any bytes on the link),
+    FUN-READ-1 (a read returns the registers), and
     the fleet's side of interval data (issue 5): blocks that open with
     the MDMS-side key, contiguous intervals, limits, batch bounds,
     credit, resends (ack timeout, refusal, aggregator HELLO),
@@ -35,7 +38,12 @@
 #include "ami_meter.h"
 #include "ami_meter_model.h"
 #include "ami_msg.h"
+#include "ami_store.h"
 #include "ami_test.h"
+
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 /*  Positive waits are generous (a loaded 2-core VM, valgrind); "nothing
     arrives" waits are far above a loopback round trip. */
@@ -56,6 +64,9 @@
 #define FLOOD_HEARTBEAT_MS  5000
 #define HEARTBEAT_MS    100
 #define POLL_MS         10
+/*  SEC-CONF-3: the length of every sealed READING of the 19-register
+    model (ami_meter.h "Padding"): a 513-byte padded plaintext + 48. */
+#define SEALED_READING  561
 
 /*  Process-wide fixture: keys, certificates and the one ami_auth. */
 static struct {
@@ -294,15 +305,18 @@ s_now (void)
     return (uint64_t) zclock_time ();
 }
 
-/*  Expect a READ_RESP for (meter, request id) with `status`, signed by that
-    meter's own derived key. For status 0 the sealed READING is opened with
-    the MDMS keys, checked, and its +A energy (Wh) returned. */
+/*  Check a received READ_RESP (msg, owned by the caller): for (meter,
+    request id) with `status`, signed by that meter's own derived key. For
+    status 0 the sealed READING is opened with the MDMS keys, checked, and
+    its +A energy (Wh) returned. */
 static uint64_t
-s_expect_resp (fx_t *fx, uint32_t index, const uint8_t request_id [AMI_REQUEST_ID_SIZE], int status)
+s_check_resp (zmsg_t *msg, uint32_t index, const uint8_t request_id [AMI_REQUEST_ID_SIZE],
+              int status)
 {
-    zmsg_t *msg = s_expect (fx, AMI_MSG_READ_RESP, WAIT_MS);
     assert_non_null (msg);
     zframe_t *body = zmsg_last (msg);
+    assert_int_equal (ami_msg_decode (G.msg, zframe_data (body), zframe_size (body)), AMI_OK);
+    assert_int_equal (G.msg->type, AMI_MSG_READ_RESP);
     const ami_read_resp_t *resp = &G.msg->read_resp;
     char meter_id [AMI_MAX_ID + 1];
     ami_meter_id_format (index, meter_id);
@@ -321,16 +335,17 @@ s_expect_resp (fx_t *fx, uint32_t index, const uint8_t request_id [AMI_REQUEST_I
     if (status != AMI_OK)
         assert_int_equal (resp->sealed_size, 0);    /* refusals carry no data */
     else {
-        assert_true (resp->sealed_size > AMI_E2E_SEAL_OVERHEAD);
+        /* SEC-CONF-3: one length for every reading, whatever it holds */
+        assert_int_equal (resp->sealed_size, SEALED_READING);
         uint8_t plain [AMI_MAX_SEALED];
         size_t plain_len = 0;
-        assert_int_equal (ami_e2e_open (resp->sealed, resp->sealed_size, &G.mdms,
-                                        plain, sizeof plain, &plain_len), AMI_OK);
+        assert_int_equal (ami_e2e_open_padded (resp->sealed, resp->sealed_size, &G.mdms,
+                                               plain, sizeof plain, &plain_len), AMI_OK);
         /* sealed to the MDMS: the forger's (or anyone else's) keys do not open it */
-        assert_int_equal (ami_e2e_open (resp->sealed, resp->sealed_size, &G.forger,
-                                        plain, sizeof plain, &plain_len), AMI_E_DECRYPT);
-        assert_int_equal (ami_e2e_open (resp->sealed, resp->sealed_size, &G.mdms,
-                                        plain, sizeof plain, &plain_len), AMI_OK);
+        assert_int_equal (ami_e2e_open_padded (resp->sealed, resp->sealed_size, &G.forger,
+                                               plain, sizeof plain, &plain_len), AMI_E_DECRYPT);
+        assert_int_equal (ami_e2e_open_padded (resp->sealed, resp->sealed_size, &G.mdms,
+                                               plain, sizeof plain, &plain_len), AMI_OK);
         assert_int_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
         assert_int_equal (G.msg2->type, AMI_MSG_READING);
         const ami_reading_t *reading = &G.msg2->reading;
@@ -359,6 +374,16 @@ s_expect_resp (fx_t *fx, uint32_t index, const uint8_t request_id [AMI_REQUEST_I
         }
         assert_true (found);
     }
+    return energy;
+}
+
+/*  Expect a READ_RESP and check it as s_check_resp does. */
+static uint64_t
+s_expect_resp (fx_t *fx, uint32_t index, const uint8_t request_id [AMI_REQUEST_ID_SIZE], int status)
+{
+    zmsg_t *msg = s_expect (fx, AMI_MSG_READ_RESP, WAIT_MS);
+    assert_non_null (msg);
+    uint64_t energy = s_check_resp (msg, index, request_id, status);
     zmsg_destroy (&msg);
     return energy;
 }
@@ -367,7 +392,7 @@ s_expect_resp (fx_t *fx, uint32_t index, const uint8_t request_id [AMI_REQUEST_I
 enum {
     ST_METERS, ST_READS, ST_REFUSED, ST_UNREACHABLE, ST_MALFORMED,
     ST_BLOCKS, ST_READINGS, ST_ACKED, ST_CLOCK, ST_SENT, ST_RESENT,
-    ST_INFLIGHT, ST_DONE, ST_COUNT
+    ST_INFLIGHT, ST_DONE, ST_STORE_ERRORS, ST_COUNT
 };
 
 static void
@@ -626,8 +651,8 @@ test_counter_persists (void **state)
     assert_int_equal (G.msg->read_resp.status, AMI_OK);
     uint8_t plain [AMI_MAX_SEALED];
     size_t plain_len = 0;
-    assert_int_equal (ami_e2e_open (G.msg->read_resp.sealed, G.msg->read_resp.sealed_size,
-                                    &G.mdms, plain, sizeof plain, &plain_len), AMI_OK);
+    assert_int_equal (ami_e2e_open_padded (G.msg->read_resp.sealed, G.msg->read_resp.sealed_size,
+                                           &G.mdms, plain, sizeof plain, &plain_len), AMI_OK);
     assert_int_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
     assert_memory_equal (G.msg2->reading.request_id, rid, AMI_REQUEST_ID_SIZE);
     uint64_t e2 = (uint64_t) G.msg2->reading.registers [1].value;   /* 1.0.1.8.0 */
@@ -1496,6 +1521,401 @@ test_profile_config (void **state)
     }
 }
 
+/* ---------------------------------------------------------------------- */
+/*  Security requirements (issue 4): SEC-CONF-3, SEC-INT-2, SEC-FAIL-1     */
+
+/*  Send a read of meter `index` with `counter`, issued now; fills rid. */
+static void
+s_send_read (fx_t *fx, uint32_t index, uint64_t counter, uint8_t rid [AMI_REQUEST_ID_SIZE])
+{
+    char meter_id [AMI_MAX_ID + 1];
+    uint8_t buf [512];
+    uint64_t now = s_now ();
+    size_t len = s_command (ami_meter_id_format (index, meter_id), counter, now, now + 60000,
+                            G.mdms.sign_sk, rid, buf, sizeof buf);
+    s_send (fx, buf, len);
+}
+
+/*  A read of meter `index` with `counter` expecting `status`, checked by
+    s_expect_resp (the meter's signature; nothing sealed on a refusal).
+    Returns +A energy for status 0. */
+static uint64_t
+s_read_status (fx_t *fx, uint32_t index, uint64_t counter, int status)
+{
+    uint8_t rid [AMI_REQUEST_ID_SIZE];
+    s_send_read (fx, index, counter, rid);
+    return s_expect_resp (fx, index, rid, status);
+}
+
+static void
+s_be32 (uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p [i] = (uint8_t) (v >> (24 - 8 * i));
+}
+
+static void
+s_be64 (uint8_t *p, uint64_t v)
+{
+    s_be32 (p, (uint32_t) (v >> 32));
+    s_be32 (p + 4, (uint32_t) v);
+}
+
+/*  Put meter `index`'s register snapshot into a fleet's state directory
+    before the fleet starts (layout: ami_meter.h "Persistence"). */
+static void
+s_seed_snapshot (const char *dir, uint32_t index, int64_t clock_s,
+                 uint64_t import_t1, uint64_t import_t2, uint64_t export_t1, uint64_t export_t2)
+{
+    ami_store_t *store = ami_store_new (dir, 1 << 20, 0, AMI_STORE_NOSYNC, NULL);
+    assert_non_null (store);
+    unsigned dbi = 0;
+    assert_int_equal (ami_store_db (store, "registers", &dbi), AMI_OK);
+    uint8_t key [4], val [48] = { 0 };
+    s_be32 (key, index);
+    s_be64 (val, (uint64_t) clock_s);
+    s_be64 (val + 8, import_t1);
+    s_be64 (val + 16, import_t2);
+    s_be64 (val + 24, export_t1);
+    s_be64 (val + 32, export_t2);
+    assert_int_equal (ami_store_put (store, dbi, key, sizeof key, val, sizeof val, 0), AMI_OK);
+    ami_store_destroy (&store);
+}
+
+/*  SEC-CONF-3: a meter whose energy registers are 0 and one whose
+    registers are near INT64_MAX (six registers 8 bytes longer each) seal
+    their READINGs to the same length, SEALED_READING; the padded box
+    opens (ami_e2e_open_padded) to the READING the meter encoded, values
+    included; a receiver that opens without unpadding fails closed (the
+    codec refuses the padded form). */
+static void
+test_sec_conf_3_sealed_length_fixed (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    int64_t now_s = (int64_t) (s_now () / 1000);
+    /* per tariff: the two tariffs' total still fits the i64 register */
+    const uint64_t huge = (uint64_t) INT64_MAX / 2 - 1000000000000ULL;
+    s_seed_snapshot (fx->state, 1, now_s, 0, 0, 0, 0);
+    s_seed_snapshot (fx->state, 2, now_s, huge, huge, huge, huge);
+    s_fleet_start (fx, 1, 10, 0);
+    s_wait_hello (fx);
+
+    size_t encoded [3];
+    int64_t import [3], export [3];
+    for (uint32_t i = 0; i < 3; i++) {
+        uint32_t index = 1 + i;
+        char meter_id [AMI_MAX_ID + 1];
+        uint8_t rid [AMI_REQUEST_ID_SIZE];
+        ami_meter_id_format (index, meter_id);
+        s_send_read (fx, index, 1, rid);
+        zmsg_t *msg = s_expect (fx, AMI_MSG_READ_RESP, WAIT_MS);
+        assert_non_null (msg);
+        const ami_read_resp_t *resp = &G.msg->read_resp;
+        assert_int_equal (resp->status, AMI_OK);
+        assert_int_equal (resp->sealed_size, SEALED_READING);
+        /* round trip: the whole READING, for this meter and request */
+        uint8_t plain [AMI_MAX_SEALED];
+        size_t plain_len = 0;
+        assert_int_equal (ami_e2e_open_padded (resp->sealed, resp->sealed_size, &G.mdms,
+                                               plain, sizeof plain, &plain_len), AMI_OK);
+        assert_int_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
+        assert_int_equal (G.msg2->type, AMI_MSG_READING);
+        assert_string_equal (G.msg2->reading.meter_id, meter_id);
+        assert_memory_equal (G.msg2->reading.request_id, rid, AMI_REQUEST_ID_SIZE);
+        assert_int_equal (G.msg2->reading.register_count, AMI_METER_REGISTERS);
+        /* encoding what was decoded gives the same bytes: nothing of the
+           padding is left in the message */
+        uint8_t again [AMI_MAX_SEALED];
+        size_t again_len = 0;
+        assert_int_equal (ami_msg_encode (G.msg2, again, sizeof again, &again_len), AMI_OK);
+        assert_int_equal (again_len, plain_len);
+        assert_memory_equal (again, plain, plain_len);
+        encoded [i] = plain_len;
+        assert_int_equal (G.msg2->reading.registers [1].obis [2], 1);  /* 1.0.1.8.0 */
+        assert_int_equal (G.msg2->reading.registers [4].obis [2], 2);  /* 1.0.2.8.0 */
+        import [i] = G.msg2->reading.registers [1].value;
+        export [i] = G.msg2->reading.registers [4].value;
+        /* an MDMS that does not unpad gets the padded form, which its
+           decoder refuses: it never misreads */
+        assert_int_equal (ami_e2e_open (resp->sealed, resp->sealed_size, &G.mdms,
+                                        plain, sizeof plain, &plain_len), AMI_OK);
+        assert_int_equal (plain_len, SEALED_READING - AMI_E2E_SEAL_OVERHEAD);
+        assert_int_equal (plain [0], AMI_E2E_PAD_MARK);
+        assert_int_not_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
+        zmsg_destroy (&msg);
+    }
+    print_message ("READINGs of %zu, %zu and %zu bytes all sealed to %d bytes\n",
+                   encoded [0], encoded [1], encoded [2], SEALED_READING);
+    /* the planted registers came through, so the encodings do differ */
+    assert_true (import [0] >= 0 && import [0] < 1000 && export [0] >= 0 && export [0] < 1000);
+    assert_true ((uint64_t) import [1] >= 2 * huge && (uint64_t) export [1] >= 2 * huge);
+    /* six registers 8 bytes longer each, less what the power and current
+       registers (5 of them, 1..3 bytes each) may differ */
+    assert_true (encoded [1] >= encoded [0] + 6 * 8 - 5 * 2);
+}
+
+/*  SEC-CONF-3, the padding functions (ami_e2e.h "Padded sealing"): every
+    message of up to block - AMI_E2E_PAD_OVERHEAD bytes seals to one
+    length and opens to itself; an unpadded box (ami_e2e_seal: an older
+    meter, a stored proof) opens unchanged; malformed padding is refused
+    and nothing of it is returned. */
+static void
+test_sec_conf_3_padding_round_trip (void **state)
+{
+    (void) state;
+    uint8_t msg [600], sealed [AMI_MAX_SEALED], opened [AMI_MAX_SEALED];
+    size_t sealed_len = 0, opened_len = 0;
+    randombytes_buf (msg, sizeof msg);
+    msg [0] = 0x97;             /* a msgpack array, as every ami message */
+    const size_t block = 128;
+    const size_t lengths [] = { 0, 1, 60, block - AMI_E2E_PAD_OVERHEAD,
+                                block - AMI_E2E_PAD_OVERHEAD + 1, sizeof msg };
+    const size_t padded [] = { block, block, block, block, 2 * block, 5 * block };
+    for (size_t i = 0; i < sizeof lengths / sizeof lengths [0]; i++) {
+        assert_int_equal (ami_e2e_padded_size (lengths [i], block), padded [i]);
+        assert_int_equal (ami_e2e_seal_padded (msg, lengths [i], block, G.mdms.box_pk,
+                                               sealed, sizeof sealed, &sealed_len), AMI_OK);
+        assert_int_equal (sealed_len, padded [i] + AMI_E2E_SEAL_OVERHEAD);
+        memset (opened, 0xaa, sizeof opened);
+        assert_int_equal (ami_e2e_open_padded (sealed, sealed_len, &G.mdms, opened,
+                                               sizeof opened, &opened_len), AMI_OK);
+        assert_int_equal (opened_len, lengths [i]);
+        if (lengths [i])
+            assert_memory_equal (opened, msg, lengths [i]);
+        /* the header and padding left behind in the buffer are wiped */
+        assert_true (sodium_is_zero (opened + opened_len, padded [i] - opened_len));
+        /* the MDMS keys only */
+        assert_int_equal (ami_e2e_open_padded (sealed, sealed_len, &G.forger, opened,
+                                               sizeof opened, &opened_len), AMI_E_DECRYPT);
+    }
+    /* unpadded (an older meter, a stored proof): as it is */
+    assert_int_equal (ami_e2e_seal (msg, 100, G.mdms.box_pk, sealed, sizeof sealed, &sealed_len),
+                      AMI_OK);
+    assert_int_equal (ami_e2e_open_padded (sealed, sealed_len, &G.mdms, opened, sizeof opened,
+                                           &opened_len), AMI_OK);
+    assert_int_equal (opened_len, 100);
+    assert_memory_equal (opened, msg, 100);
+
+    /* malformed padded plaintexts, as any sealer could make them: block
+       0; no 0x80 in the last block; not a whole number of blocks; a last
+       block (02 01, block 2) that is not padding */
+    uint8_t bad [4][20];
+    const size_t bad_len [4] = { 16, 16, 17, 4 };
+    memset (bad, 0, sizeof bad);
+    for (int i = 0; i < 4; i++)
+        bad [i][0] = AMI_E2E_PAD_MARK;
+    bad [1][2] = 16;
+    bad [2][2] = 16;
+    bad [2][3] = 'a';
+    bad [2][4] = 0x80;
+    bad [3][2] = 2;
+    bad [3][3] = 0x01;
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal (ami_e2e_seal (bad [i], bad_len [i], G.mdms.box_pk, sealed,
+                                        sizeof sealed, &sealed_len), AMI_OK);
+        memset (opened, 0xaa, sizeof opened);
+        opened_len = 12345;
+        assert_int_equal (ami_e2e_open_padded (sealed, sealed_len, &G.mdms, opened,
+                                               sizeof opened, &opened_len), AMI_E_DECRYPT);
+        assert_true (sodium_is_zero (opened, bad_len [i]));
+        assert_int_equal (opened_len, 12345);
+    }
+    /* limits: block 1..65535; the sealed result within AMI_MAX_SEALED and cap */
+    assert_int_equal (ami_e2e_seal_padded (msg, 10, 0, G.mdms.box_pk, sealed, sizeof sealed,
+                                           &sealed_len), AMI_E_RANGE);
+    assert_int_equal (ami_e2e_seal_padded (msg, 10, AMI_E2E_PAD_BLOCK_MAX + 1, G.mdms.box_pk,
+                                           sealed, sizeof sealed, &sealed_len), AMI_E_RANGE);
+    assert_int_equal (ami_e2e_seal_padded (msg, 10, AMI_MAX_SEALED, G.mdms.box_pk, sealed,
+                                           sizeof sealed, &sealed_len), AMI_E_BUFSIZE);
+    assert_int_equal (ami_e2e_seal_padded (msg, 10, block, G.mdms.box_pk, sealed,
+                                           block + AMI_E2E_SEAL_OVERHEAD - 1, &sealed_len),
+                      AMI_E_BUFSIZE);
+    assert_int_equal (ami_e2e_padded_size (10, 0), 0);
+}
+
+/*  SEC-INT-2 (c): a meter refuses a command whose counter is more than
+    max_counter_jump above its last accepted one, with a signed AMI_E_RANGE
+    and nothing sealed; the refusal changes nothing; after a restart the
+    bound counts from the persisted counter, and by default it is
+    AMI_METER_MAX_COUNTER_JUMP. */
+static void
+test_sec_int_2_counter_jump (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    ami_meter_config_t config = s_config (fx, 1, 10);
+    config.max_counter_jump = 1000;
+    fx->fleet = ami_meter_new (&config);
+    assert_non_null (fx->fleet);
+    zsock_set_rcvtimeo (fx->fleet, WAIT_MS);
+    s_wait_hello (fx);
+    /* a meter's first command has no reference: any counter (the MDMS's
+       one counter for all meters may be far ahead when it first reads
+       this meter) */
+    s_read_status (fx, 1, 5000, AMI_OK);
+    s_read_status (fx, 1, 6000, AMI_OK);                /* exactly the bound */
+    s_read_status (fx, 1, 7001, AMI_E_RANGE);           /* one above it */
+    /* the command a stolen signing key would poison a meter with */
+    s_read_status (fx, 1, UINT64_MAX, AMI_E_RANGE);
+    /* the refusals moved nothing: the bound still counts from 6000 */
+    s_read_status (fx, 1, 7000, AMI_OK);
+    s_read_status (fx, 2, 1, AMI_OK);                   /* other meters: their own */
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_READS], 4);
+    assert_int_equal (st [ST_REFUSED], 2);
+
+    /* restart with the default bound: it counts from the persisted 7000 */
+    zactor_destroy (&fx->fleet);
+    s_fleet_start (fx, 1, 10, 0);
+    s_wait_hello (fx);
+    s_read_status (fx, 1, 7000 + AMI_METER_MAX_COUNTER_JUMP + 1, AMI_E_RANGE);
+    s_read_status (fx, 1, 7000 + AMI_METER_MAX_COUNTER_JUMP, AMI_OK);
+}
+
+/*  SEC-INT-2 (b): the fleet dies between the durable commit of a burst's
+    counters and its answers (test hook CRASH-AFTER-COMMIT). Nothing was
+    answered; after a restart from the same state directory the committed
+    command, sent again, is refused as a replay, and no command of the
+    burst is acted on twice. */
+static void
+test_sec_int_2_crash_after_commit (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    s_fleet_start (fx, 1, 10, 0);
+    s_wait_hello (fx);
+    enum { N = 3 };
+    uint8_t frame [N][512], rid [N][AMI_REQUEST_ID_SIZE];
+    size_t len [N];
+    uint64_t now = s_now ();
+    for (int i = 0; i < N; i++) {
+        char meter_id [AMI_MAX_ID + 1];
+        len [i] = s_command (ami_meter_id_format (1 + (uint32_t) i, meter_id), 10, now,
+                             now + 60000, G.mdms.sign_sk, rid [i], frame [i], sizeof frame [i]);
+    }
+    assert_int_equal (zstr_send (fx->fleet, "CRASH-AFTER-COMMIT"), 0);
+    for (int i = 0; i < N; i++)
+        s_send (fx, frame [i], len [i]);
+    /* the actor ends at its first commit (zsock_wait: its exit signal) */
+    assert_int_equal (zsock_wait (fx->fleet), 0);
+    /* ... having answered nothing */
+    zmsg_t *msg = s_expect (fx, AMI_MSG_READ_RESP, QUIET_MS);
+    assert_null (msg);
+    zactor_destroy (&fx->fleet);
+
+    s_fleet_start (fx, 1, 10, 0);
+    s_wait_hello (fx);
+    /* the first command was in that commit: a replay now, never acted on */
+    s_send (fx, frame [0], len [0]);
+    s_expect_resp (fx, 1, rid [0], AMI_E_REPLAY);
+    /* the others were committed with it (a replay), or never reached the
+       dead actor (answered now, once): either way at most one answer */
+    for (int i = 1; i < N; i++) {
+        s_send (fx, frame [i], len [i]);
+        msg = s_expect (fx, AMI_MSG_READ_RESP, WAIT_MS);
+        assert_non_null (msg);
+        int status = G.msg->read_resp.status;
+        assert_true (status == AMI_OK || status == AMI_E_REPLAY);
+        zmsg_destroy (&msg);
+        s_send (fx, frame [i], len [i]);
+        s_expect_resp (fx, 1 + (uint32_t) i, rid [i], AMI_E_REPLAY);
+    }
+    /* the meter goes on with the next counter */
+    s_read_status (fx, 1, 11, AMI_OK);
+}
+
+/*  The state of the first HEALTH within WAIT_MS whose state is `want`;
+    -1 if none came (one sent before a change may still be on its way). */
+static int
+s_health_state (fx_t *fx, int want)
+{
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    int64_t left;
+    while ((left = deadline - zclock_mono ()) > 0) {
+        zmsg_t *msg = s_expect (fx, AMI_MSG_HEALTH, (int) left);
+        if (!msg)
+            break;
+        int got = G.msg->health.state;
+        zmsg_destroy (&msg);
+        if (got == want)
+            return got;
+    }
+    return -1;
+}
+
+/*  SEC-FAIL-1: the state store fails under a running fleet: no data page
+    of data.mdb can be written any more (RLIMIT_FSIZE below the first data
+    page, so writes fail with EFBIG as they would with ENOSPC on a full
+    disk; a chmod of the directory would change nothing, LMDB writes
+    through the descriptors it opened at start). Every command is refused
+    with a signed AMI_E_STORAGE, nothing sealed; the fleet reports
+    DEGRADED and counts store_errors; the refused command was not acted
+    on; once the store works again the fleet answers again. The limit is
+    process-wide, so it is lifted before any assertion (and log lines
+    written meanwhile to a regular file past 8 KiB are lost: EFBIG too). */
+static void
+test_sec_fail_1_store_failure (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    s_fleet_start (fx, 1, 10, 0);
+    s_wait_hello (fx);
+    s_read_status (fx, 1, 1, AMI_OK);
+
+    struct rlimit saved, limited;
+    assert_int_equal (getrlimit (RLIMIT_FSIZE, &saved), 0);
+    limited = saved;
+    /* LMDB's two meta pages stay writable, no other page does */
+    limited.rlim_cur = 2 * (rlim_t) sysconf (_SC_PAGESIZE);
+    struct sigaction ignore, saved_action;
+    memset (&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset (&ignore.sa_mask);
+    assert_int_equal (sigaction (SIGXFSZ, &ignore, &saved_action), 0);
+    assert_int_equal (setrlimit (RLIMIT_FSIZE, &limited), 0);
+
+    /* while the store fails: collect, assert nothing yet */
+    uint8_t rid [2][AMI_REQUEST_ID_SIZE];
+    s_send_read (fx, 2, 1, rid [0]);
+    zmsg_t *refusal_2 = s_expect (fx, AMI_MSG_READ_RESP, WAIT_MS);
+    s_send_read (fx, 1, 2, rid [1]);
+    zmsg_t *refusal_1 = s_expect (fx, AMI_MSG_READ_RESP, WAIT_MS);
+    int degraded = s_health_state (fx, AMI_STATE_DEGRADED);
+    int lifted = setrlimit (RLIMIT_FSIZE, &saved);
+    sigaction (SIGXFSZ, &saved_action, NULL);
+    assert_int_equal (lifted, 0);
+
+    /* signed by each meter, status AMI_E_STORAGE, nothing sealed */
+    s_check_resp (refusal_2, 2, rid [0], AMI_E_STORAGE);
+    s_check_resp (refusal_1, 1, rid [1], AMI_E_STORAGE);
+    zmsg_destroy (&refusal_2);
+    zmsg_destroy (&refusal_1);
+    assert_int_equal (degraded, AMI_STATE_DEGRADED);
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_READS], 1);
+    assert_int_equal (st [ST_REFUSED], 2);
+    assert_int_equal (st [ST_STORE_ERRORS], 2);
+
+    /* the store works again: answered, READY; the refused counters stay
+       used (a resent refused command is a replay, the MDMS resends with a
+       new counter) */
+    s_read_status (fx, 2, 1, AMI_E_REPLAY);
+    s_read_status (fx, 2, 2, AMI_OK);
+    s_read_status (fx, 1, 3, AMI_OK);
+    assert_int_equal (s_health_state (fx, AMI_STATE_READY), AMI_STATE_READY);
+    s_status (fx, st);
+    assert_int_equal (st [ST_READS], 3);
+    assert_int_equal (st [ST_STORE_ERRORS], 2);
+
+    /* nothing of the refused commands was recorded, the rest was: after a
+       restart meter 2 is at counter 2 and meter 1 at 3 */
+    zactor_destroy (&fx->fleet);
+    s_fleet_start (fx, 1, 10, 0);
+    s_wait_hello (fx);
+    s_read_status (fx, 2, 2, AMI_E_REPLAY);
+    s_read_status (fx, 1, 3, AMI_E_REPLAY);
+    s_read_status (fx, 2, 3, AMI_OK);
+}
+
 int
 main (void)
 {
@@ -1517,6 +1937,11 @@ main (void)
         cmocka_unit_test_setup_teardown (test_profile_paced, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_profile_config, s_setup, s_teardown),
         cmocka_unit_test (test_profile_model_exact),
+        cmocka_unit_test_setup_teardown (test_sec_conf_3_sealed_length_fixed, s_setup, s_teardown),
+        cmocka_unit_test (test_sec_conf_3_padding_round_trip),
+        cmocka_unit_test_setup_teardown (test_sec_int_2_counter_jump, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sec_int_2_crash_after_commit, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sec_fail_1_store_failure, s_setup, s_teardown),
     };
     return cmocka_run_group_tests_name ("meter fleet", tests, s_group_setup, s_group_teardown);
 }

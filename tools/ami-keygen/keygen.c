@@ -633,8 +633,10 @@ s_write_registry (const char *dir, const topo_t *t)
         }
         sodium_memzero (seed, sizeof seed);
     }
+    //  0600: it holds customer names and addresses (SEC-CONF-2), and the
+    //  MDMS refuses to import customer columns from a file others can read
     if (rc == KEYGEN_OK)
-        rc = s_atomic_commit (file, tmp, path, 0644) ? KEYGEN_FAILED : KEYGEN_OK;
+        rc = s_atomic_commit (file, tmp, path, 0600) ? KEYGEN_FAILED : KEYGEN_OK;
     else {
         fclose (file);
         unlink (tmp);
@@ -1124,6 +1126,13 @@ s_check_app (report_t *r, const char *dir, const topo_t *t)
         free (secret);
     }
     char *tsv = s_path ("%s/meters.tsv", app);
+    //  Customer data (SEC-CONF-2): private like a secret, or the MDMS
+    //  refuses it
+    struct stat st;
+    if (tsv && lstat (tsv, &st) == 0 && S_ISREG (st.st_mode) && (st.st_mode & 077))
+        s_problem (r, "%s: mode %04o, expected 0600: it holds customer names and addresses "
+                   "(the MDMS refuses to import it; chmod 600 %s)", tsv,
+                   (unsigned) (st.st_mode & 07777), tsv);
     FILE *file = tsv ? fopen (tsv, "r") : NULL;
     if (!file)
         s_problem (r, "%s: cannot be read: %s", tsv ? tsv : "meters.tsv", strerror (errno));

@@ -35,19 +35,25 @@
                                          node-id mdms; made by
                                          ami_e2e_fleet_generate, so its role
                                          metadata says "meter"): the MDMS
-                                         derives its audit-chain key and its
-                                         customer-encryption key from it. It
-                                         lives here, outside the MDMS
+                                         derives its audit-chain key and the
+                                         keys that encrypt customer records,
+                                         readings and interval data from it.
+                                         It lives here, outside the MDMS
                                          database (SEC-CONF-2); replacing it
                                          (init --force) makes an existing
-                                         audit log unverifiable.
+                                         audit log unverifiable and its
+                                         stored readings and interval data
+                                         unreadable.
         DIR/app/meters.tsv               the MDMS registry, one line a meter,
                                          no header, 7 TAB-separated columns:
                                          meter_id, fleet_id, aggregator_id,
                                          sign_pk_hex, customer_name (UTF-8,
                                          1..64 bytes), service_address (UTF-8,
                                          0..256), account (id charset,
-                                         ACC-%08u)
+                                         ACC-%08u); mode 0600 like a secret
+                                         (customer data, SEC-CONF-2: the
+                                         MDMS refuses customer columns in
+                                         a file group or others can read)
 
     Fleet i (1..F) reports to aggregator ((i-1) mod A)+1 and carries meters
     (i-1)*M+1 .. i*M, named MTR-%06u; a meter's signing key is
@@ -57,8 +63,9 @@
     (keygen_customer), so check can recompute them.
 
     Modes: directories holding secrets (DIR, nodes, operators, app) are
-    created 0700, secret files are 0600 (ami_cert_save), public files and
-    allow-list directories 0644/0755. Every file is written to a hidden
+    created 0700, secret files and meters.tsv (customer data) are 0600
+    (ami_cert_save), public files and allow-list directories 0644/0755.
+    Every file is written to a hidden
     temporary name and renamed into place, so a zauth directory watcher never
     sees half a certificate.
 
@@ -136,7 +143,8 @@ int
     public file; role/node-id/ami-role metadata as expected; every
     allow-list directory passes ami_auth_check_dir and holds exactly the
     expected peers' keys; meters.tsv lists exactly the expected meters with
-    the keys their fleet secrets derive. Prints every problem found (not
+    the keys their fleet secrets derive, and gives group and others no
+    access (it holds customer data). Prints every problem found (not
     only the first) and, unless quiet, a one-line summary on stdout.
     Returns KEYGEN_OK, KEYGEN_ABSENT (neither topology.cfg nor nodes/
     exists: nothing was ever provisioned) or KEYGEN_FAILED. */
