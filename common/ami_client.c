@@ -15,6 +15,8 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <sodium.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ami_auth.h"
@@ -513,4 +515,28 @@ ami_client_intervals (ami_client_t *self, const char *meter_id, uint64_t from_ms
     *records = rows;
     *count = have;
     return AMI_OK;
+}
+
+int
+ami_client_parse_ms (const char *text, int64_t max, int64_t *out)
+{
+    char *end = NULL;
+    if (!text || *text < '0' || *text > '9')
+        return -1;
+    errno = 0;
+    long long value = strtoll (text, &end, 10);
+    if (errno)
+        return -1;
+    if (strcmp (end, "s") == 0) {
+        if (value > max / 1000)
+            return -1;
+        value *= 1000;
+    }
+    else
+    if (*end && strcmp (end, "ms") != 0)
+        return -1;
+    if (value > max)
+        return -1;
+    *out = value;
+    return 0;
 }

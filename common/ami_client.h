@@ -159,6 +159,13 @@ int
 int
     ami_client_handshakes (ami_client_t *self);
 
+/*  Parse a command-line time in milliseconds the way the operator tools
+    take --timeout: digits, optionally followed by "ms" or "s" ("2500",
+    "2500ms", "3s"). Stores 0..max in *out and returns 0, or returns -1
+    (no digits first, junk after, overflow, or above max). */
+int
+    ami_client_parse_ms (const char *text, int64_t max, int64_t *out);
+
 #ifdef __cplusplus
 }
 #endif

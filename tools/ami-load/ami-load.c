@@ -34,6 +34,7 @@
 
 #include "ami_auth.h"
 #include "ami_cert.h"
+#include "ami_client.h"
 #include "ami_config.h"
 #include "ami_err.h"
 #include "ami_log.h"
@@ -418,31 +419,6 @@ s_parse_seconds (const char *text, int64_t *out_ms)
     return 0;
 }
 
-/* Milliseconds, as amictl's --timeout: digits, optionally "ms" or "s". */
-static int
-s_parse_ms (const char *text, int64_t max, int64_t *out)
-{
-    char *end = NULL;
-    if (!text || *text < '0' || *text > '9')
-        return -1;
-    errno = 0;
-    long long value = strtoll (text, &end, 10);
-    if (errno)
-        return -1;
-    if (strcmp (end, "s") == 0) {
-        if (value > max / 1000)
-            return -1;
-        value *= 1000;
-    }
-    else
-    if (*end && strcmp (end, "ms") != 0)
-        return -1;
-    if (value < 1 || value > max)
-        return -1;
-    *out = value;
-    return 0;
-}
-
 static int
 s_parse_range (const char *text, uint32_t *first, uint32_t *last)
 {
@@ -771,7 +747,7 @@ s_parse (args_t *args, int argc, char **argv)
         }
         else
         if (strcmp (arg, "--timeout") == 0) {
-            if (s_parse_ms (value, AMI_MDMS_MAX_READ_TIMEOUT_MS, &args->timeout_ms))
+            if (ami_client_parse_ms (value, AMI_MDMS_MAX_READ_TIMEOUT_MS, &args->timeout_ms) || args->timeout_ms < 1)
                 return s_usage_error (args, "--timeout wants milliseconds (1..60000, the "
                                       "MDMS's limit), not '%s'", value);
         }

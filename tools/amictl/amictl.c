@@ -288,31 +288,6 @@ s_request_failed (ctx_t *ctx, const char *what, int rc, ami_msg_t *reply,
 /* ---------------------------------------------------------------------- */
 /*  Command line                                                           */
 
-/* Milliseconds: digits, optionally followed by ms or s. */
-static int
-s_parse_ms (const char *text, int64_t max, int64_t *out)
-{
-    char *end = NULL;
-    if (!text || *text < '0' || *text > '9')
-        return -1;
-    errno = 0;
-    long long value = strtoll (text, &end, 10);
-    if (errno)
-        return -1;
-    if (strcmp (end, "s") == 0) {
-        if (value > max / 1000)
-            return -1;
-        value *= 1000;
-    }
-    else
-    if (*end && strcmp (end, "ms") != 0)
-        return -1;
-    if (value > max)
-        return -1;
-    *out = value;
-    return 0;
-}
-
 static int
 s_parse_count (const char *text, int64_t max, int64_t *out)
 {
@@ -395,7 +370,7 @@ s_parse (ctx_t *ctx, int argc, char **argv)
         else
         if (strcmp (arg, "--timeout") == 0) {
             //  The wire carries a u32 of milliseconds; a day is plenty.
-            if (s_parse_ms (value, 86400000, &ctx->timeout_ms) || ctx->timeout_ms == 0)
+            if (ami_client_parse_ms (value, 86400000, &ctx->timeout_ms) || ctx->timeout_ms == 0)
                 return s_usage_error (ctx, "--timeout wants milliseconds (1..86400000), not '%s'",
                                       value);
         }
