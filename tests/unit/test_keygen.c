@@ -34,7 +34,7 @@
 #include "../../tools/ami-keygen/keygen.c"
 #include "../../tools/amictl/amictl_json.c"
 #include "../../tools/amictl/amictl_print.c"
-#include "../../tools/amictl/amictl_client.c"
+#include "ami_client.h"
 
 /* ---------------------------------------------------------------------- */
 /*  Helpers                                                                */
@@ -1283,7 +1283,7 @@ s_stand_in (zsock_t *pipe, void *args)
     ami_cert_destroy (&cert);
 }
 
-static amictl_client_t *
+static ami_client_t *
 h_client (const char *dir, const char *endpoint, const char *cert_rel)
 {
     char *cert_path = ami_test_path (dir, cert_rel), *mdms = ami_test_path (dir, "nodes/mdms.cert");
@@ -1292,7 +1292,7 @@ h_client (const char *dir, const char *endpoint, const char *cert_rel)
     ami_cert_t *cert = ami_cert_load (cert_path, &err);
     assert_non_null (cert);
     assert_int_equal (ami_auth_server_key_from_file (mdms, key), AMI_OK);
-    amictl_client_t *client = amictl_client_new (endpoint, cert, key, &err);
+    ami_client_t *client = ami_client_new (endpoint, cert, key, &err);
     assert_non_null (client);
     assert_int_equal (err, AMI_OK);
     ami_cert_destroy (&cert);       //  the socket keeps its own copy of the keys
@@ -1302,14 +1302,14 @@ h_client (const char *dir, const char *endpoint, const char *cert_rel)
 }
 
 static int
-h_ask (amictl_client_t *client, const char *meter, int64_t wait_ms, ami_api_req_t *req,
+h_ask (ami_client_t *client, const char *meter, int64_t wait_ms, ami_api_req_t *req,
        ami_msg_t **reply)
 {
     memset (req, 0, sizeof *req);
     req->action = AMI_ACT_READ;
     snprintf (req->meter_id, sizeof req->meter_id, "%s", meter);
     *reply = NULL;
-    return amictl_client_request (client, req, zclock_mono () + wait_ms, reply);
+    return ami_client_request (client, req, zclock_mono () + wait_ms, reply);
 }
 
 static void
@@ -1326,7 +1326,7 @@ test_client (void **state)
     char *endpoint = zstr_recv (mdms);
     assert_non_null (endpoint);
 
-    amictl_client_t *client = h_client (dir, endpoint, "operators/operator.cert");
+    ami_client_t *client = h_client (dir, endpoint, "operators/operator.cert");
     ami_api_req_t req;
     ami_msg_t *reply = NULL;
     uint8_t previous [AMI_REQUEST_ID_SIZE];
@@ -1339,7 +1339,7 @@ test_client (void **state)
     //  key rotation right away (within the second of provisioning): the
     //  running ZAP handler must see the new key (SEC-KEY-2)
     assert_int_equal (keygen_operator (dir, "operator", "OPERATOR", true), KEYGEN_OK);
-    amictl_client_destroy (&client);
+    ami_client_destroy (&client);
     client = h_client (dir, endpoint, "operators/operator.cert");
     assert_int_equal (h_ask (client, "MTR-000001", 5000, &req, &reply), AMI_OK);
 
@@ -1358,7 +1358,7 @@ test_client (void **state)
     int64_t start = zclock_mono ();
     assert_int_equal (h_ask (client, "SILENT", 300, &req, &reply), AMI_E_TIMEOUT);
     assert_true (zclock_mono () - start >= 300);
-    assert_non_null (strstr (amictl_client_why (client), "did not answer"));
+    assert_non_null (strstr (ami_client_why (client), "did not answer"));
     //  ...and its late silence does not confuse the next request
     assert_int_equal (h_ask (client, "MTR-000001", 5000, &req, &reply), AMI_OK);
 
@@ -1366,18 +1366,18 @@ test_client (void **state)
     memset (&req, 0, sizeof req);
     req.action = AMI_ACT_CUSTOMER;
     strcpy (req.meter_id, "MTR-000001");
-    assert_int_equal (amictl_client_request (client, &req, zclock_mono () + 5000, &reply), AMI_OK);
+    assert_int_equal (ami_client_request (client, &req, zclock_mono () + 5000, &reply), AMI_OK);
     assert_int_equal (reply->type, AMI_MSG_API_CUSTOMER);
     assert_memory_equal (reply->api_customer.corr, req.corr, AMI_REQUEST_ID_SIZE);
     assert_string_equal (reply->api_customer.name, "Zo\xc3\xab Dahlke");
     req.action = AMI_ACT_VERIFY;
-    assert_int_equal (amictl_client_request (client, &req, zclock_mono () + 5000, &reply), AMI_OK);
+    assert_int_equal (ami_client_request (client, &req, zclock_mono () + 5000, &reply), AMI_OK);
     assert_int_equal (reply->type, AMI_MSG_API_VERIFY);
     assert_memory_equal (reply->api_verify.corr, req.corr, AMI_REQUEST_ID_SIZE);
     assert_true (reply->api_verify.checked == 40);
     memset (&req, 0, sizeof req);
     req.action = AMI_ACT_AUDIT_VERIFY;
-    assert_int_equal (amictl_client_request (client, &req, zclock_mono () + 5000, &reply), AMI_OK);
+    assert_int_equal (ami_client_request (client, &req, zclock_mono () + 5000, &reply), AMI_OK);
     assert_int_equal (reply->type, AMI_MSG_API_VERIFY);
     assert_true (reply->api_verify.failures [0].ref == 42);
 
@@ -1387,20 +1387,20 @@ test_client (void **state)
     ami_audit_row_t *rows = calloc (want, sizeof *rows);
     uint8_t corr [AMI_REQUEST_ID_SIZE];
     assert_non_null (rows);
-    assert_int_equal (amictl_client_audit (client, 0, 5000, 5000, want, rows, &count, &total,
+    assert_int_equal (ami_client_audit (client, 0, 5000, 5000, want, rows, &count, &total,
                                            corr, &reply), AMI_OK);
     assert_int_equal (total, H_AUDIT_ENTRIES);
     assert_int_equal (count, H_AUDIT_ENTRIES);
     for (size_t i = 0; i < count; i++)
         assert_true (rows [i].seq == i + 1);
     //  --since and --last: the 10 most recent from t = 1100 on (seq 300..)
-    assert_int_equal (amictl_client_audit (client, 1100, 5000, 5000, 10, rows, &count, &total,
+    assert_int_equal (ami_client_audit (client, 1100, 5000, 5000, 10, rows, &count, &total,
                                            corr, &reply), AMI_OK);
     assert_int_equal (total, H_AUDIT_ENTRIES - 299);
     assert_int_equal (count, 10);
     for (size_t i = 0; i < count; i++)
         assert_true (rows [i].seq == H_AUDIT_ENTRIES - 9 + i);
-    assert_int_equal (amictl_client_audit (client, 0, 5000, 5000, 1, rows, &count, &total,
+    assert_int_equal (ami_client_audit (client, 0, 5000, 5000, 1, rows, &count, &total,
                                            corr, &reply), AMI_OK);
     assert_int_equal (count, 1);
     assert_true (rows [0].seq == H_AUDIT_ENTRIES);
@@ -1408,18 +1408,18 @@ test_client (void **state)
     //  and a millisecond fuller than a page is stepped past (seq 857..900
     //  lost, logged) instead of asked for forever
     atomic_store (&s_ignore_after_seq, true);
-    assert_int_equal (amictl_client_audit (client, 0, 5000, 5000, want, rows, &count, &total,
+    assert_int_equal (ami_client_audit (client, 0, 5000, 5000, want, rows, &count, &total,
                                            corr, &reply), AMI_OK);
     atomic_store (&s_ignore_after_seq, false);
     assert_int_equal (total, 856);
     for (size_t i = 0; i < count; i++)
         assert_true (rows [i].seq == i + 1);
-    assert_int_equal (amictl_client_audit (client, 6000, 5000, 5000, 5, rows, &count, &total,
+    assert_int_equal (ami_client_audit (client, 6000, 5000, 5000, 5, rows, &count, &total,
                                            corr, &reply), AMI_OK);
     assert_int_equal (count, 0);
     assert_int_equal (total, 0);
     free (rows);
-    amictl_client_destroy (&client);
+    ami_client_destroy (&client);
     assert_null (client);
 
     //  a key not on the MDMS's allow-list: refused at the handshake, said at
@@ -1428,14 +1428,14 @@ test_client (void **state)
     start = zclock_mono ();
     assert_int_equal (h_ask (client, "MTR-000001", 10000, &req, &reply), AMI_E_DENIED);
     assert_true (zclock_mono () - start < 5000);
-    assert_non_null (strstr (amictl_client_why (client), "allow-list"));
-    amictl_client_destroy (&client);
+    assert_non_null (strstr (ami_client_why (client), "allow-list"));
+    ami_client_destroy (&client);
 
     //  nobody listening
     client = h_client (dir, "tcp://127.0.0.1:1", "operators/operator.cert");
     assert_int_equal (h_ask (client, "MTR-000001", 300, &req, &reply), AMI_E_TIMEOUT);
-    assert_non_null (strstr (amictl_client_why (client), "no connection"));
-    amictl_client_destroy (&client);
+    assert_non_null (strstr (ami_client_why (client), "no connection"));
+    ami_client_destroy (&client);
 
     zstr_free (&endpoint);
     zactor_destroy (&mdms);
