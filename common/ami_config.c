@@ -666,3 +666,38 @@ ami_config_beside_exe (const char *relative)
         zstr_free (&path);
     return path;
 }
+
+int
+ami_config_size (ami_config_t *config, const char *key, size_t default_value, size_t *out)
+{
+    const char *text = NULL;
+    ami_config_str (config, key, NULL, &text);
+    if (!text || !*text) {
+        *out = default_value;
+        return AMI_OK;
+    }
+    errno = 0;
+    char *end = NULL;
+    unsigned long long value = strtoull (text, &end, 10);
+    unsigned shift = 0;
+    if (end && *end) {
+        switch (toupper ((unsigned char) *end)) {
+            case 'K': shift = 10; break;
+            case 'M': shift = 20; break;
+            case 'G': shift = 30; break;
+            case 'T': shift = 40; break;
+            default:  shift = 64; break;        //  junk
+        }
+        end++;
+    }
+    //  digits first, at most one suffix, no overflow, at least 1 MiB (a
+    //  buffer or a database map: less is a typo)
+    if (!isdigit ((unsigned char) *text) || errno || shift == 64 || (end && *end)
+    ||  value > (SIZE_MAX >> shift) || (value << shift) < (1u << 20)) {
+        ami_log_error ("%s: %s = '%s' is not a size of at least 1M (e.g. 512M, 1G)",
+                       ami_config_origin (config), key, text);
+        return AMI_E_CONFIG;
+    }
+    *out = (size_t) (value << shift);
+    return AMI_OK;
+}

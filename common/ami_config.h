@@ -125,6 +125,16 @@ int
     ami_config_bool (ami_config_t *self, const char *path, bool default_value,
                      bool *out);
 
+/*  Get a size in bytes: digits with an optional binary suffix K, M, G or
+    T ("1073741824", "512M", "1G"). A missing or empty key gives
+    default_value. At least 1 MiB: every size configured in ami-bus is a
+    buffer or a database map, for which less is a typo. Returns AMI_OK, or
+    AMI_E_CONFIG (logged, naming the key and the value) for junk, a second
+    suffix, overflow or less than 1 MiB. */
+int
+    ami_config_size (ami_config_t *self, const char *path, size_t default_value,
+                     size_t *out);
+
 /*  Get a duration in milliseconds: "250ms", "5s", "2m", "1h", or a plain
     number of milliseconds ("1500"). Non-negative integers only, no spaces,
     no combinations ("1h30m" is refused: write "90m"). Returns AMI_OK, or

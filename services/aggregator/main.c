@@ -1,7 +1,5 @@
 /*  ami-aggregator - the pole-top relay between meter fleets and head ends.
     A thin main around ami_aggregator_actor; see ami_aggregator.h. */
-#include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,40 +37,6 @@ static const ami_service_info_t s_info = {
         "                        head end after this long [10s]\n",
     .server = true
 };
-
-/*  A size in bytes: digits with an optional K/M/G suffix, at least 1 MiB
-    (less is a typo for a buffer). Returns AMI_OK or AMI_E_CONFIG (logged). */
-static int
-s_size (ami_config_t *config, const char *key, size_t default_value, size_t *out)
-{
-    const char *text = NULL;
-    ami_config_str (config, key, NULL, &text);
-    if (!text || !*text) {
-        *out = default_value;
-        return AMI_OK;
-    }
-    errno = 0;
-    char *end = NULL;
-    unsigned long long value = strtoull (text, &end, 10);
-    unsigned shift = 0;
-    if (end && *end) {
-        switch (toupper ((unsigned char) *end)) {
-            case 'K': shift = 10; break;
-            case 'M': shift = 20; break;
-            case 'G': shift = 30; break;
-            default:  shift = 64; break;        /* junk */
-        }
-        end++;
-    }
-    if (!isdigit ((unsigned char) *text) || errno || shift == 64 || (end && *end)
-    ||  value > (SIZE_MAX >> shift) || (value << shift) < (1u << 20)) {
-        ami_log_error ("%s: %s = '%s' is not a size of at least 1M (e.g. 256M, 1G)",
-                       ami_config_origin (config), key, text);
-        return AMI_E_CONFIG;
-    }
-    *out = (size_t) (value << shift);
-    return AMI_OK;
-}
 
 /*  A duration in [min_ms, max_ms] (ami_config_duration_ms). */
 static int
@@ -157,7 +121,7 @@ main (int argc, char **argv)
     int64_t buffer_blocks = 0, batch_blocks = 0;
     if (ami_config_int (config, "aggregator/buffer-blocks", AMI_AGGREGATOR_BUFFER_BLOCKS,
                         AMI_MAX_BATCH_BLOCKS, 1000000000, &buffer_blocks)
-    ||  s_size (config, "aggregator/buffer-bytes", AMI_AGGREGATOR_BUFFER_BYTES, &agg.buffer_bytes)
+    ||  ami_config_size (config, "aggregator/buffer-bytes", AMI_AGGREGATOR_BUFFER_BYTES, &agg.buffer_bytes)
     ||  ami_config_int (config, "aggregator/batch-blocks", AMI_AGGREGATOR_BATCH_BLOCKS,
                         1, AMI_MAX_BATCH_BLOCKS, &batch_blocks)
     ||  s_duration (config, "aggregator/batch-delay", AMI_AGGREGATOR_BATCH_DELAY_MS,

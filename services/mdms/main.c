@@ -55,43 +55,6 @@ static const ami_service_info_t s_info = {
     .server = true
 };
 
-/*  "1073741824", "1024M", "1G": bytes, with an optional binary suffix.
-    Returns AMI_OK or AMI_E_CONFIG (logged). */
-static int
-s_size (ami_config_t *config, const char *key, size_t default_value, size_t *out)
-{
-    const char *text = NULL;
-    ami_config_str (config, key, NULL, &text);
-    if (!text || !*text) {
-        *out = default_value;
-        return AMI_OK;
-    }
-    errno = 0;
-    char *end = NULL;
-    unsigned long long value = strtoull (text, &end, 10);
-    unsigned shift = 0;
-    if (end && *end) {
-        switch (toupper ((unsigned char) *end)) {
-            case 'K': shift = 10; break;
-            case 'M': shift = 20; break;
-            case 'G': shift = 30; break;
-            case 'T': shift = 40; break;
-            default:  shift = 64; break;        //  junk
-        }
-        end++;
-    }
-    //  digits first, at most one suffix, no overflow, at least 1 MiB (LMDB
-    //  needs a few pages per database; less is a typo)
-    if (!isdigit ((unsigned char) *text) || errno || shift == 64 || (end && *end)
-    ||  value > (SIZE_MAX >> shift) || (value << shift) < (1u << 20)) {
-        ami_log_error ("%s: %s = '%s' is not a size of at least 1M (e.g. 1G, 512M)",
-                       ami_config_origin (config), key, text);
-        return AMI_E_CONFIG;
-    }
-    *out = (size_t) (value << shift);
-    return AMI_OK;
-}
-
 /*  A rate: "10", "10/s" (reads per second), 0 = unlimited. Returns AMI_OK
     or AMI_E_CONFIG (logged). */
 static int
@@ -150,7 +113,7 @@ main (int argc, char **argv)
     ||  ami_config_str (config, "mdms/broker", "tcp://127.0.0.1:7000", &mdms.broker_endpoint)
     ||  s_required (config, "mdms/broker-cert", &broker_cert)
     ||  s_required (config, "mdms/db", &mdms.db_dir)
-    ||  s_size (config, "mdms/map-size", AMI_STORE_DEFAULT_MAP_SIZE, &mdms.map_size)
+    ||  ami_config_size (config, "mdms/map-size", AMI_STORE_DEFAULT_MAP_SIZE, &mdms.map_size)
     ||  s_required (config, "mdms/keys", &keys_dir)
     ||  s_required (config, "mdms/registry", &mdms.registry_path)
     ||  ami_config_duration_ms (config, "mdms/read-timeout", AMI_MDMS_READ_TIMEOUT_MS,

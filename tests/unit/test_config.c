@@ -285,6 +285,39 @@ test_bool (void **state)
 }
 
 static void
+test_sizes (void **state)
+{
+    fixture_t *fx = *state;
+    fx->config = ami_config_new_empty ();
+    assert_non_null (fx->config);
+    size_t out = 0;
+    assert_int_equal (ami_config_size (fx->config, "x/size", 12345678, &out), AMI_OK);
+    assert_int_equal (out, 12345678);       //  missing: the default
+    static const struct {
+        const char *text;
+        size_t bytes;
+    } good [] = {
+        { "1048576", 1048576 }, { "1M", 1048576 }, { "512m", 536870912 },
+        { "1G", 1073741824 }, { "2048K", 2097152 }, { "1T", (size_t) 1 << 40 },
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good [0]; i++) {
+        assert_int_equal (ami_config_set (fx->config, "x/size", good [i].text), AMI_OK);
+        assert_int_equal (ami_config_size (fx->config, "x/size", 0, &out), AMI_OK);
+        assert_true (out == good [i].bytes);
+    }
+    static const char *const bad [] = {
+        "1000", "1023K", "0", "-1G", "1GG", "1X", "G", " 1G", "1.5G", "99999999999999999999",
+        "17179869184G",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        out = 7;
+        assert_int_equal (ami_config_set (fx->config, "x/size", bad [i]), AMI_OK);
+        assert_int_equal (ami_config_size (fx->config, "x/size", 0, &out), AMI_E_CONFIG);
+        assert_int_equal (out, 7);          //  untouched
+    }
+}
+
+static void
 test_durations (void **state)
 {
     fixture_t *fx = *state;
@@ -585,6 +618,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_bad_int, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_bool, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_durations, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sizes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_override_wins, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_malformed, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_valid_edge_cases, s_setup, s_teardown),
