@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ami_auth.h"
 #include "ami_err.h"
@@ -539,4 +540,33 @@ ami_client_parse_ms (const char *text, int64_t max, int64_t *out)
         return -1;
     *out = value;
     return 0;
+}
+
+char *
+ami_client_config_path (const char *given)
+{
+    if (given)
+        return strdup (given);
+    const char *env = getenv ("AMICTL_CONFIG");
+    if (env && *env)
+        return strdup (env);
+    char *found = ami_config_beside_exe ("../var/demo/etc/amictl.cfg");
+    if (!found && access (AMI_CLIENT_SYSTEM_CONFIG, F_OK) == 0)
+        found = strdup (AMI_CLIENT_SYSTEM_CONFIG);
+    return found;
+}
+
+const char *
+ami_client_settings (ami_config_t *config, const char **endpoint, const char **cert,
+                     const char **mdms_cert)
+{
+    if (!*endpoint)
+        ami_config_str (config, "amictl/endpoint", NULL, endpoint);
+    if (!*cert)
+        ami_config_str (config, "amictl/cert", NULL, cert);
+    if (!*mdms_cert)
+        ami_config_str (config, "amictl/mdms-cert", NULL, mdms_cert);
+    return !*endpoint ? "amictl/endpoint (or -e)"
+         : !*cert ? "amictl/cert (or --cert)"
+         : !*mdms_cert ? "amictl/mdms-cert (or --mdms-cert)" : NULL;
 }

@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "ami_cert.h"
+#include "ami_config.h"
 #include "ami_msg.h"
 
 #ifdef __cplusplus
@@ -158,6 +159,25 @@ int
     ami_client_request). */
 int
     ami_client_handshakes (ami_client_t *self);
+
+/*  Where operator tools (amictl, ami-load) find amictl.cfg when -c is not
+    given: $AMICTL_CONFIG, else the demo's var/demo/etc/amictl.cfg beside
+    the binary's ../, else AMI_CLIENT_SYSTEM_CONFIG if it exists. */
+#define AMI_CLIENT_SYSTEM_CONFIG "/etc/ami-bus/amictl.cfg"
+
+/*  The configuration file to load: `given` (from -c) if not NULL, else as
+    above. Returns a fresh string (free it), or NULL when there is none. */
+char *
+    ami_client_config_path (const char *given);
+
+/*  The connection settings from amictl.cfg's section amictl, each unless
+    the command line already gave it (non-NULL *endpoint, *cert,
+    *mdms_cert stay). Returns NULL when all three are set, else the name of
+    the first missing one, for the error message ("amictl/endpoint (or
+    -e)"). The strings are borrowed from config. */
+const char *
+    ami_client_settings (ami_config_t *config, const char **endpoint, const char **cert,
+                         const char **mdms_cert);
 
 /*  Parse a command-line time in milliseconds the way the operator tools
     take --timeout: digits, optionally followed by "ms" or "s" ("2500",

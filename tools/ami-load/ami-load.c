@@ -72,7 +72,6 @@
 #define MAX_METER               999999
 #define MAX_COUNT               100000000
 #define MAX_SECONDS             86400
-#define SYSTEM_CONFIG           "/etc/ami-bus/amictl.cfg"
 /* ingest defaults: the issue's first standard scenario (10 000 meters),
    two fleets, aggregators and head ends (the demo's shape: redundancy on
    every relay), hourly blocks of 15-minute intervals (the meters'
@@ -254,7 +253,7 @@ s_usage_read (FILE *out)
 "                      measurement, and print the figures as ratios to it\n"
 "  -c, --config FILE   amictl's configuration, found as amictl does:\n"
 "                      $AMICTL_CONFIG, else <ami-load's dir>/../var/demo/etc/\n"
-"                      amictl.cfg, else " SYSTEM_CONFIG "\n"
+"                      amictl.cfg, else " AMI_CLIENT_SYSTEM_CONFIG "\n"
 "  -e, --endpoint EP   MDMS API endpoint (amictl/endpoint)\n"
 "      --cert FILE     operator certificate (amictl/cert); its role must hold\n"
 "                      reads (OPERATOR): a VIEWER's are all AMI_E_DENIED\n"
@@ -801,17 +800,8 @@ s_setup_free (setup_t *setup)
 static int
 s_setup (args_t *args, setup_t *setup)
 {
-    char *found = NULL;
-    const char *path = args->config_path;
-    const char *env = getenv ("AMICTL_CONFIG");
-    if (!path && env && *env)
-        path = env;
-    if (!path) {
-        found = ami_config_beside_exe ("../var/demo/etc/amictl.cfg");
-        if (!found && access (SYSTEM_CONFIG, F_OK) == 0)
-            found = strdup (SYSTEM_CONFIG);
-        path = found;
-    }
+    char *found = ami_client_config_path (args->config_path);
+    const char *path = found;
     int err = 0;
     if (path) {
         setup->config = ami_config_load (path, &err);
@@ -836,15 +826,7 @@ s_setup (args_t *args, setup_t *setup)
 
     const char *endpoint = args->endpoint, *cert_path = args->cert_path,
                *mdms_cert = args->mdms_cert_path;
-    if (!endpoint)
-        ami_config_str (config, "amictl/endpoint", NULL, &endpoint);
-    if (!cert_path)
-        ami_config_str (config, "amictl/cert", NULL, &cert_path);
-    if (!mdms_cert)
-        ami_config_str (config, "amictl/mdms-cert", NULL, &mdms_cert);
-    const char *missing = !endpoint ? "amictl/endpoint (or -e)"
-                        : !cert_path ? "amictl/cert (or --cert)"
-                        : !mdms_cert ? "amictl/mdms-cert (or --mdms-cert)" : NULL;
+    const char *missing = ami_client_settings (config, &endpoint, &cert_path, &mdms_cert);
     if (missing)
         return s_fail (args, EXIT_SETUP, AMI_E_CONFIG, "%s: %s is not set",
                        ami_config_origin (config), missing);

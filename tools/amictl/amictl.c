@@ -57,7 +57,6 @@
 #define DEFAULT_INTERVAL_S  900
 /* Most node ids amictl/expect may list (the status reply holds 64). */
 #define MAX_EXPECT          AMI_MAX_API_SERVICES
-#define SYSTEM_CONFIG       "/etc/ami-bus/amictl.cfg"
 
 static const char *const s_known [] = {
     "amictl/endpoint", "amictl/mdms-cert", "amictl/cert", "amictl/timeout", "amictl/expect",
@@ -154,7 +153,7 @@ s_usage (FILE *out)
 "options:\n"
 "  -c, --config FILE     configuration (ZPL). Default: $AMICTL_CONFIG, else\n"
 "                        <amictl's dir>/../var/demo/etc/amictl.cfg, else\n"
-"                        " SYSTEM_CONFIG "\n"
+"                        " AMI_CLIENT_SYSTEM_CONFIG "\n"
 "  -e, --endpoint EP     MDMS API endpoint (amictl/endpoint)\n"
 "      --cert FILE       your operator certificate (amictl/cert); the secret\n"
 "                        is FILE_secret and must not be readable by others\n"
@@ -509,17 +508,8 @@ static int
 s_setup (ctx_t *ctx)
 {
     //  1. which configuration
-    char *found = NULL;
-    const char *path = ctx->config_path;
-    const char *env = getenv ("AMICTL_CONFIG");
-    if (!path && env && *env)
-        path = env;
-    if (!path) {
-        found = ami_config_beside_exe ("../var/demo/etc/amictl.cfg");
-        if (!found && access (SYSTEM_CONFIG, F_OK) == 0)
-            found = strdup (SYSTEM_CONFIG);
-        path = found;
-    }
+    char *found = ami_client_config_path (ctx->config_path);
+    const char *path = found;
     int err = 0;
     if (path) {
         ctx->config = ami_config_load (path, &err);
@@ -536,7 +526,7 @@ s_setup (ctx_t *ctx)
     else {
         return s_fail (ctx, EXIT_SETUP, AMI_E_CONFIG, NULL, NULL,
                        "no configuration: give -c FILE or set AMICTL_CONFIG (no "
-                       "var/demo/etc/amictl.cfg next to amictl, no " SYSTEM_CONFIG ")");
+                       "var/demo/etc/amictl.cfg next to amictl, no " AMI_CLIENT_SYSTEM_CONFIG ")");
     }
     free (found);
     ami_config_t *config = ctx->config;
@@ -559,15 +549,7 @@ s_setup (ctx_t *ctx)
     //  2. values: the command line wins over the file
     const char *endpoint = ctx->endpoint, *cert_path = ctx->cert_path,
                *mdms_cert = ctx->mdms_cert_path;
-    if (!endpoint)
-        ami_config_str (config, "amictl/endpoint", NULL, &endpoint);
-    if (!cert_path)
-        ami_config_str (config, "amictl/cert", NULL, &cert_path);
-    if (!mdms_cert)
-        ami_config_str (config, "amictl/mdms-cert", NULL, &mdms_cert);
-    const char *missing = !endpoint ? "amictl/endpoint (or -e)"
-                        : !cert_path ? "amictl/cert (or --cert)"
-                        : !mdms_cert ? "amictl/mdms-cert (or --mdms-cert)" : NULL;
+    const char *missing = ami_client_settings (config, &endpoint, &cert_path, &mdms_cert);
     if (missing)
         return s_fail (ctx, EXIT_SETUP, AMI_E_CONFIG, NULL, NULL, "%s: %s is not set",
                        ami_config_origin (config), missing);
