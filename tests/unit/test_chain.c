@@ -348,22 +348,11 @@ s_operator (chain_t *c, ami_cert_t *cert)
     return sock;
 }
 
-/* Send one API_REQ and wait for its reply (decoded into c->msg). Returns
-   AMI_OK with the reply in c->msg, or AMI_E_TIMEOUT if none came within
-   wait_ms. */
+/* Send the API_REQ in c->msg and wait for its reply (decoded into
+   c->msg). Returns AMI_OK, or AMI_E_TIMEOUT if none came within wait_ms. */
 static int
-s_api (chain_t *c, zsock_t *sock, uint8_t action, const char *meter, uint32_t timeout_ms,
-       uint32_t limit, int wait_ms, uint8_t corr [AMI_REQUEST_ID_SIZE])
+s_api_exchange (chain_t *c, zsock_t *sock, int wait_ms)
 {
-    ami_msg_reset (c->msg, AMI_MSG_API_REQ);
-    ami_api_req_t *req = &c->msg->api_req;
-    randombytes_buf (req->corr, sizeof req->corr);
-    if (corr)
-        memcpy (corr, req->corr, sizeof req->corr);
-    req->action = action;
-    snprintf (req->meter_id, sizeof req->meter_id, "%s", meter ? meter : "");
-    req->timeout_ms = timeout_ms;
-    req->limit = limit;
     uint8_t buf [1024];
     size_t len = 0;
     assert_int_equal (ami_msg_encode (c->msg, buf, sizeof buf, &len), AMI_OK);
@@ -383,6 +372,25 @@ s_api (chain_t *c, zsock_t *sock, uint8_t action, const char *meter, uint32_t ti
     assert_int_equal (ami_msg_decode (c->msg, zframe_data (body), zframe_size (body)), AMI_OK);
     zmsg_destroy (&reply);
     return AMI_OK;
+}
+
+/* Send one API_REQ and wait for its reply (decoded into c->msg). Returns
+   AMI_OK with the reply in c->msg, or AMI_E_TIMEOUT if none came within
+   wait_ms. */
+static int
+s_api (chain_t *c, zsock_t *sock, uint8_t action, const char *meter, uint32_t timeout_ms,
+       uint32_t limit, int wait_ms, uint8_t corr [AMI_REQUEST_ID_SIZE])
+{
+    ami_msg_reset (c->msg, AMI_MSG_API_REQ);
+    ami_api_req_t *req = &c->msg->api_req;
+    randombytes_buf (req->corr, sizeof req->corr);
+    if (corr)
+        memcpy (corr, req->corr, sizeof req->corr);
+    req->action = action;
+    snprintf (req->meter_id, sizeof req->meter_id, "%s", meter ? meter : "");
+    req->timeout_ms = timeout_ms;
+    req->limit = limit;
+    return s_api_exchange (c, sock, wait_ms);
 }
 
 /* One on-demand read. Returns AMI_OK with the reading in c->msg, or the
@@ -718,22 +726,7 @@ s_check_meter_intervals (chain_t *c, zsock_t *op, const char *meter, int days)
         snprintf (req->meter_id, sizeof req->meter_id, "%s", meter);
         req->from_ms = from_ms;
         req->to_ms = to_ms;
-        uint8_t buf [256];
-        size_t len = 0;
-        assert_int_equal (ami_msg_encode (c->msg, buf, sizeof buf, &len), AMI_OK);
-        zmsg_t *out = zmsg_new ();
-        zmsg_addmem (out, "", 0);
-        zmsg_addmem (out, buf, len);
-        assert_int_equal (zmsg_send (&out, op), 0);
-        zpoller_t *poller = zpoller_new (op, NULL);
-        void *which = zpoller_wait (poller, DEADLINE_MS);
-        zpoller_destroy (&poller);
-        assert_non_null (which);
-        zmsg_t *reply = zmsg_recv (op);
-        assert_non_null (reply);
-        zframe_t *body = zmsg_last (reply);
-        assert_int_equal (ami_msg_decode (c->msg, zframe_data (body), zframe_size (body)), AMI_OK);
-        zmsg_destroy (&reply);
+        assert_int_equal (s_api_exchange (c, op, DEADLINE_MS), AMI_OK);
         assert_int_equal (c->msg->type, AMI_MSG_API_INTERVALS);
         const ami_api_intervals_t *iv = &c->msg->api_intervals;
         for (uint32_t i = 0; i < iv->count; i++) {
