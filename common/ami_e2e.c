@@ -8,6 +8,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ami_cert.h"
 #include "ami_log.h"
@@ -272,19 +273,83 @@ ami_e2e_profile_key_mdms (const ami_e2e_mdms_t *keys,
     return rc;
 }
 
+/*  Pad plain[0..len) into padded (cap bytes) in the ami_e2e_seal_padded
+    format; the padded length, or 0 if it does not fit (or block is bad). */
+static size_t
+s_pad (const uint8_t *plain, size_t len, size_t block, uint8_t *padded, size_t cap)
+{
+    size_t padded_len = ami_e2e_padded_size (len, block);
+    if (padded_len == 0 || padded_len > cap)
+        return 0;
+    padded [0] = AMI_E2E_PAD_MARK;
+    padded [1] = (uint8_t) (block >> 8);
+    padded [2] = (uint8_t) block;
+    if (len)
+        memmove (padded + AMI_E2E_PAD_HEADER, plain, len);
+    size_t sodium_len = 0;
+    if (sodium_pad (&sodium_len, padded, AMI_E2E_PAD_HEADER + len, block, cap) != 0
+    ||  sodium_len != padded_len)
+        return 0;                   /* ami_e2e_padded_size disagrees: a bug */
+    return padded_len;
+}
+
+/*  Unpad buf[0..n) in place; the message length, or -1 (buf wiped) if the
+    header or padding is malformed. */
+static long
+s_unpad (uint8_t *buf, size_t n)
+{
+    size_t block = n >= AMI_E2E_PAD_HEADER && buf [0] == AMI_E2E_PAD_MARK
+                 ? (size_t) buf [1] << 8 | buf [2] : 0;
+    size_t unpadded = 0;
+    if (block == 0 || n % block != 0
+    ||  sodium_unpad (&unpadded, buf, n, block) != 0
+    ||  unpadded < AMI_E2E_PAD_HEADER) {
+        sodium_memzero (buf, n);
+        return -1;
+    }
+    size_t message = unpadded - AMI_E2E_PAD_HEADER;
+    memmove (buf, buf + AMI_E2E_PAD_HEADER, message);
+    sodium_memzero (buf + message, n - message);
+    return (long) message;
+}
+
+size_t
+ami_e2e_profile_pad_block (uint32_t record_count)
+{
+    return AMI_PROFILE_MAX_ENCODED (record_count) + AMI_E2E_PAD_OVERHEAD;
+}
+
+size_t
+ami_e2e_profile_box_size (size_t pad_block)
+{
+    return pad_block + AMI_E2E_PROFILE_OVERHEAD;
+}
+
 int
 ami_e2e_profile_seal (const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE], const char *meter_id,
-                      uint64_t seq, const uint8_t *plain, size_t len,
+                      uint64_t seq, const uint8_t *plain, size_t len, size_t pad_block,
                       uint8_t *out, size_t cap, size_t *out_len)
 {
-    if (cap < len + AMI_E2E_PROFILE_OVERHEAD)
+    if (pad_block == 0 || pad_block > AMI_E2E_PAD_BLOCK_MAX)
+        return AMI_E_RANGE;
+    /* the padded plaintext lives on the stack: never larger than a box
+       may be on the wire */
+    uint8_t padded [AMI_MAX_SEALED - AMI_E2E_PROFILE_OVERHEAD];
+    size_t padded_len = ami_e2e_padded_size (len, pad_block);
+    if (padded_len == 0 || padded_len > sizeof padded
+    ||  cap < AMI_E2E_PROFILE_OVERHEAD || padded_len > cap - AMI_E2E_PROFILE_OVERHEAD)
         return AMI_E_BUFSIZE;
+    if (s_pad (plain, len, pad_block, padded, sizeof padded) != padded_len) {
+        sodium_memzero (padded, sizeof padded);
+        return AMI_E_INTERNAL;      /* ami_e2e_padded_size disagrees: a bug */
+    }
     uint8_t ad [AMI_MAX_ID + 9];
     size_t ad_len = s_profile_ad (ad, meter_id, seq);
-    randombytes_buf (out, S_PROFILE_NONCE);
+    ami_e2e_nonce (out);
     unsigned long long clen = 0;
-    crypto_aead_xchacha20poly1305_ietf_encrypt (out + S_PROFILE_NONCE, &clen, plain, len,
+    crypto_aead_xchacha20poly1305_ietf_encrypt (out + S_PROFILE_NONCE, &clen, padded, padded_len,
                                                 ad, ad_len, NULL, out, key);
+    sodium_memzero (padded, padded_len);
     *out_len = S_PROFILE_NONCE + (size_t) clen;
     return AMI_OK;
 }
@@ -304,8 +369,37 @@ ami_e2e_profile_open (const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE], const char *
     if (crypto_aead_xchacha20poly1305_ietf_decrypt (out, &mlen, NULL, box + S_PROFILE_NONCE,
                                                     len - S_PROFILE_NONCE, ad, ad_len, box, key) != 0)
         return AMI_E_DECRYPT;
-    *out_len = (size_t) mlen;
+    long message = s_unpad (out, (size_t) mlen);
+    if (message < 0)
+        return AMI_E_DECRYPT;
+    *out_len = (size_t) message;
     return AMI_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/*  Nonces (why a pool: ami_e2e.h)                                         */
+
+static __thread struct {
+    uint8_t nonces [AMI_E2E_NONCE_POOL * AMI_E2E_NONCE_SIZE];   /* unused ones first */
+    size_t left;
+    pid_t pid;                      /* the process that filled the pool */
+} s_pool;
+
+void
+ami_e2e_nonce (uint8_t nonce [AMI_E2E_NONCE_SIZE])
+{
+    pid_t pid = getpid ();
+    if (s_pool.left == 0 || s_pool.pid != pid) {
+        uint8_t seed [randombytes_SEEDBYTES];
+        randombytes_buf (seed, sizeof seed);
+        randombytes_buf_deterministic (s_pool.nonces, sizeof s_pool.nonces, seed);
+        sodium_memzero (seed, sizeof seed);
+        s_pool.left = AMI_E2E_NONCE_POOL;
+        s_pool.pid = pid;
+    }
+    uint8_t *p = s_pool.nonces + --s_pool.left * AMI_E2E_NONCE_SIZE;
+    memcpy (nonce, p, AMI_E2E_NONCE_SIZE);
+    sodium_memzero (p, AMI_E2E_NONCE_SIZE);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -334,22 +428,12 @@ ami_e2e_seal_padded (const uint8_t *plain, size_t len, size_t block,
        sealed field may carry on the wire */
     uint8_t padded [AMI_MAX_SEALED - AMI_E2E_SEAL_OVERHEAD];
     size_t padded_len = ami_e2e_padded_size (len, block);
-    if (padded_len == 0 || padded_len > sizeof padded)
+    if (padded_len == 0 || padded_len > sizeof padded
+    ||  cap < AMI_E2E_SEAL_OVERHEAD || padded_len > cap - AMI_E2E_SEAL_OVERHEAD)
         return AMI_E_BUFSIZE;
-    if (cap < AMI_E2E_SEAL_OVERHEAD || padded_len > cap - AMI_E2E_SEAL_OVERHEAD)
-        return AMI_E_BUFSIZE;
-    padded [0] = AMI_E2E_PAD_MARK;
-    padded [1] = (uint8_t) (block >> 8);
-    padded [2] = (uint8_t) block;
-    if (len)
-        memcpy (padded + AMI_E2E_PAD_HEADER, plain, len);
-    size_t sodium_len = 0;
-    int rc = AMI_OK;
-    if (sodium_pad (&sodium_len, padded, AMI_E2E_PAD_HEADER + len, block, sizeof padded) != 0
-    ||  sodium_len != padded_len)
-        rc = AMI_E_INTERNAL;        /* ami_e2e_padded_size disagrees: a bug */
-    if (rc == AMI_OK)
-        rc = ami_e2e_seal (padded, padded_len, box_pk, out, cap, out_len);
+    int rc = s_pad (plain, len, block, padded, sizeof padded) == padded_len
+           ? ami_e2e_seal (padded, padded_len, box_pk, out, cap, out_len)
+           : AMI_E_INTERNAL;
     sodium_memzero (padded, padded_len);
     return rc;
 }
@@ -366,17 +450,9 @@ ami_e2e_open_padded (const uint8_t *sealed, size_t len, const ami_e2e_mdms_t *ke
         *out_len = n;               /* unpadded (ami_e2e_seal): as it is */
         return AMI_OK;
     }
-    size_t block = n >= AMI_E2E_PAD_HEADER ? (size_t) out [1] << 8 | out [2] : 0;
-    size_t unpadded = 0;
-    if (block == 0 || n % block != 0
-    ||  sodium_unpad (&unpadded, out, n, block) != 0
-    ||  unpadded < AMI_E2E_PAD_HEADER) {
-        sodium_memzero (out, n);
+    long message = s_unpad (out, n);
+    if (message < 0)
         return AMI_E_DECRYPT;
-    }
-    size_t message = unpadded - AMI_E2E_PAD_HEADER;
-    memmove (out, out + AMI_E2E_PAD_HEADER, message);
-    sodium_memzero (out + message, n - message);
-    *out_len = message;
+    *out_len = (size_t) message;
     return AMI_OK;
 }

@@ -146,6 +146,16 @@ int
     on-demand reads provide with the meter's signature (SEC-NR-1).
 
     box = nonce (24) || ciphertext || tag (16).
+
+    Length (SEC-CONF-3). The plaintext is padded before sealing, in the
+    self-describing format of ami_e2e_seal_padded (below), to a block the
+    sender chooses; the meter chooses ami_e2e_profile_pad_block (its
+    record count), the largest encoding a PROFILE of that many records can
+    have, so every block of one record count seals to one length whatever
+    the register values (msgpack widths vary with them). The record count
+    stays visible: it is the meter's configured cadence (`block`), except
+    for a shorter block at the end of a `limit`. ami_e2e_profile_open
+    refuses an unpadded box.
 */
 #define AMI_E2E_PROFILE_KEY_SIZE  32
 #define AMI_E2E_PROFILE_OVERHEAD  (24 + 16)
@@ -167,19 +177,38 @@ int
                               const uint8_t meter_pk [AMI_E2E_SIGN_PK_SIZE],
                               uint8_t key [AMI_E2E_PROFILE_KEY_SIZE]);
 
-/*  Encrypt an encoded PROFILE for block (meter_id, seq). out must hold
-    len + AMI_E2E_PROFILE_OVERHEAD bytes (cap). Returns AMI_OK or
-    AMI_E_BUFSIZE. */
+/*  The pad block for a PROFILE of record_count records: its largest
+    encoding (AMI_PROFILE_MAX_ENCODED) plus the padding header and byte,
+    so every such PROFILE pads to exactly this many bytes (a default
+    4-record block: 170, sealed 210). */
+size_t
+    ami_e2e_profile_pad_block (uint32_t record_count);
+
+/*  Box length of a PROFILE padded to pad_block: pad_block +
+    AMI_E2E_PROFILE_OVERHEAD (a plaintext of up to pad_block -
+    AMI_E2E_PAD_OVERHEAD bytes). Size box buffers with it. */
+size_t
+    ami_e2e_profile_box_size (size_t pad_block);
+
+/*  Pad an encoded PROFILE to pad_block (a multiple of it, see
+    ami_e2e_padded_size) and encrypt it for block (meter_id, seq). out must
+    hold ami_e2e_padded_size (len, pad_block) + AMI_E2E_PROFILE_OVERHEAD
+    bytes (cap); ami_e2e_profile_box_size (pad_block) when len fits one
+    block. Returns AMI_OK, AMI_E_RANGE (pad_block 0 or above
+    AMI_E2E_PAD_BLOCK_MAX) or AMI_E_BUFSIZE (cap short, or the box would
+    exceed AMI_MAX_SEALED). */
 int
     ami_e2e_profile_seal (const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE], const char *meter_id,
-                          uint64_t seq, const uint8_t *plain, size_t len,
+                          uint64_t seq, const uint8_t *plain, size_t len, size_t pad_block,
                           uint8_t *out, size_t cap, size_t *out_len);
 
-/*  Decrypt and authenticate block (meter_id, seq)'s box. Returns AMI_OK
-    with *out_len set, AMI_E_DECRYPT if the box does not authenticate
-    (altered, truncated, another meter's or another block's header, another
-    key), AMI_E_BUFSIZE if cap is short. Nothing is written to out unless
-    it authenticates. */
+/*  Decrypt, authenticate and unpad block (meter_id, seq)'s box: out
+    [0..*out_len) is the PROFILE message. cap must hold the padded
+    plaintext, len - AMI_E2E_PROFILE_OVERHEAD bytes. Returns AMI_OK,
+    AMI_E_DECRYPT if the box does not authenticate (altered, truncated,
+    another meter's or another block's header, another key) or its padding
+    is missing or malformed (out is wiped then), AMI_E_BUFSIZE if cap is
+    short. */
 int
     ami_e2e_profile_open (const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE], const char *meter_id,
                           uint64_t seq, const uint8_t *box, size_t len,
@@ -194,6 +223,20 @@ int
 int
     ami_e2e_check_command (const ami_read_req_t *req, const char *meter_id,
                            uint64_t last_counter, uint64_t now_ms);
+
+/*  A fresh random 24-byte nonce (XChaCha20), cheaply: from a per-thread
+    pool refilled with a ChaCha20 keystream under a 32-byte seed drawn
+    from the system (randombytes_buf_deterministic) every
+    AMI_E2E_NONCE_POOL nonces. As unpredictable as the system generator,
+    and 192-bit random nonces do not repeat; a system call per nonce would
+    cost ~0.5 us each, more than the AEAD of a small block. The pool is
+    per thread (no lock) and refilled after a fork (the child never hands
+    out the parent's nonces); a nonce handed out is wiped from the pool. */
+#define AMI_E2E_NONCE_SIZE      24
+/*  256 nonces = 6 KiB of keystream (~3 us) per system call. */
+#define AMI_E2E_NONCE_POOL      256
+void
+    ami_e2e_nonce (uint8_t nonce [AMI_E2E_NONCE_SIZE]);
 
 /* ---------------------------------------------------------------------- */
 /*  Padded sealing: hiding a reading's length (SEC-CONF-3)                 */

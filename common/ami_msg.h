@@ -283,6 +283,13 @@ typedef struct {                    /* [1, 20, meter_id, seq, made_ms, [interval
     ami_interval_t records [AMI_MAX_PROFILE_RECORDS];
 } ami_profile_t;
 
+/*  The largest encoding of a PROFILE with n records: array + version +
+    type + str8 meter id (<= AMI_MAX_ID) + u64 seq + u64 made_ms + array16,
+    and per record array + u32 end_s + u64 + u64 + u16. Buffers sized with
+    it never overflow, and the meter pads every block to it (SEC-CONF-3). */
+#define AMI_PROFILE_MAX_ENCODED(n) \
+    (1 + 1 + 1 + 2 + AMI_MAX_ID + 9 + 9 + 3 + 27 * (size_t) (n))
+
 typedef struct {                    /* [meter_id, seq, box] */
     ami_id_t meter_id;              /* str 1..32 */
     uint64_t seq;                   /* u64 >= 1, equals the sealed PROFILE's seq */

@@ -84,12 +84,10 @@
     AMI_BATCH_MAX_BYTES while it is built, without encoding it twice:
     BATCH header = array + version + type + u64 batch_id + str8 origin
     (<= 32 bytes) + array16 of blocks; a block around its box = array +
-    str8 meter id + u64 seq + bin16 header; a PROFILE = array + version +
-    type + str8 meter id + u64 seq + u64 made_ms + array16, and per record
-    array + u32 end + u64 + u64 + u16. */
+    str8 meter id + u64 seq + bin16 header; a PROFILE at most
+    AMI_PROFILE_MAX_ENCODED. */
 #define S_BATCH_HEAD        (1 + 1 + 1 + 9 + 2 + AMI_MAX_ID + 3)
 #define S_BLOCK_FRAME(id, box) (1 + 2 + (id) + 9 + 3 + (box))
-#define S_PROFILE_BOUND(n)  (1 + 1 + 1 + 2 + AMI_MAX_ID + 9 + 9 + 3 + 27 * (size_t) (n))
 
 typedef struct {
     ami_meter_model_t model;    /* the meter's physics, for on-demand reads */
@@ -708,10 +706,10 @@ s_make_block (fleet_t *self, uint32_t slot, uint64_t made_ms, ami_block_t *block
     size_t plain_len = 0, box_len = 0;
     int rc = ami_msg_encode (self->pmsg, self->plain, sizeof self->plain, &plain_len);
     if (rc == AMI_OK)
-        rc = ami_e2e_profile_seal (key, profile->meter_id, profile->seq,
-                                   self->plain, plain_len, box, cap, &box_len);
+        rc = ami_e2e_profile_seal (key, profile->meter_id, profile->seq, self->plain, plain_len,
+                                   ami_e2e_profile_pad_block (self->round_n), box, cap, &box_len);
     sodium_memzero (self->plain, plain_len);
-    /* sizes are bounded by construction (S_PROFILE_BOUND): a bug otherwise */
+    /* sizes are bounded by construction (AMI_PROFILE_MAX_ENCODED): a bug otherwise */
     assert (rc == AMI_OK);
     memcpy (block->meter_id, profile->meter_id, sizeof block->meter_id);
     block->seq = profile->seq;
@@ -790,7 +788,7 @@ s_profile_build (fleet_t *self, int64_t now)
     while (self->producing && batch->block_count < AMI_MAX_BATCH_BLOCKS) {
         if (self->cursor == 0 && s_round_due (self) > now)
             break;
-        size_t box_bound = S_PROFILE_BOUND (self->round_n) + AMI_E2E_PROFILE_OVERHEAD;
+        size_t box_bound = ami_e2e_profile_box_size (ami_e2e_profile_pad_block (self->round_n));
         if (bytes + S_BLOCK_FRAME (AMI_MAX_ID, box_bound) > AMI_BATCH_MAX_BYTES)
             break;
         ami_block_t *block = &batch->blocks [batch->block_count];

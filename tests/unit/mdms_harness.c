@@ -776,7 +776,8 @@ mh_profile_seal (ami_msg_t *m, const uint8_t key [AMI_E2E_PROFILE_KEY_SIZE],
     uint8_t plain [AMI_MAX_SEALED];
     size_t len = mh_encode (m, plain, sizeof plain);
     size_t out = 0;
-    assert_int_equal (ami_e2e_profile_seal (key, header_id, header_seq, plain, len, box, cap,
+    assert_int_equal (ami_e2e_profile_seal (key, header_id, header_seq, plain, len,
+                                            ami_e2e_profile_pad_block (profile->record_count), box, cap,
                                             &out), AMI_OK);
     return out;
 }

@@ -236,19 +236,22 @@ test_profile_box (void **state)
     static const uint8_t plain [100] = { 0x96, 1, 20, 7, 7, 7 };
     uint8_t box [200], out [200], box2 [200];
     size_t box_len = 0, out_len = 0, box2_len = 0;
-    assert_int_equal (ami_e2e_profile_seal (k_meter, "MTR-000001", 9, plain, sizeof plain,
-                                            box, sizeof plain + AMI_E2E_PROFILE_OVERHEAD - 1, &box_len),
+    /* a pad block of 128: the 100-byte plaintext pads to one block */
+    assert_int_equal (ami_e2e_profile_seal (k_meter, "MTR-000001", 9, plain, sizeof plain, 128,
+                                            box, ami_e2e_profile_box_size (128) - 1, &box_len),
                       AMI_E_BUFSIZE);
-    assert_int_equal (ami_e2e_profile_seal (k_meter, "MTR-000001", 9, plain, sizeof plain,
+    assert_int_equal (ami_e2e_profile_seal (k_meter, "MTR-000001", 9, plain, sizeof plain, 0,
+                                            box, sizeof box, &box_len), AMI_E_RANGE);
+    assert_int_equal (ami_e2e_profile_seal (k_meter, "MTR-000001", 9, plain, sizeof plain, 128,
                                             box, sizeof box, &box_len), AMI_OK);
-    assert_int_equal (box_len, sizeof plain + AMI_E2E_PROFILE_OVERHEAD);
+    assert_int_equal (box_len, ami_e2e_profile_box_size (128));
     assert_int_equal (ami_e2e_profile_open (k_mdms, "MTR-000001", 9, box, box_len,
                                             out, sizeof out, &out_len), AMI_OK);
     assert_int_equal (out_len, sizeof plain);
     assert_memory_equal (out, plain, sizeof plain);
 
     /* random nonces: sealing the same block twice gives different boxes */
-    assert_int_equal (ami_e2e_profile_seal (k_meter, "MTR-000001", 9, plain, sizeof plain,
+    assert_int_equal (ami_e2e_profile_seal (k_meter, "MTR-000001", 9, plain, sizeof plain, 128,
                                             box2, sizeof box2, &box2_len), AMI_OK);
     assert_memory_not_equal (box, box2, box_len);
 
@@ -274,6 +277,74 @@ test_profile_box (void **state)
     sodium_memzero (sk2, sizeof sk2);
 }
 
+/*  SEC-CONF-3: the length of an interval-data box says nothing about the
+    register values: PROFILE blocks of n records (1..4), with meter ids of
+    any length and values from 0 to near UINT64_MAX, all seal to the length
+    of their record count; a box without padding is refused. */
+static void
+test_sec_conf_3_profile_length_fixed (void **state)
+{
+    (void) state;
+    uint8_t key [AMI_E2E_PROFILE_KEY_SIZE];
+    randombytes_buf (key, sizeof key);
+    ami_msg_t *msg = ami_msg_new ();
+    assert_non_null (msg);
+    static const uint64_t values [] = { 0, 127, 65536, 4294967296ull, UINT64_MAX - 1 };
+    size_t sealed = 0;
+    for (uint32_t count = 1; count <= 4; count++)
+        for (size_t v = 0; v < sizeof values / sizeof values [0]; v++) {
+            ami_msg_reset (msg, AMI_MSG_PROFILE);
+            ami_profile_t *p = &msg->profile;
+            /* the longest id: the bound covers it */
+            snprintf (p->meter_id, sizeof p->meter_id, "%s", v % 2 ? "MTR-1" : "MTR-0123456789-0123456789-012345");
+            for (uint32_t k = 0; k < count; k++) {
+                p->records [k].end_s = 1767225600u + 900u * (k + 1);
+                p->records [k].import_wh = values [v];
+                p->records [k].export_wh = values [v];
+                p->records [k].status = (uint16_t) (v ? 0xFFFF : 0);
+            }
+            p->record_count = count;
+            p->seq = p->records [count - 1].end_s / 900u;
+            p->made_ms = v ? UINT64_MAX - 1 : 0;
+            uint8_t plain [AMI_MAX_SEALED], box [AMI_MAX_SEALED], out [AMI_MAX_SEALED];
+            size_t plain_len = 0, box_len = 0, out_len = 0;
+            assert_int_equal (ami_msg_encode (msg, plain, sizeof plain, &plain_len), AMI_OK);
+            assert_true (plain_len + AMI_E2E_PAD_OVERHEAD <= ami_e2e_profile_pad_block (count));
+            assert_int_equal (ami_e2e_profile_seal (key, p->meter_id, p->seq, plain, plain_len,
+                                                    ami_e2e_profile_pad_block (count),
+                                                    box, sizeof box, &box_len), AMI_OK);
+            assert_int_equal (box_len, ami_e2e_profile_box_size (ami_e2e_profile_pad_block (count)));
+            if (count == 4 && !sealed)
+                sealed = box_len;
+            if (count == 4)
+                assert_int_equal (box_len, sealed);
+            assert_int_equal (ami_e2e_profile_open (key, p->meter_id, p->seq, box, box_len,
+                                                    out, sizeof out, &out_len), AMI_OK);
+            assert_int_equal (out_len, plain_len);
+            assert_memory_equal (out, plain, plain_len);
+        }
+    assert_int_equal (sealed, 210);             /* as the header says for 4 records */
+
+    /* an unpadded box (a valid AEAD under the right key and header, built
+       by hand as an old meter would) is refused, and out is wiped */
+    uint8_t plain [20] = { 0x96, 1, 20 }, box [64], out [64];
+    uint8_t ad8 [19];               /* meter id, NUL, seq 7 as big-endian u64 */
+    memcpy (ad8, "MTR-000001", 10);
+    memset (ad8 + 10, 0, 9);
+    ad8 [18] = 7;
+    randombytes_buf (box, 24);
+    unsigned long long clen = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt (box + 24, &clen, plain, sizeof plain, ad8,
+                                                sizeof ad8, NULL, box, key);
+    size_t out_len = 0;
+    memset (out, 0x55, sizeof out);
+    assert_int_equal (ami_e2e_profile_open (key, "MTR-000001", 7, box, 24 + (size_t) clen,
+                                            out, sizeof out, &out_len), AMI_E_DECRYPT);
+    for (size_t i = 0; i < sizeof plain; i++)
+        assert_int_equal (out [i], 0);
+    ami_msg_destroy (&msg);
+}
+
 int
 main (void)
 {
@@ -283,6 +354,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_sealed_reading, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_meter_keys, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_profile_box, s_setup, s_teardown),
+        cmocka_unit_test (test_sec_conf_3_profile_length_fixed),
         cmocka_unit_test_setup_teardown (test_mdms_key_perms, s_setup, s_teardown),
     };
     return cmocka_run_group_tests_name ("e2e", tests, NULL, NULL);

@@ -342,7 +342,7 @@ test_rejects (void **state)
     //  a box that opens but holds no PROFILE
     len = 0;
     assert_int_equal (ami_e2e_profile_seal (s_keys [20], MID (20), 7, (const uint8_t *) "junk",
-                                            4, box, sizeof box, &len), AMI_OK);
+                                            4, 64, box, sizeof box, &len), AMI_OK);
     mh_batch_add (&b, MID (20), 7, box, len);
 
     ami_batch_ack_t ack = s_send_batch (he, &b);

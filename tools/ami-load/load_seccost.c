@@ -138,6 +138,7 @@ s_meter_seal_block (s_ctx_t *c)
     if (ami_msg_encode (c->msg, c->plain, sizeof c->plain, &plain_len))
         return AMI_E_INTERNAL;
     return ami_e2e_profile_seal (c->profile_key, "MTR-000042", 1994592, c->plain, plain_len,
+                                 ami_e2e_profile_pad_block (p->record_count),
                                  c->box, sizeof c->box, &c->box_len);
 }
 
