@@ -24,6 +24,8 @@
 
 #include <czmq.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "ami_auth.h"
 #include "ami_cert.h"
@@ -43,6 +45,10 @@
 #define S_STEP      900
 #define S_RECORDS   5000
 static const uint32_t s_holes [] = { 0, 10, 11, 4999 };
+/* A read of this meter gets an ERROR whose text holds a CSI in both its
+   C0 (ESC [) and C1 (U+009B) forms, a BEL and a line feed. */
+#define S_HOSTILE       "MTR-HOSTILE"
+#define S_HOSTILE_TEXT  "meter gone\x1b[2J\xc2\x9b" "31mRED\x07\nFAKE LINE"
 
 static bool
 s_is_hole (uint32_t index)
@@ -118,6 +124,16 @@ s_answer (ami_msg_t *in, ami_msg_t *out)
             r->export_wh = 7;
             r->status = i == 5 ? AMI_Q_POWER_FAIL : 0;
         }
+        return;
+    }
+    if (strcmp (req.meter_id, S_HOSTILE) == 0) {
+        //  a relay's ERROR whose text tries to drive the operator's terminal
+        ami_msg_reset (out, AMI_MSG_ERROR);
+        out->error.has_request_id = true;
+        memcpy (out->error.request_id, req.corr, AMI_REQUEST_ID_SIZE);
+        out->error.code = AMI_E_UNREACHABLE;
+        snprintf (out->error.origin, sizeof out->error.origin, "fleet-1");
+        snprintf (out->error.text, sizeof out->error.text, "%s", S_HOSTILE_TEXT);
         return;
     }
     ami_msg_reset (out, AMI_MSG_API_READINGS);
@@ -505,6 +521,67 @@ test_gaps_edges (void **state)
     amictl_gaps_free (&gaps);
 }
 
+/* ---------------------------------------------------------------------- */
+/*  amictl (the binary) facing a hostile ERROR text                       */
+
+/*  SEC-VAL-2: a fleet's (or any relay's) ERROR text reaches the operator's
+    terminal through amictl's error line. Run bin/amictl against the
+    stand-in: the line names the error and its origin, and holds no C0 or
+    C1 control, no raw ESC, no line break inside it. Skipped-as-failed if
+    bin/amictl is missing: make test builds it first. */
+static void
+test_sec_val_2_amictl_error_line (void **state)
+{
+    fixture_t *f = *state;
+    char *secret_dir = ami_test_tmpdir ("client-op");
+    assert_non_null (secret_dir);
+    char *op_path = ami_test_path (secret_dir, "op.cert");
+    char *mdms_path = ami_test_path (secret_dir, "mdms.cert");
+    char *err_path = ami_test_path (secret_dir, "stderr.txt");
+    char *cfg_path = ami_test_path (secret_dir, "amictl.cfg");
+    FILE *cfg = fopen (cfg_path, "w");          //  empty: the options say it all
+    assert_non_null (cfg);
+    fclose (cfg);
+    assert_int_equal (ami_cert_save (f->operator, op_path), AMI_OK);
+    assert_int_equal (ami_cert_save_public (f->mdms, mdms_path), AMI_OK);
+    assert_int_equal (access ("bin/amictl", X_OK), 0);
+    char command [2048];
+    snprintf (command, sizeof command,
+              "bin/amictl -c '%s' -e '%s' --cert '%s' --mdms-cert '%s' read " S_HOSTILE
+              " --timeout 5000 2>'%s'", cfg_path, f->endpoint, op_path, mdms_path, err_path);
+    int status = system (command);
+    assert_true (WIFEXITED (status));
+    assert_int_not_equal (WEXITSTATUS (status), 0);
+    FILE *file = fopen (err_path, "rb");
+    assert_non_null (file);
+    char line [4096];
+    size_t n = fread (line, 1, sizeof line - 1, file);
+    fclose (file);
+    line [n] = 0;
+    //  one line, ending in the one newline
+    assert_true (n > 0);
+    assert_int_equal (line [n - 1], '\n');
+    assert_null (memchr (line, '\n', n - 1));
+    for (size_t i = 0; i < n - 1; i++) {
+        unsigned char c = (unsigned char) line [i];
+        assert_true (c >= 0x20 && c != 0x7f);
+        //  no C1 control as UTF-8 (C2 80..C2 9F)
+        if (c == 0xc2 && i + 1 < n)
+            assert_false ((unsigned char) line [i + 1] >= 0x80 && (unsigned char) line [i + 1] <= 0x9f);
+    }
+    //  and it still says what happened, who said so
+    assert_non_null (strstr (line, "meter gone"));
+    assert_non_null (strstr (line, "FAKE LINE"));
+    assert_non_null (strstr (line, "UNREACHABLE"));
+    assert_non_null (strstr (line, "fleet-1"));
+    ami_test_rmtree (secret_dir);
+    free (secret_dir);
+    free (op_path);
+    free (mdms_path);
+    free (err_path);
+    free (cfg_path);
+}
+
 int
 main (void)
 {
@@ -516,6 +593,7 @@ main (void)
         cmocka_unit_test (test_pipelined),
         cmocka_unit_test (test_refused_and_absent),
         cmocka_unit_test (test_gaps_edges),
+        cmocka_unit_test (test_sec_val_2_amictl_error_line),
     };
     void *state = NULL;
     s_setup (&state);

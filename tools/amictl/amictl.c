@@ -241,11 +241,9 @@ s_fail (ctx_t *ctx, int exit_code, int code, const char *origin, const uint8_t *
         if (corr)
             ami_request_id_format (corr, hex);
         //  The message may quote a peer's free text: never let it drive the
-        //  terminal (escape sequences, fake lines).
-        for (char *p = message; *p; p++)
-            if ((unsigned char) *p < 0x20 || *p == 0x7f)
-                *p = '?';
-        fprintf (stderr, "amictl: %s", message);
+        //  terminal (C0 and C1 escape sequences, fake lines, bad UTF-8).
+        char safe [sizeof message];
+        fprintf (stderr, "amictl: %s", amictl_safe_text (message, safe, sizeof safe));
         if (code)
             fprintf (stderr, " [%s]", ami_errname (code));
         if (origin && *origin)
