@@ -18,14 +18,21 @@
 #            "FUZZ FAIL:" line for it
 #   FAIL     "[  FAILED  ] <test-name>", skipped, the test absent from its
 #            log, or the log missing
-#   MISSING  test-binary "-": no test exists yet; the note says what test
-#            is needed (the work list of the security issue)
+#   MISSING  test-binary "-", note "MISSING: ...": no test exists yet; the
+#            note says what test is needed (the work list of the security
+#            issue)
+#   OPEN     test-binary "-", note "OPEN: ...": an extension requirement
+#            (one the analysis added, not in DESIGN.md section 6) that is
+#            knowingly not built yet; the note says why and where it is
+#            planned. Allowed only for extensions: on a DESIGN.md id it
+#            counts as MISSING.
 #
 # A requirement is FAILING if any of its tests fails; else MISSING if it has
-# no test at all, or any "-" line (a known gap); else PASSING. It is
-# "covered" if at least one real test is mapped to it. The last line is
+# no test at all (and no OPEN line), or any MISSING line; else OPEN if it has
+# an OPEN line; else PASSING. It is "covered" if at least one real test is
+# mapped to it. The last line is
 #
-#   requirements: N, covered: C, passing: P, missing: M, failing: F
+#   requirements: N, covered: C, passing: P, open: O, missing: M, failing: F
 #
 # Options:
 #   --matrix FILE   the matrix [<repo>/docs/security/matrix.tsv]
@@ -33,7 +40,8 @@
 #   --gaps          print only what is not passing (the work list)
 #   --verbose       print every test's note, not only the gaps'
 #
-# Exit status: 0 every requirement PASSING; 1 some MISSING or FAILING;
+# Exit status: 0 every requirement PASSING or (extensions) OPEN; 1 some
+# MISSING or FAILING;
 # 2 usage error, unreadable matrix, malformed matrix line or no logs.
 #
 # POSIX sh and awk only, so that `sh tools/security-report/security-report.sh`
@@ -58,9 +66,10 @@ usage: sh tools/security-report/security-report.sh [--matrix FILE] [--logs DIR]
   --logs DIR     logs of `make test` [build/rel/test-logs of this tree]
   --gaps         print only what is not passing (the work list)
   --verbose      print every test's note
-Prints PASS / FAIL / MISSING per requirement and test, then
-"requirements: N, covered: C, passing: P, missing: M, failing: F".
-Exit 0: all passing; 1: something missing or failing; 2: usage or input error.
+Prints PASS / FAIL / MISSING / OPEN per requirement and test, then
+"requirements: N, covered: C, passing: P, open: O, missing: M, failing: F".
+Exit 0: all passing (extensions: or open); 1: something missing or failing;
+2: usage or input error.
 USAGE
 }
 
@@ -158,7 +167,7 @@ function load(file,    r, line, p, nm) {
 function status(bin, name,    file) {
     why = ""
     if (bin == "-")
-        return "MISSING"
+        return note_open ? "OPEN" : "MISSING"
     if (bin == "integration") {
         file = logs "/" name ".log"
         if (!load(file)) { why = "no log " file; return "FAIL" }
@@ -218,8 +227,8 @@ BEGIN {
         fail_line("test name \"" name "\" is not a plain name")
         next
     }
-    if (bin == "-" && note !~ /^MISSING: /)
-        printf "%s: %s:%d: warning: a gap line should note \"MISSING: <the test needed>\"\n", \
+    if (bin == "-" && note !~ /^(MISSING|OPEN): /)
+        printf "%s: %s:%d: warning: a gap line should note \"MISSING: <the test needed>\" or \"OPEN: <why not built>\"\n", \
                prog, matrix, FNR > "/dev/stderr"
     if (!(id in known)) {
         known[id] = 1
@@ -241,35 +250,39 @@ END {
         exit 2
     }
     printf "security report: matrix %s, logs %s\n", matrix, logs
-    covered = passing = missing = failing = 0
+    covered = passing = missing = failing = open = 0
     for (i = 1; i <= nreq; i++) {
         id = order[i]
         n = rows[id] + 0
-        npass = nfail = ngap = nreal = 0
+        npass = nfail = ngap = nopen = nreal = 0
         for (k = 1; k <= n; k++) {
+            note_open = (rnote[id, k] ~ /^OPEN: /) && (id in extension)
             st[k] = status(rbin[id, k], rname[id, k]); sw[k] = why
             if (st[k] == "PASS") npass++
             else if (st[k] == "FAIL") nfail++
+            else if (st[k] == "OPEN") nopen++
             else ngap++
             if (rbin[id, k] != "-") nreal++
         }
         if (nreal > 0) covered++
         if (nfail > 0) { rs = "FAILING"; failing++ }
-        else if (nreal == 0 || ngap > 0) { rs = "MISSING"; missing++ }
+        else if ((nreal == 0 && nopen == 0) || ngap > 0) { rs = "MISSING"; missing++ }
+        else if (nopen > 0) { rs = "OPEN"; open++ }
         else { rs = "PASSING"; passing++ }
         if (gaps && rs == "PASSING")
             continue
         detail = npass "/" nreal " test(s) pass"
         if (nreal == 0) detail = "no test yet"
         if (ngap > 0) detail = detail ", " ngap " missing"
+        if (nopen > 0) detail = detail ", " nopen " open"
         if (n == 0) detail = "not in the matrix"
         printf "\n%-12s %-8s %s%s\n", id, rs, (id in extension) ? "(extension) " : "", detail
         for (k = 1; k <= n; k++) {
             if (gaps && st[k] == "PASS")
                 continue
-            if (st[k] == "MISSING") {
-                text = rnote[id, k]; sub(/^MISSING: */, "", text)
-                printf "  %-8s %s\n", "MISSING", text
+            if (st[k] == "MISSING" || st[k] == "OPEN") {
+                text = rnote[id, k]; sub(/^(MISSING|OPEN): */, "", text)
+                printf "  %-8s %s\n", st[k], text
                 continue
             }
             printf "  %-8s %-20s %s\n", st[k], rbin[id, k], rname[id, k]
@@ -281,8 +294,8 @@ END {
         if (n == 0)
             printf "  %-8s %s\n", "MISSING", "no test mapped in " matrix
     }
-    printf "\nrequirements: %d, covered: %d, passing: %d, missing: %d, failing: %d\n", \
-           nreq, covered, passing, missing, failing
+    printf "\nrequirements: %d, covered: %d, passing: %d, open: %d, missing: %d, failing: %d\n", \
+           nreq, covered, passing, open, missing, failing
     rc = 0
     if (missing > 0 || failing > 0)
         rc = 1
