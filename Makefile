@@ -68,7 +68,7 @@ FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS   := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_FLAGS  := -std=c11 -O1 -g -D_GNU_SOURCE -Icommon -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
-.PHONY: all deps test check fuzz fuzz-build memcheck demo stop bench install clean distclean security-report
+.PHONY: all deps test check fuzz fuzz-build memcheck demo stop cluster cluster-stop bench install clean distclean security-report
 .DEFAULT_GOAL := all
 # Keep intermediate objects (test and tool .o files) so a rebuild is incremental.
 .SECONDARY:
@@ -162,6 +162,16 @@ demo: all
 
 stop:
 	@sh deploy/demo.sh stop
+
+# The default topology across hosts: deploy/cluster.topology's hosts as
+# network namespaces on this machine (a bridge, a veth and an address
+# each), one supervisord per host; needs root. cluster-stop removes every
+# namespace and process of it (deploy/README.md).
+cluster: all
+	@sh deploy/cluster.sh up
+
+cluster-stop:
+	@sh deploy/cluster.sh down
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ami-bus/deploy \

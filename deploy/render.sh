@@ -28,6 +28,23 @@
 # So a test can run a second, private deployment next to a running demo by
 # choosing another base (tests/integration/demo_test.sh does).
 #
+# Addresses: every endpoint is on 127.0.0.1 unless AMI_ADDRS places nodes on
+# hosts. Multi-host (deploy/cluster.sh renders one VAR_DIR per host this way):
+#              AMI_ADDRS     "NODE=IPv4 ..." for any of broker, mdms,
+#                            headend-N, agg-N, fleet-N, amictl: a server
+#                            binds on its own address, its clients connect
+#                            to that address; an unlisted node is at
+#                            127.0.0.1 [empty: the single-host layout]
+#              AMI_NODES     "NODE ...": only these nodes' etc/<node>.cfg and
+#                            [program:x] sections are written (one host's
+#                            share; empty = none, a host running only
+#                            amictl); etc/amictl.cfg, etc/ports and the
+#                            supervisord globals always are [unset: every
+#                            node of the topology]
+#              AMI_KEYS_DIR  the keys (ami-keygen init) the configuration
+#                            points to, and whose topology.cfg is read, so
+#                            hosts can share one provisioning [VAR_DIR/keys]
+#
 # Environment: AMI_BIN_DIR   directory of the ami-* binaries [<repo>/bin]
 #              AMI_LOG_LEVEL log/level of every service [info]
 #              AMI_HEARTBEAT heartbeat of every service [1s]
@@ -54,6 +71,8 @@
 #                                      large map costs no disk until used)
 # Re-rendering is idempotent: files are replaced atomically (rename).
 set -eu
+# No pathname expansion: AMI_ADDRS and AMI_NODES are split on blanks, never globbed.
+set -f
 
 usage() {
     echo "usage: $0 VAR_DIR [PORT_BASE]" >&2
@@ -121,8 +140,20 @@ number AMI_PROFILE_TIME_SCALE "$profile_time_scale" 1000000
 number AMI_PROFILE_START "$profile_start" 4294967295
 number AMI_PROFILE_LIMIT "$profile_limit" 4294967295
 
+# The keys: VAR_DIR/keys unless AMI_KEYS_DIR names a shared provisioning.
+keys=$var/keys
+if [ -n "${AMI_KEYS_DIR:-}" ]; then
+    mkdir -p "$AMI_KEYS_DIR"
+    keys=$(cd "$AMI_KEYS_DIR" && pwd)
+    case $keys in
+        *[!A-Za-z0-9/._+-]*)
+            echo "render: AMI_KEYS_DIR '$keys' has characters this script does not quote" >&2
+            exit 2 ;;
+    esac
+fi
+
 # The topology: from the keys when they exist, else from the environment.
-topo=$var/keys/topology.cfg
+topo=$keys/topology.cfg
 topo_value() {  # KEY: its value in topology.cfg's "topology" section
     sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*\([0-9][0-9]*\)[[:space:]]*\(#.*\)*\$/\1/p" "$topo" | head -n 1
 }
@@ -162,8 +193,48 @@ if [ ${#var} -gt 80 ]; then
     exit 2
 fi
 
+# Nodes: the topology's, and where they are (AMI_ADDRS) and which of them
+# this VAR_DIR runs (AMI_NODES).
+nodes="broker mdms"
+i=1; while [ $i -le "$headends" ]; do nodes="$nodes headend-$i"; i=$((i + 1)); done
+i=1; while [ $i -le "$aggregators" ]; do nodes="$nodes agg-$i"; i=$((i + 1)); done
+i=1; while [ $i -le "$fleets" ]; do nodes="$nodes fleet-$i"; i=$((i + 1)); done
+# known NODE: NODE is one of the topology's nodes (or amictl, if ALSO_AMICTL=1)
+known() {
+    case " $nodes " in *" $1 "*) return 0 ;; esac
+    [ "${2:-0}" = 1 ] && [ "$1" = amictl ]
+}
+addrs=${AMI_ADDRS:-}
+for kv in $addrs; do
+    node=${kv%%=*}; addr=${kv#*=}
+    case $kv in *=*) ;; *) echo "render: AMI_ADDRS: '$kv' is not NODE=ADDRESS" >&2; exit 2 ;; esac
+    known "$node" 1 || { echo "render: AMI_ADDRS: '$node' is not a node of this topology" >&2; exit 2; }
+    # a dotted-quad IPv4 address, each part 0..255
+    ok=$(echo "$addr" | awk -F. 'NF == 4 { for (i = 1; i <= 4; i++) if ($i !~ /^[0-9]+$/ || length($i) > 3 || $i > 255) exit; print "ok" }')
+    [ "$ok" = ok ] || { echo "render: AMI_ADDRS: '$addr' (of $node) is not an IPv4 address" >&2; exit 2; }
+done
+# addr_of NODE: the address NODE binds on or is reached at
+addr_of() {
+    for kv in $addrs; do
+        if [ "${kv%%=*}" = "$1" ]; then echo "${kv#*=}"; return 0; fi
+    done
+    echo 127.0.0.1
+}
+if [ -n "${AMI_NODES+set}" ]; then
+    for node in $AMI_NODES; do
+        known "$node" || { echo "render: AMI_NODES: '$node' is not a node of this topology" >&2; exit 2; }
+    done
+fi
+# here_too NODE: NODE's configuration and program belong in this VAR_DIR
+here_too() {
+    [ -z "${AMI_NODES+set}" ] && return 0
+    case " $AMI_NODES " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+addr_broker=$(addr_of broker)
+addr_mdms=$(addr_of mdms)
+
 etc=$var/etc
-keys=$var/keys
 mkdir -p "$etc" "$var/log" "$var/db" "$var/state"
 
 port_broker=$base
@@ -194,6 +265,8 @@ s|@PORT_BROKER@|$port_broker|g
 s|@PORT_API@|$port_api|g
 s|@PORT_INGEST@|$port_ingest|g
 s|@PORT_EVENTS@|$port_events|g
+s|@ADDR_BROKER@|$addr_broker|g
+s|@ADDR_MDMS@|$addr_mdms|g
 EOF
 
 # render TEMPLATE OUTPUT [NAME=VALUE...]: substitute, refuse leftovers, rename.
@@ -229,10 +302,14 @@ MDMS_API=$port_api
 MDMS_INGEST=$port_ingest
 MDMS_EVENTS=$port_events"
 
-render "$t/mdms.cfg.in"       "$etc/mdms.cfg"      NODE=mdms
-render "$t/broker.cfg.in"     "$etc/broker.cfg"    NODE=broker
-program ami-broker ami-broker broker 100
-program ami-mdms ami-mdms mdms 200
+if here_too mdms; then
+    render "$t/mdms.cfg.in"       "$etc/mdms.cfg"      NODE=mdms ADDR_SELF="$addr_mdms"
+fi
+if here_too broker; then
+    render "$t/broker.cfg.in"     "$etc/broker.cfg"    NODE=broker ADDR_SELF="$addr_broker"
+    program ami-broker ami-broker broker 100
+fi
+if here_too mdms; then program ami-mdms ami-mdms mdms 200; fi
 
 # Each aggregator reports to every head end: its headends section lists them.
 headend_list=$etc/.headends
@@ -240,10 +317,13 @@ headend_list=$etc/.headends
 h=1
 while [ $h -le "$headends" ]; do
     port=$((base + 200 + h))
-    render "$t/headend.cfg.in" "$etc/headend-$h.cfg" NODE=headend-$h PORT_SELF=$port
-    program ami-headend-$h ami-headend headend-$h 300
-    printf '        headend-%s\n            endpoint = tcp://127.0.0.1:%s\n            cert = "%s/nodes/headend-%s.cert"\n' \
-        "$h" "$port" "$keys" "$h" >>"$headend_list"
+    addr=$(addr_of headend-$h)
+    if here_too headend-$h; then
+        render "$t/headend.cfg.in" "$etc/headend-$h.cfg" NODE=headend-$h PORT_SELF=$port ADDR_SELF="$addr"
+        program ami-headend-$h ami-headend headend-$h 300
+    fi
+    printf '        headend-%s\n            endpoint = tcp://%s:%s\n            cert = "%s/nodes/headend-%s.cert"\n' \
+        "$h" "$addr" "$port" "$keys" "$h" >>"$headend_list"
     expect="$expect headend-$h"
     ports="$ports
 HEADEND_$h=$port"
@@ -252,12 +332,15 @@ done
 a=1
 while [ $a -le "$aggregators" ]; do
     port=$((base + 300 + a))
-    # the template ends with the "headends" section: the list goes below it
-    render "$t/aggregator.cfg.in" "$etc/agg-$a.cfg.part" NODE=agg-$a PORT_SELF=$port
-    cat "$etc/agg-$a.cfg.part" "$headend_list" >"$etc/agg-$a.cfg.tmp"
-    rm -f "$etc/agg-$a.cfg.part"
-    mv -f "$etc/agg-$a.cfg.tmp" "$etc/agg-$a.cfg"
-    program ami-aggregator-$a ami-aggregator agg-$a 400
+    if here_too agg-$a; then
+        # the template ends with the "headends" section: the list goes below it
+        render "$t/aggregator.cfg.in" "$etc/agg-$a.cfg.part" NODE=agg-$a PORT_SELF=$port \
+            ADDR_SELF="$(addr_of agg-$a)"
+        cat "$etc/agg-$a.cfg.part" "$headend_list" >"$etc/agg-$a.cfg.tmp"
+        rm -f "$etc/agg-$a.cfg.part"
+        mv -f "$etc/agg-$a.cfg.tmp" "$etc/agg-$a.cfg"
+        program ami-aggregator-$a ami-aggregator agg-$a 400
+    fi
     expect="$expect agg-$a"
     ports="$ports
 AGG_$a=$port"
@@ -267,9 +350,12 @@ rm -f "$headend_list"
 f=1
 while [ $f -le "$fleets" ]; do
     agg=$(( (f - 1) % aggregators + 1 ))
-    render "$t/meter.cfg.in" "$etc/fleet-$f.cfg" NODE=fleet-$f AGG=agg-$agg \
-        PORT_AGG=$((base + 300 + agg)) FIRST=$(( (f - 1) * per_fleet + 1 )) COUNT="$per_fleet"
-    program ami-meter-$f ami-meter fleet-$f 500
+    if here_too fleet-$f; then
+        render "$t/meter.cfg.in" "$etc/fleet-$f.cfg" NODE=fleet-$f AGG=agg-$agg \
+            PORT_AGG=$((base + 300 + agg)) ADDR_AGG="$(addr_of agg-$agg)" \
+            FIRST=$(( (f - 1) * per_fleet + 1 )) COUNT="$per_fleet"
+        program ami-meter-$f ami-meter fleet-$f 500
+    fi
     expect="$expect fleet-$f"
     f=$((f + 1))
 done
