@@ -7,13 +7,15 @@
     first, so finding a meter is arithmetic, not a lookup.
 
     Each wake-up drains up to AMI_METER_BATCH frames. READ_REQs that pass
-    every check (signature, target, counter, time window, counter jump)
-    are collected; at the end of the drain their counters and register
+    every check (the cheap ones first: target, counter, time window,
+    counter jump; then the signature against the accepted MDMS keys) are
+    collected; at the end of the drain their counters and register
     snapshots are written in one durable LMDB transaction (group commit),
     and only then are the readings sampled, padded to one fixed length,
     sealed, signed and sent; a failed commit refuses the whole burst with
-    AMI_E_STORAGE. Refusals need no write and go out at once. See
-    ami_meter.h for the contract.
+    AMI_E_STORAGE. Refusals need no write and go out at once, those of
+    unverified commands only while a token bucket (SEC-AVAIL-3) allows.
+    See ami_meter.h for the contract.
 
     Interval data (ami_meter.h "Interval data"): the same loop also runs
     the load-profile producer. Production is pull-driven by credit - the
@@ -130,7 +132,12 @@ typedef struct {
     uint32_t first;
     uint32_t count;
     uint8_t seed [AMI_E2E_SEED_SIZE];
-    uint8_t sign_pk [AMI_E2E_SIGN_PK_SIZE];
+    ami_meter_keys_t keys;      /* MDMS signing keys accepted (SEC-KEY-2) */
+    size_t key_hint;            /* index of the key that verified last */
+    char *mdms_pub;             /* directory of the keys, or NULL (fixed set) */
+    uint8_t keys_stamp [AMI_METER_KEYS_STAMP_SIZE];    /* of the last load */
+    int64_t next_keys_check;    /* zclock_mono */
+    char keys_problem [AMI_METER_KEYS_PROBLEM_MAX];     /* last one logged */
     uint8_t box_pk [AMI_E2E_BOX_KEY_SIZE];
     int heartbeat_ms;
     int64_t clock_offset_ms;
@@ -150,6 +157,14 @@ typedef struct {
     int64_t next_heartbeat;     /* zclock_mono */
     uint64_t reads, refused, unreachable, malformed, dropped;
     uint64_t store_errors;      /* failed commits of the state store */
+    /* SEC-AVAIL-3: token bucket of signed refusals, in thousandths of a
+       token (rate tokens/s = rate thousandths/ms, so integer arithmetic) */
+    uint32_t refusal_rate;
+    uint32_t refusal_burst;
+    int64_t refusal_budget;     /* thousandths of a token held */
+    int64_t refusal_refilled;   /* zclock_mono of the last refill */
+    uint64_t refusals_dropped;
+    ami_log_limit_t drop_limit; /* one line a second about drops */
     bool dropping;              /* the last send was dropped */
     ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
     bool terminated;
@@ -361,6 +376,8 @@ s_send_health (fleet_t *self)
         { "batches_inflight", self->unacked },
         { "profile_done", s_profile_done (self) },
         { "store_errors", self->store_errors },
+        { "refusals_dropped", self->refusals_dropped },
+        { "mdms_keys", self->keys.count },
     };
     for (size_t i = 0; i < sizeof stats / sizeof stats [0]; i++) {
         snprintf (health->stats [i].name, sizeof health->stats [i].name, "%s", stats [i].name);
@@ -403,6 +420,50 @@ s_refuse (fleet_t *self, uint32_t slot, const ami_read_req_t *req, int code)
             req->meter_id, ami_request_id_format (req->request_id, rid),
             req->counter, ami_strerror (code));
     s_send_read_resp (self, slot, req, (uint16_t) code, NULL, 0);
+}
+
+/*  SEC-AVAIL-3: take one token from the refusal budget, refilled at
+    refusal_rate a second up to refusal_burst. False: none left. */
+static bool
+s_budget_take (fleet_t *self)
+{
+    int64_t now = zclock_mono ();
+    int64_t elapsed = now - self->refusal_refilled;
+    if (elapsed > 0) {
+        int64_t cap = (int64_t) self->refusal_burst * 1000;
+        /* capped before the multiplication: a fleet idle for years must
+           not overflow */
+        int64_t add = elapsed > cap ? cap * (int64_t) self->refusal_rate
+                                    : elapsed * (int64_t) self->refusal_rate;
+        self->refusal_budget = add >= cap - self->refusal_budget ? cap
+                                                                 : self->refusal_budget + add;
+        self->refusal_refilled = now;
+    }
+    if (self->refusal_budget < 1000)
+        return false;
+    self->refusal_budget -= 1000;
+    return true;
+}
+
+/*  Refuse a command that was not verified and fresh (ami_meter.h "Refusal
+    budget"): a signed refusal while the budget lasts, else nothing at all
+    (counted, and logged at most once a second with a count of the rest). */
+static void
+s_refuse_budgeted (fleet_t *self, uint32_t slot, const ami_read_req_t *req, int code)
+{
+    if (s_budget_take (self)) {
+        s_refuse (self, slot, req, code);
+        return;
+    }
+    self->refusals_dropped++;
+    char prefix [64], rid [2 * AMI_REQUEST_ID_SIZE + 1];
+    snprintf (prefix, sizeof prefix, "fleet %s", self->node_id);
+    ami_log_warn_limited (&self->drop_limit, prefix,
+                          "over the refusal budget (%u/s, burst %u): request %s for meter %s "
+                          "dropped unanswered (%s); %" PRIu64 " dropped so far",
+                          self->refusal_rate, self->refusal_burst,
+                          ami_request_id_format (req->request_id, rid), req->meter_id,
+                          ami_strerror (code), self->refusals_dropped);
 }
 
 static void
@@ -564,9 +625,10 @@ s_handle_read_req (fleet_t *self, const uint8_t *data, size_t size)
         return;
     }
     meter_t *meter = &self->meters [slot];
-    int rc = ami_e2e_verify (data, size, self->sign_pk);
-    if (rc == AMI_OK)
-        rc = ami_e2e_check_command (req, req->meter_id, meter->last_counter, s_now_ms (self));
+    /* SEC-AVAIL-3: the cheap checks first (the frame's sizes were checked
+       by the decoder, the meter is ours); a signature verification only
+       for a command that could be acted on */
+    int rc = ami_e2e_check_command (req, req->meter_id, meter->last_counter, s_now_ms (self));
     if (rc == AMI_OK && meter->last_counter > 0
     &&  req->counter - meter->last_counter > self->max_counter_jump) {
         /* SEC-INT-2: a counter far above the last one would, accepted,
@@ -581,8 +643,11 @@ s_handle_read_req (fleet_t *self, const uint8_t *data, size_t size)
                 self->max_counter_jump);
         rc = AMI_E_RANGE;
     }
+    if (rc == AMI_OK)
+        rc = ami_meter_keys_verify (&self->keys, data, size, zclock_time () / 1000,
+                                    &self->key_hint);
     if (rc != AMI_OK) {
-        s_refuse (self, (uint32_t) slot, req, rc);
+        s_refuse_budgeted (self, (uint32_t) slot, req, rc);
         return;
     }
     /* accepted: from now on this counter is used, whatever happens next */
@@ -1005,6 +1070,51 @@ s_handle_dealer (fleet_t *self)
     zmsg_destroy (&msg);
 }
 
+/*  Re-read the MDMS signing keys from mdms_pub if its key files changed
+    (or always, with force), and take the new set if it loads (ami_meter.h
+    "MDMS signing keys"). Problems are logged when they change, so a
+    broken file does not fill the log once a second. Returns AMI_OK or
+    the load's error (the set in use is then kept). */
+static int
+s_keys_refresh (fleet_t *self, bool force)
+{
+    if (!self->mdms_pub)
+        return AMI_OK;
+    uint8_t stamp [AMI_METER_KEYS_STAMP_SIZE];
+    ami_meter_keys_stamp (self->mdms_pub, stamp);
+    if (!force && memcmp (stamp, self->keys_stamp, sizeof stamp) == 0)
+        return AMI_OK;
+    memcpy (self->keys_stamp, stamp, sizeof stamp);
+    ami_meter_keys_t fresh;
+    char problem [AMI_METER_KEYS_PROBLEM_MAX];
+    int rc = ami_meter_keys_load (&fresh, self->mdms_pub, zclock_time () / 1000,
+                                  problem, sizeof problem);
+    if (problem [0] && strcmp (problem, self->keys_problem) != 0)
+        ami_log_warn ("fleet %s: MDMS signing keys: %s", self->node_id, problem);
+    snprintf (self->keys_problem, sizeof self->keys_problem, "%s", problem);
+    if (rc != AMI_OK) {
+        ami_log_warn ("fleet %s: cannot re-read the MDMS signing keys from %s: keeping "
+                      "the %zu accepted so far", self->node_id, self->mdms_pub,
+                      self->keys.count);
+        return rc;
+    }
+    if (!ami_meter_keys_equal (&fresh, &self->keys)) {
+        char hex [AMI_METER_KEYS_MAX][9];
+        for (size_t i = 0; i < AMI_METER_KEYS_MAX; i++) {
+            hex [i][0] = '-';
+            hex [i][1] = '\0';
+            if (i < fresh.count)
+                sodium_bin2hex (hex [i], sizeof hex [i], fresh.pk [i], 4);
+        }
+        ami_log_info ("fleet %s: MDMS signing keys accepted: %zu (current %s..., old: %s %s "
+                      "%s)%s", self->node_id, fresh.count, hex [0], hex [1], hex [2], hex [3],
+                      fresh.ignored ? "; some old keys ignored (bound)" : "");
+        self->keys = fresh;
+        self->key_hint = 0;
+    }
+    return AMI_OK;
+}
+
 static void
 s_handle_pipe (fleet_t *self)
 {
@@ -1033,7 +1143,15 @@ s_handle_pipe (fleet_t *self)
         zmsg_addstrf (reply, "%u", self->unacked);
         zmsg_addstrf (reply, "%d", s_profile_done (self) ? 1 : 0);
         zmsg_addstrf (reply, "%" PRIu64, self->store_errors);
+        zmsg_addstrf (reply, "%" PRIu64, self->refusals_dropped);
+        zmsg_addstrf (reply, "%zu", self->keys.count);
         zmsg_send (&reply, self->pipe);
+    }
+    else
+    if (streq (command, "RELOAD-KEYS")) {
+        s_keys_refresh (self, true);
+        self->next_keys_check = zclock_mono () + AMI_METER_KEYS_REFRESH_MS;
+        zstr_sendf (self->pipe, "%zu", self->keys.count);
     }
     else
     if (streq (command, "PROFILE-STOP"))
@@ -1233,8 +1351,14 @@ s_config_valid (const ami_meter_config_t *config)
             return false;
         }
     }
+    if (config->refusal_rate > AMI_METER_REFUSAL_MAX
+    ||  config->refusal_burst > AMI_METER_REFUSAL_MAX) {
+        ami_log_error ("fleet %s: refusal rate and burst: 1..%d (0 = default)", id,
+                       AMI_METER_REFUSAL_MAX);
+        return false;
+    }
     if (sodium_is_zero (config->seed, AMI_E2E_SEED_SIZE)
-    ||  sodium_is_zero (config->mdms.sign_pk, AMI_E2E_SIGN_PK_SIZE)
+    ||  (!config->mdms_pub && sodium_is_zero (config->mdms.sign_pk, AMI_E2E_SIGN_PK_SIZE))
     ||  sodium_is_zero (config->mdms.box_pk, AMI_E2E_BOX_KEY_SIZE)) {
         ami_log_error ("fleet %s: the fleet secret and the MDMS public keys are required", id);
         return false;
@@ -1255,6 +1379,7 @@ s_self_destroy (fleet_t **self_p)
         free (self->meters);
     }
     sodium_memzero (self->seed, sizeof self->seed);
+    free (self->mdms_pub);
     ami_msg_destroy (&self->in);
     ami_msg_destroy (&self->out);
     free (self->buf);
@@ -1340,8 +1465,24 @@ s_self_new (zsock_t *pipe, const ami_meter_config_t *config)
     self->first = config->first;
     self->count = config->count;
     memcpy (self->seed, config->seed, sizeof self->seed);
-    memcpy (self->sign_pk, config->mdms.sign_pk, sizeof self->sign_pk);
     memcpy (self->box_pk, config->mdms.box_pk, sizeof self->box_pk);
+    self->refusal_rate = config->refusal_rate ? config->refusal_rate : AMI_METER_REFUSAL_RATE;
+    self->refusal_burst = config->refusal_burst ? config->refusal_burst : AMI_METER_REFUSAL_BURST;
+    self->refusal_budget = (int64_t) self->refusal_burst * 1000;       /* start full */
+    self->refusal_refilled = zclock_mono ();
+    self->drop_limit.burst = 1;     /* one line a second; the limiter counts the rest */
+    if (config->mdms_pub) {
+        self->mdms_pub = strdup (config->mdms_pub);
+        if (!self->mdms_pub || s_keys_refresh (self, true) != AMI_OK) {
+            ami_log_error ("fleet %s: no usable MDMS signing key in %s (%s needed)",
+                           self->node_id, config->mdms_pub, AMI_METER_KEYS_CURRENT);
+            s_self_destroy (&self);
+            return NULL;
+        }
+        self->next_keys_check = zclock_mono () + AMI_METER_KEYS_REFRESH_MS;
+    }
+    else
+        ami_meter_keys_single (&self->keys, config->mdms.sign_pk);
     self->heartbeat_ms = config->heartbeat_ms ? config->heartbeat_ms : AMI_METER_HEARTBEAT_MS;
     self->clock_offset_ms = config->clock_offset_ms;
     self->max_counter_jump = config->max_counter_jump ? config->max_counter_jump
@@ -1420,6 +1561,8 @@ ami_meter_actor (zsock_t *pipe, void *args)
         int64_t next = s_profile_next (self, now);
         if (next > self->next_heartbeat)
             next = self->next_heartbeat;
+        if (self->mdms_pub && next > self->next_keys_check)
+            next = self->next_keys_check;
         int64_t wait = next - now;
         void *which = zpoller_wait (poller, wait > 0 ? (int) wait : 0);
         if (which == pipe)
@@ -1440,6 +1583,10 @@ ami_meter_actor (zsock_t *pipe, void *args)
         if (zpoller_terminated (poller))
             break;
         s_profile_pump (self);
+        if (self->mdms_pub && zclock_mono () >= self->next_keys_check) {
+            s_keys_refresh (self, false);
+            self->next_keys_check = zclock_mono () + AMI_METER_KEYS_REFRESH_MS;
+        }
         if (zclock_mono () >= self->next_heartbeat) {
             s_send_health (self);
             self->next_heartbeat += self->heartbeat_ms;

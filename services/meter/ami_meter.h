@@ -71,13 +71,19 @@
     Answering a READ_REQ (DESIGN.md section 5, SEC-AUTHZ-2, SEC-INT-1..3):
       1. meter_id not in this fleet -> ERROR(request_id, AMI_E_UNREACHABLE,
          origin = fleet id, text naming the meter and the fleet).
-      2. ami_e2e_verify with the MDMS signing key; then ami_e2e_check_command
-         against the meter's id, its last accepted counter and the fleet's
-         clock; then the counter jump (below). Any failure ->
-         READ_RESP(meter_id, request_id, status = the ami_err code:
-         AMI_E_BAD_SIGNATURE, AMI_E_REPLAY, AMI_E_EXPIRED,
-         AMI_E_WRONG_TARGET or AMI_E_RANGE, sealed empty), signed by that
-         meter's key. A refused command changes nothing.
+      2. The cheap checks first, which need no signature work:
+         ami_e2e_check_command against the meter's id, its last accepted
+         counter and the fleet's clock, then the counter jump (below).
+         Only a command that passes them costs a signature verification:
+         ami_meter_keys_verify against every MDMS signing key the fleet
+         accepts (see "MDMS signing keys"). Any failure ->
+         READ_RESP(meter_id, request_id, status = the ami_err code of the
+         first check that failed: AMI_E_REPLAY, AMI_E_EXPIRED,
+         AMI_E_WRONG_TARGET, AMI_E_RANGE or AMI_E_BAD_SIGNATURE, sealed
+         empty), signed by that meter's key, within the refusal budget
+         (below); over it, no answer. A refused command changes nothing.
+         (So a forged command that is also stale is refused as a replay
+         or expired without its signature being checked.)
       3. Accepted: the counter is persisted BEFORE the answer leaves (a
          command is never acted on twice, even across a crash: a command
          whose counter was committed but whose answer was lost is a
@@ -118,6 +124,42 @@
     115 days between two reads of a meter at 100 commands a second
     system-wide; it still makes exhausting a meter's 64-bit counter with a
     stolen key take over 10^10 forged commands.
+
+    Refusal budget (SEC-AVAIL-3: a flood of badly signed commands costs a
+    fleet a bounded number of signatures per second). Every refusal is a
+    READ_RESP signed with the meter's key (an Ed25519 signature, and one
+    more verification at the MDMS), so without a bound anyone who can put
+    frames on the aggregator link buys a fleet signature and the MDMS a
+    verification per frame. The refusals of step 2 (commands that are not
+    verified AND fresh) draw on one token bucket per fleet: refusal_rate
+    tokens a second, at most refusal_burst held (config; ami-meter's
+    meter/refusals and meter/refusals-burst). Without a token the command
+    is dropped unanswered, counted in refusals_dropped and logged at most
+    once a second (with the count of the others). The MDMS then waits for
+    its read timeout instead of getting the refusal at once: slower, never
+    wrong, and a genuine MDMS rarely causes refusals (a clock off by more
+    than the skew, a retry overtaken by a later command). Refusals of
+    verified, fresh commands (AMI_E_STORAGE, AMI_E_INTERNAL) are not
+    budgeted: each one uses up a counter the MDMS signed, so their rate
+    is the MDMS's own. What the budget does not bound: the verification
+    of a forged command that passes the cheap checks (one Ed25519
+    verification per accepted key, at most AMI_METER_KEYS_MAX): a fleet
+    cannot tell a valid command from a forged one without it, and
+    skipping it would let the flood deny service to genuine commands.
+    Those frames come only through the CURVE-authenticated aggregator.
+
+    MDMS signing keys (SEC-KEY-2; ami_meter_keys.h). The fleet accepts a
+    command signed by any key of its set: the current MDMS signing key
+    and, during a rotation window, the old one(s) (at most
+    AMI_METER_KEYS_MAX). With config mdms_pub (ami-meter: meter/mdms-pub)
+    the set is read from that directory at start (no usable
+    mdms-sign.cert: the start fails), and again whenever its key files
+    change (checked every AMI_METER_KEYS_REFRESH_MS) or on the pipe
+    command "RELOAD-KEYS" (ami-meter: SIGHUP): so `ami-keygen rotate DIR
+    mdms-sign` and its --finish take effect in a running fleet within
+    about a second, no restart needed. A reload that fails keeps the set
+    in use (logged). An old key is refused from its "expires" second on,
+    checked per command.
 
     Padding (SEC-CONF-3). A msgpack READING is shorter when its registers
     hold small numbers (a 0 in 1 byte, a large energy in 9), and a sealed
@@ -270,6 +312,10 @@
                           unacknowledged (see "Stopping"), else 0
         store_errors      commits of the state store that failed (their
                           commands were refused with AMI_E_STORAGE)
+        refusals_dropped  commands refused without an answer: over the
+                          refusal budget (SEC-AVAIL-3)
+        mdms_keys         MDMS signing keys accepted now (1, or more
+                          during a rotation window)
 
     Pipe commands (zstr strings):
         "$TERM"         exit (zactor_destroy sends it)
@@ -278,8 +324,13 @@
                         profile_blocks, profile_readings, profile_acked,
                         profile_clock, batches_sent, batches_resent,
                         batches_inflight, profile_done (frames 5..12),
-                        store_errors (frame 13); readers that want the
+                        store_errors (frame 13), refusals_dropped (frame
+                        14), mdms_keys (frame 15); readers that want the
                         first frames ignore the rest
+        "RELOAD-KEYS"   re-read the mdms_pub directory now (whether or not
+                        it changed); reply one string: the number of MDMS
+                        signing keys accepted afterwards (without mdms_pub:
+                        "1", the configured key)
         "PROFILE-STOP"  stop making interval data (see "Stopping"); no
                         reply (send "STATUS" after it to synchronise)
         "CRASH-AFTER-COMMIT"
@@ -304,6 +355,7 @@
 
 #include "ami_cert.h"
 #include "ami_e2e.h"
+#include "ami_meter_keys.h"
 #include "ami_meter_model.h"
 
 #ifdef __cplusplus
@@ -326,6 +378,17 @@ extern "C" {
     accepted counter: 10^9 (see "Counter jump" for why, with one MDMS-wide
     counter, it must be this large, and what it still bounds). */
 #define AMI_METER_MAX_COUNTER_JUMP  1000000000ULL
+
+/*  SEC-AVAIL-3 refusal budget defaults (see "Refusal budget"): 20 signed
+    refusals a second, 50 at once. A genuine MDMS causes a handful at most
+    (clock skew, a reordered retry), and a burst of 50 answers the stale
+    commands of a fleet restart at once; under a flood, 20 a second cost
+    the fleet ~0.5 ms of signing and the MDMS ~1 ms of verifying per
+    second and per fleet, instead of a signature per forged frame. */
+#define AMI_METER_REFUSAL_RATE      20
+#define AMI_METER_REFUSAL_BURST     50
+/*  Largest configurable rate and burst: a million a second is no bound. */
+#define AMI_METER_REFUSAL_MAX       1000000
 
 /*  Load-profile (interval data) defaults of the configuration file
     (docs/SERVICES.md, section meter/profile): 15-minute intervals, the
@@ -392,9 +455,21 @@ typedef struct {
         copy when it exits. The caller wipes its own. */
     uint8_t seed [AMI_E2E_SEED_SIZE];
     /*  The MDMS's public application keys (ami_e2e_mdms_load (dir,
-        false)): sign_pk verifies commands, box_pk seals readings. Secret
-        halves, if present, are ignored (a fleet never holds them). */
+        false)): sign_pk verifies commands (unless mdms_pub is set),
+        box_pk seals readings. Secret halves, if present, are ignored (a
+        fleet never holds them). */
     ami_e2e_mdms_t mdms;
+    /*  Directory of the MDMS public keys (ami-meter: meter/mdms-pub), or
+        NULL. Set: the command-signing keys accepted are the ones in it
+        (see "MDMS signing keys"), and mdms.sign_pk is not used. NULL:
+        mdms.sign_pk is the one key accepted. */
+    const char *mdms_pub;
+    /*  Refusal budget (see "Refusal budget"): signed refusals of commands
+        not verified and fresh, per second, and how many at once;
+        1..AMI_METER_REFUSAL_MAX, 0 = AMI_METER_REFUSAL_RATE /
+        AMI_METER_REFUSAL_BURST. */
+    uint32_t refusal_rate;
+    uint32_t refusal_burst;
     /*  Directory of the persistent state (created if missing). Required. */
     const char *state;
     /*  HEALTH interval; 0 = AMI_METER_HEARTBEAT_MS. */

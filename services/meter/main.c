@@ -4,11 +4,16 @@
     Signals: SIGINT/SIGTERM stop the process (CZMQ's handler, as in every
     service); SIGUSR1 stops load-profile production (the actor's
     PROFILE-STOP: what was made is still delivered), so a load test can
-    stop a fleet and then account for what it produced. SIGUSR1 is blocked
-    in every thread from the start and read from a signalfd in the run
-    loop, so it never interrupts anything and is never lost. */
+    stop a fleet and then account for what it produced. SIGHUP re-reads
+    the MDMS signing keys in meter/mdms-pub now (the actor also notices a
+    change within a second on its own; ami_meter_keys.h). SIGUSR1 and
+    SIGHUP are blocked in every thread from the start and read from a
+    signalfd in the run loop, so they never interrupt anything and are
+    never lost. */
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sodium.h>
 #include <string.h>
 #include <sys/signalfd.h>
@@ -23,6 +28,7 @@
 static const char *const s_known [] = {
     "meter/aggregator", "meter/aggregator-cert", "meter/first", "meter/count",
     "meter/seed", "meter/mdms-pub", "meter/state", "meter/max-counter-jump",
+    "meter/refusals", "meter/refusals-burst",
     "meter/profile/enabled", "meter/profile/interval", "meter/profile/block",
     "meter/profile/time-scale", "meter/profile/start", "meter/profile/limit", NULL
 };
@@ -38,17 +44,24 @@ static const ami_service_info_t s_info = {
         "  meter/first           first meter number [1] (meter ids MTR-000001...)\n"
         "  meter/count           meters in this fleet [100]\n"
         "  meter/seed            fleet secret (PATH, secret in PATH_secret, mode 0600; required)\n"
-        "  meter/mdms-pub        directory holding mdms-sign.cert and mdms-box.cert (required)\n"
+        "  meter/mdms-pub        directory holding mdms-sign.cert and mdms-box.cert (required);\n"
+        "                        old signing keys in their rotation window beside them\n"
+        "                        (mdms-sign.old-*.cert) are accepted too; re-read on change\n"
+        "                        and on SIGHUP\n"
         "  meter/state           directory of the persistent command counters (required)\n"
         "  meter/max-counter-jump  largest step of a command counter above a meter's last\n"
         "                        accepted one; larger: refused (AMI_E_RANGE) [1000000000]\n"
+        "  meter/refusals        signed refusals of unverified or stale commands per second;\n"
+        "                        beyond it they are dropped unanswered (SEC-AVAIL-3) [20/s]\n"
+        "  meter/refusals-burst  such refusals answered at once [50]\n"
         "  meter/profile/enabled     produce load-profile interval data [true]\n"
         "  meter/profile/interval    interval length, must divide a day [15m]\n"
         "  meter/profile/block       intervals per block pushed by each meter, 1..96 [4]\n"
         "  meter/profile/time-scale  simulated seconds per wall second; 0 = flood [1]\n"
         "  meter/profile/start       Unix seconds of the first interval's start; 0 = now [0]\n"
         "  meter/profile/limit       intervals per meter, then stop; 0 = no limit [0]\n"
-        "  (SIGUSR1 stops load-profile production; what was made is still delivered)\n",
+        "  (SIGUSR1 stops load-profile production; what was made is still delivered;\n"
+        "   SIGHUP re-reads the MDMS signing keys)\n",
     .server = false
 };
 
@@ -61,6 +74,32 @@ s_required (ami_config_t *config, const char *key, const char *what)
     if (!value || !*value)
         ami_log_error ("%s: %s is required (%s)", ami_config_origin (config), key, what);
     return value && *value ? value : NULL;
+}
+
+/*  A rate: "20" or "20/s", 1..AMI_METER_REFUSAL_MAX. Returns AMI_OK or
+    AMI_E_CONFIG (logged). */
+static int
+s_rate (ami_config_t *config, const char *key, uint32_t default_value, uint32_t *out)
+{
+    const char *text = NULL;
+    ami_config_str (config, key, NULL, &text);
+    if (!text || !*text) {
+        *out = default_value;
+        return AMI_OK;
+    }
+    errno = 0;
+    char *end = NULL;
+    unsigned long value = strtoul (text, &end, 10);
+    if (end && strcmp (end, "/s") == 0)
+        end += 2;
+    if (!isdigit ((unsigned char) *text) || errno || (end && *end)
+    ||  value < 1 || value > AMI_METER_REFUSAL_MAX) {
+        ami_log_error ("%s: %s = '%s' is not a rate of 1..%d per second (e.g. 20 or 20/s)",
+                       ami_config_origin (config), key, text, AMI_METER_REFUSAL_MAX);
+        return AMI_E_CONFIG;
+    }
+    *out = (uint32_t) value;
+    return AMI_OK;
 }
 
 /*  meter/profile: the load-profile settings (ami_meter.h). */
@@ -96,7 +135,8 @@ s_profile_config (ami_config_t *config, ami_meter_profile_config_t *profile)
     return AMI_OK;
 }
 
-/*  ami_service_run, plus SIGUSR1 -> "PROFILE-STOP" to the actor. */
+/*  ami_service_run, plus SIGUSR1 -> "PROFILE-STOP" and SIGHUP ->
+    "RELOAD-KEYS" to the actor. */
 static int
 s_run (zactor_t *actor, int sigfd)
 {
@@ -123,10 +163,25 @@ s_run (zactor_t *actor, int sigfd)
         }
         if (rc > 0 && (items [1].revents & ZMQ_POLLIN)) {
             struct signalfd_siginfo info;
-            while (read (sigfd, &info, sizeof info) == (ssize_t) sizeof info)
-                ;       /* several SIGUSR1s are one stop */
-            ami_log_info ("SIGUSR1: stopping load-profile production");
-            zstr_send (actor, "PROFILE-STOP");
+            bool usr1 = false, hup = false;
+            while (read (sigfd, &info, sizeof info) == (ssize_t) sizeof info) {
+                /* several of one signal are one action */
+                usr1 = usr1 || info.ssi_signo == SIGUSR1;
+                hup = hup || info.ssi_signo == SIGHUP;
+            }
+            if (usr1) {
+                ami_log_info ("SIGUSR1: stopping load-profile production");
+                zstr_send (actor, "PROFILE-STOP");
+            }
+            if (hup) {
+                zstr_send (actor, "RELOAD-KEYS");
+                /* the actor answers at once; its reply must not be taken
+                   for "the actor stopped" by the poll above */
+                char *count = zstr_recv (actor);
+                ami_log_info ("SIGHUP: MDMS signing keys re-read: %s accepted",
+                              count ? count : "?");
+                zstr_free (&count);
+            }
         }
     }
 }
@@ -135,9 +190,10 @@ int
 main (int argc, char **argv)
 {
     /* before any thread exists, so every thread inherits the mask */
-    sigset_t usr1;
+    sigset_t usr1;      /* SIGUSR1 and SIGHUP */
     sigemptyset (&usr1);
     sigaddset (&usr1, SIGUSR1);
+    sigaddset (&usr1, SIGHUP);
     pthread_sigmask (SIG_BLOCK, &usr1, NULL);
     int rc = 0;
     ami_service_t *svc = ami_service_start (&s_info, argc, argv, &rc);
@@ -148,6 +204,7 @@ main (int argc, char **argv)
     memset (&fleet, 0, sizeof fleet);
     char aggregator_key [AMI_CERT_KEY_TXT_LEN + 1] = "";
     int64_t first = 0, count = 0, max_jump = 0;
+    uint32_t refusal_rate = 0, refusal_burst = 0;
     rc = 1;
 
     fleet.aggregator = s_required (config, "meter/aggregator", "aggregator endpoint");
@@ -168,7 +225,9 @@ main (int argc, char **argv)
         goto done;
     }
     if (ami_service_peer_key (svc, "meter/aggregator-cert", aggregator_key) != AMI_OK
-    ||  s_profile_config (config, &fleet.profile) != AMI_OK)
+    ||  s_profile_config (config, &fleet.profile) != AMI_OK
+    ||  s_rate (config, "meter/refusals", AMI_METER_REFUSAL_RATE, &refusal_rate)
+    ||  s_rate (config, "meter/refusals-burst", AMI_METER_REFUSAL_BURST, &refusal_burst))
         goto done;
     if (ami_e2e_kdf_load (seed_path, fleet.seed) != AMI_OK) {
         ami_log_error ("meter/seed: cannot load the fleet secret %s (secret file %s_secret)",
@@ -183,6 +242,9 @@ main (int argc, char **argv)
     fleet.node_id = ami_service_node_id (svc);
     fleet.cert = ami_service_cert (svc);
     fleet.aggregator_key = aggregator_key;
+    fleet.mdms_pub = mdms_dir;
+    fleet.refusal_rate = refusal_rate;
+    fleet.refusal_burst = refusal_burst;
     fleet.first = (uint32_t) first;
     fleet.count = (uint32_t) count;
     fleet.max_counter_jump = (uint64_t) max_jump;

@@ -29,6 +29,7 @@
 #include "ami_err.h"
 #include "ami_log.h"
 #include "ami_msg.h"
+#include "ami_meter_keys.h"
 #include "ami_test.h"
 
 #include "../../tools/ami-keygen/keygen.c"
@@ -657,6 +658,125 @@ test_rotate_prune_revoke (void **state)
     ami_cert_destroy (&listed);
     ami_cert_destroy (&old_op);
     ami_cert_destroy (&old_agg);
+    ami_test_rmtree (dir);
+    free (dir);
+}
+
+/*  SEC-KEY-2 (MDMS signing key): `rotate DIR mdms-sign` makes a new
+    Ed25519 signing key for the MDMS (app/mdms-sign.cert(+_secret), 0600)
+    and its public half in app/mdms-pub, keeps the old public key there as
+    mdms-sign.old-*.cert with expires = now + window, touches nothing else
+    (box key, transport keys, allow-lists); the fleets' key set
+    (ami_meter_keys_load) then holds both; check accepts it; --finish
+    removes the old key (the set holds only the new one); prune removes
+    an expired one; the bound on old keys is enforced. */
+static void
+test_sec_key_2_rotate_mdms_sign (void **state)
+{
+    (void) state;
+    char *dir = ami_test_tmpdir ("keygen-sign");
+    h_default_init (dir);
+    char *app = ami_test_path (dir, "app");
+    char *pub = ami_test_path (dir, "app/mdms-pub");
+    ami_e2e_mdms_t before, after, after_pub;
+    assert_int_equal (ami_e2e_mdms_load (&before, app, true), AMI_OK);
+    ami_cert_t *agg = h_load_pub (dir, "nodes/agg-1.cert");
+    assert_non_null (agg);
+
+    assert_int_equal (keygen_rotate (dir, "mdms-sign", 0), KEYGEN_USAGE);
+    int64_t t0 = (int64_t) time (NULL);
+    assert_int_equal (keygen_rotate (dir, "mdms-sign", 600), KEYGEN_OK);
+    assert_int_equal (ami_e2e_mdms_load (&after, app, true), AMI_OK);
+    assert_int_equal (ami_e2e_mdms_load (&after_pub, pub, false), AMI_OK);
+    //  a new signing key, the MDMS's secret and the fleets' public half agree
+    assert_memory_not_equal (after.sign_pk, before.sign_pk, 32);
+    assert_memory_equal (after.sign_pk, after_pub.sign_pk, 32);
+    //  the box key and transport keys did not change
+    assert_memory_equal (after.box_pk, before.box_pk, 32);
+    ami_cert_t *agg_now = h_load_pub (dir, "nodes/agg-1.cert");
+    assert_non_null (agg_now);
+    assert_memory_equal (ami_cert_public_key (agg), ami_cert_public_key (agg_now), 32);
+    assert_int_equal (h_mode (dir, "app/mdms-sign.cert_secret"), 0600);
+    //  a command the new key signs verifies with the fleets' set, and so
+    //  does one the old key signs (the window), and no other
+    ami_meter_keys_t keys;
+    char problem [AMI_METER_KEYS_PROBLEM_MAX];
+    assert_int_equal (ami_meter_keys_load (&keys, pub, t0, problem, sizeof problem), AMI_OK);
+    assert_string_equal (problem, "");
+    assert_int_equal (keys.count, 2);
+    assert_memory_equal (keys.pk [0], after.sign_pk, 32);
+    assert_memory_equal (keys.pk [1], before.sign_pk, 32);
+    assert_true (keys.expires [1] >= t0 + 600 && keys.expires [1] <= (int64_t) time (NULL) + 600);
+    ami_msg_t *msg = ami_msg_new ();
+    assert_non_null (msg);
+    ami_msg_reset (msg, AMI_MSG_READ_REQ);
+    snprintf (msg->read_req.meter_id, sizeof msg->read_req.meter_id, "MTR-000001");
+    randombytes_buf (msg->read_req.request_id, AMI_REQUEST_ID_SIZE);
+    msg->read_req.counter = 1;
+    msg->read_req.issued_ms = (uint64_t) zclock_time ();
+    msg->read_req.expires_ms = msg->read_req.issued_ms + 10000;
+    uint8_t frame [512];
+    size_t len = 0, which = 0;
+    assert_int_equal (ami_msg_encode (msg, frame, sizeof frame, &len), AMI_OK);
+    assert_int_equal (ami_e2e_sign (frame, len, before.sign_sk), AMI_OK);
+    assert_int_equal (ami_meter_keys_verify (&keys, frame, len, t0, &which), AMI_OK);
+    assert_int_equal (which, 1);
+    assert_int_equal (ami_e2e_sign (frame, len, after.sign_sk), AMI_OK);
+    assert_int_equal (ami_meter_keys_verify (&keys, frame, len, t0, &which), AMI_OK);
+    assert_int_equal (which, 0);
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+
+    //  prune keeps a key in its window; --finish removes it
+    assert_int_equal (keygen_prune (dir, NULL), KEYGEN_OK);
+    assert_int_equal (ami_meter_keys_load (&keys, pub, t0, problem, sizeof problem), AMI_OK);
+    assert_int_equal (keys.count, 2);
+    assert_int_equal (keygen_prune (dir, "mdms-sign"), KEYGEN_OK);
+    assert_int_equal (ami_meter_keys_load (&keys, pub, t0, problem, sizeof problem), AMI_OK);
+    assert_int_equal (keys.count, 1);
+    assert_memory_equal (keys.pk [0], after.sign_pk, 32);
+    assert_int_equal (h_count_files (dir, "app/mdms-pub"), 2);
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+
+    //  rotate --finish of the MDMS transport key leaves signing keys alone
+    assert_int_equal (keygen_rotate (dir, "mdms-sign", 600), KEYGEN_OK);
+    assert_int_equal (keygen_prune (dir, "mdms"), KEYGEN_OK);
+    assert_int_equal (h_count_files (dir, "app/mdms-pub"), 3);
+    //  the bound: fleets accept AMI_METER_KEYS_MAX keys, so at most
+    //  AMI_METER_KEYS_MAX - 1 old ones (each rotation in its own second
+    //  or with a -N suffix: both are fine)
+    for (int i = 2; i < AMI_METER_KEYS_MAX; i++)
+        assert_int_equal (keygen_rotate (dir, "mdms-sign", 600), KEYGEN_OK);
+    assert_int_equal (h_count_files (dir, "app/mdms-pub"), 1 + AMI_METER_KEYS_MAX);
+    assert_int_equal (keygen_rotate (dir, "mdms-sign", 600), KEYGEN_FAILED);
+    assert_int_equal (ami_meter_keys_load (&keys, pub, t0, problem, sizeof problem), AMI_OK);
+    assert_int_equal (keys.count, AMI_METER_KEYS_MAX);
+    assert_int_equal (keys.ignored, 0);
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+    assert_int_equal (keygen_prune (dir, "mdms-sign"), KEYGEN_OK);
+    assert_int_equal (h_count_files (dir, "app/mdms-pub"), 2);
+
+    //  an expired window: check says "run prune", prune removes it
+    assert_int_equal (keygen_rotate (dir, "mdms-sign", 1), KEYGEN_OK);
+    int64_t deadline = zclock_mono () + 5000;
+    int64_t until = (int64_t) time (NULL) + 1;
+    while ((int64_t) time (NULL) <= until && zclock_mono () < deadline)
+        zclock_sleep (50);
+    assert_true ((int64_t) time (NULL) > until);
+    assert_int_equal (keygen_check (dir, true), KEYGEN_FAILED);
+    assert_int_equal (ami_meter_keys_load (&keys, pub, (int64_t) time (NULL), problem,
+                                           sizeof problem), AMI_OK);
+    assert_int_equal (keys.count, 1);           //  fleets ignore it already
+    assert_int_equal (keygen_prune (dir, NULL), KEYGEN_OK);
+    assert_int_equal (h_count_files (dir, "app/mdms-pub"), 2);
+    assert_int_equal (keygen_check (dir, true), KEYGEN_OK);
+
+    ami_msg_destroy (&msg);
+    ami_cert_destroy (&agg);
+    ami_cert_destroy (&agg_now);
+    ami_e2e_mdms_wipe (&before);
+    ami_e2e_mdms_wipe (&after);
+    free (app);
+    free (pub);
     ami_test_rmtree (dir);
     free (dir);
 }
@@ -1458,6 +1578,7 @@ main (void)
         cmocka_unit_test (test_check_finds_damage),
         cmocka_unit_test (test_add_operator),
         cmocka_unit_test (test_rotate_prune_revoke),
+        cmocka_unit_test (test_sec_key_2_rotate_mdms_sign),
         cmocka_unit_test (test_customer_synthetic),
         cmocka_unit_test (test_json_escape),
         cmocka_unit_test (test_json_writer),

@@ -6,7 +6,9 @@
     that survive a restart, a crash between commit and answer, counter
     jumps), SEC-INT-3 (request id bound inside the sealed reading),
     SEC-CONF-1 (reading sealed to the MDMS), SEC-CONF-3 (every sealed
-    reading has one length), SEC-FAIL-1 (a failing state store: signed
+    reading has one length), SEC-KEY-2 (the MDMS signing key rotated with
+    an overlap: old and new accepted, then only the new), SEC-AVAIL-3 (a
+    forged-command flood costs a bounded number of signed refusals), SEC-FAIL-1 (a failing state store: signed
     AMI_E_STORAGE, nothing sealed), SEC-VAL-1 (any bytes on the link),
     FUN-READ-1 (a read returns the registers), and
     the fleet's side of interval data (issue 5): blocks that open with
@@ -392,7 +394,7 @@ s_expect_resp (fx_t *fx, uint32_t index, const uint8_t request_id [AMI_REQUEST_I
 enum {
     ST_METERS, ST_READS, ST_REFUSED, ST_UNREACHABLE, ST_MALFORMED,
     ST_BLOCKS, ST_READINGS, ST_ACKED, ST_CLOCK, ST_SENT, ST_RESENT,
-    ST_INFLIGHT, ST_DONE, ST_STORE_ERRORS, ST_COUNT
+    ST_INFLIGHT, ST_DONE, ST_STORE_ERRORS, ST_REFUSALS_DROPPED, ST_MDMS_KEYS, ST_COUNT
 };
 
 static void
@@ -1916,6 +1918,271 @@ test_sec_fail_1_store_failure (void **state)
     s_read_status (fx, 2, 3, AMI_OK);
 }
 
+/* ---------------------------------------------------------------------- */
+/*  SEC-KEY-2: MDMS signing-key rotation; SEC-AVAIL-3: forged floods       */
+
+/*  A READ_REQ for meter `index` with `counter`, signed with sk; sent;
+    its request id in rid. */
+static void
+s_send_signed (fx_t *fx, uint32_t index, uint64_t counter, const uint8_t *sk,
+               uint8_t rid [AMI_REQUEST_ID_SIZE])
+{
+    char meter_id [AMI_MAX_ID + 1];
+    uint8_t buf [512];
+    uint64_t now = s_now ();
+    size_t len = s_command (ami_meter_id_format (index, meter_id), counter, now, now + 60000,
+                            sk, rid, buf, sizeof buf);
+    s_send (fx, buf, len);
+}
+
+/*  Install the public signing key of the MDMS key directory `from` into
+    directory `to` under `name`, with metadata expires (0: none). */
+static void
+s_install_sign_key (const char *from, const char *to, const char *name, int64_t expires)
+{
+    char *src = ami_test_path (from, "mdms-sign.cert");
+    char *dst = ami_test_path (to, name);
+    int err = 0;
+    ami_cert_t *cert = ami_cert_load_public (src, &err);
+    assert_non_null (cert);
+    if (expires) {
+        char text [24];
+        snprintf (text, sizeof text, "%" PRId64, expires);
+        assert_int_equal (ami_cert_set_meta (cert, AMI_AUTH_META_EXPIRES, text), AMI_OK);
+    }
+    assert_int_equal (ami_cert_save_public (cert, dst), AMI_OK);
+    ami_cert_destroy (&cert);
+    free (src);
+    free (dst);
+}
+
+/*  "RELOAD-KEYS": the number of signing keys the fleet accepts after it. */
+static int
+s_reload_keys (fx_t *fx)
+{
+    assert_int_equal (zstr_send (fx->fleet, "RELOAD-KEYS"), 0);
+    char *reply = zstr_recv (fx->fleet);
+    assert_non_null (reply);
+    int count = atoi (reply);
+    zstr_free (&reply);
+    return count;
+}
+
+/*  SEC-KEY-2 (MDMS signing key, overlap): a fleet whose mdms-pub holds
+    the new key (mdms-sign.cert) and the old one in its window
+    (mdms-sign.old-*.cert, expires in the future) acts on commands signed
+    by either, and on no other; old keys that are expired or carry no
+    expires are not accepted. Once the old key's file is removed (what
+    `ami-keygen rotate DIR mdms-sign --finish` does) the running fleet
+    notices on its own within its refresh period, and a command signed
+    with the old key is refused with a signed AMI_E_BAD_SIGNATURE while the
+    new key goes on working. A directory that loses its current key keeps
+    the set in use. The key set's expiry is also checked per command. */
+static void
+test_sec_key_2_mdms_signing_overlap (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    char *newdir = ami_test_tmpdir ("meter-mdms-new");
+    char *pub = ami_test_tmpdir ("meter-mdms-pub");
+    char *olddir = ami_test_path (G.dir, "mdms");
+    assert_true (newdir && pub && olddir);
+    ami_e2e_mdms_t fresh;
+    assert_int_equal (ami_e2e_mdms_generate (newdir, "mdms"), AMI_OK);
+    assert_int_equal (ami_e2e_mdms_load (&fresh, newdir, true), AMI_OK);
+    int64_t now_s = (int64_t) time (NULL);
+    s_install_sign_key (newdir, pub, "mdms-sign.cert", 0);
+    s_install_sign_key (olddir, pub, "mdms-sign.old-100.cert", now_s + 600);
+    /* not accepted: an expired old key (the forger's), an old key without
+       expires (the forger's too) */
+    char *forgerdir = ami_test_path (G.dir, "forger");
+    s_install_sign_key (forgerdir, pub, "mdms-sign.old-50.cert", now_s - 1);
+    s_install_sign_key (forgerdir, pub, "mdms-sign.old-60.cert", 0);
+
+    /* the key set on its own: bound, expiry per call */
+    ami_meter_keys_t keys;
+    char problem [AMI_METER_KEYS_PROBLEM_MAX];
+    assert_int_equal (ami_meter_keys_load (&keys, pub, now_s, problem, sizeof problem), AMI_OK);
+    assert_int_equal (keys.count, 2);
+    assert_memory_equal (keys.pk [0], fresh.sign_pk, AMI_E2E_SIGN_PK_SIZE);
+    assert_memory_equal (keys.pk [1], G.mdms.sign_pk, AMI_E2E_SIGN_PK_SIZE);
+    assert_true (problem [0] != '\0');          /* the old key without expires */
+    uint8_t frame [512], rid [AMI_REQUEST_ID_SIZE];
+    size_t len = s_command ("MTR-000001", 1, s_now (), s_now () + 60000, G.mdms.sign_sk,
+                            rid, frame, sizeof frame);
+    size_t which = 0;
+    assert_int_equal (ami_meter_keys_verify (&keys, frame, len, now_s, &which), AMI_OK);
+    assert_int_equal (which, 1);
+    assert_int_equal (ami_meter_keys_verify (&keys, frame, len, now_s + 600, &which),
+                      AMI_E_BAD_SIGNATURE);     /* from its expires second on */
+
+    ami_meter_config_t config = s_config (fx, 1, 10);
+    memset (config.mdms.sign_pk, 0, sizeof config.mdms.sign_pk);     /* from the directory */
+    config.mdms_pub = pub;
+    fx->fleet = ami_meter_new (&config);
+    assert_non_null (fx->fleet);
+    zsock_set_rcvtimeo (fx->fleet, WAIT_MS);
+    s_wait_hello (fx);
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_MDMS_KEYS], 2);
+
+    /* inside the window: the new key and the old one both act */
+    s_send_signed (fx, 1, 1, fresh.sign_sk, rid);
+    s_expect_resp (fx, 1, rid, AMI_OK);
+    s_send_signed (fx, 1, 2, G.mdms.sign_sk, rid);
+    s_expect_resp (fx, 1, rid, AMI_OK);
+    s_send_signed (fx, 2, 1, G.mdms.sign_sk, rid);
+    s_expect_resp (fx, 2, rid, AMI_OK);
+    s_send_signed (fx, 2, 2, G.forger.sign_sk, rid);   /* listed, but not usable */
+    s_expect_resp (fx, 2, rid, AMI_E_BAD_SIGNATURE);
+
+    /* --finish: the old key's file goes; the fleet notices by itself */
+    char *old_file = ami_test_path (pub, "mdms-sign.old-100.cert");
+    assert_int_equal (unlink (old_file), 0);
+    free (old_file);
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    do {
+        s_status (fx, st);
+        if (st [ST_MDMS_KEYS] == 1)
+            break;
+        zclock_sleep (POLL_MS);
+    } while (zclock_mono () < deadline);
+    assert_int_equal (st [ST_MDMS_KEYS], 1);
+    s_send_signed (fx, 1, 3, G.mdms.sign_sk, rid);
+    s_expect_resp (fx, 1, rid, AMI_E_BAD_SIGNATURE);
+    s_send_signed (fx, 1, 3, fresh.sign_sk, rid);      /* the refusal moved nothing */
+    s_expect_resp (fx, 1, rid, AMI_OK);
+
+    /* a half-written directory (no current key) does not empty the set */
+    char *current = ami_test_path (pub, "mdms-sign.cert");
+    assert_int_equal (unlink (current), 0);
+    assert_int_equal (s_reload_keys (fx), 1);
+    s_send_signed (fx, 2, 3, fresh.sign_sk, rid);
+    s_expect_resp (fx, 2, rid, AMI_OK);
+    s_send_signed (fx, 2, 4, G.mdms.sign_sk, rid);
+    s_expect_resp (fx, 2, rid, AMI_E_BAD_SIGNATURE);
+    s_status (fx, st);
+    assert_int_equal (st [ST_READS], 5);
+    assert_int_equal (st [ST_REFUSED], 3);
+    assert_int_equal (st [ST_REFUSALS_DROPPED], 0);
+    free (current);
+
+    ami_e2e_mdms_wipe (&fresh);
+    ami_test_rmtree (newdir);
+    ami_test_rmtree (pub);
+    free (newdir);
+    free (pub);
+    free (olddir);
+    free (forgerdir);
+}
+
+/*  SEC-AVAIL-3: a flood of forged commands (fresh counters, so each one
+    passes the cheap checks and costs a verification) and replays of a
+    captured valid command (refused by the cheap checks alone) costs the
+    fleet at most burst + rate x elapsed signed refusals; every other one
+    is dropped unanswered and counted (STATUS and HEALTH
+    refusals_dropped); a valid read sent in the middle of the flood is
+    served. */
+static void
+test_sec_avail_3_forged_command_flood (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    enum { RATE = 10, BURST = 20, FORGED = 400, REPLAYS = 100 };
+    ami_meter_config_t config = s_config (fx, 1, 10);
+    config.refusal_rate = RATE;
+    config.refusal_burst = BURST;
+    fx->fleet = ami_meter_new (&config);
+    assert_non_null (fx->fleet);
+    zsock_set_rcvtimeo (fx->fleet, WAIT_MS);
+    s_wait_hello (fx);
+
+    uint8_t rid [AMI_REQUEST_ID_SIZE], valid_rid [AMI_REQUEST_ID_SIZE];
+    uint8_t valid [512];
+    int64_t started = zclock_mono ();
+    for (int i = 0; i < FORGED; i++) {
+        s_send_signed (fx, 1 + (uint32_t) (i % 10), 1 + (uint64_t) i, G.forger.sign_sk, rid);
+        if (i == FORGED / 2) {
+            uint64_t now = s_now ();
+            size_t len = s_command ("MTR-000005", 1000, now, now + 60000, G.mdms.sign_sk,
+                                    valid_rid, valid, sizeof valid);
+            s_send (fx, valid, len);
+            for (int r = 0; r < REPLAYS; r++)
+                s_send (fx, valid, len);            /* captured and replayed */
+        }
+    }
+    /* wait until the fleet has handled every frame: each one is answered
+       (read, refusal) or counted dropped */
+    uint64_t st [ST_COUNT];
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    do {
+        s_status (fx, st);
+        if (st [ST_READS] + st [ST_REFUSED] + st [ST_REFUSALS_DROPPED] == 1 + FORGED + REPLAYS)
+            break;
+        zclock_sleep (POLL_MS);
+    } while (zclock_mono () < deadline);
+    double elapsed_s = (double) (zclock_mono () - started) / 1000.0;
+    assert_int_equal (st [ST_READS] + st [ST_REFUSED] + st [ST_REFUSALS_DROPPED],
+                      1 + FORGED + REPLAYS);
+    assert_int_equal (st [ST_READS], 1);
+    /* bounded: the burst, plus what the rate refilled meanwhile (+1 for
+       a token completed between the fleet's clock reading and ours) */
+    uint64_t bound = BURST + (uint64_t) (RATE * elapsed_s) + 1;
+    if (st [ST_REFUSED] > bound)
+        print_message ("%" PRIu64 " signed refusals in %.2f s, bound %" PRIu64 "\n",
+                       st [ST_REFUSED], elapsed_s, bound);
+    assert_true (st [ST_REFUSED] <= bound);
+    assert_true (st [ST_REFUSED] >= BURST);     /* the budget is spent, not skipped */
+    assert_int_equal (st [ST_REFUSALS_DROPPED], FORGED + REPLAYS - st [ST_REFUSED]);
+
+    /* what arrived: exactly the refusals counted, each signed by its
+       meter (BAD_SIGNATURE for forgeries, REPLAY for the replays), and
+       the valid reading */
+    uint64_t refusals = 0;
+    bool read_ok = false;
+    deadline = zclock_mono () + WAIT_MS;
+    while ((refusals < st [ST_REFUSED] || !read_ok) && zclock_mono () < deadline) {
+        zmsg_t *msg = s_expect (fx, AMI_MSG_READ_RESP, WAIT_MS);
+        assert_non_null (msg);
+        const ami_read_resp_t *resp = &G.msg->read_resp;
+        uint32_t index = ami_meter_id_parse (resp->meter_id);
+        uint8_t got_rid [AMI_REQUEST_ID_SIZE];
+        memcpy (got_rid, resp->request_id, sizeof got_rid);
+        int status = resp->status;
+        if (status == AMI_OK) {
+            assert_memory_equal (got_rid, valid_rid, AMI_REQUEST_ID_SIZE);
+            s_check_resp (msg, index, valid_rid, AMI_OK);
+            read_ok = true;
+        }
+        else {
+            assert_true (status == AMI_E_BAD_SIGNATURE
+                         || (status == AMI_E_REPLAY
+                             && memcmp (got_rid, valid_rid, AMI_REQUEST_ID_SIZE) == 0));
+            s_check_resp (msg, index, got_rid, status);
+            refusals++;
+        }
+        zmsg_destroy (&msg);
+    }
+    assert_true (read_ok);
+    assert_int_equal (refusals, st [ST_REFUSED]);
+    /* ... and nothing more */
+    assert_null (s_expect (fx, AMI_MSG_READ_RESP, QUIET_MS));
+
+    /* the HEALTH stat carries the drops */
+    zmsg_t *msg = s_expect (fx, AMI_MSG_HEALTH, WAIT_MS);
+    assert_non_null (msg);
+    bool found = false;
+    for (uint32_t i = 0; i < G.msg->health.stat_count; i++)
+        if (streq (G.msg->health.stats [i].name, "refusals_dropped")) {
+            found = true;
+            assert_int_equal (G.msg->health.stats [i].value, st [ST_REFUSALS_DROPPED]);
+        }
+    assert_true (found);
+    zmsg_destroy (&msg);
+
+    /* still serving genuine commands after the flood */
+    s_read_status (fx, 5, 1001, AMI_OK);
+}
+
 int
 main (void)
 {
@@ -1942,6 +2209,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_sec_int_2_counter_jump, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sec_int_2_crash_after_commit, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sec_fail_1_store_failure, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sec_key_2_mdms_signing_overlap, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sec_avail_3_forged_command_flood, s_setup, s_teardown),
     };
     return cmocka_run_group_tests_name ("meter fleet", tests, s_group_setup, s_group_teardown);
 }

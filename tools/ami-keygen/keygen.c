@@ -31,8 +31,13 @@
 #include "ami_err.h"
 #include "ami_log.h"
 #include "ami_msg.h"
+#include "ami_meter_keys.h"
 
 #define META_AMI_ROLE   "ami-role"
+/* The MDMS signing key's files: one layout shared with the fleets
+   (services/meter/ami_meter_keys.h). */
+#define KEYGEN_SIGN_FILE        AMI_METER_KEYS_CURRENT
+#define KEYGEN_SIGN_OLD_PREFIX  AMI_METER_KEYS_OLD_PREFIX
 #define TOPOLOGY_FILE   "topology.cfg"
 /* A problem list longer than this is noise: say how many more there were. */
 #define MAX_REPORTED    50
@@ -103,6 +108,7 @@ s_ends_with (const char *text, const char *suffix)
 }
 
 static zhashx_t *s_revoked_load (const char *dir);
+static bool s_is_old_sign_name (const char *name);
 
 static bool
 s_exists (const char *path)
@@ -1071,6 +1077,49 @@ s_check_app (report_t *r, const char *dir, const topo_t *t)
         free (keys);
     }
 
+    //  Old MDMS signing keys kept by rotate mdms-sign: each an ed25519
+    //  key with a valid expires still in the future, not the current key,
+    //  and no more than fleets accept
+    DIR *d = opendir (pubdir);
+    struct dirent *e;
+    int olds = 0;
+    int64_t now = (int64_t) time (NULL);
+    while (d && (e = readdir (d))) {
+        if (!s_is_old_sign_name (e->d_name))
+            continue;
+        olds++;
+        char *path = s_path ("%s/%s", pubdir, e->d_name);
+        int perr = 0;
+        ami_cert_t *cert = path ? ami_cert_load_public (path, &perr) : NULL;
+        const char *text = cert ? ami_cert_meta (cert, AMI_AUTH_META_EXPIRES) : NULL;
+        int64_t expires = 0;
+        if (!cert)
+            s_problem (r, "%s: not a valid certificate", path ? path : pubdir);
+        else
+        if (strcmp (ami_cert_key_type (cert), AMI_CERT_KEY_ED25519) != 0)
+            s_problem (r, "%s: key-type '%s', expected ed25519", path, ami_cert_key_type (cert));
+        else
+        if (!text || !ami_auth_parse_expires (text, &expires))
+            s_problem (r, "%s: an old signing key without a valid expires", path);
+        else
+        if (expires <= now)
+            s_problem (r, "%s: expired (Unix %" PRId64 "): run ami-keygen prune", path, expires);
+        else {
+            ami_e2e_mdms_t *current = calloc (1, sizeof *current);
+            if (current && ami_e2e_mdms_load (current, pubdir, false) == AMI_OK
+            &&  memcmp (current->sign_pk, ami_cert_public_key (cert), 32) == 0)
+                s_problem (r, "%s: the current signing key kept as an old one", path);
+            free (current);
+        }
+        ami_cert_destroy (&cert);
+        free (path);
+    }
+    if (d)
+        closedir (d);
+    if (olds > AMI_METER_KEYS_MAX - 1)
+        s_problem (r, "%s: %d old signing keys; fleets accept at most %d: run ami-keygen "
+                   "prune", pubdir, olds, AMI_METER_KEYS_MAX - 1);
+
     //  The MDMS data key: a kdf secret of node-id mdms
     char *data = s_path ("%s/%s", app, KEYGEN_DATA_KEY);
     char *data_secret = s_path ("%s/%s_secret", app, KEYGEN_DATA_KEY);
@@ -1452,6 +1501,23 @@ s_clients_of (const char *id)
     return NULL;
 }
 
+/*  The name of a free old-key file for stamp in directory sdir:
+    BASE.old-<stamp>.cert, or BASE.old-<stamp>-N.cert. NULL if none. */
+static char *
+s_old_name (const char *sdir, const char *base, int64_t stamp)
+{
+    char *old_path = NULL;
+    for (int n = 1; n < 100 && !old_path; n++) {
+        old_path = n == 1 ? s_path ("%s/%s.old-%" PRId64 ".cert", sdir, base, stamp)
+                          : s_path ("%s/%s.old-%" PRId64 "-%d.cert", sdir, base, stamp, n);
+        if (old_path && s_exists (old_path)) {
+            free (old_path);
+            old_path = NULL;
+        }
+    }
+    return old_path;
+}
+
 typedef struct {
     const char *node;
     const char *old_key;
@@ -1480,16 +1546,7 @@ s_rotate_one (allow_file_t *file, void *arg)
                r->node);
         return KEYGEN_FAILED;
     }
-    char *old_path = NULL;
-    for (int n = 1; n < 100 && !old_path; n++) {
-        old_path = n == 1 ? s_path ("%s/%s.old-%" PRId64 ".cert", file->sdir, r->node, r->stamp)
-                          : s_path ("%s/%s.old-%" PRId64 "-%d.cert", file->sdir, r->node,
-                                    r->stamp, n);
-        if (old_path && s_exists (old_path)) {
-            free (old_path);
-            old_path = NULL;
-        }
-    }
+    char *old_path = s_old_name (file->sdir, r->node, r->stamp);
     if (!old_path)
         return KEYGEN_FAILED;
     char when [24];
@@ -1524,6 +1581,138 @@ s_rotate_one (allow_file_t *file, void *arg)
     return KEYGEN_OK;
 }
 
+/*  Old MDMS signing keys kept in app/mdms-pub (mdms-sign.old-*.cert). */
+static bool
+s_is_old_sign_name (const char *name)
+{
+    size_t n = strlen (KEYGEN_SIGN_OLD_PREFIX);
+    return name [0] != '.' && strncmp (name, KEYGEN_SIGN_OLD_PREFIX, n) == 0
+        && s_ends_with (name, ".cert") && !s_ends_with (name, "_secret");
+}
+
+/*  How many old signing keys app/mdms-pub holds now. */
+static int
+s_old_sign_count (const char *pubdir)
+{
+    DIR *d = opendir (pubdir);
+    int count = 0;
+    struct dirent *e;
+    while (d && (e = readdir (d)))
+        if (s_is_old_sign_name (e->d_name))
+            count++;
+    if (d)
+        closedir (d);
+    return count;
+}
+
+/*  rotate DIR mdms-sign: a new MDMS command-signing key (keygen.h).
+    Order, for running fleets and a running MDMS: (1) the old public key
+    is copied into app/mdms-pub as mdms-sign.old-<now>.cert with expires
+    (fleets accept it under both names for a moment: harmless, the set
+    removes duplicates); (2) the new public key replaces
+    app/mdms-pub/mdms-sign.cert (atomic rename: a fleet always finds a
+    current key); (3) the new secret replaces app/mdms-sign.cert(+_secret),
+    which the MDMS reads at its next start. So whenever the MDMS starts
+    signing with the new key, the fleets have had it since (2). */
+static int
+s_rotate_sign (const char *dir, int64_t window)
+{
+    char *app_path = s_path ("%s/app/%s", dir, KEYGEN_SIGN_FILE);
+    char *pubdir = s_path ("%s/app/mdms-pub", dir);
+    char *pub_path = s_path ("%s/app/mdms-pub/%s", dir, KEYGEN_SIGN_FILE);
+    int rc = KEYGEN_OK, err = 0;
+    ami_cert_t *old = NULL, *old_pub = NULL, *fresh = NULL;
+    char *old_path = NULL;
+    if (!app_path || !pubdir || !pub_path || sodium_init () < 0)
+        rc = KEYGEN_FAILED;
+    if (rc == KEYGEN_OK) {
+        //  the secret too: rotating needs a provisioned, intact MDMS key
+        old = ami_cert_load (app_path, &err);
+        old_pub = old ? ami_cert_load_public (pub_path, &err) : NULL;
+        if (!old || !old_pub) {
+            s_err ("cannot rotate mdms-sign: %s or %s cannot be loaded (%s)", app_path,
+                   pub_path, ami_strerror (err));
+            rc = KEYGEN_FAILED;
+        }
+    }
+    if (rc == KEYGEN_OK
+    &&  (strcmp (ami_cert_key_type (old), AMI_CERT_KEY_ED25519) != 0
+      || memcmp (ami_cert_public_key (old), ami_cert_public_key (old_pub), 32) != 0)) {
+        s_err ("cannot rotate mdms-sign: %s is not the ed25519 key whose public half is %s "
+               "(run ami-keygen check)", app_path, pub_path);
+        rc = KEYGEN_FAILED;
+    }
+    if (rc == KEYGEN_OK && ami_cert_meta (old_pub, AMI_AUTH_META_EXPIRES)) {
+        s_err ("%s: the current signing key already has an expiry: not rotated", pub_path);
+        rc = KEYGEN_FAILED;
+    }
+    if (rc == KEYGEN_OK && s_old_sign_count (pubdir) >= AMI_METER_KEYS_MAX - 1) {
+        //  fleets accept at most AMI_METER_KEYS_MAX keys: one more old key
+        //  would be ignored by them, and silently so
+        s_err ("%s already holds %d old signing keys: end their windows first "
+               "(ami-keygen rotate %s mdms-sign --finish, or prune)", pubdir,
+               s_old_sign_count (pubdir), dir);
+        rc = KEYGEN_FAILED;
+    }
+    if (rc == KEYGEN_OK) {
+        uint8_t pk [crypto_sign_PUBLICKEYBYTES], sk [crypto_sign_SECRETKEYBYTES];
+        uint8_t seed [crypto_sign_SEEDBYTES];
+        randombytes_buf (seed, sizeof seed);
+        crypto_sign_seed_keypair (pk, sk, seed);
+        fresh = ami_cert_new_from_keys (ami_cert_role (old), ami_cert_node_id (old),
+                                        AMI_CERT_KEY_ED25519, pk, seed, &err);
+        sodium_memzero (seed, sizeof seed);
+        sodium_memzero (sk, sizeof sk);
+        if (!fresh) {
+            s_err ("cannot make a new signing key (%s)", ami_strerror (err));
+            rc = KEYGEN_FAILED;
+        }
+    }
+    int64_t now = (int64_t) time (NULL);
+    char when [24];
+    snprintf (when, sizeof when, "%" PRId64, now + window);
+    if (rc == KEYGEN_OK) {
+        old_path = s_old_name (pubdir, "mdms-sign", now);
+        err = old_path ? ami_cert_set_meta (old_pub, AMI_AUTH_META_EXPIRES, when) : AMI_E_NOMEM;
+        //  (1), (2), (3): see above
+        if (!err)
+            err = ami_cert_save_public (old_pub, old_path);
+        if (!err)
+            err = ami_cert_save_public (fresh, pub_path);
+        if (err) {
+            s_err ("rotating mdms-sign in %s failed (%s): the MDMS keeps its key; check "
+                   "that directory by hand", pubdir, ami_strerror (err));
+            rc = KEYGEN_FAILED;
+        }
+    }
+    if (rc == KEYGEN_OK && ami_cert_save (fresh, app_path) != AMI_OK) {
+        s_err ("%s could not be replaced: fleets accept both keys, the MDMS keeps signing "
+               "with the old one; fix the cause and rotate again", app_path);
+        rc = KEYGEN_FAILED;
+    }
+    if (rc == KEYGEN_OK) {
+        printf ("ami-keygen: rotate: mdms-sign: new signing key in %s(_secret) and %s; the "
+                "old public key is kept as %s, accepted by fleets until %s (Unix, %" PRId64
+                " s)\n", app_path, pub_path, old_path, when, window);
+        printf ("ami-keygen: rotate: mdms-sign: running fleets accept the new key within "
+                "%d ms (they re-read meter/mdms-pub; SIGHUP at once; HEALTH stat mdms_keys "
+                "2); then restart the MDMS (supervisorctl restart ami-mdms) so it signs "
+                "with it; commands it signed before stay valid until the window ends\n",
+                AMI_METER_KEYS_REFRESH_MS);
+        printf ("ami-keygen: rotate: end the window once the MDMS runs with the new key: "
+                "ami-keygen rotate %s mdms-sign --finish (expired keys: ami-keygen prune "
+                "%s)\n", dir, dir);
+    }
+    ami_cert_destroy (&old);
+    ami_cert_destroy (&old_pub);
+    ami_cert_destroy (&fresh);
+    free (old_path);
+    free (app_path);
+    free (pubdir);
+    free (pub_path);
+    return rc;
+}
+
 int
 keygen_rotate (const char *dir, const char *node, int64_t window)
 {
@@ -1531,6 +1720,8 @@ keygen_rotate (const char *dir, const char *node, int64_t window)
         s_err ("--window must be 1..%d seconds", KEYGEN_MAX_WINDOW);
         return KEYGEN_USAGE;
     }
+    if (strcmp (node, KEYGEN_SIGN_ID) == 0)
+        return s_rotate_sign (dir, window);
     bool operator = false;
     char *path = s_holder_cert_path (dir, node, &operator);
     if (!path) {
@@ -1621,6 +1812,56 @@ s_prune_one (allow_file_t *file, void *arg)
     return KEYGEN_OK;
 }
 
+/*  The old MDMS signing keys in app/mdms-pub: all of them (finish: rotate
+    DIR mdms-sign --finish) or those expired or without a valid expires
+    (prune). A running fleet stops accepting a removed key within
+    AMI_METER_KEYS_REFRESH_MS. */
+static int
+s_prune_sign (const char *dir, bool finish, prune_t *p)
+{
+    char *pubdir = s_path ("%s/app/mdms-pub", dir);
+    DIR *d = pubdir ? opendir (pubdir) : NULL;
+    if (!d) {
+        //  nothing provisioned there: nothing to prune
+        free (pubdir);
+        return KEYGEN_OK;
+    }
+    zlist_t *names = zlist_new ();
+    struct dirent *e;
+    while (names && (e = readdir (d)))
+        if (s_is_old_sign_name (e->d_name))
+            zlist_append (names, strdup (e->d_name));
+    closedir (d);
+    int rc = names ? KEYGEN_OK : KEYGEN_FAILED;
+    for (char *name = names ? zlist_first (names) : NULL; name && rc == KEYGEN_OK;
+         name = zlist_next (names)) {
+        char *path = s_path ("%s/%s", pubdir, name);
+        int err = 0;
+        ami_cert_t *cert = path ? ami_cert_load_public (path, &err) : NULL;
+        const char *text = cert ? ami_cert_meta (cert, AMI_AUTH_META_EXPIRES) : NULL;
+        int64_t expires = 0;
+        bool valid = text && ami_auth_parse_expires (text, &expires);
+        if (path && (finish || !valid || expires <= p->now)) {
+            if (unlink (path) != 0) {
+                s_err ("cannot remove %s: %s", path, strerror (errno));
+                rc = KEYGEN_FAILED;
+            }
+            else {
+                printf ("ami-keygen: prune: removed %s (old MDMS signing key, expires %s)\n",
+                        path, text ? text : "-");
+                p->removed++;
+            }
+        }
+        ami_cert_destroy (&cert);
+        free (path);
+    }
+    for (char *name = names ? zlist_first (names) : NULL; name; name = zlist_next (names))
+        free (name);
+    zlist_destroy (&names);
+    free (pubdir);
+    return rc;
+}
+
 int
 keygen_prune (const char *dir, const char *node)
 {
@@ -1630,6 +1871,10 @@ keygen_prune (const char *dir, const char *node)
     }
     prune_t p = { node, (int64_t) time (NULL), 0 };
     int rc = s_allow_walk (dir, s_prune_one, &p);
+    //  the MDMS signing key's window lives in app/mdms-pub, not in an
+    //  allow-list
+    if (rc == KEYGEN_OK && (!node || strcmp (node, KEYGEN_SIGN_ID) == 0))
+        rc = s_prune_sign (dir, node != NULL, &p);
     if (rc == KEYGEN_OK)
         printf ("ami-keygen: %s: removed %d %s certificate(s)\n",
                 node ? "rotate --finish" : "prune", p.removed,

@@ -29,6 +29,13 @@
         DIR/app/mdms-pub/mdms-{sign,box}.cert  their public halves only: the
                                          directory a fleet's meter/mdms-pub
                                          names, so fleets never see a secret
+        DIR/app/mdms-pub/mdms-sign.old-<unix>[-N].cert  an old signing key
+                                         kept by `rotate DIR mdms-sign`
+                                         during its window (metadata
+                                         expires; fleets accept it until
+                                         then: services/meter/
+                                         ami_meter_keys.h); removed by
+                                         prune / rotate mdms-sign --finish
         DIR/app/fleet-N.cert(+_secret)   fleet secret (key-type kdf) from which
                                          each meter's Ed25519 key derives
         DIR/app/mdms-data.cert(+_secret) the MDMS data key (key-type kdf,
@@ -93,6 +100,10 @@
    not leave an old key valid for years. */
 #define KEYGEN_DEFAULT_WINDOW    3600
 #define KEYGEN_MAX_WINDOW        (7 * 24 * 3600)
+
+/* rotate/prune: the id naming the MDMS command-signing key (app/
+   mdms-sign.cert), which is not a node: `rotate DIR mdms-sign`. */
+#define KEYGEN_SIGN_ID           "mdms-sign"
 
 /* Revocation record under DIR (see keygen_revoke). */
 #define KEYGEN_REVOKED_FILE      "revoked.txt"
@@ -182,8 +193,23 @@ int
     start. So after rotating a server's key, restart the server, then its
     clients; in between, they cannot connect (the allow-lists' window only
     covers the server's own role as a client, e.g. an aggregator towards
-    its head ends). Only transport keys rotate: application keys
-    (app/mdms-*, app/fleet-N) are not touched.
+    its head ends). Transport keys rotate this way; of the application
+    keys, only the MDMS signing key rotates (below); app/mdms-box,
+    app/mdms-data and app/fleet-N are not touched.
+
+    id KEYGEN_SIGN_ID ("mdms-sign"): a new MDMS command-signing key
+    (Ed25519, SEC-KEY-2 for the application layer). The old public key
+    is kept in app/mdms-pub as mdms-sign.old-<unix-now>.cert with
+    metadata expires = now + window (fleets accept commands signed with
+    it until then, services/meter/ami_meter_keys.h), the new public key
+    replaces app/mdms-pub/mdms-sign.cert, and last the new secret replaces
+    app/mdms-sign.cert(+_secret): running fleets accept the new key
+    within AMI_METER_KEYS_REFRESH_MS (they re-read the directory), the
+    MDMS signs with it from its next restart. `rotate DIR mdms-sign
+    --finish` (keygen_prune with that id) removes the old key at once;
+    prune removes it once expired. Refused (KEYGEN_FAILED) while
+    app/mdms-pub already holds AMI_METER_KEYS_MAX - 1 old signing keys
+    (fleets would ignore one more).
 
     Returns KEYGEN_OK, KEYGEN_USAGE (no such node/operator, window outside
     1..KEYGEN_MAX_WINDOW) or KEYGEN_FAILED. */
@@ -193,7 +219,10 @@ int
 /*  Remove from every allow-list the certificates whose "expires" has
     passed (id NULL; `ami-keygen prune DIR`), or every certificate of
     node-id `id` that carries an "expires" (its old keys, whatever the
-    time: `ami-keygen rotate DIR ID --finish`). Prints each file removed.
+    time: `ami-keygen rotate DIR ID --finish`). The old MDMS signing keys
+    in app/mdms-pub are pruned the same way: expired ones (or ones
+    without a valid expires) with id NULL, all of them with id
+    KEYGEN_SIGN_ID. Prints each file removed.
     Returns KEYGEN_OK, KEYGEN_USAGE or KEYGEN_FAILED. */
 int
     keygen_prune (const char *dir, const char *id);
