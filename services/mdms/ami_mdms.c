@@ -1818,8 +1818,10 @@ s_api_audit_verify (mdms_t *self, api_call_t *call)
                     (unsigned long long) v->failed);
     }
     else
-        ami_log_info ("audit verify by %s: %llu entries, chain intact (%lld ms)",
-                      call->caller.operator_id, (unsigned long long) v->checked,
+        ami_log_info ("audit verify by %s: %llu entries, chain intact, anchor file at seq "
+                      "%llu (%lld ms)", call->caller.operator_id,
+                      (unsigned long long) v->checked,
+                      (unsigned long long) ami_mdms_audit_anchored (self->audit),
                       (long long) (zclock_mono () - started));
     s_api_finish (self, &call->caller, call->envelope);
 }
@@ -2536,6 +2538,8 @@ s_handle_pipe (mdms_t *self)
                       (unsigned long long) ami_mdms_audit_last (self->audit, NULL));
         zmsg_addstrf (reply, "audit_tail=%s",
                       ami_mdms_audit_tail_ok (self->audit) ? "ok" : "TAMPERED");
+        zmsg_addstrf (reply, "audit_anchor=%llu",
+                      (unsigned long long) ami_mdms_audit_anchored (self->audit));
         zmsg_addstrf (reply, "audit_failures=%llu", (unsigned long long) self->audit_failures);
         zmsg_addstrf (reply, "handshakes_refused=%llu",
                       (unsigned long long) s_handshakes_refused (self));
@@ -2666,6 +2670,18 @@ s_load_registry (mdms_t *self, const ami_mdms_config_t *config)
     sodium_memzero (data_key, sizeof data_key);
     if (!self->db || !self->audit)
         return false;
+    //  SEC-AUD-1: the anchor outside the database (truncation shows against it)
+    char anchor [4096];                 //  PATH_MAX on Linux
+    if (config->audit_anchor_path && *config->audit_anchor_path)
+        snprintf (anchor, sizeof anchor, "%s", config->audit_anchor_path);
+    else
+    if (ami_mdms_audit_anchor_default (config->db_dir, anchor, sizeof anchor)) {
+        ami_log_error ("mdms: no default audit anchor path for database %s: set "
+                       "mdms/audit-anchor", config->db_dir);
+        return false;
+    }
+    if (ami_mdms_audit_anchor_open (self->audit, anchor))
+        return false;                   //  logged with the path
     zlistx_t *aggregators = NULL;
     size_t meters = 0;
     if (ami_mdms_db_registry_import (self->db, config->registry_path, &aggregators, &meters)) {
@@ -2911,6 +2927,9 @@ ami_mdms_actor (zsock_t *pipe, void *args)
         //  Interval data: one group commit per wake-up, acks after it
         if (ami_mdms_ingest_backlog (self->intake))
             ami_mdms_ingest_run (self->intake, s_ingest_ack, self);
+        //  SEC-AUD-1: the anchor follows the audit commits (at most one
+        //  write per AMI_MDMS_AUDIT_ANCHOR_MS, whatever their number)
+        ami_mdms_audit_anchor_sync (self->audit);
     }
     //  Reads still in flight get an answer rather than silence
     //  (by key: zhashx_values would hand the list our destructor)

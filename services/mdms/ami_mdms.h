@@ -220,10 +220,16 @@
            decode (action 0) are listed with action 0 if the wire codec
            accepts it (checked once at start), else left out of the page
            (logged): they stay in the log and in AUDIT_VERIFY.
-      AUDIT_VERIFY - walks the whole chain (rule in ami_mdms_audit.h)
+      AUDIT_VERIFY - walks the whole chain (rule in ami_mdms_audit.h) and
+      checks its tail against the anchor file (config audit_anchor_path)
         -> API_VERIFY (checked = entries examined, failed, failures in seq
            order: {seq, AMI_E_BAD_SIGNATURE} altered / forged / moved,
-           {seq, AMI_E_NOTFOUND} removed). About 1 s per million entries.
+           {seq, AMI_E_NOTFOUND} removed, {first, AMI_E_TRUNCATED} and
+           {last, AMI_E_TRUNCATED} the range of seqs cut from the end of
+           the log (one failure if it is one seq); ref 0 = the anchor file
+           itself: {0, AMI_E_NOTFOUND} missing, {0, AMI_E_BAD_SIGNATURE}
+           not the anchor the MDMS wrote - these findings are reported by
+           every later verify too). About 1 s per million entries.
       CUSTOMER (SEC-CONF-2; meter_id) - decrypts the meter's customer
       record (ami_mdms_db.h "customers")
         -> API_CUSTOMER (meter_id, name, address, account)
@@ -303,7 +309,9 @@
                     events (last seq), readings, meters, malformed, denied,
                     reads_ok, reads_failed, bad_responses, rate_limited,
                     audit_seq (last audit entry), audit_tail (ok|TAMPERED,
-                    as checked at start), audit_failures (entries that
+                    as checked at start, the anchor included),
+                    audit_anchor (the seq the anchor file last written
+                    records), audit_failures (entries that
                     could not be written), handshakes_refused,
                     handshakes_failed, frames_refused, events_refused (as
                     in API_STATUS), then the ingest statistics
@@ -459,6 +467,13 @@ typedef struct {
                                        0 = AMI_MDMS_INTERVAL_S (15 min) */
     size_t key_cache;               /* cached meter profile keys, 0 = auto
                                        (ami_mdms_ingest.h) */
+    const char *audit_anchor_path;  /* SEC-AUD-1: the audit log's anchor file,
+                                       kept outside the database (layout and
+                                       checks in ami_mdms_audit.h); its
+                                       directory must exist and be writable,
+                                       else the MDMS does not start. NULL or
+                                       "" = db_dir + ".audit-anchor" (a
+                                       sibling of the database directory) */
 } ami_mdms_config_t;
 
 /*  The actor (ami-bus actor convention, ami_service.h): signals the pipe,

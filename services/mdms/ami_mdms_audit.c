@@ -13,15 +13,26 @@
     The encoder is msgpack-c's packer (smallest encodings); the decoder is
     a small strict reader of exactly those forms, allocation-free, because
     the database file is input too (SEC-VAL-1).
+
+    The anchor against truncation is the external-checkpoint half of the
+    same pattern (a MACed head kept where the log's attacker is not: the
+    "trusted checkpoint" of tamper-evident logs), written with the classic
+    atomic replace (temp file, fdatasync, rename, fsync of the directory)
+    so a crash leaves the old anchor or the new one, never half of one.
 */
 #include "ami_mdms_audit.h"
 
 #include <assert.h>
 #include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <msgpack.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ami_err.h"
 #include "ami_log.h"
@@ -43,7 +54,30 @@ struct _ami_mdms_audit_t {
     uint64_t staged_seq;
     uint64_t staged_time;
     uint8_t staged_hash [AMI_HASH_SIZE];
+    //  The anchor (NULL path: none open)
+    char *anchor_path;
+    char *anchor_tmp;                   /* anchor_path + ".tmp" */
+    char *anchor_dir;                   /* its directory, fsync'ed after a rename */
+    uint8_t anchor_key [crypto_generichash_KEYBYTES];
+    uint64_t anchored_seq;              /* what the file last written says */
+    uint8_t anchored_hash [AMI_HASH_SIZE];
+    bool anchor_written;                /* a write succeeded since open */
+    int64_t anchor_written_at;          /* zclock_mono of the last write (attempt) */
+    bool anchor_dirty;                  /* a finding changed: write even if the head did not */
+    bool anchor_failing;                /* the last write failed (logged once) */
+    char anchor_text [AMI_MDMS_AUDIT_ANCHOR_MAX];   /* the bytes last written */
+    size_t anchor_len;
+    //  Findings carried in every anchor
+    uint64_t cut_first, cut_last;       /* truncated range, 0 0 = none */
+    bool lost_missing, lost_forged;     /* the anchor was found missing / forged */
 };
+
+static int
+    s_anchor_write (ami_mdms_audit_t *self);
+
+/*  Anchor file lines (the layout in ami_mdms_audit.h). */
+#define S_ANCHOR_MAGIC      "ami-audit-anchor 1\n"
+#define S_ANCHOR_LINES      7
 
 
 /* ---------------------------------------------------------------------- */
@@ -358,6 +392,14 @@ ami_mdms_audit_new (ami_store_t *store, const uint8_t data_key [32], int *err)
         rc = AMI_E_INTERNAL;
         goto failed;
     }
+    static_assert (sizeof AMI_MDMS_AUDIT_ANCHOR_KDF_CTX - 1 == crypto_kdf_CONTEXTBYTES,
+                   "kdf context is 8 bytes");
+    if (crypto_kdf_derive_from_key (self->anchor_key, sizeof self->anchor_key,
+                                    AMI_MDMS_AUDIT_ANCHOR_KDF_ID, AMI_MDMS_AUDIT_ANCHOR_KDF_CTX,
+                                    data_key) != 0) {
+        rc = AMI_E_INTERNAL;
+        goto failed;
+    }
     if ((rc = ami_store_db (store, AMI_MDMS_AUDIT_DB, &self->dbi)))
         goto failed;
     if ((rc = s_load_tail (self)))
@@ -377,13 +419,24 @@ ami_mdms_audit_destroy (ami_mdms_audit_t **self_p)
     assert (self_p);
     ami_mdms_audit_t *self = *self_p;
     if (self) {
+        //  The stop: the anchor records the final committed head, now
+        //  (not after a failed open: the MDMS did not start)
+        if (self->anchor_path && self->anchor_written
+        &&  (self->anchor_dirty || self->anchored_seq != self->last_seq))
+            s_anchor_write (self);
         if (self->last_seq) {
             char hex [2 * AMI_HASH_SIZE + 1];
             sodium_bin2hex (hex, sizeof hex, self->last_hash, AMI_HASH_SIZE);
-            ami_log_info ("audit log closed: last seq %llu hash %s",
-                          (unsigned long long) self->last_seq, hex);
+            ami_log_info ("audit log closed: last seq %llu hash %s (anchor %s: seq %llu)",
+                          (unsigned long long) self->last_seq, hex,
+                          self->anchor_path ? self->anchor_path : "none",
+                          (unsigned long long) self->anchored_seq);
         }
         sodium_memzero (self->key, sizeof self->key);
+        sodium_memzero (self->anchor_key, sizeof self->anchor_key);
+        free (self->anchor_path);
+        free (self->anchor_tmp);
+        free (self->anchor_dir);
         free (self);
         *self_p = NULL;
     }
@@ -592,6 +645,459 @@ ami_mdms_audit_page (ami_mdms_audit_t *self, uint64_t from_ms, uint64_t after_se
 
 
 /* ---------------------------------------------------------------------- */
+/*  The anchor                                                              */
+
+/*  One parsed anchor file. */
+typedef struct {
+    uint64_t seq;
+    uint8_t hash [AMI_HASH_SIZE];
+    uint64_t time_ms;
+    uint64_t cut_first, cut_last;
+    bool lost_missing, lost_forged;
+} s_anchor_t;
+
+static char *
+s_strcat2 (const char *a, const char *b)
+{
+    size_t la = strlen (a), lb = strlen (b);
+    char *out = (char *) malloc (la + lb + 1);
+    if (out) {
+        memcpy (out, a, la);
+        memcpy (out + la, b, lb + 1);
+    }
+    return out;
+}
+
+int
+ami_mdms_audit_anchor_default (const char *db_dir, char *out, size_t cap)
+{
+    assert (out && cap);
+    size_t len = db_dir ? strlen (db_dir) : 0;
+    while (len > 1 && db_dir [len - 1] == '/')
+        len--;
+    if (!len || (len == 1 && db_dir [0] == '/'))
+        return AMI_E_LIMIT;             //  no sibling of "" or of "/"
+    int n = snprintf (out, cap, "%.*s%s", (int) len, db_dir, AMI_MDMS_AUDIT_ANCHOR_SUFFIX);
+    return n < 0 || (size_t) n >= cap ? AMI_E_LIMIT : AMI_OK;
+}
+
+/*  Read the anchor file into buf (AMI_MDMS_AUDIT_ANCHOR_MAX + 1 bytes).
+    Returns AMI_OK, AMI_E_NOTFOUND (no such file), AMI_E_STORAGE (not a
+    regular file, a symlink, or too long: not an anchor), AMI_E_IO (it
+    cannot be read: logged). */
+static int
+s_anchor_read (const char *path, uint8_t *buf, size_t *len)
+{
+    *len = 0;
+    int fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return AMI_E_NOTFOUND;
+        if (errno == ELOOP)
+            return AMI_E_STORAGE;       //  a symlink where the anchor should be
+        ami_log_error ("audit anchor %s: cannot read: %s", path, strerror (errno));
+        return AMI_E_IO;
+    }
+    struct stat st;
+    int rc = AMI_OK;
+    if (fstat (fd, &st) != 0 || !S_ISREG (st.st_mode))
+        rc = AMI_E_STORAGE;
+    while (rc == AMI_OK && *len <= AMI_MDMS_AUDIT_ANCHOR_MAX) {
+        ssize_t got = read (fd, buf + *len, AMI_MDMS_AUDIT_ANCHOR_MAX + 1 - *len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            ami_log_error ("audit anchor %s: cannot read: %s", path, strerror (errno));
+            rc = AMI_E_IO;
+        }
+        if (got <= 0)
+            break;
+        *len += (size_t) got;
+    }
+    close (fd);
+    if (rc == AMI_OK && *len > AMI_MDMS_AUDIT_ANCHOR_MAX)
+        rc = AMI_E_STORAGE;             //  too long to be an anchor
+    return rc;
+}
+
+/*  The next line of [*p, end) must start with prefix; its value (after
+    the prefix, before the LF) into *val, *vlen. */
+static bool
+s_line (const char **p, const char *end, const char *prefix, const char **val, size_t *vlen)
+{
+    size_t plen = strlen (prefix);
+    const char *lf = (const char *) memchr (*p, '\n', (size_t) (end - *p));
+    if (!lf || (size_t) (lf - *p) < plen || memcmp (*p, prefix, plen) != 0)
+        return false;
+    *val = *p + plen;
+    *vlen = (size_t) (lf - *val);
+    *p = lf + 1;
+    return true;
+}
+
+/*  A decimal u64: 1..20 digits, no leading zero (but "0"), no overflow. */
+static bool
+s_dec (const char *s, size_t n, uint64_t *out)
+{
+    if (n < 1 || n > 20 || (n > 1 && s [0] == '0'))
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s [i] < '0' || s [i] > '9')
+            return false;
+        uint64_t d = (uint64_t) (s [i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+/*  Exactly 64 lower-case hex digits. */
+static bool
+s_hex32 (const char *s, size_t n, uint8_t out [AMI_HASH_SIZE])
+{
+    if (n != 2 * AMI_HASH_SIZE)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s [i] >= '0' && s [i] <= '9') || (s [i] >= 'a' && s [i] <= 'f')))
+            return false;
+    size_t bin = 0;
+    return sodium_hex2bin (out, AMI_HASH_SIZE, s, n, NULL, &bin, NULL) == 0
+        && bin == AMI_HASH_SIZE;
+}
+
+static void
+s_anchor_mac (const ami_mdms_audit_t *self, const void *text, size_t len,
+              uint8_t out [AMI_HASH_SIZE])
+{
+    crypto_generichash (out, AMI_HASH_SIZE, (const uint8_t *) text, len,
+                        self->anchor_key, sizeof self->anchor_key);
+}
+
+/*  Parse and authenticate an anchor file. Returns AMI_OK, or
+    AMI_E_BAD_SIGNATURE when the layout or the mac is wrong (*why says
+    which, for the log). */
+static int
+s_anchor_parse (const ami_mdms_audit_t *self, const uint8_t *buf, size_t len,
+                s_anchor_t *a, const char **why)
+{
+    memset (a, 0, sizeof *a);
+    const char *p = (const char *) buf, *end = p + len;
+    const char *v;
+    size_t n;
+    *why = "layout";
+    size_t magic = strlen (S_ANCHOR_MAGIC);
+    if (len < magic || memcmp (p, S_ANCHOR_MAGIC, magic) != 0)
+        return AMI_E_BAD_SIGNATURE;
+    p += magic;
+    if (!s_line (&p, end, "seq ", &v, &n) || !s_dec (v, n, &a->seq)
+    ||  !s_line (&p, end, "hash ", &v, &n) || !s_hex32 (v, n, a->hash)
+    ||  !s_line (&p, end, "time ", &v, &n) || !s_dec (v, n, &a->time_ms)
+    ||  !s_line (&p, end, "truncated ", &v, &n))
+        return AMI_E_BAD_SIGNATURE;
+    const char *space = (const char *) memchr (v, ' ', n);
+    if (!space || !s_dec (v, (size_t) (space - v), &a->cut_first)
+    ||  !s_dec (space + 1, n - (size_t) (space + 1 - v), &a->cut_last)
+    ||  a->cut_first > a->cut_last || (a->cut_first == 0) != (a->cut_last == 0))
+        return AMI_E_BAD_SIGNATURE;
+    if (!s_line (&p, end, "anchor-lost ", &v, &n))
+        return AMI_E_BAD_SIGNATURE;
+    if (n == 4 && memcmp (v, "none", 4) == 0)
+        ;
+    else
+    if (n == 7 && memcmp (v, "missing", 7) == 0)
+        a->lost_missing = true;
+    else
+    if (n == 6 && memcmp (v, "forged", 6) == 0)
+        a->lost_forged = true;
+    else
+    if (n == 14 && memcmp (v, "missing forged", 14) == 0)
+        a->lost_missing = a->lost_forged = true;
+    else
+        return AMI_E_BAD_SIGNATURE;
+    size_t signed_len = (size_t) (p - (const char *) buf);
+    uint8_t mac [AMI_HASH_SIZE], expect [AMI_HASH_SIZE];
+    if (!s_line (&p, end, "mac ", &v, &n) || !s_hex32 (v, n, mac) || p != end)
+        return AMI_E_BAD_SIGNATURE;
+    s_anchor_mac (self, buf, signed_len, expect);
+    if (sodium_memcmp (mac, expect, AMI_HASH_SIZE) != 0) {
+        *why = "mac";
+        return AMI_E_BAD_SIGNATURE;
+    }
+    *why = NULL;
+    return AMI_OK;
+}
+
+/*  Unite [first, last] with the recorded truncation. */
+static void
+s_cut (ami_mdms_audit_t *self, uint64_t first, uint64_t last)
+{
+    if (!first || first > last)
+        return;
+    if (!self->cut_first || first < self->cut_first) {
+        self->cut_first = first;
+        self->anchor_dirty = true;
+    }
+    if (last > self->cut_last) {
+        self->cut_last = last;
+        self->anchor_dirty = true;
+    }
+}
+
+/*  The anchor text of the committed head and the findings. */
+static size_t
+s_anchor_format (const ami_mdms_audit_t *self, char out [AMI_MDMS_AUDIT_ANCHOR_MAX])
+{
+    char hex [2 * AMI_HASH_SIZE + 1];
+    sodium_bin2hex (hex, sizeof hex, self->last_hash, AMI_HASH_SIZE);
+    const char *lost = self->lost_missing && self->lost_forged ? "missing forged"
+                     : self->lost_missing ? "missing" : self->lost_forged ? "forged" : "none";
+    int n = snprintf (out, AMI_MDMS_AUDIT_ANCHOR_MAX,
+                      S_ANCHOR_MAGIC "seq %llu\nhash %s\ntime %llu\ntruncated %llu %llu\n"
+                      "anchor-lost %s\n", (unsigned long long) self->last_seq, hex,
+                      (unsigned long long) zclock_time (),
+                      (unsigned long long) self->cut_first, (unsigned long long) self->cut_last,
+                      lost);
+    assert (n > 0 && (size_t) n + 4 + 2 * AMI_HASH_SIZE + 1 < AMI_MDMS_AUDIT_ANCHOR_MAX);
+    uint8_t mac [AMI_HASH_SIZE];
+    s_anchor_mac (self, out, (size_t) n, mac);
+    sodium_bin2hex (hex, sizeof hex, mac, AMI_HASH_SIZE);
+    int m = snprintf (out + n, AMI_MDMS_AUDIT_ANCHOR_MAX - (size_t) n, "mac %s\n", hex);
+    assert (m > 0);
+    return (size_t) n + (size_t) m;
+}
+
+/*  Write the anchor atomically (temp, fdatasync, rename, fsync of the
+    directory). Returns AMI_OK or AMI_E_IO (logged once per spell). */
+static int
+s_anchor_write (ami_mdms_audit_t *self)
+{
+    char text [AMI_MDMS_AUDIT_ANCHOR_MAX];
+    size_t len = s_anchor_format (self, text);
+    self->anchor_written_at = zclock_mono ();
+    const char *step = "open";
+    int fd = open (self->anchor_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                   0640);               //  no secret in it: auditors may read it
+    bool ok = fd >= 0;
+    for (size_t done = 0; ok && done < len; ) {
+        ssize_t put = write (fd, text + done, len - done);
+        if (put < 0 && errno == EINTR)
+            continue;
+        ok = put > 0;
+        step = "write";
+        if (ok)
+            done += (size_t) put;
+    }
+    if (ok) {
+        step = "fdatasync";
+        ok = fdatasync (fd) == 0;
+    }
+    if (fd >= 0 && close (fd) != 0 && ok) {
+        step = "close";
+        ok = false;
+    }
+    if (ok) {
+        step = "rename";
+        ok = rename (self->anchor_tmp, self->anchor_path) == 0;
+    }
+    if (ok) {
+        //  The rename itself durable: fsync the directory
+        step = "fsync of the directory";
+        int dfd = open (self->anchor_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        ok = dfd >= 0 && fsync (dfd) == 0;
+        if (dfd >= 0)
+            close (dfd);
+    }
+    if (!ok) {
+        int err = errno;
+        unlink (self->anchor_tmp);
+        if (!self->anchor_failing)
+            ami_log_error ("audit anchor %s: cannot write (%s: %s): the log's tail is not "
+                           "anchored beyond seq %llu until a write succeeds",
+                           self->anchor_path, step, strerror (err),
+                           (unsigned long long) self->anchored_seq);
+        self->anchor_failing = true;
+        return AMI_E_IO;
+    }
+    if (self->anchor_failing)
+        ami_log_info ("audit anchor %s: written again (seq %llu)", self->anchor_path,
+                      (unsigned long long) self->last_seq);
+    self->anchor_failing = false;
+    self->anchor_written = true;
+    self->anchor_dirty = false;
+    self->anchored_seq = self->last_seq;
+    memcpy (self->anchored_hash, self->last_hash, AMI_HASH_SIZE);
+    memcpy (self->anchor_text, text, len);
+    self->anchor_len = len;
+    return AMI_OK;
+}
+
+/*  Keep a rejected anchor file for the investigation. */
+static void
+s_anchor_aside (ami_mdms_audit_t *self)
+{
+    char aside [4096];                  //  PATH_MAX on Linux
+    int n = snprintf (aside, sizeof aside, "%s.rejected-%lld", self->anchor_path,
+                      (long long) zclock_time ());
+    if (n > 0 && (size_t) n < sizeof aside && rename (self->anchor_path, aside) == 0)
+        ami_log_error ("audit anchor %s: kept as %s for the investigation", self->anchor_path,
+                       aside);
+    else
+        ami_log_warn ("audit anchor %s: could not be kept aside (%s); it is replaced",
+                      self->anchor_path, strerror (errno));
+}
+
+static const char *
+s_lost_text (const ami_mdms_audit_t *self)
+{
+    return self->lost_missing && self->lost_forged ? "missing and forged"
+         : self->lost_missing ? "missing" : self->lost_forged ? "forged" : "none";
+}
+
+int
+ami_mdms_audit_anchor_open (ami_mdms_audit_t *self, const char *path)
+{
+    assert (self && path && *path);
+    assert (!self->anchor_path);        //  once
+    self->anchor_path = strdup (path);
+    self->anchor_tmp = s_strcat2 (path, ".tmp");
+    const char *slash = strrchr (path, '/');
+    self->anchor_dir = slash == path ? strdup ("/")
+                     : slash ? strndup (path, (size_t) (slash - path)) : strdup (".");
+    if (!self->anchor_path || !self->anchor_tmp || !self->anchor_dir)
+        return AMI_E_NOMEM;
+    struct stat st;
+    if (stat (self->anchor_dir, &st) != 0 || !S_ISDIR (st.st_mode)) {
+        ami_log_error ("audit anchor %s: its directory %s does not exist: check "
+                       "mdms/audit-anchor", path, self->anchor_dir);
+        return AMI_E_IO;
+    }
+
+    uint8_t buf [AMI_MDMS_AUDIT_ANCHOR_MAX + 1];
+    size_t len = 0;
+    int rc = s_anchor_read (path, buf, &len);
+    if (rc == AMI_E_IO)
+        return rc;                      //  logged: not readable, not writable either
+    const char *why = "not a regular file, or too long";
+    s_anchor_t a;
+    memset (&a, 0, sizeof a);
+    if (rc == AMI_OK)
+        rc = s_anchor_parse (self, buf, len, &a, &why);
+    char hex [2 * AMI_HASH_SIZE + 1];
+    sodium_bin2hex (hex, sizeof hex, self->last_hash, AMI_HASH_SIZE);
+    unsigned long long last = (unsigned long long) self->last_seq;
+    if (rc == AMI_E_NOTFOUND) {
+        if (self->last_seq) {
+            self->lost_missing = true;
+            self->tail_ok = false;
+            ami_log_error ("audit anchor %s: MISSING while the log holds entries up to seq %llu "
+                           "(hash %s): a cut tail cannot be ruled out; recorded in the anchor "
+                           "and reported by every audit verify; a new anchor starts at seq "
+                           "%llu", path, last, hex, last);
+        }
+        else
+            ami_log_info ("audit anchor %s: none yet (empty log): created", path);
+    }
+    else
+    if (rc) {
+        self->lost_forged = true;
+        self->tail_ok = false;
+        ami_log_error ("audit anchor %s: DOES NOT VERIFY (%s: forged, damaged, or written "
+                       "with another data key); recorded in the anchor and reported by every "
+                       "audit verify; a new anchor starts at seq %llu", path,
+                       why ? why : "layout", last);
+        s_anchor_aside (self);
+    }
+    else {
+        //  Earlier findings are carried on
+        self->lost_missing = a.lost_missing;
+        self->lost_forged = a.lost_forged;
+        s_cut (self, a.cut_first, a.cut_last);
+        if (a.cut_first || a.lost_missing || a.lost_forged) {
+            self->tail_ok = false;
+            char cut [64] = "none";
+            if (a.cut_first)
+                snprintf (cut, sizeof cut, "seq %llu..%llu", (unsigned long long) a.cut_first,
+                          (unsigned long long) a.cut_last);
+            ami_log_error ("audit anchor %s: earlier findings stand: truncated %s, anchor "
+                           "lost %s (run the audit verify action)", path, cut,
+                           s_lost_text (self));
+        }
+        uint8_t stored [AMI_HASH_SIZE];
+        if (a.seq > self->last_seq) {
+            s_cut (self, self->last_seq + 1, a.seq);
+            self->tail_ok = false;
+            ami_log_error ("audit log TRUNCATED: the anchor %s records seq %llu, the log ends "
+                           "at seq %llu: entries %llu..%llu are gone; recorded in the anchor "
+                           "and reported by every audit verify; appending continues at seq "
+                           "%llu", path, (unsigned long long) a.seq, last, last + 1,
+                           (unsigned long long) a.seq, last + 1);
+            s_anchor_aside (self);
+        }
+        else
+        if (a.seq == 0)
+            ami_log_warn ("audit anchor %s lags the log: it records an empty log, the log "
+                          "holds seq 1..%llu (the MDMS stopped without writing it: a crash); "
+                          "those entries are not covered by it", path, last);
+        else
+        if (!s_stored_hash (self, a.seq, stored))
+            ami_log_error ("audit anchor %s: the entry at the anchored seq %llu is missing: "
+                           "run the audit verify action", path, (unsigned long long) a.seq);
+        else
+        if (sodium_memcmp (stored, a.hash, AMI_HASH_SIZE) != 0) {
+            s_cut (self, a.seq, a.seq);
+            self->tail_ok = false;
+            ami_log_error ("audit log TRUNCATED AND REWRITTEN: the entry at the anchored seq "
+                           "%llu is not the one the anchor %s records: the log was cut at or "
+                           "before seq %llu and grown again; recorded in the anchor and "
+                           "reported by every audit verify", (unsigned long long) a.seq,
+                           path, (unsigned long long) a.seq);
+            s_anchor_aside (self);
+        }
+        else
+        if (a.seq < self->last_seq)
+            ami_log_warn ("audit anchor %s lags the log: seq %llu of %llu (the MDMS stopped "
+                          "without writing it: a crash); entries %llu..%llu are not covered "
+                          "by it", path, (unsigned long long) a.seq, last,
+                          (unsigned long long) a.seq + 1, last);
+        else
+            ami_log_info ("audit anchor %s: seq %llu hash %s matches the log", path, last, hex);
+    }
+    self->anchor_dirty = true;
+    rc = s_anchor_write (self);
+    if (rc)
+        ami_log_error ("audit anchor %s: cannot be written: check mdms/audit-anchor (its "
+                       "directory must exist and be writable by the MDMS)", path);
+    return rc;
+}
+
+int
+ami_mdms_audit_anchor_sync (ami_mdms_audit_t *self)
+{
+    assert (self);
+    if (!self->anchor_path)
+        return AMI_OK;
+    if (!self->anchor_dirty && self->anchor_written && self->anchored_seq == self->last_seq)
+        return AMI_OK;
+    //  The head moved: at most one write per window (a finding: at once,
+    //  unless writes are failing: then retries are paced like writes)
+    if ((!self->anchor_dirty || self->anchor_failing)
+    &&  zclock_mono () - self->anchor_written_at < AMI_MDMS_AUDIT_ANCHOR_MS)
+        return AMI_OK;
+    return s_anchor_write (self);
+}
+
+uint64_t
+ami_mdms_audit_anchored (ami_mdms_audit_t *self)
+{
+    assert (self);
+    return self->anchor_written ? self->anchored_seq : 0;
+}
+
+
+/* ---------------------------------------------------------------------- */
 /*  Verify                                                                  */
 
 typedef struct {
@@ -634,7 +1140,7 @@ s_verify_row (const void *key, size_t klen, const void *val, size_t vlen, void *
     if (klen != 8) {
         //  Not a seq at all: count it, it cannot be placed in the chain
         out->checked++;
-        s_failure (ctx, 0, AMI_E_BAD_SIGNATURE);
+        s_failure (ctx, 0, AMI_E_STORAGE);
         return 0;
     }
     uint64_t seq = s_get_be64 ((const uint8_t *) key);
@@ -664,6 +1170,54 @@ s_verify_row (const void *key, size_t klen, const void *val, size_t vlen, void *
     return 0;
 }
 
+/*  Check the anchor file as it is now against what this MDMS wrote last;
+    a finding is recorded (and carried into the next anchor). */
+static void
+s_verify_anchor_file (ami_mdms_audit_t *self)
+{
+    uint8_t buf [AMI_MDMS_AUDIT_ANCHOR_MAX + 1];
+    size_t len = 0;
+    int rc = s_anchor_read (self->anchor_path, buf, &len);
+    if (rc == AMI_E_NOTFOUND) {
+        if (!self->lost_missing)
+            ami_log_error ("audit anchor %s: MISSING (deleted while the MDMS runs); recorded "
+                           "in the next anchor", self->anchor_path);
+        if (!self->lost_missing)
+            self->anchor_dirty = true;
+        self->lost_missing = true;
+    }
+    else
+    if (rc || !self->anchor_written || len != self->anchor_len
+    ||  memcmp (buf, self->anchor_text, len) != 0) {
+        s_anchor_t a;
+        const char *why = "not a regular file, or too long";
+        bool verifies = rc == AMI_OK && s_anchor_parse (self, buf, len, &a, &why) == AMI_OK;
+        if (!self->lost_forged)
+            ami_log_error ("audit anchor %s: not the anchor this MDMS wrote (%s); recorded in "
+                           "the next anchor", self->anchor_path,
+                           verifies ? "a valid but other anchor: an old copy put back?"
+                           : why ? why : "layout");
+        if (!self->lost_forged)
+            self->anchor_dirty = true;
+        self->lost_forged = true;
+        s_anchor_aside (self);          //  the next write must not destroy it
+        self->anchor_dirty = true;
+    }
+}
+
+/*  Stable sort of the listed failures by ref (at most 256: insertion). */
+static void
+s_sort_failures (ami_api_verify_t *out)
+{
+    for (uint32_t i = 1; i < out->count; i++) {
+        ami_failure_t f = out->failures [i];
+        uint32_t j = i;
+        for (; j > 0 && out->failures [j - 1].ref > f.ref; j--)
+            out->failures [j] = out->failures [j - 1];
+        out->failures [j] = f;
+    }
+}
+
 int
 ami_mdms_audit_verify (ami_mdms_audit_t *self, ami_api_verify_t *out)
 {
@@ -681,9 +1235,51 @@ ami_mdms_audit_verify (ami_mdms_audit_t *self, ami_api_verify_t *out)
                              s_verify_row, &ctx);
     if (rc)
         return rc;
-    //  Entries the MDMS wrote since it opened the log but that are gone
-    //  from the file now (the in-memory tail is an anchor of its own)
-    if (self->last_seq >= ctx.expected)
-        s_missing (&ctx, ctx.expected, self->last_seq + 1);
+    uint64_t stored_last = ctx.expected - 1;
+
+    //  Truncation: entries the MDMS committed (its in-memory tail is an
+    //  anchor of its own while it runs) or anchored, gone from the end
+    uint64_t cut_first = self->cut_first, cut_last = self->cut_last;
+    uint64_t head = self->last_seq;
+    if (self->anchor_path && self->anchor_written && self->anchored_seq > head)
+        head = self->anchored_seq;
+    if (head > stored_last)
+        s_cut (self, stored_last + 1, head);
+    //  ... or cut and grown again: the anchored entry is another one now
+    uint8_t stored [AMI_HASH_SIZE];
+    if (self->anchor_path && self->anchor_written && self->anchored_seq
+    &&  self->anchored_seq <= stored_last
+    &&  s_stored_hash (self, self->anchored_seq, stored)
+    &&  sodium_memcmp (stored, self->anchored_hash, AMI_HASH_SIZE) != 0)
+        s_cut (self, self->anchored_seq, self->anchored_seq);
+    if (self->cut_first != cut_first || self->cut_last != cut_last)
+        ami_log_error ("audit log TRUNCATED (found by the verify): the log ends at seq %llu, "
+                       "seq %llu was committed; entries %llu..%llu are recorded as cut",
+                       (unsigned long long) stored_last, (unsigned long long) head,
+                       (unsigned long long) self->cut_first,
+                       (unsigned long long) self->cut_last);
+    if (self->anchor_path)
+        s_verify_anchor_file (self);
+
+    //  The anchor's failures, always listed: they take the place of the
+    //  last listed chain failures when the list is full (still counted)
+    ami_failure_t extra [4];
+    uint32_t extras = 0;
+    if (self->lost_missing)
+        extra [extras++] = (ami_failure_t) { 0, AMI_E_NOTFOUND };
+    if (self->lost_forged)
+        extra [extras++] = (ami_failure_t) { 0, AMI_E_BAD_SIGNATURE };
+    if (self->cut_first) {
+        extra [extras++] = (ami_failure_t) { self->cut_first, AMI_E_TRUNCATED };
+        if (self->cut_last > self->cut_first)
+            extra [extras++] = (ami_failure_t) { self->cut_last, AMI_E_TRUNCATED };
+        out->failed += self->cut_last - self->cut_first + 1;
+    }
+    out->failed += (self->lost_missing ? 1 : 0) + (self->lost_forged ? 1 : 0);
+    if (out->count + extras > AMI_MAX_API_FAILURES)
+        out->count = AMI_MAX_API_FAILURES - extras;
+    for (uint32_t i = 0; i < extras; i++)
+        out->failures [out->count++] = extra [i];
+    s_sort_failures (out);
     return AMI_OK;
 }

@@ -54,6 +54,11 @@
 #define S_KEY_GEN       "registry.gen"
 #define S_KEY_INTERVAL  "interval"
 
+/*  Removed meters named one by one in the log at an import; the rest are
+    counted (a registry swap that drops a whole region must not flood the
+    log with 100 000 lines). */
+#define S_REMOVED_NAMED     20
+
 /*  Registry value: version, generation, two length-prefixed ids, key. */
 #define S_METER_VALUE_MAX   (1 + 8 + 1 + AMI_MAX_ID + 1 + AMI_MAX_ID + AMI_E2E_SIGN_PK_SIZE)
 #define S_METER_VALUE_MIN   (1 + 8 + 1 + 1 + 1 + 1 + AMI_E2E_SIGN_PK_SIZE)
@@ -940,9 +945,18 @@ ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
         if (drc && drc != AMI_E_NOTFOUND)
             rc = drc;
     }
-    if (zlistx_size (ctx.stale))
-        ami_log_info ("registry %s: %zu meter(s) no longer listed, removed", path,
-                      zlistx_size (ctx.stale));
+    if (zlistx_size (ctx.stale)) {
+        //  SEC-KEY-3: a removal is a security decision: name the meters
+        size_t named = 0;
+        for (const char *id = (const char *) zlistx_first (ctx.stale);
+             id && named < S_REMOVED_NAMED; id = (const char *) zlistx_next (ctx.stale), named++)
+            ami_log_warn ("registry %s: meter %s no longer listed, removed: its reads and "
+                          "interval data are refused from now on (its stored data is kept)",
+                          path, id);
+        ami_log_info ("registry %s: %zu meter(s) no longer listed, removed%s", path,
+                      zlistx_size (ctx.stale),
+                      zlistx_size (ctx.stale) > named ? " (the first ones named above)" : "");
+    }
     //  Customer records of meters gone, or listed without customer data
     zlistx_purge (ctx.stale);
     if (rc == AMI_OK)

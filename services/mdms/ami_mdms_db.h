@@ -157,7 +157,8 @@
     Meter data key. Readings and interval records are sealed under the
     crypto_kdf subkey AMI_MDMS_METER_DATA_KDF_ID (3), context "AMImdata",
     of the MDMS data key (mdms/data-key), distinct from the customer key
-    (2, "AMIcust ") and the audit key (1, "AMIaudit"). One key serves both
+    (2, "AMIcust "), the audit key (1, "AMIaudit") and the audit anchor's
+    MAC key (4, "AMIanchr", ami_mdms_audit.h). One key serves both
     databases: their additional data cannot collide (a readings key has
     24 bytes after its meter id's 0x00 and is authenticated alone, an
     intervals key 4 and is followed by the bitmap; a value is also only
@@ -360,7 +361,19 @@ ami_store_t *
     transaction (all new entries, customer records and the new
     generation), so a reader sees the old registry or the new one, never a
     mix; entries of meters no longer listed, and customer records no
-    longer given, are deleted afterwards (and skipped until then). Line
+    longer given, are deleted afterwards (and skipped until then). Removal
+    (SEC-KEY-3) is how a meter is taken out of service or its key revoked:
+    the MDMS imports the registry at start, so after a restart with a
+    meters.tsv without meter X, every lookup of X answers AMI_E_NOTFOUND:
+    the MDMS refuses X's READ (and HISTORY, INTERVALS, VERIFY, CUSTOMER)
+    with AMI_E_UNKNOWN_METER, audited, and rejects X's interval blocks
+    (ami_mdms_ingest.h: counted, EVENT security). X's stored readings and
+    interval records are KEPT in "readings" and "intervals" (billing
+    records under retention rules; a registry edit must not be able to
+    destroy them) but are not served while X is not registered: the
+    registry's key is what VERIFY needs to re-prove them, and listing X
+    again makes them readable again. Each removed meter is named in the
+    log (a warning; the first 20, then a count). Line
     buffers holding customer plaintext are wiped before they are freed.
     The meter ids are held in memory during the import (about 80 bytes a
     meter). If aggregators_p is not NULL it gets a new list (owned by the

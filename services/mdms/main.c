@@ -19,7 +19,8 @@ static const char *const s_known [] = {
     "mdms/api", "mdms/ingest", "mdms/events", "mdms/broker", "mdms/broker-cert",
     "mdms/db", "mdms/map-size", "mdms/keys", "mdms/registry", "mdms/read-timeout",
     "mdms/retries", "mdms/data-key", "mdms/rate/operator", "mdms/rate/operator-burst",
-    "mdms/rate/meter", "mdms/rate/meter-burst", "mdms/interval", "mdms/key-cache", NULL
+    "mdms/rate/meter", "mdms/rate/meter-burst", "mdms/interval", "mdms/key-cache",
+    "mdms/audit-anchor", NULL
 };
 
 static const ami_service_info_t s_info = {
@@ -51,7 +52,10 @@ static const ami_service_info_t s_info = {
         "  mdms/interval         interval-data period; must divide a day and match the\n"
         "                        meters' meter/profile/interval [15m]\n"
         "  mdms/key-cache        meter profile keys kept in memory (~96 bytes each),\n"
-        "                        0 = the registry size [0]\n",
+        "                        0 = the registry size [0]\n"
+        "  mdms/audit-anchor     file recording the audit log's last seq and hash (MACed),\n"
+        "                        outside mdms/db: a cut tail of the log shows against it\n"
+        "                        [<mdms/db>.audit-anchor]\n",
     .server = true
 };
 
@@ -128,7 +132,8 @@ main (int argc, char **argv)
                 &mdms.rate_meter_burst)
     ||  ami_config_duration_ms (config, "mdms/interval", AMI_MDMS_INTERVAL_S * 1000,
                                 &interval_ms)
-    ||  ami_config_int (config, "mdms/key-cache", 0, 0, AMI_MDMS_KEY_CACHE_MAX, &key_cache))
+    ||  ami_config_int (config, "mdms/key-cache", 0, 0, AMI_MDMS_KEY_CACHE_MAX, &key_cache)
+    ||  ami_config_str (config, "mdms/audit-anchor", NULL, &mdms.audit_anchor_path))
         goto done;
     if (interval_ms < 1000 || interval_ms % 1000 || interval_ms > 86400000
     ||  86400000 % interval_ms) {

@@ -28,6 +28,7 @@
 #include <czmq.h>
 #include <msgpack.h>
 #include <sodium.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <arpa/inet.h>
@@ -514,6 +515,372 @@ test_sec_aud_1_tampered_audit_log (void **state)
     free (rows);
     zsock_destroy (&auditor);
     mh_env_stop (&env);
+}
+
+/*  The anchor file, read as an auditor would: the layout in
+    ami_mdms_audit.h parsed here, its mac recomputed with the anchor key
+    derived here (crypto_kdf subkey 4, "AMIanchr", of the data key). */
+typedef struct {
+    uint64_t seq;
+    uint8_t hash [32];
+    uint64_t cut_first, cut_last;
+    char lost [32];
+} anchor_t;
+
+/*  The documented default: a sibling of the database directory. */
+static char *
+s_anchor_path (mh_env_t *env)
+{
+    return zsys_sprintf ("%s.audit-anchor", env->db);
+}
+
+/*  Read and check the anchor; false if its mac does not verify. */
+static bool
+s_anchor_load (mh_env_t *env, anchor_t *a)
+{
+    char *path = s_anchor_path (env);
+    size_t size = 0;
+    uint8_t *data = s_slurp (path, &size);
+    zstr_free (&path);
+    char *text = (char *) calloc (1, size + 1);
+    assert_non_null (text);
+    memcpy (text, data, size);
+    //  Exactly 7 LF-terminated lines, the mac last
+    char *mac_line = strstr (text, "\nmac ");
+    assert_non_null (mac_line);
+    mac_line++;
+    char hash_hex [65], mac_hex [65];
+    int n = sscanf (text, "ami-audit-anchor 1\nseq %" SCNu64 "\nhash %64s\ntime %*u\n"
+                    "truncated %" SCNu64 " %" SCNu64 "\nanchor-lost %31[a-z ]\n",
+                    &a->seq, hash_hex, &a->cut_first, &a->cut_last, a->lost);
+    assert_int_equal (n, 5);
+    assert_int_equal (sscanf (mac_line, "mac %64s", mac_hex), 1);
+    assert_int_equal (strlen (mac_line), 4 + 64 + 1);
+    assert_int_equal (text [size - 1], '\n');
+    assert_int_equal (sodium_hex2bin (a->hash, 32, hash_hex, 64, NULL, NULL, NULL), 0);
+    uint8_t key [32], mac [32], expect [32];
+    assert_int_equal (crypto_kdf_derive_from_key (key, 32, 4, "AMIanchr", mh.data_seed), 0);
+    crypto_generichash (expect, 32, (const uint8_t *) text, (size_t) (mac_line - text), key, 32);
+    assert_int_equal (sodium_hex2bin (mac, 32, mac_hex, 64, NULL, NULL, NULL), 0);
+    bool ok = sodium_memcmp (mac, expect, 32) == 0;
+    sodium_memzero (key, sizeof key);
+    free (text);
+    free (data);
+    return ok;
+}
+
+/*  Files "<anchor>.rejected-*" next to the anchor; no "<anchor>.tmp" left. */
+static int
+s_anchor_rejected (mh_env_t *env)
+{
+    char *path = s_anchor_path (env);
+    char *tmp = zsys_sprintf ("%s.tmp", path);
+    assert_false (zsys_file_exists (tmp));
+    zstr_free (&tmp);
+    const char *base = strrchr (path, '/') + 1;
+    char prefix [256];
+    snprintf (prefix, sizeof prefix, "%s.rejected-", base);
+    zdir_t *dir = zdir_new (mh.dir, NULL);
+    assert_non_null (dir);
+    zlist_t *files = zdir_list (dir);
+    int count = 0;
+    for (zfile_t *f = (zfile_t *) zlist_first (files); f; f = (zfile_t *) zlist_next (files))
+        if (strncmp (strrchr (zfile_filename (f, NULL), '/') + 1, prefix, strlen (prefix)) == 0)
+            count++;
+    zlist_destroy (&files);
+    zdir_destroy (&dir);
+    zstr_free (&path);
+    return count;
+}
+
+/*  Wait (bounded) until the anchor file exists again. */
+static void
+s_anchor_wait (mh_env_t *env)
+{
+    char *path = s_anchor_path (env);
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (!zsys_file_exists (path)) {
+        if (zclock_mono () > deadline)
+            fail_msg ("the anchor %s was not written again", path);
+        zclock_sleep (POLL_MS);
+    }
+    zstr_free (&path);
+}
+
+/*  Wait (bounded) until the running MDMS has written the anchor of its
+    committed head (at most one write window, AMI_MDMS_AUDIT_ANCHOR_MS,
+    behind; a pipe command is itself a pass of the loop). */
+static void
+s_anchor_settle (mh_env_t *env)
+{
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (mh_pipe_stat (env, "audit_anchor") != mh_pipe_stat (env, "audit_seq")) {
+        if (zclock_mono () > deadline)
+            fail_msg ("the anchor stayed behind the audit log");
+        zclock_sleep (POLL_MS);
+    }
+}
+
+/*  n STATUS requests by alice: n audit entries. */
+static void
+s_requests (mh_env_t *env, int n)
+{
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    for (int i = 0; i < n; i++) {
+        ami_msg_t *r = mh_call (env, env->client, corr, AMI_ACT_STATUS, "", 0, 0, 0, 0);
+        assert_int_equal (r->type, AMI_MSG_API_STATUS);
+    }
+}
+
+/*  The stored H of audit entry seq, from data.mdb (MDMS stopped). */
+static void
+s_stored_hash (mh_env_t *env, uint64_t seq, uint8_t hash [32])
+{
+    unsigned dbi;
+    uint8_t value [AMI_MDMS_AUDIT_VALUE_MAX];
+    ami_store_t *store = s_open_store (env, AMI_MDMS_AUDIT_DB, &dbi);
+    size_t vlen = s_get_seq (store, dbi, seq, value, sizeof value);
+    assert_true (vlen > 32);
+    memcpy (hash, value + vlen - 32, 32);
+    ami_store_destroy (&store);
+}
+
+static char *
+s_tail_state (mh_env_t *env)
+{
+    return mh_pipe_text (env, "audit_tail");
+}
+
+/*  SEC-AUD-1, truncation. The chain head (last seq, its hash) is kept,
+    MACed, in an anchor file outside the database. Entries cut from the
+    tail of data.mdb (which leaves a consistent shorter chain) are found at
+    start and by AUDIT_VERIFY as {first, AMI_E_TRUNCATED}, {last,
+    AMI_E_TRUNCATED} naming the missing range, and still after the MDMS
+    appended over those seqs and restarted; a log cut and grown again past
+    an old anchor put back shows at the anchored seq. A deleted anchor
+    (while the MDMS runs, and while it is stopped) is {0, AMI_E_NOTFOUND};
+    a forged one {0, AMI_E_BAD_SIGNATURE}; neither passes silently later. */
+static void
+test_sec_aud_1_truncated_tail (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, false);
+    zsock_t *auditor = s_client (&env, mh.auditor_cert);
+    s_requests (&env, 20);
+    ami_api_verify_t *v = s_audit_verify (&env, auditor);       //  entry 21
+    assert_int_equal (v->checked, 20);
+    assert_int_equal (v->failed, 0);
+    zsock_destroy (&auditor);
+    mh_mdms_stop (&env);
+
+    //  The stop wrote the final head: seq 21, its stored hash, a good mac
+    anchor_t a;
+    assert_true (s_anchor_load (&env, &a));
+    assert_int_equal (a.seq, 21);
+    uint8_t hash [32];
+    s_stored_hash (&env, 21, hash);
+    assert_memory_equal (a.hash, hash, 32);
+    assert_int_equal (a.cut_first, 0);
+    assert_int_equal (a.cut_last, 0);
+    assert_string_equal (a.lost, "none");
+    assert_int_equal (s_anchor_rejected (&env), 0);
+
+    //  (a) an untouched restart: clean, the anchor matches
+    mh_mdms_start (&env);
+    char *tail = s_tail_state (&env);
+    assert_string_equal (tail, "ok");
+    zstr_free (&tail);
+    assert_int_equal (mh_pipe_stat (&env, "audit_anchor"), 21);
+    mh_mdms_stop (&env);
+
+    //  (b) the tail cut from data.mdb: seqs 17..21 deleted. The chain
+    //  1..16 is consistent, only the anchor shows the cut
+    unsigned dbi;
+    ami_store_t *store = s_open_store (&env, AMI_MDMS_AUDIT_DB, &dbi);
+    for (uint64_t seq = 17; seq <= 21; seq++)
+        s_del_seq (store, dbi, seq);
+    ami_store_destroy (&store);
+    mh_mdms_start (&env);
+    tail = s_tail_state (&env);
+    assert_string_equal (tail, "TAMPERED");                     //  seen at start
+    zstr_free (&tail);
+    assert_int_equal (mh_pipe_stat (&env, "audit_seq"), 16);
+    assert_int_equal (s_anchor_rejected (&env), 1);             //  the evidence kept
+    auditor = s_client (&env, mh.auditor_cert);
+    v = s_audit_verify (&env, auditor);                         //  entry 17 (new)
+    assert_int_equal (v->checked, 16);
+    assert_int_equal (v->failed, 5);
+    assert_int_equal (v->count, 2);
+    s_assert_failure (v, 0, 17, AMI_E_TRUNCATED);
+    s_assert_failure (v, 1, 21, AMI_E_TRUNCATED);
+    //  The MDMS appends over the cut seqs; the finding stays, also across
+    //  a restart (it is carried in the anchor, MACed)
+    s_requests (&env, 6);                                       //  18..23
+    v = s_audit_verify (&env, auditor);                         //  24
+    assert_int_equal (v->checked, 23);
+    assert_int_equal (v->failed, 5);
+    s_assert_failure (v, 0, 17, AMI_E_TRUNCATED);
+    s_assert_failure (v, 1, 21, AMI_E_TRUNCATED);
+    zsock_destroy (&auditor);
+    mh_mdms_stop (&env);
+    assert_true (s_anchor_load (&env, &a));
+    assert_int_equal (a.seq, 24);
+    assert_int_equal (a.cut_first, 17);
+    assert_int_equal (a.cut_last, 21);
+    mh_mdms_start (&env);
+    auditor = s_client (&env, mh.auditor_cert);
+    v = s_audit_verify (&env, auditor);                         //  25
+    assert_int_equal (v->checked, 24);
+    assert_int_equal (v->failed, 5);
+    assert_int_equal (v->count, 2);
+    s_assert_failure (v, 0, 17, AMI_E_TRUNCATED);
+    s_assert_failure (v, 1, 21, AMI_E_TRUNCATED);
+
+    //  (c) the anchor deleted while the MDMS runs: reported at once, the
+    //  next write restores the file, and the finding stays
+    char *path = s_anchor_path (&env);
+    s_anchor_settle (&env);             //  no write of entry 25 still to come
+    assert_int_equal (unlink (path), 0);
+    v = s_audit_verify (&env, auditor);                         //  26
+    assert_int_equal (v->failed, 6);
+    assert_int_equal (v->count, 3);
+    s_assert_failure (v, 0, 0, AMI_E_NOTFOUND);
+    s_assert_failure (v, 1, 17, AMI_E_TRUNCATED);
+    s_anchor_wait (&env);
+    v = s_audit_verify (&env, auditor);                         //  27
+    assert_int_equal (v->failed, 6);
+    s_assert_failure (v, 0, 0, AMI_E_NOTFOUND);
+    zsock_destroy (&auditor);
+    mh_mdms_stop (&env);
+    assert_true (s_anchor_load (&env, &a));
+    assert_int_equal (a.seq, 27);
+    assert_string_equal (a.lost, "missing");
+
+    //  (d) a forged anchor: an attacker lowers its seq (to hide a cut) and
+    //  re-MACs it with a key of his own. Found at start, kept aside,
+    //  reported by every verify, also after a restart
+    size_t size = 0;
+    uint8_t *data = s_slurp (path, &size);
+    char *text = (char *) calloc (1, size + 64);
+    assert_non_null (text);
+    memcpy (text, data, size);
+    char *at = strstr (text, "seq 27\n");
+    assert_non_null (at);
+    at [5] = '0';                                               //  seq 20
+    char *mac = strstr (text, "\nmac ") + 1;
+    uint8_t wrong_key [32], forged [32];
+    randombytes_buf (wrong_key, sizeof wrong_key);
+    crypto_generichash (forged, 32, (const uint8_t *) text, (size_t) (mac - text), wrong_key, 32);
+    char hex [65];
+    sodium_bin2hex (hex, sizeof hex, forged, 32);
+    sprintf (mac, "mac %s\n", hex);
+    FILE *file = fopen (path, "wb");
+    assert_non_null (file);
+    assert_int_equal (fwrite (text, 1, strlen (text), file), strlen (text));
+    assert_int_equal (fclose (file), 0);
+    free (text);
+    free (data);
+    assert_false (s_anchor_load (&env, &a));                    //  it does not verify
+    int rejected = s_anchor_rejected (&env);
+    mh_mdms_start (&env);
+    tail = s_tail_state (&env);
+    assert_string_equal (tail, "TAMPERED");
+    zstr_free (&tail);
+    assert_int_equal (s_anchor_rejected (&env), rejected + 1);
+    //  The findings the forged file carried cannot be trusted any more:
+    //  its own finding takes their place (nothing before it is vouched for)
+    auditor = s_client (&env, mh.auditor_cert);
+    v = s_audit_verify (&env, auditor);
+    assert_int_equal (v->checked, 27);
+    assert_int_equal (v->failed, 1);
+    assert_int_equal (v->count, 1);
+    s_assert_failure (v, 0, 0, AMI_E_BAD_SIGNATURE);
+    zsock_destroy (&auditor);
+    mh_mdms_stop (&env);
+    assert_true (s_anchor_load (&env, &a));
+    assert_string_equal (a.lost, "forged");
+    assert_int_equal (a.cut_first, 0);
+    mh_mdms_start (&env);
+    auditor = s_client (&env, mh.auditor_cert);
+    v = s_audit_verify (&env, auditor);
+    assert_int_equal (v->failed, 1);
+    s_assert_failure (v, 0, 0, AMI_E_BAD_SIGNATURE);
+    zsock_destroy (&auditor);
+    mh_env_stop (&env);
+    zstr_free (&path);
+
+    //  (e) a fresh log: the anchor deleted while the MDMS is stopped is
+    //  found at start; nothing else fails
+    mh_env_start (&env, false);
+    s_requests (&env, 5);
+    mh_mdms_stop (&env);
+    path = s_anchor_path (&env);
+    assert_int_equal (unlink (path), 0);
+    mh_mdms_start (&env);
+    tail = s_tail_state (&env);
+    assert_string_equal (tail, "TAMPERED");
+    zstr_free (&tail);
+    auditor = s_client (&env, mh.auditor_cert);
+    v = s_audit_verify (&env, auditor);
+    assert_int_equal (v->checked, 5);
+    assert_int_equal (v->failed, 1);
+    assert_int_equal (v->count, 1);
+    s_assert_failure (v, 0, 0, AMI_E_NOTFOUND);
+    zsock_destroy (&auditor);
+    mh_env_stop (&env);
+    zstr_free (&path);
+
+    //  (f) cut and grown again past an old anchor put back: the entry at
+    //  the anchored seq is another one now
+    mh_env_start (&env, false);
+    s_requests (&env, 10);
+    mh_mdms_stop (&env);
+    path = s_anchor_path (&env);
+    size_t old_size = 0;
+    uint8_t *old = s_slurp (path, &old_size);                   //  seq 10
+    store = s_open_store (&env, AMI_MDMS_AUDIT_DB, &dbi);
+    for (uint64_t seq = 8; seq <= 10; seq++)
+        s_del_seq (store, dbi, seq);
+    ami_store_destroy (&store);
+    assert_int_equal (unlink (path), 0);                        //  no anchor: no range
+    mh_mdms_start (&env);
+    s_requests (&env, 5);                                       //  8..12, re-grown
+    mh_mdms_stop (&env);
+    file = fopen (path, "wb");                                  //  the old anchor back
+    assert_non_null (file);
+    assert_int_equal (fwrite (old, 1, old_size, file), old_size);
+    assert_int_equal (fclose (file), 0);
+    free (old);
+    mh_mdms_start (&env);
+    tail = s_tail_state (&env);
+    assert_string_equal (tail, "TAMPERED");
+    zstr_free (&tail);
+    auditor = s_client (&env, mh.auditor_cert);
+    v = s_audit_verify (&env, auditor);
+    assert_int_equal (v->checked, 12);
+    assert_int_equal (v->failed, 1);
+    s_assert_failure (v, 0, 10, AMI_E_TRUNCATED);
+    zsock_destroy (&auditor);
+    mh_mdms_stop (&env);
+
+    //  (g) the anchor where the configuration says; a directory that does
+    //  not exist: the MDMS does not start
+    char *custom = ami_test_path (mh.dir, "custom.anchor");
+    env.config.audit_anchor_path = custom;
+    mh_mdms_start (&env);                                       //  missing there: a finding
+    s_requests (&env, 2);
+    mh_mdms_stop (&env);
+    data = s_slurp (custom, &size);
+    assert_non_null (memmem (data, size, "seq 15\n", 7));        //  12 + 1 verify + 2
+    free (data);
+    env.config.audit_anchor_path = "/nonexistent-ami-dir/mdms.audit-anchor";
+    zactor_t *refused = ami_mdms_new (&env.config);
+    assert_null (refused);
+    env.config.audit_anchor_path = NULL;
+    mh_env_stop (&env);
+    free (custom);
+    zstr_free (&path);
 }
 
 
@@ -2167,6 +2534,172 @@ test_sec_fail_1_storage_full (void **state)
 }
 
 
+/* ---------------------------------------------------------------------- */
+/*  SEC-KEY-3                                                               */
+
+/*  The meter taken out of the registry, and a neighbour that stays. */
+#define KEY3_REMOVED    "MTR-000040"
+#define KEY3_KEPT       "MTR-000041"
+/*  An interval end (a multiple of MH_INTERVAL_S). */
+#define KEY3_T0         1780272000u
+
+static int
+s_count_reading (const ami_mdms_reading_t *row, void *arg)
+{
+    (void) row;
+    (*(int *) arg)++;
+    return 0;
+}
+
+/*  A BATCH of 4 intervals of meters 40 and 41 from first_end_s, through a
+    head end; returns the ack. */
+static ami_batch_ack_t
+s_key3_batch (mh_env_t *env, uint64_t batch_id, uint32_t first_end_s)
+{
+    uint8_t k40 [AMI_E2E_PROFILE_KEY_SIZE], k41 [AMI_E2E_PROFILE_KEY_SIZE];
+    mh_profile_key (40, k40);
+    mh_profile_key (41, k41);
+    zsock_t *he = mh_headend_connect (env);
+    mh_batch_t b;
+    mh_batch_init (&b, batch_id, "AGG-T");
+    mh_batch_add_meter (&b, 40, k40, first_end_s, 4);
+    mh_batch_add_meter (&b, 41, k41, first_end_s, 4);
+    zframe_t *frame = mh_batch_frame (&b);
+    ami_batch_ack_t ack = mh_headend_send (he, frame, batch_id);
+    zframe_destroy (&frame);
+    mh_batch_free (&b);
+    zsock_destroy (&he);
+    return ack;
+}
+
+/*  A meter removed from the registry (meters.tsv imported again at the
+    next start, the documented update path) is refused: its READ gets
+    AMI_E_UNKNOWN_METER without reaching the meter side, audited; its
+    HISTORY and INTERVALS too, and METERS no longer lists it; its interval
+    blocks are rejected (counted, EVENT security naming it) while its
+    neighbour's in the same BATCH are stored. Its stored readings and
+    intervals are kept in the database and readable again once it is
+    listed again. */
+static void
+test_sec_key_3_meter_removed_from_registry (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, true);
+    mh_wait_meter_state (&env, KEY3_REMOVED, AMI_STATE_READY);
+    mh_read_ok (&env, KEY3_REMOVED);
+    ami_batch_ack_t ack = s_key3_batch (&env, 7001, KEY3_T0);
+    assert_int_equal (ack.status, AMI_OK);
+    assert_int_equal (mh_pipe_stat (&env, "intervals_stored"), 8);
+    assert_int_equal (mh_pipe_stat (&env, "blocks_rejected"), 0);
+    mh_mdms_stop (&env);
+
+    //  meters.tsv without the meter, imported at the next start
+    char *registry = ami_test_path (mh.dir, "meters-key3.tsv");
+    FILE *in = fopen (mh.registry, "r");
+    FILE *out = fopen (registry, "w");
+    assert_non_null (in);
+    assert_non_null (out);
+    char line [1024];
+    int dropped = 0;
+    while (fgets (line, sizeof line, in)) {
+        if (strncmp (line, KEY3_REMOVED "\t", strlen (KEY3_REMOVED) + 1) == 0)
+            dropped++;
+        else
+            fputs (line, out);
+    }
+    fclose (in);
+    assert_int_equal (fclose (out), 0);
+    assert_int_equal (dropped, 1);
+    env.config.registry_path = registry;
+    mh_mdms_start (&env);
+    assert_int_equal (mh_pipe_stat (&env, "meters"), METERS - 1);
+
+    //  READ refused at once: nothing goes towards the meter; audited
+    int served = env.worker.served;
+    uint8_t corr [AMI_REQUEST_ID_SIZE], c_read [AMI_REQUEST_ID_SIZE];
+    ami_msg_t *r = mh_call (&env, env.client, c_read, AMI_ACT_READ, KEY3_REMOVED, 0, 0, 0, 0);
+    mh_assert_error (r, c_read, AMI_E_UNKNOWN_METER);
+    assert_int_equal (env.worker.served, served);
+    r = mh_call (&env, env.client, corr, AMI_ACT_HISTORY, KEY3_REMOVED, 0, 0, 0, 0);
+    mh_assert_error (r, corr, AMI_E_UNKNOWN_METER);
+    r = mh_call (&env, env.client, corr, AMI_ACT_INTERVALS, KEY3_REMOVED, 0, 0, 0, 0);
+    mh_assert_error (r, corr, AMI_E_UNKNOWN_METER);
+    uint64_t last_read = 0;
+    assert_int_equal (mh_meter_state (&env, KEY3_REMOVED, &last_read), -1);
+    zsock_t *auditor = s_client (&env, mh.auditor_cert);
+    ami_audit_row_t *rows = (ami_audit_row_t *) calloc (MAX_ROWS, sizeof *rows);
+    assert_non_null (rows);
+    size_t n = s_audit_all (&env, auditor, rows, 100);
+    s_assert_row (s_find (rows, n, c_read), "alice", "OPERATOR", AMI_ACT_READ, KEY3_REMOVED,
+                  AMI_E_UNKNOWN_METER);
+    free (rows);
+    zsock_destroy (&auditor);
+    //  ... while its neighbour is served as before
+    mh_wait_meter_state (&env, KEY3_KEPT, AMI_STATE_READY);
+    mh_read_ok (&env, KEY3_KEPT);
+
+    //  Interval data: its block rejected (counted, EVENT security), the
+    //  neighbour's in the same BATCH stored
+    zsock_t *sub = s_subscriber (&env, mh.operator_cert, "event.security");
+    zsock_t *viewer = s_client (&env, mh.viewer_cert);
+    s_join_security (&env, sub, viewer);
+    ack = s_key3_batch (&env, 7002, KEY3_T0 + 4 * MH_INTERVAL_S);
+    assert_int_equal (ack.status, AMI_OK);
+    assert_int_equal (mh_pipe_stat (&env, "blocks_rejected"), 1);
+    assert_int_equal (mh_pipe_stat (&env, "intervals_stored"), 4);
+    assert_int_equal (mh_intervals (&env, env.client, KEY3_KEPT, 0, 0, 0)->api_intervals.count,
+                      8);
+    ami_msg_t *ev = ami_msg_new ();
+    char topic [64];
+    bool seen = false;
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (!seen && zclock_mono () < deadline)
+        if (s_event (sub, POLL_MS, ev, topic, sizeof topic)
+        &&  streq (ev->event.meter_id, KEY3_REMOVED)) {
+            assert_int_equal (ev->event.kind, AMI_EV_SECURITY);
+            assert_non_null (strstr (ev->event.text, "AMI_E_UNKNOWN_METER"));
+            seen = true;
+        }
+    assert_true (seen);
+    ami_msg_destroy (&ev);
+    zsock_destroy (&viewer);
+    zsock_destroy (&sub);
+    mh_mdms_stop (&env);
+
+    //  Its stored data is kept (first reading, first 4 intervals), and
+    //  nothing of the rejected block
+    int err = 0;
+    ami_mdms_db_t *db = ami_mdms_db_new (env.db, 64u << 20, 0, &err);
+    assert_non_null (db);
+    ami_mdms_db_set_data_key (db, mh.data_seed);
+    assert_int_equal (ami_mdms_db_interval_setup (db, MH_INTERVAL_S), AMI_OK);
+    ami_interval_t records [16];
+    size_t count = 0;
+    bool more = false;
+    assert_int_equal (ami_mdms_db_intervals (db, KEY3_REMOVED, 0, 0, 16, records, &count, &more),
+                      AMI_OK);
+    assert_int_equal (count, 4);
+    assert_int_equal (records [3].end_s, KEY3_T0 + 3 * MH_INTERVAL_S);
+    int readings = 0;
+    assert_int_equal (ami_mdms_db_history (db, KEY3_REMOVED, 0, 0, 10, s_count_reading,
+                                           &readings, NULL), AMI_OK);
+    assert_int_equal (readings, 1);
+    ami_mdms_meter_t meter;
+    assert_int_equal (ami_mdms_db_meter_get (db, KEY3_REMOVED, &meter), AMI_E_NOTFOUND);
+    ami_mdms_db_destroy (&db);
+
+    //  Listed again: served again, history included
+    env.config.registry_path = mh.registry;
+    mh_mdms_start (&env);
+    assert_int_equal (mh_history (&env, env.client, KEY3_REMOVED, 10)->api_readings.count, 1);
+    assert_int_equal (mh_intervals (&env, env.client, KEY3_REMOVED, 0, 0, 0)->api_intervals.count,
+                      4);
+    mh_env_stop (&env);
+    free (registry);
+}
+
+
 int
 main (void)
 {
@@ -2174,6 +2707,7 @@ main (void)
         cmocka_unit_test (test_sec_aud_1_entry_layout),
         cmocka_unit_test (test_sec_aud_1_every_request_audited),
         cmocka_unit_test (test_sec_aud_1_tampered_audit_log),
+        cmocka_unit_test (test_sec_aud_1_truncated_tail),
         cmocka_unit_test (test_sec_authz_1_viewer_read_denied_and_audited),
         cmocka_unit_test (test_sec_avail_2_rate_buckets_bounded),
         cmocka_unit_test (test_sec_avail_2_operator_flooding),
@@ -2188,6 +2722,7 @@ main (void)
         cmocka_unit_test (test_sec_aud_2_refused_handshakes),
         cmocka_unit_test (test_sec_avail_3_lying_headend),
         cmocka_unit_test (test_sec_fail_1_storage_full),
+        cmocka_unit_test (test_sec_key_3_meter_removed_from_registry),
     };
     return cmocka_run_group_tests_name ("mdms_security", tests, mh_group_setup,
                                         mh_group_teardown);

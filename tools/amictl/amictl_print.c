@@ -302,6 +302,7 @@ amictl_verify_reason (int code, bool audit)
         switch (code) {
             case AMI_E_BAD_SIGNATURE: return "hash mismatch: entry altered or reordered";
             case AMI_E_NOTFOUND:      return "entry missing: removed";
+            case AMI_E_TRUNCATED:     return "cut from the end of the log (the anchor records more)";
             default:                  break;
         }
     else
@@ -312,6 +313,19 @@ amictl_verify_reason (int code, bool audit)
             default:                  break;
         }
     return ami_strerror (code);
+}
+
+const char *
+amictl_audit_reason (uint64_t ref, int code)
+{
+    if (ref == 0)
+        switch (code) {
+            case AMI_E_NOTFOUND:      return "anchor file missing (deleted): a cut tail cannot be ruled out";
+            case AMI_E_BAD_SIGNATURE: return "anchor file forged or replaced: not the one the MDMS wrote";
+            case AMI_E_STORAGE:       return "a record in the log that is not an entry (its key is no seq)";
+            default:                  break;
+        }
+    return amictl_verify_reason (code, true);
 }
 
 char *
@@ -535,15 +549,46 @@ amictl_print_audit_verify (FILE *out, const ami_api_verify_t *result)
     fprintf (out, "audit chain BROKEN: %" PRIu64 " entries checked, %" PRIu64 " failed\n\n",
              result->checked, result->failed);
     fprintf (out, "%-10s %-20s %s\n", "Seq", "Result", "Reason");
-    for (uint32_t i = 0; i < result->count && i < AMI_MAX_API_FAILURES; i++) {
+    uint32_t count = result->count < AMI_MAX_API_FAILURES ? result->count : AMI_MAX_API_FAILURES;
+    uint64_t shown = 0;                 //  failures the rows stand for
+    for (uint32_t i = 0; i < count; i++, shown++) {
         const ami_failure_t *f = &result->failures [i];
-        fprintf (out, "%-10" PRIu64 " %-20s %s\n", f->ref, ami_errname (f->code),
-                 amictl_verify_reason (f->code, true));
+        char seq [48];
+        if (f->ref == 0)
+            snprintf (seq, sizeof seq, "anchor");
+        else
+        if (f->code == AMI_E_TRUNCATED && i + 1 < count
+        &&  result->failures [i + 1].code == AMI_E_TRUNCATED) {
+            //  A cut range is listed as its two ends: one row
+            snprintf (seq, sizeof seq, "%" PRIu64 "-%" PRIu64, f->ref,
+                      result->failures [i + 1].ref);
+            shown += result->failures [i + 1].ref - f->ref;
+            i++;
+        }
+        else
+            snprintf (seq, sizeof seq, "%" PRIu64, f->ref);
+        fprintf (out, "%-10s %-20s %s\n", seq, ami_errname (f->code),
+                 amictl_audit_reason (f->ref, f->code));
     }
-    if (result->count > 0)
+    //  Where: the first failing entry, a cut tail, or only the anchor file
+    const ami_failure_t *first = NULL;
+    for (uint32_t i = 0; i < count && !first; i++)
+        if (result->failures [i].ref)
+            first = &result->failures [i];
+    if (first && first->code == AMI_E_TRUNCATED)
+        fprintf (out, "\nthe log's tail was cut (at or before seq %" PRIu64 "): entries the anchor "
+                 "records are gone or replaced\n", first->ref);
+    else
+    if (first)
         fprintf (out, "\nthe first failure (seq %" PRIu64 ") is where the log was tampered with\n",
-                 result->failures [0].ref);
-    s_print_unlisted (out, result);
+                 first->ref);
+    else
+    if (count > 0)
+        fprintf (out, "\nthe anchor file kept outside the database was deleted or forged: a cut "
+                 "tail of the log cannot be ruled out\n");
+    if (result->failed > shown)
+        fprintf (out, "... and %" PRIu64 " more failure(s) not listed (the MDMS lists the first %d)\n",
+                 result->failed - shown, AMI_MAX_API_FAILURES);
 }
 
 /* Hex digits of the hash shown in the table: 48 bits tell entries apart
@@ -751,7 +796,8 @@ amictl_json_verify (amictl_json_t *j, const char *meter_id, const ami_api_verify
             amictl_json_uint (j, "seq", f->ref);
         amictl_json_int (j, "code", f->code);
         amictl_json_str (j, "name", ami_errname (f->code));
-        amictl_json_str (j, "reason", amictl_verify_reason (f->code, meter_id == NULL));
+        amictl_json_str (j, "reason", meter_id ? amictl_verify_reason (f->code, false)
+                                               : amictl_audit_reason (f->ref, f->code));
         amictl_json_end (j);
     }
     amictl_json_end (j);

@@ -86,6 +86,14 @@ char *
 const char *
     amictl_verify_reason (int code, bool audit);
 
+/*  Why an audit --verify failure {ref, code} was reported, for people:
+    ref 0 is the anchor file itself (missing: AMI_E_NOTFOUND; not the
+    anchor the MDMS wrote: AMI_E_BAD_SIGNATURE; a record that is not an
+    entry: AMI_E_STORAGE), any other ref an entry's seq (AMI_E_TRUNCATED:
+    an end of the range cut from the log's tail). Never NULL. */
+const char *
+    amictl_audit_reason (uint64_t ref, int code);
+
 /*  "STARTING", "READY", "DEGRADED", "STOPPING", "DOWN", or "UNKNOWN". */
 const char *
     amictl_state_name (int state);
