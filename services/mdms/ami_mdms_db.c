@@ -25,7 +25,7 @@
     is sealed the same way under its own subkey, with the LMDB key as
     additional data, so what LMDB stores, pages, copies into free pages
     and backups is ciphertext; it is opened only into a work buffer that
-    is wiped after use. Random nonces come from a pool (s_nonce): the
+    is wiped after use. Random nonces come from a pool (ami_e2e_nonce): the
     ingest seals tens of thousands of records a second, and one getrandom
     system call per nonce would cost ~0.5 us each.
 */
@@ -74,15 +74,12 @@
 /*  Sealed values (SEC-CONF-2). */
 #define S_NONCE         crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 #define S_TAG           crypto_aead_xchacha20poly1305_ietf_ABYTES
-/*  Nonces per refill of the pool: one 32-byte seed from the system per
-    256 nonces (6 KiB of ChaCha20 keystream, ~3 us). */
-#define S_NONCE_POOL    256
 /*  Where the parts of a stored "intervals" value start. */
 #define S_IV_NONCE      AMI_MDMS_INTERVAL_BITMAP
 #define S_IV_CIPHER     (S_IV_NONCE + S_NONCE)
 #define S_IV_TAG        (S_IV_CIPHER + AMI_MDMS_INTERVAL_RECORDS)
 
-static_assert (S_NONCE == AMI_MDMS_SEAL_NONCE && S_TAG == AMI_MDMS_SEAL_TAG,
+static_assert (S_NONCE == AMI_MDMS_SEAL_NONCE && S_NONCE == AMI_E2E_NONCE_SIZE && S_TAG == AMI_MDMS_SEAL_TAG,
                "the header's box sizes are libsodium's");
 static_assert (S_IV_TAG + S_TAG == AMI_MDMS_INTERVAL_VALUE, "intervals value layout");
 
@@ -97,8 +94,6 @@ struct _ami_mdms_db_t {
     uint8_t customer_key [crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
     uint8_t meter_key [crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
     bool has_key;               /* both keys derived */
-    uint8_t nonces [S_NONCE_POOL * S_NONCE];    /* unused ones at the start */
-    size_t nonces_left;
     uint8_t *work;              /* opened readings records (wiped after use) */
     size_t work_cap;
     uint64_t gen;               /* current registry generation */
@@ -145,25 +140,6 @@ s_get_be32 (const uint8_t *p)
          | ((uint32_t) p [2] << 8) | (uint32_t) p [3];
 }
 
-/*  A fresh random nonce for a sealed value. The pool is a ChaCha20
-    keystream under a seed drawn from the system for each refill
-    (randombytes_buf_deterministic): as unpredictable as the system's
-    generator, and 192-bit random nonces do not repeat. A nonce handed out
-    is wiped from the pool. */
-static void
-s_nonce (ami_mdms_db_t *self, uint8_t *nonce)
-{
-    if (!self->nonces_left) {
-        uint8_t seed [randombytes_SEEDBYTES];
-        randombytes_buf (seed, sizeof seed);
-        randombytes_buf_deterministic (self->nonces, sizeof self->nonces, seed);
-        sodium_memzero (seed, sizeof seed);
-        self->nonces_left = S_NONCE_POOL;
-    }
-    uint8_t *p = self->nonces + --self->nonces_left * S_NONCE;
-    memcpy (nonce, p, S_NONCE);
-    sodium_memzero (p, S_NONCE);
-}
 
 /*  Read a be64 under key in meta: AMI_OK, AMI_E_NOTFOUND, AMI_E_STORAGE. */
 static int
@@ -357,7 +333,6 @@ ami_mdms_db_destroy (ami_mdms_db_t **self_p)
         ami_store_destroy (&self->store);
         sodium_memzero (self->customer_key, sizeof self->customer_key);
         sodium_memzero (self->meter_key, sizeof self->meter_key);
-        sodium_memzero (self->nonces, sizeof self->nonces);
         if (self->work) {
             sodium_memzero (self->work, self->work_cap);
             free (self->work);
@@ -1218,7 +1193,7 @@ ami_mdms_db_reading_seal (ami_mdms_db_t *self, const void *key, size_t klen,
         return AMI_E_LIMIT;
     val [0] = AMI_MDMS_READING_SEALED;
     uint8_t *nonce = val + 1;
-    s_nonce (self, nonce);
+    ami_e2e_nonce (nonce);
     unsigned long long clen = 0;
     crypto_aead_xchacha20poly1305_ietf_encrypt (val + 1 + S_NONCE, &clen, record, rlen,
                                                 (const uint8_t *) key, klen, NULL, nonce,
@@ -1741,7 +1716,7 @@ ami_mdms_db_interval_seal (ami_mdms_db_t *self, const void *key, size_t klen,
     uint8_t ad [AMI_MDMS_INTERVAL_KEY_MAX + AMI_MDMS_INTERVAL_BITMAP];
     size_t adlen = s_interval_ad (key, klen, plain, ad);
     memcpy (value, plain, AMI_MDMS_INTERVAL_BITMAP);
-    s_nonce (self, value + S_IV_NONCE);
+    ami_e2e_nonce (value + S_IV_NONCE);
     crypto_aead_xchacha20poly1305_ietf_encrypt_detached (
         value + S_IV_CIPHER, value + S_IV_TAG, NULL,
         plain + AMI_MDMS_INTERVAL_BITMAP, AMI_MDMS_INTERVAL_RECORDS,
