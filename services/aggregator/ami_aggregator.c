@@ -41,7 +41,13 @@
     ordered because their delays are constant) and in one hash table by
     batch_id (intrusive chaining) for the acks. Timeouts only ever look at
     the heads of retry and inflight. Head end liveness comes from each
-    DEALER's socket monitor (ami_aggregator.h, "Head end liveness").
+    DEALER's socket monitor (ami_aggregator.h, "Head end liveness"); the
+    same monitor counts failed handshakes with the head ends.
+
+    Failed handshakes on the fleet ROUTER (SEC-AUD-2): an ami_monitor (a
+    libzmq socket monitor read by a watcher actor of its own,
+    ami_monitor.h) counts them; the aggregator warns (rate-limited) naming
+    the peer's ip:port.
 */
 #include "ami_aggregator.h"
 
@@ -55,6 +61,7 @@
 #include "ami_auth.h"
 #include "ami_err.h"
 #include "ami_log.h"
+#include "ami_monitor.h"
 #include "ami_msg.h"
 #include "ami_service.h"
 
@@ -154,6 +161,7 @@ typedef struct {
 typedef struct {
     zsock_t *pipe;              /* actor pipe, borrowed */
     zsock_t *router;            /* fleet-facing */
+    ami_monitor_t *watch;       /* failed handshakes on router (SEC-AUD-2) */
     char *endpoint;             /* as bound */
     headend_t *headends;
     size_t headend_count;
@@ -195,6 +203,8 @@ typedef struct {
     uint64_t batches_in, blocks_in, batches_out, batches_acked, batches_resent;
     uint64_t overflow_batches, overflow_blocks, acks_refused, acks_unknown;
     uint64_t routes_refused;     /* HELLO claims on another live fleet's meters (SEC-INT-4) */
+    uint64_t pending_busy;      /* READ_REQs refused: max_pending in flight (SEC-AVAIL-2) */
+    uint64_t headend_handshakes_failed;     /* our handshakes with head ends that failed */
 } agg_t;
 
 
@@ -1007,6 +1017,7 @@ s_handle_monitor (agg_t *self, size_t index)
         case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
         case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
         case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+            self->headend_handshakes_failed++;
             if (!headend->refused)
                 ami_log_warn ("aggregator %s: handshake with head end %s at %s failed "
                               "(is its key right, and are we on its allow-list?)",
@@ -1319,8 +1330,15 @@ s_read_req (agg_t *self, size_t headend, const uint8_t *data, size_t size)
         return;
     }
     pending_t *p = (pending_t *) zhashx_lookup (self->pending, key);
+    /* SEC-AVAIL-2: over the bound a new request is answered BUSY at once,
+       neither remembered nor forwarded (a retry of a request id already
+       in the table only replaces its entry, so it is not refused) */
     if (!p && zhashx_size (self->pending) >= self->max_pending) {
         self->busy++;
+        self->pending_busy++;
+        s_warn (self, "request %s for meter %s from head end %s refused: %zu requests "
+                "in flight (max-pending)", key, req.meter_id,
+                self->headends [headend].name, self->max_pending);
         s_send_error (self, headend, req.request_id, AMI_E_BUSY,
                       "aggregator %s has %zu requests in flight; retry later",
                       self->node_id, zhashx_size (self->pending));
@@ -1408,6 +1426,31 @@ s_handle_headend (agg_t *self, size_t index)
 
 
 /* ---------------------------------------------------------------------- */
+/*  Failed handshakes on the fleet socket (SEC-AUD-2)                       */
+
+/*  A failed handshake on the fleet ROUTER, already counted by the
+    monitor: warned about (rate-limited: anyone who can reach the pole's
+    port can cause one) with the peer's address. */
+static void
+s_handshake_failed (const char *name, int kind, uint32_t status, const char *peer, void *arg)
+{
+    agg_t *self = (agg_t *) arg;
+    if (kind == AMI_MONITOR_HANDSHAKE_REFUSED)
+        s_warn (self, "%s: CURVE handshake from %s refused: key not in the allow-list "
+                "(ZAP status %u)", name, peer, status);
+    else
+        s_warn (self, "%s: handshake from %s failed: not a CURVE client of this server "
+                "(protocol error 0x%x)", name, peer, status);
+}
+
+static void
+s_watch (agg_t *self)
+{
+    ami_monitor_drain (self->watch, s_handshake_failed, self);
+}
+
+
+/* ---------------------------------------------------------------------- */
 /*  Tick                                                                    */
 
 static void
@@ -1446,6 +1489,10 @@ s_send_health (agg_t *self)
         { "routes_refused", self->routes_refused },
         { "buffer_bytes", self->buffer_bytes },
         { "headends_live", s_headends_live (self) },
+        { "pending_busy", self->pending_busy },
+        { "handshakes_refused", ami_monitor_refused (self->watch) },
+        { "handshakes_failed", ami_monitor_failed (self->watch) },
+        { "headend_handshakes_failed", self->headend_handshakes_failed },
     };
     _Static_assert (sizeof stats / sizeof stats [0] <= AMI_MAX_STATS, "HEALTH stats fit");
     for (size_t i = 0; i < sizeof stats / sizeof stats [0]; i++) {
@@ -1543,6 +1590,11 @@ s_handle_pipe (agg_t *self)
         zmsg_addstrf (reply, "%" PRIu64, self->acks_refused);
         zmsg_addstrf (reply, "%" PRIu64, self->acks_unknown);
         zmsg_addstrf (reply, "%zu", self->buffer_bytes);
+        s_watch (self);                 /* counts as of now */
+        zmsg_addstrf (reply, "%" PRIu64, self->pending_busy);
+        zmsg_addstrf (reply, "%" PRIu64, ami_monitor_refused (self->watch));
+        zmsg_addstrf (reply, "%" PRIu64, ami_monitor_failed (self->watch));
+        zmsg_addstrf (reply, "%" PRIu64, self->headend_handshakes_failed);
         zmsg_send (&reply, self->pipe);
     }
     else
@@ -1561,6 +1613,7 @@ s_self_destroy (agg_t **self_p)
     agg_t *self = *self_p;
     if (!self)
         return;
+    ami_monitor_destroy (&self->watch);         /* before its socket */
     zsock_destroy (&self->router);
     while (self->open)
         s_batch_free (self, self->open);
@@ -1716,6 +1769,14 @@ s_self_new (zsock_t *pipe, const ami_aggregator_config_t *config)
         return NULL;
     }
     self->endpoint = zsock_last_endpoint (self->router);
+    /* SEC-AUD-2: failed handshakes on the one server socket */
+    zsock_t *servers [] = { self->router };
+    const char *names [] = { "fleets" };
+    self->watch = ami_monitor_new (servers, names, 1);
+    if (!self->watch) {
+        s_self_destroy (&self);                 /* logged */
+        return NULL;
+    }
 
     for (size_t i = 0; i < self->headend_count; i++) {
         const ami_aggregator_headend_t *h = &config->headends [i];
@@ -1787,7 +1848,8 @@ ami_aggregator_actor (zsock_t *pipe, void *args)
     }
     ami_actor_ready (pipe);
 
-    zpoller_t *poller = zpoller_new (pipe, self->router, NULL);
+    zpoller_t *poller = zpoller_new (pipe, self->router, ami_monitor_actor (self->watch),
+                                     NULL);
     assert (poller);
     for (size_t i = 0; i < self->headend_count; i++) {
         zpoller_add (poller, self->headends [i].dealer);
@@ -1822,6 +1884,9 @@ ami_aggregator_actor (zsock_t *pipe, void *args)
         else
         if (zpoller_terminated (poller))
             break;
+        /* every wake-up, not only when the poller names it: busy sockets
+           must not hold back the handshake reports */
+        s_watch (self);
         int64_t now = zclock_mono ();
         s_batch_timeouts (self, now);
         s_pump (self, now);

@@ -24,7 +24,10 @@
         serving through whichever head ends are up (SEC-AVAIL-1);
       - one inproc PAIR per head end DEALER, reading its socket monitor
         (zmq_socket_monitor): how the aggregator knows which head ends
-        are live (see "Head end liveness").
+        are live (see "Head end liveness");
+      - an ami_monitor on the ROUTER (ami_monitor.h: its own watcher
+        thread), for failed handshakes of would-be fleets (see "Failed
+        handshakes").
     Every message is one frame (ami_msg.h); a DEALER sends and receives
     single frames with no empty delimiter, the ROUTER sees [routing id,
     frame]. Anything else is malformed.
@@ -100,14 +103,30 @@
             acks_unknown          BATCH_ACKs for an unknown batch_id (ignored)
             buffer_bytes          bytes of the blocks held now
             headends_live         head ends live now
+            pending_busy          READ_REQs answered AMI_E_BUSY because
+                                  max_pending were in flight (also in busy)
+            handshakes_refused    CURVE handshakes on the fleet ROUTER whose
+                                  key ZAP refused (not in the allow-list,
+                                  or revoked)
+            handshakes_failed     other failed handshakes there: not a
+                                  CURVE client of ours (plaintext, the
+                                  wrong server key, garbage)
+            headend_handshakes_failed  our own handshakes with head ends
+                                  that failed (refused by the head end, or
+                                  the peer at its endpoint does not hold
+                                  its key); one per connection attempt
       - READ_REQ from a head end: looked up by meter id. No live fleet
         announced the meter, or its fleet's connection is gone ->
         ERROR(request_id, AMI_E_UNREACHABLE, origin = aggregator id, text
-        naming the meter) back to that head end. The request table is full,
-        or the fleet's queue is full -> ERROR(request_id, AMI_E_BUSY, ...)
-        (refuse, don't queue without bound: SEC-AVAIL-2). Otherwise the raw
-        frame goes to the fleet and request_id -> (head end, fleet, meter)
-        is remembered.
+        naming the meter) back to that head end. The request table holds
+        max_pending entries and the request id is not one of them, or the
+        fleet's queue is full -> ERROR(request_id, AMI_E_BUSY, origin =
+        aggregator id) at once, nothing forwarded or remembered (refuse,
+        don't queue without bound: SEC-AVAIL-2); a refusal by the bound is
+        counted in pending_busy and warned about (rate-limited). Once
+        answers or expiries bring the table under the bound, requests are
+        forwarded again. Otherwise the raw frame goes to the fleet and
+        request_id -> (head end, fleet, meter) is remembered.
       - READ_RESP / ERROR from a fleet: forwarded raw to the head end the
         request came from, and the entry is removed (one answer per
         request). A retry of the same request_id (the MDMS re-sends with a
@@ -187,6 +206,18 @@
         the MDMS had not acknowledged; a crash loses them (the fleet had
         been told they were safe).
 
+    Failed handshakes (SEC-AUD-2). Each failed handshake on the fleet
+    ROUTER is counted (handshakes_refused / handshakes_failed) and warned
+    about, rate-limited with the other warnings, naming the peer's address
+    ("?" if the connection was gone before it could be asked for):
+        aggregator agg-1: fleets: CURVE handshake from 10.9.8.7:50110
+            refused: key not in the allow-list (ZAP status 400)
+        aggregator agg-1: fleets: handshake from 10.9.8.7:50112 failed:
+            not a CURVE client of this server (protocol error 0x...)
+    Failed handshakes of our head end DEALERs are counted in
+    headend_handshakes_failed and warned about once per streak, naming
+    the head end and its endpoint (the peer is the configured one).
+
     Malformed input from any peer (undecodable, wrong type for the
     direction, several frames, an identity mismatch) is dropped, counted
     and logged (at most AMI_AGGREGATOR_LOG_BURST warnings per second); the
@@ -203,7 +234,10 @@
                     batches_resent, buffer_blocks, buffer_max,
                     overflow_batches, overflow_blocks, credit,
                     batches_inflight, headends_live, acks_refused,
-                    acks_unknown, buffer_bytes (frames 11..25)
+                    acks_unknown, buffer_bytes (frames 11..25),
+                    pending_busy, handshakes_refused, handshakes_failed,
+                    headend_handshakes_failed (frames 26..29; failed
+                    handshakes counted as of the command)
 
     Threads. The actor owns its sockets and tables. The certificate in the
     config is used only during start-up (while ami_aggregator_new waits):
@@ -227,7 +261,7 @@ extern "C" {
 /*  A fleet silent for 3 heartbeats is gone (the bus-wide rule): one late
     heartbeat on a loaded node must not cut a neighbourhood off. */
 #define AMI_AGGREGATOR_LIVENESS     3
-/*  65 536 requests in flight: the MDMS rate-limits on-demand reads per
+/*  65 536 requests in flight [aggregator/max-pending]: the MDMS rate-limits on-demand reads per
     operator and per meter and gives up after a few seconds, so an honest
     backlog is far smaller; an entry is about 100 bytes, so the bound
     caps the table near 6.5 MiB on a small pole-top node even if a head end

@@ -15,7 +15,7 @@
 static const char *const s_known [] = {
     "aggregator/endpoint", "aggregator/headends/*", "aggregator/buffer-blocks",
     "aggregator/buffer-bytes", "aggregator/batch-blocks", "aggregator/batch-delay",
-    "aggregator/ack-timeout", NULL
+    "aggregator/ack-timeout", "aggregator/max-pending", NULL
 };
 
 static const ami_service_info_t s_info = {
@@ -34,7 +34,9 @@ static const ami_service_info_t s_info = {
         "  aggregator/batch-blocks   blocks per uplink BATCH, 1..1024 [1024]\n"
         "  aggregator/batch-delay    longest wait of a partial BATCH [20ms]\n"
         "  aggregator/ack-timeout    resend an unacknowledged BATCH through another\n"
-        "                        head end after this long [10s]\n",
+        "                        head end after this long [10s]\n"
+        "  aggregator/max-pending    reads in flight at most; more are answered\n"
+        "                        BUSY at once [65536]\n",
     .server = true
 };
 
@@ -118,7 +120,7 @@ main (int argc, char **argv)
     /* interval data; bounds: a buffer of fewer blocks than one full BATCH
        could never take one; 10 minutes of ack timeout is far past any
        commit, and batch-delay past 10 s would only hide data */
-    int64_t buffer_blocks = 0, batch_blocks = 0;
+    int64_t buffer_blocks = 0, batch_blocks = 0, max_pending = 0;
     if (ami_config_int (config, "aggregator/buffer-blocks", AMI_AGGREGATOR_BUFFER_BLOCKS,
                         AMI_MAX_BATCH_BLOCKS, 1000000000, &buffer_blocks)
     ||  ami_config_size (config, "aggregator/buffer-bytes", AMI_AGGREGATOR_BUFFER_BYTES, &agg.buffer_bytes)
@@ -127,8 +129,13 @@ main (int argc, char **argv)
     ||  s_duration (config, "aggregator/batch-delay", AMI_AGGREGATOR_BATCH_DELAY_MS,
                     1, 10000, &agg.batch_delay_ms)
     ||  s_duration (config, "aggregator/ack-timeout", AMI_BATCH_ACK_TIMEOUT_MS,
-                    100, 600000, &agg.ack_timeout_ms))
+                    100, 600000, &agg.ack_timeout_ms)
+    /* 1..10 000 000: ~100 bytes an entry, so the top is ~1 GiB, more than
+       any pole-top node has; 1 lets one read through at a time */
+    ||  ami_config_int (config, "aggregator/max-pending", AMI_AGGREGATOR_MAX_PENDING,
+                        1, 10000000, &max_pending))
         goto done;
+    agg.max_pending = (size_t) max_pending;
     agg.buffer_blocks = (size_t) buffer_blocks;
     agg.batch_blocks = (uint32_t) batch_blocks;
 

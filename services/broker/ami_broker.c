@@ -27,6 +27,11 @@
     or worker role list before the message is looked at further; the lists
     are kept as ",a,b," strings so a lookup is one strstr of ",role,".
 
+    Refused handshakes (SEC-AUD-2). The ROUTER is watched by an ami_monitor
+    (libzmq socket monitor read by a watcher actor, ami_monitor.h): every
+    failed CURVE handshake is counted there and warned about here
+    (rate-limited, with the peer's ip:port); "STATS" reports the counts.
+
     Timing. A tick every heartbeat_ms expires silent workers, expires
     queued requests older than request_ttl_ms, and sends HEARTBEAT to every
     worker. Clock: zclock_mono (milliseconds, never jumps).
@@ -36,8 +41,10 @@
 #include "ami_auth.h"
 #include "ami_err.h"
 #include "ami_log.h"
+#include "ami_monitor.h"
 #include "ami_msg.h"        /* AMI_MAX_FRAME: the bus-wide frame limit */
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -98,6 +105,7 @@ typedef struct {
     zsock_t *pipe;              /* actor pipe, borrowed */
     zsock_t *router;            /* the one socket for clients and workers */
     char *endpoint;             /* as bound, with the real port */
+    ami_monitor_t *watch;       /* failed handshakes on router (SEC-AUD-2) */
     zhashx_t *services;         /* name -> service_t, owned */
     zhashx_t *workers;          /* hex identity -> worker_t, owned */
     zlistx_t *by_expiry;        /* worker_t *, sorted by expiry, borrowed */
@@ -812,6 +820,33 @@ done:
 
 
 /* ---------------------------------------------------------------------- */
+/*  Failed handshakes (SEC-AUD-2)                                           */
+
+/*  A failed handshake on the ROUTER, already counted by the monitor:
+    warned about (rate-limited: anyone who can open a TCP connection can
+    cause one) with the peer's address. */
+static void
+s_handshake_failed (const char *name, int kind, uint32_t status, const char *peer,
+                    void *arg)
+{
+    broker_t *self = (broker_t *) arg;
+    if (kind == AMI_MONITOR_HANDSHAKE_REFUSED)
+        s_warn (self, "%s: CURVE handshake from %s refused: key not in the "
+                "allow-list (ZAP status %u)", name, peer, status);
+    else
+        s_warn (self, "%s: handshake from %s failed: not a CURVE client of this "
+                "server (protocol error 0x%x)", name, peer, status);
+}
+
+static void
+s_watch (broker_t *self)
+{
+    if (self->watch)
+        ami_monitor_drain (self->watch, s_handshake_failed, self);
+}
+
+
+/* ---------------------------------------------------------------------- */
 /*  Timer                                                                   */
 
 static void
@@ -907,6 +942,23 @@ s_send_status (broker_t *self)
     zmsg_destroy (&reply);
 }
 
+/*  One frame "name value" per statistic (see the header). */
+static void
+s_send_stats (broker_t *self)
+{
+    s_watch (self);                     //  counts as of now
+    zmsg_t *reply = zmsg_new ();
+    if (!reply)
+        return;
+    zmsg_addstrf (reply, "services %zu", zhashx_size (self->services));
+    zmsg_addstrf (reply, "workers %zu", zhashx_size (self->workers));
+    zmsg_addstrf (reply, "queued %zu", self->queued);
+    zmsg_addstrf (reply, "queued_bytes %zu", self->queued_bytes);
+    zmsg_addstrf (reply, "handshakes_refused %" PRIu64, ami_monitor_refused (self->watch));
+    zmsg_addstrf (reply, "handshakes_failed %" PRIu64, ami_monitor_failed (self->watch));
+    zmsg_send (&reply, self->pipe);
+}
+
 static void
 s_handle_pipe (broker_t *self)
 {
@@ -927,6 +979,9 @@ s_handle_pipe (broker_t *self)
     else
     if (streq (command, "STATUS"))
         s_send_status (self);
+    else
+    if (streq (command, "STATS"))
+        s_send_stats (self);
     else
     if (streq (command, "VERBOSE"))
         self->verbose = true;
@@ -1009,7 +1064,13 @@ s_bind (broker_t *self, const ami_broker_config_t *config)
     self->endpoint = zsock_last_endpoint (self->router);
     if (!self->endpoint)
         self->endpoint = strdup (config->endpoint);
-    return self->endpoint != NULL;
+    if (!self->endpoint)
+        return false;
+    //  SEC-AUD-2: failed handshakes on the one server socket
+    zsock_t *servers [] = { self->router };
+    const char *names [] = { "router" };
+    self->watch = ami_monitor_new (servers, names, 1);
+    return self->watch != NULL;         //  logged
 }
 
 static void
@@ -1019,6 +1080,7 @@ s_broker_destroy (broker_t *self)
     zlistx_destroy (&self->by_expiry);
     zhashx_destroy (&self->workers);
     zhashx_destroy (&self->services);
+    ami_monitor_destroy (&self->watch);         //  before its socket
     zsock_destroy (&self->router);
     zstr_free (&self->endpoint);
     zstr_free (&self->client_roles);
@@ -1053,7 +1115,8 @@ ami_broker_actor (zsock_t *pipe, void *args)
     //  config is the caller's and may be gone once we report READY
     ami_actor_ready (pipe);
 
-    zpoller_t *poller = zpoller_new (pipe, self->router, NULL);
+    zpoller_t *poller = zpoller_new (pipe, self->router,
+                                     ami_monitor_actor (self->watch), NULL);
     int64_t next_tick = zclock_mono () + self->heartbeat_ms;
     while (poller && !self->terminated) {
         int64_t now = zclock_mono ();
@@ -1071,8 +1134,11 @@ ami_broker_actor (zsock_t *pipe, void *args)
             while (--batch > 0 && (zsock_events (self->router) & ZMQ_POLLIN));
         }
         else
-        if (zpoller_terminated (poller))
+        if (!which && zpoller_terminated (poller))
             break;
+        //  Every wake-up, not only when the poller names it: a busy
+        //  ROUTER must not hold back the handshake reports
+        s_watch (self);
         if (zclock_mono () >= next_tick) {
             s_tick (self);
             next_tick = zclock_mono () + self->heartbeat_ms;

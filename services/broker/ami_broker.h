@@ -95,6 +95,20 @@
       worker and black-hole reads. Without CURVE (server_cert NULL, tests
       only) no role or prefix is checked: there are no certificates.
 
+    - Failed handshakes (SEC-AUD-2). The ROUTER is watched by an
+      ami_monitor (ami_monitor.h). A CURVE client whose key ZAP refuses
+      (not in the allow-list, or revoked) is counted in handshakes_refused;
+      a peer that is not a CURVE client of this broker at all (plaintext,
+      the wrong server key, garbage) in handshakes_failed. Each is warned
+      about, rate-limited as above, naming the peer's address:
+          broker: router: CURVE handshake from 10.0.0.7:51234 refused: key
+              not in the allow-list (ZAP status 400)
+          broker: router: handshake from 10.0.0.7:51240 failed: not a CURVE
+              client of this server (protocol error 0x...)
+      The address is "?" when the connection was gone before it could be
+      asked for (ami_monitor.h, "Limits"). The broker starts only if the
+      monitor does.
+
     Pipe commands (zstr strings; send with zstr_send or zstr_sendx):
 
         "$TERM"     exit (zactor_destroy sends it)
@@ -106,6 +120,15 @@
                     service, sorted by name: "<name> <workers> <queued>"
                     (a name may contain spaces: parse the two numbers from
                     the right)
+        "STATS"     reply one zmsg, one string frame per statistic,
+                    "<name> <decimal value>", in this order:
+                      services            services known now
+                      workers             workers registered now
+                      queued              requests queued now
+                      queued_bytes        their content bytes
+                      handshakes_refused  CURVE keys refused by ZAP (total)
+                      handshakes_failed   other failed handshakes (total)
+                    (counts are taken as of the command)
         "VERBOSE"   log every message handled (zsys_debug)
 
     Threads. The actor owns its socket and all its state; talk to it only

@@ -37,6 +37,14 @@
       time, and a refreshed one moves to the end), so expiry pops from the
       head instead of scanning. Bounded: batches_per_aggregator per live
       aggregator, and an aggregator's entries go with it.
+    Failed handshakes on the aggregator ROUTER (SEC-AUD-2) come from an
+    ami_monitor (a libzmq socket monitor read by a watcher actor of its
+    own, ami_monitor.h), polled with the other sockets; it counts them,
+    the head end warns (rate-limited) naming the peer's ip:port. The
+    connecting sockets (MDP workers, MDMS uplink) are not watched: their
+    peer is the configured broker or MDMS, and a failure there shows as
+    DEGRADED (broker silent) or HEALTH not delivered, and is counted by
+    that server.
     Expiry (pending requests, silent aggregators, a silent broker) is
     checked on a tick every min(heartbeat, broker heartbeat) / 2: tables
     are small (bounded by max_aggregators and max_requests) and a linear
@@ -48,6 +56,7 @@
 #include "ami_auth.h"
 #include "ami_err.h"
 #include "ami_log.h"
+#include "ami_monitor.h"
 #include "ami_msg.h"
 #include "ami_service.h"
 
@@ -147,6 +156,7 @@ struct _pending_t {
 struct _headend_t {
     zsock_t *pipe;              /* borrowed */
     zsock_t *router;            /* aggregators */
+    ami_monitor_t *watch;       /* failed handshakes on router (SEC-AUD-2) */
     zsock_t *mdms;              /* uplink, NULL when not configured */
     ami_cert_t *cert;           /* own copy of the node certificate */
     char node_id [AMI_MAX_ID + 1];
@@ -201,6 +211,7 @@ struct _headend_t {
     uint64_t batches_refused;
     uint64_t batches_busy;
     uint64_t health_refused;
+    uint64_t requests_busy;     /* reads refused: max_requests in flight */
 
     ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
 };
@@ -378,6 +389,9 @@ s_fill_health (headend_t *self)
     s_stat (health, "batches_busy", self->batches_busy);
     s_stat (health, "batches_inflight", zlistx_size (self->batch_order));
     s_stat (health, "health_refused", self->health_refused);
+    s_stat (health, "requests_busy", self->requests_busy);
+    s_stat (health, "handshakes_refused", ami_monitor_refused (self->watch));
+    s_stat (health, "handshakes_failed", ami_monitor_failed (self->watch));
 }
 
 static int
@@ -903,7 +917,10 @@ s_worker_request (headend_t *self, worker_t *worker, zmsg_t *msg)
         zframe_destroy (&client);
         return;
     }
+    //  SEC-AVAIL-2: over the bound the read is answered BUSY at once,
+    //  neither remembered nor forwarded (the MDMS retries or reports it)
     if (zlistx_size (self->pending) >= self->max_requests) {
+        self->requests_busy++;
         s_warn (self, "request %s for %s refused: %zu requests in flight",
                 rid, agg->service, self->max_requests);
         s_reply_error (self, worker, client, request_id, AMI_E_BUSY,
@@ -1478,6 +1495,32 @@ s_tick (headend_t *self, bool beat)
 
 
 /* ---------------------------------------------------------------------- */
+/*  Failed handshakes (SEC-AUD-2)                                           */
+
+/*  A failed handshake on the aggregator ROUTER, already counted by the
+    monitor: warned about (rate-limited: anyone who can open a TCP
+    connection can cause one) with the peer's address. */
+static void
+s_handshake_failed (const char *name, int kind, uint32_t status, const char *peer,
+                    void *arg)
+{
+    headend_t *self = (headend_t *) arg;
+    if (kind == AMI_MONITOR_HANDSHAKE_REFUSED)
+        s_warn (self, "%s: CURVE handshake from %s refused: key not in the "
+                "allow-list (ZAP status %u)", name, peer, status);
+    else
+        s_warn (self, "%s: handshake from %s failed: not a CURVE client of this "
+                "server (protocol error 0x%x)", name, peer, status);
+}
+
+static void
+s_watch (headend_t *self)
+{
+    ami_monitor_drain (self->watch, s_handshake_failed, self);
+}
+
+
+/* ---------------------------------------------------------------------- */
 /*  Pipe                                                                    */
 
 static int
@@ -1521,6 +1564,7 @@ s_status (headend_t *self)
 static void
 s_stats (headend_t *self)
 {
+    s_watch (self);                     //  counts as of now
     zmsg_t *reply = zmsg_new ();
     if (!reply)
         return;
@@ -1694,6 +1738,12 @@ s_open (headend_t *self, const ami_headend_config_t *config)
         self->endpoint = strdup (config->endpoint);
     if (!self->endpoint)
         return false;
+    //  SEC-AUD-2: failed handshakes on the one server socket
+    zsock_t *servers [] = { self->router };
+    const char *names [] = { "aggregators" };
+    self->watch = ami_monitor_new (servers, names, 1);
+    if (!self->watch)
+        return false;                   //  logged
     if (config->mdms && *config->mdms) {
         self->mdms = zsock_new (ZMQ_DEALER);
         if (!self->mdms) {
@@ -1723,17 +1773,18 @@ s_open (headend_t *self, const ami_headend_config_t *config)
 }
 
 static void
-s_poll_add (headend_t *self, size_t *n, zsock_t *sock, worker_t *worker)
+s_poll_add (headend_t *self, size_t *n, void *sock, worker_t *worker)
 {
     self->items [*n] = (zmq_pollitem_t) { zsock_resolve (sock), 0, ZMQ_POLLIN, 0 };
     self->item_workers [(*n)++] = worker;
 }
 
-/*  Rebuild the poll set: pipe, ROUTER, MDMS, then every open worker. */
+/*  Rebuild the poll set: pipe, ROUTER, monitor, MDMS, then every open
+    worker. */
 static bool
 s_poll_rebuild (headend_t *self)
 {
-    size_t need = 3 + self->workers_open;
+    size_t need = 4 + self->workers_open;
     if (need > self->item_cap) {
         size_t cap = need * 2;
         zmq_pollitem_t *items = (zmq_pollitem_t *) realloc (self->items,
@@ -1751,6 +1802,7 @@ s_poll_rebuild (headend_t *self)
     size_t n = 0;
     s_poll_add (self, &n, self->pipe, NULL);
     s_poll_add (self, &n, self->router, NULL);
+    s_poll_add (self, &n, ami_monitor_actor (self->watch), NULL);
     if (self->mdms)
         s_poll_add (self, &n, self->mdms, NULL);
     for (aggregator_t *agg = (aggregator_t *) zhashx_first (self->aggregators);
@@ -1785,6 +1837,7 @@ s_headend_destroy (headend_t *self)
     zhashx_destroy (&self->batches);        //  borrows what batch_order owns
     zlistx_destroy (&self->batch_order);
     zsock_destroy (&self->mdms);
+    ami_monitor_destroy (&self->watch);     //  before its socket
     zsock_destroy (&self->router);
     ami_cert_destroy (&self->cert);
     ami_msg_destroy (&self->in);
@@ -1898,6 +1951,9 @@ ami_headend_actor (zsock_t *pipe, void *args)
             else
             if (socket == zsock_resolve (self->pipe))
                 s_pipe_handle (self);
+            else
+            if (socket == zsock_resolve (ami_monitor_actor (self->watch)))
+                s_watch (self);
             else {
                 zsock_t *sock = socket == zsock_resolve (self->router)
                               ? self->router : self->mdms;

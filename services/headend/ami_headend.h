@@ -85,7 +85,12 @@
       expires_ms + request_margin_ms (at most AMI_HEADEND_MAX_PENDING_MS
       from now). If the aggregator's queue is full or it has gone: ERROR
       AMI_E_BUSY / AMI_E_NO_ROUTE at once. If max_requests are already
-      remembered: ERROR AMI_E_BUSY (see AMI_HEADEND_MAX_REQUESTS).
+      remembered (SEC-AVAIL-2): ERROR(request id, AMI_E_BUSY, origin =
+      this head end) at once, the command neither remembered nor
+      forwarded, counted in requests_busy and warned about (rate-limited);
+      the worker is free again at once, and once answers or expiries bring
+      the table under the bound reads are forwarded again (see
+      AMI_HEADEND_MAX_REQUESTS; config headend/max-requests).
     - a READ_RESP or ERROR from X with that request id is sent back as the
       REPLY body, bytes unchanged, through the worker that got the
       request. If several commands with that request id are in flight
@@ -168,6 +173,26 @@
         batches_inflight  batch ids awaiting their ack, now
         health_refused    aggregators' HEALTH of other services dropped
                           (total)
+        requests_busy     reads answered ERROR AMI_E_BUSY because
+                          max_requests were in flight (total)
+        handshakes_refused  CURVE handshakes on the aggregator ROUTER whose
+                          key ZAP refused: not in the allow-list, or
+                          revoked (total)
+        handshakes_failed   other failed handshakes there: the peer is not
+                          a CURVE client of this head end (plaintext, the
+                          wrong server key, garbage) (total)
+    Failed handshakes (SEC-AUD-2). The aggregator ROUTER is watched by an
+    ami_monitor (ami_monitor.h); each failed handshake is counted (above)
+    and warned about, rate-limited with the other warnings, naming the
+    peer's address ("?" if the connection was gone before it could be
+    asked for):
+        headend HE-1: aggregators: CURVE handshake from 10.1.2.3:40112
+            refused: key not in the allow-list (ZAP status 400)
+        headend HE-1: aggregators: handshake from 10.1.2.3:40118 failed:
+            not a CURVE client of this server (protocol error 0x...)
+    The connecting sockets (MDP workers, MDMS uplink) are not watched:
+    their peers are the configured broker and MDMS, which count failures
+    on their side; a broker that never answers shows as DEGRADED here.
     From the MDMS, BATCH_ACK is relayed and HELLO answered; anything else
     is dropped (logged at debug).
 
@@ -189,7 +214,8 @@
                     node id: "<node id> <workers> <in flight>"
         "STATS"     reply one zmsg, one string frame per HEALTH stat, in
                     HEALTH order: "<name> <decimal value>", e.g.
-                    "batches_relayed 42" (what the next HEALTH would say)
+                    "batches_relayed 42" (what the next HEALTH would say;
+                    failed handshakes counted as of the command)
 
     Threads. The actor owns its sockets and state; talk to it only through
     its pipe. Several head ends may run in one process (tests) - they share
@@ -228,11 +254,13 @@ extern "C" {
     spread over its head ends; bounds the tables against a peer that
     churns node ids (each costs K sockets too). */
 #define AMI_HEADEND_MAX_AGGREGATORS     1000
-/*  10000 remembered requests: an honest broker gives each worker one
-    request at a time, so the honest peak is aggregators * K (4000 by
-    default); the bound only stops a misbehaving broker or client (every
-    entry lives until its command expires) from growing memory without
-    limit. Over it the request is answered ERROR AMI_E_BUSY. */
+/*  10000 remembered requests [headend/max-requests]: an honest broker
+    gives each worker one request at a time, so the honest peak is
+    aggregators * K (4000 by default); the bound only stops a misbehaving
+    broker or client (every entry lives until its command expires) from
+    growing memory without limit (an entry, with its client frame and
+    table slots, is a few hundred bytes: a few MiB). Over
+    it the request is answered ERROR AMI_E_BUSY at once (SEC-AVAIL-2). */
 #define AMI_HEADEND_MAX_REQUESTS        10000
 /*  2 s after a command's expires_ms the head end forgets it: data-centre
     clocks (MDMS, head end) agree to well under a second under NTP, and a

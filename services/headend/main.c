@@ -8,7 +8,7 @@ static const char *const s_known [] = {
     "headend/endpoint", "headend/broker", "headend/broker-cert",
     "headend/broker-heartbeat", "headend/broker-liveness",
     "headend/mdms", "headend/mdms-cert", "headend/workers-per-aggregator",
-    "headend/batches-per-aggregator",
+    "headend/batches-per-aggregator", "headend/max-requests",
     NULL
 };
 
@@ -31,7 +31,9 @@ static const ami_service_info_t s_info = {
         "                          aggregator, 1..64 [4]\n"
         "  headend/batches-per-aggregator  interval-data batches awaiting the\n"
         "                          MDMS's ack per aggregator; more are answered\n"
-        "                          BUSY, 1..4096 [32]\n",
+        "                          BUSY, 1..4096 [32]\n"
+        "  headend/max-requests    reads in flight through this head end at\n"
+        "                          most; more are answered BUSY at once [10000]\n",
     .server = true
 };
 
@@ -58,6 +60,7 @@ main (int argc, char **argv)
     char broker_key [AMI_CERT_KEY_TXT_LEN + 1];
     char mdms_key [AMI_CERT_KEY_TXT_LEN + 1];
     int64_t broker_heartbeat = 0, liveness = 0, workers = 0, batches = 0;
+    int64_t max_requests = 0;
     if (s_required (config, "headend/endpoint", &headend.endpoint)
     ||  s_required (config, "headend/broker", &headend.broker)
     ||  s_required (config, "headend/mdms", &headend.mdms)
@@ -71,7 +74,12 @@ main (int argc, char **argv)
                         AMI_HEADEND_WORKERS, 1, AMI_HEADEND_MAX_WORKERS, &workers)
     //  4096: far above any credit (4); bounds one aggregator's share
     ||  ami_config_int (config, "headend/batches-per-aggregator",
-                        AMI_HEADEND_BATCHES_PER_AGGREGATOR, 1, 4096, &batches)) {
+                        AMI_HEADEND_BATCHES_PER_AGGREGATOR, 1, 4096, &batches)
+    //  1..1000000: one honest read per worker is aggregators x K (4000 by
+    //  default); a million entries (a few hundred MiB) is past any real
+    //  head end
+    ||  ami_config_int (config, "headend/max-requests",
+                        AMI_HEADEND_MAX_REQUESTS, 1, 1000000, &max_requests)) {
         ami_service_destroy (&svc);
         return 1;
     }
@@ -93,6 +101,7 @@ main (int argc, char **argv)
     headend.broker_liveness = (int) liveness;
     headend.workers_per_aggregator = (int) workers;
     headend.batches_per_aggregator = (size_t) batches;
+    headend.max_requests = (size_t) max_requests;
     zactor_t *actor = ami_headend_new (&headend);
     if (actor) {
         rc = ami_service_run (svc, actor);

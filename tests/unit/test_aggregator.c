@@ -85,6 +85,7 @@ typedef struct {
     uint32_t batch_blocks;
     int batch_delay_ms;
     int ack_timeout_ms;
+    size_t max_pending;             /* 0 = default */
 } params_t;
 
 typedef struct {
@@ -187,7 +188,8 @@ enum { ST_FLEETS, ST_METERS, ST_DOWN, ST_UP, ST_UNREACHABLE, ST_BUSY, ST_DROPPED
        ST_BATCHES_IN, ST_BLOCKS_IN, ST_BATCHES_OUT, ST_BATCHES_ACKED, ST_BATCHES_RESENT,
        ST_BUFFER_BLOCKS, ST_BUFFER_MAX, ST_OVERFLOW_BATCHES, ST_OVERFLOW_BLOCKS, ST_CREDIT,
        ST_INFLIGHT, ST_HEADENDS_LIVE, ST_ACKS_REFUSED, ST_ACKS_UNKNOWN, ST_BUFFER_BYTES,
-       ST_COUNT };
+       ST_PENDING_BUSY, ST_HANDSHAKES_REFUSED, ST_HANDSHAKES_FAILED,
+       ST_HEADEND_HANDSHAKES_FAILED, ST_COUNT };
 
 static void
 s_status (fx_t *fx, uint64_t out [ST_COUNT])
@@ -393,6 +395,7 @@ s_setup (void **state)
     config.batch_blocks = params->batch_blocks;
     config.batch_delay_ms = params->batch_delay_ms;
     config.ack_timeout_ms = params->ack_timeout_ms;
+    config.max_pending = params->max_pending;
     fx->agg = ami_aggregator_new (&config);
     fx->bench_blocks = params->batch_blocks;
     assert_non_null (fx->agg);
@@ -998,6 +1001,318 @@ test_unlisted_key (void **state)
     s_he_send (fx, 0, buf, len);
     s_expect_error (fx, 0, rid, AMI_E_UNREACHABLE, "MTR-000777");
 }
+
+
+/* ---------------------------------------------------------------------- */
+/*  SEC-AUD-2: failed handshakes on the fleet ROUTER                        */
+
+/*  A TCP port of 127.0.0.1 that is free now (bound to port 0, let go). */
+static int
+s_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    assert_true (fd >= 0);
+    struct sockaddr_in addr;
+    memset (&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    assert_int_equal (bind (fd, (struct sockaddr *) &addr, sizeof addr), 0);
+    socklen_t len = sizeof addr;
+    assert_int_equal (getsockname (fd, (struct sockaddr *) &addr, &len), 0);
+    close (fd);
+    return ntohs (addr.sin_port);
+}
+
+/*  A DEALER that connects to endpoint ("tcp://127.0.0.1:N") from local
+    port `port` (libzmq's "tcp://source;destination"), CURVE with cert
+    trusting server_key, or plaintext if cert is NULL; it tries once (no
+    reconnect within a test), so one connection = one handshake. */
+static zsock_t *
+s_knock (const char *endpoint, int port, ami_cert_t *cert, const char *server_key)
+{
+    zsock_t *sock = zsock_new (ZMQ_DEALER);
+    assert_non_null (sock);
+    zsock_set_linger (sock, 0);
+    zsock_set_reconnect_ivl (sock, 60000);
+    if (cert)
+        assert_int_equal (ami_auth_client (sock, cert, server_key), AMI_OK);
+    assert_int_equal (strncmp (endpoint, "tcp://", 6), 0);
+    assert_int_equal (zsock_connect (sock, "tcp://127.0.0.1:%d;%s", port, endpoint + 6), 0);
+    return sock;
+}
+
+/*  Occurrences of needle in the file at path. */
+static int
+s_log_count (const char *path, const char *needle)
+{
+    FILE *in = fopen (path, "r");
+    assert_non_null (in);
+    static char text [262144];
+    size_t n = fread (text, 1, sizeof text - 1, in);
+    text [n] = 0;
+    fclose (in);
+    int count = 0;
+    for (const char *p = strstr (text, needle); p; p = strstr (p + 1, needle))
+        count++;
+    return count;
+}
+
+/*  Attempts at a report that names the peer (a miss is a connection that
+    failed before the monitor could ask for its address, ami_monitor.h);
+    few enough that every warning fits the aggregator's log budget. */
+#define NAME_ATTEMPTS   8
+
+/*  SEC-AUD-2: a fleet key on no allow-list, and a plaintext client, each
+    connect to the aggregator's fleet ROUTER: each failed handshake is
+    counted exactly (STATUS and HEALTH handshakes_refused /
+    handshakes_failed) and warned about once, naming the peer's address -
+    the client's own source ip:port (set here with
+    "tcp://source;destination"), not the aggregator's endpoint. The real
+    fleet is served all the while; the aggregator's own handshakes with
+    the head ends all succeeded. */
+static void
+test_sec_aud_2_refused_handshakes (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    char *path = ami_test_path (G.dir, "aggregator-aud.log");
+    FILE *file = fopen (path, "w");
+    assert_non_null (file);
+    zsys_set_logstream (file);
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_HANDSHAKES_REFUSED], 0);
+    assert_int_equal (st [ST_HANDSHAKES_FAILED], 0);
+    const char *server_key = ami_cert_public_txt (G.agg_cert);
+
+    /* kind 0: the stranger's key, refused by ZAP; kind 1: plaintext */
+    const int which [2] = { ST_HANDSHAKES_REFUSED, ST_HANDSHAKES_FAILED };
+    const char *line [2] = { "aggregator agg-1: fleets: CURVE handshake from ",
+                             "aggregator agg-1: fleets: handshake from " };
+    const char *verdict [2] = { "refused: key not in the allow-list (ZAP status 400)",
+                                "failed: not a CURVE client of this server" };
+    uint64_t count [2] = { 0, 0 };
+    for (int kind = 0; kind < 2; kind++) {
+        bool named = false;
+        for (int attempt = 0; attempt < NAME_ATTEMPTS && !named; attempt++) {
+            int port = s_free_port ();
+            zsock_t *sock = s_knock (fx->agg_endpoint, port, kind ? NULL : G.stranger_cert,
+                                     server_key);
+            count [kind]++;
+            assert_true (s_wait_status (fx, which [kind], count [kind]));
+            /* logged before STATUS counted it: one line per failure */
+            assert_int_equal (s_log_count (path, line [kind]), count [kind]);
+            char needle [160];
+            snprintf (needle, sizeof needle, "%s127.0.0.1:%d %s", line [kind], port,
+                      verdict [kind]);
+            named = s_log_count (path, needle) == 1;
+            if (!named) {           /* then the peer is unknown, never another's */
+                snprintf (needle, sizeof needle, "%s? %s", line [kind], verdict [kind]);
+                assert_true (s_log_count (path, needle) > 0);
+            }
+            zsock_destroy (&sock);
+        }
+        if (!named)
+            fail_msg ("fleets: no warning named the peer in %d attempts", NAME_ATTEMPTS);
+    }
+    /* exact: one count per failed handshake, none of one kind in the other */
+    zclock_sleep (QUIET_MS / 5);        /* (a late extra report would show) */
+    s_status (fx, st);
+    assert_int_equal (st [ST_HANDSHAKES_REFUSED], count [0]);
+    assert_int_equal (st [ST_HANDSHAKES_FAILED], count [1]);
+    assert_int_equal (st [ST_HEADEND_HANDSHAKES_FAILED], 0);
+    assert_int_equal (st [ST_FLEETS], 1);
+    s_read_via (fx, 0, 1);
+    /* the head ends see the counts in the aggregator's HEALTH */
+    bool seen = false;
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (!seen && zclock_mono () < deadline) {
+        zmsg_t *msg = s_he_expect (fx, 1, AMI_MSG_HEALTH, WAIT_MS);
+        assert_non_null (msg);
+        const ami_health_t *h = &G.msg->health;
+        uint64_t refused = UINT64_MAX, failed = UINT64_MAX;
+        for (uint32_t k = 0; streq (h->role, "aggregator") && k < h->stat_count; k++) {
+            if (streq (h->stats [k].name, "handshakes_refused"))
+                refused = h->stats [k].value;
+            if (streq (h->stats [k].name, "handshakes_failed"))
+                failed = h->stats [k].value;
+        }
+        seen = refused == count [0] && failed == count [1];
+        zmsg_destroy (&msg);
+    }
+    assert_true (seen);
+    zsys_set_logstream (stderr);
+    fclose (file);
+    free (path);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  SEC-AVAIL-2: the aggregator's pending bound                             */
+
+#define BOUND       3                   /* max_pending in this test */
+#define OVER        2                   /* reads sent over it */
+#define ROGUE_METER "MTR-000901"
+
+/*  A test fleet's heartbeat: HEALTH every half heartbeat, so the
+    aggregator keeps it (a fleet silent for 3 heartbeats is gone, and its
+    requests with it). */
+typedef struct {
+    zsock_t *sock;
+    int64_t next;
+} beat_t;
+
+static void
+s_beat (beat_t *beat)
+{
+    if (zclock_mono () >= beat->next) {
+        s_health (beat->sock, "meter", "fleet-9");
+        beat->next = zclock_mono () + HEARTBEAT_MS / 2;
+    }
+}
+
+/*  s_he_expect, keeping the test fleet alive meanwhile. */
+static zmsg_t *
+s_he_expect_beating (fx_t *fx, int i, int type, int ms, beat_t *beat)
+{
+    int64_t deadline = zclock_mono () + ms;
+    while (zclock_mono () < deadline) {
+        s_beat (beat);
+        zmsg_t *msg = s_he_expect (fx, i, type, POLL_MS);
+        if (msg)
+            return msg;
+    }
+    return NULL;
+}
+
+/*  A READ_REQ at the test fleet within ms (decoded into G.msg), keeping
+    it alive meanwhile. */
+static bool
+s_fleet_read_beating (beat_t *beat, int ms)
+{
+    int64_t deadline = zclock_mono () + ms;
+    while (zclock_mono () < deadline) {
+        s_beat (beat);
+        if (s_sock_expect (beat->sock, AMI_MSG_READ_REQ, POLL_MS, NULL))
+            return true;
+    }
+    return false;
+}
+
+/*  Expect ERROR(rid, AMI_E_BUSY, origin agg-1) at head end 0. */
+static void
+s_expect_busy (fx_t *fx, const uint8_t rid [AMI_REQUEST_ID_SIZE], beat_t *beat)
+{
+    zmsg_t *msg = s_he_expect_beating (fx, 0, AMI_MSG_ERROR, WAIT_MS, beat);
+    assert_non_null (msg);
+    assert_true (G.msg->error.has_request_id);
+    assert_memory_equal (G.msg->error.request_id, rid, AMI_REQUEST_ID_SIZE);
+    assert_int_equal (G.msg->error.code, AMI_E_BUSY);
+    assert_string_equal (G.msg->error.origin, "agg-1");
+    zmsg_destroy (&msg);
+}
+
+/*  READ_REQs reaching the test fleet, and answers or errors reaching
+    head end 0, within ms. */
+static void
+s_quiet_beating (fx_t *fx, beat_t *beat, int ms, int *reads, int *answers)
+{
+    *reads = *answers = 0;
+    int64_t deadline = zclock_mono () + ms;
+    while (zclock_mono () < deadline) {
+        s_beat (beat);
+        if (s_sock_expect (beat->sock, AMI_MSG_READ_REQ, POLL_MS, NULL))
+            (*reads)++;
+        zmsg_t *msg = s_he_recv (fx, 0, 0);
+        if (msg) {
+            zframe_t *body = zmsg_last (msg);
+            int type = ami_msg_peek_type (zframe_data (body), zframe_size (body));
+            *answers += type == AMI_MSG_READ_RESP || type == AMI_MSG_ERROR;
+            zmsg_destroy (&msg);
+        }
+    }
+}
+
+/*  SEC-AVAIL-2: with max_pending = BOUND and a fleet that holds its reads,
+    BOUND + OVER reads from a head end: exactly BOUND reach the fleet, the
+    OVER last are answered ERROR(request_id, AMI_E_BUSY, agg-1) at once -
+    well before the reads' deadline, 10 s away - and counted
+    (pending_busy, busy). A retry of a request id already in flight is not
+    refused (it replaces its entry). Once the fleet answers one, a new read
+    goes through again, and the next is BUSY again. */
+static void
+test_sec_avail_2_aggregator_pending_bound (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    beat_t beat = { s_fleet_socket (fx, G.rogue_cert), 0 };
+    s_hello (beat.sock, "meter", "fleet-9", ROGUE_METER);
+    s_beat (&beat);
+    assert_true (s_wait_status (fx, ST_METERS, 1));
+
+    uint8_t buf [512], rid [BOUND + OVER][AMI_REQUEST_ID_SIZE];
+    int64_t sent = zclock_mono ();
+    for (int n = 0; n < BOUND + OVER; n++) {
+        size_t len = s_command (ROGUE_METER, (uint64_t) n + 1, rid [n], buf, sizeof buf);
+        s_he_send (fx, 0, buf, len);
+    }
+    /* frames from one head end are handled in order: the last OVER are
+       over the bound */
+    for (int n = BOUND; n < BOUND + OVER; n++)
+        s_expect_busy (fx, rid [n], &beat);
+    assert_true (zclock_mono () - sent < WAIT_MS);     /* far from the 10 s deadline */
+    for (int n = 0; n < BOUND; n++) {
+        assert_true (s_fleet_read_beating (&beat, WAIT_MS));
+        assert_memory_equal (G.msg->read_req.request_id, rid [n], AMI_REQUEST_ID_SIZE);
+    }
+    int reads, answers;
+    s_quiet_beating (fx, &beat, QUIET_MS, &reads, &answers);
+    assert_int_equal (reads, 0);
+    assert_int_equal (answers, 0);
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_PENDING], BOUND);
+    assert_int_equal (st [ST_DOWN], BOUND);
+    assert_int_equal (st [ST_PENDING_BUSY], OVER);
+    assert_int_equal (st [ST_BUSY], OVER);
+
+    /* a retry of a request in flight (new counter) is not over the bound */
+    uint8_t scratch [AMI_REQUEST_ID_SIZE];
+    size_t len = s_command (ROGUE_METER, 100, scratch, buf, sizeof buf);
+    memcpy (G.msg2->read_req.request_id, rid [0], AMI_REQUEST_ID_SIZE);
+    assert_int_equal (ami_msg_encode (G.msg2, buf, sizeof buf, &len), AMI_OK);
+    s_he_send (fx, 0, buf, len);
+    assert_true (s_fleet_read_beating (&beat, WAIT_MS));
+    assert_memory_equal (G.msg->read_req.request_id, rid [0], AMI_REQUEST_ID_SIZE);
+    assert_int_equal (G.msg->read_req.counter, 100);
+
+    /* the fleet answers rid [0]: its answer goes up, and a new read fits */
+    static const uint8_t sealed [40] = { 1, 2, 3 };
+    ami_msg_reset (G.msg2, AMI_MSG_READ_RESP);
+    snprintf (G.msg2->read_resp.meter_id, sizeof G.msg2->read_resp.meter_id, ROGUE_METER);
+    memcpy (G.msg2->read_resp.request_id, rid [0], AMI_REQUEST_ID_SIZE);
+    G.msg2->read_resp.sealed = sealed;
+    G.msg2->read_resp.sealed_size = sizeof sealed;
+    s_send_encoded (beat.sock, G.msg2);
+    zmsg_t *msg = s_he_expect_beating (fx, 0, AMI_MSG_READ_RESP, WAIT_MS, &beat);
+    assert_non_null (msg);
+    assert_memory_equal (G.msg->read_resp.request_id, rid [0], AMI_REQUEST_ID_SIZE);
+    zmsg_destroy (&msg);
+    uint8_t next [2][AMI_REQUEST_ID_SIZE];
+    len = s_command (ROGUE_METER, 200, next [0], buf, sizeof buf);
+    s_he_send (fx, 0, buf, len);
+    assert_true (s_fleet_read_beating (&beat, WAIT_MS));
+    assert_memory_equal (G.msg->read_req.request_id, next [0], AMI_REQUEST_ID_SIZE);
+    /* ...and the bound holds again */
+    len = s_command (ROGUE_METER, 201, next [1], buf, sizeof buf);
+    s_he_send (fx, 0, buf, len);
+    s_expect_busy (fx, next [1], &beat);
+    s_status (fx, st);
+    assert_int_equal (st [ST_PENDING], BOUND);
+    assert_int_equal (st [ST_PENDING_BUSY], OVER + 1);
+    assert_int_equal (st [ST_UP], 1);
+    zsock_destroy (&beat.sock);
+}
+
+static params_t s_bound_pending_params = { .no_fleet = true, .max_pending = BOUND };
 
 
 /* ---------------------------------------------------------------------- */
@@ -1812,6 +2127,11 @@ main (void)
         cmocka_unit_test_setup_teardown (test_duplicate_fleet, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sec_int_4_route_claim, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_unlisted_key, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sec_aud_2_refused_handshakes, s_setup,
+                                         s_teardown),
+        cmocka_unit_test_prestate_setup_teardown (test_sec_avail_2_aggregator_pending_bound,
+                                                  s_setup, s_teardown,
+                                                  &s_bound_pending_params),
         cmocka_unit_test_prestate_setup_teardown (test_batch_custody, s_setup, s_teardown,
                                                   &s_custody_params),
         cmocka_unit_test_prestate_setup_teardown (test_buffer_bound, s_setup, s_teardown,

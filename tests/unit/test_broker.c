@@ -15,6 +15,10 @@
 
 #include <czmq.h>
 #include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "ami_auth.h"
 #include "ami_err.h"
@@ -1164,6 +1168,195 @@ test_curve_roles (void **state)
     free (dir);
 }
 
+/* ---------------------------------------------------------------------- */
+/*  SEC-AUD-2: failed handshakes                                            */
+
+/*  One statistic of the broker's STATS ("name value" frames), or
+    UINT64_MAX if there is no such statistic. */
+static uint64_t
+s_stat (broker_t *broker, const char *name)
+{
+    assert_int_equal (zstr_send (broker->actor, "STATS"), 0);
+    zmsg_t *reply = zmsg_recv (broker->actor);
+    assert_non_null (reply);
+    uint64_t value = UINT64_MAX;
+    size_t n = strlen (name);
+    for (zframe_t *f = zmsg_first (reply); f; f = zmsg_next (reply)) {
+        char *text = zframe_strdup (f);
+        assert_non_null (text);
+        if (strncmp (text, name, n) == 0 && text [n] == ' ')
+            value = strtoull (text + n + 1, NULL, 10);
+        zstr_free (&text);
+    }
+    zmsg_destroy (&reply);
+    return value;
+}
+
+/*  Wait until the statistic equals value. */
+static bool
+s_wait_stat (broker_t *broker, const char *name, uint64_t value)
+{
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (zclock_mono () < deadline) {
+        if (s_stat (broker, name) == value)
+            return true;
+        zclock_sleep (POLL_MS);
+    }
+    return false;
+}
+
+/*  A TCP port of 127.0.0.1 that is free now (bound to port 0, let go). */
+static int
+s_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    assert_true (fd >= 0);
+    struct sockaddr_in addr;
+    memset (&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    assert_int_equal (bind (fd, (struct sockaddr *) &addr, sizeof addr), 0);
+    socklen_t len = sizeof addr;
+    assert_int_equal (getsockname (fd, (struct sockaddr *) &addr, &len), 0);
+    close (fd);
+    return ntohs (addr.sin_port);
+}
+
+/*  A DEALER that connects to endpoint ("tcp://127.0.0.1:N") from local
+    port `port` (libzmq's "tcp://source;destination"), CURVE with cert
+    trusting server_key, or plaintext if cert is NULL; it tries once (no
+    reconnect within a test), so one connection = one handshake. */
+static zsock_t *
+s_knock (const char *endpoint, int port, ami_cert_t *cert, const char *server_key)
+{
+    zsock_t *sock = zsock_new (ZMQ_DEALER);
+    assert_non_null (sock);
+    zsock_set_linger (sock, 0);
+    zsock_set_reconnect_ivl (sock, 60000);
+    if (cert)
+        assert_int_equal (ami_auth_client (sock, cert, server_key), AMI_OK);
+    assert_int_equal (strncmp (endpoint, "tcp://", 6), 0);
+    assert_int_equal (zsock_connect (sock, "tcp://127.0.0.1:%d;%s", port, endpoint + 6), 0);
+    return sock;
+}
+
+/*  Occurrences of needle in the file at path. */
+static int
+s_log_count (const char *path, const char *needle)
+{
+    FILE *in = fopen (path, "r");
+    assert_non_null (in);
+    static char text [65536];
+    size_t n = fread (text, 1, sizeof text - 1, in);
+    text [n] = 0;
+    fclose (in);
+    int count = 0;
+    for (const char *p = strstr (text, needle); p; p = strstr (p + 1, needle))
+        count++;
+    return count;
+}
+
+/*  Attempts at a report that names the peer (a miss is a connection that
+    failed before the monitor could ask for its address, ami_monitor.h);
+    few enough that every warning fits the broker's log budget. */
+#define NAME_ATTEMPTS   8
+
+/*  SEC-AUD-2: a client whose key is on no allow-list, and a plaintext
+    client, each connect to the CURVE broker: each failed handshake is
+    counted exactly (STATS handshakes_refused / handshakes_failed) and
+    warned about once, naming the peer's address - the client's own
+    source ip:port (set here with "tcp://source;destination"), not the
+    broker's endpoint. */
+static void
+test_sec_aud_2_refused_handshakes (void **state)
+{
+    (void) state;
+    char *dir = ami_test_tmpdir ("broker-aud");
+    assert_non_null (dir);
+    int err = 0;
+    ami_cert_t *server_cert = ami_cert_new ("broker", "BROKER-1", &err);
+    ami_cert_t *client_cert = ami_cert_new ("mdms", "MDMS-1", &err);
+    ami_cert_t *stranger_cert = ami_cert_new ("mdms", "MDMS-X", &err);
+    assert_non_null (server_cert);
+    assert_non_null (client_cert);
+    assert_non_null (stranger_cert);
+    char *client_file = ami_test_path (dir, "mdms.cert");
+    assert_int_equal (ami_cert_save_public (client_cert, client_file), AMI_OK);
+    const char *server_key = ami_cert_public_txt (server_cert);
+    ami_auth_t *auth = ami_auth_new (dir, &err);
+    assert_non_null (auth);
+    char *log_dir = ami_test_tmpdir ("broker-aud-log");   //  not the allow-list
+    assert_non_null (log_dir);
+    char *log_path = ami_test_path (log_dir, "broker.log");
+    FILE *log = fopen (log_path, "w");
+    assert_non_null (log);
+    zsys_set_logstream (log);
+
+    ami_broker_config_t config = s_config ();
+    config.server_cert = server_cert;
+    broker_t broker = s_broker_start (&config);
+    assert_int_equal (s_stat (&broker, "handshakes_refused"), 0);
+    assert_int_equal (s_stat (&broker, "handshakes_failed"), 0);
+
+    //  kind 0: the stranger's key, refused by ZAP; kind 1: plaintext
+    const char *stat [2] = { "handshakes_refused", "handshakes_failed" };
+    const char *line [2] = { "broker: router: CURVE handshake from ",
+                             "broker: router: handshake from " };
+    const char *verdict [2] = { "refused: key not in the allow-list (ZAP status 400)",
+                                "failed: not a CURVE client of this server" };
+    uint64_t count [2] = { 0, 0 };
+    for (int kind = 0; kind < 2; kind++) {
+        bool named = false;
+        for (int attempt = 0; attempt < NAME_ATTEMPTS && !named; attempt++) {
+            int port = s_free_port ();
+            zsock_t *sock = s_knock (broker.endpoint, port, kind ? NULL : stranger_cert,
+                                     server_key);
+            count [kind]++;
+            assert_true (s_wait_stat (&broker, stat [kind], count [kind]));
+            //  Logged before STATS counted it: one line per failure
+            assert_int_equal (s_log_count (log_path, line [kind]), count [kind]);
+            char needle [160];
+            snprintf (needle, sizeof needle, "%s127.0.0.1:%d %s", line [kind], port,
+                      verdict [kind]);
+            named = s_log_count (log_path, needle) == 1;
+            if (!named) {           //  then the peer is unknown, never another's
+                snprintf (needle, sizeof needle, "%s? %s", line [kind], verdict [kind]);
+                assert_true (s_log_count (log_path, needle) > 0);
+            }
+            zsock_destroy (&sock);
+        }
+        if (!named)
+            fail_msg ("%s: no warning named the peer in %d attempts", stat [kind],
+                      NAME_ATTEMPTS);
+    }
+    //  Exact: one count per failed handshake, none of one kind in the other
+    zclock_sleep (QUIET_MS / 5);        //  (a late extra report would show)
+    assert_int_equal (s_stat (&broker, "handshakes_refused"), count [0]);
+    assert_int_equal (s_stat (&broker, "handshakes_failed"), count [1]);
+    //  A listed client is served all the while
+    zsock_t *client = s_curve_dealer (broker.endpoint, client_cert, server_key);
+    char code [4];
+    s_mmi (client, "mmi.service", "agg.echo", code);
+    assert_string_equal (code, "404");
+    assert_int_equal (s_stat (&broker, "handshakes_refused"), count [0]);
+    assert_int_equal (s_stat (&broker, "handshakes_failed"), count [1]);
+
+    zsock_destroy (&client);
+    s_broker_stop (&broker);
+    zsys_set_logstream (stderr);
+    fclose (log);
+    ami_auth_destroy (&auth);               //  after the last server socket
+    ami_cert_destroy (&server_cert);
+    ami_cert_destroy (&client_cert);
+    ami_cert_destroy (&stranger_cert);
+    free (client_file);
+    free (log_path);
+    assert_int_equal (ami_test_rmtree (log_dir), 0);
+    free (log_dir);
+    assert_int_equal (ami_test_rmtree (dir), 0);
+    free (dir);
+}
+
 int
 main (void)
 {
@@ -1181,6 +1374,7 @@ main (void)
         cmocka_unit_test (test_start_failure),
         cmocka_unit_test (test_curve),
         cmocka_unit_test (test_curve_roles),
+        cmocka_unit_test (test_sec_aud_2_refused_handshakes),
     };
     return cmocka_run_group_tests_name ("broker conformance", tests, NULL, NULL);
 }

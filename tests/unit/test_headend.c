@@ -22,6 +22,10 @@
 
 #include <czmq.h>
 #include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "ami_auth.h"
@@ -2125,6 +2129,272 @@ test_sec_val_2_headend_log (void **state)
     free (path);
 }
 
+/* ---------------------------------------------------------------------- */
+/*  SEC-AUD-2: failed handshakes on the aggregator ROUTER                   */
+
+/*  A TCP port of 127.0.0.1 that is free now (bound to port 0, let go). */
+static int
+s_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    assert_true (fd >= 0);
+    struct sockaddr_in addr;
+    memset (&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    assert_int_equal (bind (fd, (struct sockaddr *) &addr, sizeof addr), 0);
+    socklen_t len = sizeof addr;
+    assert_int_equal (getsockname (fd, (struct sockaddr *) &addr, &len), 0);
+    close (fd);
+    return ntohs (addr.sin_port);
+}
+
+/*  A DEALER that connects to endpoint ("tcp://127.0.0.1:N") from local
+    port `port` (libzmq's "tcp://source;destination"), CURVE with cert
+    trusting server_key, or plaintext if cert is NULL; it tries once (no
+    reconnect within a test), so one connection = one handshake. */
+static zsock_t *
+s_knock (const char *endpoint, int port, ami_cert_t *cert, const char *server_key)
+{
+    zsock_t *sock = zsock_new (ZMQ_DEALER);
+    assert_non_null (sock);
+    zsock_set_linger (sock, 0);
+    zsock_set_reconnect_ivl (sock, 60000);
+    if (cert)
+        assert_int_equal (ami_auth_client (sock, cert, server_key), AMI_OK);
+    assert_int_equal (strncmp (endpoint, "tcp://", 6), 0);
+    assert_int_equal (zsock_connect (sock, "tcp://127.0.0.1:%d;%s", port, endpoint + 6), 0);
+    return sock;
+}
+
+/*  Occurrences of needle in the file at path. */
+static int
+s_log_count (const char *path, const char *needle)
+{
+    FILE *in = fopen (path, "r");
+    assert_non_null (in);
+    static char text [65536];
+    size_t n = fread (text, 1, sizeof text - 1, in);
+    text [n] = 0;
+    fclose (in);
+    int count = 0;
+    for (const char *p = strstr (text, needle); p; p = strstr (p + 1, needle))
+        count++;
+    return count;
+}
+
+/*  Attempts at a report that names the peer (a miss is a connection that
+    failed before the monitor could ask for its address, ami_monitor.h);
+    few enough that every warning fits the head end's log budget. */
+#define NAME_ATTEMPTS   8
+
+/*  SEC-AUD-2: an aggregator key on no allow-list, and a plaintext client,
+    each connect to the head end's aggregator ROUTER: each failed
+    handshake is counted exactly (STATS handshakes_refused /
+    handshakes_failed, also in HEALTH) and warned about once, naming the
+    peer's address - the client's own source ip:port (set here with
+    "tcp://source;destination"), not the head end's endpoint. The listed
+    aggregator is served all the while. */
+static void
+test_sec_aud_2_refused_handshakes (void **state)
+{
+    (void) state;
+    char *path = ami_test_path (g.dir, "headend-aud.log");
+    FILE *file = fopen (path, "w");
+    assert_non_null (file);
+    ami_log_set_level (AMI_LOG_WARN);
+    zsys_set_logstream (file);
+    fx_t fx;
+    s_fx_start (&fx, 1, 1, 0);
+    s_fx_agg (&fx, 0, 0);
+    assert_true (s_wait_mmi (&fx, "200"));
+    assert_int_equal (s_he_stat (&fx, 0, "handshakes_refused"), 0);
+    assert_int_equal (s_he_stat (&fx, 0, "handshakes_failed"), 0);
+    const char *server_key = ami_cert_public_txt (g.he [0]);
+
+    //  kind 0: the stranger's key, refused by ZAP; kind 1: plaintext
+    const char *stat [2] = { "handshakes_refused", "handshakes_failed" };
+    const char *line [2] = { "headend HE-1: aggregators: CURVE handshake from ",
+                             "headend HE-1: aggregators: handshake from " };
+    const char *verdict [2] = { "refused: key not in the allow-list (ZAP status 400)",
+                                "failed: not a CURVE client of this server" };
+    uint64_t count [2] = { 0, 0 };
+    for (int kind = 0; kind < 2; kind++) {
+        bool named = false;
+        for (int attempt = 0; attempt < NAME_ATTEMPTS && !named; attempt++) {
+            int port = s_free_port ();
+            zsock_t *sock = s_knock (fx.he_endpoint [0], port, kind ? NULL : g.stranger,
+                                     server_key);
+            count [kind]++;
+            assert_true (s_wait_stat (&fx, 0, stat [kind], count [kind]));
+            //  Logged before STATS counted it: one line per failure
+            assert_int_equal (s_log_count (path, line [kind]), count [kind]);
+            char needle [160];
+            snprintf (needle, sizeof needle, "%s127.0.0.1:%d %s", line [kind], port,
+                      verdict [kind]);
+            named = s_log_count (path, needle) == 1;
+            if (!named) {           //  then the peer is unknown, never another's
+                snprintf (needle, sizeof needle, "%s? %s", line [kind], verdict [kind]);
+                assert_true (s_log_count (path, needle) > 0);
+            }
+            zsock_destroy (&sock);
+        }
+        if (!named)
+            fail_msg ("%s: no warning named the peer in %d attempts", stat [kind],
+                      NAME_ATTEMPTS);
+    }
+    //  Exact: one count per failed handshake, none of one kind in the other
+    int64_t quiet = zclock_mono () + QUIET_MS / 5;
+    while (zclock_mono () < quiet) {        //  (a late extra report would show)
+        s_pump (&fx);
+        zclock_sleep (POLL_MS);
+    }
+    assert_int_equal (s_he_stat (&fx, 0, "handshakes_refused"), count [0]);
+    assert_int_equal (s_he_stat (&fx, 0, "handshakes_failed"), count [1]);
+    //  The listed aggregator was never disturbed
+    assert_int_equal (s_read_ok (&fx), 0);
+    size_t aggs;
+    s_he_status (&fx, 0, &aggs, NULL, NULL, NULL, 0);
+    assert_int_equal (aggs, 1);
+    s_fx_stop (&fx);
+    zsys_set_logstream (stderr);
+    ami_log_set_level (getenv ("AMI_TEST_VERBOSE") ? AMI_LOG_DEBUG : AMI_LOG_ERROR);
+    fclose (file);
+    free (path);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  SEC-AVAIL-2: the head end's request bound                               */
+
+#define BOUND       2                   /* max_requests in this test */
+#define OVER        3                   /* reads sent over it */
+
+/*  Wait for n REPLY bodies for SERVICE (pumping the peers), in any
+    order; each must be an ERROR made by HE-1 for one of ids [0..count)
+    not seen before, with code (or codes [k] for ids [k] when codes is not
+    NULL); marks it in seen. Fails on timeout. */
+static void
+s_expect_errors (fx_t *fx, int n, uint8_t ids [][AMI_REQUEST_ID_SIZE], int count,
+                 bool *seen, int code, const int *codes)
+{
+    for (int i = 0; i < n; i++) {
+        zmsg_t *body = s_reply (fx, SERVICE, WAIT_MS);
+        assert_non_null (body);
+        assert_int_equal (zmsg_size (body), 1);
+        zframe_t *frame = zmsg_first (body);
+        assert_int_equal (ami_msg_decode (g.msg, zframe_data (frame), zframe_size (frame)),
+                          AMI_OK);
+        assert_int_equal (g.msg->type, AMI_MSG_ERROR);
+        assert_string_equal (g.msg->error.origin, "HE-1");
+        assert_true (g.msg->error.has_request_id);
+        int which = -1;
+        for (int k = 0; k < count; k++)
+            if (memcmp (g.msg->error.request_id, ids [k], AMI_REQUEST_ID_SIZE) == 0)
+                which = k;
+        assert_true (which >= 0);
+        assert_int_equal (g.msg->error.code, codes ? codes [which] : code);
+        assert_false (seen [which]);
+        seen [which] = true;
+        zmsg_destroy (&body);
+    }
+}
+
+/*  SEC-AVAIL-2: with max_requests = BOUND, K = BOUND + OVER workers (so the
+    broker hands the head end every read at once) and an aggregator that
+    holds its reads, BOUND + OVER reads give exactly OVER ERROR AMI_E_BUSY
+    (origin HE-1, their request ids) at once - well before the reads'
+    deadline, 10 s away - and exactly BOUND reads forwarded; the refusals
+    are counted (requests_busy). Once the aggregator answers, reads are
+    forwarded again; and once held reads expire (answered TIMEOUT), too. */
+static void
+test_sec_avail_2_headend_request_bound (void **state)
+{
+    (void) state;
+    fx_t fx;
+    s_fx_start (&fx, 0, 0, 0);
+    ami_headend_config_t config = s_he_config (&fx, 0, BOUND + OVER);
+    config.max_requests = BOUND;
+    config.request_margin_ms = 100;     //  held reads expire quickly
+    s_he_start (&fx, 0, &config);
+    s_fx_agg (&fx, 0, 0);
+    assert_true (s_wait_mmi (&fx, "200"));
+    bool ok;
+    char expected [64];
+    snprintf (expected, sizeof expected, SERVICE " %d 0", BOUND + OVER);
+    WAIT_UNTIL (&fx, ok, s_broker_line_is (&fx, expected), WAIT_MS);
+    assert_true (ok);
+    agg_t *agg = &fx.agg [0];
+    agg->answer = false;
+
+    uint8_t ids [BOUND + OVER][AMI_REQUEST_ID_SIZE], req [512];
+    uint64_t deadline_ms = (uint64_t) zclock_time () + 10000;
+    int64_t sent = zclock_mono ();
+    for (int i = 0; i < BOUND + OVER; i++) {
+        s_new_id (ids [i]);
+        size_t len = s_read_req (ids [i], deadline_ms, req, sizeof req);
+        s_request (&fx, req, len);
+    }
+    bool busy [BOUND + OVER] = { false };
+    s_expect_errors (&fx, OVER, ids, BOUND + OVER, busy, AMI_E_BUSY, NULL);
+    assert_true (zclock_mono () - sent < WAIT_MS);     //  far from the 10 s deadline
+    //  The others went to the aggregator, and nothing else comes back
+    WAIT_UNTIL (&fx, ok, agg->reads == BOUND, WAIT_MS);
+    assert_true (ok);
+    assert_null (s_reply (&fx, SERVICE, QUIET_MS));
+    assert_int_equal (agg->reads, BOUND);
+    assert_int_equal (agg->held_count, BOUND);
+    for (int h = 0; h < BOUND; h++)
+        for (int i = 0; i < BOUND + OVER; i++)
+            if (memcmp (agg->held [h], ids [i], AMI_REQUEST_ID_SIZE) == 0)
+                assert_false (busy [i]);            //  forwarded = not refused
+    assert_int_equal (s_he_stat (&fx, 0, "requests_busy"), OVER);
+    assert_int_equal (s_he_stat (&fx, 0, "requests"), BOUND);
+    assert_int_equal (s_he_stat (&fx, 0, "in-flight"), BOUND);
+
+    //  The aggregator answers: the table empties, reads go through again
+    s_agg_answer_held (agg);
+    for (int i = 0; i < BOUND; i++) {
+        zmsg_t *body = s_reply (&fx, SERVICE, WAIT_MS);
+        assert_non_null (body);
+        assert_int_equal (ami_msg_peek_type (zframe_data (zmsg_first (body)),
+                                             zframe_size (zmsg_first (body))),
+                          AMI_MSG_READ_RESP);
+        zmsg_destroy (&body);
+    }
+    agg->answer = true;
+    assert_int_equal (s_read_ok (&fx), 0);
+    assert_int_equal (s_he_stat (&fx, 0, "requests"), BOUND + 1);
+
+    //  Full again with reads that expire soon: one more is BUSY at once;
+    //  after their expiry (ERROR TIMEOUT) reads go through again
+    agg->answer = false;
+    uint8_t soon [BOUND + 1][AMI_REQUEST_ID_SIZE];
+    uint64_t expires = (uint64_t) zclock_time () + 500;
+    for (int i = 0; i < BOUND; i++) {
+        s_new_id (soon [i]);
+        size_t len = s_read_req (soon [i], expires, req, sizeof req);
+        s_request (&fx, req, len);
+    }
+    WAIT_UNTIL (&fx, ok, agg->reads == BOUND + 1 + BOUND, WAIT_MS);
+    assert_true (ok);
+    s_new_id (soon [BOUND]);
+    size_t len = s_read_req (soon [BOUND], (uint64_t) zclock_time () + 10000, req,
+                             sizeof req);
+    s_request (&fx, req, len);
+    bool seen [BOUND + 1] = { false };
+    int codes [BOUND + 1];
+    for (int i = 0; i < BOUND; i++)
+        codes [i] = AMI_E_TIMEOUT;
+    codes [BOUND] = AMI_E_BUSY;
+    s_expect_errors (&fx, BOUND + 1, soon, BOUND + 1, seen, 0, codes);
+    agg->answer = true;
+    assert_int_equal (s_read_ok (&fx), 0);
+    assert_int_equal (s_he_stat (&fx, 0, "requests_busy"), OVER + 1);
+    assert_int_equal (s_he_stat (&fx, 0, "in-flight"), 0);
+    s_fx_stop (&fx);
+}
+
 int
 main (void)
 {
@@ -2151,6 +2421,8 @@ main (void)
         cmocka_unit_test (test_batch_bounds),
         cmocka_unit_test (test_batch_malformed),
         cmocka_unit_test (test_sec_val_2_headend_log),
+        cmocka_unit_test (test_sec_aud_2_refused_handshakes),
+        cmocka_unit_test (test_sec_avail_2_headend_request_bound),
     };
     int failed = cmocka_run_group_tests_name ("head end without ZAP", first, NULL, NULL);
     failed += cmocka_run_group_tests_name ("head end", tests, s_group_setup,
