@@ -26,7 +26,7 @@
       same way) so that the actor decides, per subscriber, whether a
       subscription is applied (SEC-AUTH-3: operators and monitors only).
     - refused CURVE handshakes (SEC-AUD-2) come from libzmq socket
-      monitors, read by a watcher actor of their own (ami_mdms_monitor.h)
+      monitors, read by a watcher actor of their own (ami_monitor.h)
       that reports each one on a pipe this actor polls; EVENT security is
       published through one budget per class of failure.
     - interval data on the ingest ROUTER is credit-based flow control
@@ -68,7 +68,7 @@
 #include "ami_mdms_audit.h"
 #include "ami_mdms_db.h"
 #include "ami_mdms_ingest.h"
-#include "ami_mdms_monitor.h"
+#include "ami_monitor.h"
 #include "ami_mdms_rate.h"
 #include "ami_msg.h"
 #include "ami_service.h"
@@ -241,7 +241,7 @@ typedef struct {
     zsock_t *ingest;
     zsock_t *events;                    /* XPUB, manual subscriptions (SEC-AUTH-3) */
     zsock_t *broker;
-    ami_mdms_monitor_t *watch;          /* refused handshakes (SEC-AUD-2) */
+    ami_monitor_t *watch;          /* refused handshakes (SEC-AUD-2) */
     char *api_endpoint;
     char *ingest_endpoint;
     char *events_endpoint;
@@ -2298,7 +2298,7 @@ s_handle_events_msg (mdms_t *self, zmsg_t *msg)
 }
 
 /*  SEC-AUD-2: a failed handshake on one of our server sockets
-    (ami_mdms_monitor.h), counted by the monitor. A key refused by the
+    (ami_monitor.h), counted by the monitor. A key refused by the
     allow-list is warned about (rate-limited) with the peer's address and
     published (class "handshake"). A peer that is not a CURVE client of
     this server at all (plaintext, another server key, garbage) is only
@@ -2308,7 +2308,7 @@ static void
 s_handshake_failed (const char *name, int kind, uint32_t status, const char *peer, void *arg)
 {
     mdms_t *self = (mdms_t *) arg;
-    if (kind == AMI_MDMS_HANDSHAKE_REFUSED) {
+    if (kind == AMI_MONITOR_HANDSHAKE_REFUSED) {
         s_warn (self, "%s: CURVE handshake from %s refused: key not in the allow-list "
                 "(ZAP status %u)", name, peer, status);
         s_security (self, SEC_HANDSHAKE, "", "%s: CURVE handshake from %s refused: key not "
@@ -2323,19 +2323,19 @@ s_handshake_failed (const char *name, int kind, uint32_t status, const char *pee
 static void
 s_watch (mdms_t *self)
 {
-    ami_mdms_monitor_drain (self->watch, s_handshake_failed, self);
+    ami_monitor_drain (self->watch, s_handshake_failed, self);
 }
 
 static uint64_t
 s_handshakes_refused (mdms_t *self)
 {
-    return ami_mdms_monitor_refused (self->watch);
+    return ami_monitor_refused (self->watch);
 }
 
 static uint64_t
 s_handshakes_failed (mdms_t *self)
 {
-    return ami_mdms_monitor_failed (self->watch);
+    return ami_monitor_failed (self->watch);
 }
 
 
@@ -2749,7 +2749,7 @@ s_connect (mdms_t *self, const ami_mdms_config_t *config)
     //  SEC-AUD-2: refused handshakes on every server socket
     zsock_t *servers [] = { self->api, self->ingest, self->events };
     const char *names [] = { "api", "ingest", "events" };
-    self->watch = ami_mdms_monitor_new (servers, names, 3);
+    self->watch = ami_monitor_new (servers, names, 3);
     if (!self->watch)
         return false;
     self->broker = zsock_new (ZMQ_DEALER);
@@ -2776,7 +2776,7 @@ s_mdms_destroy (mdms_t *self)
     zhashx_destroy (&self->services);
     zhashx_destroy (&self->peers);
     //  The monitor before its sockets
-    ami_mdms_monitor_destroy (&self->watch);
+    ami_monitor_destroy (&self->watch);
     zsock_destroy (&self->api);
     zsock_destroy (&self->ingest);
     zsock_destroy (&self->events);
@@ -2894,7 +2894,7 @@ ami_mdms_actor (zsock_t *pipe, void *args)
     ami_actor_ready (pipe);
 
     zpoller_t *poller = zpoller_new (pipe, self->api, self->ingest, self->broker, self->events,
-                                     ami_mdms_monitor_actor (self->watch), NULL);
+                                     ami_monitor_actor (self->watch), NULL);
     int64_t next_tick = zclock_mono ();          //  first MMI poll at once
     while (poller && !self->terminated) {
         int64_t now = zclock_mono ();

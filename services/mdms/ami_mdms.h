@@ -331,7 +331,7 @@
                   that may not read the feed (AMI_E_DENIED)
       handshake   a CURVE handshake on api, ingest or events refused by
                   the allow-list (ZAP), with the peer's "ip:port"
-                  (ami_mdms_monitor.h says how it is found, and its limits)
+                  (ami_monitor.h says how it is found, and its limits)
       ingest      an interval block rejected (ami_mdms_ingest.h)
       stored-data VERIFY or AUDIT_VERIFY failures, a customer record that
                   does not decrypt
