@@ -2,7 +2,8 @@
 # tests/run.sh - the one entry point of the test suite (called by `make test`).
 #
 # Runs every cmocka binary in OUT/tests, every script in tests/integration
-# (if any), and a short fuzzing pass over each decoder's seed corpus, then
+# (if any), a short fuzzing pass over each decoder's seed corpus and the
+# security report (tools/security-report) over their logs, then
 # prints one summary line "N passed, M failed" and exits non-zero if any test
 # failed or any binary died without a cmocka summary (a crash counts as a
 # failure, never as silence). Per-binary output is kept in OUT/test-logs/.
@@ -69,6 +70,20 @@ sh tests/fuzz/run.sh --smoke --out "$OUT" >"$log" 2>&1
 rc=$?
 tail -n 20 "$log"
 account fuzz-smoke $rc "$log"
+
+# AMI-SEC traceability (make security-report) over this run's logs: every
+# DESIGN.md section 6 requirement must have its tests, all passing. Counted
+# as one test; its full report stays in the log.
+log="$LOGS/security-report.log"
+sh tools/security-report/security-report.sh --logs "$LOGS" >"$log" 2>&1
+rc=$?
+if [ $rc -eq 0 ]; then
+    echo "[  PASSED  ] 1 test(s)." >>"$log"
+else
+    sh tools/security-report/security-report.sh --logs "$LOGS" --gaps 2>&1 | tail -n 40
+fi
+tail -n 2 "$log"
+account security-report $rc "$log"
 
 echo
 [ -n "$failed_names" ] && echo "failed:$failed_names"
