@@ -111,17 +111,24 @@ ami_log_level_from_config (ami_config_t *config, bool verbose, int *level)
     return AMI_OK;
 }
 
-void
-ami_log_vwarn_limited (ami_log_limit_t *limit, const char *prefix,
-                       const char *format, va_list args)
+/*  One limiter for both levels: the line at `level` (AMI_LOG_WARN or
+    AMI_LOG_ERROR) while the window's burst lasts, then counted. */
+static void
+s_vlimited (ami_log_limit_t *limit, int level, const char *prefix,
+            const char *format, va_list args)
 {
     assert (limit && prefix && format);
-    if (!ami_log_enabled (AMI_LOG_WARN))
+    if (!ami_log_enabled (level))
         return;
+    const char *what = level == AMI_LOG_ERROR ? "errors" : "warnings";
     int64_t now = zclock_mono ();
     if (now - limit->window >= AMI_LOG_LIMIT_WINDOW_MS) {
-        if (limit->suppressed)
-            zsys_warning ("%s: %lu more warnings suppressed", prefix, limit->suppressed);
+        if (limit->suppressed) {
+            if (level == AMI_LOG_ERROR)
+                zsys_error ("%s: %lu more %s suppressed", prefix, limit->suppressed, what);
+            else
+                zsys_warning ("%s: %lu more %s suppressed", prefix, limit->suppressed, what);
+        }
         limit->window = now;
         limit->count = 0;
         limit->suppressed = 0;
@@ -134,7 +141,24 @@ ami_log_vwarn_limited (ami_log_limit_t *limit, const char *prefix,
     char line [512], safe [4 * sizeof line];
     vsnprintf (line, sizeof line, format, args);
     ami_log_escape (safe, sizeof safe, line);
-    zsys_warning ("%s: %s", prefix, safe);
+    if (level == AMI_LOG_ERROR)
+        zsys_error ("%s: %s", prefix, safe);
+    else
+        zsys_warning ("%s: %s", prefix, safe);
+}
+
+void
+ami_log_vwarn_limited (ami_log_limit_t *limit, const char *prefix,
+                       const char *format, va_list args)
+{
+    s_vlimited (limit, AMI_LOG_WARN, prefix, format, args);
+}
+
+void
+ami_log_verror_limited (ami_log_limit_t *limit, const char *prefix,
+                        const char *format, va_list args)
+{
+    s_vlimited (limit, AMI_LOG_ERROR, prefix, format, args);
 }
 
 /*  Length of the valid UTF-8 sequence at s (1..4), or 0 if s does not
@@ -230,5 +254,14 @@ ami_log_warn_limited (ami_log_limit_t *limit, const char *prefix, const char *fo
     va_list args;
     va_start (args, format);
     ami_log_vwarn_limited (limit, prefix, format, args);
+    va_end (args);
+}
+
+void
+ami_log_error_limited (ami_log_limit_t *limit, const char *prefix, const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    ami_log_verror_limited (limit, prefix, format, args);
     va_end (args);
 }

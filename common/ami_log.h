@@ -152,6 +152,17 @@ void
     ami_log_vwarn_limited (ami_log_limit_t *limit, const char *prefix,
                            const char *format, va_list args);
 
+/*  The same at error level, for failures that repeat once per request
+    while a condition lasts (a full disk: every write fails): the first
+    `burst` of each window are logged, then counted. Use a limiter of its
+    own, so errors do not spend the warnings' budget. */
+void
+    ami_log_error_limited (ami_log_limit_t *limit, const char *prefix,
+                           const char *format, ...) CHECK_PRINTF (3);
+void
+    ami_log_verror_limited (ami_log_limit_t *limit, const char *prefix,
+                            const char *format, va_list args);
+
 #ifdef __cplusplus
 }
 #endif

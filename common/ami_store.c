@@ -62,6 +62,10 @@ typedef struct {
     MDB_dbi dbi;
 } s_db_entry_t;
 
+/*  Errors logged per second per store (s_fail): enough to show what
+    fails, few enough that a full disk does not also fill the log. */
+#define S_ERROR_BURST   5
+
 struct _ami_store_t {
     MDB_env *env;
     char *dir;
@@ -74,6 +78,10 @@ struct _ami_store_t {
     unsigned read_depth;        //  nested users of rtxn's current snapshot
     ami_store_batch_t *batch;   //  the open batch, if any
     char last_error [S_ERRBUF_SIZE];
+    //  A store that fails (a full map or disk) fails every write of every
+    //  request until it is fixed: its errors go through a limiter, so the
+    //  log says it S_ERROR_BURST times a second, then how many it left out
+    ami_log_limit_t error_limit;
 };
 
 struct _ami_store_batch_t {
@@ -121,11 +129,15 @@ s_fail (ami_store_t *self, int code, bool log, const char *fmt, ...)
     vsnprintf (self->last_error, sizeof self->last_error, fmt, args);
     va_end (args);
     if (log) {
+        if (!self->error_limit.burst)
+            self->error_limit.burst = S_ERROR_BURST;
         if (code == AMI_E_MAP_FULL)
-            ami_log_error ("ami_store: %s (store %s): raise the store map size",
-                        self->last_error, self->dir);
+            ami_log_error_limited (&self->error_limit, "ami_store",
+                                   "%s (store %s): raise the store map size",
+                                   self->last_error, self->dir);
         else
-            ami_log_error ("ami_store: %s (store %s)", self->last_error, self->dir);
+            ami_log_error_limited (&self->error_limit, "ami_store", "%s (store %s)",
+                                   self->last_error, self->dir);
     }
     return code;
 }

@@ -299,6 +299,7 @@ typedef struct {
 
     bool terminated;
     ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
+    ami_log_limit_t error_limit;    /* storage failures, once per request (ami_log.h) */
     security_budget_t security [SEC_CLASSES];   /* EVENT security budgets */
 } mdms_t;
 
@@ -575,11 +576,18 @@ s_audit (mdms_t *self, const caller_t *caller, int result)
         self->audit_failures++;
         char corr_hex [2 * AMI_REQUEST_ID_SIZE + 1];
         ami_request_id_format (caller->corr, corr_hex);
-        ami_log_error ("AUDIT LOG WRITE FAILED (%s): operator=%s role=%s action=%s meter=%s "
-                       "corr=%s result=%s", ami_strerror (rc), caller->operator_id,
-                       caller->role, ami_action_name (caller->action)
-                       ? ami_action_name (caller->action) : "none",
-                       caller->meter_id, corr_hex, ami_errname (result));
+        //  Every failure is counted (audit_failures); while the store
+        //  stays full each request fails the same way, so the lines are
+        //  limited (the count of those left out follows)
+        if (!self->error_limit.burst)
+            self->error_limit.burst = AMI_MDMS_LOG_BURST;
+        ami_log_error_limited (&self->error_limit, "mdms",
+                               "AUDIT LOG WRITE FAILED (%s): operator=%s role=%s action=%s "
+                               "meter=%s corr=%s result=%s", ami_strerror (rc),
+                               caller->operator_id, caller->role,
+                               ami_action_name (caller->action)
+                               ? ami_action_name (caller->action) : "none",
+                               caller->meter_id, corr_hex, ami_errname (result));
     }
     return rc;
 }
@@ -1025,8 +1033,10 @@ s_group_flush (mdms_t *self)
     self->group = NULL;
     ami_mdms_audit_settle (self->audit, rc == AMI_OK);
     if (rc) {
-        ami_log_error ("mdms: group commit of %zu readings failed: %s", count,
-                       ami_strerror (rc));
+        if (!self->error_limit.burst)
+            self->error_limit.burst = AMI_MDMS_LOG_BURST;
+        ami_log_error_limited (&self->error_limit, "mdms", "group commit of %zu readings "
+                               "failed: %s", count, ami_strerror (rc));
         s_group_fail (self, count, rc);
         return;
     }
