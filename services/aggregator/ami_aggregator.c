@@ -44,6 +44,27 @@
     DEALER's socket monitor (ami_aggregator.h, "Head end liveness"); the
     same monitor counts failed handshakes with the head ends.
 
+    Custody store (persisted store and forward). Every batch, open or
+    closed, owns a SLOT: a record in the LMDB database "custody" (key = the
+    slot number, 8 bytes big-endian; value = the batch's block bytes,
+    exactly buf [S_HDR_ROOM .. S_HDR_ROOM + used), no header: restarting
+    re-counts the blocks). Group commit, like the MDMS's ingest: the
+    fleet BATCHes drained in one wake-up are appended in memory, marking
+    each batch they touch DIRTY; then one write transaction puts every
+    dirty batch whole (the open batch is rewritten as it grows: once per
+    wake-up, not per block) and the wake-up's fleets are acknowledged
+    only after it committed durably. A failed commit rolls the memory
+    back to the last committed state (batches born in the group are
+    freed, the open batch is cut back to its committed length) and those
+    fleets are refused AMI_E_BUSY: what a fleet was told is safe is always
+    on disk. When the MDMS acknowledges a batch its slot gets a TOMBSTONE
+    (the record's value replaced by an empty one in a group commit:
+    ami_store has no delete inside a batch), written with the next custody
+    group or at the next heartbeat; a slot is reused only after its
+    tombstone committed, so the records are bounded by the batches ever
+    held at once. At start every non-empty record becomes a closed batch
+    again (new batch_id: the MDMS de-duplicates by meter and interval).
+
     Failed handshakes on the fleet ROUTER (SEC-AUD-2): an ami_monitor (a
     libzmq socket monitor read by a watcher actor of its own,
     ami_monitor.h) counts them; the aggregator warns (rate-limited) naming
@@ -64,6 +85,7 @@
 #include "ami_monitor.h"
 #include "ami_msg.h"
 #include "ami_service.h"
+#include "ami_store.h"
 
 /*  libzmq routing ids are 1..255 bytes (ZMTP identity property). */
 #define S_MAX_RID           255
@@ -93,6 +115,18 @@
 #define S_SEND_RETRY_MS     50
 /*  Initial buckets of the batch_id table (doubles at load 1). */
 #define S_IDS0              256
+/*  Custody store key: the slot number, big-endian (sorts numerically). */
+#define S_SLOT_KEY          8
+/*  Map size of the custody store, from the bounds (see s_store_map_size):
+    per record, the key, LMDB's node header and a share of branch pages
+    (~8 + 8 + 16 bytes; 64 leaves room), and a fixed part for the meta
+    pages, the free-page database and an empty tree. */
+#define S_MAP_RECORD        64
+#define S_MAP_BASE          ((size_t) 1 << 20)
+/*  What happens to a batch's slot when the batch is dropped. */
+enum { S_SLOT_TOMB,         /* acknowledged: the record must go (tombstone) */
+       S_SLOT_FREE,         /* never committed (rolled back): reuse at once */
+       S_SLOT_KEEP };       /* shutting down: the record stays for the next start */
 
 typedef struct {
     char key [S_RID_KEY_SIZE];  /* routing id in hex: the fleets table key */
@@ -151,6 +185,10 @@ struct batch_s {
     int headend;                /* head end it last went through, -1 = none */
     int64_t due;                /* inflight: ack deadline; retry: resend time */
     uint32_t sends;             /* times sent */
+    uint64_t slot;              /* its record in the custody store */
+    bool dirty;                 /* got blocks in this group (in the dirty list) */
+    bool fresh;                 /* born in this group: a rollback frees it */
+    batch_t *dnext;             /* in the dirty list */
 };
 
 typedef struct {
@@ -205,6 +243,34 @@ typedef struct {
     uint64_t routes_refused;     /* HELLO claims on another live fleet's meters (SEC-INT-4) */
     uint64_t pending_busy;      /* READ_REQs refused: max_pending in flight (SEC-AVAIL-2) */
     uint64_t headend_handshakes_failed;     /* our handshakes with head ends that failed */
+
+    /* custody store (see the design comment) */
+    char *state;                /* its directory */
+    ami_store_t *store;
+    unsigned custody_db;
+    uint64_t next_slot;         /* never used yet from here up */
+    uint64_t *free_slots;       /* reusable (their tombstones committed) */
+    size_t free_count, free_cap;
+    uint64_t *tombs;            /* acknowledged slots whose tombstone is due */
+    size_t tomb_count, tomb_cap;
+    batch_t *dirty;             /* batches touched by the group being built */
+    bool group;                 /* a group is being built */
+    batch_t *g_open;            /* the open batch when it began... */
+    size_t g_open_used;         /* ...and its length then */
+    uint32_t g_open_blocks;
+    int64_t g_open_since;
+    struct {                    /* fleets to acknowledge after the commit */
+        char key [S_RID_KEY_SIZE];
+        uint64_t batch_id;
+        uint32_t blocks;
+        size_t bytes;
+    } acks [S_BATCH];
+    size_t ack_count;
+    bool store_failing;         /* the last commit failed (logged once a streak) */
+    uint64_t store_refused;     /* fleet BATCHes refused AMI_E_BUSY: commit failed */
+    uint64_t store_errors;      /* failed store transactions */
+    uint64_t store_commits;     /* durable group commits */
+    uint64_t restored_blocks;   /* blocks loaded from the store at start */
 } agg_t;
 
 
@@ -459,13 +525,29 @@ s_id_remove (agg_t *self, batch_t *b)
     self->id_count--;
 }
 
+/*  Push a slot number on a growable array. False when out of memory. */
+static bool
+s_slots_push (uint64_t **array, size_t *count, size_t *cap, uint64_t slot)
+{
+    if (*count == *cap) {
+        size_t bigger = *cap ? 2 * *cap : 64;
+        uint64_t *grown = (uint64_t *) realloc (*array, bigger * sizeof **array);
+        if (!grown)
+            return false;
+        *array = grown;
+        *cap = bigger;
+    }
+    (*array) [(*count)++] = slot;
+    return true;
+}
+
 static batch_t *
-s_batch_new (void)
+s_batch_alloc (size_t cap)
 {
     batch_t *b = (batch_t *) calloc (1, sizeof *b);
     if (!b)
         return NULL;
-    b->cap = S_HDR_ROOM + S_BATCH_CAP0;
+    b->cap = cap;
     b->buf = (uint8_t *) malloc (b->cap);
     if (!b->buf) {
         free (b);
@@ -476,10 +558,22 @@ s_batch_new (void)
     return b;
 }
 
-/*  Forget a batch (acknowledged, or shutting down): its blocks leave the
-    buffer. */
+/*  A new, empty batch with a slot of its own: a reused one (its tombstone
+    committed) or a never used one. */
+static batch_t *
+s_batch_new (agg_t *self, size_t cap)
+{
+    batch_t *b = s_batch_alloc (cap);
+    if (b)
+        b->slot = self->free_count ? self->free_slots [--self->free_count] : self->next_slot++;
+    return b;
+}
+
+/*  Forget a batch: its blocks leave the buffer, and its slot goes as
+    `fate` says (S_SLOT_TOMB: acknowledged; S_SLOT_FREE: rolled back;
+    S_SLOT_KEEP: shutting down). */
 static void
-s_batch_free (agg_t *self, batch_t *b)
+s_batch_drop (agg_t *self, batch_t *b, int fate)
 {
     if (b == self->open)
         self->open = NULL;
@@ -490,6 +584,17 @@ s_batch_free (agg_t *self, batch_t *b)
     assert (self->buffer_blocks >= b->blocks && self->buffer_bytes >= b->used);
     self->buffer_blocks -= b->blocks;
     self->buffer_bytes -= b->used;
+    //  Out of memory for the slot arrays: the slot is simply never reused
+    //  (a tombstone not written leaves an acknowledged record, which the
+    //  next start sends again: a duplicate the MDMS stores once).
+    if (fate == S_SLOT_TOMB) {
+        if (!s_slots_push (&self->tombs, &self->tomb_count, &self->tomb_cap, b->slot))
+            ami_log_error ("aggregator %s: out of memory: custody record %" PRIu64
+                           " stays in the store", self->node_id, b->slot);
+    }
+    else
+    if (fate == S_SLOT_FREE)
+        s_slots_push (&self->free_slots, &self->free_count, &self->free_cap, b->slot);
     free (b->buf);
     free (b);
 }
@@ -566,12 +671,19 @@ s_custody_append (agg_t *self, const uint8_t *data, size_t size, int64_t now)
     if (self->open && S_HDR_MAX + self->open->used + size > AMI_BATCH_MAX_BYTES)
         s_batch_close (self);
     if (!self->open) {
-        self->open = s_batch_new ();
+        self->open = s_batch_new (self, S_HDR_ROOM + S_BATCH_CAP0);
         if (!self->open)
             return false;
         self->open_since = now;
+        self->open->fresh = true;
     }
     batch_t *b = self->open;
+    if (!b->dirty) {
+        /* rewritten whole by this group's commit */
+        b->dirty = true;
+        b->dnext = self->dirty;
+        self->dirty = b;
+    }
     if (S_HDR_ROOM + b->used + size > b->cap) {
         size_t cap = b->cap;
         while (S_HDR_ROOM + b->used + size > cap)
@@ -594,8 +706,8 @@ s_custody_append (agg_t *self, const uint8_t *data, size_t size, int64_t now)
     return true;
 }
 
-/*  Size of the msgpack item at p if it is one a BATCH header holds: an
-    integer, a str (header and bytes), or an array header (the header
+/*  Size of the msgpack item at p if it is one a BATCH holds: an integer,
+    a str or a bin (header and bytes), or an array header (the header
     only). 0 if it is something else or does not fit in left. */
 static size_t
 s_mp_skip (const uint8_t *p, size_t left, bool *array)
@@ -624,6 +736,10 @@ s_mp_skip (const uint8_t *p, size_t left, bool *array)
         case 0xd9: n = left < 2 ? 0 : 2 + (size_t) p [1]; break;
         case 0xda: n = left < 3 ? 0 : 3 + ((size_t) p [1] << 8 | p [2]); break;
         case 0xdb: n = left < 5 ? 0 : 5 + ((size_t) p [1] << 24 | (size_t) p [2] << 16
+                                           | (size_t) p [3] << 8 | p [4]); break;
+        case 0xc4: n = left < 2 ? 0 : 2 + (size_t) p [1]; break;
+        case 0xc5: n = left < 3 ? 0 : 3 + ((size_t) p [1] << 8 | p [2]); break;
+        case 0xc6: n = left < 5 ? 0 : 5 + ((size_t) p [1] << 24 | (size_t) p [2] << 16
                                            | (size_t) p [3] << 8 | p [4]); break;
         case 0xdc: n = 3; *array = true; break;
         case 0xdd: n = 5; *array = true; break;
@@ -676,6 +792,21 @@ s_fleet_ack (agg_t *self, fleet_t *fleet, uint64_t batch_id, int status, uint32_
                 "it will send it again", batch_id, fleet->node_id, zmq_strerror (err));
 }
 
+/*  Room left under the bounds (none when a restart brought back more than
+    a smaller bound now allows). */
+static size_t
+s_room_blocks (agg_t *self)
+{
+    return self->buffer_blocks < self->buffer_max ? self->buffer_max - self->buffer_blocks : 0;
+}
+
+static size_t
+s_room_bytes (agg_t *self)
+{
+    return self->buffer_bytes < self->buffer_bytes_max
+         ? self->buffer_bytes_max - self->buffer_bytes : 0;
+}
+
 /*  Credit for a fleet: the batches like its largest so far that the free
     space holds, shared among the fleets, at most AMI_CREDIT_INITIAL. */
 static uint32_t
@@ -685,9 +816,9 @@ s_fleet_credit (agg_t *self, const fleet_t *fleet)
     if (fleets == 0)
         fleets = 1;
     size_t credit = AMI_CREDIT_INITIAL;
-    size_t by_blocks = (self->buffer_max - self->buffer_blocks)
+    size_t by_blocks = s_room_blocks (self)
                      / ((size_t) (fleet->batch_max ? fleet->batch_max : 1) * fleets);
-    size_t by_bytes = (self->buffer_bytes_max - self->buffer_bytes)
+    size_t by_bytes = s_room_bytes (self)
                     / ((fleet->batch_bytes_max ? fleet->batch_bytes_max : 1) * fleets);
     if (by_blocks < credit)
         credit = by_blocks;
@@ -696,8 +827,171 @@ s_fleet_credit (agg_t *self, const fleet_t *fleet)
     return (uint32_t) credit;
 }
 
+/*  Put a slot number as a custody store key. */
+static void
+s_slot_key (uint8_t key [S_SLOT_KEY], uint64_t slot)
+{
+    for (int i = 0; i < S_SLOT_KEY; i++)
+        key [i] = (uint8_t) (slot >> (8 * (S_SLOT_KEY - 1 - i)));
+}
+
+/*  Remember where custody stood before a group's first block, for a
+    rollback. */
+static void
+s_group_begin (agg_t *self)
+{
+    if (self->group)
+        return;
+    self->group = true;
+    self->g_open = self->open;
+    self->g_open_used = self->open ? self->open->used : 0;
+    self->g_open_blocks = self->open ? self->open->blocks : 0;
+    self->g_open_since = self->open_since;
+}
+
+/*  The group's commit failed: custody goes back to what the store holds.
+    Batches born in the group are freed (their slots were never written
+    by a commit); the batch that was open when the group began is cut
+    back to its committed blocks and reopened (it may have been closed
+    since, by a block that did not fit). */
+static void
+s_group_rollback (agg_t *self)
+{
+    batch_t *reopen = NULL;
+    for (batch_t *b = self->dirty, *next; b; b = next) {
+        next = b->dnext;
+        b->dirty = false;
+        b->dnext = NULL;
+        if (b->fresh)
+            s_batch_drop (self, b, S_SLOT_FREE);
+        else
+            reopen = b;
+    }
+    self->dirty = NULL;
+    if (reopen) {
+        assert (reopen == self->g_open);
+        if (reopen != self->open) {
+            assert (!self->open);       /* any other open one was fresh */
+            s_list_unlink (self, reopen);
+            s_id_remove (self, reopen);
+            self->open = reopen;
+        }
+        self->buffer_blocks -= reopen->blocks - self->g_open_blocks;
+        self->buffer_bytes -= reopen->used - self->g_open_used;
+        reopen->blocks = self->g_open_blocks;
+        reopen->used = self->g_open_used;
+        self->open_since = self->g_open_since;
+    }
+}
+
+/*  One write transaction: every dirty batch put whole, every due
+    tombstone. Returns AMI_OK or the store's error (the transaction is
+    then aborted: nothing of it is stored). */
+static int
+s_store_write (agg_t *self)
+{
+    if (!self->store)
+        return AMI_OK;          /* custody in memory only (no state directory) */
+    int rc = AMI_OK;
+    ami_store_batch_t *txn = ami_store_batch_begin (self->store, &rc);
+    if (!txn)
+        return rc;
+    uint8_t key [S_SLOT_KEY];
+    for (size_t i = 0; i < self->tomb_count && rc == AMI_OK; i++) {
+        s_slot_key (key, self->tombs [i]);
+        rc = ami_store_batch_put (txn, self->custody_db, key, sizeof key, NULL, 0, 0);
+    }
+    for (batch_t *b = self->dirty; b && rc == AMI_OK; b = b->dnext) {
+        s_slot_key (key, b->slot);
+        rc = ami_store_batch_put (txn, self->custody_db, key, sizeof key,
+                                  b->buf + S_HDR_ROOM, b->used, 0);
+    }
+    if (rc != AMI_OK) {
+        ami_store_batch_abort (&txn);
+        return rc;
+    }
+    return ami_store_batch_commit (&txn);
+}
+
+/*  Commit the group: what the wake-up's fleet BATCHes added, and the
+    tombstones due; then acknowledge those fleets - status 0 only if the
+    commit is durable, else AMI_E_BUSY with credit 0 after a rollback
+    (SEC-FAIL-1: never acknowledge what was not stored). Called after
+    every drain of the fleet socket, and every heartbeat for tombstones. */
+static void
+s_custody_commit (agg_t *self)
+{
+    if (!self->dirty && !self->tomb_count && !self->ack_count) {
+        self->group = false;
+        return;
+    }
+    int rc = s_store_write (self);
+    if (rc == AMI_OK) {
+        self->store_commits++;
+        if (self->store_failing)
+            ami_log_info ("aggregator %s: custody store %s writes again", self->node_id,
+                          self->state);
+        self->store_failing = false;
+        for (batch_t *b = self->dirty, *next; b; b = next) {
+            next = b->dnext;
+            b->dirty = b->fresh = false;
+            b->dnext = NULL;
+        }
+        self->dirty = NULL;
+        /* the tombstoned slots may be used again */
+        for (size_t i = 0; i < self->tomb_count; i++)
+            s_slots_push (&self->free_slots, &self->free_count, &self->free_cap,
+                          self->tombs [i]);
+        self->tomb_count = 0;
+    }
+    else {
+        self->store_errors++;
+        if (!self->store_failing)
+            ami_log_error ("aggregator %s: custody store %s: commit failed (%s: %s): "
+                           "fleet batches are refused (AMI_E_BUSY) until it writes again",
+                           self->node_id, self->state, ami_errname (rc),
+                           ami_store_last_error (self->store));
+        self->store_failing = true;
+        s_group_rollback (self);
+    }
+    self->group = false;
+    size_t count = self->ack_count;
+    self->ack_count = 0;
+    for (size_t i = 0; i < count; i++) {
+        fleet_t *fleet = (fleet_t *) zhashx_lookup (self->fleets, self->acks [i].key);
+        uint64_t batch_id = self->acks [i].batch_id;
+        uint32_t blocks = self->acks [i].blocks;
+        if (rc == AMI_OK) {
+            self->batches_in++;
+            self->blocks_in += blocks;
+        }
+        else {
+            self->store_refused++;
+            s_warn (self, "refused BATCH %016" PRIx64 " of %u blocks from fleet %s "
+                    "(AMI_E_BUSY): the custody store could not commit it (%s); "
+                    "%" PRIu64 " batches refused so far", batch_id, blocks,
+                    fleet ? fleet->node_id : "(gone)", ami_errname (rc), self->store_refused);
+        }
+        if (!fleet)
+            continue;           /* gone meanwhile: it resends to whoever it finds */
+        if (rc != AMI_OK) {
+            s_fleet_ack (self, fleet, batch_id, AMI_E_BUSY, 0);
+            continue;
+        }
+        if (blocks > fleet->batch_max)
+            fleet->batch_max = blocks;
+        if (self->acks [i].bytes > fleet->batch_bytes_max)
+            fleet->batch_bytes_max = self->acks [i].bytes;
+        ami_log_debug ("aggregator %s: custody of BATCH %016" PRIx64 " from fleet %s: "
+                       "%u blocks (%zu held)", self->node_id, batch_id, fleet->node_id,
+                       blocks, self->buffer_blocks);
+        s_fleet_ack (self, fleet, batch_id, AMI_OK, s_fleet_credit (self, fleet));
+    }
+}
+
 /*  A fleet's BATCH (decoded in self->in): custody of all its blocks, or
-    none. */
+    none. It is acknowledged by s_custody_commit, after the wake-up's
+    group commit. */
 static void
 s_fleet_batch (agg_t *self, fleet_t *fleet, const uint8_t *data, size_t size)
 {
@@ -717,8 +1011,7 @@ s_fleet_batch (agg_t *self, fleet_t *fleet, const uint8_t *data, size_t size)
     }
     uint32_t count = batch->block_count;
     size_t bytes = size - first;
-    if (count > self->buffer_max - self->buffer_blocks
-    ||  bytes > self->buffer_bytes_max - self->buffer_bytes) {
+    if (count > s_room_blocks (self) || bytes > s_room_bytes (self)) {
         self->overflow_batches++;
         self->overflow_blocks += count;
         s_warn (self, "custody buffer full (%zu of %zu blocks, %zu of %zu bytes held): "
@@ -729,6 +1022,9 @@ s_fleet_batch (agg_t *self, fleet_t *fleet, const uint8_t *data, size_t size)
         s_fleet_ack (self, fleet, batch->batch_id, AMI_E_BUSY, 0);
         return;
     }
+    if (self->ack_count == S_BATCH)
+        s_custody_commit (self);        /* a full group (not reached: S_BATCH frames a drain) */
+    s_group_begin (self);
     int64_t now = zclock_mono ();
     const uint8_t *start = data + first;
     for (uint32_t i = 0; i < count; i++) {
@@ -747,16 +1043,11 @@ s_fleet_batch (agg_t *self, fleet_t *fleet, const uint8_t *data, size_t size)
         }
         start = end;
     }
-    self->batches_in++;
-    self->blocks_in += count;
-    if (count > fleet->batch_max)
-        fleet->batch_max = count;
-    if (bytes > fleet->batch_bytes_max)
-        fleet->batch_bytes_max = bytes;
-    ami_log_debug ("aggregator %s: custody of BATCH %016" PRIx64 " from fleet %s: %u blocks "
-                   "(%zu held)", self->node_id, batch->batch_id, fleet->node_id, count,
-                   self->buffer_blocks);
-    s_fleet_ack (self, fleet, batch->batch_id, AMI_OK, s_fleet_credit (self, fleet));
+    memcpy (self->acks [self->ack_count].key, fleet->key, sizeof fleet->key);
+    self->acks [self->ack_count].batch_id = batch->batch_id;
+    self->acks [self->ack_count].blocks = count;
+    self->acks [self->ack_count].bytes = bytes;
+    self->ack_count++;
 }
 
 static size_t
@@ -849,7 +1140,8 @@ s_pump (agg_t *self, int64_t now)
             b = NULL;
         if (!b)
             b = self->lists [S_READY].first;
-        if (!b && self->open && now - self->open_since >= self->batch_delay_ms) {
+        if (!b && self->open && self->open->blocks
+        &&  now - self->open_since >= self->batch_delay_ms) {
             s_batch_close (self);
             b = self->lists [S_READY].first;
         }
@@ -933,7 +1225,7 @@ s_headend_ack (agg_t *self, size_t index)
         ami_log_debug ("aggregator %s: batch %016" PRIx64 " (%u blocks) stored, via head end %s "
                        "(credit %u)", self->node_id, b->id, b->blocks,
                        self->headends [index].name, ack->credit);
-        s_batch_free (self, b);
+        s_batch_drop (self, b, S_SLOT_TOMB);
         return;
     }
     self->acks_refused++;
@@ -968,7 +1260,7 @@ s_next_wake (agg_t *self)
     if (inflight < s_window (self)) {
         if ((b = self->lists [S_RETRY].first) && b->due < wake)
             wake = b->due;
-        if (self->open && self->open_since + self->batch_delay_ms < wake)
+        if (self->open && self->open->blocks && self->open_since + self->batch_delay_ms < wake)
             wake = self->open_since + self->batch_delay_ms;
     }
     else
@@ -1493,6 +1785,8 @@ s_send_health (agg_t *self)
         { "handshakes_refused", ami_monitor_refused (self->watch) },
         { "handshakes_failed", ami_monitor_failed (self->watch) },
         { "headend_handshakes_failed", self->headend_handshakes_failed },
+        { "store_refused", self->store_refused },
+        { "store_errors", self->store_errors },
     };
     _Static_assert (sizeof stats / sizeof stats [0] <= AMI_MAX_STATS, "HEALTH stats fit");
     for (size_t i = 0; i < sizeof stats / sizeof stats [0]; i++) {
@@ -1509,6 +1803,9 @@ s_send_health (agg_t *self)
 static void
 s_tick (agg_t *self)
 {
+    /* tombstones not carried by a custody group yet (no fleet traffic) */
+    if (self->tomb_count)
+        s_custody_commit (self);
     for (size_t i = 0; i < self->headend_count; i++)
         if (self->headends [i].live && self->headends [i].hello_due)
             s_hello_headend (self, i);
@@ -1595,6 +1892,11 @@ s_handle_pipe (agg_t *self)
         zmsg_addstrf (reply, "%" PRIu64, ami_monitor_refused (self->watch));
         zmsg_addstrf (reply, "%" PRIu64, ami_monitor_failed (self->watch));
         zmsg_addstrf (reply, "%" PRIu64, self->headend_handshakes_failed);
+        zmsg_addstrf (reply, "%" PRIu64, self->store_refused);
+        zmsg_addstrf (reply, "%" PRIu64, self->store_errors);
+        zmsg_addstrf (reply, "%" PRIu64, self->store_commits);
+        zmsg_addstrf (reply, "%" PRIu64, self->restored_blocks);
+        zmsg_addstrf (reply, "%zu", self->tomb_count);
         zmsg_send (&reply, self->pipe);
     }
     else
@@ -1615,12 +1917,17 @@ s_self_destroy (agg_t **self_p)
         return;
     ami_monitor_destroy (&self->watch);         /* before its socket */
     zsock_destroy (&self->router);
+    /* the records stay in the store: the next start sends them */
     while (self->open)
-        s_batch_free (self, self->open);
+        s_batch_drop (self, self->open, S_SLOT_KEEP);
     for (int list = 0; list < S_LISTS; list++)
         while (self->lists [list].first)
-            s_batch_free (self, self->lists [list].first);
+            s_batch_drop (self, self->lists [list].first, S_SLOT_KEEP);
     free (self->ids);
+    ami_store_destroy (&self->store);
+    free (self->free_slots);
+    free (self->tombs);
+    free (self->state);
     for (size_t i = 0; self->headends && i < self->headend_count; i++) {
         if (self->headends [i].monitor) {
             zmq_socket_monitor (zsock_resolve (self->headends [i].dealer), NULL, 0);
@@ -1698,6 +2005,185 @@ s_config_valid (const ami_aggregator_config_t *config)
     return true;
 }
 
+/*  The custody store's map size (its largest file), from the bounds.
+    The memory bounds refuse a fleet BATCH before custody holds more than
+    buffer_bytes of blocks in more than buffer_blocks + 1 records (a batch
+    has at least one block; tombstones reuse slots, so they are bounded
+    the same way). LMDB needs more room than the data: (1) pages are not
+    full - a record over ~2 KiB takes its own run of overflow pages,
+    rounded up to whole 4 KiB pages (at most x2, for the smallest such
+    record), and leaf pages of small records may be half empty after
+    splits (x2); (2) copy-on-write - a commit writes new copies of what
+    it changes while the previous commit's pages stay in use until the
+    next one (x2 when everything changes at once, as when a full buffer
+    drains). Hence 4 x (bytes + S_MAP_RECORD per record) + S_MAP_BASE:
+    ~1.1 GiB of address space for the defaults, of which the file takes
+    only what is used (about 2 x the blocks held). Should it still fill,
+    the commit fails with MAP_FULL and fleets are refused AMI_E_BUSY,
+    counted in store_refused: never silently. */
+static size_t
+s_store_map_size (agg_t *self)
+{
+    uint64_t records = (uint64_t) self->buffer_max + 1;
+    uint64_t need = (uint64_t) self->buffer_bytes_max + S_MAP_RECORD * records;
+    if (need > (UINT64_MAX - S_MAP_BASE) / 4 || 4 * need + S_MAP_BASE > SIZE_MAX / 2)
+        return SIZE_MAX / 2;            /* absurd bounds: LMDB says no, logged */
+    return (size_t) (4 * need + S_MAP_BASE);
+}
+
+/*  Size of one interval block [meter_id, seq, box] at p, 0 if it is not
+    one (the full check is ami_msg_decode of the batch afterwards). */
+static size_t
+s_block_size (const uint8_t *p, size_t left)
+{
+    size_t n;
+    if (left >= 1 && p [0] == 0x93)
+        n = 1;
+    else
+    if (left >= 3 && p [0] == 0xdc && p [1] == 0 && p [2] == 3)
+        n = 3;
+    else
+    if (left >= 5 && p [0] == 0xdd && p [1] == 0 && p [2] == 0 && p [3] == 0 && p [4] == 3)
+        n = 5;
+    else
+        return 0;
+    for (int item = 0; item < 3; item++) {
+        bool array = false;
+        size_t m = s_mp_skip (p + n, left - n, &array);
+        if (m == 0 || array)
+            return 0;
+        n += m;
+    }
+    return n;
+}
+
+typedef struct {
+    agg_t *self;
+    uint64_t batches, corrupt;
+    bool oom;
+} restore_t;
+
+/*  One custody record at start: a free slot (tombstone), or a batch to
+    send again. A record that is not a list of blocks (a damaged file) is
+    logged, counted in store_errors and tombstoned: it cannot be sent. */
+static int
+s_restore_one (const void *key, size_t klen, const void *val, size_t vlen, void *arg)
+{
+    restore_t *r = (restore_t *) arg;
+    agg_t *self = r->self;
+    if (klen != S_SLOT_KEY) {
+        self->store_errors++;
+        r->corrupt++;
+        ami_log_error ("aggregator %s: custody store %s: ignored a key of %zu bytes "
+                       "(not a slot)", self->node_id, self->state, klen);
+        return 0;
+    }
+    uint64_t slot = 0;
+    for (int i = 0; i < S_SLOT_KEY; i++)
+        slot = slot << 8 | ((const uint8_t *) key) [i];
+    if (slot >= self->next_slot)
+        self->next_slot = slot + 1;
+    if (vlen == 0) {
+        s_slots_push (&self->free_slots, &self->free_count, &self->free_cap, slot);
+        return 0;
+    }
+    const uint8_t *data = (const uint8_t *) val;
+    uint32_t blocks = 0;
+    size_t offset = 0;
+    while (offset < vlen && blocks <= AMI_MAX_BATCH_BLOCKS) {
+        size_t n = s_block_size (data + offset, vlen - offset);
+        if (n == 0)
+            break;
+        offset += n;
+        blocks++;
+    }
+    batch_t *b = NULL;
+    bool good = offset == vlen && blocks <= AMI_MAX_BATCH_BLOCKS
+             && S_HDR_MAX + vlen <= AMI_BATCH_MAX_BYTES;
+    if (good) {
+        b = s_batch_alloc (S_HDR_ROOM + vlen);
+        if (!b) {
+            ami_log_error ("aggregator %s: out of memory restoring custody", self->node_id);
+            r->oom = true;
+            return 1;           /* stops the scan: start-up fails */
+        }
+        b->slot = slot;
+        memcpy (b->buf + S_HDR_ROOM, data, vlen);
+        b->used = vlen;
+        b->blocks = blocks;
+        self->buffer_blocks += blocks;
+        self->buffer_bytes += vlen;
+        self->open = b;
+        s_batch_close (self);
+        /* the whole frame must be one our head ends and the MDMS take */
+        size_t frame = S_HDR_ROOM + b->used - b->head;
+        good = ami_msg_decode (self->in, b->buf + b->head, frame) == AMI_OK
+            && self->in->type == AMI_MSG_BATCH && self->in->batch.block_count == blocks;
+        if (!good)
+            s_batch_drop (self, b, S_SLOT_TOMB);
+    }
+    else
+        s_slots_push (&self->tombs, &self->tomb_count, &self->tomb_cap, slot);
+    if (!good) {
+        self->store_errors++;
+        r->corrupt++;
+        ami_log_error ("aggregator %s: custody store %s: record %" PRIu64 " (%zu bytes) "
+                       "is not a list of interval blocks: dropped", self->node_id,
+                       self->state, slot, vlen);
+        return 0;
+    }
+    r->batches++;
+    self->restored_blocks += blocks;
+    return 0;
+}
+
+/*  Open the custody store and take back what it holds. */
+static int
+s_custody_open (agg_t *self, const ami_aggregator_config_t *config)
+{
+    if (!config->state || !*config->state) {
+        ami_log_warn ("aggregator %s: no state directory: custody is held in memory only, "
+                      "a crash loses what the fleets were told is safe", self->node_id);
+        self->state = strdup ("(memory)");
+        return self->state ? AMI_OK : AMI_E_NOMEM;
+    }
+    self->state = strdup (config->state);
+    if (!self->state)
+        return AMI_E_NOMEM;
+    size_t map_size = config->store_map_size ? config->store_map_size
+                                             : s_store_map_size (self);
+    int rc = AMI_OK;
+    self->store = ami_store_new (self->state, map_size, 0, 0, &rc);
+    if (!self->store) {
+        ami_log_error ("aggregator %s: cannot open its custody store %s: %s",
+                       self->node_id, self->state, ami_strerror (rc));
+        return rc;
+    }
+    restore_t restore = { self, 0, 0, false };
+    rc = ami_store_db (self->store, "custody", &self->custody_db);
+    if (rc == AMI_OK)
+        rc = ami_store_scan (self->store, self->custody_db, NULL, 0, NULL, 0, false,
+                             s_restore_one, &restore);
+    if (restore.oom)
+        return AMI_E_NOMEM;     /* logged */
+    if (rc != AMI_OK) {
+        ami_log_error ("aggregator %s: custody store %s: %s", self->node_id, self->state,
+                       ami_store_last_error (self->store));
+        return rc;
+    }
+    if (restore.batches)
+        ami_log_info ("aggregator %s: custody store %s: %zu blocks (%zu bytes) in %" PRIu64
+                      " batches not yet acknowledged by the MDMS: sending them again",
+                      self->node_id, self->state, self->buffer_blocks, self->buffer_bytes,
+                      restore.batches);
+    if (self->buffer_blocks > self->buffer_max || self->buffer_bytes > self->buffer_bytes_max)
+        ami_log_warn ("aggregator %s: the custody restored (%zu blocks, %zu bytes) is over "
+                      "the bounds (%zu blocks, %zu bytes): fleets are refused until it drains",
+                      self->node_id, self->buffer_blocks, self->buffer_bytes,
+                      self->buffer_max, self->buffer_bytes_max);
+    return AMI_OK;
+}
+
 static agg_t *
 s_self_new (zsock_t *pipe, const ami_aggregator_config_t *config)
 {
@@ -1745,6 +2231,10 @@ s_self_new (zsock_t *pipe, const ami_aggregator_config_t *config)
     zhashx_set_destructor (self->fleets, s_fleet_destroy);
     zhashx_set_destructor (self->pending, s_pending_destroy);
     zhashx_set_destructor (self->superseded, s_superseded_destroy);
+    if (s_custody_open (self, config) != AMI_OK) {
+        s_self_destroy (&self);                 /* logged */
+        return NULL;
+    }
 
     self->router = zsock_new (ZMQ_ROUTER);
     if (!self->router) {
@@ -1830,10 +2320,10 @@ s_self_new (zsock_t *pipe, const ami_aggregator_config_t *config)
     self->next_heartbeat = self->started + self->heartbeat_ms;
     /* introductions go on each handshake (s_handle_monitor) */
     ami_log_info ("aggregator %s: fleets on %s, %zu head ends; custody of up to %zu blocks "
-                  "(%zu MiB), batches of %u blocks or %d ms, ack timeout %d ms", self->node_id,
-                  self->endpoint, self->headend_count, self->buffer_max,
-                  self->buffer_bytes_max >> 20, self->batch_blocks, self->batch_delay_ms,
-                  self->ack_timeout_ms);
+                  "(%zu MiB) persisted in %s, batches of %u blocks or %d ms, ack timeout %d ms",
+                  self->node_id, self->endpoint, self->headend_count, self->buffer_max,
+                  self->buffer_bytes_max >> 20, self->state, self->batch_blocks,
+                  self->batch_delay_ms, self->ack_timeout_ms);
     return self;
 }
 
@@ -1867,6 +2357,8 @@ ami_aggregator_actor (zsock_t *pipe, void *args)
                 if (!(zsock_events (self->router) & ZMQ_POLLIN))
                     break;
             }
+            /* the drain's fleet BATCHes: durable, then acknowledged */
+            s_custody_commit (self);
         }
         else
         if (which) {
@@ -1898,13 +2390,20 @@ ami_aggregator_actor (zsock_t *pipe, void *args)
         }
     }
     zpoller_destroy (&poller);
-    /* custody is held in memory: what the MDMS has not acknowledged yet
-       is lost with this process (its fleets were told it was safe), so
-       say so, with the count */
-    if (self->buffer_blocks)
+    /* the last tombstones; what the MDMS has not acknowledged stays in
+       the store and goes again at the next start */
+    s_custody_commit (self);
+    if (self->buffer_blocks && !self->store)
         ami_log_warn ("aggregator %s: stopping with %zu blocks in custody not yet "
-                      "acknowledged by the MDMS (%zu batches in flight): they are lost",
-                      self->node_id, self->buffer_blocks, self->lists [S_INFLIGHT].size);
+                      "acknowledged by the MDMS (%zu batches in flight): held in memory "
+                      "only, they are lost", self->node_id, self->buffer_blocks,
+                      self->lists [S_INFLIGHT].size);
+    else
+    if (self->buffer_blocks)
+        ami_log_info ("aggregator %s: stopping with %zu blocks in custody not yet "
+                      "acknowledged by the MDMS (%zu batches in flight): kept in %s, "
+                      "sent again at the next start", self->node_id, self->buffer_blocks,
+                      self->lists [S_INFLIGHT].size, self->state);
     ami_log_info ("aggregator %s: stopped (%" PRIu64 " down, %" PRIu64 " up, %" PRIu64
                   " blocks taken, %" PRIu64 " batches acknowledged)", self->node_id,
                   self->relayed_down, self->relayed_up, self->blocks_in, self->batches_acked);

@@ -13,7 +13,7 @@
 #include "ami_service.h"
 
 static const char *const s_known [] = {
-    "aggregator/endpoint", "aggregator/headends/*", "aggregator/buffer-blocks",
+    "aggregator/endpoint", "aggregator/headends/*", "aggregator/state", "aggregator/buffer-blocks",
     "aggregator/buffer-bytes", "aggregator/batch-blocks", "aggregator/batch-delay",
     "aggregator/ack-timeout", "aggregator/max-pending", NULL
 };
@@ -29,6 +29,8 @@ static const ami_service_info_t s_info = {
         "  aggregator/headends/NAME/endpoint   a head end's aggregator-facing endpoint\n"
         "  aggregator/headends/NAME/cert       that head end's public certificate\n"
         "                        (one NAME section per head end, at least one)\n"
+        "  aggregator/state      directory of the custody store (LMDB): interval\n"
+        "                        blocks held until the MDMS acknowledges them (required)\n"
         "  aggregator/buffer-blocks  interval blocks held in custody at most [200000]\n"
         "  aggregator/buffer-bytes   ...and their bytes at most, K/M/G suffix [256M]\n"
         "  aggregator/batch-blocks   blocks per uplink BATCH, 1..1024 [1024]\n"
@@ -111,6 +113,12 @@ main (int argc, char **argv)
         headends [i].name = name;
         headends [i].endpoint = endpoint;
         headends [i].server_key = keys [i].key;
+    }
+    ami_config_str (config, "aggregator/state", NULL, &agg.state);
+    if (!agg.state || !*agg.state) {
+        ami_log_error ("%s: aggregator/state is required (directory of the custody store)",
+                       origin);
+        goto done;
     }
     agg.node_id = ami_service_node_id (svc);
     agg.cert = ami_service_cert (svc);

@@ -86,6 +86,7 @@ typedef struct {
     int batch_delay_ms;
     int ack_timeout_ms;
     size_t max_pending;             /* 0 = default */
+    size_t store_map_size;          /* 0 = derived from the bounds */
 } params_t;
 
 typedef struct {
@@ -95,7 +96,10 @@ typedef struct {
 } headend_t;
 
 typedef struct {
-    char *state;
+    char *state;                    /* the fleet actor's */
+    char *agg_state;                /* the aggregator's custody store */
+    params_t params;                /* how the aggregator is configured */
+    char proxy_endpoint [64];       /* head end 1's, with params.proxy */
     headend_t he [HEADENDS];
     zactor_t *proxy;                /* in front of head end 1, or NULL */
     uint32_t bench_blocks;          /* batch-blocks of this run (benchmark) */
@@ -189,7 +193,8 @@ enum { ST_FLEETS, ST_METERS, ST_DOWN, ST_UP, ST_UNREACHABLE, ST_BUSY, ST_DROPPED
        ST_BUFFER_BLOCKS, ST_BUFFER_MAX, ST_OVERFLOW_BATCHES, ST_OVERFLOW_BLOCKS, ST_CREDIT,
        ST_INFLIGHT, ST_HEADENDS_LIVE, ST_ACKS_REFUSED, ST_ACKS_UNKNOWN, ST_BUFFER_BYTES,
        ST_PENDING_BUSY, ST_HANDSHAKES_REFUSED, ST_HANDSHAKES_FAILED,
-       ST_HEADEND_HANDSHAKES_FAILED, ST_COUNT };
+       ST_HEADEND_HANDSHAKES_FAILED, ST_STORE_REFUSED, ST_STORE_ERRORS, ST_STORE_COMMITS,
+       ST_RESTORED_BLOCKS, ST_TOMBS, ST_COUNT };
 
 static void
 s_status (fx_t *fx, uint64_t out [ST_COUNT])
@@ -343,46 +348,21 @@ s_proxy_actor (zsock_t *pipe, void *args)
         close (listener);
 }
 
-static int
-s_setup (void **state)
+/*  Start the aggregator under test (again) on fx->agg_state, reporting
+    to the head end endpoints in fx->he; sets fx->agg and fx->agg_endpoint. */
+static void
+s_agg_start (fx_t *fx)
 {
-    params_t defaults;
-    memset (&defaults, 0, sizeof defaults);
-    const params_t *params = *state ? (const params_t *) *state : &defaults;
-    fx_t *fx = (fx_t *) calloc (1, sizeof *fx);
-    assert_non_null (fx);
-    fx->state = ami_test_tmpdir ("aggregator-state");
-    assert_non_null (fx->state);
-    for (int i = 0; i < FLEET_COUNT + 1; i++)
-        fx->counter [i] = 1;
-
+    const params_t *params = &fx->params;
     ami_aggregator_headend_t headends [HEADENDS];
     const char *names [HEADENDS] = { "headend-1", "headend-2" };
     for (int i = 0; i < HEADENDS; i++) {
-        headend_t *he = &fx->he [i];
-        he->router = zsock_new (ZMQ_ROUTER);
-        assert_non_null (he->router);
-        zsock_set_linger (he->router, 0);
-        zsock_set_maxmsgsize (he->router, AMI_MAX_FRAME);
-        assert_int_equal (ami_auth_server (he->router, G.he_cert [i]), AMI_OK);
-        assert_true (zsock_bind (he->router, "tcp://127.0.0.1:*") > 0);
-        he->endpoint = zsock_last_endpoint (he->router);
         headends [i].name = names [i];
-        headends [i].endpoint = he->endpoint;
+        headends [i].endpoint = fx->he [i].endpoint;
         headends [i].server_key = ami_cert_public_txt (G.he_cert [i]);
     }
-    char proxy_endpoint [64];
-    if (params->proxy) {
-        int upstream = atoi (strrchr (fx->he [0].endpoint, ':') + 1);
-        fx->proxy = zactor_new (s_proxy_actor, &upstream);
-        assert_non_null (fx->proxy);
-        char *port = zstr_recv (fx->proxy);
-        assert_non_null (port);
-        assert_true (atoi (port) > 0);
-        snprintf (proxy_endpoint, sizeof proxy_endpoint, "tcp://127.0.0.1:%s", port);
-        zstr_free (&port);
-        headends [0].endpoint = proxy_endpoint;
-    }
+    if (params->proxy)
+        headends [0].endpoint = fx->proxy_endpoint;
     ami_aggregator_config_t config;
     memset (&config, 0, sizeof config);
     config.node_id = "agg-1";
@@ -396,15 +376,57 @@ s_setup (void **state)
     config.batch_delay_ms = params->batch_delay_ms;
     config.ack_timeout_ms = params->ack_timeout_ms;
     config.max_pending = params->max_pending;
+    config.state = fx->agg_state;
+    config.store_map_size = params->store_map_size;
     fx->agg = ami_aggregator_new (&config);
-    fx->bench_blocks = params->batch_blocks;
     assert_non_null (fx->agg);
     zsock_set_rcvtimeo (fx->agg, WAIT_MS);
     assert_int_equal (zstr_send (fx->agg, "ENDPOINT"), 0);
+    zstr_free (&fx->agg_endpoint);
     fx->agg_endpoint = zstr_recv (fx->agg);
     assert_non_null (fx->agg_endpoint);
     assert_true (strncmp (fx->agg_endpoint, "tcp://127.0.0.1:", 16) == 0);
     assert_true (atoi (fx->agg_endpoint + 16) > 0);
+}
+
+static int
+s_setup (void **state)
+{
+    params_t defaults;
+    memset (&defaults, 0, sizeof defaults);
+    const params_t *params = *state ? (const params_t *) *state : &defaults;
+    fx_t *fx = (fx_t *) calloc (1, sizeof *fx);
+    assert_non_null (fx);
+    fx->state = ami_test_tmpdir ("aggregator-state");
+    assert_non_null (fx->state);
+    for (int i = 0; i < FLEET_COUNT + 1; i++)
+        fx->counter [i] = 1;
+
+    for (int i = 0; i < HEADENDS; i++) {
+        headend_t *he = &fx->he [i];
+        he->router = zsock_new (ZMQ_ROUTER);
+        assert_non_null (he->router);
+        zsock_set_linger (he->router, 0);
+        zsock_set_maxmsgsize (he->router, AMI_MAX_FRAME);
+        assert_int_equal (ami_auth_server (he->router, G.he_cert [i]), AMI_OK);
+        assert_true (zsock_bind (he->router, "tcp://127.0.0.1:*") > 0);
+        he->endpoint = zsock_last_endpoint (he->router);
+    }
+    if (params->proxy) {
+        int upstream = atoi (strrchr (fx->he [0].endpoint, ':') + 1);
+        fx->proxy = zactor_new (s_proxy_actor, &upstream);
+        assert_non_null (fx->proxy);
+        char *port = zstr_recv (fx->proxy);
+        assert_non_null (port);
+        assert_true (atoi (port) > 0);
+        snprintf (fx->proxy_endpoint, sizeof fx->proxy_endpoint, "tcp://127.0.0.1:%s", port);
+        zstr_free (&port);
+    }
+    fx->agg_state = ami_test_tmpdir ("aggregator-custody");
+    assert_non_null (fx->agg_state);
+    fx->params = *params;
+    fx->bench_blocks = params->batch_blocks;
+    s_agg_start (fx);
 
     if (!params->no_fleet) {
         s_fleet_start (fx);
@@ -430,6 +452,8 @@ s_teardown (void **state)
     zstr_free (&fx->agg_endpoint);
     ami_test_rmtree (fx->state);
     free (fx->state);
+    ami_test_rmtree (fx->agg_state);
+    free (fx->agg_state);
     free (fx);
     return 0;
 }
@@ -1996,6 +2020,244 @@ test_batch_max_bytes (void **state)
 #define BENCH_BLOCK_BOX 140         /* + ~30 bytes of block header = ~170 */
 #define BENCH_SECONDS   3
 
+/* ---------------------------------------------------------------------- */
+/*  Interval data: the persisted custody store                               */
+
+/*  Bind head end i's ROUTER (again) at its endpoint: the head end comes
+    back, or appears for the first time at an address the aggregator has
+    been trying. A new connection: the aggregator's routing id is learnt
+    again. */
+static void
+s_he_bind (fx_t *fx, int i)
+{
+    headend_t *he = &fx->he [i];
+    zframe_destroy (&he->rid);
+    he->router = zsock_new (ZMQ_ROUTER);
+    assert_non_null (he->router);
+    zsock_set_linger (he->router, 0);
+    zsock_set_maxmsgsize (he->router, AMI_MAX_FRAME);
+    assert_int_equal (ami_auth_server (he->router, G.he_cert [i]), AMI_OK);
+    assert_int_equal (zsock_bind (he->router, "%s", he->endpoint), atoi (strrchr (he->endpoint, ':') + 1));
+}
+
+/*  Head end i becomes unreachable: its socket is closed (connections
+    drop) and a plain TCP listener that never accepts holds its port, so
+    the aggregator's connection attempts get no ZMTP greeting (no
+    handshake: not live) and nothing else - the aggregator restarted
+    later, say - can take the port (CZMQ's "*" takes the lowest free one).
+    Returns the listener. */
+static int
+s_he_cut (fx_t *fx, int i)
+{
+    zsock_destroy (&fx->he [i].router);
+    zframe_destroy (&fx->he [i].rid);
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    assert_true (fd >= 0);
+    int on = 1;
+    assert_int_equal (setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on), 0);
+    struct sockaddr_in addr;
+    memset (&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    addr.sin_port = htons ((uint16_t) atoi (strrchr (fx->he [i].endpoint, ':') + 1));
+    /* libzmq closes the ROUTER's listener in its I/O thread, soon */
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (bind (fd, (struct sockaddr *) &addr, sizeof addr) != 0) {
+        assert_true (zclock_mono () < deadline);
+        zclock_sleep (POLL_MS);
+    }
+    assert_int_equal (listen (fd, 8), 0);
+    return fd;
+}
+
+/*  Collect every block of the BATCHes arriving at either head end within
+    ms, acknowledging each batch (status 0) as the MDMS would; seen [k]
+    counts test block k (which must be byte for byte what the fleet sent).
+    Returns after `want` blocks, or at the deadline. */
+static uint32_t
+s_collect (fx_t *fx, uint32_t seen [TEST_BLOCKS], uint32_t want, int ms)
+{
+    uint32_t total = 0;
+    int64_t deadline = zclock_mono () + ms;
+    while (total < want && zclock_mono () < deadline) {
+        got_t got;
+        if (!s_next_batch (fx, (int) (deadline - zclock_mono ()), &got))
+            break;
+        const ami_batch_t *batch = &G.msg->batch;
+        for (uint32_t i = 0; i < batch->block_count; i++) {
+            uint32_t k = (uint32_t) (batch->blocks [i].seq - 1000);
+            assert_true (k < TEST_BLOCKS);
+            char meter_id [AMI_MAX_ID + 1];
+            assert_string_equal (batch->blocks [i].meter_id, ami_meter_id_format (900 + k, meter_id));
+            assert_int_equal (batch->blocks [i].box_size, s_box_size (k));
+            assert_memory_equal (batch->blocks [i].box, G.boxes [k], s_box_size (k));
+            seen [k]++;
+            total++;
+        }
+        s_he_ack (fx, got.he, got.id, AMI_OK, AMI_CREDIT_INITIAL);
+        s_got_free (&got);
+    }
+    return total;
+}
+
+/*  FUN-INT-1 (issue 6, fault 4): custody survives a restart of the
+    aggregator. Blocks 0..3 go up and the MDMS stand-in acknowledges
+    them; blocks 4..7 go up unacknowledged; then no head end is reachable
+    and the fleet hands over blocks 8..19 (the last batch partial, still
+    open), each acknowledged by the aggregator. The aggregator is
+    destroyed and started again on the same store while no head end
+    listens: it takes all 16 blocks back. When the head ends appear,
+    exactly blocks 4..19 arrive, each once, byte for byte - and not
+    0..3, which the MDMS had acknowledged. Once acknowledged they leave
+    the store: a third start has nothing to send. */
+static params_t s_restart_params = { .no_fleet = true, .batch_blocks = 4, .batch_delay_ms = 50 };
+
+static void
+test_fun_int_1_custody_survives_restart (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    zsock_t *fleet = s_feeder (fx);
+    assert_int_equal (s_feed (fleet, 1, 0, 4, AMI_OK), AMI_CREDIT_INITIAL);
+    got_t acked, unacked;
+    assert_true (s_next_batch (fx, WAIT_MS, &acked));
+    s_check_blocks (&G.msg->batch, 0, 4);
+    s_he_ack (fx, acked.he, acked.id, AMI_OK, AMI_CREDIT_INITIAL);
+    assert_true (s_wait_status (fx, ST_BUFFER_BLOCKS, 0));
+    assert_int_equal (s_feed (fleet, 2, 4, 4, AMI_OK), AMI_CREDIT_INITIAL);
+    assert_true (s_next_batch (fx, WAIT_MS, &unacked));
+    s_check_blocks (&G.msg->batch, 4, 4);
+
+    /* the uplink is cut: custody goes on */
+    int hold [HEADENDS];
+    for (int i = 0; i < HEADENDS; i++)
+        hold [i] = s_he_cut (fx, i);
+    assert_true (s_wait_status (fx, ST_HEADENDS_LIVE, 0));
+    assert_int_equal (s_feed (fleet, 3, 8, 6, AMI_OK), AMI_CREDIT_INITIAL);
+    assert_int_equal (s_feed (fleet, 4, 14, 5, AMI_OK), AMI_CREDIT_INITIAL);
+    assert_int_equal (s_feed (fleet, 5, 19, 1, AMI_OK), AMI_CREDIT_INITIAL);
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_BUFFER_BLOCKS], 16);
+    assert_int_equal (st [ST_BLOCKS_IN], 20);
+    assert_int_equal (st [ST_STORE_REFUSED], 0);
+    assert_int_equal (st [ST_STORE_ERRORS], 0);
+    assert_true (st [ST_STORE_COMMITS] >= 5);
+
+    /* the aggregator restarts, still cut off */
+    zsock_destroy (&fleet);
+    zactor_destroy (&fx->agg);
+    s_agg_start (fx);
+    s_status (fx, st);
+    assert_int_equal (st [ST_RESTORED_BLOCKS], 16);
+    assert_int_equal (st [ST_BUFFER_BLOCKS], 16);
+    assert_int_equal (st [ST_BLOCKS_IN], 0);
+    assert_int_equal (st [ST_HEADENDS_LIVE], 0);
+
+    /* the head ends come back: everything held arrives, exactly once */
+    for (int i = 0; i < HEADENDS; i++) {
+        close (hold [i]);       /* the aggregator's attempts are reset... */
+        s_he_bind (fx, i);      /* ...and it reconnects here */
+    }
+    uint32_t seen [TEST_BLOCKS] = { 0 };
+    assert_int_equal (s_collect (fx, seen, 16, WAIT_MS), 16);
+    for (uint32_t k = 0; k < 20; k++)
+        assert_int_equal (seen [k], k < 4 ? 0 : 1);
+    s_no_batch (fx, QUIET_MS);
+    assert_true (s_wait_status (fx, ST_BUFFER_BLOCKS, 0));
+    s_status (fx, st);
+    assert_int_equal (st [ST_BATCHES_ACKED], 4);    /* 16 blocks in 4 restored batches */
+    assert_int_equal (st [ST_STORE_ERRORS], 0);
+
+    /* acknowledged blocks left the store: a third start sends nothing */
+    zactor_destroy (&fx->agg);
+    for (int i = 0; i < HEADENDS; i++)
+        zframe_destroy (&fx->he [i].rid);
+    s_agg_start (fx);
+    assert_true (s_wait_status (fx, ST_HEADENDS_LIVE, HEADENDS));
+    s_status (fx, st);
+    assert_int_equal (st [ST_RESTORED_BLOCKS], 0);
+    assert_int_equal (st [ST_BUFFER_BLOCKS], 0);
+    s_no_batch (fx, QUIET_MS);
+    s_got_free (&acked);
+    s_got_free (&unacked);
+}
+
+/*  SEC-FAIL-1: a custody store that cannot write (a map too small for
+    what a fleet hands over) refuses custody: the fleet's BATCH is
+    answered AMI_E_BUSY with credit 0, never status 0, counted
+    (store_refused, store_errors, also in HEALTH), and nothing of it is
+    held or sent up. The batch open before it is cut back to what was
+    committed, and a small batch that fits is taken as usual. A store
+    directory that cannot be created stops the aggregator from starting. */
+static params_t s_store_fail_params = { .no_fleet = true, .batch_blocks = 4,
+                                        .batch_delay_ms = 1000,
+                                        .store_map_size = 64 * 1024 };
+
+static void
+test_sec_fail_1_custody_store_failure (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    zsock_t *fleet = s_feeder (fx);
+    /* one small block is stored, and waits in the open batch */
+    assert_int_equal (s_feed (fleet, 1, 1, 1, AMI_OK), AMI_CREDIT_INITIAL);
+    /* 256 blocks, ~140 KB (four of them 4 KiB): more than the 64 KiB map */
+    assert_int_equal (s_feed (fleet, 2, 0, 4 * TEST_BLOCKS, AMI_E_BUSY), 0);
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_STORE_REFUSED], 1);
+    assert_true (st [ST_STORE_ERRORS] >= 1);
+    assert_int_equal (st [ST_BATCHES_IN], 1);
+    assert_int_equal (st [ST_BLOCKS_IN], 1);
+    assert_int_equal (st [ST_BUFFER_BLOCKS], 1);
+    char meter_id [AMI_MAX_ID + 1];
+    /* [fixstr id, uint16 seq 1001, bin8 box]: nothing of batch 2 held */
+    assert_int_equal (st [ST_BUFFER_BYTES], 1 + (1 + strlen (ami_meter_id_format (901, meter_id)))
+                                            + 3 + (2 + s_box_size (1)));
+    assert_int_equal (st [ST_OVERFLOW_BATCHES], 0);
+    /* only the stored block goes up, after batch-delay */
+    got_t got;
+    assert_true (s_next_batch (fx, WAIT_MS, &got));
+    s_check_blocks (&G.msg->batch, 1, 1);
+    s_he_ack (fx, got.he, got.id, AMI_OK, AMI_CREDIT_INITIAL);
+    s_got_free (&got);
+    assert_true (s_wait_status (fx, ST_BUFFER_BLOCKS, 0));
+    s_no_batch (fx, QUIET_MS);
+    /* reported upward */
+    assert_true (s_wait_health (fx, 0, "store_refused", 1));
+    assert_true (s_stat (&G.msg->health, "store_errors") >= 1);
+    /* the store still takes what fits */
+    assert_int_equal (s_feed (fleet, 3, 2, 1, AMI_OK), AMI_CREDIT_INITIAL);
+    assert_true (s_next_batch (fx, WAIT_MS, &got));
+    s_check_blocks (&G.msg->batch, 2, 1);
+    s_he_ack (fx, got.he, got.id, AMI_OK, AMI_CREDIT_INITIAL);
+    s_got_free (&got);
+    assert_true (s_wait_status (fx, ST_BUFFER_BLOCKS, 0));
+    s_status (fx, st);
+    assert_int_equal (st [ST_STORE_REFUSED], 1);
+    zsock_destroy (&fleet);
+
+    /* no store, no aggregator: its directory would be under a file */
+    char *file = ami_test_path (fx->agg_state, "not-a-dir");
+    FILE *f = fopen (file, "w");
+    assert_non_null (f);
+    fclose (f);
+    char *bad = ami_test_path (file, "custody");
+    ami_aggregator_headend_t headend = { "headend-1", fx->he [0].endpoint,
+                                         ami_cert_public_txt (G.he_cert [0]) };
+    ami_aggregator_config_t config;
+    memset (&config, 0, sizeof config);
+    config.node_id = "agg-1";
+    config.cert = G.agg_cert;
+    config.endpoint = "tcp://127.0.0.1:*";
+    config.headends = &headend;
+    config.headend_count = 1;
+    config.state = bad;
+    zactor_t *agg = ami_aggregator_new (&config);
+    assert_null (agg);
+    free (bad);
+    free (file);
+}
+
 static params_t s_bench_params [] = {
     { .no_fleet = true, .batch_blocks = 16 },
     { .no_fleet = true, .batch_blocks = 64 },
@@ -2146,6 +2408,10 @@ main (void)
                                                   &s_silent_params),
         cmocka_unit_test_prestate_setup_teardown (test_batch_malformed, s_setup, s_teardown,
                                                   &s_bad_batch_params),
+        cmocka_unit_test_prestate_setup_teardown (test_fun_int_1_custody_survives_restart,
+                                                  s_setup, s_teardown, &s_restart_params),
+        cmocka_unit_test_prestate_setup_teardown (test_sec_fail_1_custody_store_failure,
+                                                  s_setup, s_teardown, &s_store_fail_params),
         cmocka_unit_test_prestate_setup_teardown (test_batch_max_bytes, s_setup, s_teardown,
                                                   &s_max_bytes_params),
     };

@@ -181,7 +181,13 @@ s_start_aggregator (chain_t *c, int i)
     config.headends = headends;
     config.headend_count = HEADENDS;
     config.heartbeat_ms = HEARTBEAT_MS;
+    //  the custody store, persisted as in a deployment
+    char state [64];
+    snprintf (state, sizeof state, "agg-%d-state", i + 1);
+    char *state_dir = ami_test_path (c->dir, state);
+    config.state = state_dir;
     c->agg [i] = ami_aggregator_new (&config);
+    free (state_dir);
     assert_non_null (c->agg [i]);
     c->agg_ep [i] = s_ask (c->agg [i], "ENDPOINT");
 }
