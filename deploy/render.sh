@@ -44,6 +44,11 @@
 #              AMI_KEYS_DIR  the keys (ami-keygen init) the configuration
 #                            points to, and whose topology.cfg is read, so
 #                            hosts can share one provisioning [VAR_DIR/keys]
+#              AMI_HEADEND_VIA  "agg-N/headend-K=IPv4:PORT ...": agg-N
+#                            connects to headend-K at that address instead
+#                            of the head end's own (a relay in front of the
+#                            link: the fault suite's tools/ami-faultrelay);
+#                            the head end binds as before [empty: none]
 #
 # Environment: AMI_BIN_DIR   directory of the ami-* binaries [<repo>/bin]
 #              AMI_LOG_LEVEL log/level of every service [info]
@@ -220,6 +225,18 @@ addr_of() {
     done
     echo 127.0.0.1
 }
+# AMI_HEADEND_VIA: agg-N/headend-K=IPv4:PORT, both nodes of the topology
+via=${AMI_HEADEND_VIA:-}
+for kv in $via; do
+    link=${kv%%=*}; to=${kv#*=}; va=${link%%/*}; vh=${link#*/}
+    case $kv in */*=*:*) ;; *) echo "render: AMI_HEADEND_VIA: '$kv' is not agg-N/headend-K=ADDRESS:PORT" >&2; exit 2 ;; esac
+    case $va in agg-*) ;; *) echo "render: AMI_HEADEND_VIA: '$va' is not an aggregator" >&2; exit 2 ;; esac
+    case $vh in headend-*) ;; *) echo "render: AMI_HEADEND_VIA: '$vh' is not a head end" >&2; exit 2 ;; esac
+    { known "$va" && known "$vh"; } || { echo "render: AMI_HEADEND_VIA: '$link' is not a link of this topology" >&2; exit 2; }
+    ok=$(echo "${to%:*}" | awk -F. 'NF == 4 { for (i = 1; i <= 4; i++) if ($i !~ /^[0-9]+$/ || length($i) > 3 || $i > 255) exit; print "ok" }')
+    [ "$ok" = ok ] || { echo "render: AMI_HEADEND_VIA: '${to%:*}' (of $link) is not an IPv4 address" >&2; exit 2; }
+    number "AMI_HEADEND_VIA port of $link" "${to##*:}" 65535
+done
 if [ -n "${AMI_NODES+set}" ]; then
     for node in $AMI_NODES; do
         known "$node" || { echo "render: AMI_NODES: '$node' is not a node of this topology" >&2; exit 2; }
@@ -336,7 +353,19 @@ while [ $a -le "$aggregators" ]; do
         # the template ends with the "headends" section: the list goes below it
         render "$t/aggregator.cfg.in" "$etc/agg-$a.cfg.part" NODE=agg-$a PORT_SELF=$port \
             ADDR_SELF="$(addr_of agg-$a)"
-        cat "$etc/agg-$a.cfg.part" "$headend_list" >"$etc/agg-$a.cfg.tmp"
+        if [ -z "$via" ]; then
+            cat "$etc/agg-$a.cfg.part" "$headend_list" >"$etc/agg-$a.cfg.tmp"
+        else
+            # AMI_HEADEND_VIA: this aggregator's links through a relay
+            : >"$etc/agg-$a.via.sed"
+            for kv in $via; do
+                link=${kv%%=*}
+                [ "${link%%/*}" = "agg-$a" ] || continue
+                printf '/^        %s$/{n;s|endpoint = .*|endpoint = tcp://%s|;}\n' "${link#*/}" "${kv#*=}" >>"$etc/agg-$a.via.sed"
+            done
+            sed -f "$etc/agg-$a.via.sed" "$headend_list" | cat "$etc/agg-$a.cfg.part" - >"$etc/agg-$a.cfg.tmp"
+            rm -f "$etc/agg-$a.via.sed"
+        fi
         rm -f "$etc/agg-$a.cfg.part"
         mv -f "$etc/agg-$a.cfg.tmp" "$etc/agg-$a.cfg"
         program ami-aggregator-$a ami-aggregator agg-$a 400

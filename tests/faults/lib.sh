@@ -115,16 +115,20 @@ print(" ".join(s["node"] for s in d["services"] if s["state"] != "READY"))' "$TM
 #           reads failed during the fault and their kinds;
 #   probe - one read at a time (`ami-load read --count 1 --json`), each
 #           line "start_ms end_ms ok|KIND", for the recovery time.
-fx_load_start() {  # TAG
+# Both read every meter unless given a range FIRST-LAST of meter numbers
+# (fault 5 reads only the meters behind the aggregator it slows down).
+fx_load_start() {  # TAG [FIRST-LAST]
     ip netns exec "${PREFIX}ops" "$BIN/ami-load" read -c "$VAR/ops/etc/amictl.cfg" \
-        --concurrency 1 --duration 3600 --meters 1-"$METERS" --timeout "$LOAD_TIMEOUT_MS" --json \
+        --concurrency 1 --duration 3600 --meters "${2:-1-$METERS}" --timeout "$LOAD_TIMEOUT_MS" --json \
         >"$TMP/load-$1.json" 2>"$TMP/load-$1.err" &
     echo $! >"$TMP/load.pid"
 }
-fx_probe_start() {  # TAG
+fx_probe_start() {  # TAG [FIRST-LAST]
     : >"$TMP/probe-$1.txt"
+    _r=${2:-1-$METERS}
     (
-        m=1
+        first=${_r%-*}; last=${_r#*-}
+        m=$first
         while [ ! -f "$TMP/probe.stop" ]; do
             t0=$(fx_ms)
             out=$(timeout -k 1 10 ip netns exec "${PREFIX}ops" "$BIN/ami-load" read -c "$VAR/ops/etc/amictl.cfg" \
@@ -140,7 +144,7 @@ if d.get("ok") == 1: print("ok")
 elif "error" in d: print(d["error"].get("name", "ERROR"))
 else: print(",".join(d.get("errors", {}).keys()) or "FAILED")')
             echo "$t0 $t1 $kind" >>"$TMP/probe-$1.txt"
-            m=$(( m % METERS + 1 ))
+            m=$(( m >= last ? first : m + 1 ))
             sleep 0.1   # pacing: at most ~10 probes a second, so the probe measures, not loads
         done
     ) &
@@ -150,19 +154,33 @@ else: print(",".join(d.get("errors", {}).keys()) or "FAILED")')
 # bounded by 15 s (a read in flight ends by its timeout + 2 s)
 fx_traffic_stop() {
     touch "$TMP/probe.stop"
-    for f in load probe; do
-        [ -f "$TMP/$f.pid" ] || continue
-        _p=$(cat "$TMP/$f.pid")
-        [ "$f" = load ] && kill -INT "$_p" 2>/dev/null
+    fx_load_stop
+    if [ -f "$TMP/probe.pid" ]; then
+        _p=$(cat "$TMP/probe.pid")
         _dl=$(( $(fx_now) + 15 ))
         while kill -0 "$_p" 2>/dev/null; do
             if [ "$(fx_now)" -ge "$_dl" ]; then kill -KILL "$_p" 2>/dev/null; break; fi
             sleep 0.1   # polling the pid: it ends on its own once told
         done
         wait "$_p" 2>/dev/null
-        rm -f "$TMP/$f.pid"
-    done
+        rm -f "$TMP/probe.pid"
+    fi
     rm -f "$TMP/probe.stop"
+}
+
+# fx_load_stop: stop the load only (SIGINT: it prints its figures so far);
+# bounded as above
+fx_load_stop() {
+    [ -f "$TMP/load.pid" ] || return 0
+    _p=$(cat "$TMP/load.pid")
+    kill -INT "$_p" 2>/dev/null
+    _dl=$(( $(fx_now) + 15 ))
+    while kill -0 "$_p" 2>/dev/null; do
+        if [ "$(fx_now)" -ge "$_dl" ]; then kill -KILL "$_p" 2>/dev/null; break; fi
+        sleep 0.1   # polling the pid: it ends on its own once told
+    done
+    wait "$_p" 2>/dev/null
+    rm -f "$TMP/load.pid"
 }
 
 # fx_probe_recovered TAG SINCE_MS N: 0 when the last N probes succeeded and
@@ -252,4 +270,123 @@ fx_acct() {
 # fx_snap TAG: the MDMS's interval readings now, for `--before`
 fx_snap() {
     python3 "$ROOT/tests/faults/account.py" snap "$VAR/db/db/mdms" "$TMP/snap-$1.json" >/dev/null
+}
+
+# ---------------------------------------------------------------- relays
+# Fault 5: one tools/ami-faultrelay per head-end link of one aggregator, in
+# that aggregator's host namespace, listening on its loopback; render.sh's
+# AMI_HEADEND_VIA points the aggregator at them (run.sh sets it before the
+# cluster is up, so the aggregator connects through them from its first
+# start). Globals (run.sh): RELAY_HOST (the host), RELAY_LINKS ("K:LPORT:
+# ADDRESS:PORT ...": relay K listens on 127.0.0.1:LPORT and relays to
+# headend-K at ADDRESS:PORT). Relay K: control socket $TMP/relay-K.ctl,
+# log $TMP/relay-K.log, pid $TMP/relay-K.pid.
+
+# fx_relay_ctl K COMMAND...: one control command to relay K; prints the
+# reply line; non-zero on ERR or no answer (ctl's own deadline is 5 s)
+fx_relay_ctl() {
+    _k=$1; shift
+    timeout -k 1 10 "$BIN/ami-faultrelay" ctl --control "$TMP/relay-$_k.ctl" "$@"
+}
+
+# fx_relays COMMAND...: the command to every relay, one after the other;
+# 0 iff every relay answered OK
+fx_relays() {
+    _rc=0
+    for _l in $RELAY_LINKS; do
+        _r=$(fx_relay_ctl "${_l%%:*}" "$@" 2>&1) || { fx_warn "relay ${_l%%:*}: '$*': ${_r:-no answer}"; _rc=1; }
+    done
+    return $_rc
+}
+
+# fx_relay_stat K FIELD: one counter of relay K's `stats` line ("" if none)
+fx_relay_stat() {
+    fx_relay_ctl "$1" stats 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+# fx_relays_start SECONDS: run in the background while cluster.sh brings
+# the hosts up: waits (at most SECONDS) until RELAY_HOST's namespace has
+# its loopback up, starts every relay there, and waits until each one's
+# control socket answers. Writes $TMP/relays.ok, or $TMP/relays.fail with
+# the reason. A relay that is not up when the aggregator first connects
+# costs nothing: ZeroMQ connects again every 100 ms (libzmq's default).
+fx_relays_start() {
+    _dl=$(( $(fx_now) + $1 ))
+    _ns=$PREFIX$RELAY_HOST
+    until ip -n "$_ns" addr show dev lo 2>/dev/null | grep -q 'inet 127\.0\.0\.1/'; do
+        [ "$(fx_now)" -lt "$_dl" ] || { echo "namespace $_ns with lo up not there within $1 s" >"$TMP/relays.fail"; return 1; }
+        sleep 0.05  # polling `ip netns`: cluster.sh creates it, nothing to wait on
+    done
+    for _l in $RELAY_LINKS; do
+        _k=${_l%%:*}; _rest=${_l#*:}; _lp=${_rest%%:*}; _to=${_rest#*:}
+        ip netns exec "$_ns" "$BIN/ami-faultrelay" --listen "127.0.0.1:$_lp" --to "$_to" \
+            --control "$TMP/relay-$_k.ctl" >"$TMP/relay-$_k.log" 2>&1 &
+        echo $! >"$TMP/relay-$_k.pid"
+    done
+    for _l in $RELAY_LINKS; do
+        _k=${_l%%:*}
+        until fx_relay_ctl "$_k" stats >/dev/null 2>&1; do
+            kill -0 "$(cat "$TMP/relay-$_k.pid")" 2>/dev/null || { echo "relay $_k exited: $(tail -n 3 "$TMP/relay-$_k.log")" >"$TMP/relays.fail"; return 1; }
+            [ "$(fx_now)" -lt "$_dl" ] || { echo "relay $_k's control socket silent within $1 s" >"$TMP/relays.fail"; return 1; }
+            sleep 0.1   # polling the control socket: the relay binds it before its loop
+        done
+    done
+    : >"$TMP/relays.ok"
+}
+
+# fx_relays_stop: SIGTERM every relay (it resets its connections and
+# removes its socket file), wait for it (10 s), then SIGKILL
+fx_relays_stop() {
+    for _f in "$TMP"/relay-*.pid; do
+        [ -f "$_f" ] || continue
+        _p=$(cat "$_f")
+        kill -TERM "$_p" 2>/dev/null
+        _dl=$(( $(fx_now) + 10 ))
+        while kill -0 "$_p" 2>/dev/null; do
+            if [ "$(fx_now)" -ge "$_dl" ]; then kill -KILL "$_p" 2>/dev/null; break; fi
+            sleep 0.1   # polling the pid: it ends on its own once told
+        done
+        rm -f "$_f"
+    done
+}
+
+# fx_probe_phases TAG PHASES TIMEOUT_MS: the probe's reads by phase
+# (PHASES: lines "NAME START_MS", the last line "end END_MS"; a read
+# belongs to the phase in which it started): one line per phase,
+# "NAME SENT OK FAILED KINDS MAX_MS" (KINDS "-" or KIND=N,...)
+fx_probe_phases() {
+    awk -v t="$3" '
+        FNR == NR { name[NR] = $1; from[NR] = $2; n = NR; next }
+        {
+            p = 0
+            for (i = 1; i < n; i++) if ($1 >= from[i] && $1 < from[i + 1]) p = i
+            if (!p) next
+            sent[p]++
+            if ($3 == "ok") okc[p]++; else { fail[p]++; k[p, $3]++; kinds[$3] = 1 }
+            if ($2 - $1 > mx[p]) mx[p] = $2 - $1
+        }
+        END {
+            for (i = 1; i < n; i++) {
+                s = ""
+                for (x in kinds) if ((i, x) in k) s = s (s == "" ? "" : ",") x "=" k[i, x]
+                printf "%s %d %d %d %s %d\n", name[i], sent[i], okc[i], fail[i], (s == "" ? "-" : s), mx[i]
+            }
+        }' "$2" "$TMP/probe-$1.txt"
+}
+
+# fx_recovery_at TAG FROM_MS TO_MS: the recovery from FROM_MS (a fault
+# lifted): as fx_recovery, but only the probe's reads that ended after
+# FROM_MS and started before TO_MS count; seconds, -1.00 if none
+fx_recovery_at() {
+    awk -v k="$2" -v e="$3" '
+        $1 >= e { next }
+        { st[NR] = $1; en[NR] = $2; ok[NR] = ($3 == "ok") }
+        $2 > k && $3 != "ok" { last = $2; failed++ }
+        END {
+            rec = -1
+            from = (failed ? last : k)
+            for (i = 1; i <= NR; i++)
+                if ((i in st) && st[i] >= from && ok[i]) { rec = (en[i] - k) / 1000; break }
+            printf "%.2f\n", rec
+        }' "$TMP/probe-$1.txt"
 }

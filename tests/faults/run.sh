@@ -27,7 +27,18 @@
 #   3  kill -9 the broker; clients and workers reconnect (MDP), reads resume
 #   4  NOT BUILT: aggregator uplink cut 60 s + aggregator restart during the
 #      outage (needs the persisted aggregator buffer)
-#   5  NOT BUILT: slow/stalling links through tools/ami-faultrelay
+#   5  slow and stalling links: agg-1 reaches each head end through a
+#      tools/ami-faultrelay on its own host (listening on its loopback;
+#      render.sh's AMI_HEADEND_VIA, set before the cluster is up, so only
+#      when fault 5 is asked for), and while data and reads of agg-1's
+#      meters flow the relays add 200+-50 ms, then limit the bandwidth,
+#      stall longer than a read's timeout then resume, reset every
+#      connection, refuse new ones for longer than the heartbeat expiry
+#      then pass. Reads succeed or fail with AMI_E_TIMEOUT; while a link is
+#      cut (reset, refuse) also with AMI_E_NO_ROUTE / AMI_E_UNREACHABLE
+#      (the head end has lost the aggregator: the documented answer); any
+#      other kind, or a read that outlives its deadline (NO_REPLY), fails
+#      the fault. Recovery: from resume / pass to reads succeeding again
 #   6  kill -9 fleet-1: its command counters survive, no replayed command
 #      accepted, no reading stored twice
 #   7  the MDMS's disk full (a map size just above its database): ingest
@@ -126,6 +137,35 @@ REC_2_S=15
 REC_3_S=15
 REC_6_S=15
 REC_7_S=20
+# Fault 5 (tools/ami-faultrelay on agg-1's head-end links). Durations are
+# the faults themselves (fixed on purpose), the rest deadlines:
+F5_DELAY_MS=200     # the issue's delay, each way ...
+F5_JITTER_MS=50     # ... +- this (uniform, order kept)
+F5_DELAY_S=8        # delayed this long: a few dozen reads and batches
+F5_RATE_S=8         # a slow link: the bandwidth of each relay limited to
+                    # what agg-1 sends upward in all (measured in the base
+                    # phase) plus F5_RATE_HEADROOM %, at least F5_RATE_MIN
+                    # bytes/s: the link carries the data, slowly
+F5_RATE_HEADROOM=50
+F5_RATE_MIN=2000
+F5_STARVE_S=8       # a starved link: a quarter of agg-1's upward data rate;
+                    # the data backs up in the aggregator's buffer, and the
+                    # head ends, hearing no whole message for 3 heartbeats,
+                    # declare agg-1 gone (NO_ROUTE) until it is lifted
+F5_STALL_MS=$(( LOAD_TIMEOUT_MS + 500 ))  # longer than every read's timeout
+                    # (load 2 s, probe 1 s), shorter than the heartbeat expiry
+                    # (3 s: anything heard keeps an aggregator live), so a
+                    # stall is a slow link, not a dead one
+F5_RESET_S=3        # traffic after the reset (reconnection through the relay)
+F5_REFUSE_S=$(( EXPIRY_S + 2 ))  # longer than the expiry: the head ends lose
+                    # agg-1 and withdraw its service (a dead link)
+REC_5_S=8           # resume/reset/pass -> reads succeed again: ZeroMQ's reconnect
+                    # (100 ms), HELLO, the head end's MDP workers READY at the
+                    # broker, and a probe period, with room
+F5_MIN_DELAYED_US=$(( 2 * (F5_DELAY_MS - F5_JITTER_MS) * 1000 ))  # a read crosses
+                    # a relay twice (request down, answer up): every read of
+                    # the delay phase's load takes at least this
+F5_RELAY_PORT=17200 # relay K listens on 127.0.0.1:F5_RELAY_PORT+K on agg-1's host
 CATCHUP_S=120   # fault 6: the restarted fleet replays from START at the same
                 # pace, so it needs as long as it had run (fault 6 runs first)
 MAP_MARGIN_K=512  # fault 7: the map this far above the database's size: at
@@ -155,6 +195,8 @@ cleanup() {
     clean=0
     trap - EXIT INT TERM
     [ -n "$TMP" ] && [ -d "$TMP" ] && fx_traffic_stop
+    if [ -n "${RELAY_STARTER:-}" ]; then kill "$RELAY_STARTER" 2>/dev/null; wait "$RELAY_STARTER" 2>/dev/null; fi
+    [ -n "$TMP" ] && [ -d "$TMP" ] && fx_relays_stop
     if [ -n "$NET" ] && { [ -n "$(our_ns)" ] || [ -n "$(ours)" ]; }; then
         fx_say "tearing the cluster down"
         fx_cluster "$DOWN_S" down >"$TMP/down.out" 2>&1 || { cat "$TMP/down.out"; rc=1; }
@@ -215,6 +257,31 @@ done
 NET=10.79.$(( $(od -An -N1 -tu1 /dev/urandom | tr -d ' ') ))
 fx_say "directory $TMP, namespaces ${PREFIX}*, subnet $NET.0/24, faults:$faults"
 
+# Fault 5: agg-1's head-end links through relays on agg-1's host, from its
+# first start (render.sh's AMI_HEADEND_VIA; the relays start as soon as the
+# host's namespace is there, while cluster.sh brings the hosts up)
+RELAY_HOST=""
+RELAY_LINKS=""
+RELAY_STARTER=""
+case " $faults " in *" 5 "*)
+    RELAY_HOST=$(awk '$1 == "host" { for (i = 4; i <= NF; i++) if ($i == "agg-1") print $2 }' "$TOPO")
+    pbase=$(awk '$1 == "port-base" { print $2 }' "$TOPO")
+    via=""
+    # shellcheck disable=SC2013  # (one word per head end: NODE=ADDRESS)
+    for he in $(awk '$1 == "host" { for (i = 4; i <= NF; i++) if ($i ~ /^headend-[0-9]+$/) print $i "=" $3 }' "$TOPO"); do
+        k=${he%%=*}; k=${k#headend-}; a=${he#*=}
+        to=$NET.${a##*.}:$(( ${pbase:-7000} + 200 + k ))
+        RELAY_LINKS="$RELAY_LINKS $k:$((F5_RELAY_PORT + k)):$to"
+        via="$via agg-1/headend-$k=127.0.0.1:$((F5_RELAY_PORT + k))"
+    done
+    { [ -n "$RELAY_HOST" ] && [ -n "$RELAY_LINKS" ]; } || fail_setup "fault 5: no agg-1 or no head end in $TOPO"
+    export AMI_HEADEND_VIA="${via# }"
+    fx_relays_start "$UP_S" &
+    RELAY_STARTER=$!
+    fx_say "fault 5: agg-1 (host $RELAY_HOST) reaches its head ends through relays:$RELAY_LINKS"
+    ;;
+esac
+
 t0=$(fx_now)
 export AMI_HEARTBEAT=${HEARTBEAT_S}s AMI_LOG_LEVEL=info \
     AMI_PROFILE_INTERVAL=${P_INTERVAL_S}s AMI_PROFILE_BLOCK=$P_BLOCK \
@@ -223,6 +290,11 @@ export AMI_HEARTBEAT=${HEARTBEAT_S}s AMI_LOG_LEVEL=info \
 # (the MDMS's read rate limits off: the suite's reads are load, not abuse)
 fx_cluster "$UP_S" up >"$TMP/up.out" 2>&1 || { tail -n 30 "$TMP/up.out"; fail_setup "cluster.sh up failed"; }
 fx_say "cluster up in $(( $(fx_now) - t0 ))s (hosts brk db he1 he2 agg1 agg2 ops)"
+if [ -n "$RELAY_STARTER" ]; then
+    wait "$RELAY_STARTER"
+    RELAY_STARTER=""
+    [ -f "$TMP/relays.ok" ] || fail_setup "fault 5: relays: $(cat "$TMP/relays.fail" 2>/dev/null)"
+fi
 
 # ------------------------------------------------------------- the table
 failed=0
@@ -355,11 +427,235 @@ not_built() {  # N NAME WHY
 # down (the uplink of agg-1 and fleet-1's data), fx_sup agg1 restart
 # ami-aggregator-1 during the outage, link up after 60 s, then fx_account.
 fault_4() { not_built 4 "uplink cut 60 s" "needs the persisted aggregator buffer (issue 6, fault 4)"; }
-# Fault 5 slots in as a fault_5: a second render of agg1 whose head-end
-# endpoints point at tools/ami-faultrelay instances on the agg1 host, each
-# relaying to a head end with delay/bandwidth/stall/reset; then
-# fx_load_start/fx_probe_start, fx_account as above.
-fault_5() { not_built 5 "slow/stalling links" "tools/ami-faultrelay is being written (issue 6, fault 5)"; }
+# Fault 5: slow and stalling links between agg-1 and its head ends, through
+# the relays set up before the cluster (RELAY_LINKS; see the settings).
+# Phases, each with its own load (its figures are that phase's) and one
+# probe across all of them (each read belongs to the phase it started in):
+#   base    nothing injected (the relays only relay)
+#   delay   F5_DELAY_MS +- F5_JITTER_MS each way, then none
+#   rate    each way at agg-1's upward data rate + F5_RATE_HEADROOM %, then
+#           unlimited; until reads recover
+#   starve  each way at a quarter of that rate, then unlimited; until reads
+#           recover (agg-1 is heard too seldom: NO_ROUTE allowed)
+#   stall   nothing moves for F5_STALL_MS, then resume; until reads recover
+#   reset   every relayed connection cut (RST both sides); until recovered
+#   refuse  new connections refused and the open ones cut, for F5_REFUSE_S,
+#           then pass; until reads recover
+# f5_phase NAME: a new phase starts now ("end": the last one ends); its
+# load starts with f5_load_start once the fault is injected
+f5_phase() {
+    fx_load_stop
+    echo "$1 $(fx_ms)" >>"$TMP/f5-phases.txt"
+}
+f5_load_start() { fx_load_start "f5-$1" "$F5_LOAD_METERS"; }
+# f5_wait_recovered FROM_MS: until PROBE_OK probe reads in a row, all
+# started after FROM_MS, succeeded (deadline: REC_5_S + the probe reads
+# themselves)
+f5_wait_recovered() {
+    _dl=$(( $(fx_now) + REC_5_S + PROBE_OK * (PROBE_TIMEOUT_MS / 1000 + 1) ))
+    until fx_probe_recovered f5 "$1" "$PROBE_OK"; do
+        [ "$(fx_now)" -lt "$_dl" ] || return 1
+        sleep 0.2   # polling the probe's log
+    done
+}
+# f5_disallowed PHASE KINDS: the kinds (K=N,...) a read may not fail with
+# in that phase, "" if none
+f5_disallowed() {
+    case $1 in
+        starve|reset|refuse) _ok="AMI_E_TIMEOUT AMI_E_NO_ROUTE AMI_E_UNREACHABLE" ;;
+        *) _ok="AMI_E_TIMEOUT" ;;
+    esac
+    echo "$2" | tr ',' '\n' | while IFS='=' read -r _k _n; do
+        case $_k in ''|-) continue ;; esac
+        case " $_ok " in *" $_k "*) ;; *) printf '%s=%s ' "$_k" "${_n:-?}" ;; esac
+    done
+}
+# f5_load JSON_TAG: "SENT OK FAILED KINDS MIN_MS MAX_MS LATE P50_MS" of one phase's load
+f5_load() {
+    python3 - "$TMP/load-$1.json" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except Exception:
+    print("0 0 ? NO_JSON 0 0 0 0"); sys.exit(0)
+if "error" in d:   # the run gave up (no answer at all by its first read's timeout): one read failed
+    print("1 0 1 %s=1 0 0 0 0" % d["error"].get("name", "ERROR")); sys.exit(0)
+e = d.get("errors", {}); lat = d.get("latencyUs", {})
+print(d.get("sent", 0), d.get("ok", 0), d.get("failed", 0),
+      ",".join("%s=%s" % (k, v) for k, v in sorted(e.items())) or "-",
+      "%.0f" % (lat.get("min", 0) / 1000.0), "%.0f" % (lat.get("max", 0) / 1000.0), d.get("late", 0),
+      "%.0f" % (lat.get("p50", 0) / 1000.0))
+PY
+}
+fault_5() {
+    F_OK=1; note=""
+    # fleet-1's meters, behind agg-1 (fleet K reports to aggregator
+    # ((K-1) mod aggregators)+1): the probe reads the first ten, the load
+    # the others, so that no two reads of one meter race each other (the
+    # later command would be refused as a replay: the meter's job)
+    F5_PROBE_METERS=1-10
+    F5_LOAD_METERS=11-$MPF
+    if [ -z "$RELAY_LINKS" ]; then
+        not_built 5 "slow/stalling links" "the relays were not set up"
+        return
+    fi
+    # agg-1 is connected through every relay (else the fault injects nothing)
+    for l in $RELAY_LINKS; do
+        k=${l%%:*}
+        a=$(fx_relay_stat "$k" active)
+        [ "${a:-0}" -ge 1 ] || { F_OK=0; note="${note}relay $k carries no connection (active=${a:-?}); "; }
+    done
+    fx_status "$TMP/pre-f5.json"
+    : >"$TMP/f5-phases.txt"
+    fx_probe_start f5 "$F5_PROBE_METERS"
+    f5_phase base
+    f5_load_start base
+    up0=0; for l in $RELAY_LINKS; do up0=$(( up0 + $(fx_relay_stat "${l%%:*}" bytes_c2u) )); done
+    base_ms=$(fx_ms)
+    sleep "$FLOW_S"     # reads of agg-1's meters through the relays, nothing injected
+    up1=0; for l in $RELAY_LINKS; do up1=$(( up1 + $(fx_relay_stat "${l%%:*}" bytes_c2u) )); done
+    offered=$(( (up1 - up0) * 1000 / ($(fx_ms) - base_ms + 1) ))
+    fx_say "5: agg-1 sends $offered bytes/s upward through the relays (base phase)"
+
+    f5_phase delay
+    fx_relays delay "$F5_DELAY_MS" "$F5_JITTER_MS" || { F_OK=0; note="${note}delay not set; "; }
+    f5_load_start delay
+    fx_say "5: delay ${F5_DELAY_MS}+-${F5_JITTER_MS} ms each way for ${F5_DELAY_S}s"
+    sleep "$F5_DELAY_S" # the fault's duration
+    fx_load_stop        # before the delay is lifted: each of its reads was delayed both ways
+    fx_relays delay 0 0 || F_OK=0
+
+    rate=$(( offered * (100 + F5_RATE_HEADROOM) / 100 ))
+    [ "$rate" -ge "$F5_RATE_MIN" ] || rate=$F5_RATE_MIN
+    for ph in rate starve; do
+        [ "$ph" = starve ] && rate=$(( offered / 4 ))
+        [ "$rate" -ge 1 ] || rate=1
+        f5_phase "$ph"
+        b0=$(fx_relay_stat 1 bytes_c2u); r0=$(fx_ms)
+        fx_relays rate "$rate" || { F_OK=0; note="${note}rate not set; "; }
+        f5_load_start "$ph"
+        fx_say "5: $ph: bandwidth $rate bytes/s each way per connection"
+        if [ "$ph" = rate ]; then sleep "$F5_RATE_S"; else sleep "$F5_STARVE_S"; fi   # the fault's duration
+        b1=$(fx_relay_stat 1 bytes_c2u)
+        seen=$(( (${b1:-0} - ${b0:-0}) * 1000 / ($(fx_ms) - r0 + 1) ))
+        lift_ms=$(fx_ms)
+        fx_relays rate 0 || F_OK=0
+        fx_say "5: $ph: relay 1 carried $seen bytes/s upward meanwhile"
+        if [ "$ph" = rate ]; then rate_rate=$rate; seen_rate=$seen; lift_rate=$lift_ms
+        else rate_starve=$rate; seen_starve=$seen; lift_starve=$lift_ms; fi
+        f5_wait_recovered "$lift_ms" || { F_OK=0; note="${note}reads did not recover after $ph; "; }
+    done
+
+    f5_phase stall
+    f5_load_start stall
+    sleep 0.5   # the load's first reads are answered before the stall (ami-load gives
+                # up a run that has no answer at all by its first read's timeout)
+    fx_relays stall || { F_OK=0; note="${note}stall not set; "; }
+    fx_say "5: stall for ${F5_STALL_MS} ms"
+    sleep "$(awk -v m="$F5_STALL_MS" 'BEGIN { printf "%.3f", m / 1000 }')"   # the fault's duration
+    resume_ms=$(fx_ms)
+    fx_relays resume || F_OK=0
+    f5_wait_recovered "$resume_ms" || { F_OK=0; note="${note}reads did not recover after resume; "; }
+
+    f5_phase reset
+    reset_ms=$(fx_ms)
+    fx_relays reset || { F_OK=0; note="${note}reset failed; "; }
+    f5_load_start reset
+    fx_say "5: every connection reset"
+    sleep "$F5_RESET_S" # traffic after the reset (the aggregator reconnects through the relays)
+    f5_wait_recovered "$reset_ms" || { F_OK=0; note="${note}reads did not recover after the reset; "; }
+
+    f5_phase refuse
+    fx_relays refuse || { F_OK=0; note="${note}refuse not set; "; }
+    fx_relays reset || F_OK=0
+    f5_load_start refuse
+    fx_say "5: connections cut and refused for ${F5_REFUSE_S}s"
+    sleep "$F5_REFUSE_S"    # the fault's duration
+    pass_ms=$(fx_ms)
+    fx_relays pass || F_OK=0
+    f5_wait_recovered "$pass_ms" || { F_OK=0; note="${note}reads did not recover after pass; "; }
+    f5_phase end
+    fx_traffic_stop
+    end_ms=$(fx_ms)
+
+    # the relays did what was asked: connections reset and refused, and
+    # every accepted connection accounted for
+    rstat=""
+    for l in $RELAY_LINKS; do
+        k=${l%%:*}
+        st=$(fx_relay_ctl "$k" stats)
+        rs=$(echo "$st" | tr ' ' '\n' | sed -n 's/^resets=//p')
+        rf=$(echo "$st" | tr ' ' '\n' | sed -n 's/^refused=//p')
+        bal=$(echo "$st" | tr ' ' '\n' | awk -F= '{ v[$1] = $2 } END { print (v["accepted"] == v["active"] + v["closed"] + v["resets"] + v["aborts"]) ? "ok" : "unbalanced" }')
+        rstat="$rstat relay$k: $(echo "$st" | cut -d' ' -f1-6);"
+        [ "${rs:-0}" -ge 2 ] || { F_OK=0; note="${note}relay $k reset ${rs:-?} connections (< 2); "; }
+        [ "${rf:-0}" -ge 1 ] || { F_OK=0; note="${note}relay $k refused none; "; }
+        [ "$bal" = ok ] || { F_OK=0; note="${note}relay $k counters $bal; "; }
+    done
+    fx_say "5: relays:$rstat"
+
+    # reads, phase by phase: every failure of an allowed kind, none late
+    lfail=0; lkinds=""; pfail=0; pkinds=""; phases=""
+    fx_probe_phases f5 "$TMP/f5-phases.txt" "$PROBE_TIMEOUT_MS" >"$TMP/f5-probe.txt"
+    while read -r ph psent pok pf pk pmax; do
+        # shellcheck disable=SC2046  # (split on purpose: eight words)
+        set -- $(f5_load "f5-$ph")
+        lsent=$1; lok=$2; lf=$3; lk=$4; lmin=$5; lmax=$6; late=$7; lp50=$8
+        bad="$(f5_disallowed "$ph" "$lk")$(f5_disallowed "$ph" "$pk")"
+        [ -z "$bad" ] || { F_OK=0; note="${note}$ph: reads failed with $bad; "; }
+        [ "$late" = 0 ] || { F_OK=0; note="${note}$ph: $late late answers; "; }
+        [ "$lsent" -gt 0 ] || { F_OK=0; note="${note}$ph: no load read; "; }
+        case $lf in ''|*[!0-9]*) F_OK=0; lf=0 ;; esac
+        lfail=$((lfail + lf)); pfail=$((pfail + pf))
+        [ "$lk" = - ] || lkinds="$lkinds,$ph:$lk"
+        [ "$pk" = - ] || pkinds="$pkinds,$ph:$pk"
+        phases="$phases$ph $lok/$lsent ${lmin}/${lp50}/${lmax}ms; "
+        fx_say "5: $(printf '%-6s' "$ph") load ok $lok/$lsent failed ${lk} latency ${lmin}..${lmax} ms (p50 ${lp50}); probe ok $pok/$psent failed ${pk} max ${pmax} ms"
+        if [ "$ph" = delay ] && [ "$lok" -gt 0 ] && [ $((lmin * 1000)) -lt "$F5_MIN_DELAYED_US" ]; then
+            F_OK=0; note="${note}delay: a read took ${lmin} ms < $((F5_MIN_DELAYED_US / 1000)) ms: not through the relays?; "
+        fi
+    done <"$TMP/f5-probe.txt"
+    [ -s "$TMP/f5-probe.txt" ] || { F_OK=0; note="${note}no probe reads; "; }
+
+    # recovery: from each lift of a fault to reads succeeding again
+    next_of() { awk -v p="$1" '$1 == p { getline; print $2 }' "$TMP/f5-phases.txt"; }
+    rec_rate=$(fx_recovery_at f5 "$lift_rate" "$(next_of rate)")
+    rec_starve=$(fx_recovery_at f5 "$lift_starve" "$(next_of starve)")
+    rec_resume=$(fx_recovery_at f5 "$resume_ms" "$(next_of stall)")
+    rec_reset=$(fx_recovery_at f5 "$reset_ms" "$(next_of reset)")
+    rec_pass=$(fx_recovery_at f5 "$pass_ms" "$end_ms")
+    for r in $rec_rate $rec_starve $rec_resume $rec_reset $rec_pass; do
+        if [ "$r" = "-1.00" ]; then F_OK=0; note="${note}no successful read after a fault was lifted; "
+        elif awk -v r="$r" -v d="$REC_5_S" 'BEGIN { exit !(r > d) }'; then
+            F_OK=0; note="${note}recovery ${r}s > deadline ${REC_5_S}s; "
+        fi
+    done
+    # the row's recovery (as the issue asks): the longer of resume and pass
+    rec=$(awk -v a="$rec_resume" -v b="$rec_pass" 'BEGIN { if (a < 0 || b < 0) print "never"; else printf "%.2f\n", (a > b ? a : b) }')
+
+    # nothing corrupted: no block rejected or malformed anywhere on the path
+    drain=$(fx_account f5 "$DRAIN_S")
+    produced=$(fx_acct f5 produced); stored=$(fx_acct f5 stored); lost=$(fx_acct f5 lost)
+    rdups=$(fx_acct f5 read_dups)
+    fx_status "$TMP/post-f5.json"
+    conflicts=$(fx_stat "$TMP/post-f5.json" mdms intervals_conflict)
+    redeliv=$(fx_stat "$TMP/post-f5.json" mdms intervals_dup)
+    corrupt=""
+    for nk in mdms:blocks_rejected mdms:ingest_malformed mdms:bad_responses mdms:malformed \
+              agg-1:malformed headend-1:bad-frames headend-2:bad-frames; do
+        d=$(( $(fx_num "$TMP/post-f5.json" "${nk%%:*}" "${nk#*:}") - $(fx_num "$TMP/pre-f5.json" "${nk%%:*}" "${nk#*:}") ))
+        [ "$d" = 0 ] || corrupt="$corrupt $nk+$d"
+    done
+    [ -z "$corrupt" ] || { F_OK=0; note="${note}CORRUPTED/refused:$corrupt; "; }
+    resent=$(( $(fx_num "$TMP/post-f5.json" agg-1 batches_resent) - $(fx_num "$TMP/pre-f5.json" agg-1 batches_resent) ))
+    dup=$(( ${rdups:-0} + ${conflicts:-0} ))
+    [ "$lost" = 0 ] || { F_OK=0; note="${note}LOST $lost (first missing $(fx_acct f5 first_missing)); "; }
+    [ "$dup" = 0 ] || { F_OK=0; note="${note}DUPLICATED: $rdups reads, $conflicts conflicting intervals; "; }
+    note="${note}recovery: rate ${rec_rate}s starve ${rec_starve}s resume ${rec_resume}s reset ${rec_reset}s pass ${rec_pass}s (deadline ${REC_5_S}s); load by phase: ${phases}upward ${offered} B/s, limited to ${rate_rate} (carried ${seen_rate}) then ${rate_starve} (carried ${seen_starve}); agg-1 batches resent +$resent; drain ${drain}s; redelivered-dropped ${redeliv:-?}"
+    verdict=PASS; [ $F_OK = 1 ] || { verdict=FAIL; failed=$((failed + 1)); }
+    row "5 slow/stalling links" "$produced" "$stored" "$lost" "$dup" "${rec}s" \
+        "load $lfail ${lkinds#,}; probe $pfail ${pkinds#,}" "$verdict" "$note"
+}
 
 fault_7() {
     F_OK=1; note=""
