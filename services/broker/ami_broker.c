@@ -44,7 +44,9 @@
 #include "ami_monitor.h"
 #include "ami_msg.h"        /* AMI_MAX_FRAME: the bus-wide frame limit */
 
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -62,6 +64,11 @@
 /*  RFC 8: every service in this namespace is the broker's own. */
 #define MMI_PREFIX          "mmi."
 #define MMI_SERVICE         "mmi.service"
+/*  ami-bus's own MMI service (see the header, "MMI"): the broker's stats. */
+#define MMI_AMI_STATS       "mmi.ami-stats"
+/*  An encoded HEALTH of AMI_MAX_STATS stats is < 2 KiB (32 x (33-byte
+    name + 9-byte value) + role, id and header); 4 KiB leaves room. */
+#define S_HEALTH_MAX        4096
 
 /*  libzmq routing ids are 1..255 bytes (ZMTP identity property). */
 #define S_MAX_IDENTITY      255
@@ -116,8 +123,23 @@ typedef struct {
     size_t max_queue_bytes;
     size_t max_services;
     size_t max_workers;
+    size_t sndhwm;
     size_t queued;              /* requests in all queues */
     size_t queued_bytes;        /* their content bytes */
+    int64_t started;            /* zclock_mono at READY */
+    ami_id_t node_id;           /* in the mmi.ami-stats HEALTH */
+    ami_msg_t *health;          /* mmi.ami-stats answer being encoded */
+    /*  Counters (issue 6: every drop and refusal is counted; "STATS" and
+        mmi.ami-stats report them, see the header) */
+    uint64_t dropped_queue_full;    /* requests refused: service queue at max_queue */
+    uint64_t dropped_queue_bytes;   /* requests refused: all queues at max_queue_bytes */
+    uint64_t expired;               /* requests that waited request_ttl_ms */
+    uint64_t services_refused;      /* new services refused: table at max_services */
+    uint64_t workers_refused;       /* READY refused: no room for the worker/service */
+    uint64_t requeued;              /* REQUESTs a worker could not be sent, kept queued */
+    uint64_t replies_dropped;       /* REPLYs / MMI answers a client could not be sent */
+    uint64_t send_gone;             /* sends refused: peer gone (EHOSTUNREACH) */
+    uint64_t send_full;             /* sends refused: peer's queue full (EAGAIN) */
     bool verbose;
     bool terminated;
     bool curve;                 /* CURVE server: check each peer's key is still allowed */
@@ -249,6 +271,44 @@ s_service_name (zframe_t *frame, char *name)
 }
 
 
+/*  Every statistic, in the order of the header ("STATS"); fills at most
+    AMI_MAX_STATS (a HEALTH's limit) and sets *count. */
+static void
+s_stats (broker_t *self, ami_stat_t *stats, uint32_t *count)
+{
+    const struct {
+        const char *name;
+        uint64_t value;
+    } rows [] = {
+        { "services",            zhashx_size (self->services) },
+        { "workers",             zhashx_size (self->workers) },
+        { "queued",              self->queued },
+        { "queued_bytes",        self->queued_bytes },
+        { "handshakes_refused",  ami_monitor_refused (self->watch) },
+        { "handshakes_failed",   ami_monitor_failed (self->watch) },
+        { "max_queue",           self->max_queue },
+        { "max_queue_bytes",     self->max_queue_bytes },
+        { "dropped_queue_full",  self->dropped_queue_full },
+        { "dropped_queue_bytes", self->dropped_queue_bytes },
+        { "expired",             self->expired },
+        { "services_refused",    self->services_refused },
+        { "workers_refused",     self->workers_refused },
+        { "requeued",            self->requeued },
+        { "replies_dropped",     self->replies_dropped },
+        { "send_gone",           self->send_gone },
+        { "send_full",           self->send_full },
+    };
+    _Static_assert (sizeof rows / sizeof rows [0] <= AMI_MAX_STATS,
+                    "the broker's stats must fit one HEALTH");
+    *count = 0;
+    for (size_t i = 0; i < sizeof rows / sizeof rows [0]; i++) {
+        snprintf (stats [i].name, sizeof stats [i].name, "%s", rows [i].name);
+        stats [i].value = rows [i].value;
+        (*count)++;
+    }
+}
+
+
 /* ---------------------------------------------------------------------- */
 /*  Requests, services, workers                                            */
 
@@ -302,6 +362,7 @@ s_service_require (broker_t *self, const char *name)
     if (service)
         return service;
     if (zhashx_size (self->services) >= self->max_services) {
+        self->services_refused++;
         s_warn (self, "service table full (%zu): refused new service '%s'",
                 self->max_services, name);
         return NULL;
@@ -339,36 +400,57 @@ s_service_collect (broker_t *self, service_t *service)
     }
 }
 
-/*  Send a message to a peer, consuming msg. A ROUTER drops messages for
-    peers that have gone or reached their high-water mark; that is the
-    MDP contract (the client retries), so a failed send is only logged. */
-static void
-s_send (broker_t *self, zmsg_t **msg_p)
+/*  Send [address, "", protocol, word, tail...] to a peer on the ROUTER,
+    never blocking; tail (may be NULL) is NOT consumed, so a caller can
+    keep what could not be delivered. ROUTER_MANDATORY (s_bind) makes
+    libzmq refuse, at the first frame, a message it would otherwise drop
+    silently: EHOSTUNREACH when the peer has gone, EAGAIN when its queue
+    is at the send HWM. Both are counted (send_gone, send_full) and warned
+    about (rate-limited) naming the peer and what was lost; the caller
+    decides what the failure means for MDP state. Once the first frame is
+    accepted libzmq takes the rest of the message (the HWM is checked per
+    message), so later frames cannot fail. Returns 0 or the errno. */
+static int
+s_send (broker_t *self, zframe_t *address, const char *protocol,
+        const void *word, size_t word_size, zmsg_t *tail, const char *what,
+        const char *service)
 {
-    if (zmsg_send (msg_p, self->router) != 0) {
-        s_warn (self, "send failed: %s", zmq_strerror (zmq_errno ()));
-        zmsg_destroy (msg_p);
+    void *handle = zsock_resolve (self->router);
+    const int more = ZMQ_DONTWAIT | ZMQ_SNDMORE;
+    size_t left = tail ? zmsg_size (tail) : 0;
+    if (zmq_send (handle, zframe_data (address), zframe_size (address), more) == -1) {
+        int error = zmq_errno ();
+        bool full = error == EAGAIN;
+        if (full)
+            self->send_full++;
+        else
+            self->send_gone++;
+        char key [S_KEY_SIZE] = "?";
+        s_identity_key (address, key);
+        s_warn (self, "%s for '%s' to peer %.20s not sent: %s", what, service,
+                key, full ? "its queue is full" : "it has gone");
+        return error;
     }
+    zmq_send (handle, "", 0, more);
+    zmq_send (handle, protocol, strlen (protocol), more);
+    zmq_send (handle, word, word_size, left ? more : ZMQ_DONTWAIT);
+    for (zframe_t *frame = tail ? zmsg_first (tail) : NULL; frame;
+         frame = zmsg_next (tail))
+        zframe_send (&frame, self->router, ZFRAME_REUSE | ZFRAME_DONTWAIT
+                                         | (--left ? ZFRAME_MORE : 0));
+    return 0;
 }
 
-/*  Send a worker command to address; body may be NULL, is consumed. */
-static void
-s_send_worker (broker_t *self, zframe_t *address, byte command, zmsg_t *body)
+/*  Send a worker command with no body (HEARTBEAT, DISCONNECT). A failure
+    is counted by s_send and changes nothing else: a worker that cannot be
+    reached stops being heard from and expires (liveness). */
+static int
+s_send_worker (broker_t *self, zframe_t *address, byte command,
+               const char *service)
 {
-    zmsg_t *msg = body ? body : zmsg_new ();
-    if (!msg)
-        return;
-    zframe_t *addr = zframe_dup (address);
-    if (!addr
-    ||  zmsg_pushmem (msg, &command, 1)
-    ||  zmsg_pushstr (msg, MDP_WORKER)
-    ||  zmsg_pushmem (msg, "", 0)
-    ||  zmsg_prepend (msg, &addr)) {
-        zframe_destroy (&addr);
-        zmsg_destroy (&msg);
-        return;
-    }
-    s_send (self, &msg);
+    return s_send (self, address, MDP_WORKER, &command, 1, NULL,
+                   command == MDPW_HEARTBEAT ? "HEARTBEAT" : "DISCONNECT",
+                   service);
 }
 
 /*  Remove a registered worker, optionally sending it DISCONNECT first.
@@ -379,7 +461,7 @@ s_worker_remove (broker_t *self, worker_t *worker, bool disconnect,
 {
     service_t *service = worker->service;
     if (disconnect)
-        s_send_worker (self, worker->address, MDPW_DISCONNECT, NULL);
+        s_send_worker (self, worker->address, MDPW_DISCONNECT, service->name);
     if (worker->client)
         s_warn (self, "worker %.20s (%s) removed with a request in hand: %s",
                 worker->key, service->name, why);
@@ -399,25 +481,42 @@ s_worker_remove (broker_t *self, worker_t *worker, bool disconnect,
 }
 
 /*  Give queued requests to idle workers of the service, oldest request to
-    the longest-idle worker, until one list is empty. */
+    the longest-idle worker, until one list is empty.
+    A REQUEST that libzmq refuses (the worker has gone, or its queue is
+    full: it is not reading) was not delivered: the request stays at the
+    head of its queue, with its original expiry, for the next worker
+    (counted in requeued), and the worker, which would black-hole every
+    request given to it, is removed without DISCONNECT (that could not be
+    sent either). If it is alive its next HEARTBEAT is "before READY" and
+    earns a DISCONNECT, so it reconnects and registers afresh (RFC 7).
+    Each failure removes a worker, so the loop ends. */
 static void
 s_service_dispatch (broker_t *self, service_t *service)
 {
     while (zlistx_size (service->idle) && zlistx_size (service->requests)) {
         worker_t *worker = (worker_t *) zlistx_detach (service->idle, NULL);
         worker->idle_handle = NULL;
-        request_t *request = (request_t *) zlistx_detach (service->requests, NULL);
+        request_t *request = (request_t *) zlistx_first (service->requests);
+        //  request->msg is [client, "", body...], exactly REQUEST's tail
+        byte command = MDPW_REQUEST;
+        int rc = s_send (self, worker->address, MDP_WORKER, &command, 1,
+                         request->msg, "REQUEST", service->name);
+        if (rc) {
+            self->requeued++;
+            //  The queue is not empty, so this does not delete the service
+            s_worker_remove (self, worker, false, rc == EAGAIN
+                             ? "its queue is full (REQUEST kept queued)"
+                             : "it has gone (REQUEST kept queued)");
+            continue;
+        }
+        worker->client = zframe_dup (zmsg_first (request->msg));
+        request = (request_t *) zlistx_detach (service->requests, NULL);
         self->queued--;
         self->queued_bytes -= request->size;
-        zmsg_t *msg = request->msg;
-        request->msg = NULL;
         s_request_destroy (&request);
-        //  msg is [client, "", body...], exactly REQUEST's tail
-        worker->client = zframe_dup (zmsg_first (msg));
         if (s_debug_on (self))
             ami_log_debug ("broker: request for '%s' to worker %.20s",
                         service->name, worker->key);
-        s_send_worker (self, worker->address, MDPW_REQUEST, msg);
     }
 }
 
@@ -444,14 +543,16 @@ s_worker_register (broker_t *self, zframe_t *sender, const char *key,
                    const char *name)
 {
     if (zhashx_size (self->workers) >= self->max_workers) {
+        self->workers_refused++;
         s_warn (self, "worker table full (%zu): refused READY for '%s'",
                 self->max_workers, name);
-        s_send_worker (self, sender, MDPW_DISCONNECT, NULL);
+        s_send_worker (self, sender, MDPW_DISCONNECT, name);
         return;
     }
     service_t *service = s_service_require (self, name);
     if (!service) {
-        s_send_worker (self, sender, MDPW_DISCONNECT, NULL);
+        self->workers_refused++;        //  service table full (counted there too)
+        s_send_worker (self, sender, MDPW_DISCONNECT, name);
         return;
     }
     worker_t *worker = (worker_t *) calloc (1, sizeof *worker);
@@ -463,14 +564,14 @@ s_worker_register (broker_t *self, zframe_t *sender, const char *key,
     if (!worker || !worker->address
     ||  zhashx_insert (self->workers, key, worker)) {
         s_worker_destructor ((void **) &worker);
-        s_send_worker (self, sender, MDPW_DISCONNECT, NULL);
+        s_send_worker (self, sender, MDPW_DISCONNECT, name);
         s_service_collect (self, service);
         return;
     }
     worker->expiry_handle = zlistx_add_end (self->by_expiry, worker);
     if (!worker->expiry_handle) {               //  out of memory
         zhashx_delete (self->workers, key);     //  frees worker
-        s_send_worker (self, sender, MDPW_DISCONNECT, NULL);
+        s_send_worker (self, sender, MDPW_DISCONNECT, name);
         s_service_collect (self, service);
         return;
     }
@@ -485,20 +586,43 @@ s_worker_register (broker_t *self, zframe_t *sender, const char *key,
 /* ---------------------------------------------------------------------- */
 /*  Client side                                                             */
 
-/*  Reply to a client: [client, "", "MDPC01", service, body...]. */
+/*  Reply to a client: [client, "", "MDPC01", service, body...]; consumes
+    the client frame and body. A reply the client cannot be sent (it has
+    gone, or stopped reading) is dropped, counted in replies_dropped (and
+    send_gone / send_full) and warned about: MDP has no way to hold it,
+    and the client's own deadline and retry cover it (Lazy Pirate). */
 static void
 s_client_reply (broker_t *self, zframe_t **client_p, const char *service,
                 zmsg_t *body)
 {
-    if (zmsg_pushstr (body, service)
-    ||  zmsg_pushstr (body, MDP_CLIENT)
-    ||  zmsg_pushmem (body, "", 0)
-    ||  zmsg_prepend (body, client_p)) {
-        zframe_destroy (client_p);
-        zmsg_destroy (&body);
-        return;
+    if (s_send (self, *client_p, MDP_CLIENT, service, strlen (service), body,
+                "REPLY", service))
+        self->replies_dropped++;
+    zframe_destroy (client_p);
+    zmsg_destroy (&body);
+}
+
+/*  mmi.ami-stats: one frame, a HEALTH (PROTOCOL.md 4.2) with the stats of
+    s_stats. NULL if it cannot be encoded (logged: a programming error). */
+static zframe_t *
+s_health_frame (broker_t *self)
+{
+    ami_msg_reset (self->health, AMI_MSG_HEALTH);
+    ami_health_t *health = &self->health->health;
+    snprintf (health->role, sizeof health->role, "broker");
+    snprintf (health->node_id, sizeof health->node_id, "%s", self->node_id);
+    health->state = AMI_STATE_READY;
+    health->uptime_ms = (uint64_t) (zclock_mono () - self->started);
+    s_stats (self, health->stats, &health->stat_count);
+    byte buf [S_HEALTH_MAX];
+    size_t len = 0;
+    int rc = ami_msg_encode (self->health, buf, sizeof buf, &len);
+    if (rc) {
+        ami_log_error ("broker: cannot encode the mmi.ami-stats HEALTH: %s",
+                       ami_strerror (rc));
+        return NULL;
     }
-    s_send (self, &body);
+    return zframe_new (buf, len);
 }
 
 /*  RFC 8. msg is the request body (at least one frame); consumed. */
@@ -507,6 +631,19 @@ s_mmi_request (broker_t *self, zframe_t **client_p, const char *service,
                zmsg_t *msg)
 {
     const char *code = "501";
+    if (streq (service, MMI_AMI_STATS)) {
+        zmsg_destroy (&msg);
+        zframe_t *frame = s_health_frame (self);
+        zmsg_t *reply = frame ? zmsg_new () : NULL;
+        if (!reply || zmsg_append (reply, &frame)) {
+            zframe_destroy (&frame);
+            zmsg_destroy (&reply);
+            zframe_destroy (client_p);
+            return;
+        }
+        s_client_reply (self, client_p, service, reply);
+        return;
+    }
     if (streq (service, MMI_SERVICE)) {
         char name [AMI_BROKER_MAX_NAME + 1];
         service_t *target = NULL;
@@ -551,11 +688,13 @@ s_client_message (broker_t *self, zframe_t **sender_p, const char *key,
         goto drop;              //  table full, logged
     size_t size = zmsg_content_size (msg);
     if (zlistx_size (service->requests) >= self->max_queue) {
+        self->dropped_queue_full++;
         s_warn (self, "service '%s' queue full (%zu): request dropped",
                 name, self->max_queue);
         goto drop;
     }
     if (self->queued_bytes + size > self->max_queue_bytes) {
+        self->dropped_queue_bytes++;
         s_warn (self, "queues hold %zu bytes (max %zu): request for '%s' "
                 "dropped", self->queued_bytes, self->max_queue_bytes, name);
         s_service_collect (self, service);
@@ -602,7 +741,7 @@ s_worker_reject (broker_t *self, zframe_t *sender, const char *key,
     if (worker)
         s_worker_remove (self, worker, true, why);
     else
-        s_send_worker (self, sender, MDPW_DISCONNECT, NULL);
+        s_send_worker (self, sender, MDPW_DISCONNECT, "-");
 }
 
 /*  A worker message; msg is [command, ...] and is consumed. */
@@ -879,6 +1018,7 @@ s_tick (broker_t *self)
             request = (request_t *) zlistx_first (service->requests);
         }
         if (expired) {
+            self->expired += expired;
             s_warn (self, "service '%s': %zu request(s) waited %d ms for a "
                     "worker, dropped", service->name, expired,
                     self->request_ttl_ms);
@@ -903,7 +1043,7 @@ s_tick (broker_t *self)
     //  Heartbeat every worker (RFC 7: both peers MUST heartbeat)
     worker = (worker_t *) zlistx_first (self->by_expiry);
     while (worker) {
-        s_send_worker (self, worker->address, MDPW_HEARTBEAT, NULL);
+        s_send_worker (self, worker->address, MDPW_HEARTBEAT, worker->service->name);
         worker = (worker_t *) zlistx_next (self->by_expiry);
     }
 }
@@ -950,12 +1090,11 @@ s_send_stats (broker_t *self)
     zmsg_t *reply = zmsg_new ();
     if (!reply)
         return;
-    zmsg_addstrf (reply, "services %zu", zhashx_size (self->services));
-    zmsg_addstrf (reply, "workers %zu", zhashx_size (self->workers));
-    zmsg_addstrf (reply, "queued %zu", self->queued);
-    zmsg_addstrf (reply, "queued_bytes %zu", self->queued_bytes);
-    zmsg_addstrf (reply, "handshakes_refused %" PRIu64, ami_monitor_refused (self->watch));
-    zmsg_addstrf (reply, "handshakes_failed %" PRIu64, ami_monitor_failed (self->watch));
+    ami_stat_t stats [AMI_MAX_STATS];
+    uint32_t count = 0;
+    s_stats (self, stats, &count);
+    for (uint32_t i = 0; i < count; i++)
+        zmsg_addstrf (reply, "%s %" PRIu64, stats [i].name, stats [i].value);
     zmsg_send (&reply, self->pipe);
 }
 
@@ -1021,6 +1160,17 @@ s_configure (broker_t *self, const ami_broker_config_t *config)
                                               : AMI_BROKER_MAX_SERVICES;
     self->max_workers = config->max_workers ? config->max_workers
                                             : AMI_BROKER_MAX_WORKERS;
+    self->sndhwm = config->sndhwm ? config->sndhwm : AMI_BROKER_SNDHWM;
+    if (self->sndhwm > INT_MAX) {
+        ami_log_error ("broker: sndhwm %zu is too large", self->sndhwm);
+        return false;
+    }
+    const char *node_id = config->node_id ? config->node_id : "broker";
+    if (!ami_id_valid (node_id)) {
+        ami_log_error ("broker: node id '%s' is not a valid id", node_id);
+        return false;
+    }
+    snprintf (self->node_id, sizeof self->node_id, "%s", node_id);
     self->client_roles = s_role_list (config->client_roles,
                                       AMI_BROKER_CLIENT_ROLES, "client_roles");
     self->worker_roles = s_role_list (config->worker_roles,
@@ -1047,6 +1197,16 @@ s_bind (broker_t *self, const ami_broker_config_t *config)
     }
     zsock_set_linger (self->router, 0);         //  never block shutdown
     zsock_set_maxmsgsize (self->router, AMI_MAX_FRAME);
+    //  No silent drops (issue 6): a ROUTER drops a message for a peer that
+    //  has gone or is at its HWM and reports success; ROUTER_MANDATORY
+    //  makes that send fail instead, so s_send counts it and the caller
+    //  acts (REQUEST kept queued, REPLY counted as dropped). Mandatory
+    //  sends to a full peer would BLOCK: every send is ZMQ_DONTWAIT and
+    //  sndtimeo is 0 as well, so no peer can stall the broker.
+    zsock_set_router_mandatory (self->router, 1);
+    zsock_set_sndtimeo (self->router, 0);
+    //  Per-peer send queue: see AMI_BROKER_SNDHWM for the value's reason
+    zsock_set_sndhwm (self->router, (int) self->sndhwm);
     //  CURVE server + ZAP domain; refuses when no ZAP handler runs
     self->curve = config->server_cert != NULL;
     if (config->server_cert
@@ -1086,6 +1246,7 @@ s_broker_destroy (broker_t *self)
     zstr_free (&self->client_roles);
     zstr_free (&self->worker_roles);
     zstr_free (&self->worker_prefix);
+    ami_msg_destroy (&self->health);
 }
 
 void
@@ -1100,7 +1261,8 @@ ami_broker_actor (zsock_t *pipe, void *args)
     self->services = zhashx_new ();
     self->workers = zhashx_new ();
     self->by_expiry = zlistx_new ();
-    bool ok = self->services && self->workers && self->by_expiry
+    self->health = ami_msg_new ();
+    bool ok = self->services && self->workers && self->by_expiry && self->health
            && s_configure (self, config) && s_bind (self, config);
     if (!ok) {
         s_broker_destroy (self);
@@ -1112,6 +1274,7 @@ ami_broker_actor (zsock_t *pipe, void *args)
     if (s_debug_on (self))
         ami_log_debug ("broker: bound to %s%s", self->endpoint,
                     config->server_cert ? " (CURVE)" : " (no CURVE)");
+    self->started = zclock_mono ();
     //  config is the caller's and may be gone once we report READY
     ami_actor_ready (pipe);
 

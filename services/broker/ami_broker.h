@@ -48,6 +48,26 @@
       services exist. MDP/0.1 has no error reply (any reply body would be
       taken for the worker's answer), so the client's own deadline and
       retry (Lazy Pirate) are how it learns; the MDMS reports AMI_E_TIMEOUT.
+      Each such drop is counted (dropped_queue_full, dropped_queue_bytes,
+      services_refused; expired for the TTL; workers_refused for a READY
+      refused for want of room), see "STATS".
+    - Sends never block and never drop silently (issue 6). The ROUTER has
+      ZMQ_ROUTER_MANDATORY, sndtimeo 0, every send ZMQ_DONTWAIT, and a send
+      HWM of config->sndhwm messages per peer (AMI_BROKER_SNDHWM). A send
+      libzmq refuses is counted by why - send_gone (the peer has gone,
+      EHOSTUNREACH) or send_full (its queue is at the HWM: it stopped
+      reading, EAGAIN) - and warned about (rate-limited, as below) naming
+      what was lost, the service and the peer's identity in hex. Then:
+      a REQUEST a worker could not be sent stays at the head of its
+      service's queue with its original expiry (counted in requeued) and
+      that worker is removed without DISCONNECT, so it is never left busy
+      with a request it does not have; the next idle worker gets it (or it
+      expires). A REPLY or MMI answer a client could not be sent is dropped
+      and counted in replies_dropped (the client retries). A HEARTBEAT or
+      DISCONNECT that could not be sent is only counted: liveness expires
+      a worker that cannot be reached. Limit: a message libzmq has accepted
+      for a peer whose connection then closes is lost inside libzmq, before
+      the broker could know; MDP's retries cover it.
     - Heartbeats: every heartbeat_ms the broker sends HEARTBEAT to every
       registered worker, idle or busy. Any command from a worker except
       DISCONNECT counts as its heartbeat; a worker silent for
@@ -70,9 +90,15 @@
       count is logged). The broker never asserts on network input.
     - MMI (RFC 8): "mmi.service" with body = a service name answers "200" if
       that service has at least one registered worker, "404" otherwise;
-      every other "mmi.*" service answers "501". Replies carry the service
-      frame of the request ("mmi.service", "mmi.foo"). MMI requests never
-      create a service entry.
+      "mmi.ami-stats" (any body; ami-bus's own MMI service) answers one
+      frame: an ami HEALTH message (PROTOCOL.md 4.2; role "broker",
+      node_id config->node_id, state READY, uptime since start) whose stats
+      are exactly those of "STATS", in the same order - so the MDMS shows
+      them in the broker's row of API_STATUS. Every other "mmi.*" service
+      answers "501". Replies carry the service frame of the request
+      ("mmi.service", "mmi.ami-stats", "mmi.foo"): a client matching MMI
+      answers can tell them apart. MMI requests never create a service
+      entry.
     - A REPLY is forwarded only to the client whose request that worker was
       given: a worker cannot answer (or spoof an answer to) another client.
     - Roles (CURVE only; DESIGN.md section 5, docs/security/README.md).
@@ -128,7 +154,29 @@
                       queued_bytes        their content bytes
                       handshakes_refused  CURVE keys refused by ZAP (total)
                       handshakes_failed   other failed handshakes (total)
-                    (counts are taken as of the command)
+                      max_queue           the bound per service queue
+                      max_queue_bytes     the bound of all queues, bytes
+                      dropped_queue_full  requests dropped: service queue
+                                          at max_queue (total)
+                      dropped_queue_bytes requests dropped: all queues at
+                                          max_queue_bytes (total)
+                      expired             requests dropped after waiting
+                                          request_ttl_ms (total)
+                      services_refused    new services refused: table at
+                                          max_services (total; the request
+                                          or READY that named it is dropped)
+                      workers_refused     READYs refused: worker table at
+                                          max_workers, or no room for its
+                                          service (total)
+                      requeued            REQUESTs a worker could not be
+                                          sent, kept queued (total)
+                      replies_dropped     REPLYs and MMI answers a client
+                                          could not be sent (total)
+                      send_gone           sends refused, peer gone (total)
+                      send_full           sends refused, peer's queue full
+                                          (total)
+                    (counts are taken as of the command; "totals" since
+                    start; at most AMI_MAX_STATS statistics)
         "VERBOSE"   log every message handled (zsys_debug)
 
     Threads. The actor owns its socket and all its state; talk to it only
@@ -181,6 +229,17 @@ extern "C" {
     about the MDMS's read deadline, so a request is not delivered long
     after its client has given up and retried. */
 #define AMI_BROKER_REQUEST_TTL_MS   10000
+/*  20000 messages queued per peer on the ROUTER before a send to it fails
+    (send_full). A worker has at most one REQUEST plus a HEARTBEAT per
+    heartbeat in flight, so it meets the bound only when it has stopped
+    reading. The client (the MDMS) gets, each heartbeat, one MMI answer per
+    aggregator it polls (at most AMI_BROKER_MAX_SERVICES = 10000) plus the
+    replies to its reads in flight (the MDMS bounds those at 10000): an
+    honest client that reads at all never meets it. The memory is bounded
+    by what the peer itself asked for; typical answers are < 1 KiB, so a
+    full pipe holds ~20 MiB. libzmq's default (1000) would drop answers
+    to a large MDMS's MMI poll. */
+#define AMI_BROKER_SNDHWM           20000
 
 /*  Largest service name accepted (bytes): fits a ZMTP short frame and
     bounds the memory of a table key; ami service names are "agg." plus an
@@ -238,6 +297,12 @@ typedef struct {
         NULL = AMI_BROKER_WORKER_PREFIX; "" = any name (except mmi.*).
         Ignored without CURVE. */
     const char *worker_prefix;
+    /*  Messages queued per peer before a send fails (see "Sends" above);
+        0 = AMI_BROKER_SNDHWM; at most INT_MAX. */
+    size_t sndhwm;
+    /*  This broker's node id, in its mmi.ami-stats HEALTH; NULL =
+        "broker". Must be a valid ami id (ami_id_valid). */
+    const char *node_id;
 } ami_broker_config_t;
 
 /*  The broker actor, following the ami-bus actor convention

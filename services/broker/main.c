@@ -39,6 +39,7 @@ main (int argc, char **argv)
         return 1;
     }
     broker.server_cert = ami_service_cert (svc);
+    broker.node_id = ami_service_node_id (svc);
     broker.heartbeat_ms = (int) heartbeat;
     broker.liveness = (int) liveness;
     broker.max_queue = (size_t) max_queue;

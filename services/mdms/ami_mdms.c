@@ -76,6 +76,10 @@
 /*  RFC 7 / RFC 8 */
 #define MDP_CLIENT          "MDPC01"
 #define MMI_SERVICE         "mmi.service"
+/*  The broker's own stats (ami_broker.h, "MMI"): asked every heartbeat,
+    shown in the broker's API_STATUS row. Its answers carry this service
+    name, so they never touch the FIFO pairing of mmi.service answers. */
+#define MMI_AMI_STATS       "mmi.ami-stats"
 /*  Service name of an aggregator: PROTOCOL.md 8.4 */
 #define S_AGG_PREFIX        "agg."
 /*  Asked by the MMI poll when the registry has no aggregator at all, so
@@ -284,6 +288,8 @@ typedef struct {
     int64_t broker_heard;               /* mono of the last MDP reply, 0 = never */
     int64_t broker_up_since;            /* mono, valid while broker_ready */
     bool broker_ready;
+    uint32_t broker_stat_count;         /* from the last mmi.ami-stats answer */
+    ami_stat_t broker_stats [AMI_MAX_STATS];
     uint64_t event_seq;
 
     uint64_t malformed;
@@ -1281,6 +1287,22 @@ s_handle_broker_msg (mdms_t *self, zmsg_t *msg)
         s_mmi_reply (self, body);
         return;
     }
+    if (streq (service, MMI_AMI_STATS)) {
+        //  One HEALTH frame (ami_broker.h); a broker without it answers
+        //  "501": then the row keeps no stats. Nothing to pair: the latest
+        //  answer wins.
+        int rc = ami_msg_decode (self->rx, zframe_data (body), zframe_size (body));
+        if (rc == AMI_OK && self->rx->type == AMI_MSG_HEALTH) {
+            self->broker_stat_count = self->rx->health.stat_count;
+            memcpy (self->broker_stats, self->rx->health.stats,
+                    self->broker_stat_count * sizeof self->broker_stats [0]);
+        }
+        else
+        if (!zframe_streq (body, "501"))
+            s_warn (self, "broker: %s answer is not a HEALTH (%s), ignored", service,
+                    rc ? ami_strerror (rc) : ami_msg_type_name (self->rx->type));
+        return;
+    }
     if (strncmp (service, S_AGG_PREFIX, strlen (S_AGG_PREFIX)) != 0) {
         s_warn (self, "broker: reply from unexpected service '%s', dropped", service);
         return;
@@ -1641,10 +1663,14 @@ s_api_status (mdms_t *self, api_call_t *call)
                                            (uint64_t) (now - self->started), 0);
     s_own_stats (self, own->stats, &own->stat_count);
     bool broker_up = self->broker_ready && s_fresh (self, self->broker_heard, now);
-    s_status_row (status, "broker", self->broker_id,
+    ami_service_row_t *broker = s_status_row (status, "broker", self->broker_id,
                   broker_up ? AMI_STATE_READY : AMI_STATE_DOWN,
                   broker_up ? (uint64_t) (now - self->broker_up_since) : 0,
                   (uint64_t) (now - (self->broker_heard ? self->broker_heard : self->started)));
+    //  The broker's own counters, from its last mmi.ami-stats answer
+    broker->stat_count = self->broker_stat_count;
+    memcpy (broker->stats, self->broker_stats,
+            self->broker_stat_count * sizeof broker->stats [0]);
     //  Keys are "role/node_id": sorting them sorts by role, then node id
     zlistx_t *keys = zhashx_keys (self->services);
     if (keys) {
@@ -2494,6 +2520,8 @@ s_tick (mdms_t *self)
         ami_mdms_rate_sweep (self->rate_operator, now);
         ami_mdms_rate_sweep (self->rate_meter, now);
     }
+    //  The broker's counters for its status row (quiet until it is up)
+    s_mdp_send (self, MMI_AMI_STATS, "", 0, !self->broker_ready);
     //  Poll the route of every aggregator (also the broker's liveness)
     if (zhashx_size (self->routes) == 0)
         s_mmi_ask (self, NULL);

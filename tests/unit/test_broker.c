@@ -25,6 +25,7 @@
 #include "ami_cert.h"
 #include "ami_test.h"
 #include "ami_broker.h"
+#include "ami_msg.h"
 
 /*  Deadlines. Positive waits are generous (a loaded 2-core VM, ASan);
     negative waits ("nothing arrives") are short but far above a loopback
@@ -1357,6 +1358,244 @@ test_sec_aud_2_refused_handshakes (void **state)
     free (dir);
 }
 
+
+/* ---------------------------------------------------------------------- */
+/*  Issue 6: bounded queues, no silent drops, counters                      */
+
+/*  A REPLY body near the frame limit: a few of them fill the kernel's
+    socket buffers, so a client that stops reading soon has a full pipe. */
+#define BIG_BODY        (900 * 1024)
+#define BIG_REPLIES     40
+
+/*  A client that stops reading while replies are due: the broker never
+    blocks (another client is served meanwhile), and every reply it could
+    not queue is dropped and counted: delivered + dropped == sent. */
+static void
+test_issue6_slow_client_counted (void **state)
+{
+    (void) state;
+    ami_broker_config_t config = s_config ();
+    config.sndhwm = 2;                  //  a full pipe after a few replies
+    broker_t broker = s_broker_start (&config);
+    zsock_t *slow = zsock_new (ZMQ_DEALER);
+    assert_non_null (slow);
+    zsock_set_linger (slow, 0);
+    zsock_set_rcvhwm (slow, 1);
+    zsock_set_rcvbuf (slow, 4096);      //  before connect: a small TCP window
+    assert_int_equal (zsock_connect (slow, "%s", broker.endpoint), 0);
+    zsock_t *fast = s_client_new (broker.endpoint, NULL);
+    zsock_t *worker = s_worker_new (broker.endpoint, "big");
+    for (int i = 0; i < BIG_REPLIES; i++)
+        s_client_request (slow, "big", "x");
+    char *big = (char *) malloc (BIG_BODY + 1);
+    assert_non_null (big);
+    memset (big, 'b', BIG_BODY);
+    big [BIG_BODY] = 0;
+    for (int i = 0; i < BIG_REPLIES; i++) {
+        zframe_t *client = s_worker_request (worker, WAIT_MS, NULL);
+        assert_non_null (client);
+        s_worker_reply (worker, client, big);
+        zframe_destroy (&client);
+    }
+    free (big);
+    //  One connection is FIFO: once the worker's DISCONNECT has been
+    //  handled (the service is gone), so have all its REPLYs
+    SEND (worker, F (""), F (W_HEADER), FB (W_DISCONNECT, 1));
+    assert_true (s_wait_status (&broker, "big", ""));
+    //  The slow client has not read a byte; another client is served
+    int64_t asked = zclock_mono ();
+    char code [4];
+    s_mmi (fast, "mmi.service", "big", code);
+    assert_string_equal (code, "404");
+    assert_true (zclock_mono () - asked < WAIT_MS);
+    uint64_t dropped = s_stat (&broker, "replies_dropped");
+    assert_true (dropped >= 1);
+    assert_true (dropped < BIG_REPLIES);
+    assert_int_equal (s_stat (&broker, "send_full"), dropped);
+    assert_int_equal (s_stat (&broker, "send_gone"), 0);
+    //  Now read: what was not dropped arrives, nothing more
+    uint64_t delivered = 0;
+    zmsg_t *body;
+    while ((body = s_client_reply (slow, "big", QUIET_MS))) {
+        assert_int_equal (zframe_size (zmsg_first (body)), BIG_BODY);
+        zmsg_destroy (&body);
+        delivered++;
+    }
+    assert_int_equal (delivered + dropped, BIG_REPLIES);
+    zsock_destroy (&worker);
+    zsock_destroy (&fast);
+    zsock_destroy (&slow);
+    s_broker_stop (&broker);
+}
+
+/*  Wait until the statistic is at least value. */
+static bool
+s_wait_stat_min (broker_t *broker, const char *name, uint64_t value)
+{
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (zclock_mono () < deadline) {
+        uint64_t now = s_stat (broker, name);
+        if (now != UINT64_MAX && now >= value)
+            return true;
+        zclock_sleep (POLL_MS);
+    }
+    return false;
+}
+
+/*  A client that disconnects while its reply is due: the reply is dropped
+    and counted once (replies_dropped, send_gone). The client also
+    registers as a worker, so that the broker's failing HEARTBEATs to it
+    tell the test the broker has seen it go (libzmq gives no other sign). */
+static void
+test_issue6_gone_client_counted (void **state)
+{
+    (void) state;
+    ami_broker_config_t config = { 0 };
+    config.heartbeat_ms = 50;
+    config.liveness = 100;              //  5 s: no expiry during the test
+    broker_t broker = s_broker_start (&config);
+    zsock_t *gone = s_worker_new (broker.endpoint, "probe");
+    zsock_t *worker = s_worker_new (broker.endpoint, "svc");
+    assert_true (s_wait_status (&broker, "svc", "svc 1 0"));
+    s_client_request (gone, "svc", "hello");
+    zframe_t *client = s_worker_request (worker, WAIT_MS, NULL);
+    assert_non_null (client);
+    zsock_destroy (&gone);
+    assert_true (s_wait_stat_min (&broker, "send_gone", 1));
+    s_worker_reply (worker, client, "too late");
+    zframe_destroy (&client);
+    assert_true (s_wait_stat (&broker, "replies_dropped", 1));
+    assert_int_equal (s_stat (&broker, "send_full"), 0);
+    //  The worker is ready again and serves another client
+    zsock_t *other = s_client_new (broker.endpoint, NULL);
+    s_client_request (other, "svc", "again");
+    assert_true (s_worker_echo_one (worker, WAIT_MS));
+    zmsg_t *body = s_client_reply (other, "svc", WAIT_MS);
+    assert_non_null (body);
+    assert_true (s_frame_str (zmsg_first (body), "again"));
+    zmsg_destroy (&body);
+    assert_int_equal (s_stat (&broker, "replies_dropped"), 1);
+    zsock_destroy (&other);
+    zsock_destroy (&worker);
+    s_broker_stop (&broker);
+}
+
+/*  A REQUEST that cannot be sent to its worker (gone) is not lost and the
+    worker is not left busy: it is removed, the request stays queued and
+    the next worker gets it (requeued counts it). */
+static void
+test_issue6_request_requeued (void **state)
+{
+    (void) state;
+    ami_broker_config_t config = { 0 };
+    config.heartbeat_ms = 50;
+    config.liveness = 100;              //  5 s: no expiry during the test
+    broker_t broker = s_broker_start (&config);
+    zsock_t *first = s_worker_new (broker.endpoint, "rq");
+    assert_true (s_wait_status (&broker, "rq", "rq 1 0"));
+    zsock_destroy (&first);
+    //  HEARTBEATs to it fail once the broker has seen it go; it stays
+    //  registered (liveness decides) and first in line for work
+    assert_true (s_wait_stat_min (&broker, "send_gone", 1));
+    zsock_t *second = s_worker_new (broker.endpoint, "rq");
+    assert_true (s_wait_status (&broker, "rq", "rq 2 0"));
+    zsock_t *client = s_client_new (broker.endpoint, NULL);
+    s_client_request (client, "rq", "keep me");
+    assert_true (s_worker_echo_one (second, WAIT_MS));
+    zmsg_t *body = s_client_reply (client, "rq", WAIT_MS);
+    assert_non_null (body);
+    assert_true (s_frame_str (zmsg_first (body), "keep me"));
+    zmsg_destroy (&body);
+    assert_int_equal (s_stat (&broker, "requeued"), 1);
+    assert_int_equal (s_stat (&broker, "replies_dropped"), 0);
+    assert_true (s_wait_status (&broker, "rq", "rq 1 0"));     //  first removed
+    zsock_destroy (&client);
+    zsock_destroy (&second);
+    s_broker_stop (&broker);
+}
+
+/*  Every refusal is counted exactly, and mmi.ami-stats answers the same
+    statistics as the pipe's STATS, as one HEALTH frame. */
+static void
+test_issue6_drops_counted_mmi_stats (void **state)
+{
+    (void) state;
+    ami_broker_config_t config = { 0 };
+    config.max_queue = 2;
+    config.max_queue_bytes = 10;
+    config.max_services = 2;
+    config.max_workers = 1;
+    config.request_ttl_ms = 300;
+    config.heartbeat_ms = 50;
+    config.liveness = 100;
+    config.node_id = "broker-t";
+    broker_t broker = s_broker_start (&config);
+    zsock_t *client = s_client_new (broker.endpoint, NULL);
+    s_client_request (client, "q", "1");
+    s_client_request (client, "q", "2");
+    s_client_request (client, "q", "3");                    //  queue full
+    s_client_request (client, "b", "twenty bytes of body");   //  bytes
+    s_client_request (client, "r", "x");                    //  2 services
+    s_client_request (client, "s", "y");                    //  table full
+    char code [4];
+    s_mmi (client, "mmi.service", "q", code);               //  FIFO: all handled
+    assert_int_equal (s_stat (&broker, "dropped_queue_full"), 1);
+    assert_int_equal (s_stat (&broker, "dropped_queue_bytes"), 1);
+    assert_int_equal (s_stat (&broker, "services_refused"), 1);
+    assert_int_equal (s_stat (&broker, "queued"), 3);
+    assert_int_equal (s_stat (&broker, "queued_bytes"), 3);
+    assert_true (s_wait_stat (&broker, "expired", 3));
+    assert_int_equal (s_stat (&broker, "queued"), 0);
+    zsock_t *w1 = s_worker_new (broker.endpoint, "w");
+    assert_true (s_wait_status (&broker, "w", "w 1 0"));
+    zsock_t *w2 = s_worker_new (broker.endpoint, "w2");       //  table full
+    assert_true (s_worker_disconnected (w2, WAIT_MS));
+    assert_int_equal (s_stat (&broker, "workers_refused"), 1);
+
+    //  mmi.ami-stats: one frame, a HEALTH with the STATS values
+    s_client_request (client, "mmi.ami-stats", "");
+    zmsg_t *reply = s_client_reply (client, "mmi.ami-stats", WAIT_MS);
+    assert_non_null (reply);
+    assert_int_equal (zmsg_size (reply), 1);
+    ami_msg_t *msg = ami_msg_new ();
+    assert_non_null (msg);
+    zframe_t *frame = zmsg_first (reply);
+    assert_int_equal (ami_msg_decode (msg, zframe_data (frame), zframe_size (frame)), AMI_OK);
+    assert_int_equal (msg->type, AMI_MSG_HEALTH);
+    assert_string_equal (msg->health.role, "broker");
+    assert_string_equal (msg->health.node_id, "broker-t");
+    assert_int_equal (zstr_send (broker.actor, "STATS"), 0);
+    zmsg_t *stats = zmsg_recv (broker.actor);
+    assert_non_null (stats);
+    assert_int_equal (msg->health.stat_count, zmsg_size (stats));
+    uint32_t i = 0;
+    for (zframe_t *f = zmsg_first (stats); f; f = zmsg_next (stats), i++) {
+        char line [80];
+        snprintf (line, sizeof line, "%s %llu", msg->health.stats [i].name,
+                  (unsigned long long) msg->health.stats [i].value);
+        assert_true (s_frame_str (f, line));
+    }
+    const char *names [] = { "dropped_queue_full", "dropped_queue_bytes",
+                             "services_refused", "expired", "workers_refused" };
+    const uint64_t values [] = { 1, 1, 1, 3, 1 };
+    for (size_t n = 0; n < sizeof names / sizeof names [0]; n++) {
+        bool found = false;
+        for (i = 0; i < msg->health.stat_count; i++)
+            if (streq (msg->health.stats [i].name, names [n])) {
+                assert_int_equal (msg->health.stats [i].value, values [n]);
+                found = true;
+            }
+        assert_true (found);
+    }
+    zmsg_destroy (&stats);
+    ami_msg_destroy (&msg);
+    zmsg_destroy (&reply);
+    zsock_destroy (&w2);
+    zsock_destroy (&w1);
+    zsock_destroy (&client);
+    s_broker_stop (&broker);
+}
+
 int
 main (void)
 {
@@ -1375,6 +1614,10 @@ main (void)
         cmocka_unit_test (test_curve),
         cmocka_unit_test (test_curve_roles),
         cmocka_unit_test (test_sec_aud_2_refused_handshakes),
+        cmocka_unit_test (test_issue6_slow_client_counted),
+        cmocka_unit_test (test_issue6_gone_client_counted),
+        cmocka_unit_test (test_issue6_request_requeued),
+        cmocka_unit_test (test_issue6_drops_counted_mmi_stats),
     };
     return cmocka_run_group_tests_name ("broker conformance", tests, NULL, NULL);
 }

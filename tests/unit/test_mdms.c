@@ -1119,6 +1119,52 @@ test_acl (void **state)
     assert_string_equal (why, "unknown action");
 }
 
+/*  Issue 6: the broker's row in STATUS carries the broker's own counters
+    (its mmi.ami-stats answer), the same statistics as its STATS. */
+static void
+test_issue6_broker_row_stats (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, false);
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    //  The broker's own list, names in order (values move: queued etc.)
+    zsock_set_rcvtimeo (env.broker, WAIT_MS);
+    assert_int_equal (zstr_send (env.broker, "STATS"), 0);
+    zmsg_t *stats = zmsg_recv (env.broker);
+    assert_non_null (stats);
+    bool seen = false;
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (!seen && zclock_mono () < deadline) {
+        ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_STATUS, "", 0, 0, 0, 0);
+        assert_int_equal (r->type, AMI_MSG_API_STATUS);
+        assert_true (r->api_status.count >= 2);
+        ami_service_row_t *row = &r->api_status.services [1];
+        assert_string_equal (row->role, "broker");
+        if (row->stat_count == 0) {
+            zclock_sleep (POLL_MS);         //  the first mmi.ami-stats poll
+            continue;
+        }
+        assert_int_equal (row->stat_count, zmsg_size (stats));
+        uint32_t i = 0;
+        for (zframe_t *f = zmsg_first (stats); f; f = zmsg_next (stats), i++) {
+            char *text = zframe_strdup (f);
+            size_t n = strlen (row->stats [i].name);
+            assert_true (strncmp (text, row->stats [i].name, n) == 0 && text [n] == ' ');
+            //  The broker's counters since start: nothing has been dropped
+            if (strncmp (text, "dropped_", 8) == 0 || streq (row->stats [i].name, "expired"))
+                assert_int_equal (row->stats [i].value, 0);
+            if (streq (row->stats [i].name, "max_queue"))
+                assert_int_equal (row->stats [i].value, strtoull (text + n + 1, NULL, 10));
+            zstr_free (&text);
+        }
+        seen = true;
+    }
+    assert_true (seen);
+    zmsg_destroy (&stats);
+    mh_env_stop (&env);
+}
+
 int
 main (void)
 {
@@ -1134,6 +1180,7 @@ main (void)
         cmocka_unit_test (test_roles),
         cmocka_unit_test (test_meters_paging),
         cmocka_unit_test (test_status_health),
+        cmocka_unit_test (test_issue6_broker_row_stats),
         cmocka_unit_test (test_malformed_api),
         cmocka_unit_test (test_events),
         cmocka_unit_test (test_pending_bound),
