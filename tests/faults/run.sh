@@ -25,8 +25,21 @@
 #   2  kill -9 the MDMS while batches flow; after its restart every reading
 #      in LMDB before the kill is still there, none twice, the backlog drains
 #   3  kill -9 the broker; clients and workers reconnect (MDP), reads resume
-#   4  NOT BUILT: aggregator uplink cut 60 s + aggregator restart during the
-#      outage (needs the persisted aggregator buffer)
+#   4  agg-1's uplink cut for FAULT4_CUT_S (60 s, the issue's figure): the
+#      bridge-side end of its host's veth taken down (a cable cut: no RST,
+#      packets vanish; fleet-1, on the same host, keeps talking to agg-1
+#      over the host's own address), agg-1 killed -9 halfway through the
+#      outage (supervisord restarts it; it must restore its custody from
+#      its store: restored blocks in its log >= what the store held before
+#      the kill), the link up again. While it is down nothing of fleet-1
+#      may reach the MDMS, and the MDMS plus agg-1's custody store must
+#      hold every reading fleet-1 made, without a hole. Reads of agg-1's
+#      meters (the probe) may fail with AMI_E_NO_ROUTE / AMI_E_TIMEOUT /
+#      AMI_E_UNREACHABLE while the link is down and until it recovers;
+#      reads of agg-2's meters (the load) must not fail. Recovery: link up
+#      -> the MDMS has every reading fleet-1 made up to the link-up moment
+#      (what the MDMS and the custody held then); the first successful
+#      read of agg-1's meters after link up is in the note
 #   5  slow and stalling links: agg-1 reaches each head end through a
 #      tools/ami-faultrelay on its own host (listening on its loopback;
 #      render.sh's AMI_HEADEND_VIA, set before the cluster is up, so only
@@ -166,6 +179,21 @@ F5_MIN_DELAYED_US=$(( 2 * (F5_DELAY_MS - F5_JITTER_MS) * 1000 ))  # a read cross
                     # a relay twice (request down, answer up): every read of
                     # the delay phase's load takes at least this
 F5_RELAY_PORT=17200 # relay K listens on 127.0.0.1:F5_RELAY_PORT+K on agg-1's host
+# Fault 4 (agg-1's uplink cut). FAULT4_CUT_S is the fault itself (the
+# issue's 60 s; FAULT4_CUT_S=20 for a quicker manual run), the rest deadlines:
+FAULT4_CUT_S=${FAULT4_CUT_S:-60}
+case $FAULT4_CUT_S in ''|*[!0-9]*) echo "FAULT4_CUT_S must be whole seconds" >&2; exit 2 ;; esac
+[ "$FAULT4_CUT_S" -ge 10 ] || { echo "FAULT4_CUT_S must be >= 10 (the kill in the middle, the expiry before it)" >&2; exit 2; }
+F4_GONE_S=$(( EXPIRY_S + 5 ))   # the MDMS calls agg-1 DOWN: silent 3 heartbeats,
+                    # plus its own status refresh, with room
+F4_RESTORE_S=15     # the restarted agg-1 logs what it restored from its store
+                    # (RESTART_S: supervisord's restart; the store opens at once)
+REC_4_S=40          # link up -> every reading fleet-1 made is in the MDMS: TCP
+                    # connections attempted during the cut back off (SYN
+                    # retransmits at 1, 2, 4, 8, 16 s), then HELLO, the head
+                    # ends' workers, and the held batches (credit 4 x 1024
+                    # blocks per MDMS commit round: ~FAULT4_CUT_S x 50 blocks
+                    # take a few rounds)
 CATCHUP_S=120   # fault 6: the restarted fleet replays from START at the same
                 # pace, so it needs as long as it had run (fault 6 runs first)
 MAP_MARGIN_K=512  # fault 7: the map this far above the database's size: at
@@ -423,10 +451,210 @@ not_built() {  # N NAME WHY
     failed=$((failed + 1))
     row "$1 $2" "-" "-" "-" "-" "-" "-" "FAIL" "NOT BUILT: $3"
 }
-# Fault 4 slots in as a fault_4 using: ip -n ${PREFIX}bridge link set v-agg1
-# down (the uplink of agg-1 and fleet-1's data), fx_sup agg1 restart
-# ami-aggregator-1 during the outage, link up after 60 s, then fx_account.
-fault_4() { not_built 4 "uplink cut 60 s" "needs the persisted aggregator buffer (issue 6, fault 4)"; }
+# Fault 4: agg-1's uplink cut for FAULT4_CUT_S with agg-1 killed -9 halfway
+# (see the header). Timeline, from the cut (C) on:
+#   C-FLOW_S  load (agg-2's meters) and probe (agg-1's meters) start
+#   C         the bridge-side end of agg-1's host's veth down; the MDMS
+#             must call agg-1 DOWN within F4_GONE_S
+#   C+CUT/2   the custody store read (what it holds, held1), then kill -9
+#             agg-1; supervisord restarts it while the link is still down;
+#             its log must say it restored >= held1 blocks from its store
+#   C+CUT     the store read again, with the MDMS's LMDB: fleet-1's meters
+#             have every interval up to covered_to, without a hole, in one
+#             or the other, and nothing of fleet-1 reached the MDMS since
+#             the kill; then the link up (U)
+#   U..       recovery: until the MDMS has every reading up to covered_to
+#             (REC_4_S); agg-1 READY again as the new process; the probe
+#             reads agg-1's meters again; then the suite's accounting
+# f4_custody OUT: agg-1's custody store and the MDMS, for fleet-1's meters
+# (account.py custody; read-only, beside the running services)
+f4_custody() {
+    python3 "$ROOT/tests/faults/account.py" custody "$F4_STATE" --mdms "$VAR/db/db/mdms" \
+        --meters "1-$MPF" --start "$P_START" --interval "$P_INTERVAL_S" --block "$P_BLOCK" \
+        >"$1" 2>"$1.err" || { fx_warn "custody of agg-1 unreadable: $(tail -n 1 "$1.err")"; return 1; }
+}
+# f4_get FILE KEY: one figure of a JSON line ("?" if none)
+f4_get() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], "?"))' "$1" "$2" 2>/dev/null || echo "?"
+}
+# f4_sleep_until MS: the fault's fixed timeline (not a readiness wait)
+f4_sleep_until() {
+    _s=$(awk -v t="$1" -v n="$(fx_ms)" 'BEGIN { d = (t - n) / 1000; if (d > 0) printf "%.3f", d; else print 0 }')
+    sleep "$_s"
+}
+# f4_disallowed KINDS: the kinds (K=N,...) a read of agg-1's meters may not
+# fail with while its link is down or recovering, "" if none
+f4_disallowed() {
+    echo "$1" | tr ',' '\n' | while IFS='=' read -r _k _n; do
+        case $_k in ''|-|AMI_E_NO_ROUTE|AMI_E_TIMEOUT|AMI_E_UNREACHABLE) ;; *) printf '%s=%s ' "$_k" "${_n:-?}" ;; esac
+    done
+}
+fault_4() {
+    F_OK=1; note=""
+    host=$(awk '$1 == "host" { for (i = 4; i <= NF; i++) if ($i == "agg-1") print $2 }' "$TOPO")
+    [ -n "$host" ] || { not_built 4 "uplink cut ${FAULT4_CUT_S}s" "no agg-1 in $TOPO"; return; }
+    case " $(awk -v h="$host" '$1 == "host" && $2 == h' "$TOPO") " in
+        *" fleet-1 "*) ;;
+        *) not_built 4 "uplink cut ${FAULT4_CUT_S}s" "fleet-1 is not on agg-1's host: the cut would cut it too"; return ;;
+    esac
+    brns=${PREFIX}bridge
+    veth=v-$host
+    prog=ami-aggregator-1
+    alog=$VAR/$host/log/$prog.log
+    F4_STATE=$VAR/$host/state/agg-1
+    [ -d "$F4_STATE" ] || { F_OK=0; note="no custody store $F4_STATE; "; }
+    fx_status "$TMP/pre-f4.json"
+    [ "$(fx_stat "$TMP/pre-f4.json" agg-1 state)" = READY ] || { F_OK=0; note="${note}agg-1 not READY before the cut; "; }
+    fx_load_start f4 "$((MPF + 1))-$METERS"   # agg-2's meters: untouched by the cut
+    fx_probe_start f4 "1-$MPF"                # agg-1's meters (fleet-1)
+    sleep "$FLOW_S"   # data and reads flow through agg-1 before the cut (see FLOW_S)
+    fx_status "$TMP/f4-cut.json"
+    p_cut=$(fx_stat "$TMP/f4-cut.json" fleet-1 profile_clock)
+    fx_snap f4        # every reading in LMDB before the cut must still be there at the end
+
+    # the cut: a cable pulled between agg-1's host and the bridge
+    cut_ms=$(fx_ms)
+    ip -n "$brns" link set "$veth" down || { F_OK=0; note="${note}could not take $veth down; "; }
+    carrier=$(ip -n "$PREFIX$host" link show eth0 2>/dev/null | head -n 1)
+    case $carrier in *NO-CARRIER*) ;; *) F_OK=0; note="${note}eth0 of $host still has a carrier; " ;; esac
+    fx_say "4: agg-1's uplink cut ($brns: $veth down; $host eth0 NO-CARRIER) at +$(( cut_ms / 1000 - t0 ))s for ${FAULT4_CUT_S}s"
+    # the MDMS stops hearing agg-1 (its HEALTH and fleet-1's cross the link)
+    gone=""
+    dl=$(( $(fx_now) + F4_GONE_S ))
+    while :; do
+        fx_status "$TMP/f4-st.json"
+        st=$(fx_stat "$TMP/f4-st.json" agg-1 state)
+        if [ -n "$st" ] && [ "$st" != READY ]; then gone=$(( $(fx_ms) - cut_ms )); break; fi
+        [ "$(fx_now)" -lt "$dl" ] || { F_OK=0; note="${note}the MDMS still saw agg-1 ${st:-?} ${F4_GONE_S}s into the cut; "; break; }
+        sleep 0.2   # polling the MDMS's status: its view refreshes every heartbeat
+    done
+    fx_say "4: the MDMS calls agg-1 ${st:-?} after ${gone:-?} ms"
+
+    # halfway: what the store holds, then kill -9 (supervisord restarts it)
+    f4_sleep_until $(( cut_ms + FAULT4_CUT_S * 500 ))   # the outage's first half
+    f4_custody "$TMP/f4-kill.json" || F_OK=0
+    held1=$(f4_get "$TMP/f4-kill.json" blocks); mdms1=$(f4_get "$TMP/f4-kill.json" mdms)
+    lines=$(wc -l <"$alog")
+    pid=$(fx_pid "$host" "$prog")
+    [ -n "$pid" ] || { F_OK=0; note="${note}$prog was not RUNNING before the kill; "; }
+    kill_ms=$(fx_ms)
+    [ -n "$pid" ] && kill -KILL "$pid"
+    fx_say "4: custody store holds $held1 blocks ($(f4_get "$TMP/f4-kill.json" bytes) bytes in $(f4_get "$TMP/f4-kill.json" records) batches); kill -9 agg-1 (pid ${pid:-?}) $(( (kill_ms - cut_ms) / 1000 ))s into the cut"
+    newpid=$(fx_wait_restart "$host" "$prog" "${pid:-x}" "$RESTART_S") || { F_OK=0; note="${note}agg-1 not restarted; "; }
+    # the new process restores its custody: its log says how much
+    restored=""; rline=""
+    dl=$(( $(fx_now) + F4_RESTORE_S ))
+    while :; do
+        rline=$(tail -n +"$((lines + 1))" "$alog" | grep -m 1 "custody store .* blocks (.* bytes) in .* batches not yet acknowledged")
+        [ -n "$rline" ] && break
+        [ "$(fx_now)" -lt "$dl" ] || break
+        sleep 0.2   # polling agg-1's log: the MDMS cannot hear it now
+    done
+    restored=$(echo "$rline" | sed -n 's/.*custody store [^ ]*: \([0-9]*\) blocks (\([0-9]*\) bytes) in \([0-9]*\) batches.*/\1 \2 \3/p')
+    # shellcheck disable=SC2086  # (split on purpose: three words)
+    set -- $restored
+    rblocks=${1:-0}; rbytes=${2:-0}; rbatches=${3:-0}
+    fx_say "4: agg-1 restarted (pid ${newpid:-none}) $(( $(fx_ms) - kill_ms )) ms after the kill; restored from its store: ${rblocks} blocks, ${rbytes} bytes, ${rbatches} batches"
+    if [ "$rblocks" -eq 0 ]; then
+        F_OK=0; note="${note}agg-1 restored nothing from its store (log: $(tail -n +"$((lines + 1))" "$alog" | grep -m 2 -i 'custody\|store' | cut -c1-160 | tr '\n' ' ')); "
+    elif case $held1 in ''|*[!0-9]*) true ;; *) [ "$rblocks" -lt "$held1" ] ;; esac; then
+        F_OK=0; note="${note}restored $rblocks blocks < $held1 held before the kill; "
+    fi
+    [ "$(tail -n +"$((lines + 1))" "$alog" | grep -c ' ERROR')" = 0 ] || { F_OK=0; note="${note}agg-1 logged errors after its restart; "; }
+
+    # the end of the outage: the MDMS and the custody together hold every
+    # reading fleet-1 made, no hole; nothing of fleet-1 got through
+    f4_sleep_until $(( cut_ms + FAULT4_CUT_S * 1000 ))   # the outage's second half
+    f4_custody "$TMP/f4-up.json" || F_OK=0
+    up_ms=$(fx_ms)
+    ip -n "$brns" link set "$veth" up || { F_OK=0; note="${note}could not bring $veth up; "; }
+    held2=$(f4_get "$TMP/f4-up.json" blocks); mdms2=$(f4_get "$TMP/f4-up.json" mdms)
+    cov=$(f4_get "$TMP/f4-up.json" covered_to); gaps=$(f4_get "$TMP/f4-up.json" gaps)
+    honly=$(f4_get "$TMP/f4-up.json" held_only); foreign=$(f4_get "$TMP/f4-up.json" foreign)
+    fx_say "4: link up after $(( (up_ms - cut_ms) / 1000 ))s; custody then: $held2 blocks ($honly readings not in the MDMS), fleet-1's readings in MDMS or custody without a hole up to $cov (clock at the cut ${p_cut:-?}), meters with a hole: $gaps $(f4_get "$TMP/f4-up.json" first_gap)"
+    [ "$gaps" = 0 ] || { F_OK=0; note="${note}HOLE in MDMS+custody for $gaps meters (first $(f4_get "$TMP/f4-up.json" first_gap)); "; }
+    [ "$foreign" = 0 ] || { F_OK=0; note="${note}$foreign blocks of other meters in agg-1's custody; "; }
+    [ "$mdms1" = "$mdms2" ] || { F_OK=0; note="${note}fleet-1's readings in the MDMS went $mdms1 -> $mdms2 while the link was down: not cut?; "; }
+    # the fleet went on producing during the cut, and custody took it: the
+    # covered run reaches past the cut by the outage's length, less a few
+    # seconds (the restart, during which the fleet holds its outbox)
+    want=$(( ${p_cut:-0} + (FAULT4_CUT_S - 5) * P_SCALE ))
+    case $cov in ''|*[!0-9]*) F_OK=0; note="${note}no coverage figure; " ;;
+        *) [ "$cov" -ge "$want" ] || { F_OK=0; note="${note}held readings reach $cov < $want (the clock at the cut + $((FAULT4_CUT_S - 5))s); "; } ;;
+    esac
+
+    # recovery: the MDMS has every reading made up to the link-up moment
+    rec=""
+    dl=$(( $(fx_now) + REC_4_S ))
+    while :; do
+        python3 "$ROOT/tests/faults/account.py" check "$VAR/db/db/mdms" --start "$P_START" \
+            --interval "$P_INTERVAL_S" --expect "1-$MPF:$cov" >"$TMP/acct-f4up.json" 2>"$TMP/acct.err" || true
+        l=$(fx_acct f4up lost)
+        if [ "$l" = 0 ]; then rec=$(awk -v a="$(fx_ms)" -v b="$up_ms" 'BEGIN { printf "%.2f", (a - b) / 1000 }'); break; fi
+        [ "$(fx_now)" -lt "$dl" ] || { F_OK=0; note="${note}$l held readings not in the MDMS ${REC_4_S}s after link up (first $(fx_acct f4up first_missing)); "; break; }
+        sleep 0.5   # polling the database while the held data drains
+    done
+    fx_say "4: the MDMS has every reading fleet-1 made up to the link-up moment ${rec:-never} s after link up"
+    fx_wait_ready agg-1 $(( $(fx_ms) - kill_ms + 1000 )) "$READY_S" || { F_OK=0; note="${note}agg-1 not READY after link up; "; }
+    dl=$(( $(fx_now) + REC_4_S ))
+    until fx_probe_recovered f4 "$up_ms" "$PROBE_OK"; do
+        [ "$(fx_now)" -lt "$dl" ] || { F_OK=0; note="${note}reads of agg-1's meters did not recover; "; break; }
+        sleep 0.2   # polling the probe's log
+    done
+    fx_traffic_stop
+    # reads: agg-1's (probe) fail only while cut or recovering, and only
+    # with the allowed kinds; agg-2's (load) never
+    # shellcheck disable=SC2046  # (split on purpose: three words)
+    set -- $(fx_recovery f4 0); pall=$2
+    # shellcheck disable=SC2046
+    set -- $(fx_recovery f4 "$cut_ms"); pfail=$2; pkinds=$3
+    # shellcheck disable=SC2046
+    set -- $(fx_recovery f4 "$up_ms"); rec_read=$1
+    [ "$pall" = "$pfail" ] || { F_OK=0; note="${note}$((pall - pfail)) reads of agg-1's meters failed before the cut; "; }
+    bad=$(f4_disallowed "$pkinds")
+    if [ -n "$bad" ]; then
+        # when: each such read's start (s from the cut) and length (ms)
+        when=$(awk -v c="$cut_ms" '$3 != "ok" && $3 !~ /^AMI_E_(NO_ROUTE|TIMEOUT|UNREACHABLE)$/ {
+            printf "%s%s at cut%+.1fs took %dms", (n++ ? ", " : ""), $3, ($1 - c) / 1000, $2 - $1 }' "$TMP/probe-f4.txt")
+        F_OK=0; note="${note}reads of agg-1's meters failed with $bad($when; link up at cut+$(( (up_ms - cut_ms) / 1000 ))s); "
+    fi
+    psent=$(wc -l <"$TMP/probe-f4.txt")
+    # shellcheck disable=SC2046
+    set -- $(fx_load_failures f4); lfail=$1; lkinds=$2; lsent=$3
+    [ "$lfail" = 0 ] || { F_OK=0; note="${note}reads of agg-2's meters failed ($lkinds); "; }
+    if [ "$rec_read" = "-1.00" ]; then F_OK=0; rec_read=never; fi
+
+    # the suite's accounting: everything produced is stored, once
+    drain=$(fx_account f4 "$DRAIN_S" --before "$TMP/snap-f4.json")
+    produced=$(fx_acct f4 produced); stored=$(fx_acct f4 stored); lost=$(fx_acct f4 lost)
+    lostb=$(fx_acct f4 lost_before); rdups=$(fx_acct f4 read_dups)
+    fx_status "$TMP/post-f4.json"
+    conflicts=$(fx_stat "$TMP/post-f4.json" mdms intervals_conflict)
+    redeliv=$(fx_stat "$TMP/post-f4.json" mdms intervals_dup)
+    dup=$(( ${rdups:-0} + ${conflicts:-0} ))
+    [ "$lost" = 0 ] || { F_OK=0; note="${note}LOST $lost (first missing $(fx_acct f4 first_missing)); "; }
+    [ "$lostb" = 0 ] || { F_OK=0; note="${note}$lostb readings in LMDB before the cut are GONE; "; }
+    [ "$dup" = 0 ] || { F_OK=0; note="${note}DUPLICATED: $rdups reads, $conflicts conflicting intervals; "; }
+    # back-pressure: agg-1's bound, and that nothing was refused or dropped
+    # on the way (the new agg-1's counters: since the kill; fleet-1's:
+    # since the cut, it was not restarted)
+    bmax=$(fx_num "$TMP/post-f4.json" agg-1 buffer_max)
+    ovf=$(fx_num "$TMP/post-f4.json" agg-1 overflow_blocks)
+    serr=$(( $(fx_num "$TMP/post-f4.json" agg-1 store_refused) + $(fx_num "$TMP/post-f4.json" agg-1 store_errors) ))
+    fdrop=$(( $(fx_num "$TMP/post-f4.json" fleet-1 dropped) - $(fx_num "$TMP/pre-f4.json" fleet-1 dropped) ))
+    [ "$ovf" = 0 ] || note="${note}agg-1 refused $ovf blocks BUSY (buffer full; the fleet keeps and resends them); "
+    [ "$serr" = 0 ] || { F_OK=0; note="${note}agg-1's store refused/failed $serr times; "; }
+    [ "$fdrop" = 0 ] || { F_OK=0; note="${note}fleet-1 dropped $fdrop frames; "; }
+    rate=$(( MPF * P_SCALE / (P_INTERVAL_S * P_BLOCK) ))   # fleet-1's blocks per wall second
+    peak=$held2; case $peak in ''|*[!0-9]*) peak=0 ;; esac
+    fill=$(( bmax / (rate > 0 ? rate : 1) ))
+    fx_say "4: back-pressure: agg-1 holds at most $bmax blocks (aggregator/buffer-blocks; and buffer-bytes); fleet-1 makes $rate blocks/s, so a cut fills it after ${fill}s (~$(( fill / 60 )) min); this cut held $peak at most; past the bound agg-1 answers BUSY (overflow_blocks, now $ovf) and fleet-1 keeps its unacknowledged batches (<= 16) and stops making new ones until custody is taken: nothing is dropped (test_aggregator test_buffer_bound, test_meter test_profile_busy); fleet-1 frames dropped: $fdrop"
+    case $rec in '') F_OK=0; rec=never ;; esac
+    note="${note}recovery = link up -> MDMS has all fleet-1 readings up to then (custody held $held2 blocks, restored $rblocks after kill -9 at $(( (kill_ms - cut_ms) / 1000 ))s); first good read of agg-1 meters ${rec_read}s after link up; MDMS saw agg-1 DOWN after ${gone:-?}ms; agg-2 reads (load) sent/max latency ${lsent}, agg-1 reads (probe) $psent; buffer bound $bmax blocks = ${fill}s of fleet-1; drain ${drain}s; redelivered-dropped ${redeliv:-?}; deadline ${REC_4_S}s"
+    verdict=PASS; [ $F_OK = 1 ] || { verdict=FAIL; failed=$((failed + 1)); }
+    row "4 uplink cut ${FAULT4_CUT_S}s+kill" "$produced" "$stored" "$lost" "$dup" "${rec}s" \
+        "load $lfail ${lkinds}; probe $pfail ${pkinds}" "$verdict" "$note"
+}
 # Fault 5: slow and stalling links between agg-1 and its head ends, through
 # the relays set up before the cluster (RELAY_LINKS; see the settings).
 # Phases, each with its own load (its figures are that phase's) and one
