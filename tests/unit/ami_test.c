@@ -6,6 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "ami_auth.h"
 
 static const char *
 s_tmproot (void)
@@ -51,4 +56,55 @@ ami_test_path (const char *dir, const char *name)
     if (p)
         snprintf (p, len, "%s/%s", dir, name);
     return p;
+}
+
+int
+ami_test_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in addr;
+    memset (&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    int port = -1;
+    if (bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0
+    &&  getsockname (fd, (struct sockaddr *) &addr, &len) == 0)
+        port = ntohs (addr.sin_port);
+    close (fd);
+    return port;
+}
+
+zsock_t *
+ami_test_knock (const char *endpoint, int port, ami_cert_t *cert, const char *server_key)
+{
+    if (strncmp (endpoint, "tcp://", 6) != 0)
+        return NULL;
+    zsock_t *sock = zsock_new (ZMQ_DEALER);
+    if (!sock)
+        return NULL;
+    zsock_set_linger (sock, 0);
+    zsock_set_reconnect_ivl (sock, 60000);      //  no second handshake within a test
+    if ((cert && ami_auth_client (sock, cert, server_key) != AMI_OK)
+    ||  zsock_connect (sock, "tcp://127.0.0.1:%d;%s", port, endpoint + 6) != 0)
+        zsock_destroy (&sock);
+    return sock;
+}
+
+int
+ami_test_count_in_file (const char *path, const char *needle)
+{
+    FILE *in = fopen (path, "r");
+    if (!in)
+        return -1;
+    static char text [262144];
+    size_t n = fread (text, 1, sizeof text - 1, in);
+    text [n] = 0;
+    fclose (in);
+    int count = 0;
+    for (const char *p = strstr (text, needle); p; p = strstr (p + 1, needle))
+        count++;
+    return count;
 }

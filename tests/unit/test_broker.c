@@ -1206,57 +1206,6 @@ s_wait_stat (broker_t *broker, const char *name, uint64_t value)
     return false;
 }
 
-/*  A TCP port of 127.0.0.1 that is free now (bound to port 0, let go). */
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    assert_true (fd >= 0);
-    struct sockaddr_in addr;
-    memset (&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    assert_int_equal (bind (fd, (struct sockaddr *) &addr, sizeof addr), 0);
-    socklen_t len = sizeof addr;
-    assert_int_equal (getsockname (fd, (struct sockaddr *) &addr, &len), 0);
-    close (fd);
-    return ntohs (addr.sin_port);
-}
-
-/*  A DEALER that connects to endpoint ("tcp://127.0.0.1:N") from local
-    port `port` (libzmq's "tcp://source;destination"), CURVE with cert
-    trusting server_key, or plaintext if cert is NULL; it tries once (no
-    reconnect within a test), so one connection = one handshake. */
-static zsock_t *
-s_knock (const char *endpoint, int port, ami_cert_t *cert, const char *server_key)
-{
-    zsock_t *sock = zsock_new (ZMQ_DEALER);
-    assert_non_null (sock);
-    zsock_set_linger (sock, 0);
-    zsock_set_reconnect_ivl (sock, 60000);
-    if (cert)
-        assert_int_equal (ami_auth_client (sock, cert, server_key), AMI_OK);
-    assert_int_equal (strncmp (endpoint, "tcp://", 6), 0);
-    assert_int_equal (zsock_connect (sock, "tcp://127.0.0.1:%d;%s", port, endpoint + 6), 0);
-    return sock;
-}
-
-/*  Occurrences of needle in the file at path. */
-static int
-s_log_count (const char *path, const char *needle)
-{
-    FILE *in = fopen (path, "r");
-    assert_non_null (in);
-    static char text [65536];
-    size_t n = fread (text, 1, sizeof text - 1, in);
-    text [n] = 0;
-    fclose (in);
-    int count = 0;
-    for (const char *p = strstr (text, needle); p; p = strstr (p + 1, needle))
-        count++;
-    return count;
-}
-
 /*  Attempts at a report that names the peer (a miss is a connection that
     failed before the monitor could ask for its address, ami_monitor.h);
     few enough that every warning fits the broker's log budget. */
@@ -1309,20 +1258,22 @@ test_sec_aud_2_refused_handshakes (void **state)
     for (int kind = 0; kind < 2; kind++) {
         bool named = false;
         for (int attempt = 0; attempt < NAME_ATTEMPTS && !named; attempt++) {
-            int port = s_free_port ();
-            zsock_t *sock = s_knock (broker.endpoint, port, kind ? NULL : stranger_cert,
-                                     server_key);
+            int port = ami_test_free_port ();
+            assert_true (port > 0);
+            zsock_t *sock = ami_test_knock (broker.endpoint, port, kind ? NULL : stranger_cert,
+                                            server_key);
+            assert_non_null (sock);
             count [kind]++;
             assert_true (s_wait_stat (&broker, stat [kind], count [kind]));
             //  Logged before STATS counted it: one line per failure
-            assert_int_equal (s_log_count (log_path, line [kind]), count [kind]);
+            assert_int_equal (ami_test_count_in_file (log_path, line [kind]), count [kind]);
             char needle [160];
             snprintf (needle, sizeof needle, "%s127.0.0.1:%d %s", line [kind], port,
                       verdict [kind]);
-            named = s_log_count (log_path, needle) == 1;
+            named = ami_test_count_in_file (log_path, needle) == 1;
             if (!named) {           //  then the peer is unknown, never another's
                 snprintf (needle, sizeof needle, "%s? %s", line [kind], verdict [kind]);
-                assert_true (s_log_count (log_path, needle) > 0);
+                assert_true (ami_test_count_in_file (log_path, needle) > 0);
             }
             zsock_destroy (&sock);
         }

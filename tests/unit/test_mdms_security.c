@@ -2194,23 +2194,6 @@ test_sec_aud_2_security_event_budget (void **state)
     mh_env_stop (&env);
 }
 
-/*  A TCP port of 127.0.0.1 that is free now (bound to port 0, let go). */
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    assert_true (fd >= 0);
-    struct sockaddr_in addr;
-    memset (&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    assert_int_equal (bind (fd, (struct sockaddr *) &addr, sizeof addr), 0);
-    socklen_t len = sizeof addr;
-    assert_int_equal (getsockname (fd, (struct sockaddr *) &addr, &len), 0);
-    close (fd);
-    return ntohs (addr.sin_port);
-}
-
 /*  A client of type on endpoint ("tcp://127.0.0.1:N") from local port
     (libzmq's "tcp://source;destination"), CURVE with cert unless NULL
     (plaintext); it tries once (no reconnect within a test). */
@@ -2305,7 +2288,8 @@ test_sec_aud_2_refused_handshakes (void **state)
     for (int i = 0; i < 3; i++) {
         bool named = false;
         for (int attempt = 0; attempt < NAME_ATTEMPTS && !named; attempt++) {
-            int port = s_free_port ();
+            int port = ami_test_free_port ();
+            assert_true (port > 0);
             zsock_t *sock = s_client_from (types [i], endpoints [i], port, stranger);
             s_wait_stat (&env, "handshakes_refused", ++refused);
             named = s_handshake_event (sub, names [i], "CURVE handshake", port);
@@ -2323,7 +2307,7 @@ test_sec_aud_2_refused_handshakes (void **state)
     //  Plaintext: no CURVE at all. Counted and logged, not published
     //  (anyone who can open a connection can do it: feed noise); on a
     //  shared test host strangers' clients may add to the count
-    zsock_t *plain = s_client_from (ZMQ_DEALER, env.api, s_free_port (), NULL);
+    zsock_t *plain = s_client_from (ZMQ_DEALER, env.api, ami_test_free_port (), NULL);
     s_wait_stat (&env, "handshakes_failed", failed + 1);
     failed = mh_pipe_stat (&env, "handshakes_failed");
     zsock_destroy (&plain);
