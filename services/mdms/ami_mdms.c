@@ -296,6 +296,7 @@ typedef struct {
     uint64_t denied;
     uint64_t reads_ok;
     uint64_t reads_failed;
+    uint64_t send_failed;       /* messages the sockets would not take (dropped) */
     uint64_t bad_responses;
     uint64_t rate_limited;
     uint64_t audit_failures;
@@ -397,6 +398,9 @@ s_send (mdms_t *self, zsock_t *sock, zmsg_t **msg_p, const char *what)
 {
     if (zmsg_send (msg_p, sock) == 0)
         return true;
+    //  ROUTER_MANDATORY and no send timeout (s_options): a peer that is
+    //  gone or full fails the send at once instead of a silent drop
+    self->send_failed++;
     s_warn (self, "%s: send failed: %s (dropped)", what, zmq_strerror (zmq_errno ()));
     zmsg_destroy (msg_p);
     return false;
@@ -655,9 +659,12 @@ s_mdp_send (mdms_t *self, const char *service, const void *body, size_t size, bo
     zmsg_addmem (msg, body, size);
     if (zmsg_send (&msg, self->broker) == 0)
         return true;
-    //  IMMEDIATE: not connected to the broker (yet, or any more)
-    if (!quiet)
+    //  IMMEDIATE: not connected to the broker (yet, or any more); the
+    //  quiet ones are the heartbeat's route polls, asked again next beat
+    if (!quiet) {
+        self->send_failed++;
         s_warn (self, "broker: cannot send to '%s': %s", service, zmq_strerror (zmq_errno ()));
+    }
     zmsg_destroy (&msg);
     return false;
 }
@@ -1643,6 +1650,7 @@ s_own_stats (mdms_t *self, ami_stat_t *stats, uint32_t *count)
         { "handshakes_failed",  s_handshakes_failed (self) },
         { "frames_refused", ami_auth_refused_count () },
         { "events_refused", self->events_refused },
+        { "send_failed",    self->send_failed },
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows [0] && *count < AMI_MAX_STATS; i++) {
         snprintf (stats [*count].name, sizeof stats [*count].name, "%s", rows [i].name);
@@ -2570,6 +2578,7 @@ s_handle_pipe (mdms_t *self)
         zmsg_addstrf (reply, "denied=%llu", (unsigned long long) self->denied);
         zmsg_addstrf (reply, "reads_ok=%llu", (unsigned long long) self->reads_ok);
         zmsg_addstrf (reply, "reads_failed=%llu", (unsigned long long) self->reads_failed);
+        zmsg_addstrf (reply, "send_failed=%llu", (unsigned long long) self->send_failed);
         zmsg_addstrf (reply, "bad_responses=%llu", (unsigned long long) self->bad_responses);
         zmsg_addstrf (reply, "rate_limited=%llu", (unsigned long long) self->rate_limited);
         zmsg_addstrf (reply, "audit_seq=%llu",

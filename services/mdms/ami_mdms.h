@@ -180,7 +180,10 @@
            handshakes_failed (peers that are not CURVE clients of ours),
            frames_refused (frames of revoked or expired keys' live
            sessions: ami_auth_refused_count), events_refused
-           (subscriptions refused); the broker's none; every other row the
+           (subscriptions refused), send_failed (replies, acks, events
+           and broker requests a socket would not take: the peer gone or
+           full; each dropped and warned about); the broker's row the
+           stats of its last mmi.ami-stats answer; every other row the
            stats of that service's last HEALTH, as sent.
       INTERVALS (meter_id, from_ms, to_ms: interval END times, inclusive,
       0 = open; limit: 0 or over AMI_MAX_API_INTERVALS =
@@ -307,8 +310,8 @@
         "STATUS"    reply one zmsg of "name=value" frames: pending,
                     services, routes, broker (READY|DOWN), counter_reserved,
                     events (last seq), readings, meters, malformed, denied,
-                    reads_ok, reads_failed, bad_responses, rate_limited,
-                    audit_seq (last audit entry), audit_tail (ok|TAMPERED,
+                    reads_ok, reads_failed, send_failed, bad_responses,
+                    rate_limited, audit_seq (last audit entry), audit_tail (ok|TAMPERED,
                     as checked at start, the anchor included),
                     audit_anchor (the seq the anchor file last written
                     records), audit_failures (entries that

@@ -1165,6 +1165,55 @@ test_issue6_broker_row_stats (void **state)
     mh_env_stop (&env);
 }
 
+/*  Issue 6 (no silent drops): an operator that goes away while its read
+    is still pending. The MDMS's reply cannot be delivered (ROUTER_MANDATORY:
+    the peer is gone); it is dropped, counted in send_failed (pipe STATUS
+    and the MDMS's own API_STATUS row) and warned about - and the MDMS
+    goes on serving the others. */
+static void
+test_issue6_reply_to_gone_client_counted (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, true);
+    mh_wait_meter_state (&env, "MTR-000004", AMI_STATE_READY);
+    mh_worker_modes (&env.worker, 1, W_SILENT);
+    uint64_t before = mh_pipe_stat (&env, "send_failed");
+    zsock_t *gone = mh_curve (ZMQ_DEALER, env.api, mh.operator_cert, mh.mdms_cert);
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    mh_request (gone, corr, AMI_ACT_READ, "MTR-000004", 0, 0, 0, 400);
+    //  the read is pending at the MDMS (its silent worker holds it)
+    int64_t deadline = zclock_mono () + 5000;
+    while (mh_pipe_stat (&env, "pending") == 0 && zclock_mono () < deadline)
+        mh_worker_serve (&env.worker);
+    assert_int_equal (mh_pipe_stat (&env, "pending"), 1);
+    zsock_destroy (&gone);
+    //  the read times out; its ERROR finds no peer
+    while (mh_pipe_stat (&env, "send_failed") == before && zclock_mono () < deadline) {
+        mh_worker_serve (&env.worker);
+        zclock_sleep (20);              //  polling a counter, with a deadline
+    }
+    assert_int_equal (mh_pipe_stat (&env, "send_failed"), before + 1);
+    assert_int_equal (mh_pipe_stat (&env, "pending"), 0);
+    //  still serving, and the count is in the MDMS's own status row
+    uint8_t corr2 [AMI_REQUEST_ID_SIZE];
+    ami_msg_t *r = mh_call (&env, env.client, corr2, AMI_ACT_STATUS, NULL, 0, 0, 0, 2000);
+    assert_int_equal (r->type, AMI_MSG_API_STATUS);
+    bool found = false;
+    for (uint32_t i = 0; i < r->api_status.count; i++) {
+        ami_service_row_t *row = &r->api_status.services [i];
+        if (strcmp (row->role, "mdms") != 0)
+            continue;
+        for (uint32_t k = 0; k < row->stat_count; k++)
+            if (strcmp (row->stats [k].name, "send_failed") == 0) {
+                assert_int_equal (row->stats [k].value, before + 1);
+                found = true;
+            }
+    }
+    assert_true (found);
+    mh_env_stop (&env);
+}
+
 int
 main (void)
 {
@@ -1176,6 +1225,7 @@ main (void)
         cmocka_unit_test (test_read_errors),
         cmocka_unit_test (test_read_race),
         cmocka_unit_test (test_read_timeout),
+        cmocka_unit_test (test_issue6_reply_to_gone_client_counted),
         cmocka_unit_test (test_bad_responses),
         cmocka_unit_test (test_roles),
         cmocka_unit_test (test_meters_paging),
