@@ -360,3 +360,16 @@ ami_monitor_failed (ami_monitor_t *self)
     assert (self);
     return self->failed;
 }
+
+char *
+ami_monitor_describe (const char *name, int kind, uint32_t status, const char *peer,
+                      char *out, size_t cap)
+{
+    if (kind == AMI_MONITOR_HANDSHAKE_REFUSED)
+        snprintf (out, cap, "%s: CURVE handshake from %s refused: key not in the allow-list "
+                  "(ZAP status %u)", name, peer, status);
+    else
+        snprintf (out, cap, "%s: handshake from %s failed: not a CURVE client of this server "
+                  "(protocol error 0x%x)", name, peer, status);
+    return out;
+}

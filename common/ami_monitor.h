@@ -129,6 +129,15 @@ void
 zactor_t *
     ami_monitor_actor (ami_monitor_t *self);
 
+/*  The one wording of a failed handshake for a service's log, into
+    out[cap] (always terminated): "NAME: CURVE handshake from PEER
+    refused: key not in the allow-list (ZAP status N)" or "NAME:
+    handshake from PEER failed: not a CURVE client of this server
+    (protocol error 0xN)". Returns out. */
+char *
+    ami_monitor_describe (const char *name, int kind, uint32_t status, const char *peer,
+                          char *out, size_t cap);
+
 /*  Take every report waiting (never blocks), count it, and call fn (if not
     NULL) for it. */
 void

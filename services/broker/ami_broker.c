@@ -969,12 +969,8 @@ s_handshake_failed (const char *name, int kind, uint32_t status, const char *pee
                     void *arg)
 {
     broker_t *self = (broker_t *) arg;
-    if (kind == AMI_MONITOR_HANDSHAKE_REFUSED)
-        s_warn (self, "%s: CURVE handshake from %s refused: key not in the "
-                "allow-list (ZAP status %u)", name, peer, status);
-    else
-        s_warn (self, "%s: handshake from %s failed: not a CURVE client of this "
-                "server (protocol error 0x%x)", name, peer, status);
+    char line [256];
+    s_warn (self, "%s", ami_monitor_describe (name, kind, status, peer, line, sizeof line));
 }
 
 static void

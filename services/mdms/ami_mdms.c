@@ -2352,15 +2352,11 @@ static void
 s_handshake_failed (const char *name, int kind, uint32_t status, const char *peer, void *arg)
 {
     mdms_t *self = (mdms_t *) arg;
-    if (kind == AMI_MONITOR_HANDSHAKE_REFUSED) {
-        s_warn (self, "%s: CURVE handshake from %s refused: key not in the allow-list "
-                "(ZAP status %u)", name, peer, status);
+    char line [256];
+    s_warn (self, "%s", ami_monitor_describe (name, kind, status, peer, line, sizeof line));
+    if (kind == AMI_MONITOR_HANDSHAKE_REFUSED)
         s_security (self, SEC_HANDSHAKE, "", "%s: CURVE handshake from %s refused: key not "
                     "in the allow-list", name, peer);
-    }
-    else
-        s_warn (self, "%s: handshake from %s failed: not a CURVE client of this server "
-                "(protocol error 0x%x)", name, peer, status);
 }
 
 /*  Take the handshake monitor's reports. */
