@@ -108,3 +108,23 @@ ami_test_count_in_file (const char *path, const char *needle)
         count++;
     return count;
 }
+
+uint64_t
+ami_test_actor_stat (zactor_t *actor, const char *name)
+{
+    if (zstr_send (actor, "STATS") != 0)
+        return UINT64_MAX;
+    zmsg_t *reply = zmsg_recv (actor);
+    if (!reply)
+        return UINT64_MAX;
+    uint64_t value = UINT64_MAX;
+    size_t n = strlen (name);
+    for (zframe_t *f = zmsg_first (reply); f; f = zmsg_next (reply)) {
+        char *text = zframe_strdup (f);
+        if (text && strncmp (text, name, n) == 0 && text [n] == ' ')
+            value = strtoull (text + n + 1, NULL, 10);
+        zstr_free (&text);
+    }
+    zmsg_destroy (&reply);
+    return value;
+}

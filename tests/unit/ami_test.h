@@ -6,6 +6,7 @@
 #define AMI_TEST_H_INCLUDED
 
 #include <stddef.h>
+#include <stdint.h>
 #include <czmq.h>
 
 #include "ami_cert.h"
@@ -37,6 +38,12 @@ int
     handshake-failure tests (SEC-AUD-2) count. NULL on failure. */
 zsock_t *
     ami_test_knock (const char *endpoint, int port, ami_cert_t *cert, const char *server_key);
+
+/*  One statistic from an actor's "STATS" pipe command (a zmsg of "name
+    value" frames: the broker, the head end), or UINT64_MAX if the reply
+    has no such statistic or does not come. */
+uint64_t
+    ami_test_actor_stat (zactor_t *actor, const char *name);
 
 /*  Occurrences of needle in the first 256 KiB of the file at path (a
     test's captured log), or -1 if it cannot be read. */

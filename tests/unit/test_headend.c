@@ -823,20 +823,7 @@ s_read_ok (fx_t *fx)
 static uint64_t
 s_he_stat (fx_t *fx, int he, const char *name)
 {
-    assert_int_equal (zstr_send (fx->he [he], "STATS"), 0);
-    zmsg_t *reply = zmsg_recv (fx->he [he]);
-    assert_non_null (reply);
-    uint64_t value = UINT64_MAX;
-    size_t n = strlen (name);
-    for (zframe_t *f = zmsg_first (reply); f; f = zmsg_next (reply)) {
-        char *text = zframe_strdup (f);
-        assert_non_null (text);
-        if (strncmp (text, name, n) == 0 && text [n] == ' ')
-            value = strtoull (text + n + 1, NULL, 10);
-        zstr_free (&text);
-    }
-    zmsg_destroy (&reply);
-    return value;
+    return ami_test_actor_stat (fx->he [he], name);
 }
 
 /*  Wait until the head end's stat reaches value (pumping the peers). */
