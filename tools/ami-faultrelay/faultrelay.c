@@ -186,8 +186,8 @@ faultrelay_config_default (faultrelay_config_t *config)
     config->max_conns = FAULTRELAY_MAX_CONNS_DEFAULT;
 }
 
-static int
-s_number (const char *text, long long max, long long *out)
+int
+faultrelay_number (const char *text, long long max, long long *out)
 {
     if (!text || !*text || strlen (text) > 18)
         return -1;
@@ -233,7 +233,7 @@ faultrelay_parse_address (const char *text, char *host, size_t host_cap, int *po
         }
     }
     long long value;
-    if (s_number (port_text, 65535, &value))
+    if (faultrelay_number (port_text, 65535, &value))
         return -1;
     if (host_len == 0) {
         host_start = FAULTRELAY_DEFAULT_HOST;
@@ -930,8 +930,8 @@ s_command (faultrelay_t *self, char *line, char *reply, size_t cap)
     const char *verb = words [0];
     long long a, b;
     if (strcmp (verb, "delay") == 0 && (nwords == 2 || nwords == 3)) {
-        if (s_number (words [1], FAULTRELAY_DELAY_MAX_MS, &a)
-        ||  (nwords == 3 && s_number (words [2], FAULTRELAY_DELAY_MAX_MS, &b))) {
+        if (faultrelay_number (words [1], FAULTRELAY_DELAY_MAX_MS, &a)
+        ||  (nwords == 3 && faultrelay_number (words [2], FAULTRELAY_DELAY_MAX_MS, &b))) {
             snprintf (reply, cap, "ERR delay: 0..%d ms", FAULTRELAY_DELAY_MAX_MS);
             return true;
         }
@@ -942,7 +942,7 @@ s_command (faultrelay_t *self, char *line, char *reply, size_t cap)
     }
     else
     if (strcmp (verb, "jitter") == 0 && nwords == 2) {
-        if (s_number (words [1], FAULTRELAY_DELAY_MAX_MS, &a)) {
+        if (faultrelay_number (words [1], FAULTRELAY_DELAY_MAX_MS, &a)) {
             snprintf (reply, cap, "ERR jitter: 0..%d ms", FAULTRELAY_DELAY_MAX_MS);
             return true;
         }
@@ -952,7 +952,7 @@ s_command (faultrelay_t *self, char *line, char *reply, size_t cap)
     else
     if (strcmp (verb, "rate") == 0 && nwords == 2) {
         //  Why 10^12: a ceiling no link reaches, far from overflow
-        if (s_number (words [1], 1000000000000LL, &a)) {
+        if (faultrelay_number (words [1], 1000000000000LL, &a)) {
             snprintf (reply, cap, "ERR rate: bytes per second, 0 (unlimited)..10^12");
             return true;
         }

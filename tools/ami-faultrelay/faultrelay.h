@@ -177,6 +177,12 @@ int
 int
     faultrelay_control_port (faultrelay_t *self);
 
+/*  A strict decimal for options and control commands: digits only (no
+    sign, no spaces, at most 18 of them), within [0, max]. Returns 0 with
+    *out set, or -1. */
+int
+    faultrelay_number (const char *text, long long max, long long *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -74,24 +74,6 @@ s_usage_error (const char *fmt, const char *arg)
     return EXIT_USAGE;
 }
 
-//  Strict decimal: digits only, within [0, max].
-static int
-s_number (const char *text, long long max, long long *out)
-{
-    if (!text || !*text || strlen (text) > 18)
-        return -1;
-    long long value = 0;
-    for (const char *p = text; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return -1;
-        value = value * 10 + (*p - '0');
-    }
-    if (value > max)
-        return -1;
-    *out = value;
-    return 0;
-}
-
 //  Why 5 s: a relay answers at once; this only bounds a stuck one
 #define CTL_TIMEOUT_MS 5000
 
@@ -109,7 +91,7 @@ s_ctl (int argc, char **argv)
             path = argv [i + 1];
         else
         if (strcmp (argv [i], "--control-port") == 0) {
-            if (s_number (argv [i + 1], 65535, &port) || port == 0)
+            if (faultrelay_number (argv [i + 1], 65535, &port) || port == 0)
                 return s_usage_error ("--control-port: not a port 1..65535: %s", argv [i + 1]);
         }
         else
@@ -237,7 +219,7 @@ main (int argc, char **argv)
             config.control_path = value;
         else
         if (strcmp (arg, "--delay") == 0 || strcmp (arg, "--jitter") == 0) {
-            if (s_number (value, FAULTRELAY_DELAY_MAX_MS, &n)) {
+            if (faultrelay_number (value, FAULTRELAY_DELAY_MAX_MS, &n)) {
                 fprintf (stderr, "ami-faultrelay: %s: not a number of milliseconds in "
                                  "0..%d: %s\n", arg, FAULTRELAY_DELAY_MAX_MS, value);
                 return s_usage_error ("%s", "bad value");
@@ -249,19 +231,19 @@ main (int argc, char **argv)
         }
         else
         if (strcmp (arg, "--rate") == 0) {
-            if (s_number (value, 1000000000000LL, &n))
+            if (faultrelay_number (value, 1000000000000LL, &n))
                 return s_usage_error ("--rate: not a number of bytes per second: %s", value);
             config.rate = n;
         }
         else
         if (strcmp (arg, "--control-port") == 0) {
-            if (s_number (value, 65535, &n))
+            if (faultrelay_number (value, 65535, &n))
                 return s_usage_error ("--control-port: not a port 0..65535: %s", value);
             config.control_port = (int) n;
         }
         else
         if (strcmp (arg, "--max-conns") == 0) {
-            if (s_number (value, FAULTRELAY_MAX_CONNS_LIMIT, &n) || n < 1)
+            if (faultrelay_number (value, FAULTRELAY_MAX_CONNS_LIMIT, &n) || n < 1)
                 return s_usage_error ("--max-conns: not a number in 1..4096: %s", value);
             config.max_conns = (int) n;
         }
