@@ -34,9 +34,10 @@
 #                     host, v-HOST, enslaved to br0
 #   PREFIX+HOST       one per host: lo up, eth0 (the veth's other end) with
 #                     the host's address/24
-# Run directory: DIR/keys (ami-keygen, once for the whole topology; in this
-# one-machine stand-in every host reads the same directory), DIR/HOST/ (one
-# render.sh run directory per host: etc/, log/, db/, state/,
+# Run directory: DIR/keys (the provisioning station: ami-keygen, once for
+# the whole topology), DIR/HOST/ (one render.sh run directory per host:
+# keys/ (only what the host's own nodes need: see host_keys), etc/, log/,
+# db/, state/,
 # supervisord.conf, supervisord.pid, supervisor.sock), DIR/namespaces (what
 # `up` created, for `down`). Needs root and iproute2's `ip netns`.
 set -eu
@@ -234,6 +235,37 @@ host_addr() { echo "$topo" | awk -v h="$1" '$1 == "host" && $2 == h { print $3 }
 host_nodes() { echo "$topo" | awk -v h="$1" '$1 == "host" && $2 == h { for (i = 4; i <= NF; i++) printf "%s%s", (i > 4 ? " " : ""), $i }'; }
 # host_services HOST: its nodes but amictl (what its supervisord runs)
 host_services() { host_nodes "$1" | tr ' ' '\n' | grep -v '^amictl$' | tr '\n' ' ' | sed 's/ *$//'; }
+# host_keys HOST: DIR/HOST/keys, what HOST may hold of the provisioning
+# station DIR/keys: the topology and every node's public certificate, and
+# only for HOST's own nodes their secrets, allow-lists and application keys
+# (mdms: its signing, box and data keys and the registry; fleet-K: its seed
+# and the MDMS's public keys; amictl: the operators' certificates). A host
+# that is broken into gives away its own nodes, never another's secret.
+# Re-made from the station at every `up`, so a rotation there reaches it.
+host_keys() {
+    _src=$var/keys; _dst=$var/$1/keys
+    rm -rf "$_dst"
+    mkdir -p "$_dst/nodes" "$_dst/allow" "$_dst/app" "$_dst/operators"
+    chmod 700 "$_dst"
+    cp -p "$_src/topology.cfg" "$_dst/"
+    find "$_src/nodes" -maxdepth 1 -name '*.cert' -type f -exec cp -p {} "$_dst/nodes/" \;
+    for _n in $(host_nodes "$1"); do
+        [ ! -f "$_src/nodes/$_n.cert_secret" ] || cp -p "$_src/nodes/$_n.cert_secret" "$_dst/nodes/"
+        [ ! -d "$_src/allow/$_n" ] || cp -Rp "$_src/allow/$_n" "$_dst/allow/"
+        case $_n in
+            mdms)
+                for _k in mdms-sign mdms-box mdms-data; do
+                    cp -p "$_src/app/$_k.cert" "$_src/app/$_k.cert_secret" "$_dst/app/"
+                done
+                cp -p "$_src/app/meters.tsv" "$_dst/app/" ;;
+            fleet-*)
+                cp -p "$_src/app/$_n.cert" "$_src/app/$_n.cert_secret" "$_dst/app/"
+                cp -Rp "$_src/app/mdms-pub" "$_dst/app/" ;;
+            amictl)
+                cp -Rp "$_src/operators/." "$_dst/operators/" ;;
+        esac
+    done
+}
 
 # ------------------------------------------------------------- helpers
 ns_exists() { ip netns list 2>/dev/null | awk '{ print $1 }' | grep -qx "$1"; }
@@ -351,10 +383,12 @@ up() {
             *) die "keys in $var/keys are damaged (see above); remove $var to provision anew" ;;
         esac
 
-        # 2. configuration, one run directory per host; render.sh refuses
-        #    keys provisioned for another topology
+        # 2. keys and configuration, one run directory per host (each
+        #    with its own keys); render.sh refuses keys provisioned for
+        #    another topology
         for h in $hosts; do
-            env AMI_BIN_DIR="$bin" AMI_KEYS_DIR="$var/keys" AMI_ADDRS="$addrs" AMI_NODES="$(host_services "$h")" \
+            host_keys "$h" || die "keys for host $h: cannot copy them from $var/keys"
+            env AMI_BIN_DIR="$bin" AMI_KEYS_DIR="$var/$h/keys" AMI_ADDRS="$addrs" AMI_NODES="$(host_services "$h")" \
                 AMI_HEADENDS="$n_headends" AMI_AGGREGATORS="$n_aggregators" AMI_FLEETS="$n_fleets" \
                 AMI_METERS_PER_FLEET="$mpf" sh "$root/deploy/render.sh" "$var/$h" "$base" \
                 || die "render.sh for host $h failed (keys of another topology? remove $var/keys)"
@@ -428,7 +462,7 @@ cluster: up: hosts ${hosts% } on $net.0/24, namespaces $prefix<host>. Next:
     ip netns exec $prefix$he_host ss -tn
   stop everything and delete the namespaces:
     $stop
-Logs: $rel/<host>/log/   Keys: $rel/keys/
+Logs: $rel/<host>/log/   Keys: $rel/<host>/keys/ (provisioned in $rel/keys/)
 EOF
 }
 

@@ -9,7 +9,9 @@
 #      supervisord per host, READY, a first read (its own deadlines; the
 #      whole call is bounded too);
 #   2. every host's namespace has its eth0 address; the root namespace's
-#      interfaces and addresses are exactly what they were;
+#      interfaces and addresses are exactly what they were; each host's
+#      keys directory holds the secrets of its own nodes and no other, and
+#      its configuration names no key outside it;
 #   3. the services talk over the veths: the broker and the MDMS listen on
 #      the core host's address only, headend-1 holds connections to the
 #      broker and the MDMS ingest on the core host and from both aggregator
@@ -147,6 +149,28 @@ for h in $hosts; do
 done
 [ "$(root_net)" = "$root_before" ] || fail "the root namespace's interfaces or addresses changed"
 say "ok: 6 hosts with their addresses on one bridge; the root namespace untouched"
+
+# ---------------------------------------------------------------- keys
+# Each host holds the secrets of its own nodes only (cluster.sh host_keys)
+secrets_of() { (cd "$tmp/run/$1/keys" && find . -name '*_secret' -type f | sed 's|^\./||' | sort | tr '\n' ' '); }
+expect_secrets() {  # HOST SECRETS...: exactly these secret files, and each configured file exists
+    h=$1; shift
+    want=$(printf '%s\n' "$@" | sort | tr '\n' ' ')
+    got=$(secrets_of "$h")
+    [ "$got" = "$want" ] || fail "host $h holds the secrets '$got', expected '$want'"
+    for f in $(sed -n 's/.*"\([^"]*\/keys\/[^"]*\)".*/\1/p' "$tmp/run/$h"/etc/*.cfg | sort -u); do
+        case $f in "$tmp/run/$h/keys/"*) ;; *) fail "host $h: its configuration names $f, outside its own keys";; esac
+    done
+}
+expect_secrets core nodes/broker.cert_secret nodes/mdms.cert_secret app/mdms-box.cert_secret \
+    app/mdms-data.cert_secret app/mdms-sign.cert_secret
+expect_secrets he1 nodes/headend-1.cert_secret
+expect_secrets he2 nodes/headend-2.cert_secret
+expect_secrets agg1 nodes/agg-1.cert_secret nodes/fleet-1.cert_secret app/fleet-1.cert_secret
+expect_secrets agg2 nodes/agg-2.cert_secret nodes/fleet-2.cert_secret app/fleet-2.cert_secret
+expect_secrets ops operators/auditor.cert_secret operators/operator.cert_secret \
+    operators/secadm.cert_secret operators/viewer.cert_secret
+say "ok: every host holds the secret keys of its own nodes only"
 
 # ---------------------------------------------------------------- veths
 listen=$(ip netns exec "${prefix}core" ss -Hltn)
