@@ -63,8 +63,10 @@ ami_client_new (const char *endpoint, ami_cert_t *cert, const char *server_key, 
     }
     zsock_set_linger (self->dealer, 0);
     zsock_set_maxmsgsize (self->dealer, AMI_MAX_FRAME);
-    zsock_set_sndhwm (self->dealer, 0);
-    zsock_set_rcvhwm (self->dealer, 0);
+    //  Bounded both ways (issue 6): no caller can queue without limit;
+    //  the value and what happens at it are at AMI_CLIENT_HWM
+    zsock_set_sndhwm (self->dealer, AMI_CLIENT_HWM);
+    zsock_set_rcvhwm (self->dealer, AMI_CLIENT_HWM);
     //  A restarted MDMS is reached again within 100 ms; no need to back off
     //  further for a tool.
     zsock_set_reconnect_ivl (self->dealer, 100);
@@ -227,11 +229,20 @@ ami_client_send (ami_client_t *self, const ami_api_req_t *req)
         snprintf (self->why, sizeof self->why, "cannot encode the request: %s", ami_strerror (rc));
         return AMI_E_INTERNAL;
     }
+    //  Multipart messages are queued whole or not at all: only the first
+    //  part can meet the HWM (EAGAIN), and then nothing is queued
     void *sock = zsock_resolve (self->dealer);
     if (zmq_send (sock, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) != 0
     ||  zmq_send (sock, buf, len, ZMQ_DONTWAIT) != (int) len) {
+        int error = zmq_errno ();
+        if (error == EAGAIN) {
+            snprintf (self->why, sizeof self->why, "%d requests already queued to %s "
+                      "and not taken (is the MDMS running and reading?): wait for "
+                      "answers before sending more", AMI_CLIENT_HWM, self->endpoint);
+            return AMI_E_BUSY;
+        }
         snprintf (self->why, sizeof self->why, "cannot send the request to %s: %s",
-                  self->endpoint, zmq_strerror (zmq_errno ()));
+                  self->endpoint, zmq_strerror (error));
         return AMI_E_INTERNAL;
     }
     return AMI_OK;

@@ -54,9 +54,24 @@ typedef struct ami_client_t ami_client_t;
     (AMI_E_LIMIT) rather than filling memory: narrow the range. */
 #define AMI_CLIENT_MAX_INTERVALS    1000000
 
+/*  10000 messages each way on the client's DEALER (ZMQ_SNDHWM and
+    ZMQ_RCVHWM). The MDMS keeps at most 10000 reads pending
+    (AMI_MDMS_MAX_PENDING; more are answered BUSY), and ami-load's
+    --concurrency, the most requests one client keeps in flight, is
+    capped at the same number: so the bound is never met by a caller that
+    waits for its answers (amictl has one request in flight), yet a caller
+    that only sends cannot queue without limit. In bytes: an API_REQ is
+    < 512 bytes, so a full send queue is < 5 MiB; replies come one per
+    request (a READ's API_READINGS is a few KiB, pages of METERS, HISTORY
+    or AUDIT at most AMI_MAX_FRAME but asked one at a time). At the send
+    bound ami_client_send fails at once with AMI_E_BUSY (it never blocks);
+    at the receive bound libzmq stops reading the connection, and the
+    MDMS counts the replies it could not send (send_failed). */
+#define AMI_CLIENT_HWM              10000
+
 /*  Connect to endpoint as cert (with secret), trusting the server key
-    server_key (Z85). The send and receive queues are unbounded (HWM 0):
-    callers bound their requests in flight themselves. Returns NULL with
+    server_key (Z85). The send and receive queues hold AMI_CLIENT_HWM
+    messages each: see there, and ami_client_send. Returns NULL with
     *err = AMI_E_KEY (CURVE could not be set up), AMI_E_CONFIG (bad
     endpoint), AMI_E_INTERNAL (libsodium) or AMI_E_NOMEM (logged). */
 ami_client_t *
@@ -133,7 +148,12 @@ void *
     ami_client_socket (ami_client_t *self);
 
 /*  Queue req as it is (its corr is the caller's). Never blocks. Returns
-    AMI_OK, or AMI_E_INTERNAL when it could not be encoded or queued. */
+    AMI_OK; AMI_E_BUSY when AMI_CLIENT_HWM requests are already queued
+    and not yet taken by the connection (the MDMS is not reading them, or
+    is not connected: requests queue until it is): nothing is queued,
+    ami_client_why says so, the caller should wait for answers before
+    sending more; or AMI_E_INTERNAL when it could not be encoded or
+    queued for another reason (ami_client_why says which). */
 int
     ami_client_send (ami_client_t *self, const ami_api_req_t *req);
 

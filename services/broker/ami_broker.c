@@ -44,6 +44,7 @@
 #include "ami_monitor.h"
 #include "ami_msg.h"        /* AMI_MAX_FRAME: the bus-wide frame limit */
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -124,6 +125,7 @@ typedef struct {
     size_t max_services;
     size_t max_workers;
     size_t sndhwm;
+    size_t rcvhwm;
     size_t queued;              /* requests in all queues */
     size_t queued_bytes;        /* their content bytes */
     int64_t started;            /* zclock_mono at READY */
@@ -297,6 +299,9 @@ s_stats (broker_t *self, ami_stat_t *stats, uint32_t *count)
         { "replies_dropped",     self->replies_dropped },
         { "send_gone",           self->send_gone },
         { "send_full",           self->send_full },
+        { "max_services",        self->max_services },
+        { "max_workers",         self->max_workers },
+        { "request_ttl_ms",      (uint64_t) self->request_ttl_ms },
     };
     _Static_assert (sizeof rows / sizeof rows [0] <= AMI_MAX_STATS,
                     "the broker's stats must fit one HEALTH");
@@ -1161,6 +1166,11 @@ s_configure (broker_t *self, const ami_broker_config_t *config)
         ami_log_error ("broker: sndhwm %zu is too large", self->sndhwm);
         return false;
     }
+    self->rcvhwm = config->rcvhwm ? config->rcvhwm : AMI_BROKER_RCVHWM;
+    if (self->rcvhwm > INT_MAX) {
+        ami_log_error ("broker: rcvhwm %zu is too large", self->rcvhwm);
+        return false;
+    }
     const char *node_id = config->node_id ? config->node_id : "broker";
     if (!ami_id_valid (node_id)) {
         ami_log_error ("broker: node id '%s' is not a valid id", node_id);
@@ -1203,6 +1213,9 @@ s_bind (broker_t *self, const ami_broker_config_t *config)
     zsock_set_sndtimeo (self->router, 0);
     //  Per-peer send queue: see AMI_BROKER_SNDHWM for the value's reason
     zsock_set_sndhwm (self->router, (int) self->sndhwm);
+    //  Per-peer receive queue: see AMI_BROKER_RCVHWM (a full one pushes
+    //  back through TCP; nothing is dropped)
+    zsock_set_rcvhwm (self->router, (int) self->rcvhwm);
     //  CURVE server + ZAP domain; refuses when no ZAP handler runs
     self->curve = config->server_cert != NULL;
     if (config->server_cert
@@ -1311,4 +1324,84 @@ zactor_t *
 ami_broker_new (const ami_broker_config_t *config)
 {
     return config ? ami_actor_new (ami_broker_actor, (void *) config) : NULL;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/*  Configuration keys (the ami-broker service; see "Configuration")        */
+
+/*  Durations are kept in an int of milliseconds: 1 h is far past any
+    useful heartbeat or request lifetime (the MDMS gives up on a read in
+    seconds), and well inside INT_MAX. */
+#define S_MAX_DURATION_MS   3600000
+/*  Table and queue bounds up to 1 000 000: 100x the default tables and
+    1000x the default queue, past any utility's aggregator count, and a
+    table of a million entries still fits a broker's host (~100s of MiB);
+    a larger value is a typo. */
+#define S_MAX_COUNT         1000000
+/*  64 GiB over all queues: 1000x the default, more memory than a broker's
+    host should give to requests nobody serves; a larger value is a typo.
+    (At least 1 MiB, from ami_config_size: one maximal request fits.) */
+#define S_MAX_QUEUE_BYTES   ((uint64_t) 64 << 30)
+
+/*  A duration key in [1 ms, S_MAX_DURATION_MS], into an int. */
+static int
+s_config_duration (ami_config_t *config, const char *key, int default_ms, int *out)
+{
+    int64_t value = 0;
+    if (ami_config_duration_ms (config, key, default_ms, &value) != AMI_OK)
+        return AMI_E_CONFIG;            //  logged
+    if (value < 1 || value > S_MAX_DURATION_MS) {
+        ami_log_error ("%s: %s must be between 1 ms and 1 h",
+                       ami_config_origin (config), key);
+        return AMI_E_CONFIG;
+    }
+    *out = (int) value;
+    return AMI_OK;
+}
+
+/*  A count key in [1, max], into a size_t. */
+static int
+s_config_count (ami_config_t *config, const char *key, int64_t default_value,
+                int64_t max, size_t *out)
+{
+    int64_t value = 0;
+    if (ami_config_int (config, key, default_value, 1, max, &value) != AMI_OK)
+        return AMI_E_CONFIG;            //  logged
+    *out = (size_t) value;
+    return AMI_OK;
+}
+
+int
+ami_broker_config_read (ami_config_t *config, ami_broker_config_t *broker)
+{
+    assert (config);
+    assert (broker);
+    int64_t liveness = 0;
+    size_t queue_bytes = 0;
+    if (ami_config_str (config, "broker/endpoint", "tcp://127.0.0.1:7000",
+                        &broker->endpoint)
+    ||  s_config_duration (config, "broker/heartbeat", AMI_BROKER_HEARTBEAT_MS,
+                           &broker->heartbeat_ms)
+    ||  ami_config_int (config, "broker/liveness", AMI_BROKER_LIVENESS, 1, 100,
+                        &liveness)
+    ||  s_config_count (config, "broker/max-queue", AMI_BROKER_MAX_QUEUE,
+                        S_MAX_COUNT, &broker->max_queue)
+    ||  ami_config_size (config, "broker/max-queue-bytes",
+                         AMI_BROKER_MAX_QUEUE_BYTES, &queue_bytes)
+    ||  s_config_duration (config, "broker/request-ttl", AMI_BROKER_REQUEST_TTL_MS,
+                           &broker->request_ttl_ms)
+    ||  s_config_count (config, "broker/max-services", AMI_BROKER_MAX_SERVICES,
+                        S_MAX_COUNT, &broker->max_services)
+    ||  s_config_count (config, "broker/max-workers", AMI_BROKER_MAX_WORKERS,
+                        S_MAX_COUNT, &broker->max_workers))
+        return AMI_E_CONFIG;            //  logged
+    if ((uint64_t) queue_bytes > S_MAX_QUEUE_BYTES) {
+        ami_log_error ("%s: broker/max-queue-bytes must be at most 64G",
+                       ami_config_origin (config));
+        return AMI_E_CONFIG;
+    }
+    broker->liveness = (int) liveness;
+    broker->max_queue_bytes = queue_bytes;
+    return AMI_OK;
 }

@@ -68,6 +68,12 @@
       a worker that cannot be reached. Limit: a message libzmq has accepted
       for a peer whose connection then closes is lost inside libzmq, before
       the broker could know; MDP's retries cover it.
+    - Receives are bounded too: the ROUTER holds at most config->rcvhwm
+      messages (AMI_BROKER_RCVHWM) per peer that the broker has not read
+      yet. At that bound libzmq stops reading that peer's connection (TCP
+      back-pressure): nothing is dropped here, the peer's own send queue
+      fills and the peer counts what it cannot send (the MDMS:
+      send_failed; a head end's worker: a REPLY not queued, it reconnects).
     - Heartbeats: every heartbeat_ms the broker sends HEARTBEAT to every
       registered worker, idle or busy. Any command from a worker except
       DISCONNECT counts as its heartbeat; a worker silent for
@@ -135,6 +141,21 @@
       asked for (ami_monitor.h, "Limits"). The broker starts only if the
       monitor does.
 
+    Configuration (the ami-broker service, section "broker" of its config
+    file; ami_broker_config_read parses and validates it, each key with
+    the default of the struct field it sets):
+        broker/endpoint         ROUTER bind [tcp://127.0.0.1:7000]
+        broker/heartbeat        heartbeat_ms, 1 ms..1 h [1s]
+        broker/liveness         liveness, 1..100 [3]
+        broker/max-queue        max_queue, 1..1000000 [1000]
+        broker/max-queue-bytes  max_queue_bytes, 1M..64G, K/M/G suffix [64M]
+        broker/request-ttl      request_ttl_ms, 1 ms..1 h [10s]
+        broker/max-services     max_services, 1..1000000 [10000]
+        broker/max-workers      max_workers, 1..1000000 [10000]
+    A value out of range, or junk, is an error naming the key: the service
+    does not start. The send and receive HWMs have no key (their reasons
+    are at AMI_BROKER_SNDHWM and AMI_BROKER_RCVHWM).
+
     Pipe commands (zstr strings; send with zstr_send or zstr_sendx):
 
         "$TERM"     exit (zactor_destroy sends it)
@@ -175,6 +196,9 @@
                       send_gone           sends refused, peer gone (total)
                       send_full           sends refused, peer's queue full
                                           (total)
+                      max_services        the bound of the service table
+                      max_workers         the bound of the worker table
+                      request_ttl_ms      how long a request may wait
                     (counts are taken as of the command; "totals" since
                     start; at most AMI_MAX_STATS statistics)
         "VERBOSE"   log every message handled (zsys_debug)
@@ -189,6 +213,7 @@
 #include <stddef.h>
 
 #include "ami_cert.h"
+#include "ami_config.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -209,25 +234,27 @@ extern "C" {
     the MDMS rate-limits on-demand reads per operator and per meter, so a
     legitimate backlog is a few dozen; 1000 absorbs a burst (a head end
     reconnecting) without letting one aggregator's outage hold unbounded
-    memory. Over the bound the NEW request is dropped and logged. */
+    memory. Over the bound the NEW request is dropped and logged.
+    [broker/max-queue] */
 #define AMI_BROKER_MAX_QUEUE        1000
 /*  10000 services: a service is an aggregator reachable through some head
     end; a large utility has thousands of aggregators, not tens of
     thousands. Requests to unknown names create entries, so without a bound
-    a client could grow the table without limit (SEC-AVAIL-2). */
+    a client could grow the table without limit (SEC-AVAIL-2).
+    [broker/max-services] */
 #define AMI_BROKER_MAX_SERVICES     10000
 /*  10000 workers: ami-bus runs a handful of head ends, each registering one
     worker per aggregator it reaches; the bound stops a peer that reconnects
-    in a loop from growing the table. */
+    in a loop from growing the table. [broker/max-workers] */
 #define AMI_BROKER_MAX_WORKERS      10000
 /*  64 MiB over all queues: 64 maximal (1 MiB) frames, or about 300 000
     typical read requests of ~200 bytes - far beyond any honest backlog,
-    small for the broker's host. */
+    small for the broker's host. [broker/max-queue-bytes] */
 #define AMI_BROKER_MAX_QUEUE_BYTES  (64u * 1024 * 1024)
 /*  10 s: longer than a head end needs to reconnect and re-register after a
     failover (liveness * heartbeat = 3 s to notice, plus reconnect), and
     about the MDMS's read deadline, so a request is not delivered long
-    after its client has given up and retried. */
+    after its client has given up and retried. [broker/request-ttl] */
 #define AMI_BROKER_REQUEST_TTL_MS   10000
 /*  20000 messages queued per peer on the ROUTER before a send to it fails
     (send_full). A worker has at most one REQUEST plus a HEARTBEAT per
@@ -240,6 +267,19 @@ extern "C" {
     full pipe holds ~20 MiB. libzmq's default (1000) would drop answers
     to a large MDMS's MMI poll. */
 #define AMI_BROKER_SNDHWM           20000
+/*  256 messages received per peer and not read yet before libzmq stops
+    reading that peer's connection (TCP back-pressure; nothing dropped).
+    The broker reads every message as it comes (microseconds each), so the
+    queue only fills while a peer sends faster than the broker works: an
+    MDP worker sends one REPLY per request plus a HEARTBEAT per heartbeat;
+    the MDMS bursts one mmi.service per aggregator each heartbeat plus its
+    reads. Those frames are small (REQUEST and MMI < 1 KiB, a REPLY with a
+    READ_RESP < 6 KiB), so a full queue holds < 1.5 MiB, and a burst beyond
+    it waits in the kernel's socket buffers, not lost. In bytes the bound
+    is at most 256 x AMI_MAX_FRAME = 256 MiB per peer, reached only by an
+    allow-listed peer sending maximal frames while the broker cannot keep
+    up - where libzmq's default (1000) would let it be 1 GiB. */
+#define AMI_BROKER_RCVHWM           256
 
 /*  Largest service name accepted (bytes): fits a ZMTP short frame and
     bounds the memory of a table key; ami service names are "agg." plus an
@@ -300,6 +340,10 @@ typedef struct {
     /*  Messages queued per peer before a send fails (see "Sends" above);
         0 = AMI_BROKER_SNDHWM; at most INT_MAX. */
     size_t sndhwm;
+    /*  Messages received per peer and not read yet before libzmq stops
+        reading it (see "Receives" above); 0 = AMI_BROKER_RCVHWM; at most
+        INT_MAX. */
+    size_t rcvhwm;
     /*  This broker's node id, in its mmi.ami-stats HEALTH; NULL =
         "broker". Must be a valid ami id (ami_id_valid). */
     const char *node_id;
@@ -321,6 +365,15 @@ void
     Destroy with zactor_destroy(). */
 zactor_t *
     ami_broker_new (const ami_broker_config_t *config);
+
+/*  Read the keys of "Configuration" above from config into *broker: the
+    endpoint and every numeric field they set (the other fields are left
+    as they are). Each key not set takes its default. Returns AMI_OK, or
+    AMI_E_CONFIG (logged, naming the file, the key and the bound) for
+    junk or a value out of range; *broker may then be half filled. The
+    endpoint string is borrowed from config. */
+int
+    ami_broker_config_read (ami_config_t *config, ami_broker_config_t *broker);
 
 #ifdef __cplusplus
 }

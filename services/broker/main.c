@@ -5,7 +5,9 @@
 #include "ami_service.h"
 
 static const char *const s_known [] = {
-    "broker/endpoint", "broker/heartbeat", "broker/liveness", "broker/max-queue", NULL
+    "broker/endpoint", "broker/heartbeat", "broker/liveness", "broker/max-queue",
+    "broker/max-queue-bytes", "broker/request-ttl", "broker/max-services",
+    "broker/max-workers", NULL
 };
 
 static const ami_service_info_t s_info = {
@@ -17,7 +19,15 @@ static const ami_service_info_t s_info = {
         "  broker/endpoint       ROUTER bind for clients and workers [tcp://127.0.0.1:7000]\n"
         "  broker/heartbeat      MDP heartbeat interval [1s]\n"
         "  broker/liveness       heartbeats a worker may miss before it expires [3]\n"
-        "  broker/max-queue      requests queued per service while no worker is free [1000]\n",
+        "  broker/max-queue      requests queued per service while no worker is free [1000]\n"
+        "  broker/max-queue-bytes  bytes queued over all services at most, K/M/G\n"
+        "                        suffix, 1M..64G [64M]\n"
+        "  broker/request-ttl    longest wait of a queued request, then it is dropped\n"
+        "                        (counted: expired) [10s]\n"
+        "  broker/max-services   services known at most; a new name over it is\n"
+        "                        refused (services_refused) [10000]\n"
+        "  broker/max-workers    workers registered at most; a READY over it is\n"
+        "                        refused (workers_refused) [10000]\n",
     .server = true
 };
 
@@ -30,19 +40,12 @@ main (int argc, char **argv)
         return rc;
     ami_config_t *config = ami_service_config (svc);
     ami_broker_config_t broker = { 0 };
-    int64_t heartbeat = 0, liveness = 0, max_queue = 0;
-    if (ami_config_str (config, "broker/endpoint", "tcp://127.0.0.1:7000", &broker.endpoint)
-    ||  ami_config_duration_ms (config, "broker/heartbeat", AMI_BROKER_HEARTBEAT_MS, &heartbeat)
-    ||  ami_config_int (config, "broker/liveness", AMI_BROKER_LIVENESS, 1, 100, &liveness)
-    ||  ami_config_int (config, "broker/max-queue", AMI_BROKER_MAX_QUEUE, 1, 1000000, &max_queue)) {
-        ami_service_destroy (&svc);
+    if (ami_broker_config_read (config, &broker) != AMI_OK) {
+        ami_service_destroy (&svc);     //  logged, naming the key
         return 1;
     }
     broker.server_cert = ami_service_cert (svc);
     broker.node_id = ami_service_node_id (svc);
-    broker.heartbeat_ms = (int) heartbeat;
-    broker.liveness = (int) liveness;
-    broker.max_queue = (size_t) max_queue;
     zactor_t *actor = ami_broker_new (&broker);
     if (actor) {
         rc = ami_service_run (svc, actor);

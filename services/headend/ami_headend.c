@@ -60,6 +60,7 @@
 #include "ami_msg.h"
 #include "ami_service.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -212,6 +213,8 @@ struct _headend_t {
     uint64_t batches_busy;
     uint64_t health_refused;
     uint64_t requests_busy;     /* reads refused: max_requests in flight */
+    uint64_t aggregators_refused;   /* HELLOs refused: max_aggregators live */
+    uint64_t acks_failed;       /* own BUSY acks the ROUTER would not take */
 
     ami_log_limit_t warn_limit; /* warnings about peers' input (ami_log.h) */
 };
@@ -350,6 +353,8 @@ s_encode_error (headend_t *self, const uint8_t *request_id, int code,
 static void
 s_stat (ami_health_t *health, const char *name, uint64_t value)
 {
+    //  A programming error: s_fill_health sends more than a HEALTH holds
+    assert (health->stat_count < AMI_MAX_STATS);
     if (health->stat_count < AMI_MAX_STATS) {
         ami_stat_t *stat = &health->stats [health->stat_count++];
         snprintf (stat->name, sizeof stat->name, "%s", name);
@@ -392,6 +397,9 @@ s_fill_health (headend_t *self)
     s_stat (health, "requests_busy", self->requests_busy);
     s_stat (health, "handshakes_refused", ami_monitor_refused (self->watch));
     s_stat (health, "handshakes_failed", ami_monitor_failed (self->watch));
+    s_stat (health, "aggregators_refused", self->aggregators_refused);
+    s_stat (health, "acks_failed", self->acks_failed);
+    s_stat (health, "max_aggregators", self->max_aggregators);
 }
 
 static int
@@ -708,6 +716,9 @@ s_worker_open (headend_t *self, worker_t *worker)
     }
     zsock_set_linger (worker->sock, S_WORKER_LINGER_MS);
     zsock_set_maxmsgsize (worker->sock, AMI_MAX_FRAME);
+    //  One request at a time each way: see AMI_HEADEND_WORKER_HWM
+    zsock_set_sndhwm (worker->sock, AMI_HEADEND_WORKER_HWM);
+    zsock_set_rcvhwm (worker->sock, AMI_HEADEND_WORKER_HWM);
     if (ami_auth_client (worker->sock, self->cert, self->broker_key) != AMI_OK
     ||  zsock_connect (worker->sock, "%s", self->broker) == -1) {
         s_warn (self, "aggregator %s: MDP worker %u cannot connect to %s",
@@ -1162,8 +1173,12 @@ s_aggregator_hello (headend_t *self, zframe_t *routing_id, const char *key,
         return;
     }
     if (zhashx_size (self->aggregators) >= self->max_aggregators) {
-        s_warn (self, "aggregator %s refused: %zu aggregators already live",
-                hello->node_id, self->max_aggregators);
+        //  Not live: its next message is answered HELLO like any unknown
+        //  peer's, and its HELLO then is refused (and counted) again
+        self->aggregators_refused++;
+        s_warn (self, "aggregator %s refused: %zu aggregators already live "
+                "(headend/max-aggregators)", hello->node_id,
+                self->max_aggregators);
         return;
     }
     agg = s_aggregator_new (self, hello->node_id, routing_id, key);
@@ -1249,8 +1264,9 @@ s_aggregator_answer (headend_t *self, aggregator_t *agg,
 /*  Answer a BATCH ourselves: BATCH_ACK(batch_id, AMI_E_BUSY, credit 1).
     Credit 1, not 0: the aggregator keeps one batch probing this path and
     resumes as soon as the uplink can take it; the MDMS's next ack gives
-    the real credit back. If even this cannot be sent, the aggregator
-    resends on its ack timeout. */
+    the real credit back. If even this cannot be sent (the aggregator has
+    gone, or its queue is full) it is counted (acks_failed) and warned
+    about: the aggregator resends on its ack timeout. */
 static void
 s_batch_busy (headend_t *self, aggregator_t *agg, uint64_t batch_id,
               const char *why)
@@ -1265,7 +1281,12 @@ s_batch_busy (headend_t *self, aggregator_t *agg, uint64_t batch_id,
         { zframe_data (agg->routing_id), zframe_size (agg->routing_id) },
         { self->obuf, len }
     };
-    s_send_parts (self->router, parts, 2);
+    int rc = s_send_parts (self->router, parts, 2);
+    if (rc) {
+        self->acks_failed++;
+        s_warn (self, "aggregator %s: BUSY BATCH_ACK %" PRIu64 " not sent (%s)",
+                agg->node_id, batch_id, zmq_strerror (rc));
+    }
 }
 
 /*  A BATCH from live aggregator agg (decoded in self->in; frame is the
@@ -1719,6 +1740,10 @@ s_open (headend_t *self, const ami_headend_config_t *config)
     //  A send to a gone aggregator fails at once (EHOSTUNREACH) instead
     //  of vanishing: the request is answered NO_ROUTE without waiting
     zsock_set_router_mandatory (self->router, 1);
+    //  Per aggregator: small frames down, BATCHes up (the reasons and the
+    //  bytes are at the constants)
+    zsock_set_sndhwm (self->router, AMI_HEADEND_AGG_SNDHWM);
+    zsock_set_rcvhwm (self->router, AMI_HEADEND_AGG_RCVHWM);
     if (ami_auth_server (self->router, self->cert) != AMI_OK) {
         ami_log_error ("headend %s: cannot make %s a CURVE server (is ami_auth "
                        "running?)", self->node_id, config->endpoint);
@@ -1755,6 +1780,10 @@ s_open (headend_t *self, const ami_headend_config_t *config)
         //  connected, so a BATCH is answered BUSY at once and stays in the
         //  aggregator's custody (it may go through the other head end)
         zsock_set_immediate (self->mdms, 1);
+        //  BATCHes up to 1 MiB each: the bound keeps their bytes at
+        //  256 MiB; BATCH_ACKs down (see the constants)
+        zsock_set_sndhwm (self->mdms, AMI_HEADEND_MDMS_SNDHWM);
+        zsock_set_rcvhwm (self->mdms, AMI_HEADEND_MDMS_RCVHWM);
         if (ami_auth_client (self->mdms, self->cert, config->mdms_key) != AMI_OK
         ||  zsock_connect (self->mdms, "%s", config->mdms) == -1) {
             ami_log_error ("headend %s: cannot connect to the MDMS at %s",

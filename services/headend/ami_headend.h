@@ -35,14 +35,28 @@
       batch id -> aggregator table so that acks find their way back.
 
     Sockets (every one: ZMQ_MAXMSGSIZE = AMI_MAX_FRAME, CURVE with
-    config->cert, non-blocking sends):
+    config->cert, non-blocking sends, explicit send and receive HWMs whose
+    reasons are at the constants named):
         aggregators   ROUTER  bind config->endpoint      CURVE server
                               (ROUTER_MANDATORY: a gone aggregator is an
                               immediate error, not a silent drop)
+                              HWM per aggregator: send
+                              AMI_HEADEND_AGG_SNDHWM, receive
+                              AMI_HEADEND_AGG_RCVHWM
         broker        DEALER  connect config->broker      CURVE client,
                               K per live aggregator (see below)
+                              HWM AMI_HEADEND_WORKER_HWM each way
         MDMS ingest   DEALER  connect config->mdms        CURVE client,
                               ZMQ_IMMEDIATE
+                              HWM: send AMI_HEADEND_MDMS_SNDHWM, receive
+                              AMI_HEADEND_MDMS_RCVHWM
+    At a send HWM nothing blocks and nothing vanishes silently: the send
+    fails and the frame is answered or counted as described below (a read
+    answered ERROR AMI_E_BUSY, a BATCH answered BUSY, HEALTH and relayed
+    acks counted in dropped, the head end's own BUSY acks in acks_failed,
+    a REPLY not queued restarts its worker). At a receive HWM libzmq stops
+    reading that connection (TCP back-pressure): the sender's queue fills
+    and the sender counts what it cannot send.
     The CURVE server needs the process's ami_auth (ZAP handler, allow-list
     = the aggregators' public certificates) running BEFORE the actor
     starts; without one the start fails (libzmq would admit any client).
@@ -57,7 +71,14 @@
     HELLO from a routing id the head end does not know (e.g. after the
     head end restarted) is dropped and answered with the head end's own
     HELLO(role "headend", node_id, meters []), at most once per heartbeat
-    per routing id, so the aggregator re-introduces itself.
+    per routing id, so the aggregator re-introduces itself. At most
+    max_aggregators (AMI_HEADEND_MAX_AGGREGATORS; config
+    headend/max-aggregators) are live at once: a HELLO from a new node id
+    beyond that is refused - the aggregator does not become live, is
+    offered to nobody, and its messages are answered HELLO like any
+    unknown peer's - counted in aggregators_refused (each refused HELLO:
+    the aggregator retries on the head end's HELLO) and warned about
+    (rate-limited). It can use its other head ends meanwhile.
 
     Workers and concurrency. An MDP/0.1 worker holds ONE request at a time:
     the broker gives it the next only after its REPLY. The head end opens
@@ -121,13 +142,14 @@
       forwarded again and the entry counts one more copy.
     - is answered by the head end itself with BATCH_ACK(batch_id,
       AMI_E_BUSY, credit 1) and not forwarded (batches_busy) when: the
-      uplink cannot take it now (no MDMS connection, or its queue is full;
-      no uplink configured), A already has batches_per_aggregator batches
-      awaiting acks, or another aggregator has a batch with that id in
-      flight here (its ack could not be told apart; ids start at random
-      64-bit values, so this is an accident or an attack). The aggregator
-      keeps the batch and resends it (PROTOCOL.md 8.5); credit 1 lets it
-      probe and resume as soon as the path can take it.
+      uplink cannot take it now (no MDMS connection, or its queue is at
+      AMI_HEADEND_MDMS_SNDHWM; no uplink configured), A already has
+      batches_per_aggregator batches awaiting acks, or another aggregator
+      has a batch with that id in flight here (its ack could not be told
+      apart; ids start at random 64-bit values, so this is an accident or
+      an attack). The aggregator keeps the batch and resends it
+      (PROTOCOL.md 8.5); credit 1 lets it probe and resume as soon as the
+      path can take it.
     - malformed (does not decode, wrong frame count) is dropped and
       counted in bad-frames; a BATCH from a routing id that has not said
       HELLO is dropped and answered HELLO, like any other message.
@@ -181,6 +203,13 @@
         handshakes_failed   other failed handshakes there: the peer is not
                           a CURVE client of this head end (plaintext, the
                           wrong server key, garbage) (total)
+        aggregators_refused HELLOs of new aggregators refused because
+                          max_aggregators were live (total)
+        acks_failed       BUSY BATCH_ACKs made by this head end that the
+                          aggregator ROUTER would not take (the aggregator
+                          gone, or its queue at AMI_HEADEND_AGG_SNDHWM); the
+                          aggregator resends on its ack timeout (total)
+        max_aggregators   the bound of live aggregators
     Failed handshakes (SEC-AUD-2). The aggregator ROUTER is watched by an
     ami_monitor (ami_monitor.h); each failed handshake is counted (above)
     and warned about, rate-limited with the other warnings, naming the
@@ -250,9 +279,10 @@ extern "C" {
     behind a slow meter, at 4 sockets per aggregator. 1 serialises. */
 #define AMI_HEADEND_WORKERS             4
 #define AMI_HEADEND_MAX_WORKERS         64      /* per aggregator */
-/*  1000 aggregators per head end: a large utility runs thousands in all,
-    spread over its head ends; bounds the tables against a peer that
-    churns node ids (each costs K sockets too). */
+/*  1000 aggregators per head end [headend/max-aggregators]: a large
+    utility runs thousands in all, spread over its head ends; bounds the
+    tables against a peer that churns node ids (each costs K sockets too).
+    Over it a new aggregator's HELLO is refused (aggregators_refused). */
 #define AMI_HEADEND_MAX_AGGREGATORS     1000
 /*  10000 remembered requests [headend/max-requests]: an honest broker
     gives each worker one request at a time, so the honest peak is
@@ -287,6 +317,67 @@ extern "C" {
     batch it has long sent again; a later ack is an orphan (acks_orphan). */
 #define AMI_HEADEND_BATCH_EXPIRY_MS     (2 * AMI_BATCH_ACK_TIMEOUT_MS)
 
+/*  Socket queues (issue 6). libzmq counts messages, not bytes, so each
+    bound below says what it means in bytes: a frame is at most
+    AMI_MAX_FRAME (1 MiB), and only BATCH frames come near that (typically
+    ~150 KiB, at most AMI_BATCH_MAX_BYTES); every other frame is small. */
+
+/*  1000 frames queued to one aggregator (aggregator ROUTER, send). The
+    head end sends an aggregator READ_REQs (one per MDP worker in flight:
+    K <= AMI_HEADEND_MAX_WORKERS = 64), BATCH_ACKs (one per batch in
+    flight, batches_per_aggregator, 32 by default) and a HELLO now and
+    then: ~100 at the honest peak, so an aggregator meets the bound only
+    when it has stopped reading. All those frames are < 1 KiB (a signed
+    READ_REQ ~300 bytes, a BATCH_ACK < 64), so a full queue is < 1 MiB
+    per aggregator. At the bound the send fails at once (ROUTER_MANDATORY,
+    DONTWAIT): a read is answered ERROR AMI_E_BUSY, a relayed ack counted
+    in dropped, the head end's own BUSY ack in acks_failed. */
+#define AMI_HEADEND_AGG_SNDHWM          1000
+/*  64 frames received from one aggregator and not read yet (aggregator
+    ROUTER, receive). Its BATCH frames are the large ones: an aggregator
+    never has more than 64 of its own batches in flight (its window,
+    AMI_AGGREGATOR_MAX_INFLIGHT; the MDMS's credit keeps it nearer
+    AMI_CREDIT_INITIAL, 4), so an honest window fits, and the bound keeps
+    what one aggregator - even a captured one ignoring credit - can make
+    the head end hold to 64 x 1 MiB = 64 MiB (~10 MiB of typical batches;
+    its other frames are smaller: a HELLO listing AMI_MAX_HELLO_METERS
+    meters ~40 KiB, HEALTH, READ_RESP and ERROR < 8 KiB). The head end
+    reads 64 messages a pass, so an honest aggregator is not slowed; over
+    it libzmq stops reading that connection (TCP back-pressure) and the
+    aggregator's own queue and counters take over. libzmq's default
+    (1000) would allow ~1 GiB. */
+#define AMI_HEADEND_AGG_RCVHWM          64
+/*  256 frames queued towards the MDMS ingest (uplink, send). BATCH frames
+    are the large ones: the MDMS's credit keeps about its ingest queue (32
+    batches) waiting over all senders, so 256 is 8x what honest interval
+    data needs while the MDMS reads, and bounds the bytes to 256 x 1 MiB =
+    256 MiB (~40 MiB of typical ~150 KiB batches) - one aggregator's whole
+    custody buffer by default - where libzmq's default (1000) would allow
+    ~1 GiB. HEALTH frames (own and forwarded, < 3 KiB) and HELLO are
+    small. At the bound (as when the MDMS is not connected: the uplink is
+    ZMQ_IMMEDIATE) a BATCH is answered BUSY (batches_busy; the aggregator
+    keeps it in custody) and a HEALTH is dropped and counted (dropped; it
+    is sent again next heartbeat). */
+#define AMI_HEADEND_MDMS_SNDHWM         256
+/*  1000 frames received from the MDMS and not read yet (uplink, receive):
+    the MDMS sends only BATCH_ACKs (< 64 bytes, one per batch relayed)
+    and HELLO, which the head end reads at once, so a full queue is
+    < 64 KiB (1 GiB only if the MDMS sent maximal frames, which it never
+    does). Over it the MDMS's sends fail and it counts them (send_failed);
+    the aggregators resend the batches whose ack was lost. */
+#define AMI_HEADEND_MDMS_RCVHWM         1000
+/*  128 frames each way on one MDP worker's DEALER. MDP gives a worker one
+    request at a time, so what a worker queues honestly is its READY, one
+    REPLY and a HEARTBEAT per broker heartbeat until the broker reads
+    them; a broker silent for liveness heartbeats (at most 100,
+    headend/broker-liveness) makes the worker start afresh, so 128 is
+    never met while the broker is alive, and a REPLY is refused (the
+    worker restarts: reconnects) only when the broker stopped reading.
+    In bytes: a REPLY carries a READ_RESP or ERROR < 8 KiB, a REQUEST a
+    signed READ_REQ < 1 KiB, HEARTBEATs a few bytes: < 1 MiB per worker
+    either way (128 MiB only if the broker sent maximal frames). */
+#define AMI_HEADEND_WORKER_HWM          128
+
 /*  Configuration. Zero-initialise, then set the strings and cert; numeric
     fields left at 0 take the defaults above (negative is invalid). The
     actor copies what it keeps during start-up: the struct, its strings
@@ -310,8 +401,11 @@ typedef struct {
     int broker_heartbeat_ms;        /* MDP heartbeat, = the broker's. 0 = 1000 */
     int broker_liveness;            /* MDP liveness, = the broker's. 0 = 3 */
     int workers_per_aggregator;     /* K, 1..AMI_HEADEND_MAX_WORKERS. 0 = 4 */
-    size_t max_aggregators;         /* 0 = AMI_HEADEND_MAX_AGGREGATORS */
-    size_t max_requests;            /* 0 = AMI_HEADEND_MAX_REQUESTS */
+    size_t max_aggregators;         /* live aggregators at most
+                                       [headend/max-aggregators];
+                                       0 = AMI_HEADEND_MAX_AGGREGATORS */
+    size_t max_requests;            /* [headend/max-requests];
+                                       0 = AMI_HEADEND_MAX_REQUESTS */
     int request_margin_ms;          /* 0 = AMI_HEADEND_REQUEST_MARGIN_MS; tests
                                        shorten it to see AMI_E_TIMEOUT quickly */
     size_t batches_per_aggregator;  /* batches awaiting an ack per aggregator;

@@ -9,6 +9,7 @@ static const char *const s_known [] = {
     "headend/broker-heartbeat", "headend/broker-liveness",
     "headend/mdms", "headend/mdms-cert", "headend/workers-per-aggregator",
     "headend/batches-per-aggregator", "headend/max-requests",
+    "headend/max-aggregators",
     NULL
 };
 
@@ -33,7 +34,10 @@ static const ami_service_info_t s_info = {
         "                          MDMS's ack per aggregator; more are answered\n"
         "                          BUSY, 1..4096 [32]\n"
         "  headend/max-requests    reads in flight through this head end at\n"
-        "                          most; more are answered BUSY at once [10000]\n",
+        "                          most; more are answered BUSY at once [10000]\n"
+        "  headend/max-aggregators live aggregators at most; a new one's HELLO\n"
+        "                          over it is refused (aggregators_refused),\n"
+        "                          1..100000 [1000]\n",
     .server = true
 };
 
@@ -60,7 +64,7 @@ main (int argc, char **argv)
     char broker_key [AMI_CERT_KEY_TXT_LEN + 1];
     char mdms_key [AMI_CERT_KEY_TXT_LEN + 1];
     int64_t broker_heartbeat = 0, liveness = 0, workers = 0, batches = 0;
-    int64_t max_requests = 0;
+    int64_t max_requests = 0, max_aggregators = 0;
     if (s_required (config, "headend/endpoint", &headend.endpoint)
     ||  s_required (config, "headend/broker", &headend.broker)
     ||  s_required (config, "headend/mdms", &headend.mdms)
@@ -79,7 +83,12 @@ main (int argc, char **argv)
     //  default); a million entries (a few hundred MiB) is past any real
     //  head end
     ||  ami_config_int (config, "headend/max-requests",
-                        AMI_HEADEND_MAX_REQUESTS, 1, 1000000, &max_requests)) {
+                        AMI_HEADEND_MAX_REQUESTS, 1, 1000000, &max_requests)
+    //  1..100000: each live aggregator costs K worker sockets (and TCP
+    //  connections to the broker), so 100x the default is past what one
+    //  head end process can hold; a larger value is a typo
+    ||  ami_config_int (config, "headend/max-aggregators",
+                        AMI_HEADEND_MAX_AGGREGATORS, 1, 100000, &max_aggregators)) {
         ami_service_destroy (&svc);
         return 1;
     }
@@ -102,6 +111,7 @@ main (int argc, char **argv)
     headend.workers_per_aggregator = (int) workers;
     headend.batches_per_aggregator = (size_t) batches;
     headend.max_requests = (size_t) max_requests;
+    headend.max_aggregators = (size_t) max_aggregators;
     zactor_t *actor = ami_headend_new (&headend);
     if (actor) {
         rc = ami_service_run (svc, actor);

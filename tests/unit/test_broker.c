@@ -23,6 +23,7 @@
 #include "ami_auth.h"
 #include "ami_err.h"
 #include "ami_cert.h"
+#include "ami_config.h"
 #include "ami_test.h"
 #include "ami_broker.h"
 #include "ami_msg.h"
@@ -1533,6 +1534,126 @@ test_issue6_drops_counted_mmi_stats (void **state)
     s_broker_stop (&broker);
 }
 
+/*  Gap 7: the broker's bounds are config keys. ami_broker_config_read
+    (what ami-broker's main uses) reads each one into the struct, refuses
+    junk and out-of-range values naming the key, and the broker started
+    from what it read honours them: STATS reports the bounds, a request
+    waiting past broker/request-ttl is expired, a third service over
+    broker/max-services = 2 is refused, a second worker over
+    broker/max-workers = 1 is refused. */
+static void
+test_issue6_config_keys (void **state)
+{
+    (void) state;
+    //  Nothing set: the defaults
+    ami_config_t *config = ami_config_new_empty ();
+    assert_non_null (config);
+    ami_broker_config_t read = { 0 };
+    assert_int_equal (ami_broker_config_read (config, &read), AMI_OK);
+    assert_string_equal (read.endpoint, "tcp://127.0.0.1:7000");
+    assert_int_equal (read.heartbeat_ms, AMI_BROKER_HEARTBEAT_MS);
+    assert_int_equal (read.liveness, AMI_BROKER_LIVENESS);
+    assert_int_equal (read.max_queue, AMI_BROKER_MAX_QUEUE);
+    assert_int_equal (read.max_queue_bytes, AMI_BROKER_MAX_QUEUE_BYTES);
+    assert_int_equal (read.request_ttl_ms, AMI_BROKER_REQUEST_TTL_MS);
+    assert_int_equal (read.max_services, AMI_BROKER_MAX_SERVICES);
+    assert_int_equal (read.max_workers, AMI_BROKER_MAX_WORKERS);
+    ami_config_destroy (&config);
+
+    //  Refused values, each named in the log
+    char *dir = ami_test_tmpdir ("broker-keys");
+    assert_non_null (dir);
+    char *log_path = ami_test_path (dir, "broker.log");
+    FILE *log = fopen (log_path, "w");
+    assert_non_null (log);
+    zsys_set_logstream (log);
+    const struct {
+        const char *key, *value;
+    } bad [] = {
+        { "max-queue-bytes", "512K" },      //  under 1 MiB
+        { "max-queue-bytes", "65G" },       //  over 64 GiB
+        { "max-queue-bytes", "12X" },
+        { "request-ttl", "0" },
+        { "request-ttl", "2h" },
+        { "request-ttl", "-5s" },
+        { "max-services", "0" },
+        { "max-services", "1000001" },
+        { "max-workers", "0" },
+        { "max-workers", "many" },
+        { "heartbeat", "0" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        char text [128];
+        snprintf (text, sizeof text, "broker\n    %s = %s\n", bad [i].key, bad [i].value);
+        config = ami_config_load_str (text, "keys.cfg", NULL);
+        assert_non_null (config);
+        ami_broker_config_t refused = { 0 };
+        if (ami_broker_config_read (config, &refused) != AMI_E_CONFIG)
+            fail_msg ("broker/%s = %s was accepted", bad [i].key, bad [i].value);
+        ami_config_destroy (&config);
+        fflush (log);
+        char key [64];
+        snprintf (key, sizeof key, "broker/%s", bad [i].key);
+        if (ami_test_count_in_file (log_path, key) < 1)
+            fail_msg ("the refusal of %s = %s does not name the key", key, bad [i].value);
+        //  Start afresh so the next case's line is its own
+        assert_non_null (freopen (log_path, "w", log));
+    }
+    zsys_set_logstream (stderr);
+    fclose (log);
+
+    //  Set: read into the struct, and honoured by the broker
+    config = ami_config_load_str ("broker\n"
+                                  "    endpoint = tcp://127.0.0.1:*\n"
+                                  "    heartbeat = 50ms\n"
+                                  "    liveness = 100\n"
+                                  "    max-queue = 5\n"
+                                  "    max-queue-bytes = 2M\n"
+                                  "    request-ttl = 150ms\n"
+                                  "    max-services = 2\n"
+                                  "    max-workers = 1\n", "keys.cfg", NULL);
+    assert_non_null (config);
+    memset (&read, 0, sizeof read);
+    assert_int_equal (ami_broker_config_read (config, &read), AMI_OK);
+    assert_string_equal (read.endpoint, "tcp://127.0.0.1:*");
+    assert_int_equal (read.heartbeat_ms, 50);
+    assert_int_equal (read.liveness, 100);
+    assert_int_equal (read.max_queue, 5);
+    assert_int_equal (read.max_queue_bytes, 2 * 1024 * 1024);
+    assert_int_equal (read.request_ttl_ms, 150);
+    assert_int_equal (read.max_services, 2);
+    assert_int_equal (read.max_workers, 1);
+    broker_t broker = s_broker_start (&read);
+    ami_config_destroy (&config);           //  the actor copied what it keeps
+    assert_int_equal (s_stat (&broker, "max_queue"), 5);
+    assert_int_equal (s_stat (&broker, "max_queue_bytes"), 2 * 1024 * 1024);
+    assert_int_equal (s_stat (&broker, "request_ttl_ms"), 150);
+    assert_int_equal (s_stat (&broker, "max_services"), 2);
+    assert_int_equal (s_stat (&broker, "max_workers"), 1);
+    zsock_t *client = s_client_new (broker.endpoint, NULL);
+    s_client_request (client, "p", "1");
+    s_client_request (client, "q", "2");
+    s_client_request (client, "r", "3");                    //  a third service
+    char code [4];
+    s_mmi (client, "mmi.service", "p", code);               //  FIFO: all handled
+    assert_int_equal (s_stat (&broker, "services_refused"), 1);
+    //  Nobody serves p or q: both expire after 150 ms, well within WAIT_MS
+    assert_true (s_wait_stat (&broker, "expired", 2));
+    assert_int_equal (s_stat (&broker, "queued"), 0);
+    zsock_t *w1 = s_worker_new (broker.endpoint, "p");
+    assert_true (s_wait_status (&broker, "p", "p 1 0"));
+    zsock_t *w2 = s_worker_new (broker.endpoint, "p");        //  over max-workers
+    assert_true (s_worker_disconnected (w2, WAIT_MS));
+    assert_int_equal (s_stat (&broker, "workers_refused"), 1);
+    zsock_destroy (&w2);
+    zsock_destroy (&w1);
+    zsock_destroy (&client);
+    s_broker_stop (&broker);
+    ami_test_rmtree (dir);
+    free (log_path);
+    free (dir);
+}
+
 int
 main (void)
 {
@@ -1555,6 +1676,7 @@ main (void)
         cmocka_unit_test (test_issue6_gone_client_counted),
         cmocka_unit_test (test_issue6_request_requeued),
         cmocka_unit_test (test_issue6_drops_counted_mmi_stats),
+        cmocka_unit_test (test_issue6_config_keys),
     };
     return cmocka_run_group_tests_name ("broker conformance", tests, NULL, NULL);
 }

@@ -2333,6 +2333,145 @@ test_sec_avail_2_headend_request_bound (void **state)
     s_fx_stop (&fx);
 }
 
+
+/* ---------------------------------------------------------------------- */
+/*  Issue 6: the head end's refusals are counted                            */
+
+/*  Gap 7/8: with max_aggregators = 1, a second aggregator's HELLO is
+    refused and counted (aggregators_refused), it is not live (no
+    service, none of its HEALTH forwarded); once the first has expired
+    the second is admitted on its next HELLO. STATS reports the bound. */
+static void
+test_issue6_aggregators_refused (void **state)
+{
+    (void) state;
+    fx_t fx;
+    s_fx_start (&fx, 0, 1, 0);
+    ami_headend_config_t config = s_he_config (&fx, 0, 1);
+    config.max_aggregators = 1;
+    s_he_start (&fx, 0, &config);
+    assert_int_equal (s_he_stat (&fx, 0, "max_aggregators"), 1);
+    s_fx_agg (&fx, 0, 0);
+    assert_true (s_wait_aggs (&fx, 0, 1));
+    assert_int_equal (s_he_stat (&fx, 0, "aggregators_refused"), 0);
+    s_agg_open (&fx.agg [1], fx.he_endpoint [0], g.he [0], g.agg_x, "AGG-X", true);
+    bool ok;
+    WAIT_UNTIL (&fx, ok, s_he_stat (&fx, 0, "aggregators_refused") >= 1, WAIT_MS);
+    assert_true (ok);
+    //  It retries on the head end's HELLO, and is refused each time
+    WAIT_UNTIL (&fx, ok, s_he_stat (&fx, 0, "aggregators_refused") >= 2, WAIT_MS);
+    assert_true (ok);
+    assert_true (fx.agg [1].hellos >= 1);
+    char line [128];
+    size_t aggs;
+    s_he_status (&fx, 0, &aggs, NULL, NULL, line, sizeof line);
+    assert_int_equal (aggs, 1);
+    assert_true (strncmp (line, "AGG-T ", 6) == 0);
+    assert_int_equal (fx.ingest.aggx_fwd, 0);           //  not live: no voice
+    assert_int_equal (fx.ingest.fleetx_fwd, 0);
+    assert_true (fx.ingest.agg_fwd > 0);                //  the live one has
+
+    //  AGG-T goes away and expires: AGG-X gets in
+    s_agg_close (&fx.agg [0]);
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    ok = false;
+    while (!ok && zclock_mono () < deadline) {
+        s_he_status (&fx, 0, &aggs, NULL, NULL, line, sizeof line);
+        ok = aggs == 1 && strncmp (line, "AGG-X ", 6) == 0;
+        s_pump (&fx);
+        zclock_sleep (POLL_MS);
+    }
+    assert_true (ok);
+    WAIT_UNTIL (&fx, ok, fx.ingest.aggx_fwd > 0, WAIT_MS);
+    assert_true (ok);
+    //  Admitted: no more refusals
+    uint64_t refused = s_he_stat (&fx, 0, "aggregators_refused");
+    int64_t quiet = zclock_mono () + 3 * HB_MS;
+    while (zclock_mono () < quiet) {
+        s_pump (&fx);
+        zclock_sleep (POLL_MS);
+    }
+    assert_int_equal (s_he_stat (&fx, 0, "aggregators_refused"), refused);
+    s_fx_stop (&fx);
+}
+
+/*  Gap 8: a BUSY BATCH_ACK the head end makes itself but cannot send is
+    counted (acks_failed), never lost silently. The head end has no
+    uplink, so it answers every BATCH BUSY; the aggregator floods BATCHes
+    and reads nothing (a receive queue of 1, a small socket buffer), so
+    the head end's queue to it reaches AMI_HEADEND_AGG_SNDHWM and the
+    ROUTER refuses the next acks (EAGAIN). The head end listens on IPC
+    here so that the socket buffers are small and fixed. The head end
+    keeps serving. */
+static void
+test_issue6_busy_ack_failed (void **state)
+{
+    (void) state;
+    fx_t fx;
+    s_fx_start (&fx, 0, 1, 0);
+    ami_headend_config_t config = s_he_config (&fx, 0, 1);
+    config.mdms = NULL;
+    char *ipc = ami_test_path (g.dir, "he-acks.ipc");
+    char *endpoint = zsys_sprintf ("ipc://%s", ipc);
+    assert_non_null (endpoint);
+    config.endpoint = endpoint;
+    fx.he [0] = ami_headend_new (&config);
+    assert_non_null (fx.he [0]);
+    zsock_set_rcvtimeo (fx.he [0], WAIT_MS);
+    assert_int_equal (zstr_send (fx.he [0], "ENDPOINT"), 0);
+    fx.he_endpoint [0] = zstr_recv (fx.he [0]);
+    assert_non_null (fx.he_endpoint [0]);
+    assert_string_equal (fx.he_endpoint [0], endpoint);
+    agg_t *agg = &fx.agg [0];
+    memset (agg, 0, sizeof *agg);
+    agg->sock = zsock_new (ZMQ_DEALER);
+    assert_non_null (agg->sock);
+    zsock_set_linger (agg->sock, 0);
+    zsock_set_sndtimeo (agg->sock, 0);
+    zsock_set_rcvhwm (agg->sock, 1);
+    assert_int_equal (ami_auth_client (agg->sock, g.agg, ami_cert_public_txt (g.he [0])),
+                      AMI_OK);
+    assert_int_equal (zsock_connect (agg->sock, "%s", fx.he_endpoint [0]), 0);
+    agg->node_id = "AGG-T";
+    s_agg_hello (agg);
+    //  Wait for it to be live without reading its socket (not s_pump)
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    size_t aggs = 0;
+    while (aggs != 1 && zclock_mono () < deadline) {
+        zclock_sleep (POLL_MS);
+        s_he_status (&fx, 0, &aggs, NULL, NULL, NULL, 0);
+    }
+    assert_int_equal (aggs, 1);
+    assert_int_equal (s_he_stat (&fx, 0, "acks_failed"), 0);
+
+    //  Flood until the head end's queue to it is full (its BATCHes keep
+    //  it live): AMI_HEADEND_AGG_SNDHWM acks in the ROUTER's queue plus
+    //  what the socket buffers hold - a few thousand over IPC, whose
+    //  buffers are fixed (loopback TCP's grow to MiBs: ~100 000 acks)
+    uint64_t failed = 0, batch_id = 1;
+    deadline = zclock_mono () + 4 * WAIT_MS;
+    while (failed == 0 && zclock_mono () < deadline) {
+        for (int i = 0; i < 500; i++)
+            s_agg_batch (agg, batch_id++, "AGG-T");
+        zclock_sleep (POLL_MS);
+        failed = s_he_stat (&fx, 0, "acks_failed");
+    }
+    assert_true (failed >= 1);
+    uint64_t busy = s_he_stat (&fx, 0, "batches_busy");
+    assert_true (busy >= failed);
+    assert_true (busy >= AMI_HEADEND_AGG_SNDHWM);       //  the queue held that many
+    assert_int_equal (s_he_stat (&fx, 0, "batches_relayed"), 0);
+    s_agg_close (agg);
+
+    //  The head end keeps serving: a fresh aggregator gets reads
+    s_fx_agg (&fx, 0, 0);
+    assert_true (s_wait_mmi (&fx, "200"));
+    assert_int_equal (s_read_ok (&fx), 0);
+    s_fx_stop (&fx);
+    zstr_free (&endpoint);
+    free (ipc);
+}
+
 int
 main (void)
 {
@@ -2361,6 +2500,8 @@ main (void)
         cmocka_unit_test (test_sec_val_2_headend_log),
         cmocka_unit_test (test_sec_aud_2_refused_handshakes),
         cmocka_unit_test (test_sec_avail_2_headend_request_bound),
+        cmocka_unit_test (test_issue6_aggregators_refused),
+        cmocka_unit_test (test_issue6_busy_ack_failed),
     };
     int failed = cmocka_run_group_tests_name ("head end without ZAP", first, NULL, NULL);
     failed += cmocka_run_group_tests_name ("head end", tests, s_group_setup,
