@@ -75,7 +75,7 @@
 /* Initial (and retained) chunk of the per-message msgpack zone. A full
    1024-block BATCH is 4 102 objects of 24 bytes (~98 KiB): 128 KiB lets the
    biggest routine frame decode without a single malloc, and costs nothing
-   next to the ~100 KiB ami_msg_t itself. */
+   next to the ~200 KiB ami_msg_t itself. */
 #define AMI_MSG_ZONE_CHUNK  (128 * 1024)
 
 /* Root array sizes include version and type. */
@@ -110,7 +110,7 @@ static const s_type_info_t s_types [] = {
     { AMI_MSG_API_REQ,       9, "API_REQ" },
     { AMI_MSG_API_READINGS,  5, "API_READINGS" },
     { AMI_MSG_API_METERS,    5, "API_METERS" },
-    { AMI_MSG_API_STATUS,    4, "API_STATUS" },
+    { AMI_MSG_API_STATUS,    5, "API_STATUS" },
     { AMI_MSG_API_INTERVALS, 6, "API_INTERVALS" },
     { AMI_MSG_API_AUDIT,     5, "API_AUDIT" },
     { AMI_MSG_API_CUSTOMER,  7, "API_CUSTOMER" },
@@ -718,7 +718,8 @@ s_dec_api_status (ami_api_status_t *m, const mobj_t *f)
     const mobj_t *items, *r;
     uint32_t n;
     TRY (s_dec_fixbin (&f [2], m->corr, AMI_REQUEST_ID_SIZE));
-    TRY (s_dec_list (&f [3], 0, AMI_MAX_API_SERVICES, &items, &n));
+    TRY (s_dec_bool (&f [3], &m->more));
+    TRY (s_dec_list (&f [4], 0, AMI_MAX_API_SERVICES, &items, &n));
     for (uint32_t i = 0; i < n; i++) {
         ami_service_row_t *row = &m->services [i];
         TRY (s_dec_tuple (&items [i], 6, &r));
@@ -1234,6 +1235,7 @@ static int
 s_enc_api_status (s_enc_t *e, const ami_api_status_t *m)
 {
     s_enc_bin (e, m->corr, AMI_REQUEST_ID_SIZE);
+    s_enc_bool (e, m->more);
     TRY (s_enc_list (e, m->count, 0, AMI_MAX_API_SERVICES));
     for (uint32_t i = 0; i < m->count; i++) {
         const ami_service_row_t *row = &m->services [i];
@@ -1389,7 +1391,7 @@ ami_msg_reset (ami_msg_t *self, ami_msg_type_t type)
         case AMI_MSG_BATCH:     memset (&self->batch, 0, sizeof self->batch); break;
         case AMI_MSG_BATCH_ACK: memset (&self->batch_ack, 0, sizeof self->batch_ack); break;
         case AMI_MSG_API_REQ:   memset (&self->api_req, 0, sizeof self->api_req); break;
-        /* The API replies are 20-100 KiB of inline rows: clear the header
+        /* The API replies are 20-200 KiB of inline rows: clear the header
            and the count; rows past `count` are never read or encoded. */
         case AMI_MSG_API_READINGS:
             memset (self->api_readings.corr, 0, AMI_REQUEST_ID_SIZE);
@@ -1403,6 +1405,7 @@ ami_msg_reset (ami_msg_t *self, ami_msg_type_t type)
             break;
         case AMI_MSG_API_STATUS:
             memset (self->api_status.corr, 0, AMI_REQUEST_ID_SIZE);
+            self->api_status.more = false;
             self->api_status.count = 0;
             break;
         case AMI_MSG_API_INTERVALS:

@@ -92,8 +92,11 @@ extern "C" {
 /* Encrypted payload of a READ_RESP or of one BATCH block. A full reading
    (32 registers) encodes to < 1 KiB; a full PROFILE block to < 3 KiB. */
 #define AMI_MAX_SEALED          4096
-/* Name/value statistics in one HEALTH. */
-#define AMI_MAX_STATS           32
+/* Name/value statistics in one HEALTH (and in one API_STATUS row). 64:
+   an aggregator reports 40-odd counters (every queue's fill, bound and
+   refusals); an encoded HEALTH of 64 stats stays < 3 KiB (64 x 44 bytes +
+   the header), an API_STATUS page of 64 such rows < 190 KiB. */
+#define AMI_MAX_STATS           64
 /* Rows in one operator API reply; larger results are paged (`more`). */
 #define AMI_MAX_API_READINGS    100
 #define AMI_MAX_API_METERS      256
@@ -145,7 +148,7 @@ typedef enum {
     AMI_ACT_READ      = 1,  /* on-demand read of meter_id (timeout_ms) */
     AMI_ACT_HISTORY   = 2,  /* stored readings of meter_id in [from_ms,to_ms], newest first, limit */
     AMI_ACT_METERS    = 3,  /* registry page after meter_id ("" = from start), limit */
-    AMI_ACT_STATUS    = 4,  /* health of every service */
+    AMI_ACT_STATUS    = 4,  /* health of every service: rows after from_ms rows, limit */
     AMI_ACT_INTERVALS = 5,  /* interval records of meter_id in [from_ms,to_ms] */
     AMI_ACT_AUDIT     = 6,  /* audit entries with time >= from_ms, limit */
     AMI_ACT_VERIFY    = 7,  /* re-verify stored readings of meter_id -> API_VERIFY */
@@ -357,8 +360,9 @@ typedef struct {                    /* [role, node_id, state, uptime_ms, age_ms,
     ami_stat_t stats [AMI_MAX_STATS];
 } ami_service_row_t;
 
-typedef struct {                    /* [1, 43, corr, [service_row...]] */
+typedef struct {                    /* [1, 43, corr, more, [service_row...]] */
     uint8_t  corr [AMI_REQUEST_ID_SIZE];
+    bool     more;                  /* bool: more rows exist beyond this page */
     uint32_t count;                 /* array 0..AMI_MAX_API_SERVICES */
     ami_service_row_t services [AMI_MAX_API_SERVICES];
 } ami_api_status_t;
@@ -411,8 +415,9 @@ typedef struct {                    /* [1, 47, corr, checked, failed, [failure..
     ami_failure_t failures [AMI_MAX_API_FAILURES];
 } ami_api_verify_t;
 
-/*  A decoded (or to-be-encoded) message. Large (about 100 KiB: every array
-    is inline at its maximum size), so allocate one with ami_msg_new and
+/*  A decoded (or to-be-encoded) message. Large (about 200 KiB: every array
+    is inline at its maximum size; API_STATUS, 64 rows of 64 stats, is the
+    largest member), so allocate one with ami_msg_new and
     reuse it; never put one on the stack. */
 typedef struct {
     uint8_t type;                   /* ami_msg_type_t */

@@ -94,7 +94,8 @@
 /*  Frames handled per socket per wake-up: 64 amortises the poll call under
     load and still returns to the pipe and the tick within a millisecond. */
 #define S_BATCH             64
-/*  Encode buffer for our own messages (HELLO, HEALTH, ERROR: < 2 KiB). */
+/*  Encode buffer for our own messages (HELLO, ERROR: < 1 KiB; HEALTH of
+    at most AMI_MAX_STATS stats: < 3 KiB). */
 #define S_BUF_SIZE          4096
 /*  ZMTP heartbeats on every link: a half-open TCP connection (a head end
     host that vanished) is noticed after 3 intervals and the DEALER
@@ -206,6 +207,8 @@ typedef struct {
     char node_id [AMI_MAX_ID + 1];
     int heartbeat_ms;
     size_t max_pending;
+    size_t max_fleets;          /* bound on fleets, and on superseded */
+    size_t max_meters;          /* bound on routes */
     zhashx_t *fleets;           /* key -> fleet_t, owned */
     zhashx_t *routes;           /* meter id -> fleet_t *, borrowed */
     zhashx_t *pending;          /* request key -> pending_t, owned */
@@ -243,6 +246,10 @@ typedef struct {
     uint64_t routes_refused;     /* HELLO claims on another live fleet's meters (SEC-INT-4) */
     uint64_t pending_busy;      /* READ_REQs refused: max_pending in flight (SEC-AVAIL-2) */
     uint64_t headend_handshakes_failed;     /* our handshakes with head ends that failed */
+    uint64_t acks_failed;       /* BATCH_ACKs to fleets the ROUTER would not take */
+    uint64_t fleets_refused;    /* frames from new fleets: fleets table full */
+    uint64_t routes_refused_full;   /* HELLO meter ids: route table full */
+    uint64_t superseded_full;   /* reconnections not remembered: table full */
 
     /* custody store (see the design comment) */
     char *state;                /* its directory */
@@ -787,9 +794,11 @@ s_fleet_ack (agg_t *self, fleet_t *fleet, uint64_t batch_id, int status, uint32_
     self->out->batch_ack.credit = credit;
     size_t len = s_encode (self);
     int err = s_send_fleet (self, fleet, self->buf, len);
-    if (err)
+    if (err) {
+        self->acks_failed++;
         s_warn (self, "could not acknowledge batch %016" PRIx64 " to fleet %s (%s): "
                 "it will send it again", batch_id, fleet->node_id, zmq_strerror (err));
+    }
 }
 
 /*  Room left under the bounds (none when a restart brought back more than
@@ -1380,8 +1389,9 @@ s_fleet_for (agg_t *self, zframe_t *rid, zframe_t *body, bool *created)
                 role ? role : "none", node_id ? node_id : "none");
         return NULL;
     }
-    if (zhashx_size (self->fleets) >= AMI_AGGREGATOR_MAX_FLEETS) {
-        s_warn (self, "fleet table full (%d): ignored fleet %s", AMI_AGGREGATOR_MAX_FLEETS, node_id);
+    if (zhashx_size (self->fleets) >= self->max_fleets) {
+        self->fleets_refused++;
+        s_warn (self, "fleet table full (%zu): ignored fleet %s", self->max_fleets, node_id);
         return NULL;
     }
     fleet = (fleet_t *) zmalloc (sizeof (fleet_t));
@@ -1420,12 +1430,18 @@ s_fleet_hello (agg_t *self, fleet_t *fleet, const ami_hello_t *hello)
                certificate). Its frames are then ignored - not answered
                with HELLO, which would make the two connections take the
                meters from each other forever. */
-            if (zhashx_size (self->superseded) < AMI_AGGREGATOR_MAX_FLEETS) {
+            if (zhashx_size (self->superseded) < self->max_fleets) {
                 superseded_t *entry = (superseded_t *) zmalloc (sizeof (superseded_t));
                 assert (entry);
                 snprintf (entry->node_id, sizeof entry->node_id, "%s", old->node_id);
                 entry->expires = zclock_mono () + AMI_AGGREGATOR_LIVENESS * self->heartbeat_ms;
                 zhashx_update (self->superseded, old->key, entry);
+            }
+            else {
+                self->superseded_full++;
+                s_warn (self, "superseded-connection table full (%zu): the older connection "
+                        "of fleet %s is not remembered (should it still talk, it is taken "
+                        "for a new one)", self->max_fleets, old->node_id);
             }
             s_fleet_remove (self, old, "reconnected");
         }
@@ -1451,7 +1467,7 @@ s_fleet_hello (agg_t *self, fleet_t *fleet, const ami_hello_t *hello)
             continue;
         }
         else {
-            if (zhashx_size (self->routes) >= AMI_AGGREGATOR_MAX_METERS) {
+            if (zhashx_size (self->routes) >= self->max_meters) {
                 ignored++;
                 continue;
             }
@@ -1459,9 +1475,11 @@ s_fleet_hello (agg_t *self, fleet_t *fleet, const ami_hello_t *hello)
         }
         fleet->meters++;
     }
-    if (ignored)
-        s_warn (self, "route table full (%d meters): ignored %zu meters of fleet %s",
-                AMI_AGGREGATOR_MAX_METERS, ignored, fleet->node_id);
+    if (ignored) {
+        self->routes_refused_full += ignored;
+        s_warn (self, "route table full (%zu meters): ignored %zu meters of fleet %s",
+                self->max_meters, ignored, fleet->node_id);
+    }
     ami_log_debug ("aggregator %s: HELLO from fleet %s: %u meters (now %zu)",
                    self->node_id, fleet->node_id, hello->meter_count, fleet->meters);
 }
@@ -1783,7 +1801,20 @@ s_send_health (agg_t *self)
         { "headend_handshakes_failed", self->headend_handshakes_failed },
         { "store_refused", self->store_refused },
         { "store_errors", self->store_errors },
+        { "orphaned", self->orphaned },
+        { "store_commits", self->store_commits },
+        { "restored_blocks", self->restored_blocks },
+        { "tombstones", self->tomb_count },
+        { "acks_failed", self->acks_failed },
+        { "fleets_refused", self->fleets_refused },
+        { "routes_refused_full", self->routes_refused_full },
+        { "superseded_full", self->superseded_full },
+        { "buffer_bytes_max", self->buffer_bytes_max },
+        { "fleets_max", self->max_fleets },
+        { "meters_max", self->max_meters },
     };
+    //  43 of AMI_MAX_STATS (64): room for a few more before the wire
+    //  limit; the head end adds none to a forwarded HEALTH
     _Static_assert (sizeof stats / sizeof stats [0] <= AMI_MAX_STATS, "HEALTH stats fit");
     for (size_t i = 0; i < sizeof stats / sizeof stats [0]; i++) {
         snprintf (health->stats [i].name, sizeof health->stats [i].name, "%s", stats [i].name);
@@ -1893,6 +1924,12 @@ s_handle_pipe (agg_t *self)
         zmsg_addstrf (reply, "%" PRIu64, self->store_commits);
         zmsg_addstrf (reply, "%" PRIu64, self->restored_blocks);
         zmsg_addstrf (reply, "%zu", self->tomb_count);
+        zmsg_addstrf (reply, "%" PRIu64, self->acks_failed);
+        zmsg_addstrf (reply, "%" PRIu64, self->fleets_refused);
+        zmsg_addstrf (reply, "%" PRIu64, self->routes_refused_full);
+        zmsg_addstrf (reply, "%" PRIu64, self->superseded_full);
+        zmsg_addstrf (reply, "%zu", self->buffer_bytes_max);
+        zmsg_addstrf (reply, "%" PRIu64, self->routes_refused);
         zmsg_send (&reply, self->pipe);
     }
     else
@@ -2191,6 +2228,8 @@ s_self_new (zsock_t *pipe, const ami_aggregator_config_t *config)
     snprintf (self->node_id, sizeof self->node_id, "%s", config->node_id);
     self->heartbeat_ms = config->heartbeat_ms ? config->heartbeat_ms : AMI_AGGREGATOR_HEARTBEAT_MS;
     self->max_pending = config->max_pending ? config->max_pending : AMI_AGGREGATOR_MAX_PENDING;
+    self->max_fleets = config->max_fleets ? config->max_fleets : AMI_AGGREGATOR_MAX_FLEETS;
+    self->max_meters = config->max_meters ? config->max_meters : AMI_AGGREGATOR_MAX_METERS;
     self->buffer_max = config->buffer_blocks ? config->buffer_blocks : AMI_AGGREGATOR_BUFFER_BLOCKS;
     self->buffer_bytes_max = config->buffer_bytes ? config->buffer_bytes : AMI_AGGREGATOR_BUFFER_BYTES;
     self->batch_blocks = config->batch_blocks ? config->batch_blocks : AMI_AGGREGATOR_BATCH_BLOCKS;

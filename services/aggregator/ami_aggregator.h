@@ -121,6 +121,30 @@
                                   store")
             store_errors          failed custody store transactions (and
                                   damaged records dropped at start)
+            routes_refused        HELLO meter ids another live fleet
+                                  serves, not taken (SEC-INT-4)
+            orphaned              answers from fleets for no pending
+                                  request (late, or never asked), dropped
+            store_commits         durable custody group commits
+            restored_blocks       blocks loaded from the store at start
+            tombstones            acknowledged slots whose tombstone is
+                                  not committed yet
+            acks_failed           BATCH_ACKs to a fleet the ROUTER would
+                                  not take (its queue full, or it is gone):
+                                  warned; the fleet resends the batch
+            fleets_refused        frames from fleets refused because the
+                                  fleets table was full (max_fleets)
+            routes_refused_full   HELLO meter ids not routed because the
+                                  route table was full (max_meters)
+            superseded_full       reconnections of a fleet whose older
+                                  connection could not be remembered (the
+                                  table of superseded connections was full,
+                                  max_fleets): warned; should the older
+                                  connection still talk, it is taken for
+                                  a new one
+            buffer_bytes_max      the bound on buffer_bytes (buffer-bytes)
+            fleets_max            the bound on fleets (max-fleets)
+            meters_max            the bound on meters (max-meters)
       - READ_REQ from a head end: looked up by meter id. No live fleet
         announced the meter, or its fleet's connection is gone ->
         ERROR(request_id, AMI_E_UNREACHABLE, origin = aggregator id, text
@@ -298,7 +322,11 @@
                     store_refused, store_errors, store_commits (durable
                     group commits), restored_blocks (blocks loaded from
                     the store at start), tombstones (acknowledged slots
-                    whose tombstone is not committed yet) (frames 30..34)
+                    whose tombstone is not committed yet) (frames 30..34),
+                    acks_failed, fleets_refused, routes_refused_full,
+                    superseded_full, buffer_bytes_max, routes_refused
+                    (frames 35..40); every one of them is also in HEALTH
+                    under the same name
 
     Threads. The actor owns its sockets, tables and custody store (opened
     in the actor thread; another process may open the directory read-only,
@@ -337,18 +365,38 @@ extern "C" {
     MDMS's read deadline is seconds, and the aggregator's clock is not
     trusted to agree with the MDMS's to better than that. */
 #define AMI_AGGREGATOR_MAX_TTL_MS   60000
-/*  Meters routed at most: one fleet of AMI_METER_MAX_COUNT (1 000 000)
-    fits; a route costs about 100 bytes, so the table stays near 100 MiB
-    even if an allowed fleet announces garbage ids. Over the bound a
-    HELLO's extra ids are ignored and logged. */
+/*  [aggregator/max-meters] Meters routed at most: one fleet of
+    AMI_METER_MAX_COUNT (1 000 000) fits; a route costs about 100 bytes,
+    so the table stays near 100 MiB even if an allowed fleet announces
+    garbage ids. Over the bound a HELLO's extra ids are ignored, warned
+    and counted (routes_refused_full). */
 #define AMI_AGGREGATOR_MAX_METERS   1000000
-/*  Fleets (fleet connections) at most: the allow-list bounds them in
-    practice; the cap stops one allowed key from reconnecting in a loop
-    and growing the table before old entries expire. */
+/*  [aggregator/max-fleets] Fleets (fleet connections) at most: the
+    allow-list bounds them in practice; the cap stops one allowed key from
+    reconnecting in a loop and growing the table before old entries
+    expire (an entry is < 1 KiB: 1024 are < 1 MiB). Over it a new
+    fleet's frames are dropped, warned and counted (fleets_refused) until
+    an entry expires. The same bound holds the table of superseded
+    connections (routing ids a fleet connected from before it reconnected,
+    < 600 bytes each): an honest fleet has at most one older connection
+    still talking, so there are never more of those than fleets; when it
+    is full a reconnection is not remembered, warned and counted
+    (superseded_full). */
 #define AMI_AGGREGATOR_MAX_FLEETS   1024
-/*  Per-head-end queue (ZMQ_SNDHWM): 1000 frames are several seconds of
-    health and answers for a busy node - past that they are stale, and the
-    MDMS has already retried elsewhere. */
+/*  Send queue (ZMQ_SNDHWM) of every socket, in frames.
+    Per head end DEALER: 1000 frames are several seconds of health and
+    answers for a busy node - past that they are stale, and the MDMS has
+    already retried elsewhere. Our own BATCHes (< 1 MiB each) are at most
+    AMI_AGGREGATOR_MAX_INFLIGHT at a time, so a queue holds ~64 MiB at the
+    very worst and a few KiB in normal operation (HEALTH < 3 KiB,
+    READ_RESP/ERROR < 5 KiB).
+    Per fleet on the ROUTER (ROUTER_MANDATORY: a full queue refuses the
+    send at once, nothing is dropped silently): what goes down to a fleet
+    is READ_REQs (< 200 bytes), BATCH_ACKs (~20 bytes) and HELLOs (< 100
+    bytes), so 1000 frames are < 200 KiB per fleet; a fleet that does not
+    read them for that long is stuck. At the bound a READ_REQ is answered
+    AMI_E_BUSY upward (busy) and a BATCH_ACK is counted (acks_failed): the
+    fleet resends the batch after its ack timeout. */
 #define AMI_AGGREGATOR_SNDHWM       1000
 /*  Warnings about bad input per second; the rest are counted. */
 #define AMI_AGGREGATOR_LOG_BURST    20
@@ -424,6 +472,8 @@ typedef struct {
     size_t headend_count;
     int heartbeat_ms;           /* 0 = AMI_AGGREGATOR_HEARTBEAT_MS */
     size_t max_pending;         /* 0 = AMI_AGGREGATOR_MAX_PENDING */
+    size_t max_fleets;          /* 0 = AMI_AGGREGATOR_MAX_FLEETS */
+    size_t max_meters;          /* 0 = AMI_AGGREGATOR_MAX_METERS */
     /* interval data (0 = the default named) */
     size_t buffer_blocks;       /* custody bound, blocks: AMI_AGGREGATOR_BUFFER_BLOCKS */
     size_t buffer_bytes;        /* custody bound, bytes: AMI_AGGREGATOR_BUFFER_BYTES */

@@ -15,7 +15,8 @@
 static const char *const s_known [] = {
     "aggregator/endpoint", "aggregator/headends/*", "aggregator/state", "aggregator/buffer-blocks",
     "aggregator/buffer-bytes", "aggregator/batch-blocks", "aggregator/batch-delay",
-    "aggregator/ack-timeout", "aggregator/max-pending", NULL
+    "aggregator/ack-timeout", "aggregator/max-pending", "aggregator/max-fleets",
+    "aggregator/max-meters", NULL
 };
 
 static const ami_service_info_t s_info = {
@@ -38,7 +39,11 @@ static const ami_service_info_t s_info = {
         "  aggregator/ack-timeout    resend an unacknowledged BATCH through another\n"
         "                        head end after this long [10s]\n"
         "  aggregator/max-pending    reads in flight at most; more are answered\n"
-        "                        BUSY at once [65536]\n",
+        "                        BUSY at once [65536]\n"
+        "  aggregator/max-fleets     fleet connections at most; a further fleet is\n"
+        "                        refused (fleets_refused) [1024]\n"
+        "  aggregator/max-meters     meters routed at most; further HELLO ids are\n"
+        "                        ignored (routes_refused_full) [1000000]\n",
     .server = true
 };
 
@@ -128,7 +133,7 @@ main (int argc, char **argv)
     /* interval data; bounds: a buffer of fewer blocks than one full BATCH
        could never take one; 10 minutes of ack timeout is far past any
        commit, and batch-delay past 10 s would only hide data */
-    int64_t buffer_blocks = 0, batch_blocks = 0, max_pending = 0;
+    int64_t buffer_blocks = 0, batch_blocks = 0, max_pending = 0, max_fleets = 0, max_meters = 0;
     if (ami_config_int (config, "aggregator/buffer-blocks", AMI_AGGREGATOR_BUFFER_BLOCKS,
                         AMI_MAX_BATCH_BLOCKS, 1000000000, &buffer_blocks)
     ||  ami_config_size (config, "aggregator/buffer-bytes", AMI_AGGREGATOR_BUFFER_BYTES, &agg.buffer_bytes)
@@ -141,9 +146,18 @@ main (int argc, char **argv)
     /* 1..10 000 000: ~100 bytes an entry, so the top is ~1 GiB, more than
        any pole-top node has; 1 lets one read through at a time */
     ||  ami_config_int (config, "aggregator/max-pending", AMI_AGGREGATOR_MAX_PENDING,
-                        1, 10000000, &max_pending))
+                        1, 10000000, &max_pending)
+    /* fleets: 1..65 536, < 1 KiB an entry (< 64 MiB at the top), far
+       more connections than one pole-top node serves; meters: 1..10 000 000,
+       ~100 bytes a route (~1 GiB at the top) */
+    ||  ami_config_int (config, "aggregator/max-fleets", AMI_AGGREGATOR_MAX_FLEETS,
+                        1, 65536, &max_fleets)
+    ||  ami_config_int (config, "aggregator/max-meters", AMI_AGGREGATOR_MAX_METERS,
+                        1, 10000000, &max_meters))
         goto done;
     agg.max_pending = (size_t) max_pending;
+    agg.max_fleets = (size_t) max_fleets;
+    agg.max_meters = (size_t) max_meters;
     agg.buffer_blocks = (size_t) buffer_blocks;
     agg.batch_blocks = (uint32_t) batch_blocks;
 

@@ -378,6 +378,7 @@ s_send_health (fleet_t *self)
         { "store_errors", self->store_errors },
         { "refusals_dropped", self->refusals_dropped },
         { "mdms_keys", self->keys.count },
+        { "credit", self->credit },
     };
     for (size_t i = 0; i < sizeof stats / sizeof stats [0]; i++) {
         snprintf (health->stats [i].name, sizeof health->stats [i].name, "%s", stats [i].name);
@@ -1145,6 +1146,7 @@ s_handle_pipe (fleet_t *self)
         zmsg_addstrf (reply, "%" PRIu64, self->store_errors);
         zmsg_addstrf (reply, "%" PRIu64, self->refusals_dropped);
         zmsg_addstrf (reply, "%zu", self->keys.count);
+        zmsg_addstrf (reply, "%" PRIu32, self->credit);
         zmsg_send (&reply, self->pipe);
     }
     else

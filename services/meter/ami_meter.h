@@ -316,6 +316,11 @@
                           refusal budget (SEC-AVAIL-3)
         mdms_keys         MDMS signing keys accepted now (1, or more
                           during a rotation window)
+        credit            batches the aggregator lets this fleet have in
+                          flight now: the last BATCH_ACK's credit, capped
+                          at AMI_METER_CREDIT_MAX (AMI_CREDIT_INITIAL
+                          before the first ack and after the aggregator
+                          says HELLO; 0 = it probes once a retry period)
 
     Pipe commands (zstr strings):
         "$TERM"         exit (zactor_destroy sends it)
@@ -325,8 +330,8 @@
                         profile_clock, batches_sent, batches_resent,
                         batches_inflight, profile_done (frames 5..12),
                         store_errors (frame 13), refusals_dropped (frame
-                        14), mdms_keys (frame 15); readers that want the
-                        first frames ignore the rest
+                        14), mdms_keys (frame 15), credit (frame 16);
+                        readers that want the first frames ignore the rest
         "RELOAD-KEYS"   re-read the mdms_pub directory now (whether or not
                         it changed); reply one string: the number of MDMS
                         signing keys accepted afterwards (without mdms_pub:

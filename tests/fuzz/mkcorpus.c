@@ -252,6 +252,7 @@ s_fill (ami_msg_t *m, int type, int variant)
             break;
         case AMI_MSG_API_STATUS:
             s_bytes (m->api_status.corr, AMI_REQUEST_ID_SIZE, 102);
+            m->api_status.more = max;     /* a full page: more follow */
             m->api_status.count = max ? AMI_MAX_API_SERVICES : variant == 2 ? 0 : 5;
             for (unsigned i = 0; i < m->api_status.count; i++) {
                 ami_service_row_t *r = &m->api_status.services [i];
@@ -260,7 +261,8 @@ s_fill (ami_msg_t *m, int type, int variant)
                 r->state = (uint8_t) (i % (AMI_STATE_MAX + 1));
                 r->uptime_ms = 3600000 + i;
                 r->age_ms = 250 + i;
-                r->stat_count = i % 3;
+                /* a full page carries full rows: AMI_MAX_STATS each */
+                r->stat_count = max ? AMI_MAX_STATS : i % 3;
                 for (unsigned k = 0; k < r->stat_count; k++) {
                     snprintf (r->stats [k].name, AMI_MAX_ID + 1, "stat_%u", k);
                     r->stats [k].value = 1000u * i + k;

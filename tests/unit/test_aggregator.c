@@ -87,6 +87,9 @@ typedef struct {
     int ack_timeout_ms;
     size_t max_pending;             /* 0 = default */
     size_t store_map_size;          /* 0 = derived from the bounds */
+    size_t max_fleets;              /* 0 = default */
+    size_t max_meters;              /* 0 = default */
+    int heartbeat_ms;               /* 0 = HEARTBEAT_MS */
 } params_t;
 
 typedef struct {
@@ -194,7 +197,8 @@ enum { ST_FLEETS, ST_METERS, ST_DOWN, ST_UP, ST_UNREACHABLE, ST_BUSY, ST_DROPPED
        ST_INFLIGHT, ST_HEADENDS_LIVE, ST_ACKS_REFUSED, ST_ACKS_UNKNOWN, ST_BUFFER_BYTES,
        ST_PENDING_BUSY, ST_HANDSHAKES_REFUSED, ST_HANDSHAKES_FAILED,
        ST_HEADEND_HANDSHAKES_FAILED, ST_STORE_REFUSED, ST_STORE_ERRORS, ST_STORE_COMMITS,
-       ST_RESTORED_BLOCKS, ST_TOMBS, ST_COUNT };
+       ST_RESTORED_BLOCKS, ST_TOMBS, ST_ACKS_FAILED, ST_FLEETS_REFUSED, ST_ROUTES_FULL,
+       ST_SUPERSEDED_FULL, ST_BUFFER_BYTES_MAX, ST_ROUTES_REFUSED, ST_COUNT };
 
 static void
 s_status (fx_t *fx, uint64_t out [ST_COUNT])
@@ -370,7 +374,9 @@ s_agg_start (fx_t *fx)
     config.endpoint = "tcp://127.0.0.1:*";
     config.headends = headends;
     config.headend_count = HEADENDS;
-    config.heartbeat_ms = HEARTBEAT_MS;
+    config.heartbeat_ms = params->heartbeat_ms ? params->heartbeat_ms : HEARTBEAT_MS;
+    config.max_fleets = params->max_fleets;
+    config.max_meters = params->max_meters;
     config.buffer_blocks = params->buffer_blocks;
     config.batch_blocks = params->batch_blocks;
     config.batch_delay_ms = params->batch_delay_ms;
@@ -668,6 +674,17 @@ s_sock_expect (zsock_t *sock, int type, int ms, zframe_t **frame_p)
 }
 
 
+/*  Aggregator HEALTH at a head end, and a test BATCH (defined with the
+    interval-data helpers). */
+static uint64_t
+    s_stat (const ami_health_t *health, const char *name);
+static bool
+    s_wait_health (fx_t *fx, int i, const char *name, uint64_t value);
+static size_t
+    s_make_batch (uint64_t id, const char *origin, uint32_t first, uint32_t count,
+                  uint8_t *buf, size_t cap);
+
+
 /* ---------------------------------------------------------------------- */
 /*  Tests                                                                   */
 
@@ -927,6 +944,9 @@ test_malformed (void **state)
         assert_false (streq (G.msg->health.node_id, "mdms"));
         zmsg_destroy (&msg);
     }
+    /* issue 6: the orphaned answer reaches the head ends' HEALTH too */
+    assert_true (s_wait_health (fx, 0, "orphaned", 1));
+    assert_int_equal (s_stat (&G.msg->health, "malformed"), 11);
     zsock_destroy (&rogue);
     zsock_destroy (&impostor);
 }
@@ -1291,6 +1311,205 @@ static params_t s_bound_pending_params = { .no_fleet = true, .max_pending = BOUN
 
 
 /* ---------------------------------------------------------------------- */
+/*  Issue 6: the fleet-side bounds, counted and reported                     */
+
+/*  A HELLO from sock as fleet-9 announcing MTR-(first) .. MTR-(first +
+    count - 1). */
+static void
+s_hello_range (zsock_t *sock, uint32_t first, uint32_t count)
+{
+    ami_msg_reset (G.msg2, AMI_MSG_HELLO);
+    strcpy (G.msg2->hello.role, "meter");
+    strcpy (G.msg2->hello.node_id, "fleet-9");
+    for (uint32_t i = 0; i < count; i++)
+        ami_meter_id_format (first + i, G.msg2->hello.meters [i]);
+    G.msg2->hello.meter_count = count;
+    s_send_encoded (sock, G.msg2);
+}
+
+/*  Fleets table full (max_fleets 1): a second fleet gets nothing - no
+    HELLO, no route - and every frame it sends is counted (fleets_refused,
+    STATUS and HEALTH, next to fleets_max). */
+static params_t s_fleets_full_params = { .no_fleet = true, .max_fleets = 1 };
+
+static void
+test_issue6_fleets_refused (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    zsock_t *first = s_fleet_socket (fx, G.rogue_cert);
+    s_hello (first, "meter", "fleet-9", "MTR-000901");
+    assert_true (s_wait_status (fx, ST_METERS, 1));
+    zsock_t *second = s_fleet_socket (fx, G.fleet_cert);
+    s_hello (second, "meter", "fleet-1", "MTR-000001");
+    s_health (second, "meter", "fleet-1");
+    assert_true (s_wait_status (fx, ST_FLEETS_REFUSED, 2));
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_FLEETS], 1);
+    assert_int_equal (st [ST_METERS], 1);
+    assert_false (s_sock_expect (second, AMI_MSG_HELLO, QUIET_MS, NULL));
+    /* its meter is not routed: a read of it is answered UNREACHABLE */
+    uint8_t buf [512], rid [AMI_REQUEST_ID_SIZE];
+    size_t len = s_command ("MTR-000001", 1, rid, buf, sizeof buf);
+    s_he_send (fx, 0, buf, len);
+    s_expect_error (fx, 0, rid, AMI_E_UNREACHABLE, "MTR-000001");
+    assert_true (s_wait_health (fx, 1, "fleets_refused", 2));
+    assert_int_equal (s_stat (&G.msg->health, "fleets_max"), 1);
+    assert_int_equal (s_stat (&G.msg->health, "fleets"), 1);
+    zsock_destroy (&second);
+    zsock_destroy (&first);
+}
+
+/*  Route table full (max_meters 2): a HELLO's ids past the bound are not
+    routed, counted (routes_refused_full) and a read of one is answered
+    UNREACHABLE, never lost; routes_refused (SEC-INT-4) is a different
+    counter and stays 0. */
+static params_t s_routes_full_params = { .no_fleet = true, .max_meters = 2 };
+
+static void
+test_issue6_routes_refused_full (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    zsock_t *fleet = s_fleet_socket (fx, G.rogue_cert);
+    s_hello_range (fleet, 901, 3);              /* 901, 902 routed; 903 not */
+    assert_true (s_wait_status (fx, ST_ROUTES_FULL, 1));
+    s_hello_range (fleet, 903, 2);              /* 903, 904: no room */
+    assert_true (s_wait_status (fx, ST_ROUTES_FULL, 3));
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_METERS], 2);
+    assert_int_equal (st [ST_ROUTES_REFUSED], 0);
+    uint8_t buf [512], rid [AMI_REQUEST_ID_SIZE];
+    size_t len = s_command ("MTR-000903", 1, rid, buf, sizeof buf);
+    s_he_send (fx, 0, buf, len);
+    s_expect_error (fx, 0, rid, AMI_E_UNREACHABLE, "MTR-000903");
+    /* a routed one reaches the fleet */
+    len = s_command ("MTR-000902", 1, rid, buf, sizeof buf);
+    s_he_send (fx, 0, buf, len);
+    assert_true (s_sock_expect (fleet, AMI_MSG_READ_REQ, WAIT_MS, NULL));
+    assert_memory_equal (G.msg->read_req.request_id, rid, AMI_REQUEST_ID_SIZE);
+    assert_true (s_wait_health (fx, 1, "routes_refused_full", 3));
+    assert_int_equal (s_stat (&G.msg->health, "meters_max"), 2);
+    assert_int_equal (s_stat (&G.msg->health, "meters"), 2);
+    zsock_destroy (&fleet);
+}
+
+/*  The superseded-connection table (bounded by max_fleets = 2) full: the
+    fleet reconnects three times (connections A, B, C, D, each announcing
+    one more meter); A and B are remembered, C is not: warned and counted
+    (superseded_full). A frame from A is still ignored (duplicates); one
+    from C is taken for a new connection, as the header says. A long
+    heartbeat keeps the silent connections remembered for the whole test. */
+static params_t s_superseded_params = { .no_fleet = true, .max_fleets = 2,
+                                        .heartbeat_ms = 2000 };
+
+static void
+test_issue6_superseded_full (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    zsock_t *conn [4];
+    for (uint32_t n = 0; n < 4; n++) {
+        conn [n] = s_fleet_socket (fx, G.rogue_cert);
+        s_hello_range (conn [n], 901, n + 1);
+        /* the newest connection took over: its meters, the older one's gone */
+        assert_true (s_wait_status (fx, ST_METERS, n + 1));
+    }
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_SUPERSEDED_FULL], 1);
+    assert_int_equal (st [ST_FLEETS], 1);
+    assert_int_equal (st [ST_DUPLICATES], 0);
+    s_health (conn [0], "meter", "fleet-9");    /* remembered: ignored */
+    assert_true (s_wait_status (fx, ST_DUPLICATES, 1));
+    s_health (conn [2], "meter", "fleet-9");    /* forgotten: a new fleet entry */
+    assert_true (s_wait_status (fx, ST_FLEETS, 2));
+    s_status (fx, st);
+    assert_int_equal (st [ST_DUPLICATES], 1);
+    assert_true (s_wait_health (fx, 1, "superseded_full", 1));
+    for (int n = 0; n < 4; n++)
+        zsock_destroy (&conn [n]);
+}
+
+/*  A BATCH_ACK the fleet ROUTER would not take is counted (acks_failed),
+    not lost silently. The test fleet reads nothing (receive queue of 1, a
+    small kernel buffer) while head end 1 sends it the same read again and
+    again until its queue at the aggregator is full - the aggregator then
+    answers that read AMI_E_BUSY - and then hands over BATCHes, the reads
+    still coming so that the queue stays full (libzmq makes room in a full
+    queue in steps as the kernel takes bytes): taken into custody, their
+    acks cannot be queued. */
+static params_t s_acks_failed_params = { .no_fleet = true };
+
+static void
+test_issue6_acks_failed (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    beat_t beat = { zsock_new (ZMQ_DEALER), 0 };
+    assert_non_null (beat.sock);
+    zsock_set_linger (beat.sock, 0);
+    zsock_set_rcvhwm (beat.sock, 1);
+    zsock_set_rcvbuf (beat.sock, 4096);
+    zsock_set_maxmsgsize (beat.sock, AMI_MAX_FRAME);
+    assert_int_equal (ami_auth_client (beat.sock, G.rogue_cert, ami_cert_public_txt (G.agg_cert)),
+                      AMI_OK);
+    assert_int_equal (zsock_connect (beat.sock, "%s", fx->agg_endpoint), 0);
+    s_hello (beat.sock, "meter", "fleet-9", ROGUE_METER);
+    s_beat (&beat);
+    assert_true (s_wait_status (fx, ST_METERS, 1));
+
+    uint8_t buf [512], rid [AMI_REQUEST_ID_SIZE];
+    size_t len = s_command (ROGUE_METER, 1, rid, buf, sizeof buf);
+    bool full = false;
+    int sent = 0;
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (!full && zclock_mono () < deadline) {
+        for (int n = 0; n < 100; n++, sent++)
+            s_he_send (fx, 1, buf, len);    /* the same request: one entry, resent */
+        s_beat (&beat);
+        zmsg_t *msg;
+        while (!full && (msg = s_he_recv (fx, 1, sent % 1000 == 0 ? POLL_MS : 0))) {
+            zframe_t *body = zmsg_last (msg);
+            if (ami_msg_decode (G.msg, zframe_data (body), zframe_size (body)) == AMI_OK
+            &&  G.msg->type == AMI_MSG_ERROR && G.msg->error.code == AMI_E_BUSY)
+                full = true;
+            zmsg_destroy (&msg);
+        }
+    }
+    print_message ("fleet queue full after %d reads\n", sent);
+    assert_true (full);
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_true (st [ST_BUSY] >= 1);
+    assert_int_equal (st [ST_ACKS_FAILED], 0);
+
+    static uint8_t frame [AMI_MAX_FRAME];
+    uint64_t batches = 0;
+    deadline = zclock_mono () + WAIT_MS;
+    while (st [ST_ACKS_FAILED] == 0 && zclock_mono () < deadline) {
+        for (int n = 0; n < 100; n++)
+            s_he_send (fx, 1, buf, len);
+        size_t size = s_make_batch (4242 + batches++, "fleet-9", 0, 2, frame, sizeof frame);
+        assert_int_equal (zsock_send (beat.sock, "b", frame, size), 0);
+        s_beat (&beat);
+        zmsg_t *msg;
+        while ((msg = s_he_recv (fx, 1, 0)))
+            zmsg_destroy (&msg);
+        zclock_sleep (POLL_MS);
+        s_status (fx, st);
+    }
+    print_message ("an ack failed after %" PRIu64 " batches\n", batches);
+    assert_true (st [ST_ACKS_FAILED] >= 1);
+    /* taken into custody all the same: only the acks failed */
+    zclock_sleep (QUIET_MS);
+    s_status (fx, st);
+    assert_int_equal (st [ST_BATCHES_IN], batches);
+    assert_true (st [ST_ACKS_FAILED] >= 1 && st [ST_ACKS_FAILED] <= batches);
+    assert_true (s_wait_health (fx, 0, "acks_failed", st [ST_ACKS_FAILED]));
+    zsock_destroy (&beat.sock);
+}
+
+
+/* ---------------------------------------------------------------------- */
 /*  Interval data: helpers                                                   */
 
 /*  Box size of test block k: varied, 1..~1 KiB, one of them the wire
@@ -1644,6 +1863,10 @@ test_buffer_bound (void **state)
     assert_int_equal (s_stat (&G.msg->health, "buffer_max"), 8);
     assert_int_equal (s_stat (&G.msg->health, "blocks_in"), 8);
     assert_int_equal (s_stat (&G.msg->health, "batches_inflight"), 2);
+    /* issue 6: the byte bound is reported next to the fill */
+    assert_true (s_stat (&G.msg->health, "buffer_bytes") > 0);
+    assert_true (s_stat (&G.msg->health, "buffer_bytes_max") == AMI_AGGREGATOR_BUFFER_BYTES);
+    assert_true (st [ST_BUFFER_BYTES_MAX] == AMI_AGGREGATOR_BUFFER_BYTES);
     /* the MDMS's acks free the buffer */
     s_he_ack (fx, got [0].he, got [0].id, AMI_OK, 4);
     assert_true (s_wait_status (fx, ST_BUFFER_BLOCKS, 4));
@@ -2118,11 +2341,23 @@ test_fun_int_1_custody_survives_restart (void **state)
     s_status (fx, st);
     assert_int_equal (st [ST_BATCHES_ACKED], 4);    /* 16 blocks in 4 restored batches */
     assert_int_equal (st [ST_STORE_ERRORS], 0);
+    /* issue 6: the custody store's counters reach the head ends' HEALTH:
+       what this start restored, its commits (the acknowledged batches'
+       tombstones), none of them left to commit */
+    assert_true (s_wait_health (fx, 0, "tombstones", 0));
+    assert_int_equal (s_stat (&G.msg->health, "restored_blocks"), 16);
+    assert_true (s_stat (&G.msg->health, "store_commits") >= 1);
 
     /* acknowledged blocks left the store: a third start sends nothing */
     zactor_destroy (&fx->agg);
-    for (int i = 0; i < HEADENDS; i++)
+    for (int i = 0; i < HEADENDS; i++) {
+        /* what the stopped aggregator sent (its last HEALTHs) is read here,
+           before the routing id is learnt again */
+        zmsg_t *stale;
+        while ((stale = s_he_recv (fx, i, QUIET_MS / 5)))
+            zmsg_destroy (&stale);
         zframe_destroy (&fx->he [i].rid);
+    }
     s_agg_start (fx);
     assert_true (s_wait_status (fx, ST_HEADENDS_LIVE, HEADENDS));
     s_status (fx, st);
@@ -2365,6 +2600,14 @@ main (void)
                                                   s_setup, s_teardown, &s_store_fail_params),
         cmocka_unit_test_prestate_setup_teardown (test_batch_max_bytes, s_setup, s_teardown,
                                                   &s_max_bytes_params),
+        cmocka_unit_test_prestate_setup_teardown (test_issue6_fleets_refused, s_setup,
+                                                  s_teardown, &s_fleets_full_params),
+        cmocka_unit_test_prestate_setup_teardown (test_issue6_routes_refused_full, s_setup,
+                                                  s_teardown, &s_routes_full_params),
+        cmocka_unit_test_prestate_setup_teardown (test_issue6_superseded_full, s_setup,
+                                                  s_teardown, &s_superseded_params),
+        cmocka_unit_test_prestate_setup_teardown (test_issue6_acks_failed, s_setup,
+                                                  s_teardown, &s_acks_failed_params),
     };
     //  The benchmark is a separate group that only exists when asked for
     //  (AMI_AGG_BENCH=1), so the suite never reports a skipped test.

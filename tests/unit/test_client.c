@@ -5,7 +5,13 @@
     One ami_auth for the process (its allow-list holds the operator's
     public certificate only); the stand-in is a CURVE ROUTER in an actor
     that answers API_REQs:
-      STATUS     two services with stats
+      STATUS     S_STATUS_ROWS services with stats (more than two pages):
+                 the mdms, fleet-1 (DEGRADED) and node-0002.. (READY),
+                 paged by from_ms (rows to skip) and limit; the pipe
+                 command "STATUS-MODE n" (answered with a signal) makes
+                 it misbehave: S_SHIFT each page starts one row early (a
+                 service appeared), S_LOOP the first page again and again
+                 with `more`, S_EMPTY `more` on a page with no row
       INTERVALS  pages from a synthetic load profile of meter MTR-000001
                  (S_RECORDS records every 900 s from S_BASE, holes at the
                  indexes in s_holes), <= limit records per page, `more`
@@ -38,6 +44,7 @@
 #include "../../tools/amictl/amictl_json.c"
 #include "../../tools/amictl/amictl_print.c"
 #include "../../tools/amictl/amictl_intervals.c"
+#include "../../tools/amictl/amictl_status.c"
 
 /* The synthetic load profile: 5000 records (more than one page of 2976),
    15-minute ends from S_BASE + 900, four holes. */
@@ -45,6 +52,9 @@
 #define S_STEP      900
 #define S_RECORDS   5000
 static const uint32_t s_holes [] = { 0, 10, 11, 4999 };
+/* STATUS rows: more than two pages of AMI_MAX_API_SERVICES. */
+#define S_STATUS_ROWS   152
+enum { S_PAGED = 0, S_SHIFT, S_LOOP, S_EMPTY };
 /* A read of this meter gets an ERROR whose text holds a CSI in both its
    C0 (ESC [) and C1 (U+009B) forms, a BEL and a line feed. */
 #define S_HOSTILE       "MTR-HOSTILE"
@@ -67,33 +77,71 @@ s_end (uint32_t index)
 
 typedef struct {
     ami_cert_t *cert;           /* the MDMS's (secret) */
+    int status_mode;            /* S_PAGED, ...: the actor's own copy */
 } stand_in_args_t;
 
+/*  STATUS row i of the stand-in's list. */
 static void
-s_answer (ami_msg_t *in, ami_msg_t *out)
+s_status_row (ami_service_row_t *row, uint32_t i)
+{
+    memset (row, 0, sizeof *row);
+    if (i == 0) {
+        strcpy (row->role, "mdms");
+        strcpy (row->node_id, "mdms");
+        row->state = AMI_STATE_READY;
+        row->stat_count = 2;
+        strcpy (row->stats [0].name, "intervals_stored");
+        row->stats [0].value = 123456789;
+        strcpy (row->stats [1].name, "ingest_lat_p99_us");
+        row->stats [1].value = 4321;
+    }
+    else
+    if (i == 1) {
+        strcpy (row->role, "meter");
+        strcpy (row->node_id, "fleet-1");
+        row->state = AMI_STATE_DEGRADED;
+        row->stat_count = 20;
+        for (int k = 0; k < 20; k++) {
+            snprintf (row->stats [k].name, AMI_MAX_ID + 1, "profile_stat_%02d", k);
+            row->stats [k].value = (uint64_t) k * 1000003;
+        }
+    }
+    else {
+        strcpy (row->role, "meter");
+        snprintf (row->node_id, AMI_MAX_ID + 1, "node-%04u", i);
+        row->state = AMI_STATE_READY;
+        row->stat_count = 1;
+        strcpy (row->stats [0].name, "meters");
+        row->stats [0].value = i;
+    }
+}
+
+static void
+s_answer (ami_msg_t *in, ami_msg_t *out, int status_mode)
 {
     ami_api_req_t req = in->api_req;
     if (req.action == AMI_ACT_STATUS) {
         ami_msg_reset (out, AMI_MSG_API_STATUS);
         ami_api_status_t *status = &out->api_status;
         memcpy (status->corr, req.corr, AMI_REQUEST_ID_SIZE);
-        status->count = 2;
-        strcpy (status->services [0].role, "mdms");
-        strcpy (status->services [0].node_id, "mdms");
-        status->services [0].state = AMI_STATE_READY;
-        status->services [0].stat_count = 2;
-        strcpy (status->services [0].stats [0].name, "intervals_stored");
-        status->services [0].stats [0].value = 123456789;
-        strcpy (status->services [0].stats [1].name, "ingest_lat_p99_us");
-        status->services [0].stats [1].value = 4321;
-        strcpy (status->services [1].role, "meter");
-        strcpy (status->services [1].node_id, "fleet-1");
-        status->services [1].state = AMI_STATE_DEGRADED;
-        status->services [1].stat_count = 20;
-        for (int k = 0; k < 20; k++) {
-            snprintf (status->services [1].stats [k].name, AMI_MAX_ID + 1, "profile_stat_%02d", k);
-            status->services [1].stats [k].value = (uint64_t) k * 1000003;
+        uint32_t limit = req.limit && req.limit < AMI_MAX_API_SERVICES ? req.limit
+                                                                       : AMI_MAX_API_SERVICES;
+        uint64_t first = status_mode == S_LOOP ? 0 : req.from_ms;
+        if (status_mode == S_SHIFT && first > 0)
+            first--;                //  a service appeared before the cursor
+        if (status_mode == S_EMPTY && first > 0) {
+            status->more = true;    //  and no row
+            return;
         }
+        for (uint64_t i = first; i < S_STATUS_ROWS; i++) {
+            if (status->count == limit) {
+                status->more = true;
+                break;
+            }
+            s_status_row (&status->services [status->count++], (uint32_t) i);
+        }
+        if (status_mode == S_LOOP)
+            status->more = true;
         return;
     }
     if (req.action == AMI_ACT_INTERVALS) {
@@ -166,13 +214,24 @@ s_stand_in (zsock_t *pipe, void *args)
     zpoller_t *poller = zpoller_new (pipe, router, NULL);
     while (true) {
         void *which = zpoller_wait (poller, -1);
+        if (which == pipe) {
+            char *command = zstr_recv (pipe);
+            bool mode = command && strncmp (command, "STATUS-MODE ", 12) == 0;
+            if (mode) {
+                self->status_mode = atoi (command + 12);
+                zsock_signal (pipe, 0);
+            }
+            zstr_free (&command);
+            if (mode)
+                continue;
+        }
         if (which != router)
             break;                          //  $TERM or interrupted
         zmsg_t *msg = zmsg_recv (router);
         zframe_t *id = zmsg_pop (msg), *empty = zmsg_pop (msg), *body = zmsg_pop (msg);
         if (body && ami_msg_decode (in, zframe_data (body), zframe_size (body)) == AMI_OK
         &&  in->type == AMI_MSG_API_REQ) {
-            s_answer (in, out);
+            s_answer (in, out, self->status_mode);
             size_t len = 0;
             int rc = ami_msg_encode (out, buf, AMI_MAX_FRAME, &len);
             assert (rc == AMI_OK);
@@ -274,7 +333,9 @@ test_status_with_stats (void **state)
     assert_int_equal (ami_client_request (client, &req, zclock_mono () + 5000, &reply), AMI_OK);
     assert_int_equal (reply->type, AMI_MSG_API_STATUS);
     assert_memory_equal (reply->api_status.corr, req.corr, AMI_REQUEST_ID_SIZE);
-    assert_int_equal (reply->api_status.count, 2);
+    //  the first page: full, and more follow
+    assert_int_equal (reply->api_status.count, AMI_MAX_API_SERVICES);
+    assert_true (reply->api_status.more);
     const ami_service_row_t *mdms = &reply->api_status.services [0];
     assert_int_equal (mdms->stat_count, 2);
     assert_string_equal (mdms->stats [0].name, "intervals_stored");
@@ -521,6 +582,162 @@ test_gaps_edges (void **state)
     amictl_gaps_free (&gaps);
 }
 
+/*  Occurrences of needle in text. */
+static int
+s_count (const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr (p, needle)); p += strlen (needle))
+        n++;
+    return n;
+}
+
+/*  Set the stand-in's STATUS behaviour (S_PAGED, ...). */
+static void
+s_status_mode (fixture_t *f, int mode)
+{
+    assert_int_equal (zstr_sendf (f->stand_in, "STATUS-MODE %d", mode), 0);
+    assert_int_equal (zsock_wait (f->stand_in), 0);
+}
+
+/*  Issue 6 (QUEUES.md gap 10): amictl_status_fetch walks every page of
+    API_STATUS: all S_STATUS_ROWS rows, each once, in the server's order,
+    over three pages; rows a shifting list sends twice are kept once; a
+    server that says `more` forever is stopped at AMICTL_STATUS_MAX_ROWS
+    (AMI_E_LIMIT); `more` on an empty page ends the walk with what came. */
+static void
+test_issue6_status_pages (void **state)
+{
+    fixture_t *f = *state;
+    ami_client_t *client = s_client (f, f->operator, NULL);
+    amictl_status_t status = { 0 };
+    ami_msg_t *reply = NULL;
+    int modes [] = { S_PAGED, S_SHIFT };
+    for (size_t m = 0; m < sizeof modes / sizeof modes [0]; m++) {
+        s_status_mode (f, modes [m]);
+        assert_int_equal (amictl_status_fetch (client, 0, 5000, &status, &reply), AMI_OK);
+        assert_int_equal (status.count, S_STATUS_ROWS);
+        for (uint32_t i = 0; i < S_STATUS_ROWS; i++) {
+            ami_service_row_t want;
+            s_status_row (&want, i);
+            assert_string_equal (status.rows [i].node_id, want.node_id);
+            assert_int_equal (status.rows [i].stat_count, want.stat_count);
+            assert_true (status.rows [i].stats [0].value == want.stats [0].value);
+        }
+        if (modes [m] == S_PAGED) {
+            assert_int_equal (status.pages, 3);                 //  64 + 64 + 24
+            assert_int_equal (status.received, S_STATUS_ROWS);
+        }
+        else
+            assert_true (status.received > S_STATUS_ROWS);      //  duplicates dropped
+        assert_string_equal (status.why, "");
+    }
+    s_status_mode (f, S_LOOP);
+    assert_int_equal (amictl_status_fetch (client, 0, 5000, &status, &reply), AMI_E_LIMIT);
+    assert_int_equal (status.count, AMI_MAX_API_SERVICES);      //  the same rows, once
+    assert_true (status.received <= AMICTL_STATUS_MAX_ROWS);
+    assert_non_null (strstr (status.why, "kept paging"));
+    s_status_mode (f, S_EMPTY);
+    assert_int_equal (amictl_status_fetch (client, 0, 5000, &status, &reply), AMI_OK);
+    assert_int_equal (status.count, AMI_MAX_API_SERVICES);
+    assert_int_equal (status.pages, 2);
+    amictl_status_free (&status);
+    amictl_status_free (&status);       //  idempotent
+    s_status_mode (f, S_PAGED);
+    ami_client_destroy (&client);
+}
+
+/*  Key files and an empty config for running bin/amictl against the
+    stand-in. */
+typedef struct {
+    char *dir, *op, *mdms, *cfg, *out, *err;
+} amictl_files_t;
+
+static void
+s_amictl_files (fixture_t *f, amictl_files_t *files)
+{
+    files->dir = ami_test_tmpdir ("client-op");
+    assert_non_null (files->dir);
+    files->op = ami_test_path (files->dir, "op.cert");
+    files->mdms = ami_test_path (files->dir, "mdms.cert");
+    files->cfg = ami_test_path (files->dir, "amictl.cfg");
+    files->out = ami_test_path (files->dir, "stdout.txt");
+    files->err = ami_test_path (files->dir, "stderr.txt");
+    FILE *cfg = fopen (files->cfg, "w");        //  empty: the options say it all
+    assert_non_null (cfg);
+    fclose (cfg);
+    assert_int_equal (ami_cert_save (f->operator, files->op), AMI_OK);
+    assert_int_equal (ami_cert_save_public (f->mdms, files->mdms), AMI_OK);
+    assert_int_equal (access ("bin/amictl", X_OK), 0);
+}
+
+static void
+s_amictl_files_free (amictl_files_t *files)
+{
+    ami_test_rmtree (files->dir);
+    free (files->dir);
+    free (files->op);
+    free (files->mdms);
+    free (files->cfg);
+    free (files->out);
+    free (files->err);
+}
+
+/*  Run bin/amictl with args against the stand-in; returns its exit code
+    and its stdout (heap, caller frees). */
+static int
+s_amictl (fixture_t *f, amictl_files_t *files, const char *args, char **out)
+{
+    char command [4096];
+    snprintf (command, sizeof command,
+              "bin/amictl -c '%s' -e '%s' --cert '%s' --mdms-cert '%s' %s >'%s' 2>'%s'",
+              files->cfg, f->endpoint, files->op, files->mdms, args, files->out, files->err);
+    int status = system (command);
+    assert_true (WIFEXITED (status));
+    FILE *file = fopen (files->out, "rb");
+    assert_non_null (file);
+    static char text [1024 * 1024];
+    size_t n = fread (text, 1, sizeof text - 1, file);
+    fclose (file);
+    text [n] = 0;
+    *out = strdup (text);
+    assert_non_null (*out);
+    return WEXITSTATUS (status);
+}
+
+/*  Issue 6 (QUEUES.md gap 10): `amictl status` shows every row of every
+    page exactly once - text, JSON, and with --wait (here never ready:
+    fleet-1 is DEGRADED, so it prints the last walk and exits 3). */
+static void
+test_issue6_amictl_status_all_pages (void **state)
+{
+    fixture_t *f = *state;
+    amictl_files_t files;
+    s_amictl_files (f, &files);
+    const char *runs [] = { "status", "status --json", "status --wait 0" };
+    const int exits [] = { 0, 0, 3 };
+    for (size_t r = 0; r < sizeof runs / sizeof runs [0]; r++) {
+        char *out = NULL;
+        assert_int_equal (s_amictl (f, &files, runs [r], &out), exits [r]);
+        bool json = strstr (runs [r], "--json") != NULL;
+        for (uint32_t i = 0; i < S_STATUS_ROWS; i++) {
+            ami_service_row_t row;
+            s_status_row (&row, i);
+            char needle [64];
+            if (json)
+                snprintf (needle, sizeof needle, "\"node\":\"%s\"", row.node_id);
+            else
+                snprintf (needle, sizeof needle, " %s ", row.node_id);
+            if (s_count (out, needle) != 1)
+                fail_msg ("%s: %s %d times", runs [r], needle, s_count (out, needle));
+        }
+        //  the last row's stat, from the third page
+        assert_non_null (strstr (out, json ? "\"meters\":151" : "meters=151"));
+        free (out);
+    }
+    s_amictl_files_free (&files);
+}
+
 /* ---------------------------------------------------------------------- */
 /*  amictl (the binary) facing a hostile ERROR text                       */
 
@@ -588,6 +805,8 @@ main (void)
     ami_log_init ("test_client", NULL, AMI_LOG_WARN);
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_status_with_stats),
+        cmocka_unit_test (test_issue6_status_pages),
+        cmocka_unit_test (test_issue6_amictl_status_all_pages),
         cmocka_unit_test (test_intervals_paged),
         cmocka_unit_test (test_intervals_misbehaving),
         cmocka_unit_test (test_pipelined),

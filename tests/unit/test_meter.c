@@ -394,7 +394,8 @@ s_expect_resp (fx_t *fx, uint32_t index, const uint8_t request_id [AMI_REQUEST_I
 enum {
     ST_METERS, ST_READS, ST_REFUSED, ST_UNREACHABLE, ST_MALFORMED,
     ST_BLOCKS, ST_READINGS, ST_ACKED, ST_CLOCK, ST_SENT, ST_RESENT,
-    ST_INFLIGHT, ST_DONE, ST_STORE_ERRORS, ST_REFUSALS_DROPPED, ST_MDMS_KEYS, ST_COUNT
+    ST_INFLIGHT, ST_DONE, ST_STORE_ERRORS, ST_REFUSALS_DROPPED, ST_MDMS_KEYS, ST_CREDIT,
+    ST_COUNT
 };
 
 static void
@@ -1213,11 +1214,14 @@ test_profile_credit (void **state)
     assert_int_equal (st [ST_SENT], 4);
     assert_int_equal (st [ST_INFLIGHT], 4);
     assert_int_equal (st [ST_DONE], 0);
+    assert_int_equal (st [ST_CREDIT], AMI_CREDIT_INITIAL);      /* issue 6: reported */
 
     /* two acks granting 2: still 2 in flight, so nothing new */
     s_ack (fx, id [0], AMI_OK, 2);
     s_ack (fx, id [1], AMI_OK, 2);
     assert_null (s_expect_batch (fx, QUIET_MS));
+    s_status (fx, st);
+    assert_int_equal (st [ST_CREDIT], 2);
     /* one more: 1 in flight under a credit of 2 -> exactly one new batch */
     s_ack (fx, id [2], AMI_OK, 2);
     zmsg_t *msg = s_expect_batch (fx, WAIT_MS);
@@ -1243,6 +1247,18 @@ test_profile_credit (void **state)
     s_status (fx, st);
     assert_int_equal (st [ST_INFLIGHT], 1);
     assert_int_equal (st [ST_SENT], 6);
+    assert_int_equal (st [ST_CREDIT], 0);
+    /* issue 6: HEALTH carries the credit too, so amictl status shows it */
+    msg = s_expect (fx, AMI_MSG_HEALTH, WAIT_MS);
+    assert_non_null (msg);
+    bool credit_seen = false;
+    for (uint32_t i = 0; i < G.msg->health.stat_count; i++)
+        if (streq (G.msg->health.stats [i].name, "credit")) {
+            credit_seen = true;
+            assert_int_equal (G.msg->health.stats [i].value, 0);
+        }
+    assert_true (credit_seen);
+    zmsg_destroy (&msg);
     /* an ack for a batch it does not hold is ignored, credit included */
     s_ack (fx, id [0], AMI_OK, 4);
     assert_null (s_expect_batch (fx, QUIET_MS));
@@ -1251,6 +1267,8 @@ test_profile_credit (void **state)
     msg = s_expect_batch (fx, WAIT_MS);
     assert_non_null (msg);
     zmsg_destroy (&msg);
+    s_status (fx, st);
+    assert_int_equal (st [ST_CREDIT], 4);
 }
 
 /*  Receive the only batch of a 10-meter, one-block run. Returns its

@@ -415,6 +415,7 @@ s_fill (ami_msg_t *m, int type, int variant)
             static const char *roles [] = { "mdms", "broker", "headend", "headend", "aggregator" };
             static const char *nodes [] = { "mdms-1", "broker-1", "HE-01", "HE-02", "AGG-0001" };
             a->count = max ? AMI_MAX_API_SERVICES : variant == 2 ? 0 : 5;
+            a->more = max;          /* a full page: more follow */
             for (unsigned i = 0; i < a->count; i++) {
                 ami_service_row_t *r = &a->services [i];
                 if (max) {
@@ -716,6 +717,7 @@ s_eq_msg (const ami_msg_t *a, const ami_msg_t *b)
             break;
         case AMI_MSG_API_STATUS:
             assert_memory_equal (a->api_status.corr, b->api_status.corr, AMI_REQUEST_ID_SIZE);
+            assert_int_equal (a->api_status.more, b->api_status.more);
             assert_int_equal (a->api_status.count, b->api_status.count);
             for (uint32_t i = 0; i < a->api_status.count; i++) {
                 const ami_service_row_t *x = &a->api_status.services [i], *y = &b->api_status.services [i];

@@ -179,6 +179,7 @@ s_build (ami_msg_t *m, int type, int n)
             break;
         case AMI_MSG_API_STATUS:
             memset (m->api_status.corr, 0x11, AMI_REQUEST_ID_SIZE);
+            m->api_status.more = true;
             m->api_status.count = (uint32_t) n;
             for (int i = 0; i < n; i++) {
                 strcpy (m->api_status.services [i].role, "headend");
@@ -816,7 +817,7 @@ static const row_t s_rows [] = {
     ROW (AMI_MSG_HEALTH, "uptime u64 max", AMI_OK, SET (U64_MAX, 5)),
     ROW (AMI_MSG_HEALTH, "uptime -1 as int64", AMI_E_TYPE, SET ("\xd3\xff\xff\xff\xff\xff\xff\xff\xff", 5)),
     ROW (AMI_MSG_HEALTH, "no stats", AMI_OK, SET ("\x90", 6)),
-    ROW (AMI_MSG_HEALTH, "33 stats", AMI_E_LIMIT, GEN (G_NILS, AMI_MAX_STATS + 1, 6)),
+    ROW (AMI_MSG_HEALTH, "65 stats", AMI_E_LIMIT, GEN (G_NILS, AMI_MAX_STATS + 1, 6)),
     ROW (AMI_MSG_HEALTH, "stat of 1", AMI_E_ARITY, SET ("\x91\xa1x", 6, 0)),
     ROW (AMI_MSG_HEALTH, "stat of 3", AMI_E_ARITY, SET ("\x93\xa1x\x01\x02", 6, 0)),
     ROW (AMI_MSG_HEALTH, "stat name empty", AMI_E_LIMIT, SET ("\xa0", 6, 0, 0)),
@@ -980,13 +981,20 @@ static const row_t s_rows [] = {
     ROW (AMI_MSG_API_METERS, "state 5", AMI_E_RANGE, SET ("\x05", 4, 0, 3)),
     ROW (AMI_MSG_API_METERS, "last read 0 (never)", AMI_OK, SET ("\x00", 4, 0, 2)),
 
-    /* API_STATUS [1, 43, corr, [[role, node, state, uptime, age, [[name, value]...]]...]] */
-    ROW (AMI_MSG_API_STATUS, "65 services", AMI_E_LIMIT, GEN (G_NILS, AMI_MAX_API_SERVICES + 1, 3)),
-    ROW (AMI_MSG_API_STATUS, "role 17", AMI_E_LIMIT, SET ("\xb1" ROLE17, 3, 0, 0)),
-    ROW (AMI_MSG_API_STATUS, "state 5", AMI_E_RANGE, SET ("\x05", 3, 1, 2)),
-    ROW (AMI_MSG_API_STATUS, "row of 7", AMI_E_ARITY, SET ("\x97\xa1r\xa1n\x01\x01\x01\x90\x01", 3, 0)),
-    ROW (AMI_MSG_API_STATUS, "row of 5", AMI_E_ARITY, SET ("\x95\xa1r\xa1n\x01\x01\x01", 3, 0)),
-    ROW (AMI_MSG_API_STATUS, "stat value -1", AMI_E_TYPE, SET ("\x96\xa1r\xa1n\x01\x01\x01\x91\x92\xa1s\xff", 3, 0)),
+    /* API_STATUS [1, 43, corr, more, [[role, node, state, uptime, age, [[name, value]...]]...]] */
+    ROW (AMI_MSG_API_STATUS, "more false", AMI_OK, SET ("\xc2", 3)),
+    ROW (AMI_MSG_API_STATUS, "more as 1", AMI_E_TYPE, SET ("\x01", 3)),
+    ROW (AMI_MSG_API_STATUS, "more nil", AMI_E_TYPE, SET ("\xc0", 3)),
+    ROW (AMI_MSG_API_STATUS, "more as str", AMI_E_TYPE, SET ("\xa4true", 3)),
+    ROW (AMI_MSG_API_STATUS, "services where more goes", AMI_E_TYPE, SET ("\x90", 3)),
+    ROW (AMI_MSG_API_STATUS, "no services", AMI_OK, SET ("\x90", 4)),
+    ROW (AMI_MSG_API_STATUS, "65 services", AMI_E_LIMIT, GEN (G_NILS, AMI_MAX_API_SERVICES + 1, 4)),
+    ROW (AMI_MSG_API_STATUS, "role 17", AMI_E_LIMIT, SET ("\xb1" ROLE17, 4, 0, 0)),
+    ROW (AMI_MSG_API_STATUS, "state 5", AMI_E_RANGE, SET ("\x05", 4, 1, 2)),
+    ROW (AMI_MSG_API_STATUS, "row of 7", AMI_E_ARITY, SET ("\x97\xa1r\xa1n\x01\x01\x01\x90\x01", 4, 0)),
+    ROW (AMI_MSG_API_STATUS, "row of 5", AMI_E_ARITY, SET ("\x95\xa1r\xa1n\x01\x01\x01", 4, 0)),
+    ROW (AMI_MSG_API_STATUS, "stat value -1", AMI_E_TYPE, SET ("\x96\xa1r\xa1n\x01\x01\x01\x91\x92\xa1s\xff", 4, 0)),
+    ROW (AMI_MSG_API_STATUS, "65 stats in a row", AMI_E_LIMIT, GEN (G_NILS, AMI_MAX_STATS + 1, 4, 1, 5)),
 
     /* API_INTERVALS [1, 44, corr, meter_id, more, [interval...]] */
     ROW (AMI_MSG_API_INTERVALS, "meter empty", AMI_E_LIMIT, SET ("\xa0", 3)),

@@ -25,6 +25,7 @@
 #include "amictl_intervals.h"
 #include "amictl_json.h"
 #include "amictl_print.h"
+#include "amictl_status.h"
 
 /* Exit codes (the contract with scripts: see s_usage). */
 #define EXIT_OK         0
@@ -55,8 +56,9 @@
 /* gaps: the interval length when --interval is not given: the MDMS's and
    the meters' default (15-minute load profile, OBIS 1.0.99.1.0). */
 #define DEFAULT_INTERVAL_S  900
-/* Most node ids amictl/expect may list (the status reply holds 64). */
-#define MAX_EXPECT          AMI_MAX_API_SERVICES
+/* Most node ids amictl/expect may list: a bound on one config line (256
+   names fill ~8 KiB), not on the status rows, which are paged. */
+#define MAX_EXPECT          256
 
 static const char *const s_known [] = {
     "amictl/endpoint", "amictl/mdms-cert", "amictl/cert", "amictl/timeout", "amictl/expect",
@@ -127,8 +129,9 @@ s_usage (FILE *out)
 "        every service the MDMS hears from: role, node, state, uptime, age\n"
 "        of the last report, and below it the counters of that report\n"
 "        (name=value: the MDMS's ingest figures, each fleet's profile_*,\n"
-"        each relay's batches_*). --wait: ask until every service listed is\n"
-"        READY and every node of amictl/expect is present, or fail with\n"
+"        each relay's batches_*, queue fills, bounds and refusals); paged\n"
+"        from the MDMS until complete. --wait: ask until every service listed\n"
+"        is READY and every node of amictl/expect is present, or fail with\n"
 "        exit 3.\n"
 "  verify METER [--json]\n"
 "        re-check every stored reading of METER against the proof of origin\n"
@@ -860,25 +863,25 @@ s_cmd_meters (ctx_t *ctx)
 
 /* Is everything ready? Writes what is not into why. */
 static bool
-s_all_ready (ctx_t *ctx, const ami_api_status_t *status, char *why, size_t cap)
+s_all_ready (ctx_t *ctx, const amictl_status_t *status, char *why, size_t cap)
 {
     why [0] = '\0';
     size_t len = 0;
     bool ready = status->count > 0;
     if (status->count == 0)
         snprintf (why, cap, "the MDMS lists no service yet");
-    for (uint32_t i = 0; i < status->count; i++)
-        if (status->services [i].state != AMI_STATE_READY) {
+    for (size_t i = 0; i < status->count; i++)
+        if (status->rows [i].state != AMI_STATE_READY) {
             ready = false;
             len = strlen (why);
             snprintf (why + len, cap - len, "%s%s is %s", len ? ", " : "",
-                      status->services [i].node_id,
-                      amictl_state_name (status->services [i].state));
+                      status->rows [i].node_id,
+                      amictl_state_name (status->rows [i].state));
         }
     for (int e = 0; e < ctx->expect_count; e++) {
         bool present = false;
-        for (uint32_t i = 0; i < status->count && !present; i++)
-            present = strcmp (status->services [i].node_id, ctx->expect [e]) == 0;
+        for (size_t i = 0; i < status->count && !present; i++)
+            present = strcmp (status->rows [i].node_id, ctx->expect [e]) == 0;
         if (!present) {
             ready = false;
             len = strlen (why);
@@ -889,44 +892,55 @@ s_all_ready (ctx_t *ctx, const ami_api_status_t *status, char *why, size_t cap)
 }
 
 static void
-s_show_status (ctx_t *ctx, const ami_api_status_t *status)
+s_show_status (ctx_t *ctx, const amictl_status_t *status)
 {
     if (ctx->json) {
         amictl_json_t *j = amictl_json_new ();
         if (j) {
-            amictl_json_status (j, status->corr, status->services, status->count);
+            amictl_json_status (j, status->first_corr, status->rows, status->count);
             s_emit (j);
             amictl_json_destroy (&j);
         }
     }
     else
-        amictl_print_status (stdout, status->services, status->count);
+        amictl_print_status (stdout, status->rows, status->count);
 }
 
+/* A failed status walk: the page's ERROR, no answer, or our side. */
+static int
+s_status_failed (ctx_t *ctx, int rc, ami_msg_t *reply, const amictl_status_t *status)
+{
+    if (reply && reply->type == AMI_MSG_ERROR)
+        return s_request_failed (ctx, "status", rc, reply, status->last_corr);
+    if (rc == AMI_E_TIMEOUT || rc == AMI_E_DENIED || !status->why [0])
+        return s_request_failed (ctx, "status", rc, NULL, status->last_corr);
+    return s_fail (ctx, EXIT_FAILED, rc, NULL, status->last_corr, "status: %s", status->why);
+}
+
+/* status: every page of API_STATUS (amictl_status.h), then the rows. */
 static int
 s_cmd_status (ctx_t *ctx)
 {
-    ami_api_req_t req = { 0 };
-    req.action = AMI_ACT_STATUS;
-    req.timeout_ms = (uint32_t) ctx->timeout_ms;
+    amictl_status_t status = { 0 };
+    uint32_t timeout_ms = (uint32_t) ctx->timeout_ms;
     if (ctx->wait_s < 0) {
         ami_msg_t *reply = NULL;
-        int rc = ami_client_request (ctx->client, &req, s_deadline (ctx), &reply);
-        if (rc)
-            return s_request_failed (ctx, "status", rc, reply, req.corr);
-        if (reply->type != AMI_MSG_API_STATUS)
-            return s_fail (ctx, EXIT_FAILED, AMI_E_INTERNAL, NULL, req.corr,
-                           "status: unexpected %s", ami_msg_type_name (reply->type));
-        s_show_status (ctx, &reply->api_status);
-        return EXIT_OK;
+        int rc = amictl_status_fetch (ctx->client, timeout_ms, ctx->timeout_ms + REPLY_MARGIN_MS,
+                                      &status, &reply);
+        int exit_code = EXIT_OK;
+        if (rc == AMI_OK)
+            s_show_status (ctx, &status);
+        else
+            exit_code = s_status_failed (ctx, rc, reply, &status);
+        amictl_status_free (&status);
+        return exit_code;
     }
-    //  --wait: ask again and again until ready or the deadline.
+    //  --wait: ask again and again until ready or the deadline. `last` is
+    //  the last complete walk.
     int64_t deadline = zclock_mono () + ctx->wait_s * 1000;
-    ami_api_status_t *last = calloc (1, sizeof *last);
+    amictl_status_t last = { 0 };
     char why [1024] = "no answer from the MDMS yet";
     bool have_last = false;
-    if (!last)
-        return s_fail (ctx, EXIT_FAILED, AMI_E_NOMEM, NULL, NULL, "out of memory");
     bool first = true;
     while (!zsys_interrupted) {
         int64_t now = zclock_mono ();
@@ -936,17 +950,22 @@ s_cmd_status (ctx_t *ctx)
             until = now + POLL_ANSWER_MS;
         first = false;
         ami_msg_t *reply = NULL;
-        int rc = ami_client_request (ctx->client, &req, until, &reply);
+        int rc = amictl_status_fetch (ctx->client, timeout_ms, until - now, &status, &reply);
         if (rc == AMI_E_DENIED || rc == AMI_E_RATE_LIMITED) {
-            free (last);
-            return s_request_failed (ctx, "status", rc, reply, req.corr);
+            rc = s_status_failed (ctx, rc, reply, &status);
+            amictl_status_free (&status);
+            amictl_status_free (&last);
+            return rc;
         }
-        if (rc == AMI_OK && reply->type == AMI_MSG_API_STATUS) {
-            *last = reply->api_status;
+        if (rc == AMI_OK) {
+            amictl_status_t done = last;        //  keep this walk, drop the older
+            last = status;
+            status = done;
             have_last = true;
-            if (s_all_ready (ctx, last, why, sizeof why)) {
-                s_show_status (ctx, last);
-                free (last);
+            if (s_all_ready (ctx, &last, why, sizeof why)) {
+                s_show_status (ctx, &last);
+                amictl_status_free (&status);
+                amictl_status_free (&last);
                 return EXIT_OK;
             }
         }
@@ -954,16 +973,20 @@ s_cmd_status (ctx_t *ctx)
         if (rc == AMI_E_TIMEOUT)
             snprintf (why, sizeof why, "%s", ami_client_why (ctx->client));
         else
+        if (status.why [0])
+            snprintf (why, sizeof why, "%s", status.why);
+        else
             snprintf (why, sizeof why, "the MDMS answered %s", ami_errname (rc));
         if (zclock_mono () + POLL_INTERVAL_MS >= deadline)
             break;
         zclock_sleep (POLL_INTERVAL_MS);
     }
     if (have_last && !ctx->json)
-        amictl_print_status (stdout, last->services, last->count);
+        amictl_print_status (stdout, last.rows, last.count);
     int rc = s_fail (ctx, EXIT_TIMEOUT, AMI_E_TIMEOUT, NULL, NULL,
                      "status: not ready after %" PRId64 " s: %s", ctx->wait_s, why);
-    free (last);
+    amictl_status_free (&status);
+    amictl_status_free (&last);
     return rc;
 }
 
