@@ -43,6 +43,7 @@
 #include "ami_log.h"
 #include "ami_monitor.h"
 #include "ami_msg.h"        /* AMI_MAX_FRAME: the bus-wide frame limit */
+#include "ami_sort.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -1053,12 +1054,6 @@ s_tick (broker_t *self)
 /* ---------------------------------------------------------------------- */
 /*  Pipe                                                                    */
 
-static int
-s_compare_str (const void *a, const void *b)
-{
-    return strcmp ((const char *) a, (const char *) b);
-}
-
 static void
 s_send_status (broker_t *self)
 {
@@ -1066,10 +1061,8 @@ s_send_status (broker_t *self)
     zmsg_addstrf (reply, "%zu", zhashx_size (self->services));
     zmsg_addstrf (reply, "%zu", zhashx_size (self->workers));
     zmsg_addstrf (reply, "%zu", self->queued);
-    zlistx_t *names = zhashx_keys (self->services);
+    zlistx_t *names = ami_keys_sorted (self->services);
     if (names) {
-        zlistx_set_comparator (names, s_compare_str);
-        zlistx_sort (names);
         const char *name = (const char *) zlistx_first (names);
         while (name) {
             service_t *service = (service_t *) zhashx_lookup (self->services, name);

@@ -72,6 +72,7 @@
 #include "ami_mdms_rate.h"
 #include "ami_msg.h"
 #include "ami_service.h"
+#include "ami_sort.h"
 
 /*  RFC 7 / RFC 8 */
 #define MDP_CLIENT          "MDPC01"
@@ -261,6 +262,7 @@ typedef struct {
     int retries;
     int heartbeat_ms;
     size_t max_pending;
+    size_t ingest_queue;                /* BATCHes queued for the group commit at most */
 
     ami_msg_t *rx;                      /* decoded input */
     ami_msg_t *tx;                      /* replies and commands being built */
@@ -301,6 +303,11 @@ typedef struct {
     uint64_t rate_limited;
     uint64_t audit_failures;
     uint64_t events_refused;            /* subscriptions refused (not operator/monitor) */
+    //  Refusals at a bound (issue 6), one counter per kind
+    uint64_t reads_busy;                /* reads refused: max_pending in flight */
+    uint64_t services_evicted;          /* services forgotten: table full */
+    uint64_t peers_refused;             /* ingest peers not remembered: table full */
+    uint64_t mmi_refused;               /* MMI questions not asked: ring full */
     unsigned ticks;
     bool audit_action0;                 /* the codec lets API_AUDIT carry action 0 */
 
@@ -406,7 +413,11 @@ s_send (mdms_t *self, zsock_t *sock, zmsg_t **msg_p, const char *what)
     return false;
 }
 
-/*  Publish one event: [topic][EVENT]. Loss-tolerant by design. */
+/*  Publish one event: [topic][EVENT]. Loss-tolerant by design: libzmq
+    drops an event for a subscriber whose queue is full
+    (AMI_MDMS_EVENTS_SNDHWM) and says nothing, so nothing here can count
+    it; the subscriber sees the gap in EVENT.seq, and events_seq (this
+    seq) is in the MDMS's stats to compare with. */
 static void
 s_publish (mdms_t *self, int kind, const char *meter_id, const char *format, ...)
     CHECK_PRINTF (4);
@@ -808,6 +819,7 @@ static bool
 s_mmi_ask (mdms_t *self, route_t *route)
 {
     if (self->mmi_count == S_MMI_RING) {
+        self->mmi_refused++;
         s_warn (self, "broker: %d MMI questions unanswered, not asking more", S_MMI_RING);
         return false;
     }
@@ -873,12 +885,13 @@ s_pending_timers (mdms_t *self)
     self->pending_due = due;
     for (pending_t *p = (pending_t *) zlistx_first (expired); p;
          p = (pending_t *) zlistx_next (expired)) {
-        //  No meter answer: the last relay ERROR, if any, says best why
+        //  No meter answer by the deadline: the timeout error; the last
+        //  relay ERROR, if any, says best why
         if (p->relay_error)
-            s_pending_fail (self, p, p->relay_error, "no valid answer from meter %s within "
+            s_pending_fail (self, p, AMI_E_TIMEOUT, "no valid answer from meter %s within "
                             "%lld ms (%d tries); last relay error: %s", p->meter_id,
                             (long long) (now - p->started), p->tries,
-                            ami_strerror (p->relay_error));
+                            ami_errname (p->relay_error));
         else
             s_pending_fail (self, p, AMI_E_TIMEOUT, "no valid answer from meter %s within "
                             "%lld ms (%d tries)", p->meter_id, (long long) (now - p->started),
@@ -1219,14 +1232,15 @@ s_read_resp (mdms_t *self, const uint8_t *data, size_t size, const char *service
     tries before an honest worker gets one. So tries ended by a relay ERROR
     have their own budget, AMI_MDMS_RELAY_TRIES per read, on top of the
     retries (which count tries that timed out or that the meter refused):
-    the read is resent after each relay ERROR while that budget and the
-    deadline last, and only the relay ERROR that exhausts the budget ends
-    the read with it (a meter whose fleet is really gone still fails in a
-    few quick round trips, not at the deadline). Without retries
-    (AMI_MDMS_NO_RETRIES) the first relay ERROR ends the read. Otherwise, if
-    no meter answer comes, the deadline reports the last relay error
-    instead of AMI_E_TIMEOUT; an MMI 404 ends the read with
-    AMI_E_NO_ROUTE, as for a silent try. */
+    the read is resent after each relay ERROR, after a growing wait
+    (AMI_MDMS_RELAY_BACKOFF_MS: a relay whose link was reset gets time to
+    reconnect), while that budget and the deadline last, and only the
+    relay ERROR that exhausts the budget ends the read with it (a meter
+    whose fleet is really gone still fails within about 0.7 s, not at the
+    deadline). Without retries (AMI_MDMS_NO_RETRIES) the first relay ERROR
+    ends the read. Otherwise, if no meter answer comes, the deadline ends
+    the read with AMI_E_TIMEOUT, naming the last relay error; an MMI 404
+    ends the read with AMI_E_NO_ROUTE, as for a silent try. */
 static void
 s_read_error (mdms_t *self, const char *service)
 {
@@ -1258,7 +1272,16 @@ s_read_error (mdms_t *self, const char *service)
                         "%s (%s)", p->relay_tries, origin, ami_strerror (code), text);
         return;
     }
-    s_pending_check (self, p);
+    //  The next try after a wait (AMI_MDMS_RELAY_BACKOFF_MS, doubling): the
+    //  try deadline is reused as the moment to ask the route and resend
+    int64_t wait = AMI_MDMS_RELAY_BACKOFF_MS;
+    for (int i = 1; i < p->relay_tries && wait < AMI_MDMS_RELAY_BACKOFF_MAX_MS; i++)
+        wait *= 2;
+    if (wait > AMI_MDMS_RELAY_BACKOFF_MAX_MS)
+        wait = AMI_MDMS_RELAY_BACKOFF_MAX_MS;
+    int64_t at = zclock_mono () + wait;
+    p->try_deadline = at < p->deadline ? at : p->deadline;
+    s_due (self, p->try_deadline);
 }
 
 static void
@@ -1398,6 +1421,8 @@ s_api_read (mdms_t *self, api_call_t *call)
         return;
     }
     if (zhashx_size (self->pending) >= self->max_pending) {
+        //  Back-pressure, counted apart (s_read_failed counts reads_failed)
+        self->reads_busy++;
         s_read_failed (self, call->envelope, &call->caller, NULL, AMI_E_BUSY,
                        "too many reads in flight; retry later");
         return;
@@ -1609,12 +1634,6 @@ s_api_meters (mdms_t *self, api_call_t *call)
     s_api_finish (self, &call->caller, call->envelope);
 }
 
-static int
-s_compare_str (const void *a, const void *b)
-{
-    return strcmp ((const char *) a, (const char *) b);
-}
-
 static ami_service_row_t *
 s_status_row (ami_api_status_t *status, const char *role, const char *node_id,
               uint8_t state, uint64_t uptime_ms, uint64_t age_ms)
@@ -1651,7 +1670,15 @@ s_own_stats (mdms_t *self, ami_stat_t *stats, uint32_t *count)
         { "frames_refused", ami_auth_refused_count () },
         { "events_refused", self->events_refused },
         { "send_failed",    self->send_failed },
+        { "events_seq",     self->event_seq },
+        { "reads_busy",     self->reads_busy },
+        { "services_evicted", self->services_evicted },
+        { "peers_refused",  self->peers_refused },
+        { "mmi_refused",    self->mmi_refused },
     };
+    //  Everything must fit one HEALTH/API_STATUS row
+    _Static_assert (AMI_MDMS_INGEST_STATS + sizeof rows / sizeof rows [0] <= AMI_MAX_STATS,
+                    "the MDMS's own stats do not fit in AMI_MAX_STATS");
     for (size_t i = 0; i < sizeof rows / sizeof rows [0] && *count < AMI_MAX_STATS; i++) {
         snprintf (stats [*count].name, sizeof stats [*count].name, "%s", rows [i].name);
         stats [*count].value = rows [i].value;
@@ -1659,39 +1686,68 @@ s_own_stats (mdms_t *self, ami_stat_t *stats, uint32_t *count)
     }
 }
 
+/*  Whether the next row of the whole ordered status list (*index, counted
+    up here) goes into the page asked for: skip rows before `skip`; a row
+    after a full page only sets *more. */
+static bool
+s_status_paged (uint64_t *index, uint64_t skip, size_t limit, const ami_api_status_t *status,
+                bool *more)
+{
+    uint64_t at = (*index)++;
+    if (at < skip)
+        return false;
+    if (status->count >= limit) {
+        *more = true;
+        return false;
+    }
+    return true;
+}
+
+/*  API_STATUS, one page (PROTOCOL.md 4.11, action 4): the rows in a
+    stable order - this MDMS, the broker, then every other service sorted
+    by "role/node_id" - with from_ms rows skipped and at most limit (0 or
+    more than a reply holds: AMI_MAX_API_SERVICES) in the page; `more` when
+    rows follow it. */
 static void
 s_api_status (mdms_t *self, api_call_t *call)
 {
     int64_t now = zclock_mono ();
+    const ami_api_req_t *req = call->req;
+    size_t limit = req->limit && req->limit < AMI_MAX_API_SERVICES ? req->limit
+                                                                    : AMI_MAX_API_SERVICES;
+    uint64_t skip = req->from_ms;       //  a row count here, not a time
+    uint64_t index = 0;
+    bool more = false;
     ami_msg_t *tx = self->tx;
     ami_msg_reset (tx, AMI_MSG_API_STATUS);
     ami_api_status_t *status = &tx->api_status;
-    memcpy (status->corr, call->req->corr, AMI_REQUEST_ID_SIZE);
-    ami_service_row_t *own = s_status_row (status, "mdms", self->node_id, AMI_STATE_READY,
-                                           (uint64_t) (now - self->started), 0);
-    s_own_stats (self, own->stats, &own->stat_count);
-    bool broker_up = self->broker_ready && s_fresh (self, self->broker_heard, now);
-    ami_service_row_t *broker = s_status_row (status, "broker", self->broker_id,
-                  broker_up ? AMI_STATE_READY : AMI_STATE_DOWN,
-                  broker_up ? (uint64_t) (now - self->broker_up_since) : 0,
-                  (uint64_t) (now - (self->broker_heard ? self->broker_heard : self->started)));
-    //  The broker's own counters, from its last mmi.ami-stats answer
-    broker->stat_count = self->broker_stat_count;
-    memcpy (broker->stats, self->broker_stats,
-            self->broker_stat_count * sizeof broker->stats [0]);
-    //  Keys are "role/node_id": sorting them sorts by role, then node id
-    zlistx_t *keys = zhashx_keys (self->services);
+    memcpy (status->corr, req->corr, AMI_REQUEST_ID_SIZE);
+    if (s_status_paged (&index, skip, limit, status, &more)) {
+        ami_service_row_t *own = s_status_row (status, "mdms", self->node_id, AMI_STATE_READY,
+                                               (uint64_t) (now - self->started), 0);
+        s_own_stats (self, own->stats, &own->stat_count);
+    }
+    if (s_status_paged (&index, skip, limit, status, &more)) {
+        bool broker_up = self->broker_ready && s_fresh (self, self->broker_heard, now);
+        ami_service_row_t *broker = s_status_row (status, "broker", self->broker_id,
+                      broker_up ? AMI_STATE_READY : AMI_STATE_DOWN,
+                      broker_up ? (uint64_t) (now - self->broker_up_since) : 0,
+                      (uint64_t) (now - (self->broker_heard ? self->broker_heard : self->started)));
+        //  The broker's own counters, from its last mmi.ami-stats answer
+        broker->stat_count = self->broker_stat_count;
+        memcpy (broker->stats, self->broker_stats,
+                self->broker_stat_count * sizeof broker->stats [0]);
+    }
+    //  Keys are "role/node_id": sorting them sorts by role, then node id,
+    //  the same order for every page. The table holds at most
+    //  AMI_MDMS_MAX_SERVICES (1024) keys.
+    zlistx_t *keys = more ? NULL : ami_keys_sorted (self->services);
     if (keys) {
-        zlistx_set_comparator (keys, s_compare_str);
-        zlistx_sort (keys);
-        size_t left_out = 0;
-        for (const char *key = (const char *) zlistx_first (keys); key;
+        for (const char *key = (const char *) zlistx_first (keys); key && !more;
              key = (const char *) zlistx_next (keys)) {
-            service_t *s = (service_t *) zhashx_lookup (self->services, key);
-            if (status->count == AMI_MAX_API_SERVICES) {
-                left_out++;
+            if (!s_status_paged (&index, skip, limit, status, &more))
                 continue;
-            }
+            service_t *s = (service_t *) zhashx_lookup (self->services, key);
             bool alive = s_fresh (self, s->heard, now);
             ami_service_row_t *row = s_status_row (status, s->role, s->node_id,
                                                    alive ? s->state : AMI_STATE_DOWN,
@@ -1699,11 +1755,16 @@ s_api_status (mdms_t *self, api_call_t *call)
             row->stat_count = s->stat_count;
             memcpy (row->stats, s->stats, s->stat_count * sizeof s->stats [0]);
         }
-        if (left_out)
-            s_warn (self, "status: %zu services left out (at most %d rows)", left_out,
-                    AMI_MAX_API_SERVICES);
         zlistx_destroy (&keys);
     }
+    else
+    if (!more && zhashx_size (self->services)) {
+        //  Out of memory: the rows so far, and `more` so the client asks again
+        s_warn (self, "status: out of memory listing %zu services",
+                zhashx_size (self->services));
+        more = true;
+    }
+    status->more = more;
     s_api_finish (self, &call->caller, call->envelope);
 }
 
@@ -2083,6 +2144,7 @@ s_service_heard (mdms_t *self, const ami_health_t *health)
                 snprintf (victim, sizeof victim, "%s", oldest_key);
                 s_warn (self, "ingest: service table full, forgetting %s", victim);
                 zhashx_delete (self->services, victim);
+                self->services_evicted++;
             }
         }
         s = (service_t *) calloc (1, sizeof *s);
@@ -2135,6 +2197,7 @@ s_peer_touch (mdms_t *self, zframe_t *routing, const char *key, const char *node
     peer_t *peer = (peer_t *) zhashx_lookup (self->peers, key);
     if (!peer) {
         if (zhashx_size (self->peers) >= S_MAX_PEERS) {
+            self->peers_refused++;
             s_warn (self, "ingest: peer table full (%d), %s not remembered", S_MAX_PEERS, node);
             return;
         }
@@ -2434,9 +2497,12 @@ s_options (mdms_t *self, zsock_t *sock, int type)
     }
 }
 
+/*  A bound server socket; sndhwm/rcvhwm in messages per peer (the reasons
+    are at the call sites, s_connect, and in ami_mdms.h "Queue bounds"),
+    set before the bind as libzmq requires. */
 static zsock_t *
 s_server (mdms_t *self, int type, const char *endpoint, ami_cert_t *cert, char **bound,
-          const char *name)
+          const char *name, int sndhwm, int rcvhwm)
 {
     zsock_t *sock = zsock_new (type);
     if (!sock) {
@@ -2444,6 +2510,8 @@ s_server (mdms_t *self, int type, const char *endpoint, ami_cert_t *cert, char *
         return NULL;
     }
     s_options (self, sock, type);
+    zsock_set_sndhwm (sock, sndhwm);
+    zsock_set_rcvhwm (sock, rcvhwm);
     if (type == ZMQ_XPUB)
         //  SEC-AUTH-3: subscriptions are decided by the actor, per peer
         zsock_set_xpub_manual (sock, 1);
@@ -2590,6 +2658,12 @@ s_handle_pipe (mdms_t *self)
                       (unsigned long long) s_handshakes_failed (self));
         zmsg_addstrf (reply, "frames_refused=%llu", (unsigned long long) ami_auth_refused_count ());
         zmsg_addstrf (reply, "events_refused=%llu", (unsigned long long) self->events_refused);
+        zmsg_addstrf (reply, "events_seq=%llu", (unsigned long long) self->event_seq);
+        zmsg_addstrf (reply, "reads_busy=%llu", (unsigned long long) self->reads_busy);
+        zmsg_addstrf (reply, "services_evicted=%llu",
+                      (unsigned long long) self->services_evicted);
+        zmsg_addstrf (reply, "peers_refused=%llu", (unsigned long long) self->peers_refused);
+        zmsg_addstrf (reply, "mmi_refused=%llu", (unsigned long long) self->mmi_refused);
         ami_stat_t stats [AMI_MAX_STATS];
         uint32_t count = 0;
         ami_mdms_ingest_stats (self->intake, stats, AMI_MAX_STATS, &count);
@@ -2652,6 +2726,12 @@ s_configure (mdms_t *self, const ami_mdms_config_t *config)
                        "(0..60000 ms) out of range", AMI_MDMS_MAX_READ_TIMEOUT_MS);
         return false;
     }
+    if (config->max_pending > AMI_MDMS_MAX_PENDING_MAX
+    ||  config->ingest_queue > AMI_MDMS_INGEST_QUEUE_MAX) {
+        ami_log_error ("mdms: max pending (0..%d reads) or ingest queue (0..%d batches) out of "
+                       "range", AMI_MDMS_MAX_PENDING_MAX, AMI_MDMS_INGEST_QUEUE_MAX);
+        return false;
+    }
     if (config->rate_operator > AMI_MDMS_RATE_MAX || config->rate_operator_burst > AMI_MDMS_RATE_MAX
     ||  config->rate_meter > AMI_MDMS_RATE_MAX || config->rate_meter_burst > AMI_MDMS_RATE_MAX) {
         ami_log_error ("mdms: rate limits and bursts must be 0..%d", AMI_MDMS_RATE_MAX);
@@ -2671,6 +2751,7 @@ s_configure (mdms_t *self, const ami_mdms_config_t *config)
                   : config->retries ? config->retries : AMI_MDMS_RETRIES;
     self->heartbeat_ms = config->heartbeat_ms ? config->heartbeat_ms : AMI_MDMS_HEARTBEAT_MS;
     self->max_pending = config->max_pending ? config->max_pending : AMI_MDMS_MAX_PENDING;
+    self->ingest_queue = config->ingest_queue ? config->ingest_queue : AMI_MDMS_INGEST_QUEUE;
     return true;
 }
 
@@ -2765,6 +2846,7 @@ s_ingest_setup (mdms_t *self, const ami_mdms_config_t *config)
     ingest.db = self->db;
     ingest.keys = &self->keys;
     ingest.key_cache = config->key_cache;
+    ingest.queue = self->ingest_queue;
     ingest.origin_ttl_ms = (int64_t) S_LIVENESS * self->heartbeat_ms;
     int err = 0;
     self->intake = ami_mdms_ingest_new (&ingest, &err);
@@ -2777,16 +2859,32 @@ s_ingest_setup (mdms_t *self, const ami_mdms_config_t *config)
 static bool
 s_connect (mdms_t *self, const ami_mdms_config_t *config)
 {
+    //  Bounds per peer, in messages (issue 6; why each value, and what it
+    //  means in bytes: ami_mdms.h, "Queue bounds" and the constants).
+    //  api: every read the MDMS holds may be one operator's and answered
+    //  in one burst, plus one answer per request waiting to be read
+    //  (a full queue fails the send: send_failed)
     self->api = s_server (self, ZMQ_ROUTER, config->api_endpoint, config->cert,
-                          &self->api_endpoint, "api");
+                          &self->api_endpoint, "api",
+                          (int) self->max_pending + AMI_MDMS_API_RCVHWM, AMI_MDMS_API_RCVHWM);
     if (!self->api)
         return false;
+    //  ingest: receive = the batches our credit lets in (ingest_queue,
+    //  each < AMI_MAX_FRAME: 32 MiB at the default) + HEALTH/HELLO slack;
+    //  past it the head end is slowed by TCP, nothing is lost. Send: tiny
+    //  acks and HELLOs
     self->ingest = s_server (self, ZMQ_ROUTER, config->ingest_endpoint, config->cert,
-                             &self->ingest_endpoint, "ingest");
+                             &self->ingest_endpoint, "ingest", AMI_MDMS_INGEST_SNDHWM,
+                             (int) self->ingest_queue + AMI_MDMS_INGEST_RCV_SLACK);
     if (!self->ingest)
         return false;
+    //  events: loss-tolerant notifications; a subscriber that does not
+    //  read loses events past AMI_MDMS_EVENTS_SNDHWM (libzmq drops them
+    //  for that subscriber only and reports nothing: it sees the gap in
+    //  EVENT.seq; events_seq is in our stats)
     self->events = s_server (self, ZMQ_XPUB, config->events_endpoint, config->cert,
-                             &self->events_endpoint, "events");
+                             &self->events_endpoint, "events", AMI_MDMS_EVENTS_SNDHWM,
+                             AMI_MDMS_EVENTS_RCVHWM);
     if (!self->events)
         return false;
     //  SEC-AUD-2: refused handshakes on every server socket
@@ -2799,6 +2897,12 @@ s_connect (mdms_t *self, const ami_mdms_config_t *config)
     if (!self->broker)
         return false;
     s_options (self, self->broker, ZMQ_DEALER);
+    //  Send: one try of every read in flight plus a full MMI question ring
+    //  (S_MMI_RING), so only a broker that stops reading fills it (a try
+    //  then fails, send_failed, and is retried); all < 512 bytes: ~8 MB at
+    //  the default max_pending. Receive: AMI_MDMS_BROKER_RCVHWM replies
+    zsock_set_sndhwm (self->broker, (int) self->max_pending + S_MMI_RING);
+    zsock_set_rcvhwm (self->broker, AMI_MDMS_BROKER_RCVHWM);
     if (ami_auth_client (self->broker, config->cert, config->broker_key) != AMI_OK)
         return false;
     if (zsock_connect (self->broker, "%s", config->broker_endpoint) == -1) {

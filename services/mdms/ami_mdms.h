@@ -48,7 +48,7 @@
             (AMI_E_MAP_FULL, AMI_E_STORAGE) and credit 0 with nothing of
             the group stored. A BATCH that does not decode is dropped
             without an ack (ingest_malformed). While the queue is full
-            (AMI_MDMS_INGEST_QUEUE batches) the ingest socket is not read.
+            (ingest_queue batches) the ingest socket is not read.
             Every pass also serves every other socket with input, so a
             steady stream of interval data never starves the operators or
             the broker's replies.
@@ -73,13 +73,47 @@
             subscriber whose key is revoked AFTER it subscribed keeps
             its subscriptions until it reconnects (XPUB cannot drop one
             peer); its reconnect is then refused by ZAP.
+            Loss (issue 6, the documented exception to "never drop
+            silently"): events are loss-tolerant NOTIFICATIONS, never
+            data - every reading, interval and audit entry they announce
+            is stored and can be fetched through the api. A subscriber
+            that does not read keeps at most AMI_MDMS_EVENTS_SNDHWM events
+            queued; further events to IT are dropped by libzmq (XPUB does
+            not block, and ZMQ_XPUB_NODROP would let one slow subscriber
+            hold back the feed of all: it is not set). libzmq reports no
+            per-subscriber drop, so the MDMS cannot count them; a
+            subscriber detects its loss by a gap in EVENT.seq, and the
+            last seq published is in the MDMS's stats (events_seq, in
+            API_STATUS and pipe STATUS) for a subscriber or an operator to
+            compare.
     broker  DEALER, connect, CURVE client of the broker: an MDP/0.1 client
             (RFC 7): sends ["", "MDPC01", service, body], receives
             ["", "MDPC01", service, body].
 
     Every socket: ZMQ_MAXMSGSIZE AMI_MAX_FRAME, linger 100 ms, never blocks
-    on send (a send that cannot go out at once is dropped and logged), ZMTP
-    heartbeats; ROUTERs are ROUTER_MANDATORY, the DEALER is IMMEDIATE.
+    on send (a send that cannot go out at once is dropped, counted in
+    send_failed and logged), ZMTP heartbeats; ROUTERs are
+    ROUTER_MANDATORY, the DEALER is IMMEDIATE.
+
+    Queue bounds (issue 6; ZeroMQ HWMs count messages per peer, so each
+    bound is also given in bytes; every frame is at most AMI_MAX_FRAME):
+      api     send  max_pending + AMI_MDMS_API_RCVHWM replies per operator
+                    connection; receive AMI_MDMS_API_RCVHWM requests
+      ingest  send  AMI_MDMS_INGEST_SNDHWM acks/HELLOs per head end;
+                    receive ingest_queue + AMI_MDMS_INGEST_RCV_SLACK
+                    messages per head end: the batches the MDMS's credit
+                    lets in (ingest_queue x < AMI_MAX_FRAME: 32 MiB at the
+                    default) plus room for HEALTH and HELLO (< 3 KiB each)
+      events  send  AMI_MDMS_EVENTS_SNDHWM events per subscriber;
+                    receive AMI_MDMS_EVENTS_RCVHWM subscriptions
+      broker  send  max_pending + 65 536 MDP requests (one try of every
+                    read in flight plus a full MMI question ring); receive
+                    AMI_MDMS_BROKER_RCVHWM replies
+    What happens at each bound: a send the socket will not take fails at
+    once (send_failed, warned: api reply, ingest ack, broker request; a
+    read try so lost times out and is retried); a full receive side stops
+    libzmq reading that connection, so the sender is slowed by TCP and
+    nothing is lost. The one exception is the event feed: see events.
     Malformed input on any socket is dropped and logged (at most
     AMI_MDMS_LOG_BURST warnings a second) and never stops the MDMS.
 
@@ -182,7 +216,19 @@
            sessions: ami_auth_refused_count), events_refused
            (subscriptions refused), send_failed (replies, acks, events
            and broker requests a socket would not take: the peer gone or
-           full; each dropped and warned about); the broker's row the
+           full; each dropped and warned about), then one counter per
+           refusal at a bound (issue 6): events_seq (the last EVENT.seq
+           published: a subscriber compares it with what it received),
+           reads_busy (reads refused AMI_E_BUSY because max_pending reads
+           were in flight; also counted in reads_failed), services_evicted
+           (services forgotten to make room in a full services table,
+           AMI_MDMS_MAX_SERVICES: the longest-silent one), peers_refused
+           (ingest peers not remembered, the peer table being full: their
+           messages are still handled, but they are not told to
+           introduce themselves), mmi_refused (MMI questions not asked,
+           the question ring being full); the ingest statistic
+           ingest_throttled counts the BATCH_ACKs that slowed a head end's
+           senders (credit 0 or AMI_E_BUSY); the broker's row the
            stats of its last mmi.ami-stats answer; every other row the
            stats of that service's last HEALTH, as sent.
       INTERVALS (meter_id, from_ms, to_ms: interval END times, inclusive,
@@ -272,12 +318,18 @@
     broker, serving its longest-idle worker first, hands most tries to -
     cannot end a read that an honest head end offering the same service
     would serve: the read is resent after each relay ERROR while that
-    budget and the deadline last. The relay ERROR that spends the budget
-    ends the read with it (so an aggregator without the meter's fleet
-    fails in AMI_MDMS_RELAY_TRIES quick round trips, not at the
-    deadline); with retries AMI_MDMS_NO_RETRIES the first one does. A
-    deadline with no meter answer reports the last relay error instead of
-    AMI_E_TIMEOUT. Every heartbeat the MDMS also
+    budget and the deadline last. The resends after relay ERRORs are
+    spaced, AMI_MDMS_RELAY_BACKOFF_MS doubling up to
+    AMI_MDMS_RELAY_BACKOFF_MAX_MS, so that a relay that lost its link a
+    moment ago (a reset connection reconnecting) is asked again after the
+    link is back rather than AMI_MDMS_RELAY_TRIES times within a few
+    milliseconds. The relay ERROR that spends the budget ends the read
+    with it (so an aggregator without the meter's fleet fails within
+    about 0.7 s, not at the deadline); with retries AMI_MDMS_NO_RETRIES
+    the first one does. A deadline reached with no meter answer is
+    AMI_E_TIMEOUT; its text names the last relay error, if any (issue 6:
+    on slow, stalling or reset links a read completes or fails with the
+    timeout error). Every heartbeat the MDMS also
     polls mmi.service for every aggregator of the registry; that route
     table answers NO_ROUTE at once for an aggregator with no worker (so a
     head end that registered within the last heartbeat may still be
@@ -316,9 +368,11 @@
                     audit_anchor (the seq the anchor file last written
                     records), audit_failures (entries that
                     could not be written), handshakes_refused,
-                    handshakes_failed, frames_refused, events_refused (as
-                    in API_STATUS), then the ingest statistics
-                    (ami_mdms_ingest.h: batches_in ... key_cache_evictions)
+                    handshakes_failed, frames_refused, events_refused,
+                    events_seq (= events), reads_busy, services_evicted,
+                    peers_refused, mmi_refused (as in API_STATUS), then the
+                    ingest statistics (ami_mdms_ingest.h: batches_in ...
+                    ingest_throttled)
 
     Security visibility (SEC-AUD-2). Every failure below is counted,
     warned about (at most AMI_MDMS_LOG_BURST warnings a second) and
@@ -384,15 +438,63 @@ extern "C" {
     more than the rate-limited operators can legitimately have in flight
     (the broker itself queues at most 1000 per aggregator). Over the bound
     a read is refused at once with AMI_E_BUSY instead of queueing without
-    bound (SEC-AVAIL-2). */
+    bound (SEC-AVAIL-2), counted in reads_busy. ami-mdms: config
+    mdms/max-pending. */
 #define AMI_MDMS_MAX_PENDING        10000
+/*  Largest max_pending accepted: 1 000 000 reads (~400 MB of state, and
+    as many queued MDP requests at worst on the broker link); a utility's
+    operators never legitimately hold that many reads at once. */
+#define AMI_MDMS_MAX_PENDING_MAX    1000000
 /*  60 s: the longest an operator may ask one read to wait; a pending slot
     must not be held for hours by a typo. */
 #define AMI_MDMS_MAX_READ_TIMEOUT_MS 60000
 /*  Services (role, node id) remembered from HEALTH: a deployment has tens;
     the bound stops forwarded junk from growing the table (the
-    longest-silent entry makes room). */
+    longest-silent entry makes room, counted in services_evicted). */
 #define AMI_MDMS_MAX_SERVICES       1024
+/*  Socket HWMs (see "Queue bounds" above), in messages per peer.
+    API_RCVHWM 100 requests per operator connection: an API_REQ is < 200
+    bytes (~20 KB queued), the actor reads 64 a pass, so 100 is more than
+    a pass of backlog; a client pipelining further waits in TCP (nothing
+    is lost). A client sending maximal junk frames could make it 100 x
+    AMI_MAX_FRAME = 100 MiB before they are read and dropped. The api's
+    send HWM is max_pending + this: every read the MDMS holds may be one
+    operator's and be answered in one burst of deadlines, plus an answer
+    per request waiting to be read; a read's answer is < 1 KiB (~10 MB at
+    the default), a page (STATUS, HISTORY, INTERVALS) up to ~200 KiB but a
+    request/reply client has one in flight. */
+#define AMI_MDMS_API_RCVHWM         100
+/*  1000 acks per head end: one BATCH_ACK (< 32 bytes) per batch received,
+    HELLO < 60 bytes: ~60 KB. Only a head end that stops reading fills it;
+    an ack then fails (send_failed) and the aggregator resends its batch
+    after AMI_BATCH_ACK_TIMEOUT_MS (stored once: exactly-once). */
+#define AMI_MDMS_INGEST_SNDHWM      1000
+/*  Ingest receive HWM = ingest_queue + 256 per head end. The queue part
+    is what the MDMS's credit lets senders have in flight (each sender's
+    credit is a share of ingest_queue; BATCH frames < AMI_BATCH_MAX_BYTES,
+    ~150 KB typical: 32 MiB at worst at the default); the 256 are for the
+    HEALTH (< 3 KiB) and HELLO frames that arrive while a full queue stops
+    the reading: 2.5 s of HEALTH from 100 services behind one head end,
+    < 1 MiB. Beyond it the head end is slowed by TCP (its own bounded
+    uplink then refuses batches BUSY and drops HEALTH, counted there). */
+#define AMI_MDMS_INGEST_RCV_SLACK   256
+/*  10 000 events per subscriber: an EVENT frame is < 512 bytes (~5 MB
+    queued per subscriber); seconds of a benchmark's read rate, minutes
+    of normal traffic (reads are rate-limited, security events are at
+    most AMI_MDMS_LOG_BURST a second per class). Beyond it that
+    subscriber loses events (the documented exception, "events" above). */
+#define AMI_MDMS_EVENTS_SNDHWM      10000
+/*  100 subscription frames per subscriber: a subscriber sends one per
+    topic (7 kinds); a topic is < 32 bytes (typical ~3 KB). */
+#define AMI_MDMS_EVENTS_RCVHWM      100
+/*  1000 replies from the broker: the actor reads 64 a pass (a pass is
+    milliseconds), so 1000 is many passes of backlog. Replies are small:
+    a READ_RESP < 5 KiB (sealed READING < AMI_MAX_SEALED, ~1 KiB typical),
+    MMI answers ~20 bytes, mmi.ami-stats < 3 KiB: ~1-5 MB. Beyond it the
+    broker is slowed by TCP, then refuses at its own bound
+    (AMI_BROKER_SNDHWM, counted replies_dropped there) and the read is
+    retried (Lazy Pirate). */
+#define AMI_MDMS_BROKER_RCVHWM      1000
 /*  At most this many warnings about bad input per second, and at most this
     many EVENT security a second per class of failure (the rest are counted
     and announced by one event when the second is over: "Security
@@ -408,6 +510,14 @@ extern "C" {
     and still ends a read for a meter that is really unreachable after 8
     quick round trips instead of at its deadline. */
 #define AMI_MDMS_RELAY_TRIES        8
+/*  The wait before the resend that follows a relay ERROR: 10 ms, doubling
+    per relay ERROR of the read, at most 160 ms. The waits of the 7 resends
+    the budget allows add up to 630 ms: past ZeroMQ's reconnect interval
+    (100 ms) plus a CURVE handshake, so a relay whose connection to the
+    aggregator was reset has it back before the budget is spent, and still
+    well inside the default read timeout (AMI_MDMS_READ_TIMEOUT_MS). */
+#define AMI_MDMS_RELAY_BACKOFF_MS       10
+#define AMI_MDMS_RELAY_BACKOFF_MAX_MS   160
 /*  SEC-AUTH-3: certificate roles (metadata "role" in the MDMS allow-list)
     whose subscriptions to the event feed are applied. "monitor" is for
     monitoring systems (a SIEM, a dashboard) that read the feed and
@@ -451,7 +561,13 @@ typedef struct {
     int read_timeout_ms;            /* 0 = AMI_MDMS_READ_TIMEOUT_MS */
     int retries;                    /* 0 = AMI_MDMS_RETRIES; AMI_MDMS_NO_RETRIES = none */
     int heartbeat_ms;               /* 0 = AMI_MDMS_HEARTBEAT_MS */
-    size_t max_pending;             /* 0 = AMI_MDMS_MAX_PENDING */
+    size_t max_pending;             /* 0 = AMI_MDMS_MAX_PENDING; at most
+                                       AMI_MDMS_MAX_PENDING_MAX */
+    size_t ingest_queue;            /* interval BATCHes waiting for a group
+                                       commit (the credit budget, see
+                                       ami_mdms_ingest.h); 0 =
+                                       AMI_MDMS_INGEST_QUEUE; at most
+                                       AMI_MDMS_INGEST_QUEUE_MAX */
     const char *data_key_path;      /* required: the MDMS data key, an ami_cert
                                        file pair of key-type kdf kept OUTSIDE
                                        the database directory's backups

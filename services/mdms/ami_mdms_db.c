@@ -41,6 +41,7 @@
 #include "ami_err.h"
 #include "ami_log.h"
 #include "ami_store.h"
+#include "ami_sort.h"
 
 /*  Named databases: ami_store's default slot count (16) is plenty. */
 #define S_DB_META       "meta"
@@ -954,13 +955,11 @@ ami_mdms_db_registry_import (ami_mdms_db_t *self, const char *path,
     ami_log_info ("registry %s: %zu customer record(s), encrypted at rest", path, customers);
 
     if (aggregators_p) {
-        zlistx_t *list = zhashx_keys (aggregators);
+        zlistx_t *list = ami_keys_sorted (aggregators);
         if (!list) {
             rc = AMI_E_NOMEM;
             goto done;
         }
-        zlistx_set_comparator (list, (zlistx_comparator_fn *) strcmp);
-        zlistx_sort (list);
         *aggregators_p = list;
     }
     if (count)

@@ -126,6 +126,7 @@ struct _ami_mdms_ingest_t {
 
     uint64_t batches_in, blocks_in, blocks_rejected, batches_failed;
     uint64_t stored, dup, conflict, commits, malformed;
+    uint64_t throttled;                 /* acks that slowed a sender: credit 0, BUSY */
     uint64_t lat [S_LAT_BUCKETS];
     uint64_t lat_count, lat_max;
     ami_log_limit_t warn_limit;
@@ -558,10 +559,12 @@ ami_mdms_ingest_new (const ami_mdms_ingest_config_t *config, int *err)
     self->dbi = ami_mdms_db_intervals_dbi (config->db);
     self->interval_s = ami_mdms_db_interval_s (config->db);
     if (!self->interval_s || !config->keys->has_secret
-    ||  !ami_mdms_db_has_data_key (config->db)) {
+    ||  !ami_mdms_db_has_data_key (config->db) || config->queue > AMI_MDMS_INGEST_QUEUE_MAX) {
         ami_log_error ("mdms ingest: %s",
                        !self->interval_s ? "no interval set up on the database"
                      : !config->keys->has_secret ? "MDMS box secret key missing"
+                     : config->queue > AMI_MDMS_INGEST_QUEUE_MAX ? "queue over "
+                       "AMI_MDMS_INGEST_QUEUE_MAX batches"
                      : "no data key on the database (interval data is stored encrypted)");
         rc = AMI_E_CONFIG;
         goto failed;
@@ -720,6 +723,9 @@ ami_mdms_ingest_refuse (ami_mdms_ingest_t *self, zframe_t *body, uint16_t status
         rc = AMI_E_MSGTYPE;
     if (rc)
         return rc;
+    //  Back-pressure, not failure: counted apart from batches_failed
+    if (status == AMI_E_BUSY)
+        self->throttled++;
     return s_encode_ack (self, self->batch->batch.batch_id, status, 0, buf, cap, len);
 }
 
@@ -853,6 +859,10 @@ ami_mdms_ingest_run (ami_mdms_ingest_t *self, ami_mdms_ingest_ack_fn *fn, void *
                        self->member_count, self->bucket_used, ami_strerror (rc));
     }
     uint32_t credit = rc ? 0 : s_credit (self, zclock_mono ());
+    //  Stored, but the sender must wait (queue at least 3/4 full): the
+    //  throttle an operator wants to see apart from failed groups
+    if (rc == AMI_OK && credit == 0)
+        self->throttled += self->member_count;
     for (size_t i = 0; i < self->member_count; i++) {
         s_member_t *member = &self->members [i];
         uint8_t ack [S_ACK_MAX];
@@ -896,7 +906,10 @@ ami_mdms_ingest_stats (ami_mdms_ingest_t *self, ami_stat_t *out, size_t cap, uin
         { "ingest_backlog",     self->queue_count },
         { "ingest_malformed",   self->malformed },
         { "key_cache_evictions", self->evictions },
+        { "ingest_throttled",   self->throttled },
     };
+    _Static_assert (sizeof rows / sizeof rows [0] == AMI_MDMS_INGEST_STATS,
+                    "AMI_MDMS_INGEST_STATS must count the statistics");
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows [0] && n < cap; i++, n++) {
         snprintf (out [n].name, sizeof out [n].name, "%s", rows [i].name);
@@ -909,9 +922,9 @@ uint64_t
 ami_mdms_ingest_stat (ami_mdms_ingest_t *self, const char *name)
 {
     assert (self && name);
-    ami_stat_t stats [16];
+    ami_stat_t stats [AMI_MAX_STATS];
     uint32_t count = 0;
-    ami_mdms_ingest_stats (self, stats, 16, &count);
+    ami_mdms_ingest_stats (self, stats, AMI_MAX_STATS, &count);
     for (uint32_t i = 0; i < count; i++)
         if (strcmp (stats [i].name, name) == 0)
             return stats [i].value;

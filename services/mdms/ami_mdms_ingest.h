@@ -123,6 +123,13 @@
         ingest_malformed    queued frames that did not decode as a BATCH (dropped)
         key_cache_evictions profile keys dropped to make room (0 while the
                             registry fits in key_cache)
+        ingest_throttled    BATCH_ACKs that slowed their sender: status 0
+                            with credit 0 (stored, but the queue is at least
+                            3/4 full) and AMI_E_BUSY refusals made by
+                            ami_mdms_ingest_refuse (queue full). Back-pressure,
+                            not failure: acks of a failed group commit
+                            (credit 0 with an error status) are counted in
+                            batches_failed only
     batches_in, blocks_in and blocks_rejected count what arrived (a batch
     of a failed group that is resent counts again); the interval counters
     and the latency only what was committed.
@@ -165,12 +172,22 @@ typedef struct _ami_mdms_ingest_t ami_mdms_ingest_t;
     ~32 MB per transaction). */
 #define AMI_MDMS_GROUP_KEYS         8192
 /*  Batches waiting for a commit at most (the credit budget): 32 x ~150 KB
-    typical frames; about 8 groups of work, so the actor always has a full
-    group ready under load without holding much memory. */
+    typical frames (at most 32 x AMI_MAX_FRAME = 32 MiB); about 8 groups of
+    work, so the actor always has a full group ready under load without
+    holding much memory. ami-mdms: config mdms/ingest-queue. The MDMS also
+    sizes its ingest socket's receive HWM from it (ami_mdms.h). */
 #define AMI_MDMS_INGEST_QUEUE       32
+/*  Largest queue accepted: 1024 x AMI_MAX_FRAME = 1 GiB of frames at
+    worst (~150 MB typical); more buys nothing, since credit per sender is
+    capped at AMI_CREDIT_INITIAL and a group takes at most
+    AMI_MDMS_GROUP_BATCHES. */
+#define AMI_MDMS_INGEST_QUEUE_MAX   1024
 /*  Cap on cached profile keys: 2 M keys (~190 MB); larger registries
     evict. */
 #define AMI_MDMS_KEY_CACHE_MAX      (2u << 20)
+/*  The number of statistics ami_mdms_ingest_stats reports (the MDMS puts
+    them in its own HEALTH/API_STATUS row, bounded by AMI_MAX_STATS). */
+#define AMI_MDMS_INGEST_STATS       15
 /*  Warnings (interval conflicts) per second at most. */
 #define AMI_MDMS_INGEST_LOG_BURST   20
 
@@ -179,7 +196,8 @@ typedef struct {
     const ami_e2e_mdms_t *keys;     /* required, with the box secret; copied */
     size_t key_cache;               /* cached profile keys, 0 = auto (see above) */
     size_t group_keys;              /* 0 = AMI_MDMS_GROUP_KEYS */
-    size_t queue;                   /* 0 = AMI_MDMS_INGEST_QUEUE */
+    size_t queue;                   /* 0 = AMI_MDMS_INGEST_QUEUE; at most
+                                       AMI_MDMS_INGEST_QUEUE_MAX */
     int64_t origin_ttl_ms;          /* an origin is active this long after its
                                        last BATCH; 0 = 3 s (3 heartbeats) */
 } ami_mdms_ingest_config_t;
@@ -200,7 +218,8 @@ typedef void (ami_mdms_ingest_ack_fn) (zframe_t *routing, const uint8_t *ack, si
 
 /*  Create the ingest. Allocates everything it will ever use (see
     "Memory"). Returns NULL with *err set (AMI_E_CONFIG: no interval set
-    up on db, no data key on db, keys without secret; AMI_E_NOMEM),
+    up on db, no data key on db, keys without secret, queue over
+    AMI_MDMS_INGEST_QUEUE_MAX; AMI_E_NOMEM),
     logged. */
 ami_mdms_ingest_t *
     ami_mdms_ingest_new (const ami_mdms_ingest_config_t *config, int *err);

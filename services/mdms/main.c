@@ -20,7 +20,7 @@ static const char *const s_known [] = {
     "mdms/db", "mdms/map-size", "mdms/keys", "mdms/registry", "mdms/read-timeout",
     "mdms/retries", "mdms/data-key", "mdms/rate/operator", "mdms/rate/operator-burst",
     "mdms/rate/meter", "mdms/rate/meter-burst", "mdms/interval", "mdms/key-cache",
-    "mdms/audit-anchor", NULL
+    "mdms/audit-anchor", "mdms/max-pending", "mdms/ingest-queue", NULL
 };
 
 static const ami_service_info_t s_info = {
@@ -55,7 +55,11 @@ static const ami_service_info_t s_info = {
         "                        0 = the registry size [0]\n"
         "  mdms/audit-anchor     file recording the audit log's last seq and hash (MACed),\n"
         "                        outside mdms/db: a cut tail of the log shows against it\n"
-        "                        [<mdms/db>.audit-anchor]\n",
+        "                        [<mdms/db>.audit-anchor]\n"
+        "  mdms/max-pending      on-demand reads in flight at most; more are refused\n"
+        "                        AMI_E_BUSY (counted reads_busy), 1..1000000 [10000]\n"
+        "  mdms/ingest-queue     interval batches waiting for a commit at most (the credit\n"
+        "                        the MDMS grants; each <= 1 MiB), 1..1024 [32]\n",
     .server = true
 };
 
@@ -110,6 +114,7 @@ main (int argc, char **argv)
     char broker_id [AMI_MAX_ID + 1] = "broker";
     const char *broker_cert = NULL, *keys_dir = NULL;
     int64_t read_timeout = 0, retries = 0, interval_ms = 0, key_cache = 0;
+    int64_t max_pending = 0, ingest_queue = 0;
     rc = 1;
     if (ami_config_str (config, "mdms/api", "tcp://127.0.0.1:7100", &mdms.api_endpoint)
     ||  ami_config_str (config, "mdms/ingest", "tcp://127.0.0.1:7101", &mdms.ingest_endpoint)
@@ -133,7 +138,11 @@ main (int argc, char **argv)
     ||  ami_config_duration_ms (config, "mdms/interval", AMI_MDMS_INTERVAL_S * 1000,
                                 &interval_ms)
     ||  ami_config_int (config, "mdms/key-cache", 0, 0, AMI_MDMS_KEY_CACHE_MAX, &key_cache)
-    ||  ami_config_str (config, "mdms/audit-anchor", NULL, &mdms.audit_anchor_path))
+    ||  ami_config_str (config, "mdms/audit-anchor", NULL, &mdms.audit_anchor_path)
+    ||  ami_config_int (config, "mdms/max-pending", AMI_MDMS_MAX_PENDING, 1,
+                        AMI_MDMS_MAX_PENDING_MAX, &max_pending)
+    ||  ami_config_int (config, "mdms/ingest-queue", AMI_MDMS_INGEST_QUEUE, 1,
+                        AMI_MDMS_INGEST_QUEUE_MAX, &ingest_queue))
         goto done;
     if (interval_ms < 1000 || interval_ms % 1000 || interval_ms > 86400000
     ||  86400000 % interval_ms) {
@@ -171,6 +180,8 @@ main (int argc, char **argv)
     mdms.heartbeat_ms = (int) ami_service_heartbeat_ms (svc);
     mdms.interval_s = (uint32_t) (interval_ms / 1000);
     mdms.key_cache = (size_t) key_cache;
+    mdms.max_pending = (size_t) max_pending;
+    mdms.ingest_queue = (size_t) ingest_queue;
 
     zactor_t *actor = ami_mdms_new (&mdms);
     ami_e2e_mdms_wipe (&keys);          //  the actor keeps its own copy

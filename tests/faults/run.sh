@@ -47,11 +47,15 @@
 #      meters flow the relays add 200+-50 ms, then limit the bandwidth,
 #      stall longer than a read's timeout then resume, reset every
 #      connection, refuse new ones for longer than the heartbeat expiry
-#      then pass. Reads succeed or fail with AMI_E_TIMEOUT; while a link is
-#      cut (reset, refuse) also with AMI_E_NO_ROUTE / AMI_E_UNREACHABLE
-#      (the head end has lost the aggregator: the documented answer); any
-#      other kind, or a read that outlives its deadline (NO_REPLY), fails
-#      the fault. Recovery: from resume / pass to reads succeeding again
+#      then pass. Reads succeed or fail with AMI_E_TIMEOUT (the MDMS
+#      spaces its resends after a relay's NO_ROUTE, so a reset link is back
+#      before a read gives up, and a read that runs out of time is a
+#      timeout). Only while the link is refused for longer than the
+#      heartbeat expiry (a dead link: the head ends declare agg-1 gone and
+#      withdraw its service) also with AMI_E_NO_ROUTE / AMI_E_UNREACHABLE,
+#      as in fault 4; any other kind, or a read that outlives its deadline
+#      (NO_REPLY), fails the fault. Recovery: from resume / pass to reads
+#      succeeding again
 #   6  kill -9 fleet-1: its command counters survive, no replayed command
 #      accepted, no reading stored twice
 #   7  the MDMS's disk full (a map size just above its database): ingest
@@ -162,9 +166,8 @@ F5_RATE_S=8         # a slow link: the bandwidth of each relay limited to
 F5_RATE_HEADROOM=50
 F5_RATE_MIN=2000
 F5_STARVE_S=8       # a starved link: a quarter of agg-1's upward data rate;
-                    # the data backs up in the aggregator's buffer, and the
-                    # head ends, hearing no whole message for 3 heartbeats,
-                    # declare agg-1 gone (NO_ROUTE) until it is lifted
+                    # the data backs up in the aggregator's buffer; reads
+                    # of its meters complete or time out
 F5_STALL_MS=$(( LOAD_TIMEOUT_MS + 500 ))  # longer than every read's timeout
                     # (load 2 s, probe 1 s), shorter than the heartbeat expiry
                     # (3 s: anything heard keeps an aggregator live), so a
@@ -664,7 +667,7 @@ fault_4() {
 #   rate    each way at agg-1's upward data rate + F5_RATE_HEADROOM %, then
 #           unlimited; until reads recover
 #   starve  each way at a quarter of that rate, then unlimited; until reads
-#           recover (agg-1 is heard too seldom: NO_ROUTE allowed)
+#           recover (agg-1 may be heard too seldom: reads time out)
 #   stall   nothing moves for F5_STALL_MS, then resume; until reads recover
 #   reset   every relayed connection cut (RST both sides); until recovered
 #   refuse  new connections refused and the open ones cut, for F5_REFUSE_S,
@@ -690,7 +693,7 @@ f5_wait_recovered() {
 # in that phase, "" if none
 f5_disallowed() {
     case $1 in
-        starve|reset|refuse) _ok="AMI_E_TIMEOUT AMI_E_NO_ROUTE AMI_E_UNREACHABLE" ;;
+        refuse) _ok="AMI_E_TIMEOUT AMI_E_NO_ROUTE AMI_E_UNREACHABLE" ;;
         *) _ok="AMI_E_TIMEOUT" ;;
     esac
     echo "$2" | tr ',' '\n' | while IFS='=' read -r _k _n; do

@@ -31,6 +31,7 @@
 #include "ami_mdms.h"
 #include "ami_mdms_acl.h"
 #include "ami_mdms_db.h"
+#include "ami_mdms_ingest.h"
 #include "ami_meter_model.h"
 #include "ami_msg.h"
 #include "ami_store.h"
@@ -206,6 +207,48 @@ test_read_errors (void **state)
     r = mh_call (&env, env.client, corr, AMI_ACT_READ, "MTR-000003", 0, 0, 0, 0);
     mh_assert_error (r, corr, AMI_E_NO_ROUTE);
     assert_int_equal (mh_pipe_stat (&env, "pending"), 0);
+    mh_env_stop (&env);
+}
+
+/*  Issue 6, fault 5: a relay that lost its aggregator a moment ago (a
+    reset link, reconnecting) answers with relay ERRORs. The MDMS spaces
+    its resends (AMI_MDMS_RELAY_BACKOFF_MS, doubling), so the read is
+    still alive when the link is back; and a read whose deadline comes
+    before the relay budget is spent ends with the timeout error, naming
+    the relay's, not with the relay's error. */
+static void
+test_issue6_relay_errors_spaced (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, true);
+    mh_wait_meter_state (&env, "MTR-000003", AMI_STATE_READY);
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+
+    //  Four relay ERRORs, then the meter: read, after waits of at least
+    //  1 + 2 + 4 + 8 backoffs
+    mh_worker_modes (&env.worker, 5, W_UNREACHABLE, W_UNREACHABLE, W_UNREACHABLE,
+                     W_UNREACHABLE, W_GOOD);
+    env.worker.served = 0;
+    int64_t start = zclock_mono ();
+    ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_READ, "MTR-000003", 0, 0, 0, 0);
+    int64_t took = zclock_mono () - start;
+    if (r->type != AMI_MSG_API_READINGS)
+        fail_msg ("read: %s %s", ami_msg_type_name (r->type),
+                  r->type == AMI_MSG_ERROR ? r->error.text : "");
+    assert_int_equal (env.worker.served, 5);
+    assert_true (took >= 15 * AMI_MDMS_RELAY_BACKOFF_MS);
+
+    //  Relay ERRORs only, deadline 200 ms: tries at about 0, 10, 30, 70
+    //  and 150 ms; the next would be at 310 ms. The deadline ends the
+    //  read: AMI_E_TIMEOUT, and the text names the relay's error
+    mh_worker_modes (&env.worker, 1, W_UNREACHABLE);
+    env.worker.served = 0;
+    r = mh_call (&env, env.client, corr, AMI_ACT_READ, "MTR-000003", 0, 0, 0, 200);
+    mh_assert_error (r, corr, AMI_E_TIMEOUT);
+    assert_non_null (strstr (r->error.text, "AMI_E_UNREACHABLE"));
+    assert_true (env.worker.served >= 2);
+    assert_true (env.worker.served < AMI_MDMS_RELAY_TRIES);
     mh_env_stop (&env);
 }
 
@@ -901,6 +944,13 @@ test_start_failures (void **state)
     bad.keys = &public_only;
     assert_null (ami_mdms_new (&bad));
     assert_null (ami_mdms_new (NULL));
+    //  Issue 6: the queue bounds are validated
+    bad = env.config;
+    bad.max_pending = AMI_MDMS_MAX_PENDING_MAX + 1;
+    assert_null (ami_mdms_new (&bad));
+    bad = env.config;
+    bad.ingest_queue = AMI_MDMS_INGEST_QUEUE_MAX + 1;
+    assert_null (ami_mdms_new (&bad));
 
     char *db = ami_test_path (mh.dir, "db-bad");
     uint8_t pk [AMI_E2E_SIGN_PK_SIZE];
@@ -1214,6 +1264,140 @@ test_issue6_reply_to_gone_client_counted (void **state)
     mh_env_stop (&env);
 }
 
+/*  One stat of the MDMS's own row of API_STATUS (asserts it is there). */
+static uint64_t
+s_own_row_stat (mh_env_t *env, const char *name)
+{
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    ami_msg_t *r = mh_call (env, env->client, corr, AMI_ACT_STATUS, NULL, 0, 0, 0, 2000);
+    assert_int_equal (r->type, AMI_MSG_API_STATUS);
+    assert_true (r->api_status.count >= 1);
+    ami_service_row_t *row = &r->api_status.services [0];
+    assert_string_equal (row->role, "mdms");
+    for (uint32_t k = 0; k < row->stat_count; k++)
+        if (streq (row->stats [k].name, name))
+            return row->stats [k].value;
+    fail_msg ("the MDMS row has no %s", name);
+    return 0;
+}
+
+/*  Issue 6 (gaps 7, 8): with max_pending 2, further reads are refused
+    AMI_E_BUSY at once, counted on their own (reads_busy) and in
+    reads_failed, in pipe STATUS and in the MDMS's API_STATUS row; the
+    reads that were let in still end normally. */
+static void
+test_issue6_reads_busy_counted (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, true);
+    mh_mdms_stop (&env);
+    env.config.max_pending = 2;
+    mh_mdms_start (&env);
+    mh_wait_meter_state (&env, "MTR-000012", AMI_STATE_READY);
+    mh_worker_modes (&env.worker, 1, W_SILENT);
+    assert_int_equal (mh_pipe_stat (&env, "reads_busy"), 0);
+    uint64_t failed = mh_pipe_stat (&env, "reads_failed");
+    uint8_t held [2][AMI_REQUEST_ID_SIZE];
+    mh_request (env.client, held [0], AMI_ACT_READ, "MTR-000012", 0, 0, 0, 3000);
+    mh_request (env.client, held [1], AMI_ACT_READ, "MTR-000013", 0, 0, 0, 3000);
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (mh_pipe_stat (&env, "pending") < 2 && zclock_mono () < deadline)
+        mh_worker_serve (&env.worker);
+    assert_int_equal (mh_pipe_stat (&env, "pending"), 2);
+    //  The bound is reached: refused at once, not queued
+    for (int i = 0; i < 3; i++) {
+        uint8_t corr [AMI_REQUEST_ID_SIZE];
+        ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_READ, "MTR-000014", 0, 0, 0,
+                                1000);
+        mh_assert_error (r, corr, AMI_E_BUSY);
+    }
+    assert_int_equal (mh_pipe_stat (&env, "reads_busy"), 3);
+    assert_int_equal (mh_pipe_stat (&env, "reads_failed"), failed + 3);
+    assert_int_equal (mh_pipe_stat (&env, "pending"), 2);
+    assert_int_equal (s_own_row_stat (&env, "reads_busy"), 3);
+    //  The held reads end with their own error (a timeout), not BUSY
+    for (int i = 0; i < 2; i++) {
+        ami_msg_t *r = mh_reply (&env, env.client, WAIT_MS);
+        assert_non_null (r);
+        assert_int_equal (r->type, AMI_MSG_ERROR);
+        assert_int_equal (r->error.code, AMI_E_TIMEOUT);
+        assert_true (memcmp (r->error.request_id, held [0], AMI_REQUEST_ID_SIZE) == 0
+                  || memcmp (r->error.request_id, held [1], AMI_REQUEST_ID_SIZE) == 0);
+    }
+    assert_int_equal (mh_pipe_stat (&env, "reads_busy"), 3);
+    assert_int_equal (mh_pipe_stat (&env, "reads_failed"), failed + 5);
+    //  The other refusal counters are in the row, at zero here
+    assert_int_equal (s_own_row_stat (&env, "services_evicted"), 0);
+    assert_int_equal (s_own_row_stat (&env, "peers_refused"), 0);
+    assert_int_equal (s_own_row_stat (&env, "mmi_refused"), 0);
+    assert_int_equal (s_own_row_stat (&env, "ingest_throttled"), 0);
+    mh_env_stop (&env);
+}
+
+/*  Issue 6 (gap 3): the event feed is loss-tolerant, so the MDMS publishes
+    the last EVENT.seq it sent (events_seq) in its API_STATUS row and pipe
+    STATUS; it grows by one per event, and a subscriber that kept up has
+    received exactly that seq last. */
+static void
+test_issue6_events_seq (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, false);
+    zsock_t *sub = zsock_new (ZMQ_SUB);
+    assert_non_null (sub);
+    zsock_set_linger (sub, 0);
+    assert_int_equal (ami_auth_client (sub, mh.operator_cert, ami_cert_public_txt (mh.mdms_cert)),
+                      AMI_OK);
+    zsock_set_subscribe (sub, "event.");
+    assert_int_equal (zsock_connect (sub, "%s", env.events), 0);
+    ami_msg_t *ev = ami_msg_new ();
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    //  Join: provoke read_failed events until one arrives
+    uint64_t last = 0;
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (!last && zclock_mono () < deadline) {
+        ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_READ, "MTR-999999", 0, 0, 0, 0);
+        mh_assert_error (r, corr, AMI_E_UNKNOWN_METER);
+        zmsg_t *msg;
+        while ((msg = mh_recv (sub, POLL_MS))) {
+            zframe_t *f = zmsg_last (msg);
+            assert_int_equal (ami_msg_decode (ev, zframe_data (f), zframe_size (f)), AMI_OK);
+            last = ev->event.seq;
+            zmsg_destroy (&msg);
+        }
+    }
+    assert_true (last > 0);
+    uint64_t before = mh_pipe_stat (&env, "events_seq");
+    assert_true (before >= last);
+    assert_int_equal (mh_pipe_stat (&env, "events"), before);
+    //  Five more events: the counter follows, one per event
+    for (int i = 0; i < 5; i++) {
+        ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_READ, "MTR-999998", 0, 0, 0, 0);
+        mh_assert_error (r, corr, AMI_E_UNKNOWN_METER);
+    }
+    uint64_t after = mh_pipe_stat (&env, "events_seq");
+    assert_true (after >= before + 5);
+    assert_true (s_own_row_stat (&env, "events_seq") >= after);
+    //  The subscriber kept up: its last seq reaches events_seq, no gap
+    deadline = zclock_mono () + WAIT_MS;
+    while (last < after && zclock_mono () < deadline) {
+        zmsg_t *msg = mh_recv (sub, POLL_MS);
+        if (!msg)
+            continue;
+        zframe_t *f = zmsg_last (msg);
+        assert_int_equal (ami_msg_decode (ev, zframe_data (f), zframe_size (f)), AMI_OK);
+        assert_true (ev->event.seq == last + 1);
+        last = ev->event.seq;
+        zmsg_destroy (&msg);
+    }
+    assert_true (last >= after);
+    ami_msg_destroy (&ev);
+    zsock_destroy (&sub);
+    mh_env_stop (&env);
+}
+
 int
 main (void)
 {
@@ -1223,6 +1407,7 @@ main (void)
         cmocka_unit_test (test_read_and_history),
         cmocka_unit_test (test_restart_persistence),
         cmocka_unit_test (test_read_errors),
+        cmocka_unit_test (test_issue6_relay_errors_spaced),
         cmocka_unit_test (test_read_race),
         cmocka_unit_test (test_read_timeout),
         cmocka_unit_test (test_issue6_reply_to_gone_client_counted),
@@ -1234,7 +1419,12 @@ main (void)
         cmocka_unit_test (test_malformed_api),
         cmocka_unit_test (test_events),
         cmocka_unit_test (test_pending_bound),
+        cmocka_unit_test (test_issue6_reads_busy_counted),
+        cmocka_unit_test (test_issue6_events_seq),
         cmocka_unit_test (test_start_failures),
     };
+    //  AMI_TEST_FILTER=test_issue6* runs those tests (cmocka's pattern)
+    if (getenv ("AMI_TEST_FILTER"))
+        cmocka_set_test_filter (getenv ("AMI_TEST_FILTER"));
     return cmocka_run_group_tests_name ("mdms", tests, mh_group_setup, mh_group_teardown);
 }

@@ -819,6 +819,165 @@ test_class (void **state)
 }
 
 
+/*  Issue 6 (gap 8): every ack that slows a sender is counted in
+    ingest_throttled - the credit-0 acks of a queue at least 3/4 full and
+    the BUSY refusals of a full one - and failed groups are not (they are
+    batches_failed). */
+static void
+test_issue6_ingest_throttled (void **state)
+{
+    (void) state;
+    char *dir = ami_test_path (mh.dir, "throttle-db");
+    ami_mdms_db_t *db = s_db_open (dir, mh.registry, AMI_STORE_NOSYNC);
+    ami_mdms_ingest_config_t config = { 0 };
+    config.db = db;
+    config.keys = &mh.keys;
+    config.queue = 4;
+    config.group_keys = 1;              //  one batch per group
+    int err = 0;
+    //  The queue bound is validated
+    config.queue = AMI_MDMS_INGEST_QUEUE_MAX + 1;
+    assert_null (ami_mdms_ingest_new (&config, &err));
+    assert_int_equal (err, AMI_E_CONFIG);
+    config.queue = 4;
+    ami_mdms_ingest_t *in = ami_mdms_ingest_new (&config, &err);
+    assert_non_null (in);
+    assert_int_equal (ami_mdms_ingest_stat (in, "ingest_throttled"), 0);
+    //  The queue fills: 4 batches of one origin
+    for (uint64_t k = 0; k < 4; k++) {
+        mh_batch_t b;
+        mh_batch_init (&b, 500 + k, "AGG-A");
+        mh_batch_add_meter (&b, 30 + (uint32_t) k, s_keys [30 + k], T0 + 900, 4);
+        s_push (in, &b);
+        mh_batch_free (&b);
+    }
+    assert_true (ami_mdms_ingest_full (in));
+    //  One more is refused BUSY (credit 0) without being queued
+    mh_batch_t b;
+    mh_batch_init (&b, 504, "AGG-A");
+    mh_batch_add_meter (&b, 34, s_keys [34], T0 + 900, 4);
+    zframe_t *routing = zframe_new ("R", 1), *body = mh_batch_frame (&b);
+    mh_batch_free (&b);
+    assert_false (ami_mdms_ingest_push (in, &routing, &body));
+    uint8_t ack [64];
+    size_t len = 0;
+    assert_int_equal (ami_mdms_ingest_refuse (in, body, AMI_E_BUSY, ack, sizeof ack, &len),
+                      AMI_OK);
+    zframe_destroy (&routing);
+    zframe_destroy (&body);
+    assert_int_equal (ami_mdms_ingest_stat (in, "ingest_throttled"), 1);
+    //  A frame that is not a BATCH gets no ack, so throttles nothing
+    body = zframe_new ("x", 1);
+    assert_int_not_equal (ami_mdms_ingest_refuse (in, body, AMI_E_BUSY, ack, sizeof ack, &len),
+                          AMI_OK);
+    zframe_destroy (&body);
+    assert_int_equal (ami_mdms_ingest_stat (in, "ingest_throttled"), 1);
+    //  Drain one batch a group: backlog 3 of 4 after the first (credit 0,
+    //  throttled), then 2, 1, 0 (credit again)
+    acks_t acks;
+    memset (&acks, 0, sizeof acks);
+    while (ami_mdms_ingest_backlog (in))
+        ami_mdms_ingest_run (in, s_on_ack, &acks);
+    assert_int_equal (acks.acks, 4);
+    uint64_t zero = 0;
+    for (int k = 0; k < acks.acks; k++) {
+        assert_int_equal (acks.status [k], AMI_OK);
+        zero += acks.credit [k] == 0;
+    }
+    assert_int_equal (zero, 1);
+    assert_int_equal (acks.credit [0], 0);
+    assert_int_equal (ami_mdms_ingest_stat (in, "ingest_throttled"), 1 + zero);
+    assert_int_equal (ami_mdms_ingest_stat (in, "batches_failed"), 0);
+    assert_int_equal (ami_mdms_ingest_stat (in, "intervals_stored"), 4 * 4);
+    //  The stat list fits the MDMS's row and names the new counter last
+    ami_stat_t stats [AMI_MAX_STATS];
+    uint32_t count = 0;
+    ami_mdms_ingest_stats (in, stats, AMI_MAX_STATS, &count);
+    assert_int_equal (count, AMI_MDMS_INGEST_STATS);
+    assert_string_equal (stats [count - 1].name, "ingest_throttled");
+    ami_mdms_ingest_destroy (&in);
+    ami_mdms_db_destroy (&db);
+    ami_test_rmtree (dir);
+    free (dir);
+}
+
+/*  Issue 6 (gap 7): the MDMS's ingest queue is its config (ingest_queue,
+    ami-mdms mdms/ingest-queue): with 2 batches the credit one sender gets
+    is 2, not AMI_CREDIT_INITIAL; ingest_throttled is in pipe STATUS and
+    in the MDMS's API_STATUS row. */
+static void
+test_issue6_ingest_queue_config (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, false);
+    zsock_t *he = mh_headend_connect (&env);
+    mh_batch_t b;
+    mh_batch_init (&b, 8001, "AGG-Q");
+    s_add_day (&b, 70, 0, 0, 1);
+    ami_batch_ack_t ack = s_send_batch (he, &b);
+    mh_batch_free (&b);
+    assert_int_equal (ack.status, AMI_OK);
+    assert_int_equal (ack.credit, AMI_CREDIT_INITIAL);
+    zsock_destroy (&he);
+
+    mh_mdms_stop (&env);
+    env.config.ingest_queue = 2;
+    mh_mdms_start (&env);
+    he = mh_headend_connect (&env);
+    mh_batch_init (&b, 8002, "AGG-Q");
+    s_add_day (&b, 71, 0, 0, 1);
+    ack = s_send_batch (he, &b);
+    mh_batch_free (&b);
+    assert_int_equal (ack.status, AMI_OK);
+    assert_int_equal (ack.credit, 2);
+    assert_int_equal (mh_pipe_stat (&env, "ingest_throttled"), 0);
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_STATUS, "", 0, 0, 0, 0);
+    assert_int_equal (r->type, AMI_MSG_API_STATUS);
+    uint64_t v = UINT64_MAX;
+    assert_true (s_has_stat (&r->api_status.services [0], "ingest_throttled", &v) && v == 0);
+    assert_true (s_has_stat (&r->api_status.services [0], "peers_refused", &v) && v == 0);
+    zsock_destroy (&he);
+    mh_env_stop (&env);
+}
+
+/*  Issue 6 (gap 8): a full services table forgets its longest-silent
+    entry to make room, and counts it (services_evicted). */
+static void
+test_issue6_services_evicted (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, false);
+    zsock_t *he = mh_headend_connect (&env);
+    ami_msg_t *m = ami_msg_new ();
+    uint8_t buf [512];
+    //  AMI_MDMS_MAX_SERVICES fleets fill the table; 3 more evict 3
+    for (int i = 0; i < AMI_MDMS_MAX_SERVICES + 3; i++) {
+        ami_msg_reset (m, AMI_MSG_HEALTH);
+        strcpy (m->health.role, "meter");
+        snprintf (m->health.node_id, sizeof m->health.node_id, "FLEET-%05d", i);
+        m->health.state = AMI_STATE_READY;
+        size_t len = mh_encode (m, buf, sizeof buf);
+        assert_int_equal (zsock_send (he, "b", buf, len), 0);
+    }
+    ami_msg_destroy (&m);
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (mh_pipe_stat (&env, "services_evicted") < 3 && zclock_mono () < deadline)
+        zclock_sleep (POLL_MS);         //  polling a counter, with a deadline
+    assert_int_equal (mh_pipe_stat (&env, "services_evicted"), 3);
+    assert_int_equal (mh_pipe_stat (&env, "services"), AMI_MDMS_MAX_SERVICES);
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    ami_msg_t *r = mh_call (&env, env.client, corr, AMI_ACT_STATUS, "", 0, 0, 0, 0);
+    assert_int_equal (r->type, AMI_MSG_API_STATUS);
+    uint64_t v = 0;
+    assert_true (s_has_stat (&r->api_status.services [0], "services_evicted", &v) && v == 3);
+    zsock_destroy (&he);
+    mh_env_stop (&env);
+}
+
+
 /* ---------------------------------------------------------------------- */
 /*  Benchmark: interleaved fill of N meters x 1 day, durable commits        */
 
@@ -1000,6 +1159,9 @@ main (void)
         cmocka_unit_test (test_status_stats),
         cmocka_unit_test (test_malformed),
         cmocka_unit_test (test_class),
+        cmocka_unit_test (test_issue6_ingest_throttled),
+        cmocka_unit_test (test_issue6_ingest_queue_config),
+        cmocka_unit_test (test_issue6_services_evicted),
         cmocka_unit_test (test_bench),
     };
     return cmocka_run_group_tests_name ("mdms_ingest", tests, s_setup, mh_group_teardown);
