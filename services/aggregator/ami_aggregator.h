@@ -398,6 +398,15 @@ extern "C" {
     AMI_E_BUSY upward (busy) and a BATCH_ACK is counted (acks_failed): the
     fleet resends the batch after its ack timeout. */
 #define AMI_AGGREGATOR_SNDHWM       1000
+/*  Receive queue (ZMQ_RCVHWM) of every socket, in frames per peer. From a
+    fleet: its BATCHes (< 1 MiB each, at most the credit this aggregator
+    grants, AMI_CREDIT_INITIAL) plus READ_RESPs, ERRORs and HEALTH (< 5 KiB each); from a
+    head end: READ_REQs, BATCH_ACKs and HELLOs (< 1 KiB). 256 frames hold
+    that with room (~4 MiB from an honest fleet; 256 MiB is the ceiling for
+    a peer sending only full frames, against ~1 GiB at libzmq's default of
+    1000). At the bound libzmq stops reading that connection, so the
+    sender's own queue fills and it counts what it cannot send. */
+#define AMI_AGGREGATOR_RCVHWM       256
 /*  Warnings about bad input per second; the rest are counted. */
 #define AMI_AGGREGATOR_LOG_BURST    20
 
