@@ -15,7 +15,9 @@
     - one request at a time (amictl): ami_client_request sends a request
       with a fresh random correlation id and blocks until its answer or a
       deadline; a late answer to an earlier request is dropped. The paging
-      helpers ami_client_audit and ami_client_intervals are built on it.
+      helpers ami_client_audit, ami_client_intervals and ami_client_status
+      (every row of API_STATUS: amictl status, ami-load ingest) are built
+      on it.
     - pipelined (ami-load read): ami_client_send queues a request with the
       caller's correlation id and never blocks; ami_client_recv takes one
       answer if one is waiting; the caller polls ami_client_socket and
@@ -136,6 +138,63 @@ int
                           uint64_t to_ms, uint32_t timeout_ms, int64_t page_wait_ms,
                           ami_interval_t **records, size_t *count,
                           uint8_t first_corr [AMI_REQUEST_ID_SIZE], ami_msg_t **reply);
+
+/*  Rows ami_client_status receives in one walk at most, duplicates
+    included: 8 x the MDMS's service table (AMI_MDMS_MAX_SERVICES, 1024)
+    plus its own two rows, so no honest walk comes near it even with rows
+    shifting; it bounds a server that keeps saying `more`, and the
+    caller's memory (~3 KiB a row kept, 64 stats each: 25 MiB at worst). */
+#define AMI_CLIENT_STATUS_MAX_ROWS  8192
+
+/*  Every row of the MDMS's API_STATUS, as ami_client_status collects it.
+    Zero it before the first walk ({ 0 }); it may then be walked into
+    again and again (each walk frees the previous rows first). */
+typedef struct {
+    ami_service_row_t *rows;    /* heap, in the MDMS's order, no (role, node) twice */
+    size_t count;
+    size_t cap;
+    uint8_t first_corr [AMI_REQUEST_ID_SIZE];   /* of the first page's request */
+    uint8_t last_corr [AMI_REQUEST_ID_SIZE];    /* of the last request sent */
+    size_t pages;               /* replies received */
+    size_t received;            /* rows received, duplicates included */
+} ami_client_status_t;
+
+/*  Every service the MDMS knows (action status, PROTOCOL.md 4.11 action
+    4, 4.14): API_STATUS is paged - at most AMI_MAX_API_SERVICES (64) rows
+    a reply, `more` while rows follow - and a deployment has more services
+    than that (the MDMS tracks up to 1024: head ends, aggregators, meter
+    fleets). This walks every page and keeps the rows in *out, which
+    must be zeroed or hold an earlier walk (its rows are freed first);
+    free them with ami_client_status_free, also after a failure (the rows
+    of a failed walk are partial: do not use them).
+
+    Paging: each next page asks from_ms = the rows received so far (a row
+    count, not a time), limit = AMI_MAX_API_SERVICES. The MDMS recomputes
+    its order (mdms, broker, then by role and node id) per request, so a
+    service heard or forgotten between two pages shifts the later rows by
+    one: a row whose (role, node id) is already held is dropped, never
+    kept twice. A service that appears during the walk at a position
+    already passed is missed until the next walk.
+
+    Defence against a misbehaving server: a page that says `more` but
+    holds no row ends the walk (what was received is kept, AMI_OK); more
+    than AMI_CLIENT_STATUS_MAX_ROWS rows received in all (duplicates
+    included) fails with AMI_E_LIMIT rather than asking forever.
+
+    Each page waits at most page_wait_ms; timeout_ms goes into the
+    requests. Returns AMI_OK, or a page's failure as ami_client_request
+    returns it (*reply is then the ERROR, or NULL; out->last_corr names
+    that request), AMI_E_INTERNAL for a reply of another type,
+    AMI_E_LIMIT past AMI_CLIENT_STATUS_MAX_ROWS, AMI_E_NOMEM;
+    ami_client_why says which. */
+int
+    ami_client_status (ami_client_t *self, uint32_t timeout_ms, int64_t page_wait_ms,
+                       ami_client_status_t *out, ami_msg_t **reply);
+
+/*  Free the rows of a walk; *status can be walked into again.
+    Idempotent. */
+void
+    ami_client_status_free (ami_client_status_t *status);
 
 /*  Why the last request got no answer or failed on our side, for the
     user ("no connection to the MDMS at tcp://... (is it running?)").

@@ -101,7 +101,7 @@ static const s_type_info_t s_types [] = {
     { AMI_MSG_HEALTH,        7, "HEALTH" },
     { AMI_MSG_EVENT,         8, "EVENT" },
     { AMI_MSG_ERROR,         6, "ERROR" },
-    { AMI_MSG_READ_REQ,      8, "READ_REQ" },
+    { AMI_MSG_READ_REQ,     10, "READ_REQ" },
     { AMI_MSG_READ_RESP,     7, "READ_RESP" },
     { AMI_MSG_READING,       7, "READING" },
     { AMI_MSG_PROFILE,       6, "PROFILE" },
@@ -128,7 +128,7 @@ s_type_info (uint64_t type)
 
 static const char *const s_action_names [AMI_ACT_MAX + 1] = {
     NULL, "read", "history", "meters", "status", "intervals", "audit", "verify",
-    "customer", "audit-verify"
+    "customer", "audit-verify", "recover"
 };
 
 /* ---------------------------------------------------------------------- */
@@ -566,6 +566,16 @@ s_dec_signature (const mobj_t *o, uint8_t *sig, const uint8_t *data, size_t size
     return AMI_OK;
 }
 
+/*  SEC-INT-5: READ_REQ's load-profile range is both 0 (an ordinary read),
+    or from < to spanning at most AMI_PROFILE_RECOVER_MAX_S. */
+static bool
+s_profile_range_ok (uint64_t from_s, uint64_t to_s)
+{
+    if (from_s == 0 && to_s == 0)
+        return true;
+    return from_s < to_s && to_s - from_s <= AMI_PROFILE_RECOVER_MAX_S;
+}
+
 static int
 s_dec_read_req (ami_read_req_t *m, const mobj_t *f, const uint8_t *data, size_t size)
 {
@@ -578,7 +588,11 @@ s_dec_read_req (ami_read_req_t *m, const mobj_t *f, const uint8_t *data, size_t 
     DEC_U (&f [6], UINT64_MAX, m->expires_ms);
     if (m->expires_ms <= m->issued_ms)
         return AMI_E_RANGE;
-    TRY (s_dec_signature (&f [7], m->signature, data, size));
+    DEC_U (&f [7], UINT64_MAX, m->profile_from_s);
+    DEC_U (&f [8], UINT64_MAX, m->profile_to_s);
+    if (!s_profile_range_ok (m->profile_from_s, m->profile_to_s))
+        return AMI_E_RANGE;
+    TRY (s_dec_signature (&f [9], m->signature, data, size));
     return AMI_OK;
 }
 
@@ -1110,6 +1124,10 @@ s_enc_read_req (s_enc_t *e, const ami_read_req_t *m)
     if (m->expires_ms <= m->issued_ms)
         return AMI_E_RANGE;
     s_enc_uint (e, m->expires_ms);
+    if (!s_profile_range_ok (m->profile_from_s, m->profile_to_s))
+        return AMI_E_RANGE;
+    s_enc_uint (e, m->profile_from_s);
+    s_enc_uint (e, m->profile_to_s);
     s_enc_bin (e, m->signature, AMI_SIGNATURE_SIZE);    /* c4 40 + 64 bytes */
     return AMI_OK;
 }

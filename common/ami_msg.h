@@ -107,6 +107,12 @@ extern "C" {
 #define AMI_MAX_API_FAILURES    256
 /* Customer name on the registry (SEC-CONF-2 data): UTF-8, no NUL. */
 #define AMI_MAX_CUSTOMER_NAME   64
+/* Longest load-profile range one READ_REQ may ask a meter to send again
+   (SEC-INT-5, READ_REQ.profile_from_s/profile_to_s): 31 days, what one
+   `amictl gaps`/`intervals` page shows (AMI_MAX_API_INTERVALS at 15
+   minutes) and what a meter keeps by default; it bounds the work and the
+   interval data one signed command can make a fleet produce. */
+#define AMI_PROFILE_RECOVER_MAX_S  (31 * 86400)
 
 #define AMI_REQUEST_ID_SIZE     16      /* correlation / request id, random */
 #define AMI_SIGNATURE_SIZE      64      /* Ed25519 detached signature */
@@ -153,10 +159,12 @@ typedef enum {
     AMI_ACT_AUDIT     = 6,  /* audit entries with time >= from_ms, limit */
     AMI_ACT_VERIFY    = 7,  /* re-verify stored readings of meter_id -> API_VERIFY */
     AMI_ACT_CUSTOMER  = 8,  /* customer record of meter_id -> API_CUSTOMER */
-    AMI_ACT_AUDIT_VERIFY = 9  /* re-verify the whole audit chain -> API_VERIFY */
+    AMI_ACT_AUDIT_VERIFY = 9, /* re-verify the whole audit chain -> API_VERIFY */
+    AMI_ACT_RECOVER   = 10  /* on-demand read of meter_id asking it to send its interval
+                               data with end in (from_ms, to_ms] again (timeout_ms) */
 } ami_action_t;
 
-#define AMI_ACT_MAX 9
+#define AMI_ACT_MAX 10
 
 /* Service states in HEALTH */
 typedef enum {
@@ -250,12 +258,17 @@ typedef struct {                    /* [1, 4, request_id, code, origin, text] */
     char     text [AMI_MAX_TEXT + 1];  /* str 0..256 UTF-8 */
 } ami_error_t;
 
-typedef struct {                    /* [1, 10, meter_id, request_id, counter, issued_ms, expires_ms, signature] */
+typedef struct {                    /* [1, 10, meter_id, request_id, counter, issued_ms, expires_ms,
+                                        profile_from_s, profile_to_s, signature] */
     ami_id_t meter_id;              /* str 1..32: target meter */
     uint8_t  request_id [AMI_REQUEST_ID_SIZE];  /* bin(16) */
     uint64_t counter;               /* u64, per meter, strictly increasing, >= 1 */
     uint64_t issued_ms;             /* u64 Unix ms UTC at the MDMS */
     uint64_t expires_ms;            /* u64, > issued_ms */
+    uint64_t profile_from_s;        /* u64 Unix s: with profile_to_s, both 0 = an ordinary
+                                       read; else the meter also sends again its load-profile
+                                       intervals with end in (from, to] (SEC-INT-5): */
+    uint64_t profile_to_s;          /* u64, from < to, to - from <= AMI_PROFILE_RECOVER_MAX_S */
     uint8_t  signature [AMI_SIGNATURE_SIZE];    /* bin(64), MDMS Ed25519 over signed part */
 } ami_read_req_t;
 

@@ -408,9 +408,17 @@ s_send_error (agg_t *self, size_t headend, const uint8_t request_id [AMI_REQUEST
     vsnprintf (error->text, sizeof error->text, format, args);
     va_end (args);
     char rid [S_REQ_KEY_SIZE];
-    ami_log_info ("aggregator %s: request %s from head end %s: %s (%s)", self->node_id,
-                  ami_request_id_format (request_id, rid), self->headends [headend].name,
-                  error->text, ami_errname (code));
+    /* a BUSY refusal (a fleet not keeping up, max-pending) comes in
+       floods, one per read a head end sends on while the overload lasts:
+       a rate-limited warning, the rest counted (the busy stat has them all) */
+    if (code == AMI_E_BUSY)
+        s_warn (self, "request %s from head end %s refused: %s (%s)",
+                ami_request_id_format (request_id, rid), self->headends [headend].name,
+                error->text, ami_errname (code));
+    else
+        ami_log_info ("aggregator %s: request %s from head end %s: %s (%s)", self->node_id,
+                      ami_request_id_format (request_id, rid), self->headends [headend].name,
+                      error->text, ami_errname (code));
     size_t len = s_encode (self);
     s_send_headend (self, headend, self->buf, len, "ERROR");
 }
@@ -1646,9 +1654,7 @@ s_read_req (agg_t *self, size_t headend, const uint8_t *data, size_t size)
     if (!p && zhashx_size (self->pending) >= self->max_pending) {
         self->busy++;
         self->pending_busy++;
-        s_warn (self, "request %s for meter %s from head end %s refused: %zu requests "
-                "in flight (max-pending)", key, req.meter_id,
-                self->headends [headend].name, self->max_pending);
+        //  s_send_error warns about the BUSY (rate-limited) with this text
         s_send_error (self, headend, req.request_id, AMI_E_BUSY,
                       "aggregator %s has %zu requests in flight; retry later",
                       self->node_id, zhashx_size (self->pending));
@@ -1988,6 +1994,7 @@ s_socket_options (agg_t *self, zsock_t *sock)
     zsock_set_linger (sock, 0);
     zsock_set_maxmsgsize (sock, AMI_MAX_FRAME);
     zsock_set_sndhwm (sock, AMI_AGGREGATOR_SNDHWM);
+    zsock_set_rcvhwm (sock, AMI_AGGREGATOR_RCVHWM);
     zsock_set_heartbeat_ivl (sock, self->heartbeat_ms);
     zsock_set_heartbeat_timeout (sock, S_ZMTP_LIVENESS * self->heartbeat_ms);
 }

@@ -68,8 +68,9 @@
 #define MMI_SERVICE         "mmi.service"
 /*  ami-bus's own MMI service (see the header, "MMI"): the broker's stats. */
 #define MMI_AMI_STATS       "mmi.ami-stats"
-/*  An encoded HEALTH of AMI_MAX_STATS stats is < 2 KiB (32 x (33-byte
-    name + 9-byte value) + role, id and header); 4 KiB leaves room. */
+/*  An encoded HEALTH of AMI_MAX_STATS stats is < 3 KiB (64 x (1-byte
+    pair + 34-byte name + 9-byte value) + role, id and header: 2883 bytes
+    at most); 4 KiB leaves room. */
 #define S_HEALTH_MAX        4096
 
 /*  libzmq routing ids are 1..255 bytes (ZMTP identity property). */

@@ -97,8 +97,9 @@
     millisecond. */
 #define S_BATCH             64
 /*  Frames this head end encodes itself (HELLO without meters, HEALTH with
-    at most AMI_MAX_STATS stats, ERROR with a 256-byte text) all stay under
-    2 KiB; 8 KiB leaves a wide margin. */
+    at most AMI_MAX_STATS (64) stats, ERROR with a 256-byte text) all stay
+    under 3 KiB (the largest, a HEALTH, 2883 bytes at most); 8 KiB leaves
+    a wide margin. */
 #define S_OUT_SIZE          8192
 /*  Routing ids remembered as "answered HELLO": more than any honest set of
     reconnecting aggregators; when full the table is simply cleared (the

@@ -121,7 +121,7 @@
 /*  HISTORY rows when the request says 0. */
 #define S_HISTORY_DEFAULT   10
 /*  Warning rate-limit window. */
-/*  An encoded READ_REQ: ids, 3 u64, 16 + 66 bytes of binaries < 200. */
+/*  An encoded READ_REQ: ids, 5 u64, 16 + 66 bytes of binaries < 220. */
 #define S_READ_REQ_MAX      256
 /*  An encoded EVENT: 3 u64, two ids, 256 bytes of text < 400. */
 #define S_EVENT_MAX         512
@@ -181,6 +181,8 @@ typedef struct {
     int tries;
     uint64_t counter;                   /* of the last try */
     uint64_t first_issued_ms;           /* READ_REQ.issued_ms of the first try */
+    uint64_t profile_from_s;            /* SEC-INT-5 recover: READ_REQ's range, */
+    uint64_t profile_to_s;              /* both 0 for a plain read */
     bool checking;                      /* waiting for an MMI answer */
     void *check_handle;                 /* in route->checking */
     int relay_error;                    /* last relay ERROR (mapped), 0 = none */
@@ -788,6 +790,8 @@ s_read_send (mdms_t *self, pending_t *p)
     tx->read_req.counter = counter;
     tx->read_req.issued_ms = now_ms;
     tx->read_req.expires_ms = p->expires_ms;
+    tx->read_req.profile_from_s = p->profile_from_s;
+    tx->read_req.profile_to_s = p->profile_to_s;
     //  signature left zero: signed in place after encoding
     uint8_t frame [S_READ_REQ_MAX];
     size_t len = 0;
@@ -1387,15 +1391,45 @@ s_rate_take (mdms_t *self, api_call_t *call, ami_mdms_rate_t *table, const char 
     return false;
 }
 
+/*  SEC-INT-5: a recover's range, from API milliseconds to READ_REQ
+    seconds ((from, to] of interval ends, so whole seconds lose nothing:
+    end_s * 1000 > from_ms exactly when end_s > from_ms / 1000). Both
+    required, from < to, at most AMI_PROFILE_RECOVER_MAX_S. Answers the
+    ERROR itself and returns false when not. */
+static bool
+s_recover_range (mdms_t *self, api_call_t *call, uint64_t *from_s, uint64_t *to_s)
+{
+    const ami_api_req_t *req = call->req;
+    *from_s = req->from_ms / 1000;
+    *to_s = req->to_ms / 1000;
+    const char *why = NULL;
+    if (req->from_ms == 0 || req->to_ms == 0)
+        why = "recover needs from_ms and to_ms";
+    else
+    if (*from_s >= *to_s)
+        why = "recover range is empty: from_ms must be before to_ms (whole seconds)";
+    else
+    if (*to_s - *from_s > AMI_PROFILE_RECOVER_MAX_S)
+        why = "recover range is longer than 31 days (AMI_PROFILE_RECOVER_MAX_S)";
+    if (!why)
+        return true;
+    s_read_failed (self, call->envelope, &call->caller, NULL, AMI_E_BAD_REQUEST, why);
+    return false;
+}
+
 static void
 s_api_read (mdms_t *self, api_call_t *call)
 {
     const ami_api_req_t *req = call->req;
+    bool recover = req->action == AMI_ACT_RECOVER;
     if (!*req->meter_id) {
         s_read_failed (self, call->envelope, &call->caller, NULL, AMI_E_BAD_REQUEST,
-                       "read needs a meter id");
+                       recover ? "recover needs a meter id" : "read needs a meter id");
         return;
     }
+    uint64_t from_s = 0, to_s = 0;
+    if (recover && !s_recover_range (self, call, &from_s, &to_s))
+        return;
     //  The operator's bucket first: a flood of unknown ids is limited too
     if (!s_rate_take (self, call, self->rate_operator, call->caller.operator_id, "operator"))
         return;
@@ -1466,6 +1500,8 @@ s_api_read (mdms_t *self, api_call_t *call)
     p->try_ms = timeout / (self->retries + 1);
     if (p->try_ms < 1)
         p->try_ms = 1;
+    p->profile_from_s = from_s;
+    p->profile_to_s = to_s;
     if (zhashx_insert (self->pending, p->key, p)) {
         s_read_failed (self, p->envelope, &p->caller, NULL, AMI_E_NOMEM, "out of memory");
         s_pending_destructor ((void **) &p);
@@ -1478,6 +1514,11 @@ s_api_read (mdms_t *self, api_call_t *call)
     ami_log_debug ("read %s corr=%s req=%s operator=%s: via %s, timeout %lld ms", p->meter_id,
                    p->corr_key, p->key, p->caller.operator_id, route->service,
                    (long long) timeout);
+    if (recover)
+        ami_log_info ("recover %s corr=%s req=%s operator=%s: load profile of (%llu, %llu] "
+                      "asked for again with the read", p->meter_id, p->corr_key, p->key,
+                      p->caller.operator_id, (unsigned long long) from_s,
+                      (unsigned long long) to_s);
     rc = s_read_send (self, p);
     if (rc)
         s_pending_fail (self, p, rc, "cannot send the read of meter %s: %s", p->meter_id,
@@ -2080,7 +2121,7 @@ s_handle_api_msg (mdms_t *self, zmsg_t *msg)
             ami_log_info ("api: operator=%s role=%s action=%s meter=%s corr=%s: %s",
                           call.caller.operator_id, role, action ? action : "?", req.meter_id,
                           call.corr_hex, why);
-        if (req.action == AMI_ACT_READ)
+        if (req.action == AMI_ACT_READ || req.action == AMI_ACT_RECOVER)
             s_read_failed (self, call.envelope, &call.caller, NULL, rc, why);
         else
             s_api_error (self, &call.caller, call.envelope, req.corr, rc, "%s: %s",
@@ -2092,6 +2133,7 @@ s_handle_api_msg (mdms_t *self, zmsg_t *msg)
                    call.corr_hex);
     switch (req.action) {
         case AMI_ACT_READ:          s_api_read (self, &call); break;
+        case AMI_ACT_RECOVER:       s_api_read (self, &call); break;    //  a read with a range
         case AMI_ACT_HISTORY:       s_api_history (self, &call); break;
         case AMI_ACT_INTERVALS:     s_api_intervals (self, &call); break;
         case AMI_ACT_METERS:        s_api_meters (self, &call); break;

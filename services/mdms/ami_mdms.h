@@ -184,6 +184,21 @@
                                then written on its own with this result if
                                it can be - and no API_READINGS follows; the
                                other reads of that group fail the same way)
+      RECOVER (SEC-INT-5; meter_id, from_ms, to_ms, timeout_ms) - a READ
+      whose READ_REQ also carries a load-profile range, (from_ms / 1000,
+      to_ms / 1000] of interval ends in Unix seconds (PROTOCOL.md 4.5):
+      the meter answers the read and sends its intervals of that range
+      again, later, through ingest (ami_mdms_ingest.h stores each (meter,
+      interval) once: what was stored counts in intervals_dup), so the
+      reply does not wait for them; INTERVALS and `amictl gaps` show them
+      once stored. Same roles (OPERATOR), rate limits, pending bound,
+      retries, deadline, events and audit as READ (audited as action 10
+      "recover"; the range is logged at info, the audit entry has no
+      field for it).
+        -> API_READINGS as READ
+        or ERROR as READ, and AMI_E_BAD_REQUEST when from_ms or to_ms is
+           0, from_ms / 1000 >= to_ms / 1000, or the range is over
+           AMI_PROFILE_RECOVER_MAX_S (31 days)
       HISTORY (meter_id, from_ms, to_ms (0 = open), limit: 0 = 10, capped
       at AMI_MAX_API_READINGS)
         -> API_READINGS newest first, more=true if rows remain (next page:
@@ -204,8 +219,11 @@
            then every (role, node id) whose HEALTH arrived on ingest,
            sorted by role then node id, with its last reported state and
            uptime, age since last heard, and state DOWN once silent for 3
-           heartbeats (at most AMI_MAX_API_SERVICES rows in all; the rest
-           are left out and logged). Every row carries stats: the MDMS's
+           heartbeats. Paged (PROTOCOL.md 4.11 action 4, 4.14): from_ms is
+           a row count to skip, limit the rows a page holds (0 or more
+           than AMI_MAX_API_SERVICES: AMI_MAX_API_SERVICES), more=true if
+           rows follow (next page: from_ms = rows received so far); the
+           order is recomputed per page. Every row carries stats: the MDMS's
            own are the ingest statistics (ami_mdms_ingest.h, in that
            order) then reads_ok, reads_failed, reads_pending, rate_limited,
            denied, malformed, audit_failures, bad_responses (answers that

@@ -29,6 +29,8 @@ static const s_grant_t s_grants [AMI_ACT_MAX + 1] = {
     { AMI_ACT_VERIFY,       AMI_MDMS_ROLE_OPERATOR | AMI_MDMS_ROLE_AUDITOR, true },
     { AMI_ACT_CUSTOMER,     AMI_MDMS_ROLE_OPERATOR, true  },
     { AMI_ACT_AUDIT_VERIFY, AMI_MDMS_ROLE_AUDITOR,  true  },
+    //  SEC-INT-5: a read that also asks for interval data again: as READ
+    { AMI_ACT_RECOVER,      AMI_MDMS_ROLE_OPERATOR, true  },
 };
 
 static const struct {

@@ -19,6 +19,9 @@
         audit           AUDITOR                (list the audit log)
         audit-verify    AUDITOR                (re-verify the audit chain)
         customer        OPERATOR               (decrypted customer record)
+        recover         OPERATOR               (a read that also asks the meter
+                                               to send interval data again,
+                                               SEC-INT-5: as read)
     SECADM holds no action of its own yet: key provisioning, rotation and
     revocation are done with ami-keygen on the key host, not over the API.
     Every refusal is answered ERROR AMI_E_DENIED, logged and appended to

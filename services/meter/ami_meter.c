@@ -30,6 +30,13 @@
     BATCH is encoded once into a scratch frame, and one allocation per
     batch holds it until its ack.
 
+    Load-profile recovery (SEC-INT-5, ami_meter.h "Recovery"): an
+    accepted READ_REQ with a range queues a job after its commit; jobs
+    rebuild the meter's intervals with a fresh profile model from `start`
+    (the physics is deterministic) and feed the same batch builder, ahead
+    of new production, within a budget of model steps per wake-up, so a
+    long range is produced in slices and reads are served in between.
+
     Clock: zclock_mono for the heartbeat, batch timers and the profile
     clock's pace, zclock_time (+ the configured offset) for command
     windows, readings and blocks' made_ms.
@@ -58,6 +65,12 @@
     that: the MDMS retries); a full HELLO round is added on top so a large
     fleet's introduction never fills it on its own. */
 #define S_SNDHWM_BASE       1000
+/*  Incoming queue from the aggregator: READ_REQs (< 300 bytes), BATCH_ACKs
+    (~20 bytes) and HELLOs (< 100 bytes): 1000 frames are < 300 KiB, many
+    passes of the actor's loop. At the bound libzmq stops reading, and the
+    aggregator's own bounded queue to this fleet refuses (busy,
+    acks_failed there). */
+#define S_RCVHWM            1000
 /*  ZMTP heartbeats on the link: a silent half-open TCP connection (a
     pole-top node that lost power) is noticed after 3 intervals and the
     DEALER reconnects. */
@@ -89,6 +102,13 @@
     str8 meter id + u64 seq + bin16 header; a PROFILE at most
     AMI_PROFILE_MAX_ENCODED. */
 #define S_BATCH_HEAD        (1 + 1 + 1 + 9 + 2 + AMI_MAX_ID + 3)
+/*  SEC-INT-5: model steps (AMI_METER_STEP_S each) that recovery jobs may
+    run per wake-up, all jobs together. A step costs ~15-20 ns on the
+    reference VM, so 100 000 steps (69 days of one meter's profile time)
+    keep a wake-up within ~2 ms: a recovery whose meter started long ago
+    is rebuilt over several wake-ups, with reads and acks served between
+    them. */
+#define S_RECOVER_STEPS     100000
 #define S_BLOCK_FRAME(id, box) (1 + 2 + (id) + 9 + 3 + (box))
 
 typedef struct {
@@ -112,6 +132,7 @@ typedef struct s_batch {
     uint32_t sends;             /* successful transmissions so far */
     uint32_t quiet;             /* of which since the aggregator was last heard */
     uint64_t heard_at;          /* fleet's `heard` at the last transmission */
+    uint64_t recovered;         /* intervals sent again (SEC-INT-5), not in `readings` */
     bool inflight;              /* sent, its ack not yet received */
     size_t size;
     uint8_t data [];            /* the encoded BATCH, resent byte for byte */
@@ -121,6 +142,17 @@ typedef struct {
     uint32_t slot;              /* meter number - first */
     ami_read_req_t req;         /* the accepted command */
 } accepted_t;
+
+/*  SEC-INT-5: one meter's intervals to send again, rebuilt by a model of
+    its own that runs from the profile start (ami_meter.h "Recovery"). */
+typedef struct {
+    uint32_t slot;
+    ami_meter_model_t model;    /* the meter's profile physics, rebuilt */
+    int64_t next_end;           /* next interval end to record */
+    int64_t last_end;           /* last one to send (inclusive) */
+    uint32_t count;             /* records of the block being gathered */
+    ami_interval_t records [AMI_MAX_PROFILE_RECORDS];
+} recover_t;
 
 typedef struct {
     zsock_t *pipe;              /* actor pipe, borrowed */
@@ -197,6 +229,17 @@ typedef struct {
     uint64_t heard;             /* frames received from the aggregator */
     uint64_t profile_blocks, profile_readings, profile_acked;
     uint64_t batches_sent, batches_resent;
+
+    /* load-profile recovery (SEC-INT-5): a ring of jobs, oldest first */
+    int64_t pstart;             /* the profile clock's first value: `start` */
+    uint64_t model_seed;        /* ami_meter_model_seed of the fleet secret */
+    int64_t retain_s;           /* profile time kept for recovery */
+    recover_t *jobs;            /* AMI_METER_RECOVER_JOBS entries */
+    uint32_t jobs_head;
+    uint32_t jobs_count;
+    uint64_t profile_recovered; /* intervals put in a batch again */
+    uint64_t recover_clipped;   /* intervals asked for, not produced or not kept */
+    uint64_t recover_busy;      /* ranges not taken: AMI_METER_RECOVER_JOBS pending */
 } fleet_t;
 
 
@@ -319,7 +362,7 @@ s_send (fleet_t *self, const uint8_t *data, size_t size, const char *what)
 static bool
 s_profile_done (const fleet_t *self)
 {
-    return !self->producing && self->unacked == 0;
+    return !self->producing && self->unacked == 0 && self->jobs_count == 0;
 }
 
 
@@ -379,6 +422,10 @@ s_send_health (fleet_t *self)
         { "refusals_dropped", self->refusals_dropped },
         { "mdms_keys", self->keys.count },
         { "credit", self->credit },
+        { "profile_recovered", self->profile_recovered },
+        { "recover_clipped", self->recover_clipped },
+        { "recover_busy", self->recover_busy },
+        { "recover_pending", self->jobs_count },
     };
     for (size_t i = 0; i < sizeof stats / sizeof stats [0]; i++) {
         snprintf (health->stats [i].name, sizeof health->stats [i].name, "%s", stats [i].name);
@@ -509,7 +556,7 @@ s_snapshot (const ami_meter_model_t *model, uint8_t out [S_SNAPSHOT_SIZE])
     sample's energy equals the snapshot on disk. The READING is padded to
     reading_block before sealing (SEC-CONF-3): every sealed reading of this
     fleet has the same length, whatever its registers hold. */
-static void
+static bool
 s_answer (fleet_t *self, const accepted_t *acc, uint64_t now_ms)
 {
     meter_t *meter = &self->meters [acc->slot];
@@ -532,7 +579,7 @@ s_answer (fleet_t *self, const accepted_t *acc, uint64_t now_ms)
         ami_log_error ("fleet %s: cannot seal reading of %s: %s",
                        self->node_id, acc->req.meter_id, ami_strerror (rc));
         s_refuse (self, acc->slot, &acc->req, AMI_E_INTERNAL);
-        return;
+        return false;
     }
     self->reads++;
     if (ami_log_enabled (AMI_LOG_DEBUG)) {
@@ -542,7 +589,11 @@ s_answer (fleet_t *self, const accepted_t *acc, uint64_t now_ms)
                     ami_request_id_format (acc->req.request_id, rid), acc->req.counter);
     }
     s_send_read_resp (self, acc->slot, &acc->req, AMI_OK, self->sealed, sealed_len);
+    return true;
 }
+
+static void
+    s_recover_queue (fleet_t *self, const accepted_t *acc);
 
 /*  Persist every accepted command of the batch in one transaction, then
     answer them all (or refuse them all if the write failed). */
@@ -611,7 +662,9 @@ s_flush (fleet_t *self)
                           self->node_id, self->store_errors);
         self->store_failing = false;
         for (size_t i = 0; i < self->batch_size; i++)
-            s_answer (self, &self->batch [i], now_ms);
+            if (s_answer (self, &self->batch [i], now_ms)
+            &&  (self->batch [i].req.profile_from_s || self->batch [i].req.profile_to_s))
+                s_recover_queue (self, &self->batch [i]);
     }
     self->batch_size = 0;
 }
@@ -742,6 +795,10 @@ s_profile_key (fleet_t *self, uint32_t slot)
     return meter->profile_key;
 }
 
+static size_t
+    s_seal_block (fleet_t *self, uint32_t slot, uint32_t count, uint64_t made_ms,
+                  ami_block_t *block, uint8_t *box, size_t cap);
+
 /*  Make meter `slot`'s block for the current round: advance its profile
     model interval by interval, encode the PROFILE, seal it into `box`
     (cap bytes). Fills `block` and returns the box size, or 0 if the
@@ -762,18 +819,35 @@ s_make_block (fleet_t *self, uint32_t slot, uint64_t made_ms, ami_block_t *block
         record->export_wh = ami_meter_model_export_wh (&meter->profile);
         record->status = AMI_Q_VALID;
     }
+    size_t box_len = s_seal_block (self, slot, self->round_n, made_ms, block, box, cap);
+    if (box_len) {
+        self->profile_blocks++;
+        self->profile_readings += self->round_n;
+    }
+    return box_len;
+}
+
+/*  Seal the `count` records in pmsg's PROFILE as meter `slot`'s block
+    (seq = the last record's end / interval) into `box` (cap bytes);
+    fills `block` and returns the box size, or 0 if the meter has no
+    usable key. Shared by production and recovery (SEC-INT-5). */
+static size_t
+s_seal_block (fleet_t *self, uint32_t slot, uint32_t count, uint64_t made_ms,
+              ami_block_t *block, uint8_t *box, size_t cap)
+{
+    ami_profile_t *profile = &self->pmsg->profile;
     const uint8_t *key = s_profile_key (self, slot);
     if (!key)
         return 0;
     ami_meter_id_format (self->first + slot, profile->meter_id);
-    profile->seq = (uint64_t) end / self->interval_s;
+    profile->seq = (uint64_t) profile->records [count - 1].end_s / self->interval_s;
     profile->made_ms = made_ms;
-    profile->record_count = self->round_n;
+    profile->record_count = count;
     size_t plain_len = 0, box_len = 0;
     int rc = ami_msg_encode (self->pmsg, self->plain, sizeof self->plain, &plain_len);
     if (rc == AMI_OK)
         rc = ami_e2e_profile_seal (key, profile->meter_id, profile->seq, self->plain, plain_len,
-                                   ami_e2e_profile_pad_block (self->round_n), box, cap, &box_len);
+                                   ami_e2e_profile_pad_block (count), box, cap, &box_len);
     sodium_memzero (self->plain, plain_len);
     /* sizes are bounded by construction (AMI_PROFILE_MAX_ENCODED): a bug otherwise */
     assert (rc == AMI_OK);
@@ -781,9 +855,143 @@ s_make_block (fleet_t *self, uint32_t slot, uint64_t made_ms, ami_block_t *block
     block->seq = profile->seq;
     block->box = box;
     block->box_size = box_len;
-    self->profile_blocks++;
-    self->profile_readings += self->round_n;
     return box_len;
+}
+
+/* ---------------------------------------------------------------------- */
+/*  Load-profile recovery (SEC-INT-5; ami_meter.h "Recovery")              */
+
+/*  Interval ends that are multiples of `interval` in (from, to]. */
+static uint64_t
+s_ends_in (uint64_t from, uint64_t to, uint64_t interval)
+{
+    return to > from ? to / interval - from / interval : 0;
+}
+
+/*  An accepted, answered command carries a load-profile range: queue a
+    job for the intervals of its meter with end in (from, to] that the
+    fleet has produced and still keeps; count the rest as clipped. */
+static void
+s_recover_queue (fleet_t *self, const accepted_t *acc)
+{
+    const ami_read_req_t *req = &acc->req;
+    char rid [2 * AMI_REQUEST_ID_SIZE + 1];
+    ami_request_id_format (req->request_id, rid);
+    if (!self->profile_enabled) {
+        /* no load profile at all: nothing to send again */
+        uint64_t asked = s_ends_in (req->profile_from_s, req->profile_to_s,
+                                    AMI_METER_PROFILE_INTERVAL_S);
+        self->recover_clipped += asked;
+        ami_log_info ("fleet %s: meter %s: request %s asks for its load profile of "
+                      "(%" PRIu64 ", %" PRIu64 "] again, but this fleet records none",
+                      self->node_id, req->meter_id, rid, req->profile_from_s,
+                      req->profile_to_s);
+        return;
+    }
+    uint64_t interval = self->interval_s;
+    uint64_t asked = s_ends_in (req->profile_from_s, req->profile_to_s, interval);
+    /* what this meter has produced: every round before the profile
+       clock, and the round in progress if its turn in it has come */
+    uint64_t produced = (uint64_t) self->pclock
+                      + (acc->slot < self->cursor ? (uint64_t) self->round_n * interval : 0);
+    /* what it keeps: ends after max (start, P - retain) */
+    int64_t kept_from = self->pclock - self->retain_s;
+    uint64_t kept = (uint64_t) (kept_from > self->pstart ? kept_from : self->pstart);
+    uint64_t from = req->profile_from_s > kept ? req->profile_from_s : kept;
+    uint64_t to = req->profile_to_s < produced ? req->profile_to_s : produced;
+    uint64_t queued = s_ends_in (from, to, interval);
+    self->recover_clipped += asked - queued;
+    if (queued == 0) {
+        ami_log_info ("fleet %s: meter %s: request %s asks for its load profile of "
+                      "(%" PRIu64 ", %" PRIu64 "] again: nothing of it produced and kept "
+                      "(kept: (%" PRIu64 ", %" PRIu64 "]); %" PRIu64 " intervals clipped",
+                      self->node_id, req->meter_id, rid, req->profile_from_s,
+                      req->profile_to_s, kept, produced, asked);
+        return;
+    }
+    if (self->jobs_count == AMI_METER_RECOVER_JOBS) {
+        self->recover_busy++;
+        s_warn (self, "meter %s: request %s asks for its load profile of (%" PRIu64 ", %"
+                PRIu64 "] again, but %d recoveries are pending: not taken (recover_busy "
+                "%" PRIu64 ")", req->meter_id, rid, req->profile_from_s, req->profile_to_s,
+                AMI_METER_RECOVER_JOBS, self->recover_busy);
+        self->recover_clipped -= asked - queued;    /* counted as busy instead */
+        return;
+    }
+    recover_t *job = &self->jobs [(self->jobs_head + self->jobs_count++) % AMI_METER_RECOVER_JOBS];
+    job->slot = acc->slot;
+    ami_meter_model_init (&job->model, self->first + acc->slot, self->model_seed, self->pstart);
+    job->next_end = (int64_t) ((from / interval + 1) * interval);
+    job->last_end = (int64_t) (to / interval * interval);
+    job->count = 0;
+    ami_log_info ("fleet %s: meter %s: request %s: sending its %" PRIu64 " intervals of "
+                  "(%" PRIu64 ", %" PRIu64 "] again (%" PRIu64 " of the %" PRIu64 " asked for "
+                  "not produced or not kept)", self->node_id, req->meter_id, rid, queued,
+                  from, to, asked - queued, asked);
+}
+
+/*  Add recovered blocks to the batch being built (*bytes encoded bound,
+    *used arena bytes), within AMI_MAX_BATCH_BLOCKS, AMI_BATCH_MAX_BYTES
+    and S_RECOVER_STEPS model steps; a job that is not finished keeps its
+    state for the next wake-up. Returns the intervals added. Blocks end
+    where the meter's own blocks end (every `block` intervals from the
+    start), so a whole block comes out with its original seq. */
+static uint64_t
+s_recover_fill (fleet_t *self, size_t *bytes, size_t *used, uint64_t made_ms)
+{
+    ami_batch_t *batch = &self->bmsg->batch;
+    uint64_t added = 0;
+    int64_t steps = S_RECOVER_STEPS;
+    size_t box_bound = ami_e2e_profile_box_size (ami_e2e_profile_pad_block (self->block));
+    while (self->jobs_count > 0 && steps > 0 && batch->block_count < AMI_MAX_BATCH_BLOCKS
+    &&     *bytes + S_BLOCK_FRAME (AMI_MAX_ID, box_bound) <= AMI_BATCH_MAX_BYTES) {
+        recover_t *job = &self->jobs [self->jobs_head];
+        bool sealed = false;
+        while (!sealed && job->next_end <= job->last_end) {
+            int64_t need = (job->next_end - job->model.clock_s) / AMI_METER_STEP_S;
+            if (need > steps) {
+                /* out of budget: go as far as it allows, on next time */
+                ami_meter_model_advance (&job->model,
+                                         job->model.clock_s + steps * AMI_METER_STEP_S);
+                steps = 0;
+                break;
+            }
+            ami_meter_model_advance (&job->model, job->next_end);
+            steps -= need > 0 ? need : 0;
+            ami_interval_t *record = &job->records [job->count++];
+            record->end_s = (uint32_t) job->next_end;
+            record->import_wh = ami_meter_model_import_wh (&job->model);
+            record->export_wh = ami_meter_model_export_wh (&job->model);
+            record->status = AMI_Q_VALID;
+            uint64_t number = (uint64_t) (job->next_end - self->pstart) / self->interval_s;
+            bool boundary = number % self->block == 0 || job->next_end == job->last_end;
+            job->next_end += self->interval_s;
+            if (!boundary)
+                continue;
+            ami_block_t *block = &batch->blocks [batch->block_count];
+            memcpy (self->pmsg->profile.records, job->records,
+                    job->count * sizeof (ami_interval_t));
+            size_t box = s_seal_block (self, job->slot, job->count, made_ms, block,
+                                       self->arena + *used, AMI_BATCH_MAX_BYTES - *used);
+            if (box) {
+                *used += box;
+                *bytes += S_BLOCK_FRAME (strlen (block->meter_id), box);
+                batch->block_count++;
+                added += job->count;
+            }
+            else
+                self->recover_clipped += job->count;     /* no key: cannot send */
+            job->count = 0;
+            sealed = true;
+        }
+        if (job->next_end > job->last_end && job->count == 0) {
+            sodium_memzero (job, sizeof *job);
+            self->jobs_head = (self->jobs_head + 1) % AMI_METER_RECOVER_JOBS;
+            self->jobs_count--;
+        }
+    }
+    self->profile_recovered += added;
+    return added;
 }
 
 /*  Queue a batch on the DEALER (never blocks). False if the queue is
@@ -851,6 +1059,9 @@ s_profile_build (fleet_t *self, int64_t now)
     size_t used = 0;                /* arena bytes */
     uint64_t readings = 0;
     uint64_t made_ms = s_now_ms (self);
+    /* SEC-INT-5: intervals asked for again go first (older data, that an
+       operator is waiting for) */
+    uint64_t recovered = s_recover_fill (self, &bytes, &used, made_ms);
     while (self->producing && batch->block_count < AMI_MAX_BATCH_BLOCKS) {
         if (self->cursor == 0 && s_round_due (self) > now)
             break;
@@ -885,6 +1096,7 @@ s_profile_build (fleet_t *self, int64_t now)
     memset (entry, 0, sizeof *entry);
     entry->id = batch->batch_id;
     entry->readings = readings;
+    entry->recovered = recovered;
     entry->size = len;
     memcpy (entry->data, self->frame, len);
     if (self->outbox_tail)
@@ -923,8 +1135,9 @@ s_profile_pump (fleet_t *self)
     for (batch_t *batch = self->outbox; batch; batch = batch->next)
         if (!batch->inflight && now >= batch->due && s_may_send (self, now))
             s_batch_launch (self, batch, now);
-    if (self->producing && s_may_produce (self, now)
-    &&  (self->cursor > 0 || s_round_due (self) <= now))
+    if (s_may_produce (self, now)
+    &&  (self->jobs_count > 0
+      || (self->producing && (self->cursor > 0 || s_round_due (self) <= now))))
         s_profile_build (self, now);
 }
 
@@ -949,9 +1162,9 @@ s_profile_next (const fleet_t *self, int64_t now)
         if (at < next)
             next = at;
     }
-    if (self->producing
+    if ((self->producing || self->jobs_count > 0)
     && (self->unacked < self->credit || (self->credit == 0 && self->unacked == 0))) {
-        int64_t at = self->cursor > 0 ? now : s_round_due (self);
+        int64_t at = self->cursor > 0 || self->jobs_count > 0 ? now : s_round_due (self);
         if (self->credit == 0 && self->probe_at > at)
             at = self->probe_at;
         if (at < next)
@@ -993,7 +1206,7 @@ s_handle_batch_ack (fleet_t *self)
         self->unacked--;
         self->profile_acked += batch->readings;
         free (batch);
-        if (!self->producing && self->unacked == 0)
+        if (s_profile_done (self))
             ami_log_info ("fleet %s: load profile done: all %" PRIu64 " intervals acknowledged",
                           self->node_id, self->profile_acked);
     }
@@ -1147,6 +1360,10 @@ s_handle_pipe (fleet_t *self)
         zmsg_addstrf (reply, "%" PRIu64, self->refusals_dropped);
         zmsg_addstrf (reply, "%zu", self->keys.count);
         zmsg_addstrf (reply, "%" PRIu32, self->credit);
+        zmsg_addstrf (reply, "%" PRIu64, self->profile_recovered);
+        zmsg_addstrf (reply, "%" PRIu64, self->recover_clipped);
+        zmsg_addstrf (reply, "%" PRIu64, self->recover_busy);
+        zmsg_addstrf (reply, "%" PRIu32, self->jobs_count);
         zmsg_send (&reply, self->pipe);
     }
     else
@@ -1348,6 +1565,11 @@ s_config_valid (const ami_meter_config_t *config)
                            "a multiple of the interval (%u s)", id, profile->start_s, interval);
             return false;
         }
+        if (profile->retain_s < 0 || profile->retain_s > AMI_METER_PROFILE_RETAIN_MAX_S) {
+            ami_log_error ("fleet %s: profile retain %" PRId64 " s: 0 (default) .. %d s", id,
+                           profile->retain_s, AMI_METER_PROFILE_RETAIN_MAX_S);
+            return false;
+        }
         if (profile->ack_timeout_ms < 0) {
             ami_log_error ("fleet %s: profile ack timeout must not be negative", id);
             return false;
@@ -1394,6 +1616,10 @@ s_self_destroy (fleet_t **self_p)
         sodium_memzero (&self->pmsg->profile, sizeof self->pmsg->profile);
     ami_msg_destroy (&self->pmsg);
     ami_msg_destroy (&self->bmsg);
+    if (self->jobs) {
+        sodium_memzero (self->jobs, AMI_METER_RECOVER_JOBS * sizeof (recover_t));
+        free (self->jobs);
+    }
     free (self->arena);
     free (self->frame);
     free (self);
@@ -1419,11 +1645,15 @@ s_profile_setup (fleet_t *self, const ami_meter_profile_config_t *config, uint64
     self->mono_origin = zclock_mono ();
     self->sim_origin_s = config->start_s ? config->start_s : now_s;
     self->pclock = config->start_s ? config->start_s : now_s - now_s % self->interval_s;
+    self->pstart = self->pclock;
+    self->model_seed = model_seed;
+    self->retain_s = config->retain_s ? config->retain_s : AMI_METER_PROFILE_RETAIN_S;
     self->pmsg = ami_msg_new ();
     self->bmsg = ami_msg_new ();
     self->arena = (uint8_t *) malloc (AMI_BATCH_MAX_BYTES);
     self->frame = (uint8_t *) malloc (AMI_MAX_FRAME);
-    if (!self->pmsg || !self->bmsg || !self->arena || !self->frame) {
+    self->jobs = (recover_t *) calloc (AMI_METER_RECOVER_JOBS, sizeof (recover_t));
+    if (!self->pmsg || !self->bmsg || !self->arena || !self->frame || !self->jobs) {
         ami_log_error ("fleet %s: out of memory for the load-profile builder", self->node_id);
         return AMI_E_NOMEM;
     }
@@ -1444,10 +1674,11 @@ s_profile_setup (fleet_t *self, const ami_meter_profile_config_t *config, uint64
     self->round_n = s_round_size (self);
     self->producing = self->round_n > 0;
     ami_log_info ("fleet %s: load profile every %u s, %u intervals per block, "
-                  "time-scale %u%s, from %" PRId64 ", limit %" PRIu64 " intervals%s",
+                  "time-scale %u%s, from %" PRId64 ", limit %" PRIu64 " intervals%s, "
+                  "kept %" PRId64 " s for recovery",
                   self->node_id, self->interval_s, self->block, self->time_scale,
                   self->time_scale ? "" : " (flood)", self->pclock, self->limit,
-                  self->limit ? "" : " (none)");
+                  self->limit ? "" : " (none)", self->retain_s);
     return AMI_OK;
 }
 
@@ -1521,6 +1752,7 @@ s_self_new (zsock_t *pipe, const ami_meter_config_t *config)
     zsock_set_maxmsgsize (self->dealer, AMI_MAX_FRAME);
     int hello_chunks = (int) ((self->count + AMI_MAX_HELLO_METERS - 1) / AMI_MAX_HELLO_METERS);
     zsock_set_sndhwm (self->dealer, S_SNDHWM_BASE + hello_chunks);
+    zsock_set_rcvhwm (self->dealer, S_RCVHWM);
     zsock_set_heartbeat_ivl (self->dealer, self->heartbeat_ms);
     zsock_set_heartbeat_timeout (self->dealer, S_ZMTP_LIVENESS * self->heartbeat_ms);
     if (ami_auth_client (self->dealer, config->cert, config->aggregator_key) != AMI_OK) {

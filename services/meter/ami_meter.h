@@ -25,7 +25,7 @@
     Memory: 256 bytes per meter (two models 2 x 72, counter 8, key caches
     64 + 32, flags), all allocated and touched at start, so the figure
     holds after every key has been derived. Interval data adds about 2 MiB
-    of batch building buffers and the unacknowledged batches (at most
+    of batch building buffers, 150 KiB of recovery jobs ("Recovery") and the unacknowledged batches (at most
     AMI_METER_CREDIT_MAX, in practice the aggregator's credit of 4, each
     < 1 MiB; a 100 000-meter fleet's batches of 1024 hourly blocks are
     ~160 KiB). Measured on the reference VM (2-core AMD EPYC): a
@@ -94,6 +94,10 @@
          head ends see ciphertext of one fixed length only), wrapped in
          READ_RESP(meter_id, request_id, 0, sealed) and signed with the
          meter's own key.
+      4. A command with a load-profile range (profile_from_s and
+         profile_to_s not 0, SEC-INT-5): after its answer, the meter's
+         intervals of the range are queued to be sent again (see
+         "Interval data", "Recovery"). A refused command queues nothing.
       If the state store fails (disk full, I/O error, map full), every
       command of the failed commit is refused with status AMI_E_STORAGE
       (signed, nothing sealed): never answer what was not recorded
@@ -263,6 +267,51 @@
         - an ack for a batch_id the fleet does not hold (a duplicate, or
           a stranger's) is ignored, its credit too.
 
+      Recovery (SEC-INT-5: custody of interval data cannot be faked by a
+      relay). An aggregator's BATCH_ACK is custody, not storage: a
+      captured aggregator can acknowledge blocks and drop them, a
+      destroyed one loses what it held. So, as a real meter keeps weeks
+      of load profile, the fleet can make any interval it produced again,
+      on a signed command: a READ_REQ whose profile_from_s/profile_to_s
+      are not 0 (PROTOCOL.md 4.5; the MDMS sends it for the operator
+      action `recover`). Such a command is first an ordinary read: every
+      check above (target, counter, window, counter jump, signature), the
+      durable commit of its counter, the sealed reading. Only once that
+      reading is answered does the fleet queue the meter's intervals with
+      end in (profile_from_s, profile_to_s], clipped to
+        - what it has produced: ends <= the profile clock P (plus the
+          round in progress if the meter's block of it is made), and
+        - what it keeps: ends > max (start, P - retain), `retain` being
+          profile time (config retain_s; ami-meter's meter/profile/retain,
+          default AMI_METER_PROFILE_RETAIN_S, 31 days);
+      the intervals outside are counted in recover_clipped (a fleet with
+      no interval data answers the read and counts the whole range, in
+      15-minute intervals). A refused command (bad signature, replayed
+      counter, ...) queues nothing.
+      The intervals are not stored: the profile physics is deterministic
+      (the fleet secret, the meter number and `start`), so a job runs a
+      fresh profile model of the meter from `start` to each interval end
+      and gets the very records it made the first time. They are grouped
+      along the meter's own block boundaries (every `block` intervals from
+      `start`; a range that cuts a block gives a shorter block whose seq
+      is its last end / interval), so a whole block comes out with its
+      original seq and records; each block is sealed anew (new nonce,
+      made_ms = now) and goes into ordinary BATCHes, AHEAD of new
+      production, under the same credit and outbox bounds and with the
+      same delivery rules as any batch. The MDMS stores each (meter,
+      interval) once: what it already had counts as intervals_dup there.
+      Bounds: at most AMI_METER_RECOVER_JOBS ranges pending per fleet (a
+      range over that is not taken: recover_busy, warned); the decoder
+      caps a range at AMI_PROFILE_RECOVER_MAX_S; the model steps that jobs
+      run per wake-up are bounded (about 2 ms of CPU), so a meter whose
+      start lies long ago, or a long range, is rebuilt in slices across
+      wake-ups while reads, acks and heartbeats are served. Recovered
+      intervals count in profile_recovered (when put in a batch), not in
+      profile_readings or profile_acked.
+      Limit: the profile clock is not persisted (below): a fleet started
+      without a fixed `start` begins its profile at every start, and can
+      recover only what it produced since.
+
       Stopping: the pipe command "PROFILE-STOP" (ami-meter: SIGUSR1) stops
       making blocks, even in the middle of a round; what was made is still
       delivered. profile_done is 1 once production has stopped (limit,
@@ -308,8 +357,9 @@
         batches_resent    retransmissions (ack timeout, refusal, HELLO)
         batches_inflight  batches held, not yet acknowledged with status 0
                           (in flight or waiting to be resent)
-        profile_done      1 when production has stopped and nothing is
-                          unacknowledged (see "Stopping"), else 0
+        profile_done      1 when production has stopped, nothing is
+                          unacknowledged and no recovery is pending (see
+                          "Stopping"), else 0
         store_errors      commits of the state store that failed (their
                           commands were refused with AMI_E_STORAGE)
         refusals_dropped  commands refused without an answer: over the
@@ -321,6 +371,14 @@
                           at AMI_METER_CREDIT_MAX (AMI_CREDIT_INITIAL
                           before the first ack and after the aggregator
                           says HELLO; 0 = it probes once a retry period)
+        profile_recovered intervals sent again on a recover command
+                          (SEC-INT-5, "Recovery"): put in a batch
+        recover_clipped   intervals a recover command asked for that were
+                          not produced, no longer kept, or (no key) could
+                          not be sealed: not sent
+        recover_busy      recover ranges not taken: AMI_METER_RECOVER_JOBS
+                          were pending (the read itself was answered)
+        recover_pending   recover ranges being produced now
 
     Pipe commands (zstr strings):
         "$TERM"         exit (zactor_destroy sends it)
@@ -330,7 +388,9 @@
                         profile_clock, batches_sent, batches_resent,
                         batches_inflight, profile_done (frames 5..12),
                         store_errors (frame 13), refusals_dropped (frame
-                        14), mdms_keys (frame 15), credit (frame 16);
+                        14), mdms_keys (frame 15), credit (frame 16),
+                        profile_recovered, recover_clipped, recover_busy,
+                        recover_pending (frames 17..20);
                         readers that want the first frames ignore the rest
         "RELOAD-KEYS"   re-read the mdms_pub directory now (whether or not
                         it changed); reply one string: the number of MDMS
@@ -408,6 +468,20 @@ extern "C" {
     credit a receiver grants: 16 x < 1 MiB bounds the fleet's outbox while
     leaving room above the aggregator's cap (AMI_CREDIT_INITIAL = 4). */
 #define AMI_METER_CREDIT_MAX            16
+/*  SEC-INT-5 (see "Recovery"): profile time a fleet keeps for recovery by
+    default, 31 days: a real meter's load-profile memory holds weeks (at
+    15 minutes, 31 days is 2 976 records, a typical capacity), and it
+    matches the longest range one command may ask for
+    (AMI_PROFILE_RECOVER_MAX_S). At most a year can be configured: more
+    is no meter's memory, and a rebuild from far back only costs time. */
+#define AMI_METER_PROFILE_RETAIN_S      (31 * 86400)
+#define AMI_METER_PROFILE_RETAIN_MAX_S  (366 * 86400)
+/*  Recover ranges a fleet works on at once; over it a range is not
+    taken (recover_busy). 64 x ~2.4 KiB of state (a model and one block
+    of records each) = 150 KiB; the MDMS limits reads to 2 a second per
+    meter and 10 per operator, so 64 ranges pending means an operator
+    is asking for far more than the link can carry anyway. */
+#define AMI_METER_RECOVER_JOBS          64
 
 /*  Load-profile production (see "Interval data" above). A zeroed struct
     means "no interval data", which is what in-process users that only
@@ -432,6 +506,11 @@ typedef struct {
     int64_t start_s;
     /*  Intervals per meter to produce, then stop; 0 = no limit. */
     uint64_t limit;
+    /*  Profile time (seconds) kept for recovery (SEC-INT-5, "Recovery"):
+        intervals whose end is more than this before the profile clock
+        are no longer sent again. 0 = AMI_METER_PROFILE_RETAIN_S; at most
+        AMI_METER_PROFILE_RETAIN_MAX_S. */
+    int64_t retain_s;
     /*  How long a batch waits for its BATCH_ACK before it is resent;
         0 = AMI_BATCH_ACK_TIMEOUT_MS. A test hook (tests shorten it);
         ami-meter always uses the protocol's value. */

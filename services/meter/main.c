@@ -30,7 +30,8 @@ static const char *const s_known [] = {
     "meter/seed", "meter/mdms-pub", "meter/state", "meter/max-counter-jump",
     "meter/refusals", "meter/refusals-burst",
     "meter/profile/enabled", "meter/profile/interval", "meter/profile/block",
-    "meter/profile/time-scale", "meter/profile/start", "meter/profile/limit", NULL
+    "meter/profile/time-scale", "meter/profile/start", "meter/profile/limit",
+    "meter/profile/retain", NULL
 };
 
 static const ami_service_info_t s_info = {
@@ -60,6 +61,8 @@ static const ami_service_info_t s_info = {
         "  meter/profile/time-scale  simulated seconds per wall second; 0 = flood [1]\n"
         "  meter/profile/start       Unix seconds of the first interval's start; 0 = now [0]\n"
         "  meter/profile/limit       intervals per meter, then stop; 0 = no limit [0]\n"
+        "  meter/profile/retain      profile time kept to send intervals again on a recover\n"
+        "                            command (SEC-INT-5), whole seconds, at most 8784h [744h]\n"
         "  (SIGUSR1 stops load-profile production; what was made is still delivered;\n"
         "   SIGHUP re-reads the MDMS signing keys)\n",
     .server = false
@@ -106,7 +109,7 @@ s_rate (ami_config_t *config, const char *key, uint32_t default_value, uint32_t 
 static int
 s_profile_config (ami_config_t *config, ami_meter_profile_config_t *profile)
 {
-    int64_t interval_ms = 0, block = 0, scale = 0, start = 0, limit = 0;
+    int64_t interval_ms = 0, block = 0, scale = 0, start = 0, limit = 0, retain_ms = 0;
     if (ami_config_bool (config, "meter/profile/enabled", true, &profile->enabled)
     ||  ami_config_duration_ms (config, "meter/profile/interval",
                                 AMI_METER_PROFILE_INTERVAL_S * 1000LL, &interval_ms)
@@ -114,8 +117,16 @@ s_profile_config (ami_config_t *config, ami_meter_profile_config_t *profile)
                         1, AMI_MAX_PROFILE_RECORDS, &block)
     ||  ami_config_int (config, "meter/profile/time-scale", 1, 0, AMI_METER_MAX_TIME_SCALE, &scale)
     ||  ami_config_int (config, "meter/profile/start", 0, 0, UINT32_MAX, &start)
-    ||  ami_config_int (config, "meter/profile/limit", 0, 0, UINT32_MAX, &limit))
+    ||  ami_config_int (config, "meter/profile/limit", 0, 0, UINT32_MAX, &limit)
+    ||  ami_config_duration_ms (config, "meter/profile/retain",
+                                AMI_METER_PROFILE_RETAIN_S * 1000LL, &retain_ms))
         return AMI_E_CONFIG;
+    if (retain_ms < 1000 || retain_ms % 1000 || retain_ms > AMI_METER_PROFILE_RETAIN_MAX_S * 1000LL) {
+        ami_log_error ("%s: meter/profile/retain must be whole seconds, 1s .. %dh (e.g. 744h)",
+                       ami_config_origin (config), AMI_METER_PROFILE_RETAIN_MAX_S / 3600);
+        return AMI_E_CONFIG;
+    }
+    profile->retain_s = retain_ms / 1000;
     if (interval_ms < 1000 || interval_ms % 1000 || 86400000 % interval_ms) {
         ami_log_error ("%s: meter/profile/interval must be whole seconds that divide a day "
                        "(e.g. 5m, 15m, 30m, 1h)", ami_config_origin (config));

@@ -174,6 +174,17 @@ s_fill (ami_msg_t *m, int type, int variant)
             m->read_req.counter = max ? UINT64_MAX : 17;
             m->read_req.issued_ms = max ? UINT64_MAX - 1 : T0_MS;
             m->read_req.expires_ms = max ? UINT64_MAX : T0_MS + 30000;
+            if (max) {
+                /* SEC-INT-5: the longest load-profile range */
+                m->read_req.profile_to_s = UINT64_MAX;
+                m->read_req.profile_from_s = UINT64_MAX - AMI_PROFILE_RECOVER_MAX_S;
+            }
+            else
+            if (variant == 2) {
+                /* SEC-INT-5: a recover of one day */
+                m->read_req.profile_from_s = T0_MS / 1000 - 86400;
+                m->read_req.profile_to_s = T0_MS / 1000;
+            }
             s_bytes (m->read_req.signature, AMI_SIGNATURE_SIZE, 4242);
             break;
         case AMI_MSG_READ_RESP:
@@ -220,7 +231,7 @@ s_fill (ami_msg_t *m, int type, int variant)
             break;
         case AMI_MSG_API_REQ:
             s_bytes (m->api_req.corr, AMI_REQUEST_ID_SIZE, 99);
-            m->api_req.action = variant == 2 ? AMI_ACT_STATUS : max ? AMI_ACT_HISTORY : AMI_ACT_READ;
+            m->api_req.action = variant == 2 ? AMI_ACT_STATUS : max ? AMI_ACT_RECOVER : AMI_ACT_READ;
             if (variant != 2)
                 strcpy (m->api_req.meter_id, "MTR-000042");
             m->api_req.from_ms = max ? T0_MS - 86400000 : 0;

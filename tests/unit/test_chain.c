@@ -51,6 +51,9 @@ static int s_heartbeat_ms = 100;
 /* Interval data of the fleets: zeroed (none) except in the interval tests,
    whose setup sets it (s_setup_profile). */
 static ami_meter_profile_config_t s_profile;
+/* SEC-INT-5's setup: the head ends are stopped once the aggregators are
+   up, before the fleets start (s_setup_headends_down). */
+static bool s_headends_down;
 /* A simulated day, 2026-11-20 UTC, in 15-minute intervals. */
 #define PROFILE_START_S  1795132800
 #define PROFILE_DAY      96
@@ -177,7 +180,9 @@ s_start_aggregator (chain_t *c, int i)
     ami_aggregator_config_t config = { 0 };
     config.node_id = id;
     config.cert = c->agg_cert [i];
-    config.endpoint = "tcp://127.0.0.1:*";
+    //  a restarted aggregator binds its first endpoint again (its fleets
+    //  reconnect there)
+    config.endpoint = c->agg_ep [i] ? c->agg_ep [i] : "tcp://127.0.0.1:*";
     config.headends = headends;
     config.headend_count = HEADENDS;
     config.heartbeat_ms = HEARTBEAT_MS;
@@ -189,7 +194,8 @@ s_start_aggregator (chain_t *c, int i)
     c->agg [i] = ami_aggregator_new (&config);
     free (state_dir);
     assert_non_null (c->agg [i]);
-    c->agg_ep [i] = s_ask (c->agg [i], "ENDPOINT");
+    if (!c->agg_ep [i])
+        c->agg_ep [i] = s_ask (c->agg [i], "ENDPOINT");
 }
 
 static void
@@ -293,6 +299,10 @@ s_setup (void **state)
         s_start_headend (c, i);
     for (int i = 0; i < AGGREGATORS; i++)
         s_start_aggregator (c, i);
+    //  (after the aggregators bound: none may take a head end's port)
+    if (s_headends_down)
+        for (int i = 0; i < HEADENDS; i++)
+            zactor_destroy (&c->headend [i]);
     for (int i = 0; i < FLEETS; i++)
         s_start_fleet (c, i);
     *state = c;
@@ -803,6 +813,162 @@ test_fun_int_1_headend_stopped_midflow (void **state)
     zsock_destroy (&op);
 }
 
+/* ------------------------------------------------------------------ */
+/*  Load-profile recovery (SEC-INT-5)                                   */
+
+static int
+s_setup_headends_down (void **state)
+{
+    s_headends_down = true;
+    int rc = s_setup_profile (state, PROFILE_DAY, 0);
+    s_headends_down = false;
+    return rc;
+}
+
+/* Frame `index` of fleet i's STATUS (ami_meter.h), as a number. */
+static uint64_t
+s_fleet_stat (chain_t *c, int i, int index)
+{
+    zsock_set_rcvtimeo (c->fleet [i], DEADLINE_MS);
+    zstr_send (c->fleet [i], "STATUS");
+    zmsg_t *reply = zmsg_recv (c->fleet [i]);
+    assert_non_null (reply);
+    assert_true ((int) zmsg_size (reply) > index);
+    zframe_t *frame = zmsg_first (reply);
+    for (int k = 0; k < index; k++)
+        frame = zmsg_next (reply);
+    char text [32];
+    snprintf (text, sizeof text, "%.*s", (int) zframe_size (frame), (char *) zframe_data (frame));
+    zmsg_destroy (&reply);
+    return strtoull (text, NULL, 10);
+}
+#define FLEET_PROFILE_DONE      12      /* STATUS frames (ami_meter.h) */
+#define FLEET_PROFILE_RECOVERED 17
+
+/* The stored intervals of meter in the simulated day (one page holds a day). */
+static uint32_t
+s_stored_in_day (chain_t *c, zsock_t *op, const char *meter)
+{
+    ami_msg_reset (c->msg, AMI_MSG_API_REQ);
+    ami_api_req_t *req = &c->msg->api_req;
+    randombytes_buf (req->corr, sizeof req->corr);
+    req->action = AMI_ACT_INTERVALS;
+    snprintf (req->meter_id, sizeof req->meter_id, "%s", meter);
+    req->from_ms = (uint64_t) PROFILE_START_S * 1000;
+    req->to_ms = ((uint64_t) PROFILE_START_S + 86400) * 1000;
+    assert_int_equal (s_api_exchange (c, op, DEADLINE_MS), AMI_OK);
+    assert_int_equal (c->msg->type, AMI_MSG_API_INTERVALS);
+    assert_false (c->msg->api_intervals.more);
+    return c->msg->api_intervals.count;
+}
+
+/* recover of meter over the simulated day, retried (with a new corr) while
+   the chain is still coming back (no route yet, unreachable, timeout);
+   asserts it succeeds within the deadline with the meter's reading. */
+static void
+s_recover_day (chain_t *c, zsock_t *op, const char *meter)
+{
+    int64_t deadline = zclock_mono () + 4 * DEADLINE_MS;
+    while (true) {
+        ami_msg_reset (c->msg, AMI_MSG_API_REQ);
+        ami_api_req_t *req = &c->msg->api_req;
+        randombytes_buf (req->corr, sizeof req->corr);
+        req->action = AMI_ACT_RECOVER;
+        snprintf (req->meter_id, sizeof req->meter_id, "%s", meter);
+        req->from_ms = (uint64_t) PROFILE_START_S * 1000;
+        req->to_ms = ((uint64_t) PROFILE_START_S + 86400) * 1000;
+        req->timeout_ms = (uint32_t) (20 * HEARTBEAT_MS);
+        int rc = s_api_exchange (c, op, DEADLINE_MS);
+        if (rc == AMI_OK && c->msg->type == AMI_MSG_API_READINGS) {
+            assert_int_equal (c->msg->api_readings.count, 1);
+            assert_string_equal (c->msg->api_readings.readings [0].reading.meter_id, meter);
+            return;
+        }
+        if (rc == AMI_OK && c->msg->type == AMI_MSG_ERROR) {
+            int code = c->msg->error.code;
+            if (code != AMI_E_NO_ROUTE && code != AMI_E_UNREACHABLE && code != AMI_E_TIMEOUT
+            &&  code != AMI_E_RATE_LIMITED)
+                fail_msg ("recover %s: %s", meter, ami_errname (code));
+        }
+        assert_true (zclock_mono () < deadline);
+        zclock_sleep (HEARTBEAT_MS);    /* pacing while the chain comes back, with a deadline */
+    }
+}
+
+/*  SEC-INT-5, end to end: an aggregator takes custody of a day of its
+    fleet's interval data (acknowledged: the fleet forgets it) while no head
+    end is up, then is lost with its custody store (stopped, state
+    directory deleted, started again empty). The MDMS gets the other
+    aggregator's day only: the lost meters show the hole (no interval).
+    `recover` of each lost meter over the day makes the meter send it
+    again; the MDMS then holds every interval exactly once, and a second
+    recover only counts duplicates. */
+static void
+test_sec_int_5_recover_lost_custody (void **state)
+{
+    chain_t *c = *state;
+    /* 1. both fleets make their day; the aggregators take custody of it
+          all (the fleets count every interval acknowledged) */
+    int64_t deadline = zclock_mono () + 4 * DEADLINE_MS;
+    while (s_fleet_stat (c, 0, FLEET_PROFILE_DONE) != 1 || s_fleet_stat (c, 1, FLEET_PROFILE_DONE) != 1) {
+        assert_true (zclock_mono () < deadline);
+        zclock_sleep (HEARTBEAT_MS);    /* pacing of the status polls, with a deadline */
+    }
+    /* 2. agg-1 and its custody store are lost: stopped, state deleted,
+          started again on the same endpoint with nothing */
+    zactor_destroy (&c->agg [0]);
+    char *agg_state = ami_test_path (c->dir, "agg-1-state");
+    ami_test_rmtree (agg_state);
+    free (agg_state);
+    s_start_aggregator (c, 0);
+    /* 3. the head ends come back: agg-2 delivers fleet-2's day */
+    for (int i = 0; i < HEADENDS; i++)
+        s_start_headend (c, i);
+    zsock_t *op = s_operator (c, c->operator_cert);
+    const uint64_t day = (uint64_t) METERS * PROFILE_DAY;
+    assert_int_equal (s_wait_stored (c, op, day, 4 * DEADLINE_MS), day);
+    for (int m = 1; m <= METERS; m++) {
+        char meter [16];
+        snprintf (meter, sizeof meter, "MTR-%06d", METERS + m);
+        s_check_meter_intervals (c, op, meter, 1);
+        /* fleet-1's meters: the hole (what `amictl gaps` lists) */
+        snprintf (meter, sizeof meter, "MTR-%06d", m);
+        assert_int_equal (s_stored_in_day (c, op, meter), 0);
+    }
+    assert_int_equal (s_mdms_stat (c, op, "intervals_stored"), day);
+    uint64_t dup_before = s_mdms_stat (c, op, "intervals_dup");
+
+    /* 4. recover each lost meter's day: every interval comes, once */
+    for (int m = 1; m <= METERS; m++) {
+        char meter [16];
+        snprintf (meter, sizeof meter, "MTR-%06d", m);
+        s_recover_day (c, op, meter);
+    }
+    assert_int_equal (s_wait_stored (c, op, 2 * day, 4 * DEADLINE_MS), 2 * day);
+    for (int m = 1; m <= METERS; m++) {
+        char meter [16];
+        snprintf (meter, sizeof meter, "MTR-%06d", m);
+        s_check_meter_intervals (c, op, meter, 1);
+    }
+    uint64_t recovered = s_fleet_stat (c, 0, FLEET_PROFILE_RECOVERED);
+    assert_true (recovered >= day);     /* a retried recover may send a meter's day twice */
+    assert_int_equal (s_fleet_stat (c, 1, FLEET_PROFILE_RECOVERED), 0);
+
+    /* 5. recovering a stored day again: duplicates, nothing stored twice */
+    s_recover_day (c, op, "MTR-000001");
+    deadline = zclock_mono () + 4 * DEADLINE_MS;
+    while (s_mdms_stat (c, op, "intervals_dup") < dup_before + PROFILE_DAY) {
+        assert_true (zclock_mono () < deadline);
+        zclock_sleep (HEARTBEAT_MS);    /* pacing of the status polls, with a deadline */
+    }
+    assert_true (s_fleet_stat (c, 0, FLEET_PROFILE_RECOVERED) >= recovered + PROFILE_DAY);
+    assert_int_equal (s_mdms_stat (c, op, "intervals_stored"), 2 * day);
+    assert_int_equal (s_mdms_stat (c, op, "intervals_conflict"), 0);
+    assert_int_equal (s_mdms_stat (c, op, "blocks_rejected"), 0);
+    s_check_meter_intervals (c, op, "MTR-000001", 1);
+    zsock_destroy (&op);
+}
+
 int
 main (void)
 {
@@ -821,6 +987,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_sec_val_1_oversize_frames, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fun_int_1_day_exactly_once, s_setup_day, s_teardown),
         cmocka_unit_test_setup_teardown (test_fun_int_1_headend_stopped_midflow, s_setup_three_days, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sec_int_5_recover_lost_custody, s_setup_headends_down, s_teardown),
     };
     return cmocka_run_group_tests_name ("chain", tests, NULL, NULL);
 }

@@ -1153,6 +1153,7 @@ test_acl (void **state)
         { AMI_ACT_VERIFY,       { AMI_E_DENIED, AMI_OK, AMI_E_DENIED, AMI_OK } },
         { AMI_ACT_CUSTOMER,     { AMI_E_DENIED, AMI_OK, AMI_E_DENIED, AMI_E_DENIED } },
         { AMI_ACT_AUDIT_VERIFY, { AMI_E_DENIED, AMI_E_DENIED, AMI_E_DENIED, AMI_OK } },
+        { AMI_ACT_RECOVER,      { AMI_E_DENIED, AMI_OK, AMI_E_DENIED, AMI_E_DENIED } },
     };
     assert_int_equal (sizeof table / sizeof table [0], AMI_ACT_MAX);
     for (size_t a = 0; a < sizeof table / sizeof table [0]; a++)
@@ -1398,6 +1399,114 @@ test_issue6_events_seq (void **state)
     mh_env_stop (&env);
 }
 
+/*  SEC-INT-5: action `recover` is an on-demand read whose signed READ_REQ
+    carries the load-profile range in seconds ((from_ms / 1000, to_ms /
+    1000]); the reply is the reading, as for read. A plain read carries
+    no range. Both ends are required and the range is checked (nothing is
+    sent to the field for a bad one); the roles are read's; the audit
+    entry names action 10. */
+static void
+test_sec_int_5_recover_mdms (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, true);
+    mh_wait_meter_state (&env, "MTR-000007", AMI_STATE_READY);
+    mh_worker_modes (&env.worker, 3, W_HOLD, W_HOLD, W_GOOD);
+    const uint64_t from_ms = 1780185600500ULL, to_ms = 1780272000999ULL;
+
+    //  recover: the worker (as the meter) holds the READ_REQ it got
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    mh_request (env.client, corr, AMI_ACT_RECOVER, "MTR-000007", from_ms, to_ms, 0, 3000);
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    while (!env.worker.held_client && zclock_mono () < deadline) {
+        zpoller_t *poller = zpoller_new (env.worker.sock, NULL);
+        if (zpoller_wait (poller, POLL_MS))
+            mh_worker_serve (&env.worker);
+        zpoller_destroy (&poller);
+    }
+    assert_non_null (env.worker.held_client);
+    //  (the worker verified the MDMS signature over the frame, range included)
+    assert_true (env.worker.held.profile_from_s == 1780185600ULL);
+    assert_true (env.worker.held.profile_to_s == 1780272000ULL);
+    mh_worker_release (&env.worker, W_GOOD);
+    ami_msg_t *r = mh_reply (&env, env.client, WAIT_MS);
+    assert_non_null (r);
+    assert_int_equal (r->type, AMI_MSG_API_READINGS);
+    assert_memory_equal (r->api_readings.corr, corr, AMI_REQUEST_ID_SIZE);
+    assert_int_equal (r->api_readings.count, 1);
+    assert_string_equal (r->api_readings.readings [0].reading.meter_id, "MTR-000007");
+    r = mh_history (&env, env.client, "MTR-000007", 0);
+    assert_int_equal (r->api_readings.count, 1);            //  stored, as a read's
+    assert_int_equal (mh_pipe_stat (&env, "reads_ok"), 1);
+
+    //  a plain read carries no range
+    mh_request (env.client, corr, AMI_ACT_READ, "MTR-000007", 0, 0, 0, 3000);
+    deadline = zclock_mono () + WAIT_MS;
+    while (!env.worker.held_client && zclock_mono () < deadline) {
+        zpoller_t *poller = zpoller_new (env.worker.sock, NULL);
+        if (zpoller_wait (poller, POLL_MS))
+            mh_worker_serve (&env.worker);
+        zpoller_destroy (&poller);
+    }
+    assert_non_null (env.worker.held_client);
+    assert_true (env.worker.held.profile_from_s == 0 && env.worker.held.profile_to_s == 0);
+    mh_worker_release (&env.worker, W_GOOD);
+    r = mh_reply (&env, env.client, WAIT_MS);
+    assert_non_null (r);
+    assert_int_equal (r->type, AMI_MSG_API_READINGS);
+
+    //  bad ranges: refused at once, nothing sent towards the meter
+    int served = env.worker.served;
+    static const struct { uint64_t from, to; } bad [] = {
+        { 0, 1780272000000ULL },                        //  no start
+        { 1780185600000ULL, 0 },                        //  no end
+        { 1780272000000ULL, 1780185600000ULL },         //  reversed
+        { 1780272000100ULL, 1780272000900ULL },         //  empty in whole seconds
+        { 1780272000000ULL - (AMI_PROFILE_RECOVER_MAX_S + 1) * 1000ULL, 1780272000000ULL },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        r = mh_call (&env, env.client, corr, AMI_ACT_RECOVER, "MTR-000007", bad [i].from,
+                     bad [i].to, 0, 3000);
+        mh_assert_error (r, corr, AMI_E_BAD_REQUEST);
+    }
+    r = mh_call (&env, env.client, corr, AMI_ACT_RECOVER, "", from_ms, to_ms, 0, 3000);
+    mh_assert_error (r, corr, AMI_E_BAD_REQUEST);
+    r = mh_call (&env, env.client, corr, AMI_ACT_RECOVER, "MTR-999999", from_ms, to_ms, 0, 3000);
+    mh_assert_error (r, corr, AMI_E_UNKNOWN_METER);
+    //  exactly 31 days is a range
+    r = mh_call (&env, env.client, corr, AMI_ACT_RECOVER, "MTR-000007",
+                 to_ms - AMI_PROFILE_RECOVER_MAX_S * 1000ULL, to_ms, 0, 3000);
+    assert_int_equal (r->type, AMI_MSG_API_READINGS);
+    assert_int_equal (env.worker.served, served + 1);
+
+    //  the roles of read: a VIEWER is denied, the worker never sees it
+    zsock_t *viewer = mh_curve (ZMQ_DEALER, env.api, mh.viewer_cert, mh.mdms_cert);
+    r = mh_call (&env, viewer, corr, AMI_ACT_RECOVER, "MTR-000007", from_ms, to_ms, 0, 3000);
+    mh_assert_error (r, corr, AMI_E_DENIED);
+    assert_int_equal (env.worker.served, served + 1);
+    zsock_destroy (&viewer);
+
+    //  the audit log names the action: recover (10)
+    zsock_t *auditor = mh_curve (ZMQ_DEALER, env.api, mh.auditor_cert, mh.mdms_cert);
+    r = mh_call (&env, auditor, corr, AMI_ACT_AUDIT, "", 0, 0, AMI_MAX_API_AUDIT, 0);
+    assert_int_equal (r->type, AMI_MSG_API_AUDIT);
+    int recovers_ok = 0, recovers_bad = 0, recovers_denied = 0;
+    for (uint32_t i = 0; i < r->api_audit.count; i++) {
+        const ami_audit_row_t *row = &r->api_audit.entries [i];
+        if (row->action != AMI_ACT_RECOVER)
+            continue;
+        recovers_ok += row->result == AMI_OK;
+        recovers_bad += row->result == AMI_E_BAD_REQUEST;
+        recovers_denied += row->result == AMI_E_DENIED;
+    }
+    assert_int_equal (recovers_ok, 2);
+    assert_int_equal (recovers_bad, 6);
+    assert_int_equal (recovers_denied, 1);
+    zsock_destroy (&auditor);
+    mh_env_stop (&env);
+}
+
 int
 main (void)
 {
@@ -1421,6 +1530,7 @@ main (void)
         cmocka_unit_test (test_pending_bound),
         cmocka_unit_test (test_issue6_reads_busy_counted),
         cmocka_unit_test (test_issue6_events_seq),
+        cmocka_unit_test (test_sec_int_5_recover_mdms),
         cmocka_unit_test (test_start_failures),
     };
     //  AMI_TEST_FILTER=test_issue6* runs those tests (cmocka's pattern)

@@ -395,6 +395,7 @@ enum {
     ST_METERS, ST_READS, ST_REFUSED, ST_UNREACHABLE, ST_MALFORMED,
     ST_BLOCKS, ST_READINGS, ST_ACKED, ST_CLOCK, ST_SENT, ST_RESENT,
     ST_INFLIGHT, ST_DONE, ST_STORE_ERRORS, ST_REFUSALS_DROPPED, ST_MDMS_KEYS, ST_CREDIT,
+    ST_RECOVERED, ST_CLIPPED, ST_BUSY, ST_PENDING,
     ST_COUNT
 };
 
@@ -2201,6 +2202,402 @@ test_sec_avail_3_forged_command_flood (void **state)
     s_read_status (fx, 5, 1001, AMI_OK);
 }
 
+/* ---------------------------------------------------------------------- */
+/*  SEC-INT-5: load-profile recovery                                        */
+
+static void
+s_eq_interval_m (const ami_interval_t *x, const ami_interval_t *y)
+{
+    assert_int_equal (x->end_s, y->end_s);
+    assert_true (x->import_wh == y->import_wh);
+    assert_true (x->export_wh == y->export_wh);
+    assert_int_equal (x->status, y->status);
+}
+
+/*  What the first delivery carried, per meter and interval number k
+    (end = P_START + k x P_INTERVAL, k = 1..), and per block. */
+#define R_METERS        5
+#define R_INTERVALS     3000        /* enough for 31 days at 15 minutes */
+typedef struct {
+    uint32_t meters;
+    uint8_t keys [R_METERS + 1][AMI_E2E_PROFILE_KEY_SIZE];  /* the meters' own */
+    ami_interval_t first [R_METERS + 1][R_INTERVALS + 1];   /* by k */
+    bool seen [R_METERS + 1][R_INTERVALS + 1];
+    uint64_t got [R_METERS + 1];                /* intervals received (this phase) */
+    uint64_t blocks;                            /* blocks received (this phase) */
+    uint64_t seqs [64];                         /* seqs of this phase, in order (first 64) */
+    uint8_t box1 [3][AMI_MAX_SEALED];           /* meter 2's first three boxes */
+    size_t box1_size [3];
+    bool recovering;                            /* records must equal `first` */
+} recov_t;
+
+static void
+s_recov_init (recov_t *r, uint32_t meters)
+{
+    memset (r, 0, sizeof *r);
+    r->meters = meters;
+    for (uint32_t index = 1; index <= meters; index++) {
+        /* the METER's side of the profile key: its signing key with the
+           MDMS box key (ami_e2e.h) */
+        uint8_t pk [AMI_E2E_SIGN_PK_SIZE], sk [AMI_E2E_SIGN_SK_SIZE];
+        ami_e2e_meter_keypair (G.seed, index, pk, sk);
+        assert_int_equal (ami_e2e_profile_key_meter (sk, G.mdms_pub.box_pk, r->keys [index]),
+                          AMI_OK);
+        sodium_memzero (sk, sizeof sk);
+    }
+}
+
+/*  Open every block of the BATCH in G.msg with its meter's profile key
+    and record it (first delivery), or check it against the first one
+    (recovery: same end, same registers). */
+static void
+s_recov_batch (recov_t *r)
+{
+    const ami_batch_t *batch = &G.msg->batch;
+    for (uint32_t b = 0; b < batch->block_count; b++) {
+        const ami_block_t *block = &batch->blocks [b];
+        uint32_t index = ami_meter_id_parse (block->meter_id);
+        assert_true (index >= 1 && index <= r->meters);
+        uint8_t plain [AMI_MAX_SEALED];
+        size_t plain_len = 0;
+        assert_int_equal (ami_e2e_profile_open (r->keys [index], block->meter_id, block->seq,
+                                                block->box, block->box_size,
+                                                plain, sizeof plain, &plain_len), AMI_OK);
+        assert_int_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
+        assert_int_equal (G.msg2->type, AMI_MSG_PROFILE);
+        const ami_profile_t *profile = &G.msg2->profile;
+        assert_string_equal (profile->meter_id, block->meter_id);
+        assert_int_equal (profile->seq, block->seq);
+        assert_int_equal (block->seq,
+                          profile->records [profile->record_count - 1].end_s / P_INTERVAL);
+        if (r->blocks < 64)
+            r->seqs [r->blocks] = block->seq;
+        if (index == 2 && r->recovering) {
+            /* the block is sealed anew: a fresh nonce, so other bytes */
+            uint64_t n = (block->seq - (uint64_t) P_START / P_INTERVAL) / 4;
+            assert_true (n >= 1 && n <= 3);
+            assert_true (block->box_size != r->box1_size [n - 1]
+                      || memcmp (block->box, r->box1 [n - 1], block->box_size) != 0);
+        }
+        if (index == 2 && !r->recovering && r->got [2] < 12) {
+            uint64_t n = r->got [2] / 4;
+            assert_true (block->box_size <= AMI_MAX_SEALED);
+            memcpy (r->box1 [n], block->box, block->box_size);
+            r->box1_size [n] = block->box_size;
+        }
+        for (uint32_t i = 0; i < profile->record_count; i++) {
+            const ami_interval_t *rec = &profile->records [i];
+            assert_true (rec->end_s > P_START);
+            uint64_t k = (rec->end_s - P_START) / P_INTERVAL;
+            assert_int_equal (rec->end_s, P_START + k * P_INTERVAL);
+            assert_true (k >= 1 && k <= R_INTERVALS);
+            if (r->recovering) {
+                /* the same interval, rebuilt: the very same values */
+                assert_true (r->seen [index][k]);
+                s_eq_interval_m (rec, &r->first [index][k]);
+            }
+            else {
+                assert_false (r->seen [index][k]);
+                r->first [index][k] = *rec;
+                r->seen [index][k] = true;
+            }
+            r->got [index]++;
+        }
+        r->blocks++;
+    }
+}
+
+/*  Receive and acknowledge (status 0: custody taken, then DISCARDED, as a
+    captured aggregator does) every batch until `total` intervals came;
+    then nothing more within QUIET_MS. */
+static void
+s_recov_collect (fx_t *fx, recov_t *r, uint64_t total)
+{
+    int64_t deadline = zclock_mono () + TEST_DEADLINE_MS;
+    uint64_t sum = 0;
+    while (sum < total) {
+        assert_true (zclock_mono () < deadline);
+        zmsg_t *msg = s_expect_batch (fx, WAIT_MS);
+        assert_non_null (msg);
+        s_recov_batch (r);
+        s_ack (fx, G.msg->batch.batch_id, AMI_OK, AMI_CREDIT_INITIAL);
+        zmsg_destroy (&msg);
+        sum = 0;
+        for (uint32_t i = 1; i <= r->meters; i++)
+            sum += r->got [i];
+    }
+    assert_int_equal (sum, total);
+    zmsg_t *msg = s_expect_batch (fx, QUIET_MS);
+    assert_null (msg);
+}
+
+/*  A READ_REQ with a load-profile range, signed with sk. */
+static size_t
+s_command_range (const char *meter_id, uint64_t counter, uint64_t from_s, uint64_t to_s,
+                 const uint8_t *sk, uint8_t request_id [AMI_REQUEST_ID_SIZE],
+                 uint8_t *buf, size_t cap)
+{
+    ami_msg_reset (G.msg2, AMI_MSG_READ_REQ);
+    ami_read_req_t *req = &G.msg2->read_req;
+    snprintf (req->meter_id, sizeof req->meter_id, "%s", meter_id);
+    randombytes_buf (req->request_id, sizeof req->request_id);
+    memcpy (request_id, req->request_id, AMI_REQUEST_ID_SIZE);
+    req->counter = counter;
+    req->issued_ms = s_now ();
+    req->expires_ms = s_now () + 10000;
+    req->profile_from_s = from_s;
+    req->profile_to_s = to_s;
+    size_t len = 0;
+    assert_int_equal (ami_msg_encode (G.msg2, buf, cap, &len), AMI_OK);
+    assert_int_equal (ami_e2e_sign (buf, len, sk), AMI_OK);
+    return len;
+}
+
+/*  The fleet plays against a captured aggregator that acknowledges every
+    batch and discards it. A READ_REQ signed by the MDMS with a range then
+    makes the meter answer the read AND send its intervals of the range
+    again: the same seqs, boxes that open with the meter's profile key to
+    the same values as the first time (new nonces), only what it produced
+    (the rest counted as clipped). A range on a forged or replayed command
+    queues nothing. */
+static void
+test_sec_int_5_recover_profile (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    /* 12 intervals per meter in blocks of 4, as fast as credit allows */
+    ami_meter_profile_config_t profile = s_profile (4, 0, P_START, 12);
+    s_fleet_start_profile (fx, R_METERS, &profile);
+    recov_t *r = (recov_t *) calloc (1, sizeof *r);
+    assert_non_null (r);
+    s_recov_init (r, R_METERS);
+    s_recov_collect (fx, r, R_METERS * 12);
+    uint64_t st [ST_COUNT];
+    s_wait_done (fx, st, NULL);
+    assert_int_equal (st [ST_ACKED], R_METERS * 12);
+    assert_int_equal (st [ST_RECOVERED], 0);
+    assert_int_equal (st [ST_CLIPPED], 0);
+    uint64_t sent = st [ST_SENT];
+
+    /* 1. meter 2, its whole production: (P_START, P_START + 12 intervals] */
+    char meter_id [AMI_MAX_ID + 1];
+    ami_meter_id_format (2, meter_id);
+    uint8_t frame [512], rid [AMI_REQUEST_ID_SIZE];
+    size_t len = s_command_range (meter_id, 10, P_START, P_START + 12 * P_INTERVAL,
+                                  G.mdms.sign_sk, rid, frame, sizeof frame);
+    s_send (fx, frame, len);
+    s_expect_resp (fx, 2, rid, AMI_OK);         /* the read is answered as ever */
+    memset (r->got, 0, sizeof r->got);
+    r->blocks = 0;
+    r->recovering = true;
+    s_recov_collect (fx, r, 12);
+    assert_int_equal (r->got [2], 12);          /* meter 2's, and no one else's */
+    assert_int_equal (r->blocks, 3);            /* its own three blocks, */
+    for (uint64_t b = 0; b < 3; b++)            /* with their original seqs */
+        assert_int_equal (r->seqs [b], (uint64_t) P_START / P_INTERVAL + 4 * (b + 1));
+    s_status (fx, st);
+    assert_int_equal (st [ST_RECOVERED], 12);
+    assert_int_equal (st [ST_CLIPPED], 0);
+    assert_int_equal (st [ST_READS], 1);
+    assert_int_equal (st [ST_ACKED], R_METERS * 12);    /* production figures unchanged */
+    assert_int_equal (st [ST_READINGS], R_METERS * 12);
+    assert_true (st [ST_SENT] > sent);          /* ordinary batches, acked as any */
+    assert_int_equal (st [ST_INFLIGHT], 0);
+    assert_int_equal (st [ST_DONE], 1);
+
+    /* 2. meter 3, from inside its first block to beyond what it produced:
+       ends 3..12 come (a short first block), 13..17 are clipped */
+    ami_meter_id_format (3, meter_id);
+    len = s_command_range (meter_id, 11, P_START + 2 * P_INTERVAL, P_START + 17 * P_INTERVAL,
+                           G.mdms.sign_sk, rid, frame, sizeof frame);
+    s_send (fx, frame, len);
+    s_expect_resp (fx, 3, rid, AMI_OK);
+    memset (r->got, 0, sizeof r->got);
+    r->blocks = 0;
+    s_recov_collect (fx, r, 10);
+    assert_int_equal (r->got [3], 10);
+    assert_int_equal (r->blocks, 3);            /* ends 3-4, 5-8, 9-12 */
+    assert_int_equal (r->seqs [0], (uint64_t) P_START / P_INTERVAL + 4);
+    assert_int_equal (r->seqs [1], (uint64_t) P_START / P_INTERVAL + 8);
+    assert_int_equal (r->seqs [2], (uint64_t) P_START / P_INTERVAL + 12);
+    s_status (fx, st);
+    assert_int_equal (st [ST_RECOVERED], 22);
+    assert_int_equal (st [ST_CLIPPED], 5);
+    assert_int_equal (st [ST_BUSY], 0);
+    assert_int_equal (st [ST_PENDING], 0);
+
+    /* 3. a range wholly before the start or after the clock: nothing */
+    len = s_command_range (meter_id, 12, P_START + 20 * P_INTERVAL, P_START + 30 * P_INTERVAL,
+                           G.mdms.sign_sk, rid, frame, sizeof frame);
+    s_send (fx, frame, len);
+    s_expect_resp (fx, 3, rid, AMI_OK);
+    assert_null (s_expect_batch (fx, QUIET_MS));
+    s_status (fx, st);
+    assert_int_equal (st [ST_RECOVERED], 22);
+    assert_int_equal (st [ST_CLIPPED], 15);
+
+    /* 4. the same range on a forged command, then on the replayed
+       genuine one: refused as ever, and nothing is sent again */
+    ami_meter_id_format (2, meter_id);
+    len = s_command_range (meter_id, 13, P_START, P_START + 12 * P_INTERVAL,
+                           G.forger.sign_sk, rid, frame, sizeof frame);
+    s_send (fx, frame, len);
+    s_expect_resp (fx, 2, rid, AMI_E_BAD_SIGNATURE);
+    len = s_command_range (meter_id, 10, P_START, P_START + 12 * P_INTERVAL,
+                           G.mdms.sign_sk, rid, frame, sizeof frame);
+    s_send (fx, frame, len);
+    s_expect_resp (fx, 2, rid, AMI_E_REPLAY);
+    assert_null (s_expect_batch (fx, QUIET_MS));
+    s_status (fx, st);
+    assert_int_equal (st [ST_RECOVERED], 22);
+    assert_int_equal (st [ST_CLIPPED], 15);
+    assert_int_equal (st [ST_REFUSED], 2);
+
+    /* HEALTH carries the recovery counters */
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    bool seen = false;
+    while (!seen && zclock_mono () < deadline) {
+        zmsg_t *msg = s_expect (fx, AMI_MSG_HEALTH, WAIT_MS);
+        assert_non_null (msg);
+        uint64_t recovered = 0, clipped = 0;
+        for (uint32_t i = 0; i < G.msg->health.stat_count; i++) {
+            if (streq (G.msg->health.stats [i].name, "profile_recovered"))
+                recovered = G.msg->health.stats [i].value;
+            if (streq (G.msg->health.stats [i].name, "recover_clipped"))
+                clipped = G.msg->health.stats [i].value;
+        }
+        seen = recovered == 22 && clipped == 15;
+        zmsg_destroy (&msg);
+    }
+    assert_true (seen);
+    free (r);
+}
+
+/*  A recovery whose meter started long ago is rebuilt in slices (the
+    model steps per wake-up are bounded) and still gives the very records
+    of the first time: 100 days of one meter in one-day blocks, then its
+    last 31 days asked for again (the rebuild runs 100 days of physics,
+    over S_RECOVER_STEPS). Beyond the retention nothing comes. */
+static void
+test_sec_int_5_recover_in_slices (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    ami_meter_profile_config_t profile = s_profile (96, 0, P_START, 100 * 96);
+    profile.retain_s = 40 * 86400;
+    s_fleet_start_profile (fx, 1, &profile);
+    recov_t *r = (recov_t *) calloc (1, sizeof *r);
+    assert_non_null (r);
+    s_recov_init (r, 1);
+    /* R_INTERVALS holds 31 days: record the last 31 only */
+    int64_t deadline = zclock_mono () + TEST_DEADLINE_MS;
+    uint64_t got = 0, blocks = 0;
+    const uint64_t skip = 69 * 96;              /* intervals before the last 31 days */
+    while (got < 100 * 96) {
+        assert_true (zclock_mono () < deadline);
+        zmsg_t *msg = s_expect_batch (fx, WAIT_MS);
+        assert_non_null (msg);
+        for (uint32_t b = 0; b < G.msg->batch.block_count; b++) {
+            const ami_block_t *block = &G.msg->batch.blocks [b];
+            uint8_t plain [AMI_MAX_SEALED];
+            size_t plain_len = 0;
+            assert_int_equal (ami_e2e_profile_open (r->keys [1], block->meter_id, block->seq,
+                                                    block->box, block->box_size, plain,
+                                                    sizeof plain, &plain_len), AMI_OK);
+            assert_int_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
+            for (uint32_t i = 0; i < G.msg2->profile.record_count; i++) {
+                const ami_interval_t *rec = &G.msg2->profile.records [i];
+                uint64_t k = (rec->end_s - P_START) / P_INTERVAL;
+                if (k > skip) {
+                    r->first [1][k - skip] = *rec;
+                    r->seen [1][k - skip] = true;
+                }
+                got++;
+            }
+            blocks++;
+        }
+        s_ack (fx, G.msg->batch.batch_id, AMI_OK, AMI_CREDIT_INITIAL);
+        zmsg_destroy (&msg);
+    }
+    assert_int_equal (blocks, 100);
+    uint64_t st [ST_COUNT];
+    s_wait_done (fx, st, NULL);
+
+    /* the last 31 days, and 20 days before the retention (40 days) */
+    int64_t end = P_START + 100 * 86400;
+    uint8_t frame [512], rid [AMI_REQUEST_ID_SIZE];
+    size_t len = s_command_range ("MTR-000001", 5, (uint64_t) (end - 31 * 86400),
+                                  (uint64_t) end, G.mdms.sign_sk, rid, frame, sizeof frame);
+    s_send (fx, frame, len);
+    s_expect_resp (fx, 1, rid, AMI_OK);
+    deadline = zclock_mono () + TEST_DEADLINE_MS;
+    uint64_t again = 0, again_blocks = 0;
+    while (again < 31 * 96) {
+        assert_true (zclock_mono () < deadline);
+        zmsg_t *msg = s_expect_batch (fx, WAIT_MS);
+        assert_non_null (msg);
+        for (uint32_t b = 0; b < G.msg->batch.block_count; b++) {
+            const ami_block_t *block = &G.msg->batch.blocks [b];
+            uint8_t plain [AMI_MAX_SEALED];
+            size_t plain_len = 0;
+            assert_int_equal (ami_e2e_profile_open (r->keys [1], block->meter_id, block->seq,
+                                                    block->box, block->box_size, plain,
+                                                    sizeof plain, &plain_len), AMI_OK);
+            assert_int_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
+            /* whole days, as made the first time */
+            assert_int_equal (G.msg2->profile.record_count, 96);
+            assert_int_equal (block->seq, (uint64_t) P_START / P_INTERVAL + skip + 96 * (again_blocks + 1));
+            for (uint32_t i = 0; i < G.msg2->profile.record_count; i++) {
+                const ami_interval_t *rec = &G.msg2->profile.records [i];
+                uint64_t k = (rec->end_s - P_START) / P_INTERVAL;
+                assert_true (k > skip && k - skip <= 31 * 96);
+                assert_true (r->seen [1][k - skip]);
+                s_eq_interval_m (rec, &r->first [1][k - skip]);
+                again++;
+            }
+            again_blocks++;
+        }
+        s_ack (fx, G.msg->batch.batch_id, AMI_OK, AMI_CREDIT_INITIAL);
+        zmsg_destroy (&msg);
+    }
+    assert_int_equal (again, 31 * 96);
+    assert_null (s_expect_batch (fx, QUIET_MS));
+    s_status (fx, st);
+    assert_int_equal (st [ST_RECOVERED], 31 * 96);
+    assert_int_equal (st [ST_CLIPPED], 0);
+
+    /* days 40..60 before the clock: no longer kept */
+    len = s_command_range ("MTR-000001", 6, (uint64_t) (end - 60 * 86400),
+                           (uint64_t) (end - 40 * 86400), G.mdms.sign_sk, rid, frame,
+                           sizeof frame);
+    s_send (fx, frame, len);
+    s_expect_resp (fx, 1, rid, AMI_OK);
+    assert_null (s_expect_batch (fx, QUIET_MS));
+    s_status (fx, st);
+    assert_int_equal (st [ST_RECOVERED], 31 * 96);
+    assert_int_equal (st [ST_CLIPPED], 20 * 96);
+    free (r);
+}
+
+/*  A fleet without load-profile production answers the read of a
+    recover command and sends nothing: the range counts as clipped. */
+static void
+test_sec_int_5_recover_without_profile (void **state)
+{
+    fx_t *fx = (fx_t *) *state;
+    s_fleet_start (fx, 1, 3, 0);
+    s_wait_hello (fx);
+    uint8_t frame [512], rid [AMI_REQUEST_ID_SIZE];
+    size_t len = s_command_range ("MTR-000002", 1, P_START, P_START + 86400,
+                                  G.mdms.sign_sk, rid, frame, sizeof frame);
+    s_send (fx, frame, len);
+    s_expect_resp (fx, 2, rid, AMI_OK);
+    assert_null (s_expect_batch (fx, QUIET_MS));
+    uint64_t st [ST_COUNT];
+    s_status (fx, st);
+    assert_int_equal (st [ST_READS], 1);
+    assert_int_equal (st [ST_RECOVERED], 0);
+    assert_int_equal (st [ST_CLIPPED], 96);     /* a day at 15 minutes */
+}
+
 int
 main (void)
 {
@@ -2229,6 +2626,9 @@ main (void)
         cmocka_unit_test_setup_teardown (test_sec_fail_1_store_failure, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sec_key_2_mdms_signing_overlap, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sec_avail_3_forged_command_flood, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sec_int_5_recover_profile, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sec_int_5_recover_in_slices, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_sec_int_5_recover_without_profile, s_setup, s_teardown),
     };
     return cmocka_run_group_tests_name ("meter fleet", tests, s_group_setup, s_group_teardown);
 }

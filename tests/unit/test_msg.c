@@ -248,6 +248,8 @@ s_fill (ami_msg_t *m, int type, int variant)
                 r->counter = UINT64_MAX;
                 r->issued_ms = UINT64_MAX - 1;
                 r->expires_ms = UINT64_MAX;
+                r->profile_to_s = UINT64_MAX;
+                r->profile_from_s = UINT64_MAX - AMI_PROFILE_RECOVER_MAX_S;
                 memset (r->signature, 0xff, AMI_SIGNATURE_SIZE);
             }
             else {
@@ -256,6 +258,11 @@ s_fill (ami_msg_t *m, int type, int variant)
                 r->counter = variant == 2 ? 1 : 17;
                 r->issued_ms = T0_MS;
                 r->expires_ms = T0_MS + 30000;      /* 30 s validity */
+                if (variant == 2) {
+                    /* SEC-INT-5: a recover, one day of intervals */
+                    r->profile_from_s = T0_MS / 1000 - 86400;
+                    r->profile_to_s = T0_MS / 1000;
+                }
                 s_bytes (r->signature, AMI_SIGNATURE_SIZE, 4242);
             }
             break;
@@ -643,6 +650,8 @@ s_eq_msg (const ami_msg_t *a, const ami_msg_t *b)
             assert_true (a->read_req.counter == b->read_req.counter);
             assert_true (a->read_req.issued_ms == b->read_req.issued_ms);
             assert_true (a->read_req.expires_ms == b->read_req.expires_ms);
+            assert_true (a->read_req.profile_from_s == b->read_req.profile_from_s);
+            assert_true (a->read_req.profile_to_s == b->read_req.profile_to_s);
             assert_memory_equal (a->read_req.signature, b->read_req.signature, AMI_SIGNATURE_SIZE);
             break;
         case AMI_MSG_READ_RESP:
@@ -960,6 +969,8 @@ enum {
     M_EVENT_METER_BAD, M_ORIGIN_EMPTY,
     M_ERROR_CODE_ZERO, M_ERROR_TEXT_CTRL_OK,
     M_COUNTER_ZERO, M_EXPIRES_EQ, M_EXPIRES_LT, M_REQ_METER_LONG,
+    M_PROFILE_FROM_ONLY, M_PROFILE_EMPTY, M_PROFILE_REVERSED, M_PROFILE_TOO_LONG,
+    M_PROFILE_LONGEST,
     M_SEALED_LONG, M_SEALED_NULL, M_SEALED_WITH_STATUS, M_SEALED_EMPTY_OK,
     M_REGS_ZERO, M_REGS_HIGH, M_SCALER_HIGH, M_SCALER_LOW,
     M_PROFILE_SEQ, M_RECORDS_ZERO, M_RECORDS_HIGH,
@@ -1001,6 +1012,13 @@ s_mutate (ami_msg_t *m, int mutation)
         case M_ERROR_CODE_ZERO:   m->error.code = AMI_OK; break;
         case M_ERROR_TEXT_CTRL_OK: strcpy (m->error.text, "tab\tand\nnewline are text"); break;
         case M_COUNTER_ZERO:      m->read_req.counter = 0; break;
+        case M_PROFILE_FROM_ONLY: m->read_req.profile_from_s = 1000; m->read_req.profile_to_s = 0; break;
+        case M_PROFILE_EMPTY:     m->read_req.profile_from_s = m->read_req.profile_to_s = 1000; break;
+        case M_PROFILE_REVERSED:  m->read_req.profile_from_s = 2000; m->read_req.profile_to_s = 1000; break;
+        case M_PROFILE_TOO_LONG:  m->read_req.profile_from_s = 1000;
+                                  m->read_req.profile_to_s = 1000 + AMI_PROFILE_RECOVER_MAX_S + 1; break;
+        case M_PROFILE_LONGEST:   m->read_req.profile_from_s = 1000;
+                                  m->read_req.profile_to_s = 1000 + AMI_PROFILE_RECOVER_MAX_S; break;
         case M_EXPIRES_EQ:        m->read_req.expires_ms = m->read_req.issued_ms; break;
         case M_EXPIRES_LT:        m->read_req.expires_ms = m->read_req.issued_ms - 1; break;
         case M_REQ_METER_LONG:    memset (m->read_req.meter_id, 'M', AMI_MAX_ID + 1); break;
@@ -1079,6 +1097,11 @@ static const refusal_t s_refusals [] = {
     { AMI_MSG_ERROR, 0, M_ERROR_CODE_ZERO, AMI_E_RANGE, "ERROR with code 0" },
     { AMI_MSG_ERROR, 0, M_ERROR_TEXT_CTRL_OK, AMI_OK, "control chars are valid text" },
     { AMI_MSG_READ_REQ, 0, M_COUNTER_ZERO, AMI_E_RANGE, "counter 0" },
+    { AMI_MSG_READ_REQ, 0, M_PROFILE_FROM_ONLY, AMI_E_RANGE, "profile range without its end" },
+    { AMI_MSG_READ_REQ, 0, M_PROFILE_EMPTY, AMI_E_RANGE, "profile range from == to" },
+    { AMI_MSG_READ_REQ, 0, M_PROFILE_REVERSED, AMI_E_RANGE, "profile range from > to" },
+    { AMI_MSG_READ_REQ, 0, M_PROFILE_TOO_LONG, AMI_E_RANGE, "profile range over 31 days" },
+    { AMI_MSG_READ_REQ, 0, M_PROFILE_LONGEST, AMI_OK, "profile range of exactly 31 days" },
     { AMI_MSG_READ_REQ, 0, M_EXPIRES_EQ, AMI_E_RANGE, "expires == issued" },
     { AMI_MSG_READ_REQ, 0, M_EXPIRES_LT, AMI_E_RANGE, "expires < issued" },
     { AMI_MSG_READ_REQ, 0, M_REQ_METER_LONG, AMI_E_LIMIT, "meter id over 32" },
@@ -1338,9 +1361,9 @@ test_nonminimal_integers (void **state)
 
     /* READ_REQ with a str8 meter id, a bin16 request id and int8/int32
        integers; the signature must stay bin8 at the very end */
-    uint8_t rq [128];
+    uint8_t rq [160];
     size_t n = 0;
-    rq [n++] = 0xdd; rq [n++] = 0; rq [n++] = 0; rq [n++] = 0; rq [n++] = 8;
+    rq [n++] = 0xdd; rq [n++] = 0; rq [n++] = 0; rq [n++] = 0; rq [n++] = 10;
     rq [n++] = 0xd0; rq [n++] = 0x01;                   /* version, int8 */
     rq [n++] = 0xcc; rq [n++] = 0x0a;                   /* type 10, uint8 */
     rq [n++] = 0xd9; rq [n++] = 10; memcpy (rq + n, "MTR-000042", 10); n += 10;
@@ -1349,6 +1372,9 @@ test_nonminimal_integers (void **state)
     rq [n++] = 0xd2; rq [n++] = 0; rq [n++] = 0; rq [n++] = 0; rq [n++] = 17;  /* counter int32 */
     rq [n++] = 0xcd; rq [n++] = 0x03; rq [n++] = 0xe8;  /* issued 1000 uint16 */
     rq [n++] = 0xce; rq [n++] = 0; rq [n++] = 0; rq [n++] = 0x7d; rq [n++] = 0x00;  /* 32000 */
+    rq [n++] = 0xcd; rq [n++] = 0x00; rq [n++] = 0x64;  /* profile_from_s 100 uint16 */
+    rq [n++] = 0xd3; for (int i = 0; i < 7; i++) rq [n++] = 0;
+    rq [n++] = 0xc8;                                    /* profile_to_s 200 int64 */
     rq [n++] = 0xc4; rq [n++] = 0x40;
     for (int i = 0; i < 64; i++) rq [n++] = (uint8_t) (0xa0 + i % 16);
     assert_int_equal (ami_msg_decode (fx->a, rq, n), AMI_OK);
@@ -1357,6 +1383,8 @@ test_nonminimal_integers (void **state)
     assert_true (fx->a->read_req.counter == 17);
     assert_true (fx->a->read_req.issued_ms == 1000);
     assert_true (fx->a->read_req.expires_ms == 32000);
+    assert_true (fx->a->read_req.profile_from_s == 100);
+    assert_true (fx->a->read_req.profile_to_s == 200);
     assert_int_equal (fx->a->read_req.signature [63], 0xaf);
     size_t sl = 0;
     assert_ptr_equal (ami_msg_signature_slot (rq, n, &sl), rq + n - 64);
@@ -1388,6 +1416,71 @@ test_nonminimal_integers (void **state)
     assert_int_equal (r->scaler, -3);
     assert_int_equal (r->unit, 35);
     assert_int_equal (r->quality, AMI_Q_ESTIMATED);
+}
+
+/*  SEC-INT-5: READ_REQ's load-profile range round-trips (0/0 = a plain
+    read, a real range, the longest one), is inside the signed part, and
+    a decoder refuses a range that is not 0/0 nor from < to within
+    AMI_PROFILE_RECOVER_MAX_S (the encoder cases are in the refusal
+    table). */
+static void
+test_sec_int_5_read_req_range (void **state)
+{
+    fx_t *fx = *state;
+    static const struct { uint64_t from, to; } good [] = {
+        { 0, 0 }, { 0, 1 }, { 1780185600, 1780272000 },
+        { 1780272000 - AMI_PROFILE_RECOVER_MAX_S, 1780272000 },
+        { UINT64_MAX - AMI_PROFILE_RECOVER_MAX_S, UINT64_MAX }
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good [0]; i++) {
+        s_fill (fx->a, AMI_MSG_READ_REQ, 0);
+        fx->a->read_req.profile_from_s = good [i].from;
+        fx->a->read_req.profile_to_s = good [i].to;
+        size_t len = s_roundtrip (fx);
+        assert_true (fx->b->read_req.profile_from_s == good [i].from);
+        assert_true (fx->b->read_req.profile_to_s == good [i].to);
+        /* the range precedes the signature: it is signed */
+        size_t signed_len = 0;
+        assert_non_null (ami_msg_signature_slot (s_frame, len, &signed_len));
+        assert_int_equal (signed_len, len - AMI_SIGNATURE_FIELD);
+    }
+    /* a frame with the range 1..2: both fixints right before the signature */
+    s_fill (fx->a, AMI_MSG_READ_REQ, 0);
+    fx->a->read_req.profile_from_s = 1;
+    fx->a->read_req.profile_to_s = 2;
+    size_t len = 0;
+    assert_int_equal (ami_msg_encode (fx->a, s_frame, AMI_MAX_FRAME, &len), AMI_OK);
+    uint8_t *from = s_frame + len - AMI_SIGNATURE_FIELD - 2;
+    assert_int_equal (from [0], 0x01);
+    assert_int_equal (from [1], 0x02);
+    static const struct { uint8_t from, to; int rc; } patch [] = {
+        { 0x02, 0x01, AMI_E_RANGE },        /* reversed */
+        { 0x01, 0x01, AMI_E_RANGE },        /* empty */
+        { 0x01, 0x00, AMI_E_RANGE },        /* a start without an end */
+        { 0x00, 0x01, AMI_OK },
+        { 0x00, 0x00, AMI_OK },             /* an ordinary read */
+        { 0xc0, 0x01, AMI_E_TYPE },         /* nil is not a number */
+        { 0xff, 0x01, AMI_E_TYPE },         /* a negative integer: not a u64 */
+    };
+    for (size_t i = 0; i < sizeof patch / sizeof patch [0]; i++) {
+        from [0] = patch [i].from;
+        from [1] = patch [i].to;
+        int rc = ami_msg_decode (fx->b, s_frame, len);
+        if (rc != patch [i].rc)
+            fail_msg ("range %02x..%02x: decode gave %s, expected %s", patch [i].from,
+                      patch [i].to, ami_errname (rc), ami_errname (patch [i].rc));
+    }
+    /* 31 days and one second: refused by the decoder too */
+    fx->a->read_req.profile_from_s = 1000;
+    fx->a->read_req.profile_to_s = 1000 + AMI_PROFILE_RECOVER_MAX_S;
+    assert_int_equal (ami_msg_encode (fx->a, s_frame, AMI_MAX_FRAME, &len), AMI_OK);
+    /* to is a uint32 (ce + 4 bytes) right before the signature: add one */
+    uint8_t *to = s_frame + len - AMI_SIGNATURE_FIELD - 4;
+    assert_int_equal (to [-1], 0xce);
+    to [3]++;
+    assert_int_equal (ami_msg_decode (fx->b, s_frame, len), AMI_E_RANGE);
+    to [3]--;
+    assert_int_equal (ami_msg_decode (fx->b, s_frame, len), AMI_OK);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1545,8 +1638,9 @@ test_action_and_type_names (void **state)
     (void) state;
     static const char *names [] = { NULL, "read", "history", "meters", "status",
                                     "intervals", "audit", "verify", "customer",
-                                    "audit-verify" };
-    assert_int_equal (AMI_ACT_MAX, 9);
+                                    "audit-verify", "recover" };
+    assert_int_equal (AMI_ACT_MAX, 10);
+    assert_int_equal (AMI_ACT_RECOVER, 10);
     for (int a = 1; a <= AMI_ACT_MAX; a++) {
         assert_string_equal (ami_action_name (a), names [a]);
         assert_int_equal (ami_action_from_name (names [a]), a);
@@ -1614,6 +1708,7 @@ main (void)
         cmocka_unit_test (test_id_valid),
         cmocka_unit_test (test_action_and_type_names),
         cmocka_unit_test (test_request_id_format),
+        cmocka_unit_test_setup_teardown (test_sec_int_5_read_req_range, s_setup, s_teardown),
     };
     int rc = cmocka_run_group_tests (tests, NULL, NULL);
     free (s_blob);

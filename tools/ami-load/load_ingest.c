@@ -4,15 +4,16 @@
     an operator would: child processes for provisioning and supervision
     (ami-keygen, deploy/render.sh, supervisord, supervisorctl, each with
     posix_spawn and a deadline), the MDMS operator API for every figure
-    the services know (API_STATUS: each service's last HEALTH stats, and
-    the MDMS's own ingest counters), /proc for what only the kernel knows
+    the services know (API_STATUS, every page of it through
+    ami_client_status: each service's last HEALTH stats, and the MDMS's
+    own ingest counters), /proc for what only the kernel knows
     (CPU time and memory of each service process), and the MDMS's LMDB
     file, opened read-only, for the final count. Nothing here trusts the
     services' own accounting for the verdict: the count of what is on disk
     is compared with what the fleets say they produced.
 
-    Polling, not sleeping: every wait is a loop of API_STATUS requests
-    (one in flight, each with its own deadline) until a condition or a
+    Polling, not sleeping: every wait is a loop of API_STATUS walks (one
+    request in flight, each with its own deadline) until a condition or a
     deadline; the period (S_TICK_MS) is a quarter of the services'
     heartbeat, since the stats the MDMS holds change once per heartbeat.
 */
@@ -52,10 +53,10 @@ extern char **environ;
 #define S_TICK_MS           250
 /*  Progress line refresh. */
 #define S_PROGRESS_MS       500
-/*  One API_STATUS answer may take this long under full ingest load (the
-    MDMS answers between its LMDB commits) before the poll gives up on it
-    and asks again; the answers that open and close the measured window
-    are asked for this many times before the run gives up on the MDMS. */
+/*  One API_STATUS page may take this long under full ingest load (the
+    MDMS answers between its LMDB commits) before the poll gives up on
+    the walk and asks again; the walks that open and close the measured
+    window are tried this many times before the run gives up on the MDMS. */
 #define S_STATUS_WAIT_MS    5000
 #define S_STATUS_TRIES      4
 /*  ami-keygen for 100 000 meters derives 100 000 Ed25519 keys and writes
@@ -89,8 +90,9 @@ typedef struct {
     char conf [512];                /* DIR/supervisord.conf */
     char log [512];                 /* DIR/ami-load.log: the children's output */
     ami_client_t *client;
-    ami_api_status_t *status;       /* the last API_STATUS answer */
-    int64_t status_at;              /* zclock_mono of that answer */
+    ami_client_status_t status;     /* the last complete walk of API_STATUS */
+    ami_client_status_t walk;       /* the walk in progress (swapped in when whole) */
+    int64_t status_at;              /* zclock_mono when that walk ended */
     uint32_t expected;              /* nodes the deployment has */
 } run_t;
 
@@ -523,17 +525,23 @@ s_connect (run_t *run)
     return LOAD_INGEST_DONE;
 }
 
-/*  Ask for API_STATUS once; on an answer keep it in run->status and
-    return true. */
+/*  Walk every page of API_STATUS once (the deployment's 2 + head ends +
+    aggregators + fleets services may fill more than one page); when the
+    walk is whole, keep it in run->status and return true. A failed walk
+    leaves the last whole one in place. status_at is when the walk ended:
+    the MDMS's own row (intervals_stored) comes on the first page, a few
+    page round trips earlier at most, alike at both ends of the measured
+    window. */
 static bool
 s_poll_status (run_t *run)
 {
-    ami_api_req_t req = { .action = AMI_ACT_STATUS };
     ami_msg_t *reply = NULL;
-    int rc = ami_client_request (run->client, &req, zclock_mono () + S_STATUS_WAIT_MS, &reply);
-    if (rc != AMI_OK || reply->type != AMI_MSG_API_STATUS)
+    int rc = ami_client_status (run->client, 0, S_STATUS_WAIT_MS, &run->walk, &reply);
+    if (rc != AMI_OK)
         return false;
-    *run->status = reply->api_status;
+    ami_client_status_t whole = run->walk;  //  keep this walk; the next one frees the older
+    run->walk = run->status;
+    run->status = whole;
     run->status_at = zclock_mono ();
     return true;
 }
@@ -551,9 +559,9 @@ s_poll_status_hard (run_t *run)
 static const ami_service_row_t *
 s_row (run_t *run, const char *node)
 {
-    for (uint32_t i = 0; i < run->status->count && i < AMI_MAX_API_SERVICES; i++)
-        if (strcmp (run->status->services [i].node_id, node) == 0)
-            return &run->status->services [i];
+    for (size_t i = 0; i < run->status.count; i++)
+        if (strcmp (run->status.rows [i].node_id, node) == 0)
+            return &run->status.rows [i];
     return NULL;
 }
 
@@ -1059,11 +1067,8 @@ load_ingest_run (const load_ingest_config_t *config, load_ingest_result_t *resul
     assert (config->headends >= 1 && config->interval_s >= 1 && config->block >= 1);
     run_t run_ = { .config = config, .result = result }, *run = &run_;
     zsys_init ();                   //  CZMQ's SIGINT/SIGTERM handler: zsys_interrupted
-    run->status = calloc (1, sizeof *run->status);
-    if (!run->status || sodium_init () < 0) {
-        free (run->status);
-        return s_fail (run, LOAD_INGEST_SETUP, "out of memory");
-    }
+    if (sodium_init () < 0)
+        return s_fail (run, LOAD_INGEST_SETUP, "libsodium cannot be initialised");
     int rc = s_provision (run);
     if (rc == LOAD_INGEST_DONE)
         rc = s_connect (run);
@@ -1086,7 +1091,8 @@ load_ingest_run (const load_ingest_config_t *config, load_ingest_result_t *resul
     result->outcome = rc;
     ami_client_destroy (&run->client);
     s_stop (run);
-    free (run->status);
+    ami_client_status_free (&run->status);
+    ami_client_status_free (&run->walk);
     free (run->dir);
     return result->outcome;
 }

@@ -25,7 +25,6 @@
 #include "amictl_intervals.h"
 #include "amictl_json.h"
 #include "amictl_print.h"
-#include "amictl_status.h"
 
 /* Exit codes (the contract with scripts: see s_usage). */
 #define EXIT_OK         0
@@ -117,6 +116,17 @@ s_usage (FILE *out)
 "        status; paged from the MDMS until complete. --json: IEC 61968-9\n"
 "        MeterReadings with IntervalBlocks. T as for audit --since\n"
 "        (2026-11-26T00:00:00Z, Unix seconds, or relative: -1d).\n"
+"  recover METER --from T --to T [--timeout MS] [--json]\n"
+"        an on-demand read of METER (printed as by read) whose signed command\n"
+"        also asks the meter to send its load profile again: the intervals\n"
+"        whose END time is from --from to --to (both inclusive, --to less than\n"
+"        31 days after --from; T as for gaps). They do not come with the\n"
+"        answer: the meter sends them through ingest, and the MDMS stores\n"
+"        each interval once; then `amictl gaps METER --from T --to T` shows\n"
+"        what is still missing.\n"
+"        For blocks an aggregator acknowledged and lost (SEC-INT-5). A meter\n"
+"        sends again only what it still keeps (by default its last 31 days).\n"
+"        Role: OPERATOR.\n"
 "  gaps METER --from T [--to T] [--interval D] [--json]\n"
 "        the interval ends from --from to --to (inclusive; no --to: now)\n"
 "        that have no stored record: each run of missing intervals (first,\n"
@@ -438,7 +448,8 @@ s_parse (ctx_t *ctx, int argc, char **argv)
     ctx->command = positional [0];
     bool is_gaps = strcmp (ctx->command, "gaps") == 0;
     bool is_history = strcmp (ctx->command, "history") == 0;
-    bool needs_meter = strcmp (ctx->command, "read") == 0 || is_history || is_gaps
+    bool is_recover = strcmp (ctx->command, "recover") == 0;
+    bool needs_meter = strcmp (ctx->command, "read") == 0 || is_history || is_gaps || is_recover
                     || strcmp (ctx->command, "verify") == 0
                     || strcmp (ctx->command, "customer") == 0;
     bool is_audit = strcmp (ctx->command, "audit") == 0;
@@ -462,9 +473,16 @@ s_parse (ctx_t *ctx, int argc, char **argv)
                               "no --since or --last");
     if (ctx->wait_s >= 0 && strcmp (ctx->command, "status") != 0)
         return s_usage_error (ctx, "--wait is for status, not %s", ctx->command);
-    if ((ctx->from || ctx->to) && !is_history && !is_gaps)
-        return s_usage_error (ctx, "--from and --to are for history and gaps, not %s",
+    if ((ctx->from || ctx->to) && !is_history && !is_gaps && !is_recover)
+        return s_usage_error (ctx, "--from and --to are for history, gaps and recover, not %s",
                               ctx->command);
+    if (is_recover && (!ctx->from || !ctx->to))
+        return s_usage_error (ctx, "%s", "recover needs --from T and --to T");
+    //  (from - 1 ms, to]: the whole seconds from..to, as gaps counts them
+    if (is_recover && (ctx->from_ms == 0 || ctx->to_ms <= ctx->from_ms - 1
+                   || ctx->to_ms / 1000 - (ctx->from_ms - 1) / 1000 > AMI_PROFILE_RECOVER_MAX_S))
+        return s_usage_error (ctx, "%s", "recover: --from must be after 1970-01-01T00:00:00Z "
+                              "and --to less than 31 days after it");
     if (is_history && ctx->to && !ctx->from)
         return s_usage_error (ctx, "%s", "history --to needs --from (the interval data "
                               "of a range)");
@@ -618,6 +636,8 @@ s_meter_id (ctx_t *ctx, char out [AMI_MAX_ID + 1])
 /* ---------------------------------------------------------------------- */
 /*  Commands                                                               */
 
+/* read, and recover (SEC-INT-5): a read whose command also asks the
+   meter for its interval data of [--from, --to] again. */
 static int
 s_cmd_read (ctx_t *ctx)
 {
@@ -625,11 +645,18 @@ s_cmd_read (ctx_t *ctx)
     int rc = s_meter_id (ctx, req.meter_id);
     if (rc >= 0)
         return rc;
-    req.action = AMI_ACT_READ;
+    bool recover = strcmp (ctx->command, "recover") == 0;
+    req.action = recover ? AMI_ACT_RECOVER : AMI_ACT_READ;
+    if (recover) {
+        //  The API range is (from_ms, to_ms] of interval ends; --from is
+        //  inclusive, as for gaps (checked > 0 by s_parse)
+        req.from_ms = ctx->from_ms - 1;
+        req.to_ms = ctx->to_ms;
+    }
     req.timeout_ms = (uint32_t) ctx->timeout_ms;
     ami_msg_t *reply = NULL;
     char what [64];
-    snprintf (what, sizeof what, "read %s", req.meter_id);
+    snprintf (what, sizeof what, "%s %s", recover ? "recover" : "read", req.meter_id);
     rc = ami_client_request (ctx->client, &req, s_deadline (ctx), &reply);
     if (rc)
         return s_request_failed (ctx, what, rc, reply, req.corr);
@@ -646,12 +673,18 @@ s_cmd_read (ctx_t *ctx)
         amictl_json_t *j = amictl_json_new ();
         if (!j)
             return EXIT_FAILED;
-        amictl_json_meter_readings (j, req.corr, row, 1);
+        if (recover)
+            amictl_json_recover (j, req.corr, row, req.meter_id, ctx->from_ms, ctx->to_ms);
+        else
+            amictl_json_meter_readings (j, req.corr, row, 1);
         s_emit (j);
         amictl_json_destroy (&j);
     }
-    else
+    else {
         amictl_print_reading (stdout, row, req.corr);
+        if (recover)
+            amictl_print_recover (stdout, req.meter_id, ctx->from_ms, ctx->to_ms);
+    }
     return EXIT_OK;
 }
 
@@ -863,7 +896,7 @@ s_cmd_meters (ctx_t *ctx)
 
 /* Is everything ready? Writes what is not into why. */
 static bool
-s_all_ready (ctx_t *ctx, const amictl_status_t *status, char *why, size_t cap)
+s_all_ready (ctx_t *ctx, const ami_client_status_t *status, char *why, size_t cap)
 {
     why [0] = '\0';
     size_t len = 0;
@@ -892,7 +925,7 @@ s_all_ready (ctx_t *ctx, const amictl_status_t *status, char *why, size_t cap)
 }
 
 static void
-s_show_status (ctx_t *ctx, const amictl_status_t *status)
+s_show_status (ctx_t *ctx, const ami_client_status_t *status)
 {
     if (ctx->json) {
         amictl_json_t *j = amictl_json_new ();
@@ -908,37 +941,38 @@ s_show_status (ctx_t *ctx, const amictl_status_t *status)
 
 /* A failed status walk: the page's ERROR, no answer, or our side. */
 static int
-s_status_failed (ctx_t *ctx, int rc, ami_msg_t *reply, const amictl_status_t *status)
+s_status_failed (ctx_t *ctx, int rc, ami_msg_t *reply, const ami_client_status_t *status)
 {
     if (reply && reply->type == AMI_MSG_ERROR)
         return s_request_failed (ctx, "status", rc, reply, status->last_corr);
-    if (rc == AMI_E_TIMEOUT || rc == AMI_E_DENIED || !status->why [0])
+    if (rc == AMI_E_TIMEOUT || rc == AMI_E_DENIED || !ami_client_why (ctx->client) [0])
         return s_request_failed (ctx, "status", rc, NULL, status->last_corr);
-    return s_fail (ctx, EXIT_FAILED, rc, NULL, status->last_corr, "status: %s", status->why);
+    return s_fail (ctx, EXIT_FAILED, rc, NULL, status->last_corr, "status: %s",
+                   ami_client_why (ctx->client));
 }
 
-/* status: every page of API_STATUS (amictl_status.h), then the rows. */
+/* status: every page of API_STATUS (ami_client_status), then the rows. */
 static int
 s_cmd_status (ctx_t *ctx)
 {
-    amictl_status_t status = { 0 };
+    ami_client_status_t status = { 0 };
     uint32_t timeout_ms = (uint32_t) ctx->timeout_ms;
     if (ctx->wait_s < 0) {
         ami_msg_t *reply = NULL;
-        int rc = amictl_status_fetch (ctx->client, timeout_ms, ctx->timeout_ms + REPLY_MARGIN_MS,
-                                      &status, &reply);
+        int rc = ami_client_status (ctx->client, timeout_ms, ctx->timeout_ms + REPLY_MARGIN_MS,
+                                    &status, &reply);
         int exit_code = EXIT_OK;
         if (rc == AMI_OK)
             s_show_status (ctx, &status);
         else
             exit_code = s_status_failed (ctx, rc, reply, &status);
-        amictl_status_free (&status);
+        ami_client_status_free (&status);
         return exit_code;
     }
     //  --wait: ask again and again until ready or the deadline. `last` is
     //  the last complete walk.
     int64_t deadline = zclock_mono () + ctx->wait_s * 1000;
-    amictl_status_t last = { 0 };
+    ami_client_status_t last = { 0 };
     char why [1024] = "no answer from the MDMS yet";
     bool have_last = false;
     bool first = true;
@@ -950,22 +984,22 @@ s_cmd_status (ctx_t *ctx)
             until = now + POLL_ANSWER_MS;
         first = false;
         ami_msg_t *reply = NULL;
-        int rc = amictl_status_fetch (ctx->client, timeout_ms, until - now, &status, &reply);
+        int rc = ami_client_status (ctx->client, timeout_ms, until - now, &status, &reply);
         if (rc == AMI_E_DENIED || rc == AMI_E_RATE_LIMITED) {
             rc = s_status_failed (ctx, rc, reply, &status);
-            amictl_status_free (&status);
-            amictl_status_free (&last);
+            ami_client_status_free (&status);
+            ami_client_status_free (&last);
             return rc;
         }
         if (rc == AMI_OK) {
-            amictl_status_t done = last;        //  keep this walk, drop the older
+            ami_client_status_t done = last;    //  keep this walk, drop the older
             last = status;
             status = done;
             have_last = true;
             if (s_all_ready (ctx, &last, why, sizeof why)) {
                 s_show_status (ctx, &last);
-                amictl_status_free (&status);
-                amictl_status_free (&last);
+                ami_client_status_free (&status);
+                ami_client_status_free (&last);
                 return EXIT_OK;
             }
         }
@@ -973,8 +1007,8 @@ s_cmd_status (ctx_t *ctx)
         if (rc == AMI_E_TIMEOUT)
             snprintf (why, sizeof why, "%s", ami_client_why (ctx->client));
         else
-        if (status.why [0])
-            snprintf (why, sizeof why, "%s", status.why);
+        if (ami_client_why (ctx->client) [0])        //  our side (an ERROR leaves it "")
+            snprintf (why, sizeof why, "%s", ami_client_why (ctx->client));
         else
             snprintf (why, sizeof why, "the MDMS answered %s", ami_errname (rc));
         if (zclock_mono () + POLL_INTERVAL_MS >= deadline)
@@ -985,8 +1019,8 @@ s_cmd_status (ctx_t *ctx)
         amictl_print_status (stdout, last.rows, last.count);
     int rc = s_fail (ctx, EXIT_TIMEOUT, AMI_E_TIMEOUT, NULL, NULL,
                      "status: not ready after %" PRId64 " s: %s", ctx->wait_s, why);
-    amictl_status_free (&status);
-    amictl_status_free (&last);
+    ami_client_status_free (&status);
+    ami_client_status_free (&last);
     return rc;
 }
 
@@ -1140,7 +1174,7 @@ main (int argc, char **argv)
     ami_log_init ("amictl", NULL, ctx.verbose ? AMI_LOG_DEBUG : AMI_LOG_WARN);
     rc = s_setup (&ctx);
     if (rc < 0) {
-        if (strcmp (ctx.command, "read") == 0)
+        if (strcmp (ctx.command, "read") == 0 || strcmp (ctx.command, "recover") == 0)
             rc = s_cmd_read (&ctx);
         else
         if (strcmp (ctx.command, "history") == 0)

@@ -656,11 +656,11 @@ s_json_qualities (amictl_json_t *j, uint32_t quality)
     amictl_json_end (j);
 }
 
-void
-amictl_json_meter_readings (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID_SIZE],
-                            const ami_stored_reading_t *rows, size_t count)
+/*  The "MeterReadings" member, inside an open object. */
+static void
+s_json_meter_readings (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID_SIZE],
+                       const ami_stored_reading_t *rows, size_t count)
 {
-    amictl_json_object (j, NULL);
     amictl_json_object (j, "MeterReadings");
     s_json_corr (j, "correlationId", corr);
     amictl_json_array (j, "MeterReading");
@@ -697,7 +697,42 @@ amictl_json_meter_readings (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID
     }
     amictl_json_end (j);
     amictl_json_end (j);
+}
+
+void
+amictl_json_meter_readings (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID_SIZE],
+                            const ami_stored_reading_t *rows, size_t count)
+{
+    amictl_json_object (j, NULL);
+    s_json_meter_readings (j, corr, rows, count);
     amictl_json_end (j);
+}
+
+void
+amictl_json_recover (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID_SIZE],
+                     const ami_stored_reading_t *row, const char *meter_id,
+                     uint64_t from_ms, uint64_t to_ms)
+{
+    amictl_json_object (j, NULL);
+    s_json_meter_readings (j, corr, row, 1);
+    amictl_json_object (j, "Recovery");
+    amictl_json_str (j, "mRID", meter_id);
+    s_json_time (j, "fromDateTime", from_ms);
+    s_json_time (j, "toDateTime", to_ms);
+    amictl_json_str (j, "intervals", "asked for again: they arrive through ingest");
+    amictl_json_end (j);
+    amictl_json_end (j);
+}
+
+void
+amictl_print_recover (FILE *out, const char *meter_id, uint64_t from_ms, uint64_t to_ms)
+{
+    char from [AMICTL_TEXT], to [AMICTL_TEXT];
+    amictl_format_time (from_ms, false, from);
+    amictl_format_time (to_ms, false, to);
+    fprintf (out, "\nInterval data of %s ending from %s to %s asked for again: the meter\n"
+                  "sends it through ingest; `amictl gaps %s --from %s --to %s` shows\n"
+                  "what is still missing.\n", meter_id, from, to, meter_id, from, to);
 }
 
 void

@@ -113,6 +113,11 @@ void
                           const ami_stored_reading_t *rows, size_t count);
 void
     amictl_print_meters (FILE *out, const ami_meter_row_t *rows, size_t count);
+/*  recover (SEC-INT-5): the line after the reading saying that the
+    intervals of [from_ms, to_ms] (their END times) were asked for again,
+    arrive through ingest, and how to check them (amictl gaps). */
+void
+    amictl_print_recover (FILE *out, const char *meter_id, uint64_t from_ms, uint64_t to_ms);
 /*  status: one row per service (role, node, state, uptime, age of its last
     report), then its stats (name=value, from its last HEALTH) indented on
     the lines below, wrapped at AMICTL_STATUS_WIDTH. JSON: each service
@@ -137,6 +142,12 @@ void
 void
     amictl_json_meter_readings (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID_SIZE],
                                 const ami_stored_reading_t *rows, size_t count);
+/*  recover: {"MeterReadings":{...as read...},"Recovery":{"mRID",
+    "fromDateTime","toDateTime","intervals":"asked for again: ..."}} */
+void
+    amictl_json_recover (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID_SIZE],
+                         const ami_stored_reading_t *row, const char *meter_id,
+                         uint64_t from_ms, uint64_t to_ms);
 void
     amictl_json_meters (amictl_json_t *j, const uint8_t corr [AMI_REQUEST_ID_SIZE],
                         const ami_meter_row_t *rows, size_t count);
