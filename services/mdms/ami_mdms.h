@@ -526,7 +526,8 @@ extern "C" {
     head end's worker gets one; 8 lets a read get past such a pool even
     when a concurrent read holds the honest worker the first time round,
     and still ends a read for a meter that is really unreachable after 8
-    quick round trips instead of at its deadline. */
+    round trips spaced by AMI_MDMS_RELAY_BACKOFF_MS (about 0.7 s) instead
+    of at its deadline. */
 #define AMI_MDMS_RELAY_TRIES        8
 /*  The wait before the resend that follows a relay ERROR: 10 ms, doubling
     per relay ERROR of the read, at most 160 ms. The waits of the 7 resends
