@@ -617,13 +617,18 @@ s_audit (mdms_t *self, const caller_t *caller, int result)
 
 /*  The one way an operator reply leaves: audit self->tx's outcome, then
     send it. A reply with data whose audit entry could not be written is
-    replaced by ERROR AMI_E_STORAGE (disclose nothing unaudited). */
+    replaced by ERROR AMI_E_STORAGE (disclose nothing unaudited). One
+    exception: API_STATUS, which holds no meter or customer data, only the
+    services' health and counters - what an operator needs to see a full
+    disk and its back-pressure. It still leaves; the missing entry is
+    counted (audit_failures) and logged with operator, action and corr. */
 static void
 s_api_finish (mdms_t *self, const caller_t *caller, zmsg_t *envelope)
 {
     ami_msg_t *tx = self->tx;
     int result = tx->type == AMI_MSG_ERROR ? tx->error.code : AMI_OK;
-    if (s_audit (self, caller, result) != AMI_OK && tx->type != AMI_MSG_ERROR) {
+    if (s_audit (self, caller, result) != AMI_OK && tx->type != AMI_MSG_ERROR
+    &&  tx->type != AMI_MSG_API_STATUS) {
         ami_msg_reset (tx, AMI_MSG_ERROR);
         tx->error.has_request_id = true;
         memcpy (tx->error.request_id, caller->corr, AMI_REQUEST_ID_SIZE);
