@@ -137,6 +137,8 @@
 
 #define S_ROLE_OPERATOR     "operator"
 #define S_ROLE_HEADEND      "headend"
+#define S_ROLE_AGGREGATOR   "aggregator"
+#define S_ROLE_METER        "meter"     /* a meter fleet */
 /*  One second: the window of the security-event budget. */
 #define S_SECURITY_WINDOW_MS 1000
 /*  Audit names for a certificate without node-id / ami-role. */
@@ -310,6 +312,7 @@ typedef struct {
     uint64_t services_evicted;          /* services forgotten: table full */
     uint64_t peers_refused;             /* ingest peers not remembered: table full */
     uint64_t mmi_refused;               /* MMI questions not asked: ring full */
+    uint64_t health_refused;            /* ingest HEALTH of a role or node not allowed */
     unsigned ticks;
     bool audit_action0;                 /* the codec lets API_AUDIT carry action 0 */
 
@@ -1721,6 +1724,7 @@ s_own_stats (mdms_t *self, ami_stat_t *stats, uint32_t *count)
         { "services_evicted", self->services_evicted },
         { "peers_refused",  self->peers_refused },
         { "mmi_refused",    self->mmi_refused },
+        { "health_refused", self->health_refused },
     };
     //  Everything must fit one HEALTH/API_STATUS row
     _Static_assert (AMI_MDMS_INGEST_STATS + sizeof rows / sizeof rows [0] <= AMI_MAX_STATS,
@@ -2343,10 +2347,26 @@ s_handle_ingest_msg (mdms_t *self, zmsg_t *msg)
             }
             break;
         }
-        case AMI_MSG_HEALTH:
+        case AMI_MSG_HEALTH: {
             s_peer_touch (self, routing, key, peer_node);
-            s_service_heard (self, &self->rx->health);
+            //  SEC-INT-4: a head end speaks for itself (its certificate's
+            //  node id) and relays its aggregators' and their fleets'
+            //  HEALTH (which it checked); no other role comes this way.
+            //  The mdms and broker rows are the MDMS's own.
+            const ami_health_t *health = &self->rx->health;
+            bool own = strcmp (health->role, S_ROLE_HEADEND) == 0
+                    && strcmp (health->node_id, peer_node) == 0;
+            bool relayed = strcmp (health->role, S_ROLE_AGGREGATOR) == 0
+                        || strcmp (health->role, S_ROLE_METER) == 0;
+            if (!own && !relayed) {
+                self->health_refused++;
+                s_warn (self, "ingest: HEALTH as %s %s from head end %s refused (SEC-INT-4)",
+                        health->role, health->node_id, peer_node);
+                break;
+            }
+            s_service_heard (self, health);
             break;
+        }
         default:
             s_peer_touch (self, routing, key, peer_node);
             self->malformed++;
@@ -2711,6 +2731,7 @@ s_handle_pipe (mdms_t *self)
                       (unsigned long long) self->services_evicted);
         zmsg_addstrf (reply, "peers_refused=%llu", (unsigned long long) self->peers_refused);
         zmsg_addstrf (reply, "mmi_refused=%llu", (unsigned long long) self->mmi_refused);
+        zmsg_addstrf (reply, "health_refused=%llu", (unsigned long long) self->health_refused);
         ami_stat_t stats [AMI_MAX_STATS];
         uint32_t count = 0;
         ami_mdms_ingest_stats (self->intake, stats, AMI_MAX_STATS, &count);

@@ -244,7 +244,11 @@
            (ingest peers not remembered, the peer table being full: their
            messages are still handled, but they are not told to
            introduce themselves), mmi_refused (MMI questions not asked,
-           the question ring being full); the ingest statistic
+           the question ring being full), health_refused (ingest HEALTH
+           refused, SEC-INT-4: a head end's HEALTH must carry its
+           certificate's node id, relayed HEALTH must be of role
+           aggregator or meter; mdms, broker or any other role is never
+           taken from ingest); the ingest statistic
            ingest_throttled counts the BATCH_ACKs that slowed a head end's
            senders (credit 0 or AMI_E_BUSY); the broker's row the
            stats of its last mmi.ami-stats answer; every other row the
@@ -388,7 +392,8 @@
                     could not be written), handshakes_refused,
                     handshakes_failed, frames_refused, events_refused,
                     events_seq (= events), reads_busy, services_evicted,
-                    peers_refused, mmi_refused (as in API_STATUS), then the
+                    peers_refused, mmi_refused, health_refused (as in
+                    API_STATUS), then the
                     ingest statistics (ami_mdms_ingest.h: batches_in ...
                     ingest_throttled)
 

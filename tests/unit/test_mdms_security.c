@@ -2528,6 +2528,86 @@ test_sec_fail_1_storage_full (void **state)
 
 
 /* ---------------------------------------------------------------------- */
+/*  SEC-INT-4 at the MDMS: on ingest a head end speaks for itself (its
+    certificate's node id, HE-1) and relays aggregators' and fleets'
+    HEALTH; a HEALTH as mdms, broker, another head end or any other role
+    is refused and counted, and leaves no row: the mdms and broker rows
+    stay the MDMS's own. */
+static void
+test_sec_int_4_ingest_health_roles (void **state)
+{
+    (void) state;
+    mh_env_t env;
+    mh_env_start (&env, false);
+    zsock_t *he = mh_headend_connect (&env);
+    ami_msg_t *m = ami_msg_new ();
+    assert_non_null (m);
+    const char *claims [][2] = {
+        { "mdms", MDMS_ID },            //  refused: the MDMS's own row
+        { "broker", BROKER_ID },        //  refused: the MDMS's own row
+        { "headend", "HE-OTHER" },      //  refused: not its certificate
+        { "operator", "alice" },        //  refused: no such relayed role
+        { "headend", HEADEND_ID },      //  taken: itself
+        { "aggregator", "AGG-H" },      //  taken: relayed
+        { "meter", "FLEET-H" },         //  taken: relayed
+    };
+    size_t n = sizeof claims / sizeof claims [0];
+    for (size_t i = 0; i < n; i++) {
+        ami_msg_reset (m, AMI_MSG_HEALTH);
+        snprintf (m->health.role, sizeof m->health.role, "%s", claims [i][0]);
+        snprintf (m->health.node_id, sizeof m->health.node_id, "%s", claims [i][1]);
+        m->health.state = AMI_STATE_DEGRADED;      //  the real rows say READY
+        m->health.uptime_ms = 4242;
+        uint8_t buf [256];
+        size_t len = mh_encode (m, buf, sizeof buf);
+        zmsg_t *msg = zmsg_new ();
+        zmsg_addmem (msg, buf, len);
+        assert_int_equal (zmsg_send (&msg, he), 0);
+    }
+    //  The three taken ones appear; by then all seven were handled (one
+    //  connection, in order)
+    uint8_t corr [AMI_REQUEST_ID_SIZE];
+    int64_t deadline = zclock_mono () + WAIT_MS;
+    ami_msg_t *r = NULL;
+    while (true) {
+        r = mh_call (&env, env.client, corr, AMI_ACT_STATUS, "", 0, 0, 0, 0);
+        assert_int_equal (r->type, AMI_MSG_API_STATUS);
+        bool fleet = false;
+        for (uint32_t i = 0; i < r->api_status.count; i++)
+            fleet |= streq (r->api_status.services [i].node_id, "FLEET-H");
+        if (fleet)
+            break;
+        if (zclock_mono () > deadline)
+            fail_msg ("the relayed fleet HEALTH never showed");
+        zclock_sleep (POLL_MS);
+    }
+    assert_int_equal (mh_pipe_stat (&env, "health_refused"), 4);
+    ami_service_row_t *rows = r->api_status.services;
+    assert_int_equal (r->api_status.count, 5);      //  mdms, broker, the three taken
+    assert_string_equal (rows [0].role, "mdms");
+    assert_int_equal (rows [0].state, AMI_STATE_READY);
+    assert_string_equal (rows [1].role, "broker");
+    assert_true (rows [1].uptime_ms != 4242);
+    int mdms_rows = 0, broker_rows = 0;
+    for (uint32_t i = 0; i < r->api_status.count; i++) {
+        mdms_rows += streq (rows [i].role, "mdms");
+        broker_rows += streq (rows [i].role, "broker");
+        assert_false (streq (rows [i].node_id, "HE-OTHER"));
+        assert_false (streq (rows [i].node_id, "alice"));
+    }
+    assert_int_equal (mdms_rows, 1);
+    assert_int_equal (broker_rows, 1);
+    //  ... and the mdms row counts the refusals for the operator
+    uint64_t refused = 0;
+    for (uint32_t k = 0; k < rows [0].stat_count; k++)
+        if (streq (rows [0].stats [k].name, "health_refused"))
+            refused = rows [0].stats [k].value;
+    assert_int_equal (refused, 4);
+    ami_msg_destroy (&m);
+    zsock_destroy (&he);
+    mh_env_stop (&env);
+}
+
 /*  SEC-KEY-3                                                               */
 
 /*  The meter taken out of the registry, and a neighbour that stays. */
@@ -2716,6 +2796,7 @@ main (void)
         cmocka_unit_test (test_sec_avail_3_lying_headend),
         cmocka_unit_test (test_sec_fail_1_storage_full),
         cmocka_unit_test (test_sec_key_3_meter_removed_from_registry),
+        cmocka_unit_test (test_sec_int_4_ingest_health_roles),
     };
     return cmocka_run_group_tests_name ("mdms_security", tests, mh_group_setup,
                                         mh_group_teardown);
