@@ -540,6 +540,30 @@ ami_config_bool (ami_config_t *self, const char *path, bool default_value,
 }
 
 int
+ami_config_rate (ami_config_t *self, const char *path, uint32_t default_value,
+                 uint32_t min, uint32_t max, uint32_t *out)
+{
+    assert (out);
+    const char *value = s_value (self, path);
+    if (!value) {
+        *out = default_value;
+        return AMI_OK;
+    }
+    errno = 0;
+    char *end = NULL;
+    unsigned long long n = strtoull (value, &end, 10);
+    if (end && strcmp (end, "/s") == 0)
+        end += 2;
+    if (!isdigit ((unsigned char) *value) || errno || (end && *end) || n < min || n > max) {
+        ami_log_error ("config %s: %s = '" LOGV "' is not a rate of %u..%u per second "
+                       "(e.g. 20 or 20/s)", self->origin, path, value, min, max);
+        return AMI_E_CONFIG;
+    }
+    *out = (uint32_t) n;
+    return AMI_OK;
+}
+
+int
 ami_config_duration_ms (ami_config_t *self, const char *path,
                         int64_t default_ms, int64_t *out)
 {

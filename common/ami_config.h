@@ -143,6 +143,15 @@ int
     ami_config_duration_ms (ami_config_t *self, const char *path,
                             int64_t default_ms, int64_t *out);
 
+/*  Get a rate per second: digits with an optional "/s" ("20", "20/s"),
+    in [min, max]. A missing or empty key gives default_value. Returns
+    AMI_OK, or AMI_E_CONFIG (logged, naming the key, the value and the
+    range) for junk, overflow or a value out of range; *out is untouched
+    on error. */
+int
+    ami_config_rate (ami_config_t *self, const char *path, uint32_t default_value,
+                     uint32_t min, uint32_t max, uint32_t *out);
+
 //  Check every key in the config against a NULL-terminated list of known
 //  paths, so a typo ("log/levle") is an error instead of a silently
 //  ignored setting. An entry matches its exact path; an entry ending in

@@ -63,31 +63,6 @@ static const ami_service_info_t s_info = {
     .server = true
 };
 
-/*  A rate: "10", "10/s" (reads per second), 0 = unlimited. Returns AMI_OK
-    or AMI_E_CONFIG (logged). */
-static int
-s_rate (ami_config_t *config, const char *key, uint32_t default_value, uint32_t *out)
-{
-    const char *text = NULL;
-    ami_config_str (config, key, NULL, &text);
-    if (!text || !*text) {
-        *out = default_value;
-        return AMI_OK;
-    }
-    errno = 0;
-    char *end = NULL;
-    unsigned long value = strtoul (text, &end, 10);
-    if (end && strcmp (end, "/s") == 0)
-        end += 2;
-    if (!isdigit ((unsigned char) *text) || errno || (end && *end) || value > AMI_MDMS_RATE_MAX) {
-        ami_log_error ("%s: %s = '%s' is not a rate of 0..%d per second (e.g. 10 or 10/s)",
-                       ami_config_origin (config), key, text, AMI_MDMS_RATE_MAX);
-        return AMI_E_CONFIG;
-    }
-    *out = (uint32_t) value;
-    return AMI_OK;
-}
-
 static int
 s_required (ami_config_t *config, const char *key, const char **out)
 {
@@ -129,12 +104,14 @@ main (int argc, char **argv)
                                 &read_timeout)
     ||  ami_config_int (config, "mdms/retries", AMI_MDMS_RETRIES, 0, 100, &retries)
     ||  s_required (config, "mdms/data-key", &mdms.data_key_path)
-    ||  s_rate (config, "mdms/rate/operator", AMI_MDMS_RATE_OPERATOR, &mdms.rate_operator)
-    ||  s_rate (config, "mdms/rate/operator-burst", AMI_MDMS_RATE_OPERATOR_BURST,
-                &mdms.rate_operator_burst)
-    ||  s_rate (config, "mdms/rate/meter", AMI_MDMS_RATE_METER, &mdms.rate_meter)
-    ||  s_rate (config, "mdms/rate/meter-burst", AMI_MDMS_RATE_METER_BURST,
-                &mdms.rate_meter_burst)
+    ||  ami_config_rate (config, "mdms/rate/operator", AMI_MDMS_RATE_OPERATOR, 0,
+                         AMI_MDMS_RATE_MAX, &mdms.rate_operator)
+    ||  ami_config_rate (config, "mdms/rate/operator-burst", AMI_MDMS_RATE_OPERATOR_BURST, 0,
+                         AMI_MDMS_RATE_MAX, &mdms.rate_operator_burst)
+    ||  ami_config_rate (config, "mdms/rate/meter", AMI_MDMS_RATE_METER, 0,
+                         AMI_MDMS_RATE_MAX, &mdms.rate_meter)
+    ||  ami_config_rate (config, "mdms/rate/meter-burst", AMI_MDMS_RATE_METER_BURST, 0,
+                         AMI_MDMS_RATE_MAX, &mdms.rate_meter_burst)
     ||  ami_config_duration_ms (config, "mdms/interval", AMI_MDMS_INTERVAL_S * 1000,
                                 &interval_ms)
     ||  ami_config_int (config, "mdms/key-cache", 0, 0, AMI_MDMS_KEY_CACHE_MAX, &key_cache)

@@ -79,32 +79,6 @@ s_required (ami_config_t *config, const char *key, const char *what)
     return value && *value ? value : NULL;
 }
 
-/*  A rate: "20" or "20/s", 1..AMI_METER_REFUSAL_MAX. Returns AMI_OK or
-    AMI_E_CONFIG (logged). */
-static int
-s_rate (ami_config_t *config, const char *key, uint32_t default_value, uint32_t *out)
-{
-    const char *text = NULL;
-    ami_config_str (config, key, NULL, &text);
-    if (!text || !*text) {
-        *out = default_value;
-        return AMI_OK;
-    }
-    errno = 0;
-    char *end = NULL;
-    unsigned long value = strtoul (text, &end, 10);
-    if (end && strcmp (end, "/s") == 0)
-        end += 2;
-    if (!isdigit ((unsigned char) *text) || errno || (end && *end)
-    ||  value < 1 || value > AMI_METER_REFUSAL_MAX) {
-        ami_log_error ("%s: %s = '%s' is not a rate of 1..%d per second (e.g. 20 or 20/s)",
-                       ami_config_origin (config), key, text, AMI_METER_REFUSAL_MAX);
-        return AMI_E_CONFIG;
-    }
-    *out = (uint32_t) value;
-    return AMI_OK;
-}
-
 /*  meter/profile: the load-profile settings (ami_meter.h). */
 static int
 s_profile_config (ami_config_t *config, ami_meter_profile_config_t *profile)
@@ -237,8 +211,10 @@ main (int argc, char **argv)
     }
     if (ami_service_peer_key (svc, "meter/aggregator-cert", aggregator_key) != AMI_OK
     ||  s_profile_config (config, &fleet.profile) != AMI_OK
-    ||  s_rate (config, "meter/refusals", AMI_METER_REFUSAL_RATE, &refusal_rate)
-    ||  s_rate (config, "meter/refusals-burst", AMI_METER_REFUSAL_BURST, &refusal_burst))
+    ||  ami_config_rate (config, "meter/refusals", AMI_METER_REFUSAL_RATE, 1,
+                         AMI_METER_REFUSAL_MAX, &refusal_rate)
+    ||  ami_config_rate (config, "meter/refusals-burst", AMI_METER_REFUSAL_BURST, 1,
+                         AMI_METER_REFUSAL_MAX, &refusal_burst))
         goto done;
     if (ami_e2e_kdf_load (seed_path, fleet.seed) != AMI_OK) {
         ami_log_error ("meter/seed: cannot load the fleet secret %s (secret file %s_secret)",

@@ -349,6 +349,40 @@ test_durations (void **state)
 }
 
 static void
+test_rates (void **state)
+{
+    fixture_t *fx = *state;
+    fx->config = ami_config_new_empty ();
+    assert_non_null (fx->config);
+    uint32_t out = 99;
+    assert_int_equal (ami_config_rate (fx->config, "r", 20, 1, 1000, &out), AMI_OK);
+    assert_int_equal (out, 20);                 //  absent: the default
+    static const struct {
+        const char *text;
+        uint32_t rate;
+    } good [] = { { "20", 20 }, { "20/s", 20 }, { "1", 1 }, { "1000/s", 1000 } };
+    for (size_t i = 0; i < sizeof good / sizeof good [0]; i++) {
+        assert_int_equal (ami_config_set (fx->config, "r", good [i].text), AMI_OK);
+        assert_int_equal (ami_config_rate (fx->config, "r", 7, 1, 1000, &out), AMI_OK);
+        assert_int_equal (out, good [i].rate);
+    }
+    static const char *bad [] = {
+        "0", "1001", "-1", "+5", "5/m", "5/", "/s", "5 /s", "20/s/s", "x",
+        "99999999999999999999",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        out = 99;
+        assert_int_equal (ami_config_set (fx->config, "r", bad [i]), AMI_OK);
+        assert_int_equal (ami_config_rate (fx->config, "r", 7, 1, 1000, &out), AMI_E_CONFIG);
+        assert_int_equal (out, 99);             //  untouched
+    }
+    //  0 allowed when min is 0 (0 = no limit at the MDMS)
+    assert_int_equal (ami_config_set (fx->config, "r", "0"), AMI_OK);
+    assert_int_equal (ami_config_rate (fx->config, "r", 7, 0, 1000, &out), AMI_OK);
+    assert_int_equal (out, 0);
+}
+
+static void
 test_override_wins (void **state)
 {
     fixture_t *fx = *state;
@@ -618,6 +652,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_bad_int, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_bool, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_durations, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_rates, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sizes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_override_wins, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_malformed, s_setup, s_teardown),
