@@ -823,13 +823,8 @@ test_events (void **state)
     (void) state;
     mh_env_t env;
     mh_env_start (&env, true);
-    zsock_t *sub = zsock_new (ZMQ_SUB);
-    assert_non_null (sub);
-    zsock_set_linger (sub, 0);
-    assert_int_equal (ami_auth_client (sub, mh.operator_cert, ami_cert_public_txt (mh.mdms_cert)),
-                      AMI_OK);
+    zsock_t *sub = mh_curve (ZMQ_SUB, env.events, mh.operator_cert, mh.mdms_cert);
     zsock_set_subscribe (sub, "event.");
-    assert_int_equal (zsock_connect (sub, "%s", env.events), 0);
     ami_msg_t *ev = ami_msg_new ();
     uint8_t corr [AMI_REQUEST_ID_SIZE];
 
@@ -1346,13 +1341,8 @@ test_issue6_events_seq (void **state)
     (void) state;
     mh_env_t env;
     mh_env_start (&env, false);
-    zsock_t *sub = zsock_new (ZMQ_SUB);
-    assert_non_null (sub);
-    zsock_set_linger (sub, 0);
-    assert_int_equal (ami_auth_client (sub, mh.operator_cert, ami_cert_public_txt (mh.mdms_cert)),
-                      AMI_OK);
+    zsock_t *sub = mh_curve (ZMQ_SUB, env.events, mh.operator_cert, mh.mdms_cert);
     zsock_set_subscribe (sub, "event.");
-    assert_int_equal (zsock_connect (sub, "%s", env.events), 0);
     ami_msg_t *ev = ami_msg_new ();
     uint8_t corr [AMI_REQUEST_ID_SIZE];
     //  Join: provoke read_failed events until one arrives

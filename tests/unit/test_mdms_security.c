@@ -1688,12 +1688,8 @@ test_sec_fail_1_unverified_never_stored (void **state)
 static zsock_t *
 s_subscriber (mh_env_t *env, ami_cert_t *cert, const char *topic)
 {
-    zsock_t *sub = zsock_new (ZMQ_SUB);
-    assert_non_null (sub);
-    zsock_set_linger (sub, 0);
-    assert_int_equal (ami_auth_client (sub, cert, ami_cert_public_txt (mh.mdms_cert)), AMI_OK);
+    zsock_t *sub = mh_curve (ZMQ_SUB, env->events, cert, mh.mdms_cert);
     zsock_set_subscribe (sub, topic);
-    assert_int_equal (zsock_connect (sub, "%s", env->events), 0);
     return sub;
 }
 

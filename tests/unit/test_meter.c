@@ -922,6 +922,23 @@ s_tally_destroy (tally_t **t_p)
     *t_p = NULL;
 }
 
+/*  Open block with its meter's profile key and decode it into G.msg2:
+    a PROFILE of the block's meter and seq (asserted). */
+static const ami_profile_t *
+s_open_profile (const uint8_t *key, const ami_block_t *block)
+{
+    uint8_t plain [AMI_MAX_SEALED];
+    size_t plain_len = 0;
+    assert_int_equal (ami_e2e_profile_open (key, block->meter_id, block->seq, block->box,
+                                            block->box_size, plain, sizeof plain,
+                                            &plain_len), AMI_OK);
+    assert_int_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
+    assert_int_equal (G.msg2->type, AMI_MSG_PROFILE);
+    assert_string_equal (G.msg2->profile.meter_id, block->meter_id);
+    assert_int_equal (G.msg2->profile.seq, block->seq);
+    return &G.msg2->profile;
+}
+
 /*  Check and count the batch in G.msg. Delivery is at-least-once: a
     batch seen before (resent because its ack came late, e.g. while this
     test is slow under valgrind) is counted as a duplicate and skipped;
@@ -949,16 +966,7 @@ s_tally_batch (tally_t *t)
             assert_int_equal (ami_e2e_profile_key_mdms (&G.mdms, pk, t->keys [index]), AMI_OK);
             t->has_key [index] = true;
         }
-        uint8_t plain [AMI_MAX_SEALED];
-        size_t plain_len = 0;
-        assert_int_equal (ami_e2e_profile_open (t->keys [index], block->meter_id, block->seq,
-                                                block->box, block->box_size,
-                                                plain, sizeof plain, &plain_len), AMI_OK);
-        assert_int_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
-        assert_int_equal (G.msg2->type, AMI_MSG_PROFILE);
-        const ami_profile_t *profile = &G.msg2->profile;
-        assert_string_equal (profile->meter_id, block->meter_id);
-        assert_int_equal (profile->seq, block->seq);
+        const ami_profile_t *profile = s_open_profile (t->keys [index], block);
         /* made by the wall clock, just now */
         assert_true (profile->made_ms + BATCH_WAIT_MS > now && profile->made_ms <= now + 1000);
         assert_true (profile->record_count >= 1);
@@ -2258,16 +2266,7 @@ s_recov_batch (recov_t *r)
         const ami_block_t *block = &batch->blocks [b];
         uint32_t index = ami_meter_id_parse (block->meter_id);
         assert_true (index >= 1 && index <= r->meters);
-        uint8_t plain [AMI_MAX_SEALED];
-        size_t plain_len = 0;
-        assert_int_equal (ami_e2e_profile_open (r->keys [index], block->meter_id, block->seq,
-                                                block->box, block->box_size,
-                                                plain, sizeof plain, &plain_len), AMI_OK);
-        assert_int_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
-        assert_int_equal (G.msg2->type, AMI_MSG_PROFILE);
-        const ami_profile_t *profile = &G.msg2->profile;
-        assert_string_equal (profile->meter_id, block->meter_id);
-        assert_int_equal (profile->seq, block->seq);
+        const ami_profile_t *profile = s_open_profile (r->keys [index], block);
         assert_int_equal (block->seq,
                           profile->records [profile->record_count - 1].end_s / P_INTERVAL);
         if (r->blocks < 64)
@@ -2497,12 +2496,7 @@ test_sec_int_5_recover_in_slices (void **state)
         assert_non_null (msg);
         for (uint32_t b = 0; b < G.msg->batch.block_count; b++) {
             const ami_block_t *block = &G.msg->batch.blocks [b];
-            uint8_t plain [AMI_MAX_SEALED];
-            size_t plain_len = 0;
-            assert_int_equal (ami_e2e_profile_open (r->keys [1], block->meter_id, block->seq,
-                                                    block->box, block->box_size, plain,
-                                                    sizeof plain, &plain_len), AMI_OK);
-            assert_int_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
+            s_open_profile (r->keys [1], block);
             for (uint32_t i = 0; i < G.msg2->profile.record_count; i++) {
                 const ami_interval_t *rec = &G.msg2->profile.records [i];
                 uint64_t k = (rec->end_s - P_START) / P_INTERVAL;
@@ -2536,12 +2530,7 @@ test_sec_int_5_recover_in_slices (void **state)
         assert_non_null (msg);
         for (uint32_t b = 0; b < G.msg->batch.block_count; b++) {
             const ami_block_t *block = &G.msg->batch.blocks [b];
-            uint8_t plain [AMI_MAX_SEALED];
-            size_t plain_len = 0;
-            assert_int_equal (ami_e2e_profile_open (r->keys [1], block->meter_id, block->seq,
-                                                    block->box, block->box_size, plain,
-                                                    sizeof plain, &plain_len), AMI_OK);
-            assert_int_equal (ami_msg_decode (G.msg2, plain, plain_len), AMI_OK);
+            s_open_profile (r->keys [1], block);
             /* whole days, as made the first time */
             assert_int_equal (G.msg2->profile.record_count, 96);
             assert_int_equal (block->seq, (uint64_t) P_START / P_INTERVAL + skip + 96 * (again_blocks + 1));
